@@ -1,0 +1,43 @@
+# Two commands for a new user: `make run` and `make test` (README.md).
+# Both create .venv and install the pinned requirements the first time, and again
+# only when a requirements file changes (stamp files record what is installed).
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   := .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip install --disable-pip-version-check --quiet
+HOST   ?= 127.0.0.1
+PORT   ?= 5000
+
+.PHONY: run test lint bench sample clean
+
+run: $(VENV)/.runtime
+	$(PY) Main.py --host $(HOST) --port $(PORT)
+
+test: $(VENV)/.dev
+	$(VENV)/bin/ruff check .
+	$(PY) -m pytest
+
+lint: $(VENV)/.dev
+	$(VENV)/bin/ruff check .
+
+bench: $(VENV)/.runtime
+	$(PY) bench/logger_overhead.py
+
+# Rebuilds sample.csv from ../shared/data (only needed if the recipe changes).
+sample: $(VENV)/.runtime
+	$(PY) tools/make_sample_csv.py
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+
+$(VENV)/.runtime: requirements.txt | $(PY)
+	$(PIP) -r requirements.txt
+	touch $@
+
+$(VENV)/.dev: requirements-dev.txt $(VENV)/.runtime
+	$(PIP) -r requirements-dev.txt
+	touch $@
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache test-artifacts

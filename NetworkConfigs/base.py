@@ -1,0 +1,154 @@
+"""The contract every model type follows.
+
+- ``Trainer(config, callbacks).fit(bars, model_name=..., models_dir=...) -> Path``:
+  train from validated bars, write ``Models/<PREFIX>_<name>/`` atomically, return it.
+- ``Loader.load(model_dir)``: read the config, scaler and model file back.
+- ``loader.predict(window, state=None) -> Prediction``: one window of bars (the model's
+  feature columns; ``lookback + warmup`` rows) to one envelope, the same for every type.
+
+Trainers stay blind to logging, progress bars and control: those are callbacks
+(Stable-Baselines3's shape), and returning False from ``on_iteration_end`` stops training.
+"""
+
+from __future__ import annotations
+
+import importlib
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Self
+
+import numpy as np
+import pandas as pd
+
+from NetworkConfigs import artifacts
+from Utilities.data_utils import FeatureSpec, scale_window
+
+# Trading actions, shared by the env, the backtester and the API (ARCHITECTURE.md).
+ACTION_NAMES = ("Hold", "Buy", "Sell")
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """One prediction envelope; fields a type does not produce stay None and are omitted."""
+
+    prediction: int | float
+    action_name: str
+    confidence: float
+    probabilities: dict[str, float] | None = None
+    value_estimate: float | None = None
+    predicted_return: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
+
+class Callback:
+    """Observes training. Every hook is optional; ``on_iteration_end`` returning False stops."""
+
+    def on_training_start(self, info: dict[str, Any]) -> None:
+        """Called once before the first iteration with run facts (name, sizes, config)."""
+
+    def on_iteration_end(self, metrics: dict[str, Any]) -> bool:
+        """Called after each iteration/epoch with its metrics; False stops training."""
+        return True
+
+    def on_training_end(self, summary: dict[str, Any]) -> None:
+        """Called once at the end (also after a stop or a failure) with the summary."""
+
+
+def notify_iteration(callbacks: Iterable[Callback], metrics: dict[str, Any]) -> bool:
+    """Tell every callback (none is skipped); training continues only if all agree."""
+    results = [cb.on_iteration_end(metrics) for cb in callbacks]
+    return all(result is not False for result in results)
+
+
+class Trainer(ABC):
+    """Trains one model type. Subclasses implement :meth:`fit`."""
+
+    def __init__(self, config: dict[str, Any], callbacks: Sequence[Callback] = ()) -> None:
+        self.config = config
+        self.callbacks = list(callbacks)
+
+    @abstractmethod
+    def fit(self, bars: pd.DataFrame, *, model_name: str, models_dir: Path,
+            data_file: str | None = None, overwrite: bool = False) -> Path:
+        """Train on ``bars`` and write the artifact folder; return its path."""
+
+
+class ModelLoader(ABC):
+    """A trained model read back from its folder. Subclasses implement the two hooks."""
+
+    def __init__(self, model_dir: Path, config: dict[str, Any]) -> None:
+        self.model_dir = model_dir
+        self.config = config
+        self.name: str = config["model_name"]
+        self.spec = FeatureSpec.from_dict(config["feature_spec"])
+        self.lookback: int = int(config["lookback"])
+        self.scaler = artifacts.load_scaler(model_dir, self.name)
+        _check_scaler(self.scaler, self.spec, model_dir)
+
+    @classmethod
+    def load(cls, model_dir: str | Path) -> Self:
+        """Read config, scaler and model file; errors name the folder and the problem."""
+        path = Path(model_dir)
+        loader = cls(path, artifacts.read_config(path))
+        loader._load_model()
+        return loader
+
+    @abstractmethod
+    def _load_model(self) -> None:
+        """Read the type's own model file(s) from ``self.model_dir``."""
+
+    @abstractmethod
+    def predict(self, window: Any, state: dict[str, Any] | None = None) -> Prediction:
+        """One prediction from a window of bars (+ optional account state)."""
+
+    @property
+    def window_size(self) -> int:
+        """Rows a request window needs: lookback plus the transform's warm-up."""
+        return self.lookback + self.spec.warmup
+
+    def model_input(self, window: Any) -> np.ndarray:
+        """The shared serving path: validate, transform, scale (exactly as in training)."""
+        return scale_window(window, self.spec, self.scaler, self.lookback)
+
+    def info(self) -> dict[str, Any]:
+        return {"name": self.name, "type": self.config["Type"],
+                "features": list(self.spec.features), "lookback": self.lookback,
+                "window_size": self.window_size, "action_names": list(ACTION_NAMES)}
+
+
+def _check_scaler(scaler: Any, spec: FeatureSpec, model_dir: Path) -> None:
+    n = getattr(scaler, "n_features_in_", None)
+    if n is not None and n != len(spec.features):
+        raise artifacts.ArtifactError(
+            f"{model_dir}: scaler expects {n} features but the config lists "
+            f"{len(spec.features)}; the model folder is inconsistent")
+
+
+def _resolve(target: type | str) -> type:
+    """A class, or a 'module:Class' path imported on first use (keeps imports light)."""
+    if not isinstance(target, str):
+        return target
+    module, _, attr = target.partition(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+@dataclass(frozen=True)
+class ModelType:
+    """A registry entry: how to train and load one kind of model."""
+
+    name: str                 # registry key and CLI name, e.g. "ppo"
+    label: str                # shown to people, e.g. "PPO Agent"
+    prefix: str               # artifact folder prefix, e.g. "PPO" -> Models/PPO_<name>/
+    trainer: type | str = field(repr=False)
+    loader: type | str = field(repr=False)
+    default_config: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    def trainer_class(self) -> type[Trainer]:
+        return _resolve(self.trainer)
+
+    def loader_class(self) -> type[ModelLoader]:
+        return _resolve(self.loader)
