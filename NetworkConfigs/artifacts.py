@@ -121,7 +121,7 @@ class ModelWriter:
             "Type": self.type_name,
             "model_name": self.name,
             "created_at": datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
-            "artifact_paths": files + [f"{self.name}{CONFIG_SUFFIX}"],
+            "artifact_paths": [*files, f"{self.name}{CONFIG_SUFFIX}"],
         }
         text = yaml.safe_dump(config, sort_keys=False, allow_unicode=True)
         (self.staging / f"{self.name}{CONFIG_SUFFIX}").write_text(text, encoding="utf-8")

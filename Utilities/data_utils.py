@@ -476,8 +476,8 @@ def chronological_split(n_rows: int, *, lookback: int = 1, val_fraction: float =
     for label, frac in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
         if not 0.0 <= frac < 1.0:
             raise DataError(f"{label} must be in [0, 1); got {frac}")
-    n_test = int(round(n_rows * test_fraction))
-    n_val = int(round(n_rows * val_fraction))
+    n_test = round(n_rows * test_fraction)
+    n_val = round(n_rows * val_fraction)
     n_train = n_rows - n_val - n_test
     require_rows(n_train, lookback + MIN_SAMPLES, source=source,
                  why=f"training part of {n_rows} rows after a {val_fraction:.0%}/"

@@ -55,9 +55,8 @@ def store(database_url: str) -> Iterator:
 
 
 def _drop_all(run_store) -> None:
-    from Utilities import run_store as module
+    from Utilities.run_store import metadata
 
-    metadata = getattr(module, "metadata", None) or module.Base.metadata
     metadata.drop_all(run_store.engine)
     run_store.close()
 

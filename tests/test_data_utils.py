@@ -154,19 +154,19 @@ def test_many_bad_rows_are_summarised(tmp_path: Path) -> None:
 
 
 def test_empty_file(tmp_path: Path) -> None:
-    with pytest.raises(DataError, match="bars.csv: file is empty"):
+    with pytest.raises(DataError, match=r"bars\.csv: file is empty"):
         load_bars(write(tmp_path, ""))
 
 
 def test_missing_file(tmp_path: Path) -> None:
-    with pytest.raises(DataError, match="nope.csv: file not found"):
+    with pytest.raises(DataError, match=r"nope\.csv: file not found"):
         load_bars(tmp_path / "nope.csv")
 
 
 def test_binary_file_is_not_csv(tmp_path: Path) -> None:
     path = tmp_path / "image.csv"
     path.write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + bytes(range(256)))
-    with pytest.raises(DataError, match="image.csv: is not a CSV text file"):
+    with pytest.raises(DataError, match=r"image\.csv: is not a CSV text file"):
         load_bars(path)
 
 
@@ -278,7 +278,8 @@ def test_serving_window_equals_training_rows(bars: pd.DataFrame) -> None:
 @pytest.mark.parametrize(("window", "message"), [
     ([{"Close": 1.0}], r"missing feature\(s\) \['RSI_14'\]"),
     ([{"Close": 1.0, "RSI_14": 2.0, "Spam": 3.0}], r"unexpected feature\(s\) \['Spam'\]"),
-    ([{"Close": 1.0, "RSI_14": float("nan")}], "column 'RSI_14': missing or infinite values at row 1"),
+    ([{"Close": 1.0, "RSI_14": float("nan")}],
+     "column 'RSI_14': missing or infinite values at row 1"),
     ([{"Close": "x", "RSI_14": 2.0}], "column 'Close': non-numeric values at row 1"),
     ([[1.0, 2.0, 3.0]], "2-D array with 2 columns"),
     ("not a window", "must be a list of rows of numbers"),

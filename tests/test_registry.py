@@ -54,7 +54,8 @@ def test_lookup_by_name_prefix_or_label_ignoring_case(frequency_type) -> None:
 
 
 def test_unknown_type_lists_the_valid_ones(frequency_type) -> None:
-    with pytest.raises(UnknownModelType, match=r"unknown model type 'nope'; valid types: .*frequency"):
+    with pytest.raises(UnknownModelType,
+                       match=r"unknown model type 'nope'; valid types: .*frequency"):
         get_model_type("nope")
 
 
@@ -167,7 +168,7 @@ def test_missing_pieces_are_named(trained: Path, models_dir: Path) -> None:
     with pytest.raises(ModelNotFound, match="model folder not found"):
         load_model(models_dir / "FREQ_nothing")
     (trained / "demo_scaler.pkl").unlink()
-    with pytest.raises(ModelNotFound, match="demo_scaler.pkl is missing"):
+    with pytest.raises(ModelNotFound, match=r"demo_scaler\.pkl is missing"):
         load_model(trained)
 
 

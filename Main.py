@@ -1,0 +1,60 @@
+"""Galaxy Models web app: ``create_app()`` (Flask app factory) and ``python Main.py``.
+
+Nothing happens at import; ``main()`` configures logging and serves with waitress.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from typing import Any
+
+from flask import Flask
+
+from NetworkConfigs.artifacts import default_models_dir
+from Utilities.logging_setup import configure_logging
+from Utilities.run_store import default_database_url
+
+log = logging.getLogger(__name__)
+
+# Uploaded CSVs beyond this are refused with 413 (the bundled sample is ~250 KB).
+MAX_UPLOAD_BYTES = 64 * 1024 * 1024
+
+
+def create_app(config: dict[str, Any] | None = None) -> Flask:
+    """Build the app; ``config`` overrides defaults (tests pass DATABASE_URL, MODELS_DIR)."""
+    app = Flask(__name__, template_folder="templates", static_folder="static")
+    app.config.from_mapping(
+        DATABASE_URL=default_database_url(),
+        MODELS_DIR=str(default_models_dir()),
+        MAX_CONTENT_LENGTH=MAX_UPLOAD_BYTES,
+    )
+    if config:
+        app.config.update(config)
+
+    from web import formatting, pages, store
+
+    store.init_app(app)
+    formatting.init_app(app)
+    app.register_blueprint(pages.bp)
+    return app
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Serve the Galaxy Models dashboard.")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=5000)
+    parser.add_argument("--threads", type=int, default=8)
+    args = parser.parse_args(argv)
+    configure_logging()
+
+    import waitress
+
+    app = create_app()
+    print(f"Galaxy Models dashboard on http://{args.host}:{args.port}  (Ctrl+C stops)",
+          flush=True)
+    waitress.serve(app, host=args.host, port=args.port, threads=args.threads)
+
+
+if __name__ == "__main__":
+    main()

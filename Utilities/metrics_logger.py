@@ -1,0 +1,301 @@
+"""Trainer-side metrics API: cheap calls in the training loop, batched writes behind it.
+
+A call only appends a tuple to an in-memory deque (a few microseconds, no lock, no
+I/O). A background thread drains the deque every ``flush_interval`` seconds and writes
+one transaction to the run store. A store failure never reaches the training loop: it
+is logged, counted in :meth:`MetricsLogger.get_statistics`, and the batch is retried at
+the next flush (up to ``max_pending`` rows; beyond that the oldest rows are dropped and
+counted, so a dead database cannot exhaust memory).
+
+Keys are grouped SB3-style: ``episode/<field>`` (step = episode number) and
+``train/<field>`` (step = update number). Episodes also become ``episode`` events so a
+live client sees them in order with trades, decisions, checkpoints and alerts.
+
+Adapted from the seed's ``MetricsLogger`` (../shared/seeds/metrics_alerts_experiments.md).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+import threading
+import time
+from collections import deque
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from Utilities.run_store import RunStore
+
+log = logging.getLogger(__name__)
+
+_HEARTBEAT_EVERY = 5.0  # seconds between heartbeats while nothing else is written
+
+
+class MetricsLogger:
+    """Non-blocking logger for one training run; also usable with no store (memory only).
+
+    >>> with MetricsLogger(store, run_id) as metrics:          # doctest: +SKIP
+    ...     metrics.log_episode(1, reward=12.5, steps=200, win=True)
+    ...     metrics.log_update(loss=0.41, entropy=1.02)
+    """
+
+    def __init__(self, store: RunStore | None = None, run_id: str | None = None, *,
+                 flush_interval: float = 0.2, history: int = 100_000,
+                 max_pending: int = 1_000_000, output_dir: str | Path | None = None) -> None:
+        if store is not None and not run_id:
+            raise ValueError("a run_id is needed to log to a store")
+        self.store, self.run_id = store, run_id
+        self.flush_interval, self.max_pending = flush_interval, max_pending
+        self.output_dir = Path(output_dir) if output_dir else None
+        self._queue: deque[tuple] = deque()
+        self._episodes: deque[dict[str, Any]] = deque(maxlen=history)
+        self._series: dict[str, deque[float]] = {}
+        self._history = history
+        self._update_step = 0
+        self._pending_metrics: list[tuple] = []
+        self._pending_events: list[tuple] = []
+        self._counts = {"written_metrics": 0, "written_events": 0, "write_failures": 0,
+                        "dropped": 0}
+        self._writer_cpu = 0.0  # CPU seconds spent writing (the logger's true cost)
+        self._last_error: str | None = None
+        self._last_heartbeat = 0.0
+        self._flush_lock = threading.Lock()
+        self._stop = threading.Event()
+        self._closed = False
+        self._thread: threading.Thread | None = None
+        if store is not None:
+            self._thread = threading.Thread(target=self._run, name="metrics-writer",
+                                            daemon=True)
+            self._thread.start()
+
+    # ------------------------------------------------------------------ logging calls
+
+    def log_episode(self, episode: int, *, reward: float, steps: int | None = None,
+                    win: bool | None = None, **metrics: float) -> None:
+        """One finished episode: total reward, length, win flag and any extra metrics."""
+        record = {"episode": int(episode), "reward": float(reward), **metrics}
+        if steps is not None:
+            record["steps"] = int(steps)
+        if win is not None:
+            record["win"] = bool(win)
+        now = time.time()
+        self._episodes.append(record)
+        for key, value in record.items():
+            if key != "episode":
+                number = self._remember(key, value)
+                self._queue.append(("m", f"episode/{key}", record["episode"], number, now))
+        self._queue.append(("e", "episode", record, now))
+
+    def log_update(self, step: int | None = None, **metrics: float) -> None:
+        """Optimisation metrics of one update (loss, entropy, KL, learning rate, …)."""
+        self._update_step = self._update_step + 1 if step is None else int(step)
+        now = time.time()
+        for key, value in metrics.items():
+            number = self._remember(key, value)
+            self._queue.append(("m", f"train/{key}", self._update_step, number, now))
+
+    log_model_metrics = log_update  # the seed's name
+
+    def log_metrics(self, step: int, prefix: str = "custom", **metrics: float) -> None:
+        """Any other scalar series, under ``<prefix>/<name>``."""
+        now = time.time()
+        for key, value in metrics.items():
+            number = self._remember(key, value)
+            self._queue.append(("m", f"{prefix}/{key}", int(step), number, now))
+
+    def log_trade(self, **trade: Any) -> None:
+        """A filled trade (side, price, units, pnl, …) as a ``trade`` event."""
+        self._queue.append(("e", "trade", trade, time.time()))
+
+    def log_decision(self, **decision: Any) -> None:
+        """A policy decision (action, probabilities, value) as a ``decision`` event."""
+        self._queue.append(("e", "decision", decision, time.time()))
+
+    def log_checkpoint(self, path: str | Path, step: int, **info: Any) -> None:
+        """A saved checkpoint, so history pages can list and resume from it."""
+        self._queue.append(("e", "checkpoint", {"path": str(path), "step": int(step), **info},
+                            time.time()))
+
+    def log_alert(self, level: str, title: str, message: str = "", **info: Any) -> None:
+        """An alert (info / warning / critical) for the dashboard."""
+        payload = {"level": level, "title": title, "message": message, **info}
+        self._queue.append(("e", "alert", payload, time.time()))
+
+    def log_message(self, message: str, level: str = "info") -> None:
+        """A line of the run's log, shown beside its charts."""
+        self._queue.append(("e", "log", {"level": level, "message": message}, time.time()))
+
+    def _remember(self, key: str, value: Any) -> float:
+        """Keep the value for queries; a non-scalar fails here, in the caller's frame."""
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            raise TypeError(f"metric {key!r} must be a number, got {type(value).__name__}; "
+                            "log summaries (mean, std) of arrays instead") from None
+        series = self._series.get(key)
+        if series is None:
+            series = self._series[key] = deque(maxlen=self._history)
+        series.append(number)
+        return number
+
+    # ------------------------------------------------------------------------ queries
+
+    def get_latest_episode(self) -> dict[str, Any] | None:
+        return dict(self._episodes[-1]) if self._episodes else None
+
+    def get_best_episode(self, metric: str = "reward") -> dict[str, Any] | None:
+        """The episode with the highest value of ``metric`` (None if never logged)."""
+        candidates = [e for e in self._episodes if _is_number(e.get(metric))]
+        return dict(max(candidates, key=lambda e: e[metric])) if candidates else None
+
+    def get_smoothed_metric(self, name: str, window: int = 10) -> float | None:
+        """Mean of the last ``window`` values of an episode or update metric."""
+        series = self._series.get(name)
+        if not series:
+            return None
+        recent = list(series)[-max(1, window):]
+        return sum(recent) / len(recent)
+
+    def get_statistics(self) -> dict[str, Any]:
+        """Summary of what was logged and of the writer's health."""
+        best = self.get_best_episode("reward")
+        wins = self._series.get("win")
+        return {
+            "episodes": len(self._episodes),
+            "latest_episode": self._episodes[-1]["episode"] if self._episodes else None,
+            "best_reward": best["reward"] if best else None,
+            "best_episode": best["episode"] if best else None,
+            "mean_reward_last_50": self.get_smoothed_metric("reward", 50),
+            "win_rate": sum(wins) / len(wins) if wins else None,
+            "updates": self._update_step,
+            "queued": len(self._queue) + len(self._pending_metrics) + len(self._pending_events),
+            **self._counts,
+            "writer_cpu_s": round(self._writer_cpu, 6),
+            "last_error": self._last_error,
+        }
+
+    # ------------------------------------------------------------------------ writing
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.flush_interval):
+            self.flush()
+
+    def flush(self) -> bool:
+        """Write everything queued so far; True when nothing is left pending."""
+        if self.store is None:
+            self._queue.clear()  # memory-only: the in-memory history is the record
+            return True
+        with self._flush_lock:
+            started = time.thread_time()
+            self._drain()
+            done = self._write()
+            self._writer_cpu += time.thread_time() - started
+            return done
+
+    def _drain(self) -> None:
+        queue, run = self._queue, self.run_id
+        for _ in range(len(queue)):
+            item = queue.popleft()
+            if item[0] == "m":
+                self._pending_metrics.append((run, item[1], item[2], item[3], item[4]))
+            else:
+                self._pending_events.append((run, item[1], _json_safe(item[2]), item[3]))
+        overflow = len(self._pending_metrics) + len(self._pending_events) - self.max_pending
+        if overflow > 0:
+            cut = min(overflow, len(self._pending_metrics))
+            del self._pending_metrics[:cut]
+            del self._pending_events[:overflow - cut]
+            self._counts["dropped"] += overflow
+            log.error("metrics store unreachable; dropped %d oldest rows", overflow)
+
+    def _write(self) -> bool:
+        metrics, events = self._pending_metrics, self._pending_events
+        now = time.monotonic()
+        beat = now - self._last_heartbeat >= _HEARTBEAT_EVERY
+        if not metrics and not events and not beat:
+            return True
+        heartbeats = [self.run_id] if beat else []  # a heartbeat per batch would double writes
+        try:
+            self.store.write_batch(metrics=metrics, events=events, heartbeats=heartbeats)
+        except Exception as exc:  # the training loop must never see a store failure
+            self._counts["write_failures"] += 1
+            self._last_error = f"{type(exc).__name__}: {exc}"
+            log.warning("metrics write failed (will retry): %s", self._last_error)
+            return False
+        if beat:
+            self._last_heartbeat = now
+        self._counts["written_metrics"] += len(metrics)
+        self._counts["written_events"] += len(events)
+        self._pending_metrics, self._pending_events = [], []
+        return True
+
+    def close(self) -> None:
+        """Stop the writer thread and flush what is left. Safe to call twice."""
+        if self._closed:
+            return
+        self._closed = True
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        if not self.flush():
+            log.error("metrics logger closed with %d rows unwritten: %s",
+                      self.get_statistics()["queued"], self._last_error)
+        if self.output_dir is not None:
+            self.save_metrics("json")
+
+    def __enter__(self) -> MetricsLogger:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------------- export
+
+    def save_metrics(self, format: str = "json", path: str | Path | None = None) -> Path:
+        """Write episodes (CSV) or episodes + update series + statistics (JSON)."""
+        if format not in ("json", "csv"):
+            raise ValueError(f"unknown format {format!r}; use 'json' or 'csv'")
+        target = Path(path) if path else self._default_path(format)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        episodes = list(self._episodes)
+        if format == "csv":
+            _write_csv(target, episodes)
+        else:
+            body = {"run_id": self.run_id, "episodes": episodes,
+                    "series": {k: list(v) for k, v in self._series.items()},
+                    "statistics": self.get_statistics()}
+            target.write_text(json.dumps(_json_safe(body), indent=2), encoding="utf-8")
+        return target
+
+    def _default_path(self, format: str) -> Path:
+        folder = self.output_dir or Path("instance") / "metrics"
+        return folder / f"{self.run_id or 'metrics'}.{format}"
+
+
+def _write_csv(target: Path, episodes: Iterable[dict[str, Any]]) -> None:
+    episodes = list(episodes)
+    columns = list(dict.fromkeys(k for e in episodes for k in e)) or ["episode", "reward"]
+    with target.open("w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(episodes)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _json_safe(value: Any) -> Any:
+    """Payloads as plain JSON: numpy scalars to Python, NaN/inf to None."""
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    if hasattr(value, "item") and not isinstance(value, str | bytes):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value

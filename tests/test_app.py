@@ -1,0 +1,84 @@
+"""The web app factory and the home page."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from Main import create_app
+from NetworkConfigs import register_model_type, unregister_model_type
+from tests.fake_model_type import FREQUENCY_TYPE
+
+
+def test_factory_takes_test_config(app, models_dir: Path) -> None:
+    assert app.config["TESTING"] and app.config["MODELS_DIR"] == str(models_dir)
+
+
+def test_empty_home_page_says_so(client) -> None:
+    page = client.get("/").get_data(as_text=True)
+    assert "No trained models yet" in page
+    assert "No training runs recorded" in page
+
+
+def test_home_lists_models_and_runs(app, client, bars, models_dir: Path) -> None:
+    from web.store import get_store
+
+    register_model_type(FREQUENCY_TYPE)
+    try:
+        FREQUENCY_TYPE.trainer_class()({"lookback": 10}).fit(
+            bars, model_name="alpha", models_dir=models_dir, data_file="sample.csv")
+        with app.app_context():
+            store = get_store()
+            done = store.create_run(name="agent-one", model_type="ppo", algorithm="PPO")
+            store.set_status(done, "completed")
+            store.create_run(name="agent-two", model_type="xgboost")
+        page = client.get("/").get_data(as_text=True)
+    finally:
+        unregister_model_type(FREQUENCY_TYPE.name)
+    assert "FREQ_alpha" in page and "Frequency (test only)" in page
+    assert "train_up_share" in page and "sample.csv" in page
+    assert "agent-one" in page and "agent-two" in page
+    assert 'class="badge completed"' in page and 'class="badge running"' in page
+
+
+def test_broken_model_folder_is_shown_not_fatal(client, models_dir: Path) -> None:
+    (models_dir / "PPO_half").mkdir()
+    page = client.get("/").get_data(as_text=True)
+    assert "PPO_half" in page and "unreadable" in page
+
+
+def test_unavailable_store_shows_an_error_not_a_500(tmp_path: Path, models_dir: Path) -> None:
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("a file where the database folder should be")
+    bad = create_app({"TESTING": True, "DATABASE_URL": f"sqlite:///{blocker}/runs.db",
+                      "MODELS_DIR": str(models_dir)})
+    response = bad.test_client().get("/")
+    assert response.status_code == 200
+    assert "Run store unavailable" in response.get_data(as_text=True)
+
+
+def test_static_assets_are_served_locally(client) -> None:
+    page = client.get("/").get_data(as_text=True)
+    assert "http://" not in page.replace("http://127.0.0.1", "")
+    assert "https://" not in page
+    for asset in ("/static/css/app.css", "/static/js/theme.js"):
+        with client.get(asset) as response:  # file responses stream; close them
+            assert response.status_code == 200
+
+
+@pytest.mark.parametrize("path", ["/nope", "/static/missing.css"])
+def test_unknown_paths_are_404(client, path: str) -> None:
+    with client.get(path) as response:
+        assert response.status_code == 404
+
+
+def test_time_and_duration_filters() -> None:
+    from web.formatting import duration, when
+
+    assert when("2026-11-21T09:33:30.986025Z") == "2026-11-21 09:33:30 UTC"
+    assert when(None) == "—"
+    assert duration("2026-11-21T09:00:00Z", "2026-11-21T10:02:30Z") == "1h 02m"
+    assert duration("2026-11-21T09:00:00Z", "2026-11-21T09:03:05Z") == "3m 05s"
+    assert duration("2026-11-21T09:00:00Z", "2026-11-21T09:00:00.4Z") == "0.4s"
+    assert duration("2026-11-21T09:00:00Z", None) == "—"

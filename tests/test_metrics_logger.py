@@ -1,0 +1,183 @@
+"""MetricsLogger: what it writes, that it never blocks or raises, and its queries."""
+
+from __future__ import annotations
+
+import csv
+import json
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from Utilities.metrics_logger import MetricsLogger
+
+# A flush interval no test waits for: flushing is driven explicitly or by close().
+NEVER = 3600.0
+
+
+class FlakyStore:
+    """Wraps a real store; the first ``failures`` batches raise like a dead database."""
+
+    def __init__(self, store, failures: int) -> None:
+        self.store, self.failures, self.calls = store, failures, 0
+
+    def write_batch(self, **batch) -> None:
+        self.calls += 1
+        if self.calls <= self.failures:
+            raise ConnectionError("database is down")
+        self.store.write_batch(**batch)
+
+
+class BlockedStore:
+    """A store whose writes hang until released (a slow disk, a locked database)."""
+
+    def __init__(self, store) -> None:
+        self.store, self.entered, self.release = store, threading.Event(), threading.Event()
+
+    def write_batch(self, **batch) -> None:
+        self.entered.set()
+        self.release.wait()
+        self.store.write_batch(**batch)
+
+
+@pytest.fixture()
+def run_id(store) -> str:
+    return store.create_run(name="agent", model_type="ppo")
+
+
+def test_everything_logged_reaches_the_store(store, run_id: str) -> None:
+    with MetricsLogger(store, run_id, flush_interval=NEVER) as metrics:
+        for episode in range(1, 6):
+            metrics.log_episode(episode, reward=float(episode), steps=100, win=episode % 2 == 1)
+        metrics.log_update(loss=0.5, entropy=1.1)
+        metrics.log_update(loss=0.25, entropy=1.0)
+        metrics.log_trade(side="long", price=101.5, pnl=np.float64(2.5))
+        metrics.log_decision(action="Buy", probabilities=[0.1, 0.8, 0.1])
+        metrics.log_checkpoint("Models/x/ckpt_2.pt", step=2048, reward=3.0)
+        metrics.log_alert("warning", "Slow learning", "no improvement")
+        metrics.log_message("done")
+    series = store.metric_series(run_id, "episode/reward")
+    assert [(p["step"], p["value"]) for p in series] == [(e, float(e)) for e in range(1, 6)]
+    assert [p["value"] for p in store.metric_series(run_id, "train/loss")] == [0.5, 0.25]
+    assert [p["value"] for p in store.metric_series(run_id, "episode/win")] == [1, 0, 1, 0, 1]
+    events = store.events_after(0, run_id=run_id)
+    assert [e["kind"] for e in events] == ["status"] + ["episode"] * 5 + [
+        "trade", "decision", "checkpoint", "alert", "log"]
+    assert events[6]["payload"] == {"side": "long", "price": 101.5, "pnl": 2.5}
+    assert events[8]["payload"]["path"] == "Models/x/ckpt_2.pt"
+    assert store.get_run(run_id)["heartbeat_at"] is not None
+
+
+def test_the_background_thread_writes_without_close(store, run_id: str) -> None:
+    class Recording:
+        def __init__(self) -> None:
+            self.wrote = threading.Event()
+
+        def write_batch(self, **batch) -> None:
+            store.write_batch(**batch)
+            if batch["metrics"]:
+                self.wrote.set()
+
+    recording = Recording()
+    metrics = MetricsLogger(recording, run_id, flush_interval=0.01)
+    metrics.log_episode(1, reward=1.0)
+    flushed = recording.wrote.wait(30)  # an event, not a sleep: set by the writer thread
+    assert flushed and store.metric_series(run_id, "episode/reward")[0]["value"] == 1.0
+    metrics.close()
+
+
+def test_logging_never_waits_for_a_slow_store(store, run_id: str) -> None:
+    blocked = BlockedStore(store)
+    metrics = MetricsLogger(blocked, run_id, flush_interval=0.001)
+    metrics.log_episode(0, reward=0.0)
+    assert blocked.entered.wait(30), "writer never started"
+    for episode in range(1, 1001):  # the writer is stuck; these must still return at once
+        metrics.log_episode(episode, reward=float(episode))
+    assert metrics.get_statistics()["episodes"] == 1001
+    blocked.release.set()
+    metrics.close()
+    assert len(store.metric_series(run_id, "episode/reward")) == 1001
+
+
+def test_store_failures_are_counted_and_nothing_is_lost(store, run_id: str) -> None:
+    flaky = FlakyStore(store, failures=2)
+    metrics = MetricsLogger(flaky, run_id, flush_interval=NEVER)
+    metrics.log_episode(1, reward=1.0)
+    assert metrics.flush() is False
+    metrics.log_episode(2, reward=2.0)
+    assert metrics.flush() is False
+    stats = metrics.get_statistics()
+    assert stats["write_failures"] == 2 and "database is down" in stats["last_error"]
+    assert stats["queued"] == 4  # two metric rows + two events, kept for retry
+    metrics.close()
+    assert [p["value"] for p in store.metric_series(run_id, "episode/reward")] == [1.0, 2.0]
+    assert metrics.get_statistics()["queued"] == 0
+
+
+def test_a_dead_store_cannot_exhaust_memory(store, run_id: str) -> None:
+    metrics = MetricsLogger(FlakyStore(store, failures=10**9), run_id, flush_interval=NEVER,
+                            max_pending=50)
+    for episode in range(100):
+        metrics.log_episode(episode, reward=1.0)
+    metrics.flush()
+    stats = metrics.get_statistics()
+    assert stats["queued"] == 50 and stats["dropped"] == 150
+    metrics.close()  # logs an error, does not raise
+
+
+def test_queries(store, run_id: str) -> None:
+    metrics = MetricsLogger(None)
+    for episode, reward in enumerate([3.0, 9.0, -2.0, 5.0], start=1):
+        metrics.log_episode(episode, reward=reward, win=reward > 0, sharpe=reward / 10)
+    assert metrics.get_latest_episode()["episode"] == 4
+    assert metrics.get_best_episode()["episode"] == 2
+    assert metrics.get_best_episode("sharpe")["reward"] == 9.0
+    assert metrics.get_best_episode("missing") is None
+    assert metrics.get_smoothed_metric("reward", 2) == pytest.approx(1.5)
+    assert metrics.get_smoothed_metric("nothing") is None
+    stats = metrics.get_statistics()
+    assert stats["episodes"] == 4 and stats["best_reward"] == 9.0
+    assert stats["win_rate"] == pytest.approx(0.75)
+    assert stats["mean_reward_last_50"] == pytest.approx(3.75)
+
+
+def test_non_numeric_metric_fails_in_the_callers_frame() -> None:
+    metrics = MetricsLogger(None)
+    with pytest.raises(TypeError, match="metric 'q_values' must be a number"):
+        metrics.log_update(q_values=[1.0, 2.0])
+
+
+def test_nan_is_stored_as_missing(store, run_id: str) -> None:
+    with MetricsLogger(store, run_id, flush_interval=NEVER) as metrics:
+        metrics.log_update(loss=float("nan"))
+        metrics.log_trade(pnl=float("inf"))
+    assert store.metric_series(run_id, "train/loss")[0]["value"] is None
+    assert store.events_after(0, run_id=run_id, kinds=["trade"])[0]["payload"] == {"pnl": None}
+
+
+def test_save_metrics_json_and_csv(tmp_path: Path) -> None:
+    metrics = MetricsLogger(None, output_dir=tmp_path)
+    metrics.log_episode(1, reward=1.5, steps=10)
+    metrics.log_episode(2, reward=2.5, steps=12, sharpe=0.3)
+    body = json.loads(metrics.save_metrics("json").read_text())
+    assert [e["reward"] for e in body["episodes"]] == [1.5, 2.5]
+    assert body["statistics"]["best_episode"] == 2
+    with metrics.save_metrics("csv").open() as fh:
+        rows = list(csv.DictReader(fh))
+    assert rows[1] == {"episode": "2", "reward": "2.5", "steps": "12", "sharpe": "0.3"}
+    with pytest.raises(ValueError, match="unknown format 'xml'"):
+        metrics.save_metrics("xml")
+
+
+def test_close_is_idempotent_and_writes_the_export(tmp_path: Path, store, run_id: str) -> None:
+    metrics = MetricsLogger(store, run_id, output_dir=tmp_path, flush_interval=NEVER)
+    metrics.log_episode(1, reward=1.0)
+    metrics.close()
+    metrics.close()
+    assert (tmp_path / f"{run_id}.json").is_file()
+
+
+def test_a_store_needs_a_run_id(store) -> None:
+    with pytest.raises(ValueError, match="run_id"):
+        MetricsLogger(store)

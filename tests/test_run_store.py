@@ -1,0 +1,655 @@
+"""Tests for Utilities.run_store; set DATABASE_URL to run the same tests against PostgreSQL."""
+
+from __future__ import annotations
+
+import itertools
+import math
+import os
+import re
+import threading
+from datetime import datetime
+
+import numpy as np
+import pytest
+from sqlalchemy import exc, func, insert, select, update
+
+from Utilities.run_store import (
+    EVENT_KINDS,
+    RUN_STATUSES,
+    InvalidTransition,
+    Metric,
+    Run,
+    RunNotFound,
+    RunStore,
+    RunStoreError,
+    RunTag,
+    StoreUnavailable,
+    default_database_url,
+)
+
+# The transition table, written out independently of the module's own.
+ALLOWED = {
+    "running": {"paused", "completed", "stopped", "failed"},
+    "paused": {"running", "stopped", "failed"},
+    "completed": set(),
+    "stopped": set(),
+    "failed": set(),
+}
+
+
+# The `store` fixture (tests/conftest.py) honours DATABASE_URL, so this whole file runs
+# against PostgreSQL by changing only that variable.
+
+
+def is_sqlite(store: RunStore) -> bool:
+    return store.engine.dialect.name == "sqlite"
+
+
+def make_run(store: RunStore, name: str = "agent", model_type: str = "ppo", **kwargs) -> str:
+    return store.create_run(name=name, model_type=model_type, **kwargs)
+
+
+def run_in_status(store: RunStore, status: str) -> str:
+    run_id = make_run(store)
+    if status != "running":
+        store.set_status(run_id, status)  # every status is reachable straight from running
+    return run_id
+
+
+def ids_of(page: list[dict]) -> set[str]:
+    return {run["run_id"] for run in page}
+
+
+def set_column(store: RunStore, run_id: str | None = None, **values) -> None:
+    stmt = update(Run).values(**values)
+    if run_id is not None:
+        stmt = stmt.where(Run.id == run_id)
+    with store.engine.begin() as conn:
+        conn.execute(stmt)
+
+
+def count_rows(store: RunStore, model, run_id: str) -> int:
+    with store.engine.connect() as conn:
+        return conn.scalar(select(func.count()).select_from(model).where(model.run_id == run_id))
+
+
+# ---- opening the store -------------------------------------------------------------------
+
+
+def test_default_database_url_prefers_env(monkeypatch):
+    monkeypatch.setenv("DATABASE_URL", "postgresql://u@h/db")
+    assert default_database_url() == "postgresql://u@h/db"
+    monkeypatch.delenv("DATABASE_URL")
+    url = default_database_url()
+    assert url.startswith("sqlite:///") and url.endswith(os.path.join("instance", "runs.db"))
+
+
+def test_sqlite_pragmas_are_on(store):
+    if not is_sqlite(store):
+        pytest.skip("SQLite only")
+    with store.engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+        assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+        assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() == 5000
+        assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 1  # NORMAL
+
+
+def test_foreign_keys_enforced_by_database(store):
+    with pytest.raises(exc.IntegrityError), store.engine.begin() as conn:
+        conn.execute(insert(Metric), [{"run_id": "nope", "key": "k", "step": 0,
+                                       "value": 1.0, "wall_time": 0.0}])
+
+
+def test_parent_is_a_file_raises_store_unavailable(tmp_path):
+    blocker = tmp_path / "blocker"
+    blocker.write_text("not a folder")
+    path = blocker / "runs.db"
+    with pytest.raises(StoreUnavailable, match=re.escape(str(path))):
+        RunStore(f"sqlite:///{path}")
+
+
+def test_database_that_is_a_directory_raises_store_unavailable(tmp_path):
+    with pytest.raises(StoreUnavailable, match=re.escape(str(tmp_path))):
+        RunStore(f"sqlite:///{tmp_path}")
+
+
+def test_unreachable_server_raises_store_unavailable_with_password_masked():
+    pytest.importorskip("psycopg2")
+    with pytest.raises(StoreUnavailable) as info:
+        RunStore("postgresql+psycopg2://trainer:s3cret@127.0.0.1:1/runs")
+    message = str(info.value)
+    assert "127.0.0.1:1/runs" in message and "***" in message and "s3cret" not in message
+
+
+def test_store_that_disappears_raises_store_unavailable(tmp_path):
+    db = tmp_path / "gone.db"
+    lost = RunStore(f"sqlite:///{db}")
+    lost.close()
+    for path in tmp_path.glob("gone.db*"):
+        path.unlink()
+    db.mkdir()  # the path can no longer be opened as a database
+    with pytest.raises(StoreUnavailable, match=re.escape(str(db))):
+        lost.list_runs()
+    lost.close()
+
+
+# ---- runs ---------------------------------------------------------------------------------
+
+
+def test_create_get_round_trip(store):
+    run_id = store.create_run(
+        name="ppo_agent", model_type="ppo", algorithm="MaskablePPO",
+        config={"lr": 3e-4, "layers": [64, 64], "nested": {"a": True}},
+        tags=["zeta", "alpha", "alpha"], description="first", data_file="data/bars.csv",
+        model_dir="models/ppo",
+    )
+    run = store.get_run(run_id)
+    assert run["run_id"] == run_id
+    assert (run["name"], run["model_type"], run["algorithm"]) == ("ppo_agent", "ppo",
+                                                                  "MaskablePPO")
+    assert run["config"] == {"lr": 3e-4, "layers": [64, 64], "nested": {"a": True}}
+    assert run["tags"] == ["alpha", "zeta"]
+    assert (run["description"], run["data_file"], run["model_dir"]) == (
+        "first", "data/bars.csv", "models/ppo")
+    assert run["status"] == "running"
+    assert run["control"] is None and run["error"] is None and run["ended_at"] is None
+    assert run["summary"] == {}
+    for field in ("created_at", "started_at", "heartbeat_at"):
+        assert run[field].endswith("Z")
+        datetime.fromisoformat(run[field][:-1])  # parses as ISO-8601
+    assert run["created_at"] == run["started_at"] == run["heartbeat_at"]
+    assert set(run) == {"run_id", "name", "model_type", "algorithm", "status", "config",
+                        "tags", "description", "data_file", "model_dir", "created_at",
+                        "started_at", "ended_at", "heartbeat_at", "control", "error", "summary"}
+
+
+def test_create_run_appends_running_status_event(store):
+    run_id = make_run(store)
+    events = store.events_after(0, run_id=run_id)
+    assert [(e["kind"], e["payload"]) for e in events] == [("status", {"status": "running"})]
+
+
+def test_create_run_rejects_a_string_as_tags(store):
+    with pytest.raises(ValueError):
+        make_run(store, tags="abc")
+
+
+def test_get_missing_run_names_the_id(store):
+    with pytest.raises(RunNotFound, match="no-such-run") as info:
+        store.get_run("no-such-run")
+    assert isinstance(info.value, KeyError) and isinstance(info.value, RunStoreError)
+
+
+@pytest.fixture
+def four_runs(store):
+    runs = {
+        "a": make_run(store, "alpha", "ppo", tags=["x", "y"]),
+        "b": make_run(store, "alpha", "dqn", tags=["y"]),
+        "c": make_run(store, "beta", "ppo"),
+        "d": make_run(store, "beta", "ppo", tags=["x"]),
+    }
+    store.set_status(runs["b"], "completed")
+    store.set_status(runs["c"], "failed")
+    store.set_status(runs["d"], "paused")
+    return runs
+
+
+@pytest.mark.parametrize(
+    ("filters", "expected"),
+    [
+        ({}, "abcd"),
+        ({"model_type": "ppo"}, "acd"),
+        ({"name": "alpha"}, "ab"),
+        ({"status": "completed"}, "b"),
+        ({"status": ["failed", "paused"]}, "cd"),
+        ({"status": ("running",)}, "a"),
+        ({"tag": "x"}, "ad"),
+        ({"tag": "y", "name": "alpha"}, "ab"),
+        ({"model_type": "ppo", "tag": "x", "status": "running"}, "a"),
+        ({"name": "beta", "status": ["paused", "completed"]}, "d"),
+        ({"tag": "missing"}, ""),
+    ],
+)
+def test_list_runs_filters(store, four_runs, filters, expected):
+    page, total = store.list_runs(**filters)
+    assert ids_of(page) == {four_runs[k] for k in expected}
+    assert total == len(expected)
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [{"status": "bogus"}, {"status": ["running", "bogus"]}, {"sort": "id; drop table"},
+     {"limit": 0}, {"limit": 1001}, {"offset": -1}],
+)
+def test_list_runs_rejects_bad_arguments(store, bad):
+    with pytest.raises(ValueError):
+        store.list_runs(**bad)
+
+
+def test_sort_by_name(store):
+    for name in ("charlie", "alpha", "bravo"):
+        make_run(store, name)
+    ascending, _ = store.list_runs(sort="name", descending=False)
+    descending, _ = store.list_runs(sort="name", descending=True)
+    assert [r["name"] for r in ascending] == ["alpha", "bravo", "charlie"]
+    assert [r["name"] for r in descending] == ["charlie", "bravo", "alpha"]
+
+
+def test_sort_by_ended_at_puts_unfinished_runs_last(store):
+    early, late, running = make_run(store), make_run(store), make_run(store)
+    store.set_status(early, "completed")
+    store.set_status(late, "stopped")
+    set_column(store, early, ended_at=datetime(2024, 1, 1))
+    set_column(store, late, ended_at=datetime(2024, 6, 1))
+    newest_first, _ = store.list_runs(sort="ended_at", descending=True)
+    oldest_first, _ = store.list_runs(sort="ended_at", descending=False)
+    assert [r["run_id"] for r in newest_first] == [late, early, running]
+    assert [r["run_id"] for r in oldest_first] == [early, late, running]
+
+
+def test_pagination_is_disjoint_complete_and_stable_with_equal_timestamps(store):
+    run_ids = [make_run(store, f"agent{i}") for i in range(7)]
+    set_column(store, created_at=datetime(2024, 1, 1, 12))  # every run ties on the sort key
+    pages = []
+    for offset in (0, 3, 6):
+        page, total = store.list_runs(limit=3, offset=offset)
+        assert total == 7
+        pages.append([r["run_id"] for r in page])
+    assert [len(p) for p in pages] == [3, 3, 1]
+    flat = [run_id for page in pages for run_id in page]
+    assert len(set(flat)) == 7 and set(flat) == set(run_ids)
+    assert flat == sorted(run_ids, reverse=True)  # ties broken by id, same direction
+    again, _ = store.list_runs(limit=3, offset=3)
+    assert [r["run_id"] for r in again] == pages[1]
+    past_end, total = store.list_runs(limit=3, offset=9)
+    assert past_end == [] and total == 7
+
+
+def test_agent_names_distinct_sorted(store):
+    for name in ("beta", "alpha", "beta", "gamma", "alpha"):
+        make_run(store, name)
+    assert store.agent_names() == ["alpha", "beta", "gamma"]
+
+
+# ---- status and control ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("target", RUN_STATUSES)
+@pytest.mark.parametrize("source", RUN_STATUSES)
+def test_transition_matrix(store, source, target):
+    run_id = run_in_status(store, source)
+    if target in ALLOWED[source]:
+        assert store.set_status(run_id, target)["status"] == target
+        assert store.get_run(run_id)["status"] == target
+    else:
+        with pytest.raises(InvalidTransition) as info:
+            store.set_status(run_id, target)
+        message = str(info.value)
+        assert run_id in message and repr(source) in message and repr(target) in message
+        for allowed in ALLOWED[source]:
+            assert allowed in message
+        assert store.get_run(run_id)["status"] == source
+
+
+def test_unknown_status_rejected(store):
+    run_id = make_run(store)
+    with pytest.raises(ValueError, match="bogus"):
+        store.set_status(run_id, "bogus")
+    with pytest.raises(RunNotFound, match="missing-id"):
+        store.set_status("missing-id", "paused")
+
+
+@pytest.mark.parametrize("terminal", ["completed", "stopped", "failed"])
+def test_terminal_status_sets_ended_at_and_clears_control(store, terminal):
+    run_id = make_run(store)
+    store.request_control(run_id, "stop")
+    if terminal in ALLOWED["paused"]:  # a non-terminal step on the way leaves both alone
+        paused = store.set_status(run_id, "paused")
+        assert paused["ended_at"] is None and paused["control"] == "stop"
+    run = store.set_status(run_id, terminal)
+    assert run["ended_at"] is not None and run["ended_at"].endswith("Z")
+    assert run["ended_at"] >= run["started_at"]
+    assert run["control"] is None and store.get_control(run_id) is None
+
+
+def test_status_events_are_appended(store):
+    run_id = make_run(store)
+    store.set_status(run_id, "paused")
+    store.set_status(run_id, "running")
+    run = store.set_status(run_id, "failed", error="CUDA out of memory")
+    assert run["error"] == "CUDA out of memory"
+    payloads = [e["payload"] for e in store.events_after(0, run_id=run_id, kinds=["status"])]
+    assert payloads == [
+        {"status": "running"},
+        {"status": "paused", "previous": "running"},
+        {"status": "running", "previous": "paused"},
+        {"status": "failed", "previous": "running", "error": "CUDA out of memory"},
+    ]
+
+
+def test_concurrent_status_changes_keep_a_consistent_history(store):
+    runs = [make_run(store) for _ in range(4)]
+    errors: list[BaseException] = []
+
+    def changer(seed: int) -> None:
+        rng = np.random.default_rng(seed)
+        for _ in range(40):
+            run_id, target = rng.choice(runs), rng.choice(["paused", "running", "stopped"])
+            try:
+                store.set_status(str(run_id), str(target))
+            except InvalidTransition:
+                pass  # expected whenever another thread got there first
+            except BaseException as error:  # surfaced by the assert below
+                errors.append(error)
+
+    threads = [threading.Thread(target=changer, args=(seed,)) for seed in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    for run_id in runs:
+        history = [e["payload"] for e in store.events_after(0, run_id=run_id, kinds=["status"])]
+        for before, after in itertools.pairwise(history):
+            assert after["previous"] == before["status"]
+            assert after["status"] in ALLOWED[before["status"]]
+        assert history[-1]["status"] == store.get_run(run_id)["status"]
+
+
+def test_control_request_get_clear(store):
+    run_id = make_run(store)
+    assert store.get_control(run_id) is None
+    assert store.request_control(run_id, "pause")["control"] == "pause"
+    assert store.get_control(run_id) == "pause"
+    store.request_control(run_id, "stop")  # a later request replaces the earlier one
+    assert store.get_control(run_id) == "stop"
+    store.clear_control(run_id)
+    assert store.get_control(run_id) is None
+    with pytest.raises(ValueError, match="explode"):
+        store.request_control(run_id, "explode")
+
+
+def test_control_refused_on_terminal_run(store):
+    run_id = run_in_status(store, "completed")
+    with pytest.raises(InvalidTransition, match=run_id):
+        store.request_control(run_id, "resume")
+    assert store.get_control(run_id) is None
+
+
+@pytest.mark.parametrize(
+    "call",
+    [lambda s: s.get_control("ghost"), lambda s: s.clear_control("ghost"),
+     lambda s: s.heartbeat("ghost"), lambda s: s.request_control("ghost", "stop"),
+     lambda s: s.update_run("ghost", summary={}), lambda s: s.delete_run("ghost"),
+     lambda s: s.log_metrics("ghost", [("k", 0, 1.0, 0.0)]),
+     lambda s: s.log_events("ghost", [("log", {}, 0.0)]), lambda s: s.metric_keys("ghost"),
+     lambda s: s.metric_series("ghost", "k"), lambda s: s.latest_metrics("ghost")],
+)
+def test_missing_run_raises_run_not_found(store, call):
+    with pytest.raises(RunNotFound, match="ghost"):
+        call(store)
+
+
+def test_heartbeat_moves_forward(store):
+    run_id = make_run(store)
+    set_column(store, run_id, heartbeat_at=datetime(2000, 1, 1))
+    store.heartbeat(run_id)
+    assert store.get_run(run_id)["heartbeat_at"] > "2000-01-01T00:00:00.000000Z"
+
+
+def test_update_run_merges_summary(store):
+    run_id = make_run(store, description="before", model_dir="m0")
+    store.update_run(run_id, summary={"episodes": 1, "best": 2.0})
+    run = store.update_run(run_id, summary={"best": 3.5, "final": {"reward": 1}})
+    assert run["summary"] == {"episodes": 1, "best": 3.5, "final": {"reward": 1}}
+    assert (run["description"], run["model_dir"]) == ("before", "m0")
+    run = store.update_run(run_id, model_dir="m1", description="after")
+    assert run["summary"] == {"episodes": 1, "best": 3.5, "final": {"reward": 1}}
+    assert store.get_run(run_id)["model_dir"] == "m1"
+    assert store.get_run(run_id)["description"] == "after"
+
+
+def test_delete_run_removes_tags_metrics_and_events(store):
+    doomed = make_run(store, tags=["t"])
+    kept = make_run(store, tags=["t"])
+    for run_id in (doomed, kept):
+        store.log_metrics(run_id, [("loss", step, 1.0, 0.0) for step in range(5)])
+        store.log_events(run_id, [("log", {"i": i}, 0.0) for i in range(3)])
+    store.delete_run(doomed)
+    with pytest.raises(RunNotFound):
+        store.get_run(doomed)
+    assert store.events_after(0, run_id=doomed) == []
+    for model in (Metric, RunTag):
+        assert count_rows(store, model, doomed) == 0
+    assert len(store.metric_series(kept, "loss")) == 5
+    assert len(store.events_after(0, run_id=kept)) == 4  # 3 logs + the creation status event
+    assert store.list_runs(tag="t")[1] == 1
+    with pytest.raises(RunNotFound):
+        store.delete_run(doomed)
+
+
+# ---- metrics ------------------------------------------------------------------------------
+
+
+def test_metric_series_ordered_by_step_and_step_range(store):
+    run_id = make_run(store)
+    steps = list(range(20))
+    np.random.default_rng(3).shuffle(steps)
+    assert store.log_metrics(run_id, [("loss", s, s * 0.5, 1000.0 + s) for s in steps]) == 20
+    store.log_metrics(run_id, [("reward", 1, 99.0, 0.0)])
+    series = store.metric_series(run_id, "loss")
+    assert [p["step"] for p in series] == list(range(20))
+    assert series[7] == {"step": 7, "value": 3.5, "wall_time": 1007.0}
+    window = store.metric_series(run_id, "loss", start_step=5, end_step=9)
+    assert [p["step"] for p in window] == [5, 6, 7, 8, 9]
+    assert [p["step"] for p in store.metric_series(run_id, "loss", start_step=18)] == [18, 19]
+    assert store.metric_series(run_id, "absent") == []
+    assert store.metric_keys(run_id) == ["loss", "reward"]
+
+
+def test_nan_metric_round_trips_as_none(store):
+    run_id = make_run(store)
+    store.log_metrics(run_id, [("loss", 0, 1.0, 0.0), ("loss", 1, math.nan, 0.0)])
+    assert [p["value"] for p in store.metric_series(run_id, "loss")] == [1.0, None]
+    rows = [("loss", s, math.nan if s % 7 == 0 else float(s), 0.0) for s in range(2, 100)]
+    store.log_metrics(run_id, rows)
+    assert len(store.metric_series(run_id, "loss", max_points=10)) <= 10
+
+
+def test_downsampling_keeps_spikes_endpoints_and_bucket_extremes(store):
+    n, max_points = 10_000, 200
+    rng = np.random.default_rng(42)
+    values = rng.normal(0.0, 1.0, n)
+    spikes = rng.choice(np.arange(1, n - 1), size=8, replace=False)
+    values[spikes[:4]] = 1e6 + np.arange(4)
+    values[spikes[4:]] = -1e6 - np.arange(4)
+    run_id = make_run(store)
+    store.log_metrics(run_id, [("pnl", s, float(v), float(s)) for s, v in enumerate(values)])
+    series = store.metric_series(run_id, "pnl", max_points=max_points)
+    steps = [p["step"] for p in series]
+    assert len(series) <= max_points
+    assert steps[0] == 0 and steps[-1] == n - 1
+    assert all(b > a for a, b in itertools.pairwise(steps))
+    assert set(spikes.tolist()) <= set(steps)
+    kept = {p["step"]: p["value"] for p in series}
+    assert all(kept[s] == values[s] for s in steps)  # values are the stored ones, not averages
+    # Buckets as documented: np.array_split into max_points // 2 - 1 near-equal parts.
+    for bucket in np.array_split(np.arange(n), max_points // 2 - 1):
+        assert int(bucket[np.argmin(values[bucket])]) in kept
+        assert int(bucket[np.argmax(values[bucket])]) in kept
+
+
+@pytest.mark.parametrize("max_points", [2, 3, 7, 50])
+def test_downsampling_respects_max_points(store, max_points):
+    run_id = make_run(store)
+    store.log_metrics(run_id, [("m", s, float((s * 37) % 101), 0.0) for s in range(500)])
+    series = store.metric_series(run_id, "m", max_points=max_points)
+    assert len(series) <= max_points
+    assert series[0]["step"] == 0 and series[-1]["step"] == 499
+
+
+def test_short_series_is_returned_unchanged(store):
+    run_id = make_run(store)
+    store.log_metrics(run_id, [("m", s, float(s % 3), float(s)) for s in range(50)])
+    assert store.metric_series(run_id, "m", max_points=50) == store.metric_series(run_id, "m")
+    assert len(store.metric_series(run_id, "m", max_points=1000)) == 50
+    with pytest.raises(ValueError):
+        store.metric_series(run_id, "m", max_points=1)
+
+
+def test_latest_metrics(store):
+    run_id = make_run(store)
+    other = make_run(store)
+    steps = list(range(10))
+    np.random.default_rng(1).shuffle(steps)
+    store.log_metrics(run_id, [("loss", s, 10.0 - s, 100.0 + s) for s in steps])
+    store.log_metrics(run_id, [("reward", s, float(s * s), 200.0 + s) for s in range(5)])
+    store.log_metrics(other, [("loss", 50, -1.0, 0.0)])  # another run's higher step
+    latest = store.latest_metrics(run_id)
+    assert latest == {"loss": {"step": 9, "value": 1.0, "wall_time": 109.0},
+                      "reward": {"step": 4, "value": 16.0, "wall_time": 204.0}}
+    store.log_metrics(run_id, [("reward", 4, 17.0, 300.0)])  # the same step logged again
+    assert store.latest_metrics(run_id)["reward"]["value"] == 17.0
+    assert store.latest_metrics(make_run(store)) == {}
+
+
+# ---- events -------------------------------------------------------------------------------
+
+
+def test_events_after_returns_exactly_the_missed_events(store):
+    run_id = make_run(store)
+    seqs = store.log_events(run_id, [("trade", {"i": i}, float(i)) for i in range(10)])
+    assert len(seqs) == 10 and seqs == sorted(seqs)
+    missed = store.events_after(seqs[3])
+    assert [e["seq"] for e in missed] == seqs[4:]
+    assert [e["payload"] for e in missed] == [{"i": i} for i in range(4, 10)]
+    assert all(e["run_id"] == run_id and e["kind"] == "trade" for e in missed)
+    assert [e["wall_time"] for e in missed] == [float(i) for i in range(4, 10)]
+    assert store.events_after(seqs[3], limit=2) == missed[:2]
+    assert store.events_after(seqs[-1]) == []
+    assert store.last_seq() == seqs[-1]
+
+
+def test_events_after_filters(store):
+    first, second = make_run(store), make_run(store)
+    store.log_events(first, [("trade", {"n": 1}, 0.0), ("alert", {"n": 2}, 0.0)])
+    store.log_events(second, [("trade", {"n": 3}, 0.0), ("decision", {"n": 4}, 0.0)])
+    by_run = store.events_after(0, run_id=second)
+    assert [e["payload"] for e in by_run] == [{"status": "running"}, {"n": 3}, {"n": 4}]
+    trades = store.events_after(0, kinds=["trade"])
+    assert [e["payload"]["n"] for e in trades] == [1, 3]
+    both = store.events_after(0, run_id=first, kinds=("trade", "alert"))
+    assert [e["payload"]["n"] for e in both] == [1, 2]
+    with pytest.raises(ValueError, match="bogus"):
+        store.events_after(0, kinds=["bogus"])
+    with pytest.raises(ValueError):
+        store.events_after(0, limit=0)
+
+
+def test_seq_strictly_increasing_across_runs(store):
+    runs = [make_run(store) for _ in range(3)]
+    for i in range(12):
+        store.log_events(runs[i % 3], [(EVENT_KINDS[i % len(EVENT_KINDS)], {"i": i}, 0.0)])
+    seqs = [e["seq"] for e in store.events_after(0)]
+    assert len(seqs) == 15  # 3 creation events + 12 logged
+    assert all(b > a for a, b in itertools.pairwise(seqs))
+
+
+def test_seq_never_reused_after_deleting_the_newest_events(store):
+    doomed = make_run(store)
+    highest = store.log_events(doomed, [("log", {}, 0.0)] * 3)[-1]
+    store.delete_run(doomed)  # removes the rows holding the highest seq numbers
+    fresh = make_run(store)
+    assert store.log_events(fresh, [("log", {}, 0.0)])[0] > highest
+    assert all(e["seq"] > highest for e in store.events_after(0, run_id=fresh))
+
+
+def test_unknown_event_kind_rejected_and_nothing_written(store):
+    run_id = make_run(store)
+    before = store.last_seq()
+    with pytest.raises(ValueError, match="gossip"):
+        store.log_events(run_id, [("log", {}, 0.0), ("gossip", {}, 0.0)])
+    assert store.last_seq() == before
+
+
+def test_last_seq_is_zero_when_empty(store):
+    assert store.last_seq() == 0
+    assert store.events_after(0) == []
+
+
+def test_log_nothing_is_a_no_op(store):
+    run_id = make_run(store)
+    assert store.log_metrics(run_id, []) == 0
+    assert store.log_events(run_id, []) == []
+    store.write_batch()
+    assert store.metric_keys(run_id) == []
+
+
+# ---- write_batch --------------------------------------------------------------------------
+
+
+def test_write_batch_writes_metrics_events_and_heartbeats(store):
+    first, second = make_run(store), make_run(store)
+    set_column(store, heartbeat_at=datetime(2000, 1, 1))
+    store.write_batch(
+        metrics=[(first, "loss", 1, 0.5, 10.0), (second, "loss", 1, 0.7, 11.0)],
+        events=[(first, "episode", {"reward": 3}, 12.0)],
+        heartbeats=[first],
+    )
+    assert store.metric_series(first, "loss") == [{"step": 1, "value": 0.5, "wall_time": 10.0}]
+    assert store.metric_series(second, "loss")[0]["value"] == 0.7
+    episodes = store.events_after(0, kinds=["episode"])
+    assert [(e["run_id"], e["payload"]) for e in episodes] == [(first, {"reward": 3})]
+    assert store.get_run(first)["heartbeat_at"] > "2000-01-01T00:00:00.000000Z"
+    assert store.get_run(second)["heartbeat_at"] == "2000-01-01T00:00:00.000000Z"
+
+
+@pytest.mark.parametrize("failure", ["unknown-kind", "missing-run"])
+def test_failing_write_batch_writes_nothing(store, failure):
+    run_id = make_run(store)
+    set_column(store, run_id, heartbeat_at=datetime(2000, 1, 1))
+    metrics = [(run_id, "loss", 1, 0.5, 0.0)]
+    events = [(run_id, "log", {"ok": True}, 0.0)]
+    if failure == "unknown-kind":
+        events.append((run_id, "gossip", {}, 0.0))
+        error = ValueError
+    else:
+        metrics.append(("ghost-run", "loss", 2, 1.0, 0.0))
+        error = RunNotFound
+    before = store.last_seq()
+    with pytest.raises(error):
+        store.write_batch(metrics=metrics, events=events, heartbeats=[run_id])
+    assert store.metric_series(run_id, "loss") == []
+    assert store.last_seq() == before
+    assert store.get_run(run_id)["heartbeat_at"] == "2000-01-01T00:00:00.000000Z"
+
+
+def test_concurrent_write_batches_lose_nothing(store):
+    batches, per_batch = 200, 5
+    runs = [make_run(store, f"writer{i}") for i in range(2)]
+    errors: list[BaseException] = []
+
+    def writer(run_id: str) -> None:
+        try:
+            for b in range(batches):
+                first = b * per_batch
+                metrics = [(run_id, "m", first + i, float(i), 0.0) for i in range(per_batch)]
+                store.write_batch(metrics=metrics, events=[(run_id, "log", {"b": b}, 0.0)],
+                                  heartbeats=[run_id])
+        except BaseException as error:  # surfaced by the assert below
+            errors.append(error)
+
+    threads = [threading.Thread(target=writer, args=(run_id,)) for run_id in runs]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    for run_id in runs:
+        steps = [p["step"] for p in store.metric_series(run_id, "m")]
+        assert steps == list(range(batches * per_batch))
+        logs = store.events_after(0, run_id=run_id, kinds=["log"], limit=10_000)
+        assert [e["payload"]["b"] for e in logs] == list(range(batches))
+    seqs = [e["seq"] for e in store.events_after(0, limit=10_000)]
+    assert len(seqs) == 2 * batches + 2 and len(set(seqs)) == len(seqs)
+

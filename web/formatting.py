@@ -1,0 +1,40 @@
+"""Jinja filters that present stored values to people."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from flask import Flask
+
+
+def _parse(iso: str | None) -> datetime | None:
+    if not iso:
+        return None
+    try:
+        return datetime.fromisoformat(iso.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+
+
+def when(iso: str | None) -> str:
+    """'2026-11-21 09:33:30 UTC' from a stored ISO time; '—' when absent."""
+    moment = _parse(iso)
+    return moment.strftime("%Y-%m-%d %H:%M:%S UTC") if moment else (iso or "—")
+
+
+def duration(start_iso: str | None, end_iso: str | None) -> str:
+    """'1h 02m', '3m 05s' or '0.4s' between two stored times; '—' if either is missing."""
+    start, end = _parse(start_iso), _parse(end_iso)
+    if not start or not end:
+        return "—"
+    seconds = (end - start).total_seconds()
+    if seconds < 10:
+        return f"{seconds:.1f}s"
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h {minutes:02d}m" if hours else f"{minutes}m {secs:02d}s"
+
+
+def init_app(app: Flask) -> None:
+    app.add_template_filter(when)
+    app.add_template_filter(duration)
