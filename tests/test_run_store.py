@@ -114,7 +114,6 @@ def test_database_that_is_a_directory_raises_store_unavailable(tmp_path):
 
 
 def test_unreachable_server_raises_store_unavailable_with_password_masked():
-    pytest.importorskip("psycopg2")
     with pytest.raises(StoreUnavailable) as info:
         RunStore("postgresql+psycopg2://trainer:s3cret@127.0.0.1:1/runs")
     message = str(info.value)
