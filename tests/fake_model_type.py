@@ -69,5 +69,23 @@ class FrequencyLoader(ModelLoader):
                           probabilities=probabilities)
 
 
+def seed_dashboard(app: Any, bars: pd.DataFrame, models_dir: Path) -> None:
+    """One saved model and three runs (completed, failed, running) for page tests.
+
+    The caller registers FREQUENCY_TYPE (and unregisters it afterwards).
+    """
+    from web.store import get_store
+
+    FrequencyTrainer({"lookback": 10}).fit(bars, model_name="demo", models_dir=models_dir,
+                                           data_file="sample.csv")
+    with app.app_context():
+        store = get_store()
+        finished = store.create_run(name="ppo-agent", model_type="ppo", algorithm="PPO")
+        store.set_status(finished, "completed")
+        failed = store.create_run(name="xgb-agent", model_type="xgboost")
+        store.set_status(failed, "failed", error="diverged")
+        store.create_run(name="live-agent", model_type="ppo")
+
+
 FREQUENCY_TYPE = ModelType("frequency", "Frequency (test only)", PREFIX,
                            trainer=FrequencyTrainer, loader=FrequencyLoader)

@@ -8,7 +8,7 @@ import pytest
 
 from Main import create_app
 from NetworkConfigs import register_model_type, unregister_model_type
-from tests.fake_model_type import FREQUENCY_TYPE
+from tests.fake_model_type import FREQUENCY_TYPE, seed_dashboard
 
 
 def test_factory_takes_test_config(app, models_dir: Path) -> None:
@@ -22,24 +22,17 @@ def test_empty_home_page_says_so(client) -> None:
 
 
 def test_home_lists_models_and_runs(app, client, bars, models_dir: Path) -> None:
-    from web.store import get_store
-
     register_model_type(FREQUENCY_TYPE)
     try:
-        FREQUENCY_TYPE.trainer_class()({"lookback": 10}).fit(
-            bars, model_name="alpha", models_dir=models_dir, data_file="sample.csv")
-        with app.app_context():
-            store = get_store()
-            done = store.create_run(name="agent-one", model_type="ppo", algorithm="PPO")
-            store.set_status(done, "completed")
-            store.create_run(name="agent-two", model_type="xgboost")
+        seed_dashboard(app, bars, models_dir)
         page = client.get("/").get_data(as_text=True)
     finally:
         unregister_model_type(FREQUENCY_TYPE.name)
-    assert "FREQ_alpha" in page and "Frequency (test only)" in page
+    assert "FREQ_demo" in page and "Frequency (test only)" in page
     assert "train_up_share" in page and "sample.csv" in page
-    assert "agent-one" in page and "agent-two" in page
+    assert "ppo-agent" in page and "xgb-agent" in page and "live-agent" in page
     assert 'class="badge completed"' in page and 'class="badge running"' in page
+    assert 'title="diverged"' in page
 
 
 def test_broken_model_folder_is_shown_not_fatal(client, models_dir: Path) -> None:

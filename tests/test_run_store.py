@@ -41,6 +41,15 @@ ALLOWED = {
 # against PostgreSQL by changing only that variable.
 
 
+def run_threads(target, args) -> None:
+    """Start one thread per argument, all at once, and wait for every one."""
+    threads = [threading.Thread(target=target, args=(arg,)) for arg in args]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+
 def is_sqlite(store: RunStore) -> bool:
     return store.engine.dialect.name == "sqlite"
 
@@ -341,11 +350,7 @@ def test_concurrent_status_changes_keep_a_consistent_history(store):
             except BaseException as error:  # surfaced by the assert below
                 errors.append(error)
 
-    threads = [threading.Thread(target=changer, args=(seed,)) for seed in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    run_threads(changer, range(4))
     assert errors == []
     for run_id in runs:
         history = [e["payload"] for e in store.events_after(0, run_id=run_id, kinds=["status"])]
@@ -638,11 +643,7 @@ def test_concurrent_write_batches_lose_nothing(store):
         except BaseException as error:  # surfaced by the assert below
             errors.append(error)
 
-    threads = [threading.Thread(target=writer, args=(run_id,)) for run_id in runs]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    run_threads(writer, runs)
     assert errors == []
     for run_id in runs:
         steps = [p["step"] for p in store.metric_series(run_id, "m")]

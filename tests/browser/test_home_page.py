@@ -6,7 +6,7 @@ import pytest
 
 from NetworkConfigs import register_model_type, unregister_model_type
 from tests.browser.conftest import screenshot
-from tests.fake_model_type import FREQUENCY_TYPE
+from tests.fake_model_type import FREQUENCY_TYPE, seed_dashboard
 
 pytestmark = pytest.mark.browser
 
@@ -28,25 +28,15 @@ def test_empty_state_and_theme_toggle(page, live_server: str) -> None:
 
 
 def test_models_and_runs_are_listed(page, live_server: str, app, bars, models_dir) -> None:
-    from web.store import get_store
-
     register_model_type(FREQUENCY_TYPE)
     try:
-        FREQUENCY_TYPE.trainer_class()({"lookback": 10}).fit(
-            bars, model_name="demo", models_dir=models_dir, data_file="sample.csv")
-        with app.app_context():
-            store = get_store()
-            finished = store.create_run(name="ppo-agent", model_type="ppo", algorithm="PPO")
-            store.set_status(finished, "completed")
-            failed = store.create_run(name="xgb-agent", model_type="xgboost")
-            store.set_status(failed, "failed", error="diverged")
-            store.create_run(name="live-agent", model_type="ppo")
+        seed_dashboard(app, bars, models_dir)
         page.goto(live_server + "/")
-        rows = page.locator("#runs tbody tr")
-        assert rows.count() == 3
-        badges = page.locator("#runs .badge").all_inner_texts()
-        assert sorted(badges) == ["completed", "failed", "running"]
-        assert "FREQ_demo" in page.locator("#models").inner_text()
-        screenshot(page, "home_with_models_and_runs")
     finally:
         unregister_model_type(FREQUENCY_TYPE.name)
+    assert page.locator("#runs tbody tr").count() == 3
+    badges = page.locator("#runs .badge").all_inner_texts()
+    assert sorted(badges) == ["completed", "failed", "running"]
+    assert page.locator("#runs .badge.failed").get_attribute("title") == "diverged"
+    assert "FREQ_demo" in page.locator("#models").inner_text()
+    screenshot(page, "home_with_models_and_runs")
