@@ -45,7 +45,16 @@ class Prediction:
 
 
 class Callback:
-    """Observes training. Every hook is optional; ``on_iteration_end`` returning False stops."""
+    """Observes training. Every hook is optional; ``on_iteration_end`` returning False stops.
+
+    The trainer calls :meth:`set_trainer` first, so a callback can read its state (for
+    checkpoints or evaluation) without the trainer knowing what the callback does.
+    """
+
+    trainer: Any = None
+
+    def set_trainer(self, trainer: Any) -> None:
+        self.trainer = trainer
 
     def on_training_start(self, info: dict[str, Any]) -> None:
         """Called once before the first iteration with run facts (name, sizes, config)."""

@@ -1,0 +1,287 @@
+"""Clipped PPO (CleanRL's ``ppo.py``, layered SB3-style) over any gymnasium vector env.
+
+rollout → GAE → update, each paper term one named line. Differences from CleanRL,
+each a known correctness point:
+
+- Gymnasium >= 1.0 vector envs must autoreset in ``SAME_STEP`` mode: the step that
+  ends an episode returns the reset observation and the final one in
+  ``infos["final_obs"]``. (``NEXT_STEP``, the default, would feed a fake transition.)
+- Truncation (time limit, end of data) is not termination: the truncated step's reward
+  gets ``gamma * V(final_obs)`` added, as SB3 does (SB3 issue #633); only terminated
+  steps cut the bootstrap.
+- The algorithm knows nothing of logging, progress bars, checkpoints or control:
+  callbacks receive each iteration's metrics and may stop training.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+from torch import nn
+
+from NetworkConfigs.base import Callback, notify_iteration
+from NetworkConfigs.ppo_config import PPOSettings
+from NetworkConfigs.ppo_network import ActorCritic, resolve_device, seed_everything
+
+log = logging.getLogger(__name__)
+
+
+def compute_gae(rewards: torch.Tensor, values: torch.Tensor, ends: torch.Tensor,
+                terminal_next_value: torch.Tensor, gamma: float,
+                gae_lambda: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Generalised advantage estimation over (T, N) tensors.
+
+    ``ends[t]`` is 1 where the episode ended at step t (terminated or truncated; a
+    truncated step's reward already carries its bootstrap), so nothing flows back
+    across an episode boundary. Returns (advantages, returns = advantages + values).
+    """
+    advantages = torch.zeros_like(rewards)
+    last_gae = torch.zeros_like(terminal_next_value)
+    next_value = terminal_next_value
+    for t in reversed(range(rewards.shape[0])):
+        not_end = 1.0 - ends[t]
+        delta = rewards[t] + gamma * next_value * not_end - values[t]
+        last_gae = delta + gamma * gae_lambda * not_end * last_gae
+        advantages[t] = last_gae
+        next_value = values[t]
+    return advantages, advantages + values
+
+
+def explained_variance(y_pred: torch.Tensor, y_true: torch.Tensor) -> float:
+    var_y = torch.var(y_true)
+    return float("nan") if var_y == 0 else float(1 - torch.var(y_true - y_pred) / var_y)
+
+
+class PPO:
+    """The algorithm: ``PPO(settings, callbacks).learn(envs)`` trains and returns the agent."""
+
+    def __init__(self, settings: PPOSettings, callbacks: Sequence[Callback] = (),
+                 network_kwargs: dict[str, Any] | None = None) -> None:
+        self.settings = settings
+        self.callbacks = list(callbacks)
+        self.network_kwargs = network_kwargs or {}
+        self.device = resolve_device(settings.device)
+        self.agent: ActorCritic | None = None
+        self.optimizer: torch.optim.Adam | None = None
+        self.iteration = 0
+        self.global_step = 0
+        self.envs: gym.vector.VectorEnv | None = None
+        self._next_obs: torch.Tensor | None = None
+        self._ep_return = np.zeros(settings.n_envs)
+        self._ep_length = np.zeros(settings.n_envs, dtype=np.int64)
+
+    # ------------------------------------------------------------------------ set-up
+
+    def _build(self, envs: gym.vector.VectorEnv) -> None:
+        _check_envs(envs, self.settings.n_envs)
+        s = self.settings
+        seed_everything(s.seed)
+        obs_dim = int(np.prod(envs.single_observation_space.shape))
+        self.agent = ActorCritic(obs_dim, int(envs.single_action_space.n), hidden_dim=s.hidden_dim,
+                                 depth=s.depth, encoder=s.encoder,
+                                 **self.network_kwargs).to(self.device)
+        self.optimizer = torch.optim.Adam(self.agent.parameters(), lr=s.learning_rate, eps=1e-5)
+        self.envs = envs
+
+    def _tensor(self, array: np.ndarray) -> torch.Tensor:
+        return torch.as_tensor(np.asarray(array, dtype=np.float32), device=self.device)
+
+    # ---------------------------------------------------------------------- training
+
+    def learn(self, envs: gym.vector.VectorEnv, state: dict[str, Any] | None = None) -> ActorCritic:
+        """Train for ``total_timesteps`` (continuing from ``state`` when resuming)."""
+        if self.agent is None:
+            self._build(envs)
+        if state is not None:
+            self.load_state(state)
+        else:
+            obs, _ = envs.reset(seed=self.settings.seed)
+            self._next_obs = self._tensor(obs)
+        for callback in self.callbacks:
+            callback.set_trainer(self)
+        for callback in self.callbacks:
+            callback.on_training_start({"settings": self.settings.to_dict(),
+                                        "iteration": self.iteration})
+        status, error = "completed", None
+        try:
+            status = self._loop()
+        except BaseException as exc:
+            status = "stopped" if isinstance(exc, KeyboardInterrupt) else "failed"
+            error = f"{type(exc).__name__}: {exc}"
+            raise
+        finally:
+            summary = {"status": status, "error": error, "iterations": self.iteration,
+                       "global_step": self.global_step}
+            for callback in self.callbacks:
+                callback.on_training_end(summary)
+        return self.agent
+
+    def _loop(self) -> str:
+        s = self.settings
+        while self.iteration < s.num_iterations:
+            started = time.perf_counter()
+            if s.anneal_lr:
+                frac = 1.0 - self.iteration / s.num_iterations
+                self.optimizer.param_groups[0]["lr"] = frac * s.learning_rate
+            batch, episodes = self._rollout()
+            losses = self._update(batch)
+            self.iteration += 1
+            elapsed = time.perf_counter() - started
+            metrics = {"iteration": self.iteration, "global_step": self.global_step,
+                       "episodes": episodes, "steps_per_second": s.batch_size / elapsed,
+                       "learning_rate": self.optimizer.param_groups[0]["lr"], **losses}
+            if not notify_iteration(self.callbacks, metrics):
+                log.info("training stopped by a callback at iteration %d", self.iteration)
+                return "stopped"
+        return "completed"
+
+    @torch.no_grad()
+    def _rollout(self) -> tuple[dict[str, torch.Tensor], list[dict[str, Any]]]:
+        s, envs, agent = self.settings, self.envs, self.agent
+        shape = (s.n_steps, s.n_envs)
+        obs = torch.zeros(shape + envs.single_observation_space.shape, device=self.device)
+        actions = torch.zeros(shape, dtype=torch.long, device=self.device)
+        logprobs, rewards, ends, values = (torch.zeros(shape, device=self.device)
+                                           for _ in range(4))
+        episodes: list[dict[str, Any]] = []
+        for step in range(s.n_steps):
+            obs[step] = self._next_obs
+            action, logprob, _, value = agent.get_action_and_value(self._next_obs)
+            actions[step], logprobs[step], values[step] = action, logprob, value
+            next_obs, reward, terminated, truncated, infos = envs.step(action.cpu().numpy())
+            self.global_step += s.n_envs
+            rewards[step] = self._tensor(reward) + self._truncation_bootstrap(
+                terminated, truncated, infos)
+            ends[step] = self._tensor(np.logical_or(terminated, truncated))
+            episodes += self._track_episodes(reward, terminated, truncated, infos)
+            self._next_obs = self._tensor(next_obs)
+        advantages, returns = compute_gae(rewards, values, ends, agent.get_value(self._next_obs),
+                                          s.gamma, s.gae_lambda)
+        batch = {"obs": obs.reshape((-1, *envs.single_observation_space.shape)),
+                 "actions": actions.reshape(-1), "logprobs": logprobs.reshape(-1),
+                 "advantages": advantages.reshape(-1), "returns": returns.reshape(-1),
+                 "values": values.reshape(-1)}
+        return batch, episodes
+
+    def _truncation_bootstrap(self, terminated: np.ndarray, truncated: np.ndarray,
+                              infos: dict[str, Any]) -> torch.Tensor:
+        """gamma * V(final_obs) for steps cut by a time limit, 0 elsewhere."""
+        bonus = torch.zeros(self.settings.n_envs, device=self.device)
+        cut = np.logical_and(truncated, np.logical_not(terminated))
+        if cut.any():
+            final = self._tensor(np.stack(infos["final_obs"][cut]))
+            bonus[torch.as_tensor(cut, device=self.device)] = (
+                self.settings.gamma * self.agent.get_value(final))
+        return bonus
+
+    def _track_episodes(self, reward: np.ndarray, terminated: np.ndarray,
+                        truncated: np.ndarray, infos: dict[str, Any]) -> list[dict[str, Any]]:
+        self._ep_return += reward
+        self._ep_length += 1
+        done = np.flatnonzero(np.logical_or(terminated, truncated))
+        finished = []
+        keys = self.envs.metadata.get("episode_info_keys", ())
+        for i in done:  # only envs whose episode ended: rare, so a loop is fine here
+            record = {"reward": float(self._ep_return[i]), "length": int(self._ep_length[i]),
+                      "terminated": bool(terminated[i])}
+            for key in keys:
+                if key in infos and infos.get(f"_{key}", terminated | truncated)[i]:
+                    record[key] = _plain(infos[key][i])
+            finished.append(record)
+        self._ep_return[done] = 0.0
+        self._ep_length[done] = 0
+        return finished
+
+    def _update(self, b: dict[str, torch.Tensor]) -> dict[str, float]:
+        s, agent = self.settings, self.agent
+        clipfracs, approx_kl = [], torch.tensor(0.0)
+        for _ in range(s.update_epochs):
+            order = torch.randperm(s.batch_size, device=self.device)
+            for start in range(0, s.batch_size, s.minibatch_size):
+                mb = order[start:start + s.minibatch_size]
+                _, newlogprob, entropy, newvalue = agent.get_action_and_value(
+                    b["obs"][mb], b["actions"][mb])
+                logratio = newlogprob - b["logprobs"][mb]
+                ratio = logratio.exp()
+                with torch.no_grad():
+                    approx_kl = ((ratio - 1) - logratio).mean()  # http://joschu.net/blog/kl-approx.html
+                    clipfracs.append(((ratio - 1.0).abs() > s.clip_coef).float().mean().item())
+                mb_adv = b["advantages"][mb]
+                if s.norm_adv:
+                    mb_adv = (mb_adv - mb_adv.mean()) / (mb_adv.std() + 1e-8)
+                pg_loss1 = -mb_adv * ratio
+                pg_loss2 = -mb_adv * torch.clamp(ratio, 1 - s.clip_coef, 1 + s.clip_coef)
+                pg_loss = torch.max(pg_loss1, pg_loss2).mean()
+                v_loss = self._value_loss(newvalue, b["returns"][mb], b["values"][mb])
+                entropy_loss = entropy.mean()
+                loss = pg_loss - s.ent_coef * entropy_loss + s.vf_coef * v_loss
+                self.optimizer.zero_grad()
+                loss.backward()
+                nn.utils.clip_grad_norm_(agent.parameters(), s.max_grad_norm)
+                self.optimizer.step()
+            if s.target_kl is not None and approx_kl > s.target_kl:
+                break
+        return {"policy_loss": pg_loss.item(), "value_loss": v_loss.item(),
+                "entropy": entropy_loss.item(), "approx_kl": approx_kl.item(),
+                "clip_fraction": float(np.mean(clipfracs)),
+                "explained_variance": explained_variance(b["values"], b["returns"])}
+
+    def _value_loss(self, new: torch.Tensor, returns: torch.Tensor,
+                    old: torch.Tensor) -> torch.Tensor:
+        if not self.settings.clip_vloss:
+            return 0.5 * ((new - returns) ** 2).mean()
+        clipped = old + torch.clamp(new - old, -self.settings.clip_coef, self.settings.clip_coef)
+        return 0.5 * torch.max((new - returns) ** 2, (clipped - returns) ** 2).mean()
+
+    # ---------------------------------------------------------------- checkpointing
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to continue exactly: weights, optimiser, RNGs, env state."""
+        env_state = self.envs.get_state() if hasattr(self.envs, "get_state") else None
+        return {"model": self.agent.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "iteration": self.iteration, "global_step": self.global_step,
+                "torch_rng": torch.get_rng_state(), "numpy_rng": np.random.get_state(),
+                "next_obs": self._next_obs.cpu(), "episode_return": self._ep_return.copy(),
+                "episode_length": self._ep_length.copy(), "env_state": env_state,
+                "settings": self.settings.to_dict()}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        self.agent.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.iteration, self.global_step = int(state["iteration"]), int(state["global_step"])
+        torch.set_rng_state(state["torch_rng"])
+        np.random.set_state(state["numpy_rng"])
+        self._ep_return = np.asarray(state["episode_return"], dtype=np.float64).copy()
+        self._ep_length = np.asarray(state["episode_length"], dtype=np.int64).copy()
+        if state.get("env_state") is not None:
+            self.envs.set_state(state["env_state"])
+            self._next_obs = state["next_obs"].to(self.device)
+        else:  # a generic env cannot be restored mid-episode: start fresh episodes
+            obs, _ = self.envs.reset(seed=self.settings.seed + self.iteration)
+            self._next_obs = self._tensor(obs)
+            self._ep_return[:] = 0.0
+            self._ep_length[:] = 0
+
+
+def _check_envs(envs: gym.vector.VectorEnv, n_envs: int) -> None:
+    if not isinstance(envs.single_action_space, gym.spaces.Discrete):
+        raise ValueError(f"PPO here needs a Discrete action space; got {envs.single_action_space}")
+    if not isinstance(envs.single_observation_space, gym.spaces.Box):
+        raise ValueError(f"PPO here needs a Box observation space; got "
+                         f"{envs.single_observation_space}")
+    mode = envs.metadata.get("autoreset_mode")
+    if mode != gym.vector.AutoresetMode.SAME_STEP:
+        raise ValueError(f"vector env must autoreset in SAME_STEP mode (got {mode}); build it with "
+                         "autoreset_mode=gymnasium.vector.AutoresetMode.SAME_STEP")
+    if envs.num_envs != n_envs:
+        raise ValueError(f"vector env has {envs.num_envs} envs but n_envs is {n_envs}")
+
+
+def _plain(value: Any) -> Any:
+    return value.item() if hasattr(value, "item") else value

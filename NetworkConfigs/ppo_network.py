@@ -1,0 +1,123 @@
+"""The PPO actor-critic network, defined once: the trainer builds it, the loader imports it.
+
+The observation is ``[window (lookback x features, flattened), extras]``. For generic
+environments (CartPole) there is no window: ``lookback=0`` and everything is extras.
+Encoders see the WHOLE window (the peer implementation used only its last bar):
+
+- ``mlp``: the flattened window through the trunk (default; cheapest);
+- ``conv``: two 1-D convolutions over time, then global average and the last step;
+- ``gru``: a GRU over the window, its last hidden state.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from torch import nn
+from torch.distributions import Categorical
+
+ENCODERS = ("mlp", "conv", "gru")
+
+
+def layer_init(layer: nn.Linear, std: float = math.sqrt(2), bias: float = 0.0) -> nn.Linear:
+    """Orthogonal weights, constant bias (CleanRL / the PPO implementation-details study)."""
+    nn.init.orthogonal_(layer.weight, std)
+    nn.init.constant_(layer.bias, bias)
+    return layer
+
+
+def _mlp(inputs: int, hidden: int, depth: int) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    for i in range(depth):
+        layers += [layer_init(nn.Linear(inputs if i == 0 else hidden, hidden)), nn.Tanh()]
+    return nn.Sequential(*layers)
+
+
+class WindowEncoder(nn.Module):
+    """Summarises a (batch, lookback, features) window into a vector (conv / gru)."""
+
+    def __init__(self, kind: str, n_features: int, hidden: int) -> None:
+        super().__init__()
+        self.kind = kind
+        if kind == "conv":
+            self.net = nn.Sequential(nn.Conv1d(n_features, hidden, 3, padding=1), nn.Tanh(),
+                                     nn.Conv1d(hidden, hidden, 3, padding=1), nn.Tanh())
+            self.out_dim = 2 * hidden
+        else:
+            self.net = nn.GRU(n_features, hidden, batch_first=True)
+            self.out_dim = hidden
+
+    def forward(self, window: torch.Tensor) -> torch.Tensor:
+        if self.kind == "conv":
+            h = self.net(window.transpose(1, 2))
+            return torch.cat([h.mean(dim=2), h[:, :, -1]], dim=1)
+        _, last = self.net(window)
+        return last[-1]
+
+
+class ActorCritic(nn.Module):
+    """Separate actor and critic trunks (as CleanRL's ``Agent``) over a shared encoding."""
+
+    def __init__(self, obs_dim: int, n_actions: int, *, hidden_dim: int = 64, depth: int = 2,
+                 lookback: int = 0, n_features: int = 0, encoder: str = "mlp") -> None:
+        super().__init__()
+        if encoder not in ENCODERS:
+            raise ValueError(f"unknown encoder {encoder!r}; valid: {ENCODERS}")
+        if depth < 1 or hidden_dim < 1:
+            raise ValueError("hidden_dim and depth must be at least 1")
+        self.window_dim = lookback * n_features
+        if self.window_dim > obs_dim:
+            raise ValueError(f"window {lookback}x{n_features} exceeds observation size {obs_dim}")
+        self.lookback, self.n_features = lookback, n_features
+        self.window_encoder = (WindowEncoder(encoder, n_features, hidden_dim)
+                               if encoder != "mlp" and self.window_dim else None)
+        encoded = (self.window_encoder.out_dim + obs_dim - self.window_dim
+                   if self.window_encoder else obs_dim)
+        self.critic = nn.Sequential(_mlp(encoded, hidden_dim, depth),
+                                    layer_init(nn.Linear(hidden_dim, 1), std=1.0))
+        self.actor = nn.Sequential(_mlp(encoded, hidden_dim, depth),
+                                   layer_init(nn.Linear(hidden_dim, n_actions), std=0.01))
+
+    def encode(self, obs: torch.Tensor) -> torch.Tensor:
+        if self.window_encoder is None:
+            return obs
+        window = obs[:, :self.window_dim].reshape(-1, self.lookback, self.n_features)
+        return torch.cat([self.window_encoder(window), obs[:, self.window_dim:]], dim=1)
+
+    def get_value(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.critic(self.encode(obs)).squeeze(-1)
+
+    def get_action_and_value(
+        self, obs: torch.Tensor, action: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Sample (or score) actions: (action, log-prob, entropy, value)."""
+        hidden = self.encode(obs)
+        dist = Categorical(logits=self.actor(hidden))
+        if action is None:
+            action = dist.sample()
+        return action, dist.log_prob(action), dist.entropy(), self.critic(hidden).squeeze(-1)
+
+    @torch.no_grad()
+    def policy(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Action probabilities and state values, for greedy play and serving."""
+        hidden = self.encode(obs)
+        return torch.softmax(self.actor(hidden), dim=-1), self.critic(hidden).squeeze(-1)
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """'auto' picks CUDA when available, else CPU; 'cuda' without a GPU is an error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device 'cuda' requested but no CUDA GPU is available; use auto or cpu")
+    if name not in ("cpu", "cuda"):
+        raise ValueError(f"unknown device {name!r}; use auto, cpu or cuda")
+    return torch.device(name)
+
+
+def seed_everything(seed: int) -> None:
+    """Seed torch and numpy's global generator (env randomness is seeded separately)."""
+    torch.manual_seed(seed)
+    np.random.seed(seed)
