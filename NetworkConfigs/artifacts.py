@@ -23,8 +23,9 @@ from pathlib import Path
 from typing import Any
 
 import joblib
-import numpy as np
 import yaml
+
+from Utilities.serialization import to_plain
 
 log = logging.getLogger(__name__)
 
@@ -81,21 +82,6 @@ def artifact_path(model_dir: Path, name: str, kind: str) -> Path:
     return Path(model_dir) / f"{validate_name(name)}_{validate_name(kind, 'artifact kind')}"
 
 
-def plain(value: Any) -> Any:
-    """Convert numpy scalars/arrays, tuples and paths so ``yaml.safe_dump`` accepts them."""
-    if isinstance(value, dict):
-        return {str(k): plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [plain(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return plain(value.tolist())
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, Path):
-        return str(value)
-    return value
-
-
 @dataclass
 class ModelWriter:
     """Collects a model's files in a temporary folder; see :func:`write_model`."""
@@ -103,6 +89,7 @@ class ModelWriter:
     name: str
     type_name: str
     staging: Path
+    target: Path  # where the model will be once complete
     config: dict[str, Any] = field(default_factory=dict)
 
     def path(self, kind: str) -> Path:
@@ -117,7 +104,7 @@ class ModelWriter:
     def _write_config(self) -> None:
         files = sorted(p.name for p in self.staging.iterdir())
         config = {
-            **plain(self.config),
+            **to_plain(self.config),
             "Type": self.type_name,
             "model_name": self.name,
             "created_at": datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
@@ -150,7 +137,7 @@ def write_model(models_dir: Path, prefix: str, type_name: str, name: str,
     staging = target.parent / f"{_TMP_PREFIX}{target.name}-{uuid.uuid4().hex[:8]}"
     staging.mkdir()
     try:
-        writer = ModelWriter(name, type_name, staging)
+        writer = ModelWriter(name, type_name, staging, target)
         yield writer
         writer._write_config()
         _move_into_place(staging, target, overwrite)
@@ -189,8 +176,8 @@ def read_config(model_dir: Path) -> dict[str, Any]:
     path = find_config(model_dir)
     try:
         config = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise ArtifactError(f"{path}: not valid YAML ({exc})") from None
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise ArtifactError(f"{path}: not a readable YAML file ({exc})") from None
     if not isinstance(config, dict):
         raise ArtifactError(f"{path}: expected a mapping at the top level")
     missing = [k for k in ("Type", "model_name") if k not in config]
@@ -208,13 +195,18 @@ def load_scaler(model_dir: Path, name: str) -> Any:
 
 
 def _summary(model_dir: Path) -> dict[str, Any]:
-    config = read_config(model_dir)
+    config = to_plain(read_config(model_dir))  # YAML may hold dates, lists, anything
+    metrics = config.get("metrics")
     return {
-        "dir_name": model_dir.name, "path": str(model_dir), "name": config["model_name"],
-        "type": config["Type"], "created_at": config.get("created_at"),
-        "data_file": config.get("data_file"), "metrics": config.get("metrics", {}),
-        "error": None,
+        "dir_name": model_dir.name, "path": str(model_dir), "name": str(config["model_name"]),
+        "type": str(config["Type"]), "created_at": _text(config.get("created_at")),
+        "data_file": _text(config.get("data_file")),
+        "metrics": metrics if isinstance(metrics, dict) else {}, "error": None,
     }
+
+
+def _text(value: Any) -> str | None:
+    return None if value is None else str(value)
 
 
 def list_models(models_dir: Path | None = None) -> list[dict[str, Any]]:
@@ -226,7 +218,7 @@ def list_models(models_dir: Path | None = None) -> list[dict[str, Any]]:
     for path in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
         try:
             rows.append(_summary(path))
-        except (ArtifactError, OSError) as exc:
+        except (ArtifactError, OSError, ValueError) as exc:
             log.warning("skipping unreadable model folder %s: %s", path, exc)
             rows.append({"dir_name": path.name, "path": str(path), "name": path.name,
                          "type": None, "created_at": None, "data_file": None, "metrics": {},

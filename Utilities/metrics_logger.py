@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from Utilities.run_store import RunStore
+from Utilities.serialization import to_plain
 
 log = logging.getLogger(__name__)
 
@@ -44,13 +45,17 @@ class MetricsLogger:
 
     def __init__(self, store: RunStore | None = None, run_id: str | None = None, *,
                  flush_interval: float = 0.2, history: int = 100_000,
-                 max_pending: int = 1_000_000, output_dir: str | Path | None = None) -> None:
+                 max_pending: int = 1_000_000, output_dir: str | Path | None = None,
+                 close_timeout: float = 30.0) -> None:
         if store is not None and not run_id:
             raise ValueError("a run_id is needed to log to a store")
         self.store, self.run_id = store, run_id
         self.flush_interval, self.max_pending = flush_interval, max_pending
         self.output_dir = Path(output_dir) if output_dir else None
+        self.close_timeout = close_timeout
         self._queue: deque[tuple] = deque()
+        # Memory-only loggers keep their in-memory history and queue nothing.
+        self._append = self._queue.append if store is not None else _discard
         self._episodes: deque[dict[str, Any]] = deque(maxlen=history)
         self._series: dict[str, deque[float]] = {}
         self._history = history
@@ -85,17 +90,17 @@ class MetricsLogger:
         self._episodes.append(record)
         for key, value in record.items():
             if key != "episode":
-                number = self._remember(key, value)
-                self._queue.append(("m", f"episode/{key}", record["episode"], number, now))
-        self._queue.append(("e", "episode", record, now))
+                number = self._remember(f"episode/{key}", value)
+                self._append(("m", f"episode/{key}", record["episode"], number, now))
+        self._append(("e", "episode", record, now))
 
     def log_update(self, step: int | None = None, **metrics: float) -> None:
         """Optimisation metrics of one update (loss, entropy, KL, learning rate, …)."""
         self._update_step = self._update_step + 1 if step is None else int(step)
         now = time.time()
         for key, value in metrics.items():
-            number = self._remember(key, value)
-            self._queue.append(("m", f"train/{key}", self._update_step, number, now))
+            number = self._remember(f"train/{key}", value)
+            self._append(("m", f"train/{key}", self._update_step, number, now))
 
     log_model_metrics = log_update  # the seed's name
 
@@ -103,30 +108,30 @@ class MetricsLogger:
         """Any other scalar series, under ``<prefix>/<name>``."""
         now = time.time()
         for key, value in metrics.items():
-            number = self._remember(key, value)
-            self._queue.append(("m", f"{prefix}/{key}", int(step), number, now))
+            number = self._remember(f"{prefix}/{key}", value)
+            self._append(("m", f"{prefix}/{key}", int(step), number, now))
 
     def log_trade(self, **trade: Any) -> None:
         """A filled trade (side, price, units, pnl, …) as a ``trade`` event."""
-        self._queue.append(("e", "trade", trade, time.time()))
+        self._append(("e", "trade", trade, time.time()))
 
     def log_decision(self, **decision: Any) -> None:
         """A policy decision (action, probabilities, value) as a ``decision`` event."""
-        self._queue.append(("e", "decision", decision, time.time()))
+        self._append(("e", "decision", decision, time.time()))
 
     def log_checkpoint(self, path: str | Path, step: int, **info: Any) -> None:
         """A saved checkpoint, so history pages can list and resume from it."""
-        self._queue.append(("e", "checkpoint", {"path": str(path), "step": int(step), **info},
+        self._append(("e", "checkpoint", {"path": str(path), "step": int(step), **info},
                             time.time()))
 
     def log_alert(self, level: str, title: str, message: str = "", **info: Any) -> None:
         """An alert (info / warning / critical) for the dashboard."""
         payload = {"level": level, "title": title, "message": message, **info}
-        self._queue.append(("e", "alert", payload, time.time()))
+        self._append(("e", "alert", payload, time.time()))
 
     def log_message(self, message: str, level: str = "info") -> None:
         """A line of the run's log, shown beside its charts."""
-        self._queue.append(("e", "log", {"level": level, "message": message}, time.time()))
+        self._append(("e", "log", {"level": level, "message": message}, time.time()))
 
     def _remember(self, key: str, value: Any) -> float:
         """Keep the value for queries; a non-scalar fails here, in the caller's frame."""
@@ -143,32 +148,46 @@ class MetricsLogger:
 
     # ------------------------------------------------------------------------ queries
 
+    # Queries copy deques with list(), which is atomic under the GIL, so they are safe
+    # to call from another thread while training appends.
+
     def get_latest_episode(self) -> dict[str, Any] | None:
-        return dict(self._episodes[-1]) if self._episodes else None
+        episodes = list(self._episodes)
+        return dict(episodes[-1]) if episodes else None
 
     def get_best_episode(self, metric: str = "reward") -> dict[str, Any] | None:
         """The episode with the highest value of ``metric`` (None if never logged)."""
-        candidates = [e for e in self._episodes if _is_number(e.get(metric))]
+        candidates = [e for e in list(self._episodes) if _is_number(e.get(metric))]
         return dict(max(candidates, key=lambda e: e[metric])) if candidates else None
 
     def get_smoothed_metric(self, name: str, window: int = 10) -> float | None:
-        """Mean of the last ``window`` values of an episode or update metric."""
-        series = self._series.get(name)
+        """Mean of the last ``window`` values of a metric: a full key (``train/loss``) or
+        a short name looked up as an episode field, then an update metric."""
+        series = self._find_series(name)
         if not series:
             return None
         recent = list(series)[-max(1, window):]
         return sum(recent) / len(recent)
 
+    def _find_series(self, name: str) -> deque[float] | None:
+        if "/" in name:
+            return self._series.get(name)
+        for prefix in ("episode", "train"):
+            if f"{prefix}/{name}" in self._series:
+                return self._series[f"{prefix}/{name}"]
+        return next((s for k, s in list(self._series.items()) if k.endswith(f"/{name}")), None)
+
     def get_statistics(self) -> dict[str, Any]:
         """Summary of what was logged and of the writer's health."""
         best = self.get_best_episode("reward")
-        wins = self._series.get("win")
+        latest = self.get_latest_episode()
+        wins = list(self._series.get("episode/win", ()))
         return {
             "episodes": len(self._episodes),
-            "latest_episode": self._episodes[-1]["episode"] if self._episodes else None,
+            "latest_episode": latest["episode"] if latest else None,
             "best_reward": best["reward"] if best else None,
             "best_episode": best["episode"] if best else None,
-            "mean_reward_last_50": self.get_smoothed_metric("reward", 50),
+            "mean_reward_last_50": self.get_smoothed_metric("episode/reward", 50),
             "win_rate": sum(wins) / len(wins) if wins else None,
             "updates": self._update_step,
             "queued": len(self._queue) + len(self._pending_metrics) + len(self._pending_events),
@@ -181,7 +200,11 @@ class MetricsLogger:
 
     def _run(self) -> None:
         while not self._stop.wait(self.flush_interval):
-            self.flush()
+            try:
+                self.flush()
+            except Exception:  # the writer must outlive any bug; the rows stay queued
+                self._counts["write_failures"] += 1
+                log.exception("metrics writer error")
 
     def flush(self) -> bool:
         """Write everything queued so far; True when nothing is left pending."""
@@ -201,8 +224,8 @@ class MetricsLogger:
             item = queue.popleft()
             if item[0] == "m":
                 self._pending_metrics.append((run, item[1], item[2], item[3], item[4]))
-            else:
-                self._pending_events.append((run, item[1], _json_safe(item[2]), item[3]))
+            else:  # to_plain never raises: a bad payload cannot block later writes
+                self._pending_events.append((run, item[1], to_plain(item[2]), item[3]))
         overflow = len(self._pending_metrics) + len(self._pending_events) - self.max_pending
         if overflow > 0:
             cut = min(overflow, len(self._pending_metrics))
@@ -237,14 +260,23 @@ class MetricsLogger:
         if self._closed:
             return
         self._closed = True
+        self._append = self._after_close
         self._stop.set()
         if self._thread is not None:
-            self._thread.join()
+            self._thread.join(self.close_timeout)
+            if self._thread.is_alive():  # a hung store must not hang the trainer's exit
+                log.error("metrics writer still busy after %.0f s; leaving it", self.close_timeout)
+                return
         if not self.flush():
             log.error("metrics logger closed with %d rows unwritten: %s",
                       self.get_statistics()["queued"], self._last_error)
         if self.output_dir is not None:
             self.save_metrics("json")
+
+    def _after_close(self, item: tuple) -> None:
+        if not self._counts.get("after_close"):
+            log.warning("metrics logged after close() are dropped (first: %s)", item[1])
+        self._counts["after_close"] = self._counts.get("after_close", 0) + 1
 
     def __enter__(self) -> MetricsLogger:
         return self
@@ -267,7 +299,7 @@ class MetricsLogger:
             body = {"run_id": self.run_id, "episodes": episodes,
                     "series": {k: list(v) for k, v in self._series.items()},
                     "statistics": self.get_statistics()}
-            target.write_text(json.dumps(_json_safe(body), indent=2), encoding="utf-8")
+            target.write_text(json.dumps(to_plain(body), indent=2), encoding="utf-8")
         return target
 
     def _default_path(self, format: str) -> Path:
@@ -288,14 +320,5 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def _json_safe(value: Any) -> Any:
-    """Payloads as plain JSON: numpy scalars to Python, NaN/inf to None."""
-    if isinstance(value, dict):
-        return {str(k): _json_safe(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_json_safe(v) for v in value]
-    if hasattr(value, "item") and not isinstance(value, str | bytes):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
+def _discard(item: tuple) -> None:
+    """Queue stand-in for memory-only loggers."""

@@ -50,7 +50,7 @@ class FrequencyTrainer(Trainer):
             w.config.update(lookback=lookback, feature_spec=spec.to_dict(),
                             data_file=data_file, split=data.split_dates(),
                             metrics={"train_up_share": frequencies[1]})
-        return models_dir / f"{PREFIX}_{model_name}"
+        return w.target
 
 
 class FrequencyLoader(ModelLoader):

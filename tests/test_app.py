@@ -75,3 +75,33 @@ def test_time_and_duration_filters() -> None:
     assert duration("2026-11-21T09:00:00Z", "2026-11-21T09:03:05Z") == "3m 05s"
     assert duration("2026-11-21T09:00:00Z", "2026-11-21T09:00:00.4Z") == "0.4s"
     assert duration("2026-11-21T09:00:00Z", None) == "—"
+
+
+def test_odd_model_configs_do_not_break_the_home_page(client, models_dir: Path) -> None:
+    odd = b"Type: t\nmodel_name: y\ncreated_at: 2020-01-01\nmetrics: [1]\n"
+    for name, content in (("A_x", b"\xff\xfe\x00"), ("B_y", odd)):
+        (models_dir / name).mkdir()
+        (models_dir / name / f"{name[2:]}_config.yaml").write_bytes(content)
+    response = client.get("/")
+    assert response.status_code == 200
+    assert "A_x" in response.get_data(as_text=True) and "B_y" in response.get_data(as_text=True)
+
+
+def test_concurrent_first_requests_share_one_store(app) -> None:
+    import threading
+
+    from web.store import get_store
+
+    barrier, stores = threading.Barrier(8), []
+
+    def open_store() -> None:
+        barrier.wait()
+        with app.app_context():
+            stores.append(get_store())
+
+    threads = [threading.Thread(target=open_store) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(stores) == 8 and len({id(s) for s in stores}) == 1

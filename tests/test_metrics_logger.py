@@ -144,7 +144,7 @@ def test_queries(store, run_id: str) -> None:
 
 def test_non_numeric_metric_fails_in_the_callers_frame() -> None:
     metrics = MetricsLogger(None)
-    with pytest.raises(TypeError, match="metric 'q_values' must be a number"):
+    with pytest.raises(TypeError, match="metric 'train/q_values' must be a number"):
         metrics.log_update(q_values=[1.0, 2.0])
 
 
@@ -181,3 +181,77 @@ def test_close_is_idempotent_and_writes_the_export(tmp_path: Path, store, run_id
 def test_a_store_needs_a_run_id(store) -> None:
     with pytest.raises(ValueError, match="run_id"):
         MetricsLogger(store)
+
+
+def test_arrays_and_odd_payloads_are_written_not_fatal(store, run_id: str) -> None:
+    """Review finding: an array killed the writer; a datetime blocked every later write."""
+    from datetime import datetime
+
+    metrics = MetricsLogger(store, run_id, flush_interval=NEVER)
+    metrics.log_decision(action=1, probabilities=np.array([0.2, 0.3, 0.5]))
+    metrics.log_trade(at=datetime(2024, 1, 1), price=np.float32(1.5))
+    metrics.log_episode(1, reward=1.0)
+    assert metrics.flush() is True
+    metrics.close()
+    payloads = [e["payload"] for e in store.events_after(0, run_id=run_id)[1:]]
+    assert payloads[0] == {"action": 1, "probabilities": [0.2, 0.3, 0.5]}
+    assert payloads[1] == {"at": "2024-01-01T00:00:00", "price": 1.5}
+    assert metrics.get_statistics()["write_failures"] == 0
+
+
+def test_the_writer_thread_survives_an_unexpected_error(store, run_id: str) -> None:
+    class Exploding:
+        def __init__(self) -> None:
+            self.calls, self.recovered = 0, threading.Event()
+
+        def write_batch(self, **batch) -> None:
+            self.calls += 1
+            if self.calls == 1:
+                raise RuntimeError("bug in a store adapter")
+            store.write_batch(**batch)
+            self.recovered.set()
+
+    exploding = Exploding()
+    metrics = MetricsLogger(exploding, run_id, flush_interval=0.01)
+    metrics.log_episode(1, reward=1.0)
+    assert exploding.recovered.wait(30), "the writer died after the first error"
+    metrics.close()
+    assert metrics.get_statistics()["write_failures"] == 1
+    assert len(store.metric_series(run_id, "episode/reward")) == 1
+
+
+def test_memory_only_logger_queues_nothing() -> None:
+    metrics = MetricsLogger(None, history=10)
+    for episode in range(1000):
+        metrics.log_episode(episode, reward=1.0)
+    assert len(metrics._queue) == 0 and metrics.get_statistics()["episodes"] == 10
+
+
+def test_metrics_logged_after_close_are_counted_not_queued(store, run_id: str) -> None:
+    metrics = MetricsLogger(store, run_id, flush_interval=NEVER)
+    metrics.close()
+    metrics.log_episode(1, reward=1.0)
+    assert metrics.get_statistics()["after_close"] == 2  # one metric row + one event
+    assert len(metrics._queue) == 0
+
+
+def test_close_gives_up_on_a_hung_store(store, run_id: str) -> None:
+    blocked = BlockedStore(store)
+    metrics = MetricsLogger(blocked, run_id, flush_interval=0.001, close_timeout=0.05)
+    metrics.log_episode(1, reward=1.0)
+    assert blocked.entered.wait(30)
+    metrics.close()  # returns although the writer is stuck
+    assert metrics._thread.is_alive()
+    blocked.release.set()
+    metrics._thread.join(30)
+
+
+def test_series_are_keyed_by_full_name() -> None:
+    metrics = MetricsLogger(None)
+    metrics.log_episode(1, reward=10.0, win=True)
+    metrics.log_update(win=0.0, loss=2.0)
+    metrics.log_metrics(1, prefix="eval", reward=-5.0)
+    stats = metrics.get_statistics()
+    assert stats["win_rate"] == 1.0 and stats["mean_reward_last_50"] == 10.0
+    assert metrics.get_smoothed_metric("eval/reward") == -5.0
+    assert metrics.get_smoothed_metric("loss") == 2.0

@@ -190,3 +190,21 @@ def test_delete_model(trained: Path, models_dir: Path) -> None:
 
 def test_model_file_is_plain_json_not_a_pickle(trained: Path) -> None:
     assert len(json.loads((trained / "demo_model.json").read_text())["frequencies"]) == 3
+
+
+@pytest.mark.parametrize(("content", "problem"), [
+    (b"\xff\xfe\x00binary", "not a readable YAML file"),
+    (b"Type: x\nmodel_name: x\ncreated_at: 2020-01-01\nmetrics: [1, 2]\n", None),
+    (b"- just\n- a list\n", "expected a mapping"),
+])
+def test_odd_config_files_are_listed_not_fatal(models_dir: Path, content: bytes,
+                                                problem: str | None) -> None:
+    folder = models_dir / "T_x"
+    folder.mkdir()
+    (folder / "x_config.yaml").write_bytes(content)
+    (row,) = list_models(models_dir)
+    if problem:
+        assert problem in row["error"]
+    else:
+        assert row["error"] is None and row["created_at"] == "2020-01-01"
+        assert row["metrics"] == {}

@@ -6,11 +6,15 @@ views reach it only through :func:`get_store`.
 
 from __future__ import annotations
 
+import threading
+
 from flask import Flask, current_app
 
 from Utilities.run_store import RunStore
 
 _KEY = "run_store"
+# waitress serves requests on several threads; the first ones must not open two stores.
+_OPEN_LOCK = threading.Lock()
 
 
 def init_app(app: Flask) -> None:
@@ -22,8 +26,11 @@ def get_store() -> RunStore:
     """The app's RunStore (raises StoreUnavailable if the database cannot be opened)."""
     store = current_app.extensions.get(_KEY)
     if store is None:
-        store = RunStore(current_app.config["DATABASE_URL"])
-        current_app.extensions[_KEY] = store
+        with _OPEN_LOCK:
+            store = current_app.extensions.get(_KEY)
+            if store is None:
+                store = RunStore(current_app.config["DATABASE_URL"])
+                current_app.extensions[_KEY] = store
     return store
 
 
