@@ -69,6 +69,10 @@ def type_label(name: str | None) -> str:
         return str(name)
 
 
+register_model_type(ModelType(
+    "ppo", "PPO Agent", "PPO", trainer="NetworkConfigs.PPOTrainer:PPOTrainer",
+    loader="NetworkConfigs.PPO_loader:PPOModelLoader"))
+
 __all__: list[Any] = [
     "MODEL_TYPES", "ModelType", "UnknownModelType", "get_model_type", "load_model",
     "model_type_names", "model_type_of", "register_model_type", "type_label",

@@ -10,6 +10,7 @@ against ``[A-Za-z0-9_.-]`` and the final path is checked to stay inside ``models
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import re
@@ -75,6 +76,15 @@ def model_dir_for(models_dir: Path, prefix: str, name: str) -> Path:
     """Where the model of this type prefix and name lives."""
     validate_name(prefix, "type prefix")
     return _inside(models_dir, f"{prefix}_{validate_name(name)}")
+
+
+def file_sha256(path: Path) -> str:
+    """Hex SHA-256 of a file, so a config names exactly the data it was trained on."""
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def artifact_path(model_dir: Path, name: str, kind: str) -> Path:

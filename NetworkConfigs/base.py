@@ -74,16 +74,30 @@ def notify_iteration(callbacks: Iterable[Callback], metrics: dict[str, Any]) -> 
 
 
 class Trainer(ABC):
-    """Trains one model type. Subclasses implement :meth:`fit`."""
+    """Trains one model type. Subclasses implement :meth:`fit`.
+
+    ``smoke_config`` is the type's tiny-budget preset (``--mode smoke``), merged over its
+    defaults; ``progress_total`` is what a progress bar counts to (steps or epochs).
+    """
+
+    smoke_config: dict[str, Any] = {}  # noqa: RUF012 (read-only class default)
 
     def __init__(self, config: dict[str, Any], callbacks: Sequence[Callback] = ()) -> None:
         self.config = config
         self.callbacks = list(callbacks)
 
+    @property
+    def progress_total(self) -> int | None:
+        return None
+
     @abstractmethod
     def fit(self, bars: pd.DataFrame, *, model_name: str, models_dir: Path,
-            data_file: str | None = None, overwrite: bool = False) -> Path:
-        """Train on ``bars`` and write the artifact folder; return its path."""
+            data_file: str | None = None, overwrite: bool = False,
+            resume_state: dict[str, Any] | None = None) -> Path:
+        """Train on ``bars`` and write the artifact folder; return its path.
+
+        ``resume_state`` is a checkpoint to continue from, for types that support it.
+        """
 
 
 class ModelLoader(ABC):
@@ -93,8 +107,15 @@ class ModelLoader(ABC):
         self.model_dir = model_dir
         self.config = config
         self.name: str = config["model_name"]
-        self.spec = FeatureSpec.from_dict(config["feature_spec"])
-        self.lookback: int = int(config["lookback"])
+        missing = [key for key in ("feature_spec", "lookback") if key not in config]
+        if missing:  # a KeyError would not say which model folder is broken
+            raise artifacts.ArtifactError(f"{model_dir}: the config is missing key(s) {missing}")
+        try:
+            self.spec = FeatureSpec.from_dict(config["feature_spec"])
+            self.lookback: int = int(config["lookback"])
+        except (TypeError, ValueError) as exc:  # DataError is a ValueError
+            raise artifacts.ArtifactError(
+                f"{model_dir}: invalid feature_spec or lookback in the config: {exc}") from None
         self.scaler = artifacts.load_scaler(model_dir, self.name)
         _check_scaler(self.scaler, self.spec, model_dir)
 

@@ -72,6 +72,10 @@ class PPO:
         self.iteration = 0
         self.global_step = 0
         self.envs: gym.vector.VectorEnv | None = None
+        self.status = "new"
+        # Written by a validation callback: best weights and their score, kept in checkpoints.
+        self.best_state: dict[str, torch.Tensor] | None = None
+        self.best_score: float | None = None
         self._next_obs: torch.Tensor | None = None
         self._ep_return = np.zeros(settings.n_envs)
         self._ep_length = np.zeros(settings.n_envs, dtype=np.int64)
@@ -107,8 +111,12 @@ class PPO:
             callback.set_trainer(self)
         for callback in self.callbacks:
             callback.on_training_start({"settings": self.settings.to_dict(),
-                                        "iteration": self.iteration})
-        status, error = "completed", None
+                                        "iteration": self.iteration,
+                                        "global_step": self.global_step,
+                                        "total": self.settings.num_iterations
+                                        * self.settings.batch_size})
+        status, error = "running", None
+        self.status = status
         try:
             status = self._loop()
         except BaseException as exc:
@@ -116,6 +124,7 @@ class PPO:
             error = f"{type(exc).__name__}: {exc}"
             raise
         finally:
+            self.status = status
             summary = {"status": status, "error": error, "iterations": self.iteration,
                        "global_step": self.global_step}
             for callback in self.callbacks:
@@ -126,11 +135,12 @@ class PPO:
         s = self.settings
         while self.iteration < s.num_iterations:
             started = time.perf_counter()
+            frac = 1.0 - self.iteration / s.num_iterations  # linear schedules, as SB3's lin_*
             if s.anneal_lr:
-                frac = 1.0 - self.iteration / s.num_iterations
                 self.optimizer.param_groups[0]["lr"] = frac * s.learning_rate
+            clip = frac * s.clip_coef if s.anneal_clip else s.clip_coef
             batch, episodes = self._rollout()
-            losses = self._update(batch)
+            losses = self._update(batch, clip)
             self.iteration += 1
             elapsed = time.perf_counter() - started
             metrics = {"iteration": self.iteration, "global_step": self.global_step,
@@ -198,7 +208,7 @@ class PPO:
         self._ep_length[done] = 0
         return finished
 
-    def _update(self, b: dict[str, torch.Tensor]) -> dict[str, float]:
+    def _update(self, b: dict[str, torch.Tensor], clip: float) -> dict[str, float]:
         s, agent = self.settings, self.agent
         clipfracs, approx_kl = [], torch.tensor(0.0)
         for _ in range(s.update_epochs):
@@ -211,14 +221,14 @@ class PPO:
                 ratio = logratio.exp()
                 with torch.no_grad():
                     approx_kl = ((ratio - 1) - logratio).mean()  # http://joschu.net/blog/kl-approx.html
-                    clipfracs.append(((ratio - 1.0).abs() > s.clip_coef).float().mean().item())
+                    clipfracs.append(((ratio - 1.0).abs() > clip).float().mean().item())
                 mb_adv = b["advantages"][mb]
                 if s.norm_adv:
                     mb_adv = (mb_adv - mb_adv.mean()) / (mb_adv.std() + 1e-8)
                 pg_loss1 = -mb_adv * ratio
-                pg_loss2 = -mb_adv * torch.clamp(ratio, 1 - s.clip_coef, 1 + s.clip_coef)
+                pg_loss2 = -mb_adv * torch.clamp(ratio, 1 - clip, 1 + clip)
                 pg_loss = torch.max(pg_loss1, pg_loss2).mean()
-                v_loss = self._value_loss(newvalue, b["returns"][mb], b["values"][mb])
+                v_loss = self._value_loss(newvalue, b["returns"][mb], b["values"][mb], clip)
                 entropy_loss = entropy.mean()
                 loss = pg_loss - s.ent_coef * entropy_loss + s.vf_coef * v_loss
                 self.optimizer.zero_grad()
@@ -232,35 +242,47 @@ class PPO:
                 "clip_fraction": float(np.mean(clipfracs)),
                 "explained_variance": explained_variance(b["values"], b["returns"])}
 
-    def _value_loss(self, new: torch.Tensor, returns: torch.Tensor,
-                    old: torch.Tensor) -> torch.Tensor:
+    def _value_loss(self, new: torch.Tensor, returns: torch.Tensor, old: torch.Tensor,
+                    clip: float) -> torch.Tensor:
         if not self.settings.clip_vloss:
             return 0.5 * ((new - returns) ** 2).mean()
-        clipped = old + torch.clamp(new - old, -self.settings.clip_coef, self.settings.clip_coef)
+        clipped = old + torch.clamp(new - old, -clip, clip)
         return 0.5 * torch.max((new - returns) ** 2, (clipped - returns) ** 2).mean()
 
     # ---------------------------------------------------------------- checkpointing
 
     def state_dict(self) -> dict[str, Any]:
-        """Everything needed to continue exactly: weights, optimiser, RNGs, env state."""
+        """Everything needed to continue exactly: weights, optimiser, RNGs, env state.
+
+        Only tensors and plain Python values, so ``torch.load(weights_only=True)`` reads it.
+        """
         env_state = self.envs.get_state() if hasattr(self.envs, "get_state") else None
+        kind, keys, pos, has_gauss, cached = np.random.get_state()
         return {"model": self.agent.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "iteration": self.iteration, "global_step": self.global_step,
-                "torch_rng": torch.get_rng_state(), "numpy_rng": np.random.get_state(),
-                "next_obs": self._next_obs.cpu(), "episode_return": self._ep_return.copy(),
-                "episode_length": self._ep_length.copy(), "env_state": env_state,
-                "settings": self.settings.to_dict()}
+                "torch_rng": torch.get_rng_state(),
+                "numpy_rng": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)),
+                              "pos": int(pos), "has_gauss": int(has_gauss),
+                              "cached": float(cached)},
+                "next_obs": self._next_obs.cpu(),
+                "episode_return": torch.from_numpy(self._ep_return.copy()),
+                "episode_length": torch.from_numpy(self._ep_length.copy()),
+                "env_state": _tensors(env_state), "best_state": self.best_state,
+                "best_score": self.best_score, "settings": self.settings.to_dict()}
 
     def load_state(self, state: dict[str, Any]) -> None:
         self.agent.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.iteration, self.global_step = int(state["iteration"]), int(state["global_step"])
         torch.set_rng_state(state["torch_rng"])
-        np.random.set_state(state["numpy_rng"])
-        self._ep_return = np.asarray(state["episode_return"], dtype=np.float64).copy()
-        self._ep_length = np.asarray(state["episode_length"], dtype=np.int64).copy()
+        rng = state["numpy_rng"]
+        np.random.set_state((rng["kind"], rng["keys"].numpy().astype(np.uint32), rng["pos"],
+                             rng["has_gauss"], rng["cached"]))
+        self._ep_return = state["episode_return"].numpy().astype(np.float64)
+        self._ep_length = state["episode_length"].numpy().astype(np.int64)
+        self.best_state, self.best_score = state.get("best_state"), state.get("best_score")
         if state.get("env_state") is not None:
-            self.envs.set_state(state["env_state"])
+            self.envs.set_state(_arrays(state["env_state"]))
             self._next_obs = state["next_obs"].to(self.device)
         else:  # a generic env cannot be restored mid-episode: start fresh episodes
             obs, _ = self.envs.reset(seed=self.settings.seed + self.iteration)
@@ -281,6 +303,24 @@ def _check_envs(envs: gym.vector.VectorEnv, n_envs: int) -> None:
                          "autoreset_mode=gymnasium.vector.AutoresetMode.SAME_STEP")
     if envs.num_envs != n_envs:
         raise ValueError(f"vector env has {envs.num_envs} envs but n_envs is {n_envs}")
+
+
+def _tensors(value: Any) -> Any:
+    """numpy arrays → tensors, recursively (checkpoints must be weights_only-loadable)."""
+    if isinstance(value, dict):
+        return {k: _tensors(v) for k, v in value.items()}
+    if isinstance(value, np.ndarray):
+        return torch.from_numpy(value.copy())
+    return value
+
+
+def _arrays(value: Any) -> Any:
+    """Inverse of :func:`_tensors`."""
+    if isinstance(value, dict):
+        return {k: _arrays(v) for k, v in value.items()}
+    if isinstance(value, torch.Tensor):
+        return value.numpy().copy()
+    return value
 
 
 def _plain(value: Any) -> Any:

@@ -22,7 +22,8 @@ from typing import Any
 DEFAULTS: dict[str, dict[str, Any]] = {
     "model_params": {"input_dim": None, "hidden_dim": 64, "num_layers": 2, "num_actions": 3,
                      "lookback_window": 30, "encoder": "mlp"},
-    "train_params": {"learning_rate": 3e-4, "anneal_lr": True, "epochs": None,
+    "train_params": {"learning_rate": 3e-4, "anneal_lr": True, "anneal_clip": False,
+                     "epochs": None,
                      "total_timesteps": 200_000, "n_envs": 8, "n_steps": 256,
                      "batch_size": 256, "ppo_epochs": 4, "clip_ratio": 0.2,
                      "clip_value_loss": True, "value_coef": 0.5, "entropy_coef": 0.01,
@@ -84,6 +85,7 @@ class PPOSettings:
     n_steps: int
     learning_rate: float
     anneal_lr: bool
+    anneal_clip: bool
     gamma: float
     gae_lambda: float
     minibatch_size: int
@@ -122,6 +124,7 @@ def settings_from(config: dict[str, Any]) -> PPOSettings:
     settings = PPOSettings(
         total_timesteps=int(total), n_envs=int(train["n_envs"]), n_steps=int(train["n_steps"]),
         learning_rate=float(train["learning_rate"]), anneal_lr=bool(train["anneal_lr"]),
+        anneal_clip=bool(train["anneal_clip"]),
         gamma=float(train["gamma"]), gae_lambda=float(train["gae_lambda"]),
         minibatch_size=int(train["batch_size"]), update_epochs=int(train["ppo_epochs"]),
         clip_coef=float(train["clip_ratio"]), clip_vloss=bool(train["clip_value_loss"]),

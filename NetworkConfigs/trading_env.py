@@ -232,7 +232,7 @@ class _Market:
                 rows: np.ndarray | slice = slice(None)) -> np.ndarray:
         """float32 observations at bars ``t`` (of the accounts in ``rows``); bars <= t only."""
         window = self.windows[t[rows] - self.lookback + 1]
-        account = _account_features(acc, self.prices[t], balance)[rows]
+        account = account_features(acc, self.prices[t], balance)[rows]
         return np.concatenate([window.reshape(len(account), -1), account], axis=1,
                               dtype=np.float32)
 
@@ -262,7 +262,7 @@ def _check_data(features: np.ndarray, prices: np.ndarray, lookback: int) -> None
         raise ValueError("prices must be finite and positive (raw prices, not scaled features)")
 
 
-def _account_features(acc: Accounts, price: np.ndarray, balance: float) -> np.ndarray:
+def account_features(acc: Accounts, price: np.ndarray, balance: float) -> np.ndarray:
     """The four account entries of the observation (layout in TradingEnvironment)."""
     equity = acc.equity(price)
     unrealized = acc.units * (price - acc.entry_price) - acc.entry_cost
@@ -470,6 +470,20 @@ class VecTradingEnv(gymnasium.vector.VectorEnv):
             obs[done] = self._observe(done)
         # After the autoreset, so "equity" always describes the returned observation.
         return obs, rewards.astype(np.float32), terminated, truncated, infos | self._equity_info()
+
+    def get_state(self) -> dict[str, Any]:
+        """Everything that evolves (accounts, bar indices, RNG), for exact resume."""
+        return {"accounts": {k: v.copy() for k, v in vars(self.accounts).items()},
+                "t": self._t.copy(), "steps": self._steps.copy(),
+                "rng": self.np_random.bit_generator.state}
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`get_state`'s result (same data and num_envs)."""
+        if len(state["t"]) != self.num_envs:
+            raise ValueError(f"state has {len(state['t'])} envs; this env has {self.num_envs}")
+        self.accounts = Accounts(**{k: np.array(v) for k, v in state["accounts"].items()})
+        self._t, self._steps = np.array(state["t"]), np.array(state["steps"])
+        self.np_random.bit_generator.state = state["rng"]
 
     def _restart(self, mask: np.ndarray, starts: np.ndarray | None = None) -> None:
         """Open fresh accounts in the masked envs at new start bars."""

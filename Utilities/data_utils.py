@@ -4,329 +4,63 @@ Every model type trains and serves through these functions, so a feature rule ex
 exactly once (the peer platform re-implemented its delta transform in six places and
 its training and serving drifted apart).
 
-A valid file has a time column (``Datetime``, ``timestamp`` or ``Date``, or ``Date`` +
-``Time``), ``Open/High/Low/Close`` in any letter case, an optional ``Volume`` and any
-number of extra numeric columns. Anything else raises :class:`DataError` naming the
-file, the column and the lines (line 1 is the header, so line N is what an editor shows).
+Reading and validating files lives in :mod:`Utilities.data_loading` (re-exported here,
+so ``from Utilities.data_utils import load_bars, DataError`` keeps working); this module
+turns validated bars into model inputs, for training and for serving alike.
 """
 
 from __future__ import annotations
 
-import io
-import logging
-import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import numpy as np
 import pandas as pd
 from sklearn.preprocessing import MinMaxScaler, RobustScaler, StandardScaler
 
-log = logging.getLogger(__name__)
+from Utilities.data_loading import (
+    FILE_LINES,
+    OHLC,
+    TIME_INDEX,
+    VOLUME,
+    WINDOW_ROWS,
+    DataError,
+    Source,
+    cells_to_floats,
+    check_finite,
+    load_bars,
+    non_numeric_error,
+    require_rows,
+)
 
-OHLC = ("Open", "High", "Low", "Close")
-VOLUME = "Volume"
-TIME_INDEX = "Datetime"
+__all__ = [
+    "FILE_LINES", "MIN_SAMPLES", "OHLC", "PRICE_LEVEL_TOLERANCE", "PRICE_MAX_RELATIVE_MOVE",
+    "SCALERS", "TIME_INDEX", "TRANSFORMS", "VOLUME", "WINDOW_ROWS", "DataError",
+    "FeatureSpec", "PreparedData", "Source", "Split", "build_feature_spec",
+    "check_lookback", "chronological_split", "detect_price_columns", "fit_scaler",
+    "load_bars", "min_rows_for", "prepare_data", "require_rows", "scale_window",
+    "select_features", "transform_features", "window_frame",
+]
+
 TRANSFORMS = ("raw", "diff", "returns")
 SCALERS = {"standard": StandardScaler, "robust": RobustScaler, "minmax": MinMaxScaler}
 # A split part must hold at least this many samples beyond the lookback window.
 MIN_SAMPLES = 10
-# An extra column counts as price-level when its median distance from Close is below this.
+# An extra column is price-level when it is positive, its median distance from Close is
+# below PRICE_LEVEL_TOLERANCE, and its bar-to-bar log changes are at most
+# PRICE_MAX_RELATIVE_MOVE times as spread as Close's. Averages and bands move less than
+# Close (ratio 0.05-0.5); an oscillator that happens to sit near the price, such as RSI
+# (30-70) on a $50 stock, moves several times more (3-200x). The correlation of the
+# changes does not separate them: RSI's follow Close's (~0.9), a 26-bar EMA's barely (~0.4).
 PRICE_LEVEL_TOLERANCE = 0.2
-
-_COMPRESSED = {".gz", ".bz2", ".zip", ".xz", ".zst"}
-_OTHER_DELIMITERS = {";": "semicolon", "\t": "tab", "|": "pipe"}
-_MAX_LISTED = 5
-
-Source = str | Path | IO[str] | IO[bytes]
+PRICE_MAX_RELATIVE_MOVE = 2.0
 
 
-class DataError(ValueError):
-    """Bad input data; the message names the file, the column and the offending rows."""
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        source: str | None = None,
-        column: str | None = None,
-        rows: Sequence[Any] | None = None,
-    ) -> None:
-        self.source, self.column = source, column
-        self.rows = list(rows) if rows is not None else []
-        super().__init__(f"{source}: {message}" if source else message)
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form for API error bodies."""
-        rows = [str(r) for r in self.rows[:_MAX_LISTED]]
-        return {"error": str(self), "source": self.source, "column": self.column, "rows": rows}
-
-
-# How rows are numbered in messages: file lines (header is line 1) or 1-based window rows.
-FILE_LINES = ("line", 2)
-WINDOW_ROWS = ("row", 1)
-
-
-def _describe_lines(lines: Sequence[int], values: Sequence[Any] | None = None,
-                    word: str = "line") -> str:
-    """'lines 5, 9 ('abc') and 3 more' — short enough for one message."""
-    shown = []
-    for i, line in enumerate(lines[:_MAX_LISTED]):
-        shown.append(f"{line} ({values[i]!r})" if values is not None else str(line))
-    more = f" and {len(lines) - _MAX_LISTED} more" if len(lines) > _MAX_LISTED else ""
-    word = word if len(lines) == 1 else word + "s"
-    return f"{word} {', '.join(shown)}{more}"
-
-
-def _lines(mask: pd.Series | np.ndarray, index: pd.Index, offset: int = 2) -> list[int]:
-    """Numbers of the rows where mask is true, for messages (see FILE_LINES)."""
-    return [int(i) + offset for i in index[np.asarray(mask)]]
-
-
-# --------------------------------------------------------------------------- reading
-
-
-def _source_name(source: Source, name: str | None) -> str:
-    if name:
-        return name
-    if isinstance(source, str | Path):
-        return Path(source).name
-    return getattr(source, "name", None) or "<upload>"
-
-
-def _read_head(source: Source, name: str) -> tuple[str, Any]:
-    """First few KB as text (for sniffing) and the object to hand to pandas."""
-    if isinstance(source, str | Path):
-        path = Path(source)
-        if not path.is_file():
-            raise DataError("file not found" if not path.exists() else "not a file", source=name)
-        if path.stat().st_size == 0:
-            raise DataError("file is empty", source=name)
-        if path.suffix.lower() in _COMPRESSED:
-            return "", path  # pandas decompresses by extension; sniff after reading
-        with path.open("rb") as fh:
-            head = fh.read(4096)
-        return _decode_head(head, name), path
-    raw = source.read()
-    if isinstance(raw, bytes):
-        _decode_head(raw[:4096], name)
-        raw = raw.decode("utf-8-sig", errors="replace")
-    if not raw.strip():
-        raise DataError("file is empty", source=name)
-    return raw[:4096], io.StringIO(raw)
-
-
-def _decode_head(head: bytes, name: str) -> str:
-    if b"\x00" in head:
-        raise DataError("is not a CSV text file (it contains binary data)", source=name)
-    return head.decode("utf-8-sig", errors="replace")
-
-
-def _check_delimiter(head: str, name: str) -> None:
-    header = head.splitlines()[0] if head.strip() else ""
-    if "," in header:
-        return
-    for delim, word in _OTHER_DELIMITERS.items():
-        if delim in header:
-            raise DataError(
-                f"uses {word} ({delim!r}) as the delimiter; expected comma-separated values "
-                f"(header: {header[:80]!r})",
-                source=name,
-            )
-
-
-def _read_frame(source: Source, name: str) -> pd.DataFrame:
-    head, handle = _read_head(source, name)
-    _check_delimiter(head, name)
-    try:
-        frame = pd.read_csv(handle, skipinitialspace=True)
-    except pd.errors.EmptyDataError:
-        raise DataError("file is empty", source=name) from None
-    except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as exc:
-        raise DataError(f"is not a readable CSV file: {str(exc).strip()}",
-                        source=name) from None
-    if not head:
-        _check_delimiter(",".join(map(str, frame.columns)), name)
-    frame.columns = [str(c).strip() for c in frame.columns]
-    if frame.empty:
-        raise DataError("has a header but no data rows", source=name)
-    return frame
-
-
-# ----------------------------------------------------------------------- validation
-
-
-def _canonical_columns(frame: pd.DataFrame, name: str) -> pd.DataFrame:
-    """Rename OHLC/Volume to canonical case; refuse names that collide when case is ignored."""
-    lowered = [c.lower() for c in frame.columns]
-    clashes = sorted({c for c in lowered if lowered.count(c) > 1})
-    if clashes:
-        raise DataError(f"duplicate column names (ignoring case): {clashes}", source=name)
-    canonical = {c.lower(): c for c in (*OHLC, VOLUME)}
-    return frame.rename(columns={c: canonical.get(c.lower(), c) for c in frame.columns})
-
-
-def _time_columns(frame: pd.DataFrame, name: str) -> list[str]:
-    by_lower = {c.lower(): c for c in frame.columns}
-    for key in ("datetime", "timestamp"):
-        if key in by_lower:
-            return [by_lower[key]]
-    if "date" in by_lower:
-        return [by_lower["date"], by_lower["time"]] if "time" in by_lower else [by_lower["date"]]
-    raise DataError(
-        "no time column; expected one of Datetime, Date, timestamp (or Date + Time); "
-        f"found columns: {list(frame.columns)}",
-        source=name,
-    )
-
-
-def _parse_times(frame: pd.DataFrame, cols: list[str], name: str) -> pd.Series:
-    raw = frame[cols[0]]
-    if len(cols) == 2:
-        raw = raw.astype(str).str.strip() + " " + frame[cols[1]].astype(str).str.strip()
-    if pd.api.types.is_numeric_dtype(raw):
-        times = _parse_epoch(raw)
-    else:
-        with warnings.catch_warnings():  # "could not infer format" falls back per element; fine
-            warnings.simplefilter("ignore", UserWarning)
-            times = pd.to_datetime(raw, errors="coerce", utc=True)
-    bad = times.isna()
-    if bad.any():
-        label = " + ".join(cols)
-        values = raw[bad].astype(str).tolist()
-        raise DataError(
-            f"column {label!r}: unreadable timestamps at "
-            f"{_describe_lines(_lines(bad, frame.index), values)}",
-            source=name, column=label, rows=_lines(bad, frame.index),
-        )
-    return times.dt.tz_localize(None)  # naive UTC everywhere downstream
-
-
-def _parse_epoch(values: pd.Series) -> pd.Series:
-    """Unix time in s/ms/µs/ns, chosen by magnitude."""
-    biggest = float(np.nanmax(np.abs(values.to_numpy(dtype=float)))) if len(values) else 0.0
-    unit = "ns" if biggest > 1e17 else "us" if biggest > 1e14 else "ms" if biggest > 1e11 else "s"
-    return pd.to_datetime(values, unit=unit, errors="coerce", utc=True)
-
-
-def _to_numeric(frame: pd.DataFrame, name: str,
-                numbering: tuple[str, int] = FILE_LINES) -> pd.DataFrame:
-    """Every column numeric; wholly-text extra columns (e.g. a ticker) are dropped."""
-    out = {}
-    for col in frame.columns:
-        series = frame[col]
-        if pd.api.types.is_bool_dtype(series) or pd.api.types.is_numeric_dtype(series):
-            out[col] = series.astype("float64")
-            continue
-        converted = pd.to_numeric(series, errors="coerce")
-        bad = series.notna() & converted.isna()
-        required = col in (*OHLC, VOLUME)
-        if bad.any() and (required or bad.sum() < series.notna().sum()):
-            word, offset = numbering
-            rows = _lines(bad, frame.index, offset)
-            raise DataError(
-                f"column {col!r}: non-numeric values at "
-                f"{_describe_lines(rows, series[bad].tolist(), word)}",
-                source=name, column=col, rows=rows,
-            )
-        if bad.any():
-            log.warning("%s: ignoring text column %r (not a numeric feature)", name, col)
-            continue
-        out[col] = converted.astype("float64")
-    return pd.DataFrame(out, index=frame.index)
-
-
-def _trim_indicator_warmup(frame: pd.DataFrame, name: str) -> pd.DataFrame:
-    """Drop leading rows where only extra (indicator) columns are still empty.
-
-    Moving averages and the like are blank for their first bars; that is not an error.
-    Gaps anywhere else are, and are reported by :func:`_check_finite`.
-    """
-    extras = [c for c in frame.columns if c not in (*OHLC, VOLUME)]
-    if not extras:
-        return frame
-    filled = frame[extras].notna().all(axis=1).to_numpy()
-    start = int(filled.argmax()) if filled.any() else 0
-    if start and not frame[extras].iloc[start:].isna().any().any():
-        log.warning("%s: dropped %d leading rows where indicator columns are empty", name, start)
-        return frame.iloc[start:]
-    return frame
-
-
-def _check_finite(frame: pd.DataFrame, name: str,
-                  numbering: tuple[str, int] = FILE_LINES) -> None:
-    word, offset = numbering
-    for col in frame.columns:
-        bad = ~np.isfinite(frame[col].to_numpy())
-        if bad.any():
-            rows = _lines(bad, frame.index, offset)
-            raise DataError(
-                f"column {col!r}: missing or infinite values at "
-                f"{_describe_lines(rows, word=word)}",
-                source=name, column=col, rows=rows,
-            )
-
-
-def _check_prices(frame: pd.DataFrame, name: str) -> None:
-    for col in OHLC:
-        bad = frame[col].to_numpy() <= 0
-        if bad.any():
-            rows = _lines(bad, frame.index)
-            raise DataError(f"column {col!r}: prices must be positive; see {_describe_lines(rows)}",
-                            source=name, column=col, rows=rows)
-    bad = (frame["High"] < frame["Low"]).to_numpy()
-    if bad.any():
-        rows = _lines(bad, frame.index)
-        raise DataError(f"column 'High': below 'Low' at {_describe_lines(rows)}",
-                        source=name, column="High", rows=rows)
-
-
-def _check_time_order(times: pd.Series, label: str, name: str) -> None:
-    deltas = times.diff().to_numpy()[1:]
-    for mask, problem, advice in (
-        (deltas == np.timedelta64(0), "duplicate timestamps", "remove the repeated bars"),
-        (deltas < np.timedelta64(0), "timestamps go backwards", "sort the file by time"),
-    ):
-        if mask.any():
-            rows = _lines(np.r_[False, mask], times.index)
-            raise DataError(f"column {label!r}: {problem} at {_describe_lines(rows)}; {advice}",
-                            source=name, column=label, rows=rows)
-
-
-def load_bars(source: Source, *, name: str | None = None, min_rows: int = 1) -> pd.DataFrame:
-    """Read and validate a CSV of bars.
-
-    Returns float64 columns ``Open, High, Low, Close[, Volume], <extras>`` indexed by a
-    naive-UTC ``DatetimeIndex`` named ``Datetime``, in file order. Raises DataError.
-    """
-    name = _source_name(source, name)
-    frame = _canonical_columns(_read_frame(source, name), name)
-    time_cols = _time_columns(frame, name)
-    missing = [c for c in OHLC if c not in frame.columns]
-    if missing:
-        raise DataError(f"missing required column(s) {missing}; found: {list(frame.columns)}",
-                        source=name, column=missing[0])
-    times = _parse_times(frame, time_cols, name)
-    values = _to_numeric(frame.drop(columns=time_cols), name)
-    values = _trim_indicator_warmup(values, name)
-    times = times.loc[values.index]
-    _check_finite(values, name)
-    _check_prices(values, name)
-    _check_time_order(times, " + ".join(time_cols), name)
-    require_rows(len(values), min_rows, source=name)
-    ordered = [c for c in (*OHLC, VOLUME) if c in values.columns]
-    values = values[ordered + [c for c in values.columns if c not in ordered]]
-    values.index = pd.DatetimeIndex(times.to_numpy(), name=TIME_INDEX)
-    return values
-
-
-def require_rows(n_rows: int, needed: int, *, source: str | None = None, why: str = "") -> None:
-    """Raise DataError when fewer than ``needed`` rows are available."""
-    if n_rows < needed:
-        reason = f" ({why})" if why else ""
-        raise DataError(f"has {n_rows} rows; at least {needed} are needed{reason}", source=source)
+def check_lookback(lookback: int) -> None:
+    """Refuse a lookback that would silently select the wrong rows (``iloc[-0:]`` is all)."""
+    if isinstance(lookback, bool) or not isinstance(lookback, int | np.integer) or lookback < 1:
+        raise DataError(f"lookback must be an integer >= 1; got {lookback!r}")
 
 
 def min_rows_for(lookback: int, spec: FeatureSpec | None = None) -> int:
@@ -359,6 +93,8 @@ class FeatureSpec:
             raise DataError(f"unknown feature transform {self.transform!r}; valid: {TRANSFORMS}")
         if not self.features:
             raise DataError("no features selected")
+        _check_names("features", self.features)
+        _check_names("price_columns", self.price_columns)
         stray = [c for c in self.price_columns if c not in self.features]
         if stray:
             raise DataError(f"price columns {stray} are not among the features")
@@ -374,8 +110,26 @@ class FeatureSpec:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> FeatureSpec:
-        return cls(tuple(data["features"]), data.get("transform", "returns"),
-                   tuple(data.get("price_columns", ())))
+        if not isinstance(data, dict) or "features" not in data:
+            raise DataError(f"a feature spec must be a mapping with 'features'; got {data!r}")
+        return cls(_name_tuple(data, "features"), data.get("transform", "returns"),
+                   _name_tuple(data, "price_columns"))
+
+
+def _name_tuple(data: dict[str, Any], key: str) -> tuple[str, ...]:
+    """A list from a config as a tuple; tuple("Close") would be five one-letter columns."""
+    value = data.get(key, ())
+    if not isinstance(value, list | tuple):
+        raise DataError(f"feature spec {key!r} must be a list of column names; got {value!r}")
+    return tuple(value)
+
+
+def _check_names(label: str, names: tuple[str, ...]) -> None:
+    if isinstance(names, str) or not all(isinstance(n, str) for n in names):
+        raise DataError(f"{label} must be a list of column names (strings); got {names!r}")
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise DataError(f"{label} lists {repeated} more than once")
 
 
 def select_features(bars: pd.DataFrame, features: Iterable[str] | None = None,
@@ -393,16 +147,19 @@ def select_features(bars: pd.DataFrame, features: Iterable[str] | None = None,
 
 def detect_price_columns(bars: pd.DataFrame, features: Iterable[str]) -> list[str]:
     """OHLC plus extras that live on the price scale (moving averages, bands, …)."""
-    close = bars["Close"].to_numpy()
-    found = []
-    for col in features:
-        values = bars[col].to_numpy()
-        if col in OHLC or (
-            col != VOLUME and (values > 0).all()
-            and np.median(np.abs(values / close - 1.0)) < PRICE_LEVEL_TOLERANCE
-        ):
-            found.append(col)
-    return found
+    close = bars["Close"].to_numpy(dtype=np.float64)
+    return [col for col in features if col in OHLC or (
+        col != VOLUME and _is_price_level(bars[col].to_numpy(dtype=np.float64), close))]
+
+
+def _is_price_level(values: np.ndarray, close: np.ndarray) -> bool:
+    """Near Close in level and no jumpier than Close (see PRICE_MAX_RELATIVE_MOVE)."""
+    if len(values) < 2 or not (values > 0).all() or not (close > 0).all():
+        return False  # without two bars there are no changes to compare
+    if np.median(np.abs(values / close - 1.0)) >= PRICE_LEVEL_TOLERANCE:
+        return False
+    moves, close_moves = np.diff(np.log(values)), np.diff(np.log(close))
+    return bool(moves.std() <= PRICE_MAX_RELATIVE_MOVE * close_moves.std())
 
 
 def build_feature_spec(
@@ -436,13 +193,9 @@ def transform_features(bars: pd.DataFrame, spec: FeatureSpec,
             with np.errstate(divide="ignore", invalid="ignore"):
                 frame[prices] = np.log(level / level.shift(1))
         frame = frame.iloc[spec.warmup:]
-    for col in frame.columns:
-        bad = ~np.isfinite(frame[col].to_numpy())
-        if bad.any():
-            when = [str(t) for t in frame.index[bad]]
-            raise DataError(f"column {col!r}: the {spec.transform} transform gives non-finite "
-                            f"values at {', '.join(when[:_MAX_LISTED])}",
-                            source=source, column=col, rows=when)
+    numbering = ("bar", 0) if isinstance(frame.index, pd.DatetimeIndex) else WINDOW_ROWS
+    check_finite(frame, source, numbering,
+                 problem=f"the {spec.transform} transform gives non-finite values")
     return frame
 
 
@@ -522,8 +275,7 @@ def prepare_data(bars: pd.DataFrame, spec: FeatureSpec, *, lookback: int,
                  val_fraction: float = 0.15, test_fraction: float = 0.15,
                  scaler: str = "standard", source: str | None = None) -> PreparedData:
     """Transform, split chronologically and scale (scaler fit on the train part only)."""
-    if lookback < 1:
-        raise DataError(f"lookback must be at least 1; got {lookback}")
+    check_lookback(lookback)
     require_rows(len(bars), min_rows_for(lookback, spec), source=source,
                  why=f"lookback {lookback} + {spec.warmup} warm-up + {MIN_SAMPLES} per part")
     features = transform_features(bars, spec, source=source)
@@ -541,19 +293,7 @@ def prepare_data(bars: pd.DataFrame, spec: FeatureSpec, *, lookback: int,
 def window_frame(window: Any, columns: Sequence[str], *, source: str = "window") -> pd.DataFrame:
     """A request's window (DataFrame, list of dicts, or 2-D array in ``columns`` order)
     as a float frame with exactly ``columns``; DataError names anything wrong."""
-    if isinstance(window, pd.DataFrame):
-        frame = window
-    elif isinstance(window, list | tuple) and window and all(isinstance(r, dict) for r in window):
-        frame = pd.DataFrame.from_records(list(window))
-    else:
-        try:
-            array = np.asarray(window, dtype=np.float64)
-        except (TypeError, ValueError):
-            raise DataError("must be a list of rows of numbers", source=source) from None
-        if array.ndim != 2 or array.shape[1] != len(columns):
-            raise DataError(f"must be a 2-D array with {len(columns)} columns {list(columns)}; "
-                            f"got shape {array.shape}", source=source)
-        frame = pd.DataFrame(array, columns=list(columns))
+    frame = _window_table(window, columns, source)
     missing = [c for c in columns if c not in frame.columns]
     extra = [c for c in frame.columns if c not in columns]
     if missing or extra:
@@ -561,13 +301,47 @@ def window_frame(window: Any, columns: Sequence[str], *, source: str = "window")
                  f"unexpected feature(s) {extra}" if extra else ""]
         raise DataError("; ".join(p for p in parts if p), source=source,
                         column=(missing or extra)[0])
-    frame = _to_numeric(frame.loc[:, list(columns)].reset_index(drop=True), source, WINDOW_ROWS)
-    _check_finite(frame, source, WINDOW_ROWS)
+    frame = _window_floats(frame.loc[:, list(columns)].reset_index(drop=True), source)
+    check_finite(frame, source, WINDOW_ROWS)
     return frame
+
+
+def _window_table(window: Any, columns: Sequence[str], source: str) -> pd.DataFrame:
+    """The window as a DataFrame, cells not yet checked."""
+    if isinstance(window, pd.DataFrame):
+        repeated = window.columns[window.columns.duplicated()].unique().tolist()
+        if repeated:
+            raise DataError(f"duplicate column(s) {repeated}", source=source,
+                            column=str(repeated[0]))
+        return window
+    if isinstance(window, list | tuple) and window and all(isinstance(r, dict) for r in window):
+        return pd.DataFrame.from_records(list(window))
+    numeric = isinstance(window, np.ndarray) and window.dtype.kind in "iuf"
+    array = window if numeric else np.asarray(window, dtype=object)  # keeps bools and dates
+    if array.ndim != 2 or array.shape[1] != len(columns):
+        raise DataError(f"must be a list of rows of numbers: a 2-D array with {len(columns)} "
+                        f"columns {list(columns)}; got shape {array.shape}", source=source)
+    return pd.DataFrame(array, columns=list(columns))
+
+
+def _window_floats(frame: pd.DataFrame, source: str) -> pd.DataFrame:
+    """Every cell a float; a bool, a date or text is refused rather than coerced."""
+    out = {}
+    for col in frame.columns:
+        series = frame[col]
+        if series.dtype.kind in "iuf":
+            out[col] = series.to_numpy(dtype=np.float64, na_value=np.nan)
+            continue
+        values, bad = cells_to_floats(series.tolist())
+        if bad.any():
+            raise non_numeric_error(series, bad, source, WINDOW_ROWS)
+        out[col] = values
+    return pd.DataFrame(out, index=frame.index)
 
 
 def scale_window(window: Any, spec: FeatureSpec, scaler: Any, lookback: int) -> np.ndarray:
     """The model input for one prediction: the last ``lookback`` transformed, scaled rows."""
+    check_lookback(lookback)
     frame = window_frame(window, spec.features)
     require_rows(len(frame), lookback + spec.warmup, source="window",
                  why=f"lookback {lookback} + {spec.warmup} warm-up bar(s)")

@@ -1,37 +1,68 @@
 """Run store: training runs, metric series and events in SQLite (default) or PostgreSQL.
 
-Datetimes are stored as naive UTC ``DateTime`` values: SQLite drops tz info, so every
-write is normalised to UTC and every read appends "Z", which keeps both engines identical.
+Tables and the storage conventions both engines share (naive-UTC datetimes, NaN as NULL,
+plain JSON) live in :mod:`Utilities.run_store_schema`; its names are re-exported here.
 """
 
 from __future__ import annotations
 
 import functools
 import logging
-import math
 import os
+import re
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Concatenate, NoReturn, ParamSpec, TypeVar
 
 import numpy as np
 import sqlalchemy as sa
 from sqlalchemy import delete, func, insert, select, update
-from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
-from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship
+from sqlalchemy.exc import (
+    ArgumentError,
+    DBAPIError,
+    IntegrityError,
+    InterfaceError,
+    OperationalError,
+)
+from sqlalchemy.orm import Session
+
+from Utilities.run_store_schema import (
+    CONTROL_ACTIONS,
+    EVENT_KINDS,
+    RUN_STATUSES,
+    TERMINAL_STATUSES,
+    Base,
+    Event,
+    Metric,
+    Run,
+    RunTag,
+    create_schema,
+    finite_or_none,
+    json_value,
+    metadata,
+    run_as_dict,
+    utcnow,
+)
+
+# The schema names are re-exported: callers import everything from this module.
+__all__ = [
+    "CONTROL_ACTIONS", "EVENT_KINDS", "MAX_EVENTS_PAGE", "MAX_PAGE_SIZE", "MIN_POINTS",
+    "RUN_STATUSES", "SORT_FIELDS", "TERMINAL_STATUSES", "TRANSITIONS", "Base", "Event",
+    "InvalidTransition", "Metric", "Run", "RunNotFound", "RunStore", "RunStoreError",
+    "RunTag", "StoreUnavailable", "default_database_url", "metadata",
+]
 
 logger = logging.getLogger(__name__)
 
-RUN_STATUSES = ("running", "paused", "completed", "stopped", "failed")
-TERMINAL_STATUSES = frozenset({"completed", "stopped", "failed"})
-EVENT_KINDS = ("episode", "trade", "decision", "checkpoint", "alert", "status", "log")
-CONTROL_ACTIONS = ("pause", "resume", "stop")
 SORT_FIELDS = ("created_at", "started_at", "ended_at", "name", "status", "model_type")
 MAX_PAGE_SIZE = 1000
+MAX_EVENTS_PAGE = 100_000
+# Downsampling keeps both endpoints plus each bucket's min and max: fewer than 4 points
+# would leave no bucket at all and silently drop every spike.
+MIN_POINTS = 4
 TRANSITIONS: dict[str, frozenset[str]] = {
     "running": frozenset({"paused", "completed", "stopped", "failed"}),
     "paused": frozenset({"running", "stopped", "failed"}),
@@ -40,8 +71,10 @@ TRANSITIONS: dict[str, frozenset[str]] = {
 _SOURCES = {new: sorted(old for old in TRANSITIONS if new in TRANSITIONS[old])
             for new in RUN_STATUSES}
 _REPO_ROOT = Path(__file__).resolve().parent.parent
-# SQLite only autoincrements a column declared exactly INTEGER PRIMARY KEY; PG gets BIGSERIAL.
-_BIG_ID = sa.BigInteger().with_variant(sa.Integer, "sqlite")
+_INT64 = (-(2**63), 2**63 - 1)  # BigInteger's range; larger Python ints overflow the driver
+# SQLAlchemy 2.1 would load psycopg (3) for a driver-less URL and no longer knows
+# "postgres://"; requirements.txt pins psycopg2.
+_DEFAULT_PG_DRIVER = "postgresql+psycopg2"
 P = ParamSpec("P")
 R = TypeVar("R")
 
@@ -65,77 +98,6 @@ class InvalidTransition(RunStoreError, ValueError):
     """The requested status change or control action is not allowed."""
 
 
-class Base(DeclarativeBase):
-    """Declarative base whose metadata holds the run-store schema."""
-
-
-class Run(Base):
-    """One training run."""
-
-    __tablename__ = "runs"
-    id: Mapped[str] = mapped_column(sa.String(36), primary_key=True)
-    name: Mapped[str] = mapped_column(sa.String, index=True)
-    model_type: Mapped[str] = mapped_column(sa.String, index=True)
-    algorithm: Mapped[str] = mapped_column(sa.String, default="")
-    status: Mapped[str] = mapped_column(sa.String(16), index=True)
-    config: Mapped[dict[str, Any]] = mapped_column(sa.JSON, default=dict)
-    description: Mapped[str] = mapped_column(sa.String, default="")
-    data_file: Mapped[str] = mapped_column(sa.String, default="")
-    model_dir: Mapped[str] = mapped_column(sa.String, default="")
-    created_at: Mapped[datetime] = mapped_column(sa.DateTime, index=True)
-    started_at: Mapped[datetime | None] = mapped_column(sa.DateTime)
-    ended_at: Mapped[datetime | None] = mapped_column(sa.DateTime)
-    heartbeat_at: Mapped[datetime | None] = mapped_column(sa.DateTime)
-    control: Mapped[str | None] = mapped_column(sa.String(16))
-    error: Mapped[str | None] = mapped_column(sa.String)
-    summary: Mapped[dict[str, Any]] = mapped_column(sa.JSON, default=dict)
-    tags: Mapped[list[RunTag]] = relationship(cascade="all, delete-orphan", lazy="selectin")
-
-
-class RunTag(Base):
-    """A tag on a run; a table of its own so tag filtering is a plain join."""
-
-    __tablename__ = "run_tags"
-    run_id: Mapped[str] = mapped_column(sa.ForeignKey("runs.id", ondelete="CASCADE"),
-                                        primary_key=True)
-    tag: Mapped[str] = mapped_column(sa.String, primary_key=True, index=True)
-
-
-class Metric(Base):
-    """One (run, key, step, value, wall_time) sample."""
-
-    __tablename__ = "metrics"
-    # The composite index's leading column also serves plain run_id lookups.
-    __table_args__ = (sa.Index("ix_metrics_run_key_step", "run_id", "key", "step"),)
-    id: Mapped[int] = mapped_column(_BIG_ID, primary_key=True, autoincrement=True)
-    run_id: Mapped[str] = mapped_column(sa.ForeignKey("runs.id", ondelete="CASCADE"))
-    key: Mapped[str] = mapped_column(sa.String)
-    step: Mapped[int] = mapped_column(sa.BigInteger)
-    # NULL stands for NaN: SQLite silently stores NaN as NULL, so every engine does that.
-    value: Mapped[float | None] = mapped_column(sa.Float)
-    wall_time: Mapped[float] = mapped_column(sa.Float)
-
-
-class Event(Base):
-    """One event; ``seq`` is the global, monotonically increasing sequence number.
-
-    On PostgreSQL, with concurrent writers, sequence values can become visible out of
-    order (a lower seq commits after a higher one was read), so the planned live stream
-    must account for that, e.g. by re-reading a small overlap behind its last seq.
-    """
-
-    __tablename__ = "events"
-    # Without AUTOINCREMENT SQLite may reuse the seq of deleted rows and break "after N".
-    __table_args__ = ({"sqlite_autoincrement": True},)
-    seq: Mapped[int] = mapped_column(_BIG_ID, primary_key=True, autoincrement=True)
-    run_id: Mapped[str] = mapped_column(sa.ForeignKey("runs.id", ondelete="CASCADE"),
-                                        index=True)
-    kind: Mapped[str] = mapped_column(sa.String(16))
-    payload: Mapped[dict[str, Any]] = mapped_column(sa.JSON)
-    wall_time: Mapped[float] = mapped_column(sa.Float)
-
-
-metadata = Base.metadata
 _RUNS, _TAGS, _METRICS, _EVENTS = (m.__table__ for m in (Run, RunTag, Metric, Event))
 
 
@@ -144,14 +106,20 @@ def default_database_url() -> str:
     return os.environ.get("DATABASE_URL") or f"sqlite:///{_REPO_ROOT / 'instance' / 'runs.db'}"
 
 
-def _utcnow() -> datetime:
-    """Current time as naive UTC, the storage convention."""
-    return datetime.now(UTC).replace(tzinfo=None)
+def _engine_url(url: str) -> sa.URL:
+    """Parsed url, with psycopg2 as the driver of a driver-less PostgreSQL URL."""
+    parsed = sa.make_url(url)
+    if parsed.drivername in ("postgresql", "postgres"):
+        parsed = parsed.set(drivername=_DEFAULT_PG_DRIVER)
+    return parsed
 
 
-def _iso(value: datetime | None) -> str | None:
-    """Stored naive-UTC datetime as ISO-8601 with a trailing Z."""
-    return None if value is None else value.isoformat(timespec="microseconds") + "Z"
+def _masked(url: str) -> str:
+    """url with its password as ***, also when SQLAlchemy cannot parse it."""
+    try:
+        return sa.make_url(url).render_as_string(hide_password=True)
+    except (ArgumentError, ValueError):
+        return re.sub(r"(://[^:/@]*:)[^@/]*@", r"\1***@", str(url))
 
 
 def _check(label: str, values: Iterable[object], allowed: Iterable[str]) -> None:
@@ -161,22 +129,32 @@ def _check(label: str, values: Iterable[object], allowed: Iterable[str]) -> None
             raise ValueError(f"unknown {label} {value!r}; expected one of: {', '.join(allowed)}")
 
 
-def _finite_or_none(value: float | None) -> float | None:
-    """NaN (and None) as None, anything else as float."""
-    return None if value is None or math.isnan(value) else float(value)
+def _int_arg(label: str, value: object, low: int = _INT64[0], high: int = _INT64[1]) -> int:
+    """value as an int in low..high, else ValueError naming label (bools are refused)."""
+    if isinstance(value, bool) or not isinstance(value, int | np.integer):
+        raise ValueError(f"{label} must be an int, got {value!r}")
+    if value < low:
+        raise ValueError(f"{label} must be >= {low}, got {value}")
+    if value > high:
+        raise ValueError(f"{label} must be <= {high}, got {value}")
+    return int(value)
 
 
-def _run_dict(run: Run) -> dict[str, Any]:
-    """JSON-serialisable view of a run."""
-    return {
-        "run_id": run.id, "name": run.name, "model_type": run.model_type,
-        "algorithm": run.algorithm, "status": run.status, "config": dict(run.config or {}),
-        "tags": sorted(t.tag for t in run.tags), "description": run.description,
-        "data_file": run.data_file, "model_dir": run.model_dir,
-        "created_at": _iso(run.created_at), "started_at": _iso(run.started_at),
-        "ended_at": _iso(run.ended_at), "heartbeat_at": _iso(run.heartbeat_at),
-        "control": run.control, "error": run.error, "summary": dict(run.summary or {}),
-    }
+def _str_arg(label: str, value: object, *, required: bool = False) -> str:
+    """value if it is a string (non-empty when required), else ValueError naming label."""
+    if not isinstance(value, str) or (required and not value):
+        kind = "a non-empty string" if required else "a string"
+        raise ValueError(f"{label} must be {kind}, got {value!r}")
+    return value
+
+
+def _tag_list(tags: object) -> list[str]:
+    """Sorted distinct tags; None means none."""
+    if tags is None:
+        return []
+    if not isinstance(tags, list | tuple) or not all(isinstance(t, str) for t in tags):
+        raise ValueError(f"tags must be a list or tuple of strings, got {tags!r}")
+    return sorted(set(tags))
 
 
 _METRIC_COLUMNS = ("run_id", "key", "step", "value", "wall_time")
@@ -186,7 +164,7 @@ _PLACEHOLDER = {"qmark": "?", "format": "%s", "pyformat": "%s"}
 
 def _metric_row(run_id: str, key: str, step: int, value: float, wall_time: float) -> tuple:
     """Insert parameters for one metric sample, in _METRIC_COLUMNS order."""
-    return (run_id, str(key), int(step), _finite_or_none(float(value)), float(wall_time))
+    return (run_id, str(key), int(step), finite_or_none(float(value)), float(wall_time))
 
 
 def _insert_metrics(session: Session, rows: list[tuple]) -> None:
@@ -212,15 +190,13 @@ def _insert_metrics(session: Session, rows: list[tuple]) -> None:
 def _event_row(run_id: str, kind: str, payload: dict | None, wall_time: float) -> dict:
     """Validated insert parameters for one event."""
     _check("event kind", [kind], EVENT_KINDS)
-    if payload is not None and not isinstance(payload, dict):
-        raise ValueError(f"event payload must be a dict, got {type(payload).__name__}")
-    return {"run_id": run_id, "kind": kind, "payload": dict(payload or {}),
+    return {"run_id": run_id, "kind": kind, "payload": json_value("event payload", payload),
             "wall_time": float(wall_time)}
 
 
 def _point(step: float, value: float | None, wall_time: float) -> dict[str, Any]:
     """One series point; NaN values come back as None."""
-    return {"step": int(step), "value": _finite_or_none(value), "wall_time": float(wall_time)}
+    return {"step": int(step), "value": finite_or_none(value), "wall_time": float(wall_time)}
 
 
 def _minmax_indices(values: np.ndarray, max_points: int) -> list[int]:
@@ -230,7 +206,7 @@ def _minmax_indices(values: np.ndarray, max_points: int) -> list[int]:
     low = np.where(np.isnan(values), np.inf, values)  # NaN must never win min or max
     high = np.where(np.isnan(values), -np.inf, values)
     keep = {0, len(values) - 1}
-    for bucket in np.array_split(np.arange(len(values)), buckets) if buckets > 0 else ():
+    for bucket in np.array_split(np.arange(len(values)), buckets):  # buckets >= 1: MIN_POINTS
         keep.update((int(bucket[np.argmin(low[bucket])]), int(bucket[np.argmax(high[bucket])])))
     return sorted(keep)
 
@@ -243,6 +219,14 @@ def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
                    "foreign_keys=ON"):
         cursor.execute(f"PRAGMA {pragma}")
     cursor.close()
+
+
+def _prepare_sqlite(engine: sa.Engine) -> None:
+    """Create the database file's folder and install the per-connection PRAGMAs."""
+    database = engine.url.database
+    if database and database != ":memory:" and not database.startswith("file:"):
+        Path(database).parent.mkdir(parents=True, exist_ok=True)
+    sa.event.listen(engine, "connect", _sqlite_on_connect)
 
 
 def _guarded(
@@ -270,25 +254,27 @@ class RunStore:
 
     def __init__(self, url: str | None = None) -> None:
         """Open the store at url (default_database_url() if None), creating its tables."""
-        parsed = sa.make_url(url or default_database_url())
-        self.url: str = parsed.render_as_string(hide_password=True)
-        is_sqlite = parsed.get_backend_name() == "sqlite"
-        self.engine: sa.Engine = sa.create_engine(parsed, pool_pre_ping=not is_sqlite)
+        url = url or default_database_url()
+        self.url: str = _masked(url)  # as the caller wrote it, for messages and logs
+        self.engine: sa.Engine = self._create_engine(url)
         try:
-            if is_sqlite:
-                self._prepare_sqlite(parsed.database)
-            metadata.create_all(self.engine)
+            if self.engine.dialect.name == "sqlite":
+                _prepare_sqlite(self.engine)
+            create_schema(self.engine)
         except (DBAPIError, OSError) as exc:
             self.engine.dispose()
             reason = getattr(exc, "orig", None) or exc  # the driver's words, without the SQL
             raise StoreUnavailable(f"cannot open run store at {self.url}: {reason}") from exc
         logger.info("run store opened at %s", self.url)
 
-    def _prepare_sqlite(self, database: str | None) -> None:
-        """Create the database file's folder and install the per-connection PRAGMAs."""
-        if database and database != ":memory:" and not database.startswith("file:"):
-            Path(database).parent.mkdir(parents=True, exist_ok=True)
-        sa.event.listen(self.engine, "connect", _sqlite_on_connect)
+    def _create_engine(self, url: str) -> sa.Engine:
+        """The engine for url; an unparseable URL or a missing driver is StoreUnavailable."""
+        try:
+            parsed = _engine_url(url)
+            # SQLite needs no liveness check: a file cannot drop the connection.
+            return sa.create_engine(parsed, pool_pre_ping=parsed.get_backend_name() != "sqlite")
+        except (ArgumentError, ImportError, ValueError) as exc:
+            raise StoreUnavailable(f"cannot open run store at {self.url}: {exc}") from exc
 
     def close(self) -> None:
         """Release all pooled connections."""
@@ -326,19 +312,20 @@ class RunStore:
     @_guarded
     def create_run(
         self, *, name: str, model_type: str, algorithm: str = "", config: dict | None = None,
-        tags: list[str] | tuple = (), description: str = "", data_file: str = "",
+        tags: list[str] | tuple[str, ...] | None = (), description: str = "", data_file: str = "",
         model_dir: str = "",
     ) -> str:
         """Create a running run plus its first status event; return the run id."""
-        if not name or not model_type or isinstance(tags, str):
-            raise ValueError("name and model_type must be non-empty and tags a list of strings")
-        run_id, now = str(uuid.uuid4()), _utcnow()
+        fields = {label: _str_arg(label, value, required=label in ("name", "model_type"))
+                  for label, value in (("name", name), ("model_type", model_type),
+                                       ("algorithm", algorithm), ("description", description),
+                                       ("data_file", data_file), ("model_dir", model_dir))}
+        tag_rows = [RunTag(tag=tag) for tag in _tag_list(tags)]
+        config = json_value("config", config)
+        run_id, now = str(uuid.uuid4()), utcnow()
         with self._tx() as s:
-            s.add(Run(id=run_id, name=name, model_type=model_type, algorithm=algorithm,
-                      status="running", config=dict(config or {}), description=description,
-                      data_file=data_file, model_dir=model_dir, created_at=now, started_at=now,
-                      heartbeat_at=now, summary={},
-                      tags=[RunTag(tag=str(tag)) for tag in sorted(set(tags))]))
+            s.add(Run(id=run_id, status="running", config=config, created_at=now,
+                      started_at=now, heartbeat_at=now, summary={}, tags=tag_rows, **fields))
             s.flush()  # the event's foreign key needs the run row first
             s.execute(insert(_EVENTS), [_event_row(run_id, "status", {"status": "running"},
                                                    time.time())])
@@ -349,7 +336,7 @@ class RunStore:
     def get_run(self, run_id: str) -> dict:
         """One run as a dict; RunNotFound if missing."""
         with self._tx() as s:
-            return _run_dict(self._require(s, run_id))
+            return run_as_dict(self._require(s, run_id))
 
     @_guarded
     def list_runs(
@@ -359,8 +346,8 @@ class RunStore:
     ) -> tuple[list[dict], int]:
         """One page of runs matching every given filter, and the total number of matches."""
         _check("sort field", [sort], SORT_FIELDS)
-        if not 1 <= limit <= MAX_PAGE_SIZE or offset < 0:
-            raise ValueError(f"limit must be 1..{MAX_PAGE_SIZE} and offset >= 0")
+        limit = _int_arg("limit", limit, 1, MAX_PAGE_SIZE)
+        offset = _int_arg("offset", offset, 0)
         query = self._filtered_runs(model_type, name, status, tag)
         column, direction = getattr(Run, sort), sa.desc if descending else sa.asc
         # NULLs last on every engine (SQLite and PG disagree by default); id makes ties stable.
@@ -368,7 +355,7 @@ class RunStore:
         with self._tx() as s:
             total = s.scalar(select(func.count()).select_from(query.subquery())) or 0
             runs = s.scalars(query.order_by(*order).limit(limit).offset(offset)).all()
-            return [_run_dict(run) for run in runs], int(total)
+            return [run_as_dict(run) for run in runs], int(total)
 
     @staticmethod
     def _filtered_runs(model_type: str | None, name: str | None,
@@ -400,7 +387,7 @@ class RunStore:
         if error is not None:
             values["error"] = error
         if status in TERMINAL_STATUSES:
-            values.update(ended_at=_utcnow(), control=None)
+            values.update(ended_at=utcnow(), control=None)
         with self._tx() as s:
             previous = self._swap_status(s, run_id, status, values)
             if previous is None:
@@ -410,7 +397,7 @@ class RunStore:
                 payload["error"] = error
             s.execute(insert(_EVENTS), [_event_row(run_id, "status", payload, time.time())])
             logger.info("run %s: %s -> %s", run_id, previous, status)
-            return _run_dict(self._require(s, run_id))
+            return run_as_dict(self._require(s, run_id))
 
     @staticmethod
     def _swap_status(session: Session, run_id: str, status: str, values: dict) -> str | None:
@@ -442,7 +429,7 @@ class RunStore:
             if not changed:
                 raise InvalidTransition(f"run {run_id!r} is {run.status!r}: control {action!r} "
                                         "refused, terminal runs accept no control")
-            return _run_dict(run)
+            return run_as_dict(run)
 
     @_guarded
     def get_control(self, run_id: str) -> str | None:
@@ -461,12 +448,17 @@ class RunStore:
     @_guarded
     def heartbeat(self, run_id: str) -> None:
         """Record that the run's trainer is alive now."""
-        self._update_one(run_id, heartbeat_at=_utcnow())
+        self._update_one(run_id, heartbeat_at=utcnow())
 
     @_guarded
     def update_run(self, run_id: str, *, summary: dict | None = None,
                    model_dir: str | None = None, description: str | None = None) -> dict:
         """Merge summary into the run's (shallow), set the other given fields; return the run."""
+        if summary is not None:
+            summary = json_value("summary", summary)
+        for label, value in (("model_dir", model_dir), ("description", description)):
+            if value is not None:
+                _str_arg(label, value)
         with self._tx() as s:
             # Row lock on PG keeps concurrent summary merges from losing keys.
             run = self._require(s, run_id, lock=True)
@@ -477,7 +469,7 @@ class RunStore:
             if description is not None:
                 run.description = description
             s.flush()
-            return _run_dict(run)
+            return run_as_dict(run)
 
     @_guarded
     def delete_run(self, run_id: str) -> None:
@@ -540,7 +532,7 @@ class RunStore:
             _insert_metrics(s, metric_params)
             if event_params:  # Core executemany: no per-row ORM objects on the hot path
                 s.execute(insert(_EVENTS), event_params)
-            now = _utcnow()
+            now = utcnow()
             for beat in beats:  # one statement each: multi-row rowcount is driver-specific
                 stmt = update(_RUNS).where(_RUNS.c.id == beat["beat_id"]).values(heartbeat_at=now)
                 if not s.execute(stmt).rowcount:
@@ -562,16 +554,16 @@ class RunStore:
         Downsampling (only when more than max_points points match): np.array_split cuts the
         series into max_points // 2 - 1 near-equal-count buckets; each bucket keeps its
         min- and max-value points and the first and last points are always kept, so spikes
-        survive and at most max_points points come back.
+        survive and at most max_points points come back. max_points must be >= MIN_POINTS.
         """
-        if max_points is not None and max_points < 2:
-            raise ValueError("max_points must be >= 2")
+        if max_points is not None:
+            max_points = _int_arg("max_points", max_points, MIN_POINTS)
         m = _METRICS.c
         query = select(m.step, m.value, m.wall_time).where(m.run_id == run_id, m.key == key)
         if start_step is not None:
-            query = query.where(m.step >= start_step)
+            query = query.where(m.step >= _int_arg("start_step", start_step))
         if end_step is not None:
-            query = query.where(m.step <= end_step)
+            query = query.where(m.step <= _int_arg("end_step", end_step))
         with self._tx() as s:
             self._require_ids(s, [run_id])
             rows = s.execute(query.order_by(m.step, m.id)).all()
@@ -598,9 +590,9 @@ class RunStore:
     @_guarded
     def events_after(self, seq: int = 0, *, run_id: str | None = None,
                      kinds: Iterable[str] | None = None, limit: int = 1000) -> list[dict]:
-        """Events with a seq greater than the given one, in seq order."""
-        if limit < 1:
-            raise ValueError("limit must be >= 1")
+        """Events with a seq greater than the given one, in seq order (at most limit)."""
+        seq = _int_arg("seq", seq, 0)
+        limit = _int_arg("limit", limit, 1, MAX_EVENTS_PAGE)
         e = _EVENTS.c
         query = select(_EVENTS).where(e.seq > seq)
         if run_id is not None:

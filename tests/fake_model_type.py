@@ -31,7 +31,8 @@ PREFIX = "FREQ"
 
 class FrequencyTrainer(Trainer):
     def fit(self, bars: pd.DataFrame, *, model_name: str, models_dir: Path,
-            data_file: str | None = None, overwrite: bool = False) -> Path:
+            data_file: str | None = None, overwrite: bool = False,
+            resume_state: dict[str, Any] | None = None) -> Path:
         ensure_available(models_dir, PREFIX, model_name, overwrite)
         lookback = int(self.config.get("lookback", 5))
         spec = build_feature_spec(bars, self.config.get("features"))

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import gzip
 import io
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -14,12 +17,14 @@ from Utilities.data_utils import (
     FeatureSpec,
     build_feature_spec,
     chronological_split,
+    detect_price_columns,
     load_bars,
     prepare_data,
     scale_window,
     transform_features,
     window_frame,
 )
+from Utilities.indicators import add_indicators
 
 GOOD = """Date,Open,High,Low,Close,Volume
 2024-01-01,10,11,9,10.5,100
@@ -126,6 +131,14 @@ BAD_CASES = {
     "ragged row": (replace_line(GOOD, 3, "2024-01-02,10.5,11.5,10,11,120,7,8"),
                    ["not a readable CSV", "line 3"]),
     "clashing names": (GOOD.replace("Volume", "close"), ["duplicate column names", "close"]),
+    "repeated name": (GOOD.replace("Volume\n", "Volume,Open\n").replace("0\n", "0,1\n"),
+                      ["duplicate column names", "['Open', 'Open'] at columns [2, 7]"]),
+    "numeric year": (GOOD.replace("2024-01-0", "200"),
+                     ["column 'Date'", "YYYYMMDD", "lines 2 (2001), 3 (2002)"]),
+    "numeric Datetime": ("Datetime,Open,High,Low,Close\n1704067200,1,2,0.5,1\n",
+                         ["column 'Datetime'", "YYYYMMDD", "'timestamp'"]),
+    "extra field on every row": (GOOD.replace("0\n", "0,7\n"),
+                                 ["more fields than the header's 6 names"]),
 }
 
 
@@ -138,6 +151,66 @@ def test_bad_input_raises_data_error_naming_the_problem(tmp_path: Path, case: st
     assert message.startswith("prices.csv: ")
     for fragment in expected:
         assert fragment in message, f"{fragment!r} not in {message!r}"
+
+
+def test_duplicate_lowercase_headers_are_named(tmp_path: Path) -> None:
+    text = "Date,Open,High,Low,Close,X,X\n2024-01-01,1,2,0.5,1,3,4\n"
+    with pytest.raises(DataError, match=r"\['X', 'X'\] at columns \[6, 7\]"):
+        load_bars(write(tmp_path, text))
+
+
+@pytest.mark.parametrize("index_header", ["", "Unnamed: 0"])
+def test_a_saved_pandas_index_is_dropped(tmp_path: Path, caplog: pytest.LogCaptureFixture,
+                                         index_header: str) -> None:
+    text = pd.read_csv(io.StringIO(GOOD)).to_csv()  # writes the 0, 1, 2, … index
+    text = text.replace(",Date", f"{index_header},Date", 1) if index_header else text
+    with caplog.at_level(logging.WARNING):
+        bars = load_bars(write(tmp_path, text))
+    assert list(bars.columns) == ["Open", "High", "Low", "Close", "Volume"]
+    assert "dropped column(s) with no name" in caplog.text
+
+
+def test_line_numbers_count_blank_lines(tmp_path: Path) -> None:
+    """Line N in a message is line N in an editor, blank lines included."""
+    lines = GOOD.splitlines()
+    bad = "2024-01-04,11.5,12,11,oops,80"
+    text = "\n\n" + "\n".join([lines[0], lines[1], "", "", lines[2], lines[3], "", bad]) + "\n"
+    with pytest.raises(DataError, match=r"line 10 \('oops'\)") as info:
+        load_bars(write(tmp_path, text))
+    assert text.splitlines()[info.value.rows[0] - 1] == bad
+    assert len(load_bars(write(tmp_path, text.replace("oops", "11.2")))) == 4
+
+
+def test_gzip_line_numbers_count_blank_lines(tmp_path: Path) -> None:
+    path = tmp_path / "bars.csv.gz"
+    path.write_bytes(gzip.compress(("\n" + replace_line(GOOD, 4, "x,1,2,1,1,1")).encode()))
+    with pytest.raises(DataError, match=r"unreadable timestamps at line 5 \('x'\)"):
+        load_bars(path)
+
+
+def test_numeric_yyyymmdd_dates_are_dates_not_unix_seconds(tmp_path: Path) -> None:
+    text = "Date,Open,High,Low,Close\n20200102,1,2,0.5,1\n\n20200103,1,2,0.5,1\n"
+    bars = load_bars(write(tmp_path, text))
+    assert list(bars.index) == [pd.Timestamp("2020-01-02"), pd.Timestamp("2020-01-03")]
+    text = "Date,Time,Open,High,Low,Close\n20200102,09:30:00,1,2,0.5,1\n"
+    assert load_bars(write(tmp_path, text)).index[0] == pd.Timestamp("2020-01-02 09:30")
+
+
+def test_a_column_named_timestamp_in_any_case_is_unix_time(tmp_path: Path) -> None:
+    text = "TimeStamp,Open,High,Low,Close\n1704067200000,1,2,0.5,1\n"
+    assert load_bars(write(tmp_path, text)).index[0] == pd.Timestamp("2024-01-01")
+
+
+def test_non_padded_am_pm_times(tmp_path: Path) -> None:
+    text = ("Datetime,Open,High,Low,Close\n1/2/2024 9:05:00 AM,1,2,0.5,1\n"
+            "1/2/2024 12:05:00 PM,1,2,0.5,1\n1/2/2024 1:05:00 PM,1,2,0.5,1\n")
+    assert list(load_bars(write(tmp_path, text)).index.hour) == [9, 12, 13]
+
+
+def test_huge_integer_cell_is_reported_not_a_crash(tmp_path: Path) -> None:
+    text = replace_line(GOOD, 3, "2024-01-02,10.5,11.5,10,11," + "9" * 400)
+    with pytest.raises(DataError, match="column 'Volume': missing or infinite values at line 3"):
+        load_bars(write(tmp_path, text))
 
 
 def test_error_carries_structured_fields(tmp_path: Path) -> None:
@@ -192,6 +265,28 @@ def test_price_columns_detected_on_the_nq_file(nq_path: Path) -> None:
     assert heartbeat and heartbeat[0] not in spec.price_columns
 
 
+def test_price_columns_on_the_nq_file_include_every_average(nq_path: Path) -> None:
+    bars = load_bars(nq_path)
+    prices = set(detect_price_columns(bars, bars.columns))
+    jma = [c for c in bars.columns if c.endswith("_JMA")]
+    flags = [c for c in bars.columns if "Heartbeat" in c]
+    assert jma and {"EMA_9_EMA", "EMA_21_EMA", *jma} <= prices
+    assert len(flags) == 2 and not prices & {"Volume", *flags}
+
+
+@pytest.mark.parametrize("seed", [0, 4, 6])
+def test_an_oscillator_near_the_price_is_not_a_price(seed: int) -> None:
+    """RSI (30-70) on a $50 random walk sits within 20% of Close, yet is no price level."""
+    rng = np.random.default_rng(seed)
+    close = 50.0 * np.exp(np.cumsum(rng.normal(0.0, 0.01, 1000)))
+    bars = pd.DataFrame({"Open": close, "High": close * 1.01, "Low": close * 0.99,
+                         "Close": close, "Volume": rng.integers(100, 1000, 1000) * 1.0})
+    bars = add_indicators(bars).dropna()
+    assert np.median(np.abs(bars["RSI_14"] / bars["Close"] - 1.0)) < 0.2  # the trap
+    prices = detect_price_columns(bars, bars.columns)
+    assert prices == ["Open", "High", "Low", "Close", "EMA_12", "EMA_26"]
+
+
 def test_explicit_feature_list_and_unknown_feature(bars: pd.DataFrame) -> None:
     spec = build_feature_spec(bars, ["Close", "RSI_14"])
     assert spec.features == ("Close", "RSI_14") and spec.price_columns == ("Close",)
@@ -221,6 +316,20 @@ def test_features_at_t_do_not_depend_on_later_bars(bars: pd.DataFrame) -> None:
     changed.iloc[200:, :] *= 1.7
     after = transform_features(changed, spec)
     pd.testing.assert_frame_equal(before.iloc[:199], after.iloc[:199])
+
+
+@pytest.mark.parametrize(("make", "message"), [
+    (lambda: FeatureSpec(("Close", "Close")), r"features lists \['Close'\] more than once"),
+    (lambda: FeatureSpec(("Close",), "returns", ("Close", "Close")), "price_columns lists"),
+    (lambda: FeatureSpec.from_dict({"features": "Close"}), "'features' must be a list"),
+    (lambda: FeatureSpec.from_dict({"features": ["Close"], "price_columns": "Close"}),
+     "'price_columns' must be a list"),
+    (lambda: FeatureSpec.from_dict({"feature": ["Close"]}), "mapping with 'features'"),
+    (lambda: FeatureSpec(("Close", 3)), "column names"),  # type: ignore[arg-type]
+])
+def test_malformed_specs_are_refused(make, message: str) -> None:
+    with pytest.raises(DataError, match=message):
+        make()
 
 
 def test_spec_round_trips_through_dict(bars: pd.DataFrame) -> None:
@@ -283,10 +392,41 @@ def test_serving_window_equals_training_rows(bars: pd.DataFrame) -> None:
     ([{"Close": "x", "RSI_14": 2.0}], "column 'Close': non-numeric values at row 1"),
     ([[1.0, 2.0, 3.0]], "2-D array with 2 columns"),
     ("not a window", "must be a list of rows of numbers"),
+    (pd.DataFrame([[1.0, 2.0, 3.0]], columns=["Close", "RSI_14", "Close"]),
+     r"duplicate column\(s\) \['Close'\]"),
+    ([{"Close": 10**400, "RSI_14": 2.0}], "column 'Close': missing or infinite values at row 1"),
+    ([[1.0, 2.0], [10**400, 2.0]], "column 'Close': missing or infinite values at row 2"),
+    ([{"Close": 1.0, "RSI_14": True}], r"column 'RSI_14': non-numeric values at row 1 \(True\)"),
+    ([[1.0, 2.0], [1.0, False]], "column 'RSI_14': non-numeric values at row 2"),
+    ([{"Close": dt.datetime(2024, 1, 2), "RSI_14": 2.0}], "column 'Close': non-numeric"),
+    (pd.DataFrame({"Close": [1.0], "RSI_14": [True]}), "column 'RSI_14': non-numeric"),
+    (pd.DataFrame({"Close": pd.to_datetime(["2024-01-02"]), "RSI_14": [1.0]}),
+     "column 'Close': non-numeric"),
 ])
 def test_bad_windows_are_named(window: object, message: str) -> None:
     with pytest.raises(DataError, match=message):
         window_frame(window, ("Close", "RSI_14"))
+
+
+@pytest.mark.parametrize("lookback", [0, -3])
+def test_scale_window_refuses_a_lookback_below_one(bars: pd.DataFrame, lookback: int) -> None:
+    spec = FeatureSpec(("Close",), "returns", ("Close",))
+    data = prepare_data(bars, spec, lookback=20)
+    with pytest.raises(DataError, match=f"lookback must be an integer >= 1; got {lookback}"):
+        scale_window(bars[["Close"]].iloc[:30], spec, data.scaler, lookback)
+
+
+def test_a_non_finite_transform_names_the_window_row() -> None:
+    spec = FeatureSpec(("Close",), "returns", ("Close",))
+    with pytest.raises(DataError, match=r"returns transform gives non-finite values at rows 2, 3$"):
+        transform_features(window_frame([[1.0], [-1.0], [2.0]], ("Close",)), spec)
+
+
+def test_a_non_finite_transform_names_the_bar_time(bars: pd.DataFrame) -> None:
+    bars.iloc[5, bars.columns.get_loc("Close")] = 0.0
+    spec = FeatureSpec(("Close",), "returns", ("Close",))
+    with pytest.raises(DataError, match=f"values at bars {bars.index[5]}, {bars.index[6]}$"):
+        transform_features(bars, spec)
 
 
 def test_short_window_names_the_requirement(bars: pd.DataFrame) -> None:

@@ -164,6 +164,30 @@ def test_inconsistent_scaler_is_reported(trained: Path) -> None:
         load_model(trained)
 
 
+@pytest.mark.parametrize(("removed", "named"), [
+    (["feature_spec"], r"\['feature_spec'\]"),
+    (["feature_spec", "lookback"], r"\['feature_spec', 'lookback'\]"),
+])
+def test_config_without_spec_or_lookback_names_folder_and_keys(trained: Path, removed: list,
+                                                                named: str) -> None:
+    config_path = trained / "demo_config.yaml"
+    config = yaml.safe_load(config_path.read_text())
+    for key in removed:
+        del config[key]
+    config_path.write_text(yaml.safe_dump(config))
+    with pytest.raises(ArtifactError, match=rf"FREQ_demo: the config is missing key\(s\) {named}"):
+        load_model(trained)
+
+
+def test_malformed_feature_spec_is_an_artifact_error(trained: Path) -> None:
+    config_path = trained / "demo_config.yaml"
+    config = yaml.safe_load(config_path.read_text())
+    config["feature_spec"]["features"] = "Close"
+    config_path.write_text(yaml.safe_dump(config))
+    with pytest.raises(ArtifactError, match=r"FREQ_demo: invalid feature_spec .* must be a list"):
+        load_model(trained)
+
+
 def test_missing_pieces_are_named(trained: Path, models_dir: Path) -> None:
     with pytest.raises(ModelNotFound, match="model folder not found"):
         load_model(models_dir / "FREQ_nothing")

@@ -6,11 +6,13 @@ import itertools
 import math
 import os
 import re
+import sys
 import threading
 from datetime import datetime
 
 import numpy as np
 import pytest
+import sqlalchemy as sa
 from sqlalchemy import exc, func, insert, select, update
 
 from Utilities.run_store import (
@@ -25,7 +27,9 @@ from Utilities.run_store import (
     RunTag,
     StoreUnavailable,
     default_database_url,
+    metadata,
 )
+from Utilities.serialization import to_plain
 
 # The transition table, written out independently of the module's own.
 ALLOWED = {
@@ -141,6 +145,78 @@ def test_store_that_disappears_raises_store_unavailable(tmp_path):
     lost.close()
 
 
+def test_concurrent_first_open_creates_the_schema_once(database_url):
+    if not database_url.startswith("sqlite"):  # SQLite's file is fresh; empty the server
+        engine = sa.create_engine(database_url)
+        metadata.drop_all(engine)
+        engine.dispose()
+    openers = 8
+    barrier = threading.Barrier(openers, timeout=30)
+    stores: list[RunStore] = []
+    errors: list[BaseException] = []
+
+    def opener(_: int) -> None:
+        barrier.wait()  # every thread reaches create_all together
+        try:
+            stores.append(RunStore(database_url))
+        except BaseException as error:  # surfaced by the assert below
+            errors.append(error)
+
+    run_threads(opener, range(openers))
+    try:
+        assert errors == []
+        assert len(stores) == openers
+        run_id = make_run(stores[0])
+        assert stores[-1].get_run(run_id)["status"] == "running"
+    finally:
+        if stores:
+            metadata.drop_all(stores[0].engine)
+        for opened in stores:
+            opened.close()
+
+
+def test_driverless_postgres_urls_use_psycopg2():
+    # SQLAlchemy 2.1 defaults to psycopg (3), which requirements.txt does not install;
+    # a connection error (not an ImportError) shows that psycopg2 was loaded.
+    for scheme in ("postgresql", "postgres"):
+        with pytest.raises(StoreUnavailable) as info:
+            RunStore(f"{scheme}://trainer:s3cret@127.0.0.1:1/runs")
+        assert isinstance(info.value.__cause__, exc.OperationalError), info.value
+        assert "s3cret" not in str(info.value) and "***" in str(info.value)
+
+
+def test_driverless_url_opens_the_configured_postgres(database_url):
+    if not database_url.startswith("postgresql+psycopg2://"):
+        pytest.skip("PostgreSQL only")
+    opened = RunStore(database_url.replace("postgresql+psycopg2://", "postgresql://", 1))
+    try:
+        assert opened.engine.dialect.driver == "psycopg2"
+        assert opened.last_seq() >= 0
+    finally:
+        metadata.drop_all(opened.engine)
+        opened.close()
+
+
+def test_explicit_driver_is_kept_and_a_missing_one_raises_store_unavailable(monkeypatch):
+    monkeypatch.setitem(sys.modules, "psycopg2", None)  # as if the driver were not installed
+    with pytest.raises(StoreUnavailable, match="psycopg2") as info:
+        RunStore("postgresql+psycopg2://trainer:s3cret@127.0.0.1:1/runs")
+    message = str(info.value)
+    assert "127.0.0.1:1/runs" in message and "***" in message and "s3cret" not in message
+    with pytest.raises(StoreUnavailable, match="pg8000"):  # not rewritten to psycopg2
+        RunStore("postgresql+pg8000://trainer@127.0.0.1:1/runs")
+
+
+@pytest.mark.parametrize("url", ["notaurl", "nosuchdb://trainer:s3cret@host/runs",
+                                 "postgresql://trainer:s3cret@host:port/runs"])
+def test_bad_url_raises_store_unavailable_naming_it(url):
+    with pytest.raises(StoreUnavailable) as info:
+        RunStore(url)
+    message = str(info.value)
+    assert "s3cret" not in message
+    assert url.replace("s3cret", "***") in message
+
+
 # ---- runs ---------------------------------------------------------------------------------
 
 
@@ -177,9 +253,55 @@ def test_create_run_appends_running_status_event(store):
     assert [(e["kind"], e["payload"]) for e in events] == [("status", {"status": "running"})]
 
 
-def test_create_run_rejects_a_string_as_tags(store):
-    with pytest.raises(ValueError):
-        make_run(store, tags="abc")
+@pytest.mark.parametrize(
+    "bad",
+    [{"tags": "abc"}, {"tags": [1]}, {"tags": ["ok", None]}, {"tags": {"a"}}, {"tags": 5},
+     {"name": ""}, {"name": 5}, {"model_type": None}, {"algorithm": 1.5},
+     {"description": ["x"]}, {"config": [1, 2]}, {"config": "lr=3"}],
+)
+def test_create_run_rejects_bad_arguments(store, bad):
+    with pytest.raises(ValueError, match=next(iter(bad))):
+        make_run(store, **bad)
+    assert store.list_runs()[1] == 0
+
+
+def test_create_run_treats_no_tags_as_none(store):
+    assert store.get_run(make_run(store, tags=None))["tags"] == []
+
+
+# Values numpy, pandas and trainers produce; PostgreSQL's JSON rejects NaN and inf and
+# neither engine can serialise numpy scalars, so every JSON column stores to_plain(value).
+ODD_VALUES = {
+    "nan": math.nan, "inf": math.inf, "ninf": -math.inf, "f32": np.float32(0.1),
+    "i64": np.int64(7), "flag": np.bool_(True), "array": np.array([[1.5, np.nan], [np.inf, 2]]),
+    "when": datetime(2024, 5, 1, 12, 30), "nested": {"x": [np.float32(2.5), math.nan], 3: "k"},
+    "pair": (1, np.float64(-math.inf)),
+}
+
+
+def test_config_and_summary_store_plain_json(store):
+    run_id = make_run(store, config=ODD_VALUES)
+    assert store.get_run(run_id)["config"] == to_plain(ODD_VALUES)
+    store.update_run(run_id, summary={"best": np.float32(1.25), "loss": math.nan})
+    run = store.update_run(run_id, summary=ODD_VALUES)
+    assert run["summary"] == {"best": 1.25, "loss": None, **to_plain(ODD_VALUES)}
+    assert store.get_run(run_id)["summary"] == run["summary"]
+
+
+def test_event_payloads_store_plain_json(store):
+    run_id = make_run(store)
+    store.log_events(run_id, [("trade", ODD_VALUES, 0.0)])
+    store.write_batch(events=[(run_id, "alert", ODD_VALUES, 0.0)])
+    events = store.events_after(0, run_id=run_id, kinds=["trade", "alert"])
+    assert [e["payload"] for e in events] == [to_plain(ODD_VALUES)] * 2
+
+
+@pytest.mark.parametrize("bad", [{"summary": [1]}, {"summary": "x"}, {"model_dir": 3},
+                                 {"description": b"bytes"}])
+def test_update_run_rejects_bad_arguments(store, bad):
+    run_id = make_run(store)
+    with pytest.raises(ValueError, match=next(iter(bad))):
+        store.update_run(run_id, **bad)
 
 
 def test_get_missing_run_names_the_id(store):
@@ -227,11 +349,19 @@ def test_list_runs_filters(store, four_runs, filters, expected):
 @pytest.mark.parametrize(
     "bad",
     [{"status": "bogus"}, {"status": ["running", "bogus"]}, {"sort": "id; drop table"},
-     {"limit": 0}, {"limit": 1001}, {"offset": -1}],
+     {"limit": 0}, {"limit": 1001}, {"offset": -1}, {"limit": "10"}, {"limit": 2.5},
+     {"limit": True}, {"limit": None}, {"offset": 1.5}, {"offset": "0"}, {"offset": 2**63},
+     {"offset": None}],
 )
 def test_list_runs_rejects_bad_arguments(store, bad):
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=next(iter(bad))):
         store.list_runs(**bad)
+
+
+def test_list_runs_accepts_numpy_integers(store):
+    make_run(store)
+    page, total = store.list_runs(limit=np.int64(1), offset=np.int32(0))
+    assert len(page) == 1 and total == 1
 
 
 def test_sort_by_name(store):
@@ -483,7 +613,7 @@ def test_downsampling_keeps_spikes_endpoints_and_bucket_extremes(store):
         assert int(bucket[np.argmax(values[bucket])]) in kept
 
 
-@pytest.mark.parametrize("max_points", [2, 3, 7, 50])
+@pytest.mark.parametrize("max_points", [4, 5, 7, 50])
 def test_downsampling_respects_max_points(store, max_points):
     run_id = make_run(store)
     store.log_metrics(run_id, [("m", s, float((s * 37) % 101), 0.0) for s in range(500)])
@@ -497,8 +627,29 @@ def test_short_series_is_returned_unchanged(store):
     store.log_metrics(run_id, [("m", s, float(s % 3), float(s)) for s in range(50)])
     assert store.metric_series(run_id, "m", max_points=50) == store.metric_series(run_id, "m")
     assert len(store.metric_series(run_id, "m", max_points=1000)) == 50
-    with pytest.raises(ValueError):
-        store.metric_series(run_id, "m", max_points=1)
+
+
+@pytest.mark.parametrize("max_points", [4, 5])
+def test_fewest_points_still_keep_the_spike_and_the_dip(store, max_points):
+    run_id = make_run(store)
+    values = [0.0] * 100
+    values[30], values[70] = 50.0, -50.0
+    store.log_metrics(run_id, [("m", s, v, 0.0) for s, v in enumerate(values)])
+    steps = [p["step"] for p in store.metric_series(run_id, "m", max_points=max_points)]
+    assert steps == [0, 30, 70, 99]
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [{"max_points": 3}, {"max_points": 2}, {"max_points": 1}, {"max_points": 0},
+     {"max_points": 4.5}, {"max_points": "10"}, {"max_points": True},
+     {"start_step": 1.5}, {"end_step": "9"}, {"start_step": 2**63}],
+)
+def test_metric_series_rejects_bad_arguments(store, bad):
+    run_id = make_run(store)
+    store.log_metrics(run_id, [("m", s, float(s), 0.0) for s in range(50)])
+    with pytest.raises(ValueError, match=next(iter(bad))):
+        store.metric_series(run_id, "m", **bad)
 
 
 def test_latest_metrics(store):
@@ -546,8 +697,23 @@ def test_events_after_filters(store):
     assert [e["payload"]["n"] for e in both] == [1, 2]
     with pytest.raises(ValueError, match="bogus"):
         store.events_after(0, kinds=["bogus"])
-    with pytest.raises(ValueError):
-        store.events_after(0, limit=0)
+
+
+@pytest.mark.parametrize(
+    ("seq", "limit", "named"),
+    [(0, 0, "limit"), (0, 100_001, "limit"), (0, 2.5, "limit"), (0, "5", "limit"),
+     (0, None, "limit"), (-1, 10, "seq"), (1.5, 10, "seq"), ("3", 10, "seq"),
+     (None, 10, "seq"), (2**63, 10, "seq"), (True, 10, "seq")],
+)
+def test_events_after_rejects_bad_arguments(store, seq, limit, named):
+    make_run(store)
+    with pytest.raises(ValueError, match=named):
+        store.events_after(seq, limit=limit)
+
+
+def test_events_after_accepts_the_largest_limit(store):
+    make_run(store)
+    assert len(store.events_after(np.int64(0), limit=100_000)) == 1
 
 
 def test_seq_strictly_increasing_across_runs(store):

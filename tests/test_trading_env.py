@@ -424,3 +424,27 @@ def test_vector_env_spaces_seeding_and_random_autoreset(market) -> None:
         vec.step(np.full(16, 1.0))
     with pytest.raises(ValueError, match="start must be one integer or 16 integers"):
         vec.reset(options={"start": [20, 21]})
+
+
+def test_vector_env_state_round_trip_continues_identically(bars) -> None:
+    from Utilities.data_utils import build_feature_spec, prepare_data
+
+    data = prepare_data(bars, build_feature_spec(bars), lookback=10)
+    features, prices = data.scaled, data.bars["Close"].to_numpy()
+    params = EnvParams(episode_length=20)
+    rng = np.random.default_rng(3)
+    actions = rng.integers(0, 3, size=(60, 4))
+    env = VecTradingEnv(features, prices, 10, params, num_envs=4)
+    env.reset(seed=7)
+    for step in actions[:30]:
+        env.step(step)
+    saved = env.get_state()
+    expected = [env.step(step) for step in actions[30:]]
+    other = VecTradingEnv(features, prices, 10, params, num_envs=4)
+    other.reset(seed=99)  # different history; set_state must erase it
+    other.set_state(saved)
+    for step, (obs, reward, term, trunc, _) in zip(actions[30:], expected, strict=True):
+        got = other.step(step)
+        np.testing.assert_array_equal(got[0], obs)
+        np.testing.assert_array_equal(got[1], reward)
+        assert (got[2] == term).all() and (got[3] == trunc).all()

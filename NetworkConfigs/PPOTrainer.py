@@ -1,0 +1,218 @@
+"""PPO for trading: bars → features → vectorised trading env → PPO → ``Models/PPO_<name>/``.
+
+``PPOTrainer(config, callbacks)`` follows the registry contract (``fit(bars, ...)``)
+and also trains any gymnasium vector env directly (``learn(envs)``): CartPole in the
+tests, to prove the algorithm on a problem with a known answer.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import pandas as pd
+import torch
+
+from NetworkConfigs.artifacts import ensure_available, file_sha256, write_model
+from NetworkConfigs.base import Callback, Trainer
+from NetworkConfigs.ppo_algorithm import PPO
+from NetworkConfigs.ppo_config import SMOKE, normalise, settings_from
+from NetworkConfigs.ppo_network import ActorCritic
+from NetworkConfigs.trading_env import (
+    ACCOUNT_FEATURES,
+    EnvParams,
+    TradingEnvironment,
+    VecTradingEnv,
+    env_arrays,
+)
+from Utilities.data_utils import PreparedData, build_feature_spec, prepare_data
+
+__all__ = ["ActorCritic", "PPOTrainer", "ValidationCallback", "evaluate_greedy"]
+
+log = logging.getLogger(__name__)
+PREFIX, TYPE_NAME = "PPO", "ppo"
+
+
+@torch.no_grad()
+def evaluate_greedy(agent: ActorCritic, env: TradingEnvironment,
+                    device: torch.device | str = "cpu") -> dict[str, float]:
+    """Play one deterministic (argmax) episode over the env's whole slice."""
+    obs, _ = env.reset(options={"start": env.market.first})
+    done, info, steps = False, {}, 0
+    while not done:
+        probs, _ = agent.policy(torch.as_tensor(obs, device=device).unsqueeze(0))
+        obs, _, terminated, truncated, info = env.step(int(probs.argmax()))
+        done, steps = terminated or truncated, steps + 1
+    initial = env.params.initial_balance
+    trades, wins = int(info["trades"]), int(info["wins"])
+    return {"return_pct": (info["final_equity"] / initial - 1.0) * 100.0,
+            "final_equity": float(info["final_equity"]), "trades": trades,
+            "win_rate": wins / trades if trades else 0.0, "steps": steps}
+
+
+def buy_and_hold_pct(env: TradingEnvironment) -> float:
+    """Return of holding from the first decision bar to the last bar of the slice."""
+    prices = env.market.prices
+    return (prices[-1] / prices[env.market.first] - 1.0) * 100.0
+
+
+class ValidationCallback(Callback):
+    """Greedy play on the validation slice every ``every`` iterations; keeps the best
+    weights (by return) on the trainer, where checkpoints and ``fit`` find them."""
+
+    def __init__(self, env: TradingEnvironment, every: int = 5) -> None:
+        self.env, self.every = env, max(1, every)
+        self.history: list[dict[str, float]] = []
+
+    def on_iteration_end(self, metrics: dict[str, Any]) -> bool:
+        if metrics["iteration"] % self.every == 0:
+            self.evaluate(metrics["iteration"])
+        return True
+
+    def on_training_end(self, summary: dict[str, Any]) -> None:
+        done = summary["iterations"]
+        if summary["status"] != "failed" and (not self.history or self.history[-1]["iteration"]
+                                               != done):
+            self.evaluate(done)
+
+    def evaluate(self, iteration: int) -> dict[str, float]:
+        trainer = self.trainer
+        result = {"iteration": iteration, **evaluate_greedy(trainer.agent, self.env,
+                                                            trainer.device)}
+        self.history.append(result)
+        if trainer.best_score is None or result["return_pct"] > trainer.best_score:
+            trainer.best_score = result["return_pct"]
+            trainer.best_state = copy.deepcopy(trainer.agent.state_dict())
+        log.info("validation at iteration %d: return %.2f%% (%d trades)", iteration,
+                 result["return_pct"], result["trades"])
+        return result
+
+
+class PPOTrainer(Trainer):
+    """Registry trainer for the ``ppo`` type."""
+
+    smoke_config = SMOKE
+
+    def __init__(self, config: dict[str, Any] | None = None,
+                 callbacks: list[Callback] | tuple = ()) -> None:
+        super().__init__(normalise(config), callbacks)
+        self.settings = settings_from(self.config)
+        self.env_params = EnvParams.from_dict(self.config["env_params"])
+        self.algorithm: PPO | None = None
+        self.validation: ValidationCallback | None = None
+
+    @property
+    def progress_total(self) -> int:
+        return self.settings.num_iterations * self.settings.batch_size
+
+    @property
+    def lookback(self) -> int:
+        return int(self.config["model_params"]["lookback_window"])
+
+    def learn(self, envs: gym.vector.VectorEnv, state: dict[str, Any] | None = None,
+              network_kwargs: dict[str, Any] | None = None) -> ActorCritic:
+        """Train on any SAME_STEP-autoreset vector env with Box obs and Discrete actions."""
+        if self.algorithm is None:
+            self.algorithm = PPO(self.settings, self.callbacks, network_kwargs)
+        return self.algorithm.learn(envs, state)
+
+    def prepare(self, bars: pd.DataFrame, source: str | None = None) -> PreparedData:
+        data_params = self.config["data_params"]
+        spec = build_feature_spec(bars, data_params["features"], data_params["transform"],
+                                  source=source)
+        self._check_model_params(len(spec.features))
+        return prepare_data(bars, spec, lookback=self.lookback, scaler=data_params["scaler"],
+                            val_fraction=data_params["val_fraction"],
+                            test_fraction=data_params["test_fraction"], source=source)
+
+    def _check_model_params(self, n_features: int) -> None:
+        model = self.config["model_params"]
+        if model["input_dim"] not in (None, n_features):
+            raise ValueError(f"model_params.input_dim is {model['input_dim']} but the data has "
+                             f"{n_features} features; leave it empty to derive it")
+        if int(model["num_actions"]) != 3:
+            raise ValueError("model_params.num_actions must be 3 (Hold, Buy, Sell)")
+
+    def fit(self, bars: pd.DataFrame, *, model_name: str, models_dir: Path,
+            data_file: str | None = None, overwrite: bool = False,
+            resume_state: dict[str, Any] | None = None) -> Path:
+        """Train on the train part, validate on the validation part, save the best model."""
+        ensure_available(models_dir, PREFIX, model_name, overwrite)
+        data = self.prepare(bars, source=Path(data_file).name if data_file else None)
+        envs = VecTradingEnv(*env_arrays(data, "train"), self.lookback, self.env_params,
+                             num_envs=self.settings.n_envs)
+        self._add_validation(data)
+        n_features = len(data.spec.features)
+        self.learn(envs, resume_state, {"lookback": self.lookback, "n_features": n_features})
+        return self._save(data, model_name, models_dir, data_file, overwrite)
+
+    def _evaluation_env(self, data: PreparedData, part: str) -> TradingEnvironment | None:
+        if data.split.parts()[part][1] <= data.split.parts()[part][0]:
+            return None
+        return TradingEnvironment(*env_arrays(data, part), self.lookback,
+                                  replace(self.env_params, episode_length=None),
+                                  random_start=False)
+
+    def _add_validation(self, data: PreparedData) -> None:
+        env = self._evaluation_env(data, "validation")
+        if env is not None and self.validation is None:
+            every = int(self.config["train_params"]["eval_every"])
+            self.validation = ValidationCallback(env, every)
+            self.callbacks.insert(0, self.validation)
+
+    def _final_metrics(self, data: PreparedData, agent: ActorCritic) -> dict[str, Any]:
+        metrics: dict[str, Any] = {"iterations": self.algorithm.iteration,
+                                   "timesteps": self.algorithm.global_step,
+                                   "status": self.algorithm.status}
+        for part in ("validation", "test"):
+            env = self._evaluation_env(data, part)
+            if env is not None:
+                result = evaluate_greedy(agent, env, self.algorithm.device)
+                metrics[f"{part}_return_pct"] = round(result["return_pct"], 4)
+                metrics[f"{part}_trades"] = result["trades"]
+                metrics[f"{part}_buy_hold_pct"] = round(buy_and_hold_pct(env), 4)
+        return metrics
+
+    def _save(self, data: PreparedData, model_name: str, models_dir: Path,
+              data_file: str | None, overwrite: bool) -> Path:
+        algorithm = self.algorithm
+        agent = algorithm.agent
+        if algorithm.best_state is not None:  # the validation-best weights are the model
+            agent.load_state_dict(algorithm.best_state)
+        metrics = self._final_metrics(data, agent)
+        with write_model(models_dir, PREFIX, TYPE_NAME, model_name, overwrite=overwrite) as w:
+            torch.save(agent.state_dict(), w.path("model.pt"))
+            torch.save({**algorithm.state_dict(), "config": self.config,
+                        "model_name": model_name}, w.path("checkpoint.pt"))
+            w.save_scaler(data.scaler)
+            w.config.update(self._config_record(data, data_file, metrics))
+        return w.target
+
+    def _config_record(self, data: PreparedData, data_file: str | None,
+                       metrics: dict[str, Any]) -> dict[str, Any]:
+        path = Path(data_file) if data_file else None
+        return {
+            **self.config, "feature_spec": data.spec.to_dict(), "lookback": self.lookback,
+            "observation": {"window": [self.lookback, len(data.spec.features)],
+                            "account_features": ACCOUNT_FEATURES},
+            "algorithm": self.settings.to_dict(), "data_file": str(data_file or ""),
+            "data_hash": file_sha256(path) if path and path.is_file() else None,
+            "data_rows": len(data.bars), "split": data.split_dates(), "metrics": metrics,
+            "validation_history": self.validation.history if self.validation else [],
+        }
+
+
+def random_policy_return(env: TradingEnvironment, seed: int) -> float:
+    """Mean-free baseline: uniformly random actions over the slice, return in %."""
+    rng = np.random.default_rng(seed)
+    env.reset(options={"start": env.market.first})
+    done, info = False, {}
+    while not done:
+        _, _, terminated, truncated, info = env.step(int(rng.integers(0, 3)))
+        done = terminated or truncated
+    return (info["final_equity"] / env.params.initial_balance - 1.0) * 100.0

@@ -1,0 +1,181 @@
+"""Training callbacks shared by every model type (SB3's idea: the algorithm stays blind).
+
+A trainer calls ``set_trainer``, ``on_training_start``, ``on_iteration_end(metrics)``
+after every iteration/epoch (False stops training) and ``on_training_end(summary)``.
+``metrics`` holds ``iteration``, ``global_step``, ``episodes`` (records finished in the
+iteration) and scalar losses; callbacks pick what they understand.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+from collections import deque
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm import tqdm
+
+from NetworkConfigs.base import Callback
+from Utilities.metrics_logger import MetricsLogger
+from Utilities.run_store import RunStore
+
+log = logging.getLogger(__name__)
+
+# Scalars forwarded to the store as train/<name> each iteration.
+UPDATE_KEYS = ("policy_loss", "value_loss", "entropy", "approx_kl", "clip_fraction",
+               "explained_variance", "learning_rate", "steps_per_second", "loss",
+               "train_loss", "val_loss", "train_accuracy", "val_accuracy")
+
+
+class ProgressBar(Callback):
+    """A tqdm bar over environment steps (or epochs) with speed, reward and loss."""
+
+    def __init__(self, total: int, unit: str = "step", **tqdm_kwargs: Any) -> None:
+        self.total, self.unit, self.kwargs = total, unit, tqdm_kwargs
+        self.bar: tqdm | None = None
+        self.rewards: deque[float] = deque(maxlen=50)
+        self._done = 0
+
+    def on_training_start(self, info: dict[str, Any]) -> None:
+        self.bar = tqdm(total=self.total, unit=self.unit, dynamic_ncols=True, **self.kwargs)
+        self._done = int(info.get("global_step", 0))
+        self.bar.update(self._done)
+
+    def on_iteration_end(self, metrics: dict[str, Any]) -> bool:
+        done = int(metrics.get("global_step", metrics.get("iteration", 0)))
+        self.rewards.extend(e["reward"] for e in metrics.get("episodes", ()))
+        postfix = {}
+        if self.rewards:
+            postfix["reward"] = f"{sum(self.rewards) / len(self.rewards):.3g}"
+        for key in ("policy_loss", "loss", "val_loss"):
+            if key in metrics:
+                postfix[key] = f"{metrics[key]:.3g}"
+        self.bar.set_postfix(postfix, refresh=False)
+        self.bar.update(done - self._done)
+        self._done = done
+        return True
+
+    def on_training_end(self, summary: dict[str, Any]) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+class StoreLogger(Callback):
+    """Episode and update metrics of one run into the run store, via MetricsLogger."""
+
+    def __init__(self, store: RunStore, run_id: str) -> None:
+        self.metrics = MetricsLogger(store, run_id)
+        self._episodes = 0
+
+    def on_iteration_end(self, metrics: dict[str, Any]) -> bool:
+        for record in metrics.get("episodes", ()):
+            self._episodes += 1
+            extra = {k: v for k, v in record.items()
+                     if k not in ("reward", "length", "win") and isinstance(v, int | float)}
+            self.metrics.log_episode(self._episodes, reward=record["reward"],
+                                     steps=record.get("length"), win=record.get("win"), **extra)
+        updates = {k: metrics[k] for k in UPDATE_KEYS if k in metrics}
+        if updates:
+            self.metrics.log_update(step=metrics.get("iteration"), **updates)
+        return True
+
+    def on_training_end(self, summary: dict[str, Any]) -> None:
+        self.metrics.close()
+
+
+class RunControl(Callback):
+    """Obeys the run's control field (set by the web page or the CLI) between iterations.
+
+    ``pause`` blocks training (status paused) until ``resume`` or ``stop`` arrives;
+    ``stop`` ends training (returns False). ``wait`` is how long to sleep between
+    polls while paused; tests pass a function that needs no real time.
+    """
+
+    def __init__(self, store: RunStore, run_id: str, *, poll_seconds: float = 1.0,
+                 wait: Callable[[float], Any] | None = None) -> None:
+        self.store, self.run_id, self.poll = store, run_id, poll_seconds
+        self.wait = wait or threading.Event().wait
+
+    def on_iteration_end(self, metrics: dict[str, Any]) -> bool:
+        control = self.store.get_control(self.run_id)
+        if control == "pause":
+            control = self._paused()
+        if control is not None:
+            self.store.clear_control(self.run_id)
+        return control != "stop"
+
+    def _paused(self) -> str:
+        self.store.set_status(self.run_id, "paused")
+        self.store.clear_control(self.run_id)
+        log.info("run %s paused", self.run_id)
+        while (control := self.store.get_control(self.run_id)) not in ("resume", "stop"):
+            self.store.heartbeat(self.run_id)
+            self.wait(self.poll)
+        if control == "resume":
+            self.store.set_status(self.run_id, "running")
+            log.info("run %s resumed", self.run_id)
+        return control
+
+
+class Checkpoints(Callback):
+    """Every ``every`` iterations (and at the end) save the trainer's full state.
+
+    ``last.pt`` is replaced atomically, so a crash mid-write keeps the previous one.
+    """
+
+    def __init__(self, directory: Path, every: int = 10,
+                 on_saved: Callable[[Path, int], Any] | None = None,
+                 extra: dict[str, Any] | None = None) -> None:
+        self.directory, self.every, self.on_saved = Path(directory), max(1, every), on_saved
+        self.extra = extra or {}  # saved alongside (e.g. the config, to resume from the file)
+        self.last_saved_iteration = -1
+
+    def on_iteration_end(self, metrics: dict[str, Any]) -> bool:
+        if metrics["iteration"] % self.every == 0:
+            self.save(metrics["iteration"])
+        return True
+
+    def on_training_end(self, summary: dict[str, Any]) -> None:
+        if summary["status"] != "failed" and summary["iterations"] != self.last_saved_iteration:
+            self.save(summary["iterations"])
+
+    def save(self, iteration: int) -> Path:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        target = self.directory / "last.pt"
+        temporary = target.with_suffix(".tmp")
+        torch.save({**self.trainer.state_dict(), **self.extra}, temporary)
+        os.replace(temporary, target)
+        self.last_saved_iteration = iteration
+        if self.on_saved is not None:
+            self.on_saved(target, self.trainer.global_step)
+        return target
+
+
+class StopOnSignal(Callback):
+    """First Ctrl-C asks training to stop after the current iteration; a second one
+    interrupts at once (Python's default behaviour is restored)."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous: Any = None
+
+    def on_training_start(self, info: dict[str, Any]) -> None:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        self.requested = True
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        log.warning("stopping after this iteration (Ctrl-C again to abort now)")
+
+    def on_iteration_end(self, metrics: dict[str, Any]) -> bool:
+        return not self.requested
+
+    def on_training_end(self, summary: dict[str, Any]) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)

@@ -1,0 +1,169 @@
+"""Run-store schema: the ORM tables, the values their columns hold, and how values are stored.
+
+Kept apart from :mod:`Utilities.run_store` (which re-exports the public names here) so the
+store's logic reads without the table definitions. The conventions make SQLite and
+PostgreSQL store and return the same data:
+
+* datetimes are naive UTC ``DateTime`` values: SQLite drops tz info, so every write is
+  normalised to UTC and every read appends "Z";
+* a NaN metric value is NULL: SQLite silently stores NaN as NULL;
+* JSON columns hold ``to_plain`` data: PostgreSQL's JSON rejects NaN and inf, and
+  neither engine serialises numpy values.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+from Utilities.serialization import to_plain
+
+logger = logging.getLogger(__name__)
+
+RUN_STATUSES = ("running", "paused", "completed", "stopped", "failed")
+TERMINAL_STATUSES = frozenset({"completed", "stopped", "failed"})
+EVENT_KINDS = ("episode", "trade", "decision", "checkpoint", "alert", "status", "log")
+CONTROL_ACTIONS = ("pause", "resume", "stop")
+
+# SQLite only autoincrements a column declared exactly INTEGER PRIMARY KEY; PG gets BIGSERIAL.
+_BIG_ID = sa.BigInteger().with_variant(sa.Integer, "sqlite")
+
+
+class Base(DeclarativeBase):
+    """Declarative base whose metadata holds the run-store schema."""
+
+
+class Run(Base):
+    """One training run."""
+
+    __tablename__ = "runs"
+    id: Mapped[str] = mapped_column(sa.String(36), primary_key=True)
+    name: Mapped[str] = mapped_column(sa.String, index=True)
+    model_type: Mapped[str] = mapped_column(sa.String, index=True)
+    algorithm: Mapped[str] = mapped_column(sa.String, default="")
+    status: Mapped[str] = mapped_column(sa.String(16), index=True)
+    config: Mapped[dict[str, Any]] = mapped_column(sa.JSON, default=dict)
+    description: Mapped[str] = mapped_column(sa.String, default="")
+    data_file: Mapped[str] = mapped_column(sa.String, default="")
+    model_dir: Mapped[str] = mapped_column(sa.String, default="")
+    created_at: Mapped[datetime] = mapped_column(sa.DateTime, index=True)
+    started_at: Mapped[datetime | None] = mapped_column(sa.DateTime)
+    ended_at: Mapped[datetime | None] = mapped_column(sa.DateTime)
+    heartbeat_at: Mapped[datetime | None] = mapped_column(sa.DateTime)
+    control: Mapped[str | None] = mapped_column(sa.String(16))
+    error: Mapped[str | None] = mapped_column(sa.String)
+    summary: Mapped[dict[str, Any]] = mapped_column(sa.JSON, default=dict)
+    tags: Mapped[list[RunTag]] = relationship(cascade="all, delete-orphan", lazy="selectin")
+
+
+class RunTag(Base):
+    """A tag on a run; a table of its own so tag filtering is a plain join."""
+
+    __tablename__ = "run_tags"
+    run_id: Mapped[str] = mapped_column(sa.ForeignKey("runs.id", ondelete="CASCADE"),
+                                        primary_key=True)
+    tag: Mapped[str] = mapped_column(sa.String, primary_key=True, index=True)
+
+
+class Metric(Base):
+    """One (run, key, step, value, wall_time) sample."""
+
+    __tablename__ = "metrics"
+    # The composite index's leading column also serves plain run_id lookups.
+    __table_args__ = (sa.Index("ix_metrics_run_key_step", "run_id", "key", "step"),)
+    id: Mapped[int] = mapped_column(_BIG_ID, primary_key=True, autoincrement=True)
+    run_id: Mapped[str] = mapped_column(sa.ForeignKey("runs.id", ondelete="CASCADE"))
+    key: Mapped[str] = mapped_column(sa.String)
+    step: Mapped[int] = mapped_column(sa.BigInteger)
+    # NULL stands for NaN: SQLite silently stores NaN as NULL, so every engine does that.
+    value: Mapped[float | None] = mapped_column(sa.Float)
+    wall_time: Mapped[float] = mapped_column(sa.Float)
+
+
+class Event(Base):
+    """One event; ``seq`` is the global, monotonically increasing sequence number.
+
+    On PostgreSQL, with concurrent writers, sequence values can become visible out of
+    order (a lower seq commits after a higher one was read), so the planned live stream
+    must account for that, e.g. by re-reading a small overlap behind its last seq.
+    """
+
+    __tablename__ = "events"
+    # Without AUTOINCREMENT SQLite may reuse the seq of deleted rows and break "after N".
+    __table_args__ = ({"sqlite_autoincrement": True},)
+    seq: Mapped[int] = mapped_column(_BIG_ID, primary_key=True, autoincrement=True)
+    run_id: Mapped[str] = mapped_column(sa.ForeignKey("runs.id", ondelete="CASCADE"),
+                                        index=True)
+    kind: Mapped[str] = mapped_column(sa.String(16))
+    payload: Mapped[dict[str, Any]] = mapped_column(sa.JSON)
+    wall_time: Mapped[float] = mapped_column(sa.Float)
+
+
+metadata = Base.metadata
+# A concurrent opener can win the CREATE race for each table at most once, and every
+# lost race leaves one more table for the next (checkfirst) attempt to skip.
+_CREATE_ATTEMPTS = len(metadata.tables) + 1
+# PostgreSQL SQLSTATEs of a lost CREATE race: duplicate_table, duplicate_object, and
+# unique_violation on the pg_type catalogue when both transactions create one table.
+_DUPLICATE_STATES = frozenset({"42P07", "42710", "23505"})
+
+
+def _lost_creation_race(exc: DBAPIError) -> bool:
+    """Whether create_all failed because a concurrent opener created an object first."""
+    state = getattr(exc.orig, "pgcode", None) or getattr(exc.orig, "sqlstate", None)
+    return state in _DUPLICATE_STATES or "already exists" in str(exc.orig)
+
+
+def create_schema(engine: sa.Engine) -> None:
+    """create_all, tolerating processes that create the same tables at the same moment."""
+    for attempt in range(1, _CREATE_ATTEMPTS + 1):
+        try:
+            metadata.create_all(engine)  # checkfirst: skips what a winner already created
+            return
+        except DBAPIError as exc:
+            if attempt == _CREATE_ATTEMPTS or not _lost_creation_race(exc):
+                raise
+            logger.debug("concurrent schema creation (attempt %d): %s", attempt, exc.orig)
+
+
+def utcnow() -> datetime:
+    """Current time as naive UTC, the storage convention."""
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+def iso_z(value: datetime | None) -> str | None:
+    """Stored naive-UTC datetime as ISO-8601 with a trailing Z."""
+    return None if value is None else value.isoformat(timespec="microseconds") + "Z"
+
+
+def finite_or_none(value: float | None) -> float | None:
+    """NaN (and None) as None, anything else as float."""
+    return None if value is None or math.isnan(value) else float(value)
+
+
+def json_value(label: str, value: object) -> dict[str, Any]:
+    """A JSON column's value: None as {}, a dict through to_plain, anything else refused."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ValueError(f"{label} must be a dict, got {type(value).__name__}")
+    return to_plain(value)  # never raises: odd values become strings, NaN/inf None
+
+
+def run_as_dict(run: Run) -> dict[str, Any]:
+    """JSON-serialisable view of a run."""
+    return {
+        "run_id": run.id, "name": run.name, "model_type": run.model_type,
+        "algorithm": run.algorithm, "status": run.status, "config": dict(run.config or {}),
+        "tags": sorted(t.tag for t in run.tags), "description": run.description,
+        "data_file": run.data_file, "model_dir": run.model_dir,
+        "created_at": iso_z(run.created_at), "started_at": iso_z(run.started_at),
+        "ended_at": iso_z(run.ended_at), "heartbeat_at": iso_z(run.heartbeat_at),
+        "control": run.control, "error": run.error, "summary": dict(run.summary or {}),
+    }

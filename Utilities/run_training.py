@@ -1,0 +1,257 @@
+"""Train a model from a CSV of bars.
+
+    python Utilities/run_training.py --csv_path sample.csv --model ppo [--mode smoke]
+    python -m Utilities.run_training --csv_path bars.csv --model ppo --model_name nq_agent
+
+Every run is recorded in the run store (config, per-episode and per-update metrics,
+checkpoints, final status). Ctrl-C stops after the current iteration: a checkpoint and
+the model trained so far are saved and the run is marked stopped (Ctrl-C twice aborts).
+Bad arguments or data: one line on stderr, exit status 2, nothing written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ""):  # run as a script: make the repository importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import torch
+import yaml
+
+from NetworkConfigs import UnknownModelType, get_model_type, model_type_names
+from NetworkConfigs.artifacts import (
+    ArtifactError,
+    default_models_dir,
+    find_config,
+    validate_name,
+)
+from NetworkConfigs.callbacks import (
+    Checkpoints,
+    ProgressBar,
+    RunControl,
+    StopOnSignal,
+    StoreLogger,
+)
+from NetworkConfigs.ppo_config import deep_merge
+from Utilities.data_utils import DataError, load_bars
+from Utilities.logging_setup import configure_logging
+from Utilities.run_store import RunStore, RunStoreError
+
+log = logging.getLogger("run_training")
+EXIT_USAGE, EXIT_FAILED, EXIT_INTERRUPTED = 2, 1, 130
+
+
+class UsageError(Exception):
+    """A problem with the command line or its files: reported in one line, exit 2."""
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="run_training.py", description=__doc__.split("\n")[0])
+    parser.add_argument("--csv_path", "--csv-path", required=True, help="CSV of bars")
+    parser.add_argument("--model", default="ppo", help=f"model type: {model_type_names()}")
+    parser.add_argument("--model_name", "--model-name", help="default: <csv stem>_<time>")
+    parser.add_argument("--training_params", "--training-params", default="{}",
+                        help="JSON merged over the config, e.g. '{\"train_params\": {...}}'")
+    parser.add_argument("--config", type=Path, help="YAML or JSON config file")
+    parser.add_argument("--mode", choices=("smoke", "full"), default="full",
+                        help="smoke: a tiny budget that finishes in under a minute")
+    parser.add_argument("--total-timesteps", "--total_timesteps", type=int)
+    parser.add_argument("--seed", type=int)
+    parser.add_argument("--resume", help="run id, model folder or checkpoint file to continue")
+    parser.add_argument("--models-dir", type=Path, default=None)
+    parser.add_argument("--overwrite", action="store_true", help="replace a model of that name")
+    parser.add_argument("--database-url", help="run store (default: DATABASE_URL or SQLite)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return parser.parse_args(argv)
+
+
+def _read_mapping(text: str, what: str, loader: Any) -> dict[str, Any]:
+    try:
+        value = loader(text)
+    except (json.JSONDecodeError, yaml.YAMLError) as exc:
+        raise UsageError(f"{what} is not valid: {exc}") from None
+    if not isinstance(value, dict):
+        raise UsageError(f"{what} must be a mapping (an object), not {type(value).__name__}")
+    return value
+
+
+def build_config(args: argparse.Namespace, default: dict[str, Any],
+                 smoke: dict[str, Any]) -> dict[str, Any]:
+    """Defaults ← smoke preset ← --config file ← --training_params ← single flags."""
+    config = deep_merge(default, smoke if args.mode == "smoke" else {})
+    if args.config:
+        if not args.config.is_file():
+            raise UsageError(f"config file not found: {args.config}")
+        config = deep_merge(config, _read_mapping(args.config.read_text(), str(args.config),
+                                                  yaml.safe_load))
+    config = deep_merge(config, _read_mapping(args.training_params, "--training_params",
+                                              json.loads))
+    for flag, key in ((args.total_timesteps, "total_timesteps"), (args.seed, "seed")):
+        if flag is not None:
+            config = deep_merge(config, {"train_params": {key: flag}})
+    return config
+
+
+def load_resume(target: str, store: RunStore | None) -> dict[str, Any]:
+    """A checkpoint from a file, a model/checkpoint folder, or a run id in the store."""
+    path = Path(target)
+    if path.is_dir():
+        found = sorted(path.glob("*_checkpoint.pt")) or sorted(path.glob("last.pt"))
+        if not found:
+            raise UsageError(f"no checkpoint (*_checkpoint.pt or last.pt) in {path}")
+        path = found[0]
+    elif not path.is_file():
+        path = _checkpoint_of_run(target, store)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # a corrupt or foreign file: tell the user which one
+        raise UsageError(f"cannot read checkpoint {path}: {exc}") from None
+
+
+def _checkpoint_of_run(run_id: str, store: RunStore | None) -> Path:
+    if store is None:
+        raise UsageError(f"--resume {run_id}: not a file or folder, and no run store to look in")
+    try:
+        events = store.events_after(0, run_id=run_id, kinds=["checkpoint"], limit=100_000)
+    except RunStoreError as exc:
+        raise UsageError(f"--resume {run_id}: {exc}") from None
+    existing = [Path(e["payload"]["path"]) for e in events if Path(e["payload"]["path"]).is_file()]
+    if not existing:
+        raise UsageError(f"--resume {run_id}: the run has no checkpoint left on disk")
+    return existing[-1]
+
+
+def open_store(url: str | None) -> RunStore | None:
+    """The run store, or None (training goes on unrecorded, with a warning)."""
+    try:
+        return RunStore(url)
+    except RunStoreError as exc:
+        log.warning("run store unavailable, this run will not be recorded: %s", exc)
+        return None
+
+
+def make_callbacks(job: dict[str, Any], store: RunStore | None, run_id: str | None,
+                   checkpoint_dir: Path, progress: bool) -> list[Any]:
+    """Progress bar, run-store logging, web control, checkpoints and Ctrl-C handling."""
+    callbacks: list[Any] = []
+    saved = None
+    if store is not None:
+        logger = StoreLogger(store, run_id)
+        saved = logger.metrics.log_checkpoint
+        callbacks += [logger, RunControl(store, run_id)]
+    every = int(job["config"].get("train_params", {}).get("checkpoint_every", 10))
+    extra = {"config": job["config"], "model_name": job["name"]}
+    callbacks += [Checkpoints(checkpoint_dir, every, on_saved=saved, extra=extra),
+                  StopOnSignal()]
+    if progress:
+        callbacks.insert(0, ProgressBar(job["trainer"].progress_total))
+    return callbacks
+
+
+def prepare(args: argparse.Namespace, store: RunStore | None) -> dict[str, Any]:
+    """Everything that can fail on bad input, before any run is recorded."""
+    try:
+        model_type = get_model_type(args.model)
+        trainer_class = model_type.trainer_class()
+        resume = load_resume(args.resume, store) if args.resume else None
+        base = resume["config"] if resume and "config" in resume else model_type.default_config
+        config = build_config(args, base, trainer_class.smoke_config)
+        name = validate_name(args.model_name or _default_name(args, resume))
+        trainer = trainer_class(config, [])
+        bars = load_bars(args.csv_path)
+    except (UnknownModelType, DataError, ArtifactError, ValueError, OSError) as exc:
+        raise UsageError(str(exc)) from None
+    return {"model_type": model_type, "trainer": trainer, "config": trainer.config,
+            "name": name, "bars": bars, "resume": resume}
+
+
+def _default_name(args: argparse.Namespace, resume: dict[str, Any] | None) -> str:
+    if resume and resume.get("model_name"):
+        return str(resume["model_name"])
+    return f"{Path(args.csv_path).stem}_{datetime.now(UTC):%Y%m%d_%H%M%S}"
+
+
+def train(args: argparse.Namespace) -> int:
+    store = open_store(args.database_url)
+    job = prepare(args, store)
+    trainer, name = job["trainer"], job["name"]
+    models_dir = args.models_dir or default_models_dir()
+    prefix = job["model_type"].prefix
+    run_id = None
+    if store is not None:
+        run_id = store.create_run(name=name, model_type=job["model_type"].name,
+                                  algorithm=job["model_type"].label, config=job["config"],
+                                  data_file=str(args.csv_path),
+                                  tags=["smoke"] if args.mode == "smoke" else [])
+    checkpoints = models_dir / ".checkpoints" / f"{prefix}_{name}"
+    trainer.callbacks.extend(make_callbacks(job, store, run_id, checkpoints,
+                                            not args.no_progress))
+    return _fit(trainer, job, args, models_dir, store, run_id)
+
+
+def _fit(trainer: Any, job: dict[str, Any], args: argparse.Namespace, models_dir: Path,
+         store: RunStore | None, run_id: str | None) -> int:
+    overwrite = args.overwrite or job["resume"] is not None
+    try:
+        model_dir = trainer.fit(job["bars"], model_name=job["name"], models_dir=models_dir,
+                                data_file=str(args.csv_path), overwrite=overwrite,
+                                resume_state=job["resume"])
+    except KeyboardInterrupt:
+        _finish(store, run_id, "stopped", error="interrupted")
+        print("interrupted: run stopped (the last checkpoint is kept)", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except (ArtifactError, DataError, ValueError) as exc:
+        _finish(store, run_id, "failed", error=str(exc))
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except Exception as exc:
+        _finish(store, run_id, "failed", error=f"{type(exc).__name__}: {exc}")
+        log.exception("training failed")
+        return EXIT_FAILED
+    config = yaml.safe_load(find_config(model_dir).read_text())
+    status = trainer.algorithm.status if getattr(trainer, "algorithm", None) else "completed"
+    _finish(store, run_id, status, summary=config.get("metrics", {}), model_dir=str(model_dir))
+    _report(model_dir, config.get("metrics", {}), status, run_id)
+    return 0
+
+
+def _finish(store: RunStore | None, run_id: str | None, status: str, *, error: str | None = None,
+            summary: dict[str, Any] | None = None, model_dir: str | None = None) -> None:
+    if store is None or run_id is None:
+        return
+    try:
+        if summary is not None or model_dir is not None:
+            store.update_run(run_id, summary=summary, model_dir=model_dir)
+        if store.get_run(run_id)["status"] not in ("completed", "stopped", "failed"):
+            store.set_status(run_id, status, error=error)
+    except RunStoreError as exc:
+        log.warning("could not record the end of run %s: %s", run_id, exc)
+
+
+def _report(model_dir: Path, metrics: dict[str, Any], status: str, run_id: str | None) -> None:
+    print(f"{status}: model saved to {model_dir}")
+    for key, value in metrics.items():
+        print(f"  {key}: {value}")
+    if run_id:
+        print(f"  run id: {run_id}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    configure_logging()
+    args = parse_args(argv)
+    try:
+        return train(args)
+    except UsageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+if __name__ == "__main__":
+    sys.exit(main())
