@@ -275,8 +275,7 @@ def _drop_index_columns(frame: pd.DataFrame, name: str) -> pd.DataFrame:
     index_cols = [c for c in frame.columns if _INDEX_HEADER.fullmatch(c)]
     if index_cols:
         log.warning("%s: dropped column(s) with no name %s (such as a pandas index saved "
-                    "by to_csv); they are not features",
-                    name, index_cols)
+                    "by to_csv); they are not features", name, index_cols)
     return frame.drop(columns=index_cols)
 
 
