@@ -1,23 +1,27 @@
-"""Fast end-to-end checks of the ground PPO training stands on (run by `make test`).
+"""The PPO setup check (the seed's test_ppo_setup.py), as plain pytest tests.
 
-Plain asserts only: a failure here must fail the suite, never be swallowed.
+Runs with the suite (`make test`) and on its own: `python test_ppo_setup.py`.
+Plain asserts only: a failure here fails, it is never caught and turned into False.
 """
 
 from __future__ import annotations
 
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
-
-from Utilities.data_utils import build_feature_spec, load_bars, min_rows_for, prepare_data
+import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parent
 MODULES = ["Main", "Api_Loader", "NetworkConfigs", "NetworkConfigs.base",
-           "NetworkConfigs.artifacts", "Utilities.data_utils", "Utilities.indicators",
-           "Utilities.run_store", "Utilities.metrics_logger", "Utilities.logging_setup",
-           "web.pages", "web.store"]
+           "NetworkConfigs.artifacts", "NetworkConfigs.trading_env", "NetworkConfigs.PPOTrainer",
+           "NetworkConfigs.PPO_loader", "NetworkConfigs.callbacks", "Utilities.data_utils",
+           "Utilities.indicators", "Utilities.run_store", "Utilities.metrics_logger",
+           "Utilities.logging_setup", "Utilities.run_training", "web.pages", "web.store"]
+LOOKBACK = 20
 
 
 def test_every_module_imports_without_side_effects(tmp_path: Path) -> None:
@@ -30,12 +34,77 @@ def test_every_module_imports_without_side_effects(tmp_path: Path) -> None:
     assert list(tmp_path.iterdir()) == []
 
 
-def test_sample_csv_feeds_a_60_bar_lookback() -> None:
-    """sample.csv passes the data contract and gives PPO its default 60-bar windows."""
-    bars = load_bars(ROOT / "sample.csv", min_rows=min_rows_for(60))
-    spec = build_feature_spec(bars)
-    data = prepare_data(bars, spec, lookback=60)
-    assert {"Open", "High", "Low", "Close"} <= set(spec.price_columns)
-    train = data.scaled[slice(*data.split.train)]
-    assert np.allclose(train.mean(axis=0), 0.0, atol=1e-5)  # scaler fit on train only
-    assert data.bars.index.equals(data.features.index)  # raw prices aligned with features
+@pytest.fixture(scope="module")
+def data():
+    from Utilities.data_utils import build_feature_spec, load_bars, prepare_data
+
+    bars = load_bars(ROOT / "sample.csv")
+    return bars, prepare_data(bars, build_feature_spec(bars), lookback=LOOKBACK)
+
+
+def test_sample_csv_feeds_the_features(data) -> None:
+    """sample.csv passes the data contract; the scaler is fit on the training part."""
+    _, prepared = data
+    assert {"Open", "High", "Low", "Close"} <= set(prepared.spec.price_columns)
+    train = prepared.scaled[slice(*prepared.split.train)]
+    assert np.allclose(train.mean(axis=0), 0.0, atol=1e-5)
+    assert prepared.bars.index.equals(prepared.features.index)
+
+
+def test_network_forward_pass_shapes(data) -> None:
+    from NetworkConfigs.PPOTrainer import ActorCritic
+
+    n_features = len(data[1].spec.features)
+    net = ActorCritic(LOOKBACK * n_features + 4, 3, hidden_dim=32, lookback=LOOKBACK,
+                      n_features=n_features)
+    obs = torch.zeros(7, LOOKBACK * n_features + 4)
+    action, logprob, entropy, value = net.get_action_and_value(obs)
+    assert action.shape == logprob.shape == entropy.shape == value.shape == (7,)
+    probs, _ = net.policy(obs)
+    assert torch.allclose(probs.sum(dim=1), torch.ones(7))
+
+
+def test_environment_reset_step_and_check_env(data) -> None:
+    from gymnasium.utils.env_checker import check_env
+
+    from NetworkConfigs.trading_env import TradingEnvironment, env_arrays
+
+    env = TradingEnvironment(*env_arrays(data[1], "train"), LOOKBACK)
+    obs, _ = env.reset(seed=0)
+    assert obs.shape == env.observation_space.shape and obs.dtype == np.float32
+    obs, reward, terminated, truncated, info = env.step(1)
+    assert isinstance(reward, float) and info["position"] == 1
+    assert not (terminated and truncated) and obs.shape == env.observation_space.shape
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        check_env(env, skip_render_check=True)
+
+
+def test_trainer_initialises_from_the_seed_config() -> None:
+    from NetworkConfigs.PPOTrainer import PPOTrainer
+
+    trainer = PPOTrainer({"model_params": {"hidden_dim": 128, "lookback_window": 60},
+                          "train_params": {"learning_rate": 3e-4, "epochs": 2, "batch_size": 64,
+                                           "ppo_epochs": 4, "clip_ratio": 0.2,
+                                           "value_coef": 0.5, "entropy_coef": 0.01}})
+    assert trainer.settings.total_timesteps == 2 * 8 * 256 and trainer.lookback == 60
+
+
+def test_two_iterations_write_artifacts_that_load(data, tmp_path: Path) -> None:
+    from NetworkConfigs import load_model
+    from NetworkConfigs.PPOTrainer import PPOTrainer
+
+    bars, _ = data
+    config = {"model_params": {"lookback_window": LOOKBACK},
+              "train_params": {"epochs": 2, "n_envs": 2, "n_steps": 128, "batch_size": 128}}
+    model_dir = PPOTrainer(config).fit(bars.iloc[:600], model_name="setup",
+                                       models_dir=tmp_path)
+    assert sorted(p.name for p in model_dir.iterdir()) == [
+        "setup_checkpoint.pt", "setup_config.yaml", "setup_model.pt", "setup_scaler.pkl"]
+    loader = load_model(model_dir)
+    window = bars[list(loader.spec.features)].iloc[:loader.window_size]
+    assert loader.predict(window).action_name in ("Hold", "Buy", "Sell")
+
+
+if __name__ == "__main__":
+    sys.exit(pytest.main([__file__, "-q", "-p", "no:cacheprovider"]))

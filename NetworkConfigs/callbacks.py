@@ -151,6 +151,7 @@ class Checkpoints(Callback):
         torch.save({**self.trainer.state_dict(), **self.extra}, temporary)
         os.replace(temporary, target)
         self.last_saved_iteration = iteration
+        log.info("checkpoint saved: %s (iteration %d)", target, iteration)
         if self.on_saved is not None:
             self.on_saved(target, self.trainer.global_step)
         return target

@@ -265,7 +265,7 @@ class RunStore:
             self.engine.dispose()
             reason = getattr(exc, "orig", None) or exc  # the driver's words, without the SQL
             raise StoreUnavailable(f"cannot open run store at {self.url}: {reason}") from exc
-        logger.info("run store opened at %s", self.url)
+        logger.debug("run store opened at %s", self.url)
 
     def _create_engine(self, url: str) -> sa.Engine:
         """The engine for url; an unparseable URL or a missing driver is StoreUnavailable."""

@@ -279,3 +279,15 @@ def test_ppo_finds_a_planted_signal_on_held_out_data(tmp_path: Path) -> None:
                         buy_and_hold_pct(env), random_policy_return(env, seed)))
     greedy, hold, random_ = np.mean(results, axis=0)
     assert greedy > hold and greedy > random_, results
+
+
+def test_example_config_documents_every_key_with_its_default() -> None:
+    import yaml
+
+    from NetworkConfigs.ppo_config import DEFAULTS
+
+    path = Path(__file__).resolve().parent.parent / "NetworkConfigs" / "example_ppo_config.yaml"
+    example = yaml.safe_load(path.read_text())
+    assert example == DEFAULTS
+    lines = [line for line in path.read_text().splitlines() if line.startswith("  ")]
+    assert all("#" in line for line in lines), "every key needs a comment"

@@ -44,6 +44,8 @@ def live_server(app) -> Iterator[str]:
 
 @pytest.fixture()
 def page(chromium_path: str) -> Iterator:
+    # Request live_server BEFORE page in a test: fixtures tear down in reverse, so the
+    # browser (and its keep-alive connections) is gone before the server stops.
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:

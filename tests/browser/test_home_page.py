@@ -11,7 +11,7 @@ from tests.fake_model_type import FREQUENCY_TYPE, seed_dashboard
 pytestmark = pytest.mark.browser
 
 
-def test_empty_state_and_theme_toggle(page, live_server: str) -> None:
+def test_empty_state_and_theme_toggle(live_server: str, page) -> None:
     failed = []
     page.on("requestfailed", lambda request: failed.append(request.url))
     page.goto(live_server + "/")
@@ -27,7 +27,7 @@ def test_empty_state_and_theme_toggle(page, live_server: str) -> None:
     assert failed == []
 
 
-def test_models_and_runs_are_listed(page, live_server: str, app, bars, models_dir) -> None:
+def test_models_and_runs_are_listed(live_server: str, page, app, bars, models_dir) -> None:
     register_model_type(FREQUENCY_TYPE)
     try:
         seed_dashboard(app, bars, models_dir)

@@ -1,0 +1,131 @@
+"""The training CLI: smoke runs on both data files, recorded runs, errors, Ctrl-C."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from Utilities import run_training
+from Utilities.run_store import RunStore
+
+ROOT = Path(__file__).resolve().parent.parent
+SCRIPT = ROOT / "Utilities" / "run_training.py"
+
+
+@pytest.fixture()
+def env(tmp_path: Path) -> dict[str, str]:
+    """A child process environment with its own store and model library."""
+    return {**os.environ, "DATABASE_URL": f"sqlite:///{tmp_path}/runs.db",
+            "MODELS_DIR": str(tmp_path / "Models"), "PYTHONPATH": str(ROOT)}
+
+
+def run_cli(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(SCRIPT), *args], env=env, cwd=cwd,
+                          capture_output=True, text=True, timeout=300, check=False)
+
+
+def test_smoke_run_on_sample_csv_is_saved_and_recorded(env, tmp_path: Path) -> None:
+    result = run_cli(["--csv_path", str(ROOT / "sample.csv"), "--model", "ppo",
+                      "--mode", "smoke", "--model_name", "smoke", "--no-progress"],
+                     env, tmp_path)
+    assert result.returncode == 0, result.stderr
+    model_dir = tmp_path / "Models" / "PPO_smoke"
+    assert sorted(p.name for p in model_dir.iterdir()) == [
+        "smoke_checkpoint.pt", "smoke_config.yaml", "smoke_model.pt", "smoke_scaler.pkl"]
+    assert f"completed: model saved to {model_dir}" in result.stdout
+    store = RunStore(env["DATABASE_URL"])
+    (run,), _ = store.list_runs()
+    assert run["status"] == "completed" and run["model_dir"] == str(model_dir)
+    assert run["summary"]["test_return_pct"] is not None and run["tags"] == ["smoke"]
+    keys = store.metric_keys(run["run_id"])
+    for key in ("episode/reward", "episode/final_equity", "episode/trades", "episode/win",
+                "train/policy_loss", "train/value_loss", "train/entropy", "train/approx_kl",
+                "train/clip_fraction", "train/explained_variance", "train/learning_rate",
+                "train/steps_per_second"):
+        assert key in keys, key
+    checkpoints = store.events_after(0, run_id=run["run_id"], kinds=["checkpoint"])
+    assert checkpoints and Path(checkpoints[-1]["payload"]["path"]).is_file()
+    store.close()
+
+
+def test_smoke_run_on_the_users_nq_file(nq_path: Path, tmp_path: Path, monkeypatch,
+                                        capsys) -> None:
+    monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path}/runs.db")
+    code = run_training.main(["--csv_path", str(nq_path), "--mode", "smoke", "--model_name",
+                              "nq", "--models-dir", str(tmp_path), "--no-progress"])
+    assert code == 0, capsys.readouterr().err
+    assert (tmp_path / "PPO_nq" / "nq_model.pt").is_file()
+
+
+def test_resume_from_a_model_folder_continues_training(tmp_path: Path, monkeypatch,
+                                                       capsys) -> None:
+    monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path}/runs.db")
+    common = ["--csv_path", str(ROOT / "sample.csv"), "--models-dir", str(tmp_path),
+              "--no-progress"]
+    params = json.dumps({"train_params": {"total_timesteps": 1024, "n_envs": 2,
+                                          "n_steps": 256}})
+    assert run_training.main([*common, "--mode", "smoke", "--model_name", "r",
+                              "--training_params", params]) == 0
+    assert run_training.main([*common, "--resume", str(tmp_path / "PPO_r"),
+                              "--total-timesteps", "2048"]) == 0
+    out = capsys.readouterr().out
+    assert "timesteps: 2048" in out and "iterations: 4" in out
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--csv_path", "missing.csv"], "missing.csv: file not found"),
+    (["--model", "lstm"], "unknown model type 'lstm'; valid types: ppo"),
+    (["--training_params", "{not json"], "--training_params is not valid"),
+    (["--training_params", '{"train_params": {"gama": 1}}'], "unknown key(s) ['gama']"),
+    (["--training_params", '{"train_params": {"n_envs": 0}}'], "n_envs must be positive"),
+    (["--model_name", "../escape"], "invalid model name '../escape'"),
+    (["--config", "nope.yaml"], "config file not found: nope.yaml"),
+    (["--resume", "no-such-run"], "no-such-run"),
+])
+def test_bad_input_is_one_line_and_exit_2(args: list[str], message: str, tmp_path: Path,
+                                          monkeypatch, capsys) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path}/runs.db")
+    base = ["--csv_path", str(ROOT / "sample.csv"), "--models-dir", str(tmp_path / "M"),
+            "--mode", "smoke", "--no-progress"]
+    code = run_training.main([*base, *args])
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert err.startswith("error: ") and "\n" not in err and message in err, err
+    assert not (tmp_path / "M").exists() or not any((tmp_path / "M").iterdir())
+
+
+def test_bad_csv_is_named(tmp_path: Path, monkeypatch, capsys) -> None:
+    bad = tmp_path / "bars.csv"
+    bad.write_text("Date;Open;High;Low;Close\n2024-01-01;1;2;1;1\n")
+    monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path}/runs.db")
+    assert run_training.main(["--csv_path", str(bad), "--models-dir", str(tmp_path)]) == 2
+    assert "bars.csv: uses semicolon" in capsys.readouterr().err
+
+
+def test_ctrl_c_saves_a_checkpoint_and_marks_the_run_stopped(env, tmp_path: Path) -> None:
+    params = json.dumps({"train_params": {"total_timesteps": 10_000_000,
+                                          "checkpoint_every": 1}})
+    child = subprocess.Popen(
+        [sys.executable, str(SCRIPT), "--csv_path", str(ROOT / "sample.csv"), "--mode",
+         "smoke", "--model_name", "interrupted", "--training_params", params, "--no-progress"],
+        env=env, cwd=tmp_path, stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    for line in child.stderr:  # wait for the event, not for time
+        if "checkpoint saved" in line:
+            child.send_signal(signal.SIGINT)
+            break
+    out, err = child.communicate(timeout=300)
+    assert child.returncode == 0, err
+    assert "stopped: model saved" in out
+    store = RunStore(env["DATABASE_URL"])
+    (run,), _ = store.list_runs()
+    assert run["status"] == "stopped" and run["summary"]["status"] == "stopped"
+    assert (tmp_path / "Models" / ".checkpoints" / "PPO_interrupted" / "last.pt").is_file()
+    assert (tmp_path / "Models" / "PPO_interrupted" / "interrupted_model.pt").is_file()
+    store.close()
