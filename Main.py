@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import argparse
 import logging
+from pathlib import Path
 from typing import Any
 
 from flask import Flask
 
-from NetworkConfigs.artifacts import default_models_dir
+from NetworkConfigs.artifacts import default_models_dir, list_models
 from Utilities.logging_setup import configure_logging
 from Utilities.run_store import default_database_url
 
@@ -19,6 +20,7 @@ log = logging.getLogger(__name__)
 
 # Uploaded CSVs beyond this are refused with 413 (the bundled sample is ~250 KB).
 MAX_UPLOAD_BYTES = 64 * 1024 * 1024
+SAMPLE_CSV = Path(__file__).resolve().parent / "sample.csv"
 
 
 def create_app(config: dict[str, Any] | None = None) -> Flask:
@@ -40,17 +42,35 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     return app
 
 
+def ensure_demo_model(models_dir: Path) -> None:
+    """A first start with an empty library trains a small PPO demo on sample.csv, so
+    every page has something to show (smoke budget: well under a minute)."""
+    if any(not m["error"] for m in list_models(models_dir)):
+        return
+    from Utilities import run_training
+
+    print("Models/ is empty: training a small demo PPO model on sample.csv ...", flush=True)
+    code = run_training.main(["--csv_path", str(SAMPLE_CSV), "--model", "ppo", "--mode",
+                              "smoke", "--model_name", "demo", "--models-dir", str(models_dir)])
+    if code != 0:
+        log.error("demo model training failed (exit %d); serving without it", code)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Serve the Galaxy Models dashboard.")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=5000)
     parser.add_argument("--threads", type=int, default=8)
+    parser.add_argument("--no-demo", action="store_true",
+                        help="do not train the demo model when Models/ is empty")
     args = parser.parse_args(argv)
     configure_logging()
 
     import waitress
 
     app = create_app()
+    if not args.no_demo:
+        ensure_demo_model(Path(app.config["MODELS_DIR"]))
     print(f"Galaxy Models dashboard on http://{args.host}:{args.port}  (Ctrl+C stops)",
           flush=True)
     waitress.serve(app, host=args.host, port=args.port, threads=args.threads)

@@ -105,3 +105,18 @@ def test_concurrent_first_requests_share_one_store(app) -> None:
     for thread in threads:
         thread.join()
     assert len(stores) == 8 and len({id(s) for s in stores}) == 1
+
+
+def test_first_start_trains_a_demo_model_once(tmp_path: Path, monkeypatch) -> None:
+    import Main
+    from Utilities import run_training
+
+    calls = []
+    monkeypatch.setattr(run_training, "main", lambda argv: calls.append(argv) or 0)
+    Main.ensure_demo_model(tmp_path)
+    assert calls and calls[0][calls[0].index("--mode") + 1] == "smoke"
+    assert calls[0][calls[0].index("--models-dir") + 1] == str(tmp_path)
+    (tmp_path / "PPO_x").mkdir()
+    (tmp_path / "PPO_x" / "x_config.yaml").write_text("Type: ppo\nmodel_name: x\n")
+    Main.ensure_demo_model(tmp_path)
+    assert len(calls) == 1  # a library with a model is left alone
