@@ -29,7 +29,7 @@ def test_home_lists_models_and_runs(app, client, bars, models_dir: Path) -> None
     finally:
         unregister_model_type(FREQUENCY_TYPE.name)
     assert "FREQ_demo" in page and "Frequency (test only)" in page
-    assert "train_up_share" in page and "sample.csv" in page
+    assert "train up share" in page and "sample.csv" in page
     assert "ppo-agent" in page and "xgb-agent" in page and "live-agent" in page
     assert 'class="badge completed"' in page and 'class="badge running"' in page
     assert 'title="diverged"' in page
@@ -120,3 +120,14 @@ def test_first_start_trains_a_demo_model_once(tmp_path: Path, monkeypatch) -> No
     (tmp_path / "PPO_x" / "x_config.yaml").write_text("Type: ppo\nmodel_name: x\n")
     Main.ensure_demo_model(tmp_path)
     assert len(calls) == 1  # a library with a model is left alone
+
+
+def test_headline_metrics_pick_known_figures_in_order() -> None:
+    from web.formatting import basename, headline
+
+    metrics = {"iterations": 8, "test_return_pct": 1.5, "validation_return_pct": -2.0,
+               "test_buy_hold_pct": 27.0, "val_loss": 0.3}
+    assert headline(metrics) == [("validation return %", -2.0), ("test return %", 1.5),
+                                 ("buy & hold %", 27.0)]
+    assert headline([1, 2]) == [] and headline(None) == []
+    assert basename("/tmp/fresh/sample.csv") == "sample.csv" and basename(None) == "—"

@@ -35,6 +35,25 @@ def duration(start_iso: str | None, end_iso: str | None) -> str:
     return f"{hours}h {minutes:02d}m" if hours else f"{minutes}m {secs:02d}s"
 
 
+# The few figures a model-library row shows, in this order (types report what they have).
+HEADLINE_METRICS = (
+    ("validation_return_pct", "validation return %"), ("test_return_pct", "test return %"),
+    ("test_buy_hold_pct", "buy & hold %"), ("val_accuracy", "val. accuracy"),
+    ("val_loss", "val. loss"), ("train_up_share", "train up share"),
+)
+
+
+def headline(metrics: dict | None, limit: int = 3) -> list[tuple[str, object]]:
+    """(label, value) pairs of the known headline metrics present in ``metrics``."""
+    metrics = metrics if isinstance(metrics, dict) else {}
+    found = [(label, metrics[key]) for key, label in HEADLINE_METRICS if key in metrics]
+    return found[:limit]
+
+
+def basename(path: str | None) -> str:
+    return path.replace("\\", "/").rsplit("/", 1)[-1] if path else "—"
+
+
 def init_app(app: Flask) -> None:
-    app.add_template_filter(when)
-    app.add_template_filter(duration)
+    for function in (when, duration, headline, basename):
+        app.add_template_filter(function)
