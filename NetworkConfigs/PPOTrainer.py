@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
-import numpy as np
 import pandas as pd
 import torch
 
@@ -32,7 +31,8 @@ from NetworkConfigs.trading_env import (
 )
 from Utilities.data_utils import PreparedData, build_feature_spec, prepare_data
 
-__all__ = ["ActorCritic", "PPOTrainer", "ValidationCallback", "evaluate_greedy"]
+__all__ = ["ActorCritic", "PPOTrainer", "ValidationCallback", "buy_and_hold_pct",
+           "evaluate_greedy"]
 
 log = logging.getLogger(__name__)
 PREFIX, TYPE_NAME = "PPO", "ppo"
@@ -111,6 +111,14 @@ class PPOTrainer(Trainer):
         return self.settings.num_iterations * self.settings.batch_size
 
     @property
+    def checkpoint_every(self) -> int:  # type: ignore[override]
+        return int(self.config["train_params"]["checkpoint_every"])
+
+    def check_data(self, bars: pd.DataFrame, source: str | None = None) -> None:
+        """Everything fit() will ask of the data, checked before a run is recorded."""
+        self.prepare(bars, source)
+
+    @property
     def lookback(self) -> int:
         return int(self.config["model_params"]["lookback_window"])
 
@@ -123,6 +131,11 @@ class PPOTrainer(Trainer):
 
     def prepare(self, bars: pd.DataFrame, source: str | None = None) -> PreparedData:
         data_params = self.config["data_params"]
+        features = data_params["features"]
+        if features is not None and (not isinstance(features, list)
+                                     or not all(isinstance(f, str) for f in features)):
+            raise ValueError(f"data_params.features must be a list of column names or null; "
+                             f"got {features!r}")
         spec = build_feature_spec(bars, data_params["features"], data_params["transform"],
                                   source=source)
         self._check_model_params(len(spec.features))
@@ -182,37 +195,33 @@ class PPOTrainer(Trainer):
               data_file: str | None, overwrite: bool) -> Path:
         algorithm = self.algorithm
         agent = algorithm.agent
+        # The training state is taken BEFORE the best weights are swapped in, so resuming
+        # from the folder continues the run itself (final weights + their optimiser state).
+        final_state = {**algorithm.state_dict(), "config": self.config, "model_name": model_name,
+                       "data_hash": _hash_of(data_file)}
         if algorithm.best_state is not None:  # the validation-best weights are the model
             agent.load_state_dict(algorithm.best_state)
         metrics = self._final_metrics(data, agent)
         with write_model(models_dir, PREFIX, TYPE_NAME, model_name, overwrite=overwrite) as w:
             torch.save(agent.state_dict(), w.path("model.pt"))
-            torch.save({**algorithm.state_dict(), "config": self.config,
-                        "model_name": model_name}, w.path("checkpoint.pt"))
+            torch.save(final_state, w.path("checkpoint.pt"))
             w.save_scaler(data.scaler)
             w.config.update(self._config_record(data, data_file, metrics))
         return w.target
 
     def _config_record(self, data: PreparedData, data_file: str | None,
                        metrics: dict[str, Any]) -> dict[str, Any]:
-        path = Path(data_file) if data_file else None
         return {
             **self.config, "feature_spec": data.spec.to_dict(), "lookback": self.lookback,
             "observation": {"window": [self.lookback, len(data.spec.features)],
                             "account_features": ACCOUNT_FEATURES},
             "algorithm": self.settings.to_dict(), "data_file": str(data_file or ""),
-            "data_hash": file_sha256(path) if path and path.is_file() else None,
+            "data_hash": _hash_of(data_file),
             "data_rows": len(data.bars), "split": data.split_dates(), "metrics": metrics,
             "validation_history": self.validation.history if self.validation else [],
         }
 
 
-def random_policy_return(env: TradingEnvironment, seed: int) -> float:
-    """Mean-free baseline: uniformly random actions over the slice, return in %."""
-    rng = np.random.default_rng(seed)
-    env.reset(options={"start": env.market.first})
-    done, info = False, {}
-    while not done:
-        _, _, terminated, truncated, info = env.step(int(rng.integers(0, 3)))
-        done = terminated or truncated
-    return (info["final_equity"] / env.params.initial_balance - 1.0) * 100.0
+def _hash_of(data_file: str | None) -> str | None:
+    path = Path(data_file) if data_file else None
+    return file_sha256(path) if path and path.is_file() else None

@@ -12,6 +12,7 @@ Trainers stay blind to logging, progress bars and control: those are callbacks
 
 from __future__ import annotations
 
+import copy
 import importlib
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
@@ -67,6 +68,17 @@ class Callback:
         """Called once at the end (also after a stop or a failure) with the summary."""
 
 
+def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """A copy of ``base`` with ``override`` merged in, section by section."""
+    merged = copy.deepcopy(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
 def notify_iteration(callbacks: Iterable[Callback], metrics: dict[str, Any]) -> bool:
     """Tell every callback (none is skipped); training continues only if all agree."""
     results = [cb.on_iteration_end(metrics) for cb in callbacks]
@@ -81,6 +93,7 @@ class Trainer(ABC):
     """
 
     smoke_config: dict[str, Any] = {}  # noqa: RUF012 (read-only class default)
+    checkpoint_every: int = 10  # iterations between checkpoints, for types that checkpoint
 
     def __init__(self, config: dict[str, Any], callbacks: Sequence[Callback] = ()) -> None:
         self.config = config
@@ -89,6 +102,12 @@ class Trainer(ABC):
     @property
     def progress_total(self) -> int | None:
         return None
+
+    def check_data(self, bars: pd.DataFrame, source: str | None = None) -> None:  # noqa: B027
+        """Raise DataError now if ``bars`` cannot train this config (before a run starts).
+
+        Optional: the default accepts anything and leaves the errors to ``fit``.
+        """
 
     @abstractmethod
     def fit(self, bars: pd.DataFrame, *, model_name: str, models_dir: Path,

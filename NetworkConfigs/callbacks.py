@@ -97,9 +97,11 @@ class RunControl(Callback):
     """
 
     def __init__(self, store: RunStore, run_id: str, *, poll_seconds: float = 1.0,
-                 wait: Callable[[float], Any] | None = None) -> None:
+                 wait: Callable[[float], Any] | None = None,
+                 should_stop: Callable[[], bool] = lambda: False) -> None:
         self.store, self.run_id, self.poll = store, run_id, poll_seconds
         self.wait = wait or threading.Event().wait
+        self.should_stop = should_stop  # e.g. Ctrl-C pressed while paused
 
     def on_iteration_end(self, metrics: dict[str, Any]) -> bool:
         control = self.store.get_control(self.run_id)
@@ -114,6 +116,8 @@ class RunControl(Callback):
         self.store.clear_control(self.run_id)
         log.info("run %s paused", self.run_id)
         while (control := self.store.get_control(self.run_id)) not in ("resume", "stop"):
+            if self.should_stop():
+                return "stop"
             self.store.heartbeat(self.run_id)
             self.wait(self.poll)
         if control == "resume":
@@ -141,7 +145,10 @@ class Checkpoints(Callback):
         return True
 
     def on_training_end(self, summary: dict[str, Any]) -> None:
-        if summary["status"] != "failed" and summary["iterations"] != self.last_saved_iteration:
+        # Only a clean end is an iteration boundary; an interrupted rollout is not a
+        # consistent state and must not replace the last good checkpoint.
+        clean = summary["status"] in ("completed", "stopped")
+        if clean and summary["iterations"] != self.last_saved_iteration:
             self.save(summary["iterations"])
 
     def save(self, iteration: int) -> Path:
@@ -158,16 +165,24 @@ class Checkpoints(Callback):
 
 
 class StopOnSignal(Callback):
-    """First Ctrl-C asks training to stop after the current iteration; a second one
-    interrupts at once (Python's default behaviour is restored)."""
+    """Ctrl-C asks training to stop after the current iteration; a second Ctrl-C
+    interrupts at once. Used as a context manager around the WHOLE fit, so a Ctrl-C
+    while the finished model is being written does not throw the model away.
+    """
 
     def __init__(self) -> None:
         self.requested = False
         self._previous: Any = None
 
-    def on_training_start(self, info: dict[str, Any]) -> None:
+    def __enter__(self) -> StopOnSignal:
         if threading.current_thread() is threading.main_thread():
             self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+            self._previous = None
 
     def _handle(self, signum: int, frame: Any) -> None:
         self.requested = True
@@ -176,7 +191,3 @@ class StopOnSignal(Callback):
 
     def on_iteration_end(self, metrics: dict[str, Any]) -> bool:
         return not self.requested
-
-    def on_training_end(self, summary: dict[str, Any]) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)

@@ -15,9 +15,12 @@ their section. An unknown key is an error naming it, never silently ignored.
 
 from __future__ import annotations
 
-import copy
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Any
+
+from NetworkConfigs.base import deep_merge
+from NetworkConfigs.ppo_network import ENCODERS
+from NetworkConfigs.trading_env import EnvParams
 
 DEFAULTS: dict[str, dict[str, Any]] = {
     "model_params": {"input_dim": None, "hidden_dim": 64, "num_layers": 2, "num_actions": 3,
@@ -30,9 +33,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
                      "gamma": 0.99, "gae_lambda": 0.95, "max_grad_norm": 0.5,
                      "target_kl": None, "norm_adv": True, "seed": 1, "device": "auto",
                      "checkpoint_every": 10, "eval_every": 5},
-    "env_params": {"initial_balance": 10_000.0, "commission": 0.0005, "slippage": 1.0,
-                   "position_fraction": 1.0, "allow_short": True, "hold_penalty": 0.0,
-                   "episode_length": 256, "reward_scale": 100.0},
+    "env_params": EnvParams().to_dict(),  # one source for the env's defaults
     "data_params": {"features": None, "transform": "returns", "val_fraction": 0.15,
                     "test_fraction": 0.15, "scaler": "standard"},
 }
@@ -44,17 +45,6 @@ SMOKE = {"train_params": {"total_timesteps": 8_192, "n_envs": 4, "n_steps": 256,
          "env_params": {"episode_length": 128}}
 
 _SECTION_OF = {key: section for section, keys in DEFAULTS.items() for key in keys}
-
-
-def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
-    """A copy of ``base`` with ``override`` merged in, section by section."""
-    merged = copy.deepcopy(base)
-    for key, value in override.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = deep_merge(merged[key], value)
-        else:
-            merged[key] = copy.deepcopy(value)
-    return merged
 
 
 def normalise(config: dict[str, Any] | None) -> dict[str, Any]:
@@ -115,41 +105,61 @@ class PPOSettings:
         return asdict(self)
 
 
+def _get(section: dict[str, Any], name: str, kind: type, *, low: float | None = None,
+         high: float | None = None, optional: bool = False) -> Any:
+    """``section[name]`` checked for type and range; errors name the key."""
+    value = section[name]
+    if value is None and optional:
+        return None
+    ok = (isinstance(value, bool) if kind is bool
+          else isinstance(value, int) and not isinstance(value, bool) if kind is int
+          else isinstance(value, int | float) and not isinstance(value, bool) if kind is float
+          else isinstance(value, kind))
+    if not ok:
+        raise ValueError(f"{name} must be {kind.__name__ if kind is not float else 'a number'}"
+                         f"; got {value!r}")
+    if (low is not None and value < low) or (high is not None and value > high):
+        bounds = f"in [{low}, {high}]" if high is not None else f">= {low}"
+        raise ValueError(f"{name} must be {bounds}; got {value!r}")
+    return kind(value)
+
+
 def settings_from(config: dict[str, Any]) -> PPOSettings:
     """Map a normalised config to PPOSettings; ``epochs`` (seed) counts iterations."""
     train, model = config["train_params"], config["model_params"]
-    total = train["total_timesteps"]
-    if train.get("epochs"):
-        total = int(train["epochs"]) * int(train["n_envs"]) * int(train["n_steps"])
+    n_envs, n_steps = _get(train, "n_envs", int, low=1), _get(train, "n_steps", int, low=1)
+    epochs = _get(train, "epochs", int, low=1, optional=True)
+    total = epochs * n_envs * n_steps if epochs else _get(train, "total_timesteps", int, low=1)
     settings = PPOSettings(
-        total_timesteps=int(total), n_envs=int(train["n_envs"]), n_steps=int(train["n_steps"]),
-        learning_rate=float(train["learning_rate"]), anneal_lr=bool(train["anneal_lr"]),
-        anneal_clip=bool(train["anneal_clip"]),
-        gamma=float(train["gamma"]), gae_lambda=float(train["gae_lambda"]),
-        minibatch_size=int(train["batch_size"]), update_epochs=int(train["ppo_epochs"]),
-        clip_coef=float(train["clip_ratio"]), clip_vloss=bool(train["clip_value_loss"]),
-        ent_coef=float(train["entropy_coef"]), vf_coef=float(train["value_coef"]),
-        max_grad_norm=float(train["max_grad_norm"]),
-        target_kl=None if train["target_kl"] is None else float(train["target_kl"]),
-        norm_adv=bool(train["norm_adv"]), seed=int(train["seed"]), device=str(train["device"]),
-        hidden_dim=int(model["hidden_dim"]), depth=int(model["num_layers"]),
-        encoder=str(model["encoder"]))
-    _validate(settings)
+        total_timesteps=total, n_envs=n_envs, n_steps=n_steps,
+        learning_rate=_get(train, "learning_rate", float, low=1e-12),
+        anneal_lr=_get(train, "anneal_lr", bool), anneal_clip=_get(train, "anneal_clip", bool),
+        gamma=_get(train, "gamma", float, low=0, high=1),
+        gae_lambda=_get(train, "gae_lambda", float, low=0, high=1),
+        minibatch_size=_get(train, "batch_size", int, low=2),
+        update_epochs=_get(train, "ppo_epochs", int, low=1),
+        clip_coef=_get(train, "clip_ratio", float, low=1e-9),
+        clip_vloss=_get(train, "clip_value_loss", bool),
+        ent_coef=_get(train, "entropy_coef", float, low=0),
+        vf_coef=_get(train, "value_coef", float, low=0),
+        max_grad_norm=_get(train, "max_grad_norm", float, low=1e-9),
+        target_kl=_get(train, "target_kl", float, low=0, optional=True),
+        norm_adv=_get(train, "norm_adv", bool),
+        seed=_get(train, "seed", int, low=0, high=2**32 - 1),
+        device=_choice(train, "device", ("auto", "cpu", "cuda")),
+        hidden_dim=_get(model, "hidden_dim", int, low=1),
+        depth=_get(model, "num_layers", int, low=1),
+        encoder=_choice(model, "encoder", ENCODERS))
+    for name in ("checkpoint_every", "eval_every"):
+        _get(train, name, int, low=1)
+    _get(model, "lookback_window", int, low=1)
+    if settings.minibatch_size > settings.batch_size:
+        raise ValueError(f"batch_size (minibatch) {settings.minibatch_size} exceeds "
+                         f"n_envs*n_steps = {settings.batch_size}")
     return settings
 
 
-def _validate(s: PPOSettings) -> None:
-    positive = {f.name: getattr(s, f.name) for f in fields(s)
-                if f.name in ("total_timesteps", "n_envs", "n_steps", "minibatch_size",
-                              "update_epochs", "learning_rate", "hidden_dim", "depth")}
-    for name, value in positive.items():
-        if value <= 0:
-            raise ValueError(f"{name} must be positive; got {value}")
-    if s.minibatch_size > s.batch_size:
-        raise ValueError(f"batch_size (minibatch) {s.minibatch_size} exceeds n_envs*n_steps = "
-                         f"{s.batch_size}")
-    for name in ("gamma", "gae_lambda"):
-        if not 0.0 <= getattr(s, name) <= 1.0:
-            raise ValueError(f"{name} must be in [0, 1]; got {getattr(s, name)}")
-    if s.clip_coef <= 0 or s.max_grad_norm <= 0:
-        raise ValueError("clip_ratio and max_grad_norm must be positive")
+def _choice(section: dict[str, Any], name: str, valid: tuple[str, ...]) -> str:
+    if section[name] not in valid:
+        raise ValueError(f"{name} must be one of {list(valid)}; got {section[name]!r}")
+    return str(section[name])

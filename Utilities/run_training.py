@@ -29,9 +29,11 @@ from NetworkConfigs import UnknownModelType, get_model_type, model_type_names
 from NetworkConfigs.artifacts import (
     ArtifactError,
     default_models_dir,
+    file_sha256,
     find_config,
     validate_name,
 )
+from NetworkConfigs.base import deep_merge
 from NetworkConfigs.callbacks import (
     Checkpoints,
     ProgressBar,
@@ -39,13 +41,13 @@ from NetworkConfigs.callbacks import (
     StopOnSignal,
     StoreLogger,
 )
-from NetworkConfigs.ppo_config import deep_merge
 from Utilities.data_utils import DataError, load_bars
 from Utilities.logging_setup import configure_logging
 from Utilities.run_store import RunStore, RunStoreError
 
 log = logging.getLogger("run_training")
 EXIT_USAGE, EXIT_FAILED, EXIT_INTERRUPTED = 2, 1, 130
+CHECKPOINT_KEYS = ("model", "optimizer", "iteration", "global_step", "settings")
 
 
 class UsageError(Exception):
@@ -110,9 +112,21 @@ def load_resume(target: str, store: RunStore | None) -> dict[str, Any]:
     elif not path.is_file():
         path = _checkpoint_of_run(target, store)
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # a corrupt or foreign file: tell the user which one
         raise UsageError(f"cannot read checkpoint {path}: {exc}") from None
+    if not isinstance(state, dict) or any(k not in state for k in CHECKPOINT_KEYS):
+        raise UsageError(f"{path} is not a training checkpoint (a weights-only file cannot "
+                         "be resumed; use the model folder or its *_checkpoint.pt)")
+    return state
+
+
+def check_resume(state: dict[str, Any], csv_path: str) -> None:
+    """Exact continuation needs the very data the checkpoint was trained on."""
+    trained_on = state.get("data_hash")
+    if trained_on and Path(csv_path).is_file() and file_sha256(Path(csv_path)) != trained_on:
+        raise UsageError(f"{csv_path} is not the data this checkpoint was trained on (SHA-256 "
+                         "differs); resume with the same file, or train a new model")
 
 
 def _checkpoint_of_run(run_id: str, store: RunStore | None) -> Path:
@@ -138,18 +152,21 @@ def open_store(url: str | None) -> RunStore | None:
 
 
 def make_callbacks(job: dict[str, Any], store: RunStore | None, run_id: str | None,
-                   checkpoint_dir: Path, progress: bool) -> list[Any]:
-    """Progress bar, run-store logging, web control, checkpoints and Ctrl-C handling."""
+                   checkpoint_dir: Path, progress: bool, stop: StopOnSignal) -> list[Any]:
+    """Progress bar, run-store logging, web control, checkpoints and Ctrl-C handling.
+
+    Order matters at the end: the trainer tells callbacks in reverse, so the store
+    logger (first) closes after the final checkpoint (later) has been logged.
+    """
     callbacks: list[Any] = []
     saved = None
     if store is not None:
         logger = StoreLogger(store, run_id)
         saved = logger.metrics.log_checkpoint
-        callbacks += [logger, RunControl(store, run_id)]
-    every = int(job["config"].get("train_params", {}).get("checkpoint_every", 10))
-    extra = {"config": job["config"], "model_name": job["name"]}
-    callbacks += [Checkpoints(checkpoint_dir, every, on_saved=saved, extra=extra),
-                  StopOnSignal()]
+        callbacks += [logger, RunControl(store, run_id, should_stop=lambda: stop.requested)]
+    extra = {"config": job["config"], "model_name": job["name"], "data_hash": job["data_hash"]}
+    callbacks += [Checkpoints(checkpoint_dir, job["trainer"].checkpoint_every, on_saved=saved,
+                              extra=extra), stop]
     if progress:
         callbacks.insert(0, ProgressBar(job["trainer"].progress_total))
     return callbacks
@@ -166,10 +183,15 @@ def prepare(args: argparse.Namespace, store: RunStore | None) -> dict[str, Any]:
         name = validate_name(args.model_name or _default_name(args, resume))
         trainer = trainer_class(config, [])
         bars = load_bars(args.csv_path)
-    except (UnknownModelType, DataError, ArtifactError, ValueError, OSError) as exc:
+        if resume is not None:
+            check_resume(resume, args.csv_path)
+        trainer.check_data(bars, Path(args.csv_path).name)
+    except (UnknownModelType, DataError, ArtifactError, ValueError, TypeError, OSError) as exc:
         raise UsageError(str(exc)) from None
+    same_model = resume is not None and resume.get("model_name") == name
     return {"model_type": model_type, "trainer": trainer, "config": trainer.config,
-            "name": name, "bars": bars, "resume": resume}
+            "name": name, "bars": bars, "resume": resume, "overwrite": same_model,
+            "data_hash": file_sha256(Path(args.csv_path))}
 
 
 def _default_name(args: argparse.Namespace, resume: dict[str, Any] | None) -> str:
@@ -190,15 +212,17 @@ def train(args: argparse.Namespace) -> int:
                                   algorithm=job["model_type"].label, config=job["config"],
                                   data_file=str(args.csv_path),
                                   tags=["smoke"] if args.mode == "smoke" else [])
-    checkpoints = models_dir / ".checkpoints" / f"{prefix}_{name}"
-    trainer.callbacks.extend(make_callbacks(job, store, run_id, checkpoints,
-                                            not args.no_progress))
-    return _fit(trainer, job, args, models_dir, store, run_id)
+    # Keyed by run, so a later run of the same name cannot replace this run's checkpoint.
+    checkpoints = models_dir / ".checkpoints" / (run_id or f"{prefix}_{name}")
+    with StopOnSignal() as stop:
+        trainer.callbacks.extend(make_callbacks(job, store, run_id, checkpoints,
+                                                not args.no_progress, stop))
+        return _fit(trainer, job, args, models_dir, store, run_id)
 
 
 def _fit(trainer: Any, job: dict[str, Any], args: argparse.Namespace, models_dir: Path,
          store: RunStore | None, run_id: str | None) -> int:
-    overwrite = args.overwrite or job["resume"] is not None
+    overwrite = args.overwrite or job["overwrite"]  # resuming replaces its own model only
     try:
         model_dir = trainer.fit(job["bars"], model_name=job["name"], models_dir=models_dir,
                                 data_file=str(args.csv_path), overwrite=overwrite,

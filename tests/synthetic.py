@@ -22,3 +22,14 @@ def ar1_bars(seed: int, n: int = 3000, phi: float = 0.6, sigma: float = 0.01) ->
     index = pd.date_range("2020-01-01", periods=n, freq="D", name="Datetime")
     return pd.DataFrame({"Open": open_, "High": np.maximum(open_, close) * 1.001,
                          "Low": np.minimum(open_, close) * 0.999, "Close": close}, index=index)
+
+
+def random_policy_return(env, seed: int) -> float:
+    """Baseline: uniformly random actions over the env's whole slice, return in %."""
+    rng = np.random.default_rng(seed)
+    env.reset(options={"start": env.market.first})
+    done, info = False, {}
+    while not done:
+        _, _, terminated, truncated, info = env.step(int(rng.integers(0, 3)))
+        done = terminated or truncated
+    return (info["final_equity"] / env.params.initial_balance - 1.0) * 100.0

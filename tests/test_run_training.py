@@ -83,10 +83,21 @@ def test_resume_from_a_model_folder_continues_training(tmp_path: Path, monkeypat
     (["--model", "lstm"], "unknown model type 'lstm'; valid types: ppo"),
     (["--training_params", "{not json"], "--training_params is not valid"),
     (["--training_params", '{"train_params": {"gama": 1}}'], "unknown key(s) ['gama']"),
-    (["--training_params", '{"train_params": {"n_envs": 0}}'], "n_envs must be positive"),
+    (["--training_params", '{"train_params": {"n_envs": 0}}'], "n_envs must be >= 1"),
     (["--model_name", "../escape"], "invalid model name '../escape'"),
     (["--config", "nope.yaml"], "config file not found: nope.yaml"),
     (["--resume", "no-such-run"], "no-such-run"),
+    (["--training_params", '{"train_params": {"n_envs": null}}'], "n_envs must be int"),
+    (["--training_params", '{"train_params": {"n_envs": 2.7}}'], "n_envs must be int"),
+    (["--training_params", '{"model_params": {"hidden_dim": [64]}}'], "hidden_dim must be"),
+    (["--training_params", '{"train_params": {"checkpoint_every": "x"}}'],
+     "checkpoint_every must be int"),
+    (["--training_params", '{"data_params": {"features": "Close"}}'],
+     "features must be a list"),
+    (["--training_params", '{"env_params": {"commission": -1}}'], "commission"),
+    (["--training_params", '{"train_params": {"device": "tpu"}}'], "device must be one of"),
+    (["--total-timesteps", "0"], "total_timesteps must be >= 1"),
+    (["--training_params", '{"model_params": {"lookback_window": 5000}}'], "lookback 5000"),
 ])
 def test_bad_input_is_one_line_and_exit_2(args: list[str], message: str, tmp_path: Path,
                                           monkeypatch, capsys) -> None:
@@ -99,6 +110,9 @@ def test_bad_input_is_one_line_and_exit_2(args: list[str], message: str, tmp_pat
     assert code == 2
     assert err.startswith("error: ") and "\n" not in err and message in err, err
     assert not (tmp_path / "M").exists() or not any((tmp_path / "M").iterdir())
+    store = RunStore(f"sqlite:///{tmp_path}/runs.db")
+    assert store.list_runs()[1] == 0, "bad input must be refused before a run is recorded"
+    store.close()
 
 
 def test_bad_csv_is_named(tmp_path: Path, monkeypatch, capsys) -> None:
@@ -126,6 +140,34 @@ def test_ctrl_c_saves_a_checkpoint_and_marks_the_run_stopped(env, tmp_path: Path
     store = RunStore(env["DATABASE_URL"])
     (run,), _ = store.list_runs()
     assert run["status"] == "stopped" and run["summary"]["status"] == "stopped"
-    assert (tmp_path / "Models" / ".checkpoints" / "PPO_interrupted" / "last.pt").is_file()
+    checkpoint = tmp_path / "Models" / ".checkpoints" / run["run_id"] / "last.pt"
+    assert checkpoint.is_file()  # keyed by run: a later run of the same name cannot clobber it
     assert (tmp_path / "Models" / "PPO_interrupted" / "interrupted_model.pt").is_file()
     store.close()
+
+
+def test_resume_refuses_weights_files_other_data_and_foreign_names(tmp_path: Path, monkeypatch,
+                                                                   capsys) -> None:
+    monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path}/runs.db")
+    common = ["--models-dir", str(tmp_path), "--no-progress", "--mode", "smoke"]
+    params = json.dumps({"train_params": {"total_timesteps": 512, "n_envs": 2,
+                                          "n_steps": 256}})
+    sample = str(ROOT / "sample.csv")
+    for name in ("base", "other"):
+        assert run_training.main(["--csv_path", sample, "--model_name", name,
+                                  "--training_params", params, *common]) == 0
+    capsys.readouterr()
+    weights_only = tmp_path / "PPO_base" / "base_model.pt"
+    assert run_training.main(["--csv_path", sample, "--resume", str(weights_only),
+                              *common]) == 2
+    assert "not a training checkpoint" in capsys.readouterr().err
+    shorter = tmp_path / "short.csv"
+    shorter.write_text("".join((ROOT / "sample.csv").read_text().splitlines(True)[:1500]))
+    assert run_training.main(["--csv_path", str(shorter), "--resume",
+                              str(tmp_path / "PPO_base"), *common]) == 2
+    assert "is not the data this checkpoint was trained on" in capsys.readouterr().err
+    before = (tmp_path / "PPO_other" / "other_model.pt").read_bytes()
+    code = run_training.main(["--csv_path", sample, "--resume", str(tmp_path / "PPO_base"),
+                              "--model_name", "other", *common])
+    assert code == 2 and "already exists" in capsys.readouterr().err
+    assert (tmp_path / "PPO_other" / "other_model.pt").read_bytes() == before
