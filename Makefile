@@ -9,7 +9,7 @@ PIP    := $(PY) -m pip install --disable-pip-version-check --quiet
 HOST   ?= 127.0.0.1
 PORT   ?= 5000
 
-.PHONY: run test lint bench sample clean
+.PHONY: run test lint bench bench-ppo sample clean
 
 run: $(VENV)/.runtime
 	$(PY) Main.py --host $(HOST) --port $(PORT)
@@ -23,6 +23,15 @@ lint: $(VENV)/.dev
 
 bench: $(VENV)/.runtime
 	$(PY) bench/logger_overhead.py
+
+# Our PPO against stable-baselines3's (a bench-only dependency) on the same trading env;
+# prints JSON. Options: make bench-ppo BENCH_PPO_ARGS="--steps 131072 --repeats 5 --sb3-vec"
+bench-ppo: $(VENV)/.bench
+	$(PY) bench/ppo_throughput.py $(BENCH_PPO_ARGS)
+
+$(VENV)/.bench: requirements-bench.txt $(VENV)/.runtime
+	$(PIP) -r requirements-bench.txt
+	touch $@
 
 # Rebuilds sample.csv from ../shared/data (only needed if the recipe changes).
 sample: $(VENV)/.runtime

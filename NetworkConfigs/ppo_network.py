@@ -16,7 +16,6 @@ import math
 import numpy as np
 import torch
 from torch import nn
-from torch.distributions import Categorical
 
 ENCODERS = ("mlp", "conv", "gru")
 
@@ -26,6 +25,29 @@ def layer_init(layer: nn.Linear, std: float = math.sqrt(2), bias: float = 0.0) -
     nn.init.orthogonal_(layer.weight, std)
     nn.init.constant_(layer.bias, bias)
     return layer
+
+
+def _layers(module: nn.Module) -> tuple[nn.Module, ...]:
+    """The leaf layers of a (nested) Sequential, in call order."""
+    return tuple(m for m in module.modules() if not isinstance(m, nn.Sequential))
+
+
+def _run(layers: tuple[nn.Module, ...], x: torch.Tensor) -> torch.Tensor:
+    """``Sequential(*layers)(x)`` without ``nn.Module.__call__`` (no hooks): the same
+    arithmetic for a fraction of the per-call overhead, which dominates at 8 rows."""
+    for layer in layers:
+        x = layer.forward(x)
+    return x
+
+
+def gumbel_noise(shape: tuple[int, ...], device: torch.device | str = "cpu") -> torch.Tensor:
+    """Gumbel(0, 1) noise ``-log E``, ``E ~ Exp(1)``, from torch's generator.
+
+    The Gumbel-max trick: ``argmax(log p + g)`` over the last axis is a draw from the
+    categorical ``p`` (``torch.multinomial`` draws one sample the same way, as an
+    exponential race). Drawing a rollout's noise at once saves ops on every step.
+    """
+    return -torch.empty(shape, device=device).exponential_().log()
 
 
 def _mlp(inputs: int, hidden: int, depth: int) -> nn.Sequential:
@@ -79,6 +101,8 @@ class ActorCritic(nn.Module):
                                     layer_init(nn.Linear(hidden_dim, 1), std=1.0))
         self.actor = nn.Sequential(_mlp(encoded, hidden_dim, depth),
                                    layer_init(nn.Linear(hidden_dim, n_actions), std=0.01))
+        # Plain tuples, not submodules: the parameters and state_dict keys stay as above.
+        self._actor_layers, self._critic_layers = _layers(self.actor), _layers(self.critic)
 
     def encode(self, obs: torch.Tensor) -> torch.Tensor:
         if self.window_encoder is None:
@@ -87,23 +111,45 @@ class ActorCritic(nn.Module):
         return torch.cat([self.window_encoder(window), obs[:, self.window_dim:]], dim=1)
 
     def get_value(self, obs: torch.Tensor) -> torch.Tensor:
-        return self.critic(self.encode(obs)).squeeze(-1)
+        return _run(self._critic_layers, self.encode(obs)).squeeze(-1)
+
+    def _heads(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(log-probabilities of the actions, value) of ``obs``."""
+        hidden = self.encode(obs)
+        return (torch.log_softmax(_run(self._actor_layers, hidden), dim=-1),
+                _run(self._critic_layers, hidden).squeeze(-1))
 
     def get_action_and_value(
         self, obs: torch.Tensor, action: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Sample (or score) actions: (action, log-prob, entropy, value)."""
-        hidden = self.encode(obs)
-        dist = Categorical(logits=self.actor(hidden))
+        """Sample (or score) actions: (action, log-prob, entropy, value).
+
+        The categorical distribution written out from one ``log_softmax`` (what
+        ``torch.distributions.Categorical`` computes, without building and validating an
+        object per call).
+        """
+        log_probs, value = self._heads(obs)
         if action is None:
-            action = dist.sample()
-        return action, dist.log_prob(action), dist.entropy(), self.critic(hidden).squeeze(-1)
+            action = (log_probs.detach() + gumbel_noise(log_probs.shape, obs.device)).argmax(-1)
+        log_prob = log_probs.gather(-1, action.unsqueeze(-1)).squeeze(-1)
+        entropy = -(log_probs.exp() * log_probs).sum(-1)
+        return action, log_prob, entropy, value
+
+    def act(self, obs: torch.Tensor, noise: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Rollout step, no grad, actor only: actions drawn with the Gumbel ``noise`` (see
+        :func:`gumbel_noise`; same shape as the log-probs) and the log-probabilities of
+        all actions. (Values do not steer a rollout; PPO computes them for the whole
+        rollout in one batch.)"""
+        with torch.no_grad():
+            log_probs = torch.log_softmax(_run(self._actor_layers, self.encode(obs)), dim=-1)
+            return (log_probs + noise).argmax(-1), log_probs
 
     @torch.no_grad()
     def policy(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Action probabilities and state values, for greedy play and serving."""
         hidden = self.encode(obs)
-        return torch.softmax(self.actor(hidden), dim=-1), self.critic(hidden).squeeze(-1)
+        return (torch.softmax(_run(self._actor_layers, hidden), dim=-1),
+                _run(self._critic_layers, hidden).squeeze(-1))
 
 
 def resolve_device(name: str = "auto") -> torch.device:

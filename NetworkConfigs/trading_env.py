@@ -120,6 +120,13 @@ class Fills:
     pnl: np.ndarray  # float64: realised PnL net of entry and exit fees (0 if not closed)
 
 
+# The next position, indexed by [position + 1, action]: rows short, flat, long; columns
+# Hold, Buy, Sell. Without shorting, Sell from flat stays flat; a short that already
+# exists (opened elsewhere) may still be held or closed.
+_NEXT_POSITION = np.array([[-1, 0, -1], [0, 1, -1], [1, 1, 0]], dtype=np.int8)
+_NEXT_POSITION_NO_SHORT = np.array([[-1, 0, -1], [0, 1, 0], [1, 1, 0]], dtype=np.int8)
+
+
 def target_positions(position: np.ndarray, actions: np.ndarray, allow_short: bool) -> np.ndarray:
     """Buy steps the position up (short->flat->long), Sell steps it down, Hold keeps it;
     clipped to [-1 or 0, +1]. Raises ValueError for actions outside {0, 1, 2}."""
@@ -128,12 +135,8 @@ def target_positions(position: np.ndarray, actions: np.ndarray, allow_short: boo
             or ((actions < HOLD) | (actions > SELL)).any()):
         raise ValueError(f"actions must be {np.shape(position)} integers in "
                          f"{{0 Hold, 1 Buy, 2 Sell}}; got {actions!r}")
-    step = (actions == BUY).astype(np.int8) - (actions == SELL)
-    target = np.minimum(np.maximum(position + step, -1), 1).astype(np.int8)
-    if not allow_short:
-        # No new shorts; a short that already exists (opened elsewhere) may still be held.
-        target = np.maximum(target, np.minimum(position, 0)).astype(np.int8)
-    return target
+    table = _NEXT_POSITION if allow_short else _NEXT_POSITION_NO_SHORT
+    return table[position + 1, actions]
 
 
 def apply_actions(accounts: Accounts, actions: np.ndarray, price: np.ndarray | float,
@@ -149,17 +152,20 @@ def apply_actions(accounts: Accounts, actions: np.ndarray, price: np.ndarray | f
     ``commission * |units| * fill``. Accounts with equity <= 0 never open a position.
     """
     n = len(accounts.cash)
-    price = np.broadcast_to(np.asarray(price, dtype=np.float64), (n,))
+    price = np.asarray(price, dtype=np.float64)
+    if price.shape != (n,):
+        price = np.broadcast_to(price, (n,))
     target = target_positions(accounts.position, actions, params.allow_short)
     equity = accounts.equity(price)
     moved = target != accounts.position
-    closing = moved & (accounts.position != 0)
-    opening = moved & (accounts.position == 0) & (equity > 0)
-    side = np.where(closing | opening, np.sign(target - accounts.position), 0).astype(np.int8)
+    flat = accounts.position == 0
+    closing = moved & ~flat
+    opening = moved & flat & (equity > 0)
+    traded = closing | opening
+    side = (target - accounts.position) * traded  # int8; a fill moves the position by one
     fill = price * (1.0 + side * (params.slippage / 1e4))
     close_units, close_fee, pnl = _close(accounts, closing, fill, params.commission)
     open_units, open_fee = _open(accounts, opening, target, fill, equity, params)
-    traded = closing | opening
     return Fills(traded, side, np.abs(close_units) + np.abs(open_units),
                  np.where(traded, fill, 0.0), close_fee + open_fee, closing, pnl)
 
@@ -229,12 +235,16 @@ class _Market:
         return spaces.Box(low, high, dtype=np.float32)
 
     def observe(self, t: np.ndarray, acc: Accounts, balance: float,
-                rows: np.ndarray | slice = slice(None)) -> np.ndarray:
-        """float32 observations at bars ``t`` (of the accounts in ``rows``); bars <= t only."""
+                rows: np.ndarray | slice = slice(None),
+                equity: np.ndarray | None = None) -> np.ndarray:
+        """float32 observations at bars ``t`` (of the accounts in ``rows``); bars <= t only.
+        ``equity``: the accounts' equity at ``t`` when the caller has it already."""
         window = self.windows[t[rows] - self.lookback + 1]
-        account = account_features(acc, self.prices[t], balance)[rows]
-        return np.concatenate([window.reshape(len(account), -1), account], axis=1,
-                              dtype=np.float32)
+        obs = np.empty((len(window), self.obs_size), dtype=np.float32)
+        obs[:, :-ACCOUNT_FEATURES] = window.reshape(len(window), -1)
+        obs[:, -ACCOUNT_FEATURES:] = account_features(acc, self.prices[t], balance,
+                                                      equity)[rows]
+        return obs
 
     def check_starts(self, starts: Any, n: int) -> np.ndarray:
         """Start bars from reset options, broadcast to (n,) and range-checked."""
@@ -262,24 +272,30 @@ def _check_data(features: np.ndarray, prices: np.ndarray, lookback: int) -> None
         raise ValueError("prices must be finite and positive (raw prices, not scaled features)")
 
 
-def account_features(acc: Accounts, price: np.ndarray, balance: float) -> np.ndarray:
-    """The four account entries of the observation (layout in TradingEnvironment)."""
-    equity = acc.equity(price)
-    unrealized = acc.units * (price - acc.entry_price) - acc.entry_cost
+def account_features(acc: Accounts, price: np.ndarray, balance: float,
+                     equity: np.ndarray | None = None) -> np.ndarray:
+    """The four account entries of the observation (layout in TradingEnvironment).
+    ``equity``: ``acc.equity(price)`` when the caller has it already."""
+    features = np.empty((len(price), ACCOUNT_FEATURES))
+    features[:, 0] = (acc.equity(price) if equity is None else equity) / balance - 1.0
+    features[:, 1] = acc.position
+    features[:, 2] = (acc.units * (price - acc.entry_price) - acc.entry_cost) / balance
     entry = np.where(acc.position != 0, acc.entry_price, price)  # avoids 0/0 when flat
-    trade_return = acc.position * (price / entry - 1.0)
-    return np.stack([equity / balance - 1.0, acc.position, unrealized / balance,
-                     trade_return], axis=1)
+    features[:, 3] = acc.position * (price / entry - 1.0)
+    return features
 
 
 def _transition(acc: Accounts, actions: np.ndarray, t: np.ndarray, prices: np.ndarray,
                 params: EnvParams) -> tuple[np.ndarray, np.ndarray]:
     """Fill at close[t], mark at close[t+1]; returns (rewards, equity after), float64."""
-    before = acc.equity(prices[t])
-    apply_actions(acc, actions, prices[t], params)
+    price = prices[t]
+    before = acc.equity(price)
+    apply_actions(acc, actions, price, params)
     after = acc.equity(prices[t + 1])
-    penalty = params.hold_penalty * (np.asarray(actions) == HOLD)
-    return params.reward_scale * (after - before) / params.initial_balance - penalty, after
+    reward = params.reward_scale * (after - before) / params.initial_balance
+    if params.hold_penalty:
+        reward -= params.hold_penalty * (np.asarray(actions) == HOLD)
+    return reward, after
 
 
 def _episode_end(equity: np.ndarray, t: np.ndarray, steps: np.ndarray, last_bar: int,
@@ -462,14 +478,18 @@ class VecTradingEnv(gymnasium.vector.VectorEnv):
         self._steps += 1
         terminated, truncated = _episode_end(equity, self._t, self._steps, self.market.n - 1,
                                              self.params.episode_length)
-        obs, infos = self._observe(), {}
         done = terminated | truncated
         if done.any():
+            obs = self._observe()
             infos = self._final_info(obs, equity, done)
             self._restart(done)
             obs[done] = self._observe(done)
+            infos |= self._equity_info()
+        else:  # no reset: the equity marked by the transition is the current one
+            obs = self._observe(equity=equity)
+            infos = {"equity": equity, "_equity": np.ones(self.num_envs, dtype=bool)}
         # After the autoreset, so "equity" always describes the returned observation.
-        return obs, rewards.astype(np.float32), terminated, truncated, infos | self._equity_info()
+        return obs, rewards.astype(np.float32), terminated, truncated, infos
 
     def get_state(self) -> dict[str, Any]:
         """Everything that evolves (accounts, bar indices, RNG), for exact resume."""
@@ -498,8 +518,10 @@ class VecTradingEnv(gymnasium.vector.VectorEnv):
         self._steps[mask] = 0
         self.accounts.reset(mask, self.params.initial_balance)
 
-    def _observe(self, rows: np.ndarray | slice = slice(None)) -> np.ndarray:
-        return self.market.observe(self._t, self.accounts, self.params.initial_balance, rows)
+    def _observe(self, rows: np.ndarray | slice = slice(None),
+                 equity: np.ndarray | None = None) -> np.ndarray:
+        return self.market.observe(self._t, self.accounts, self.params.initial_balance, rows,
+                                   equity)
 
     def _equity_info(self) -> dict[str, Any]:
         equity = self.accounts.equity(self.market.prices[self._t])

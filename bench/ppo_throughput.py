@@ -18,9 +18,10 @@ Runs, interleaved (ours, sb3, [sb3-vec], ours, sb3, ...; ``--repeats`` each):
 
 Throughput is env steps / wall seconds of ``learn`` (our agent is built inside it; SB3's
 model construction is outside, it is milliseconds). A warm-up run of each comes first
-and is not counted. Afterwards one extra run of ours with timers wrapped around the
-env step, the rollout's policy call, GAE and the update gives the time breakdown
-(``--profile`` adds cProfile's top functions of one more run).
+and is not counted. Throughput is noisy on a shared machine: compare medians, and the
+per-repeat ratios (each ours run against the sb3 run right after it). Afterwards one
+extra run of ours with timers wrapped around its parts gives the time breakdown (see
+:func:`breakdown`; ``--profile`` adds cProfile's top functions of one more run).
 
 Usage: python bench/ppo_throughput.py [--steps 65536] [--repeats 3] [--sb3-vec] [--profile]
 """
@@ -85,15 +86,26 @@ def our_config(steps: int, seed: int) -> dict[str, Any]:
 # --------------------------------------------------------------------------- runs
 
 
-def run_ours(market: tuple, steps: int, seed: int) -> float:
+class Clock:
+    """Wall and process CPU time of a block (CPU time is steadier on a shared machine)."""
+
+    def __enter__(self) -> Clock:
+        self.wall, self.cpu = time.perf_counter(), time.process_time()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.wall = time.perf_counter() - self.wall
+        self.cpu = time.process_time() - self.cpu
+
+
+def run_ours(market: tuple, steps: int, seed: int) -> Clock:
     features, prices, n_features = market
     envs = VecTradingEnv(features, prices, LOOKBACK, EnvParams(), num_envs=N_ENVS)
     trainer = PPOTrainer(our_config(steps, seed))
-    started = time.perf_counter()
-    trainer.learn(envs, network_kwargs={"lookback": LOOKBACK, "n_features": n_features})
-    elapsed = time.perf_counter() - started
+    with Clock() as clock:
+        trainer.learn(envs, network_kwargs={"lookback": LOOKBACK, "n_features": n_features})
     assert trainer.algorithm.global_step == steps, trainer.algorithm.global_step
-    return elapsed
+    return clock
 
 
 def sb3_model(env: Any, seed: int) -> Any:
@@ -108,7 +120,7 @@ def sb3_model(env: Any, seed: int) -> Any:
                   seed=seed, device="cpu", verbose=0)
 
 
-def run_sb3(market: tuple, steps: int, seed: int) -> float:
+def run_sb3(market: tuple, steps: int, seed: int) -> Clock:
     from stable_baselines3.common.env_util import make_vec_env
     from stable_baselines3.common.vec_env import DummyVecEnv
 
@@ -116,23 +128,21 @@ def run_sb3(market: tuple, steps: int, seed: int) -> float:
     env = make_vec_env(lambda: TradingEnvironment(features, prices, LOOKBACK, EnvParams()),
                        n_envs=N_ENVS, seed=seed, vec_env_cls=DummyVecEnv)
     model = sb3_model(env, seed)
-    started = time.perf_counter()
-    model.learn(total_timesteps=steps)
-    elapsed = time.perf_counter() - started
+    with Clock() as clock:
+        model.learn(total_timesteps=steps)
     assert model.num_timesteps == steps, model.num_timesteps
-    return elapsed
+    return clock
 
 
-def run_sb3_vec(market: tuple, steps: int, seed: int) -> float:
+def run_sb3_vec(market: tuple, steps: int, seed: int) -> Clock:
     features, prices, _ = market
     env = sb3_adapter(VecTradingEnv(features, prices, LOOKBACK, EnvParams(), num_envs=N_ENVS))
     env.seed(seed)
     model = sb3_model(env, seed)
-    started = time.perf_counter()
-    model.learn(total_timesteps=steps)
-    elapsed = time.perf_counter() - started
+    with Clock() as clock:
+        model.learn(total_timesteps=steps)
     assert model.num_timesteps == steps, model.num_timesteps
-    return elapsed
+    return clock
 
 
 def sb3_adapter(vec: VecTradingEnv) -> Any:
@@ -217,48 +227,70 @@ class Timers:
         return timed
 
 
-# The rollout's policy call: whichever of these the agent has (the first found).
+# The rollout's policy call: whichever of these the agent has (the first found), so the
+# bench also times older versions of the code.
 POLICY_CALLS = ("act", "get_action_and_value")
 
 
 def breakdown(market: tuple, steps: int, seed: int) -> dict[str, Any]:
-    """One run of ours with timers around its parts (not counted in the throughput)."""
+    """One run of ours with timers wrapped around its parts (not counted in the throughput).
+
+    Rollout: env step, the per-step policy call, the critic's values (batched at the end
+    of a rollout, plus truncation bootstraps), GAE, and the rest (buffers, episode
+    bookkeeping). Update: the network forward, backward, gradient clipping, the Adam
+    step, and the rest (minibatch gathers, losses, zero_grad, diagnostics).
+    """
     features, prices, n_features = market
     envs = VecTradingEnv(features, prices, LOOKBACK, EnvParams(), num_envs=N_ENVS)
     algo = PPO(settings_from(normalise(our_config(steps, seed))),
                network_kwargs={"lookback": LOOKBACK, "n_features": n_features})
     algo._build(envs)  # build now, so the agent's methods can be wrapped
-    timers = Timers()
+    timers, agent = Timers(), algo.agent
     envs.step = timers.wrap("env_step", envs.step)
-    policy_call = next(name for name in POLICY_CALLS if hasattr(algo.agent, name))
-    setattr(algo.agent, policy_call,
-            timers.wrap("policy_forward", getattr(algo.agent, policy_call), "rollout"))
+    policy_call = next(name for name in POLICY_CALLS if hasattr(agent, name))
+    setattr(agent, policy_call, timers.wrap("policy_forward", getattr(agent, policy_call),
+                                            "rollout"))
+    agent.get_value = timers.wrap("critic_values", agent.get_value, "rollout")
+    agent.get_action_and_value = timers.wrap("forward", agent.get_action_and_value, "update")
+    algo.optimizer.step = timers.wrap("adam_step", algo.optimizer.step)
     algo._rollout = timers.wrap("rollout", algo._rollout)
     algo._update = timers.wrap("update", algo._update)
-    gae = ppo_algorithm.compute_gae
-    ppo_algorithm.compute_gae = timers.wrap("gae", gae)
+    patched = {name: getattr(ppo_algorithm, name) for name in ("compute_gae", "clip_grad_norm")
+               if hasattr(ppo_algorithm, name)}
+    for name, fn in patched.items():
+        setattr(ppo_algorithm, name, timers.wrap(name, fn))
+    backward = torch.Tensor.backward
+    torch.Tensor.backward = timers.wrap("backward", backward, "update")
     try:
         started = time.perf_counter()
         algo.learn(envs)
         total = time.perf_counter() - started
     finally:
-        ppo_algorithm.compute_gae = gae
+        torch.Tensor.backward = backward
+        for name, fn in patched.items():
+            setattr(ppo_algorithm, name, fn)
     t = timers.seconds
-    parts = {"env_step": t["env_step"], "policy_forward": t["policy_forward"], "gae": t["gae"],
-             "rollout_bookkeeping": t["rollout"] - t["env_step"] - t["policy_forward"]
-             - t["gae"], "update": t["update"],
-             "other": total - t["rollout"] - t["update"]}
+    rollout = {"env_step": t["env_step"], "policy_forward": t["policy_forward"],
+               "critic_values": t["critic_values"], "gae": t["compute_gae"]}
+    rollout["bookkeeping"] = t["rollout"] - sum(rollout.values())
+    update = {"forward": t["forward"], "backward": t["backward"],
+              "clip_grad_norm": t["clip_grad_norm"], "adam_step": t["adam_step"]}
+    update["losses_gathers_other"] = t["update"] - sum(update.values())
     iterations = algo.iteration
+    rollout_steps = iterations * N_STEPS
+    minibatches = iterations * EPOCHS * (N_ENVS * N_STEPS // MINIBATCH)
     return {
         "steps_per_s_with_timers": round(steps / total, 1), "seconds": round(total, 3),
         "policy_call": policy_call,
-        "seconds_by_part": {k: round(v, 3) for k, v in parts.items()},
-        "percent_by_part": {k: round(100 * v / total, 1) for k, v in parts.items()},
-        "us_per_rollout_step": {k: round(1e6 * parts[k] / (iterations * N_STEPS), 1)
-                                for k in ("env_step", "policy_forward", "rollout_bookkeeping")},
-        "ms_per_update": round(1e3 * parts["update"] / iterations, 2),
-        "us_per_minibatch": round(1e6 * parts["update"] / (iterations * EPOCHS
-                                                            * N_ENVS * N_STEPS // MINIBATCH), 1),
+        "percent": {"rollout": round(100 * t["rollout"] / total, 1),
+                    "update": round(100 * t["update"] / total, 1),
+                    "other": round(100 * (total - t["rollout"] - t["update"]) / total, 1)},
+        "rollout_s": {k: round(v, 3) for k, v in rollout.items()},
+        "update_s": {k: round(v, 3) for k, v in update.items()},
+        "rollout_us_per_vector_step": {k: round(1e6 * v / rollout_steps, 1)
+                                       for k, v in rollout.items()},
+        "update_us_per_minibatch": {k: round(1e6 * v / minibatches, 1)
+                                    for k, v in update.items()},
     }
 
 
@@ -277,12 +309,16 @@ def profile_top(market: tuple, steps: int, seed: int, n: int = 25) -> list[str]:
 # --------------------------------------------------------------------------- main
 
 
-def summary(seconds: list[float], steps: int) -> dict[str, Any]:
-    rates = [steps / s for s in seconds]
-    return {"steps_per_s_median": round(statistics.median(rates), 1),
+def summary(clocks: list[Clock], steps: int) -> dict[str, Any]:
+    rates = [steps / c.wall for c in clocks]
+    cpu_rates = [steps / c.cpu for c in clocks]
+    median = statistics.median(rates)
+    return {"steps_per_s_median": round(median, 1),
             "steps_per_s_samples": [round(r, 1) for r in rates],
-            "spread_pct": round(100 * (max(rates) - min(rates)) / statistics.median(rates), 1),
-            "seconds": [round(s, 3) for s in seconds]}
+            "spread_pct": round(100 * (max(rates) - min(rates)) / median, 1),
+            "seconds": [round(c.wall, 3) for c in clocks],
+            "steps_per_cpu_s_median": round(statistics.median(cpu_rates), 1),
+            "steps_per_cpu_s_samples": [round(r, 1) for r in cpu_rates]}
 
 
 def main() -> None:
@@ -292,6 +328,8 @@ def main() -> None:
                         help="env steps per training run (a multiple of 2048)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--warmup-steps", type=int, default=8192,
+                        help="env steps of the uncounted warm-up run of each contender")
     parser.add_argument("--sb3-vec", action="store_true",
                         help="also run SB3 on our VecTradingEnv through an SB3 VecEnv adapter")
     parser.add_argument("--only", choices=sorted(RUNS), action="append",
@@ -301,17 +339,18 @@ def main() -> None:
                         help="add cProfile's top functions of one run of ours")
     args = parser.parse_args()
     batch = N_ENVS * N_STEPS
-    if args.steps < batch or args.steps % batch:
-        parser.error(f"--steps must be a positive multiple of {batch}")
+    for flag, value in (("--steps", args.steps), ("--warmup-steps", args.warmup_steps)):
+        if value < batch or value % batch:
+            parser.error(f"{flag} must be a positive multiple of {batch}")
     torch.set_num_threads(1)
     market = load_market(args.csv)
     names = args.only or ["ours", "sb3"] + (["sb3_vec"] if args.sb3_vec else [])
-    for name in names:  # warm-up: imports, allocator, first-call costs
-        RUNS[name](market, batch, args.seed)
-    seconds: dict[str, list[float]] = {name: [] for name in names}
+    for name in names:  # warm-up: imports, first-call costs, first touches of fresh memory
+        RUNS[name](market, args.warmup_steps, args.seed)
+    clocks: dict[str, list[Clock]] = {name: [] for name in names}
     for _ in range(args.repeats):
         for name in names:
-            seconds[name].append(RUNS[name](market, args.steps, args.seed))
+            clocks[name].append(RUNS[name](market, args.steps, args.seed))
     result: dict[str, Any] = {
         "bench": "ppo_throughput",
         "config": {"env_steps": args.steps, "repeats": args.repeats, "n_envs": N_ENVS,
@@ -324,14 +363,17 @@ def main() -> None:
                      "numpy": np.__version__, **sb3_versions()},
     }
     for name in names:
-        result[name] = summary(seconds[name], args.steps)
+        result[name] = summary(clocks[name], args.steps)
     for other in ("sb3", "sb3_vec"):
         if "ours" in names and other in names:
-            pairs = [b / a for a, b in zip(seconds["ours"], seconds[other], strict=True)]
+            ours, theirs = result["ours"], result[other]
+            pairs = [b.wall / a.wall for a, b in zip(clocks["ours"], clocks[other], strict=True)]
             result[f"ratio_ours_over_{other}"] = {
-                "of_medians": round(result["ours"]["steps_per_s_median"]
-                                    / result[other]["steps_per_s_median"], 2),
-                "per_repeat": [round(r, 2) for r in pairs]}
+                "of_medians": round(ours["steps_per_s_median"]
+                                    / theirs["steps_per_s_median"], 2),
+                "per_repeat": [round(r, 2) for r in pairs],
+                "of_cpu_medians": round(ours["steps_per_cpu_s_median"]
+                                        / theirs["steps_per_cpu_s_median"], 2)}
     if "ours" in names and not args.no_breakdown:
         result["ours_breakdown"] = breakdown(market, args.steps, args.seed)
     if args.profile:
