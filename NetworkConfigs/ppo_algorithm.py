@@ -144,14 +144,15 @@ class PPO:
         try:
             status = self._loop()
         except BaseException as exc:
-            status = "stopped" if isinstance(exc, KeyboardInterrupt) else "failed"
+            # "interrupted": cut mid-iteration, not a consistent state to checkpoint.
+            status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
             error = f"{type(exc).__name__}: {exc}"
             raise
         finally:
             self.status = status
             summary = {"status": status, "error": error, "iterations": self.iteration,
                        "global_step": self.global_step}
-            for callback in self.callbacks:
+            for callback in reversed(self.callbacks):  # teardown in reverse, like a stack
                 callback.on_training_end(summary)
         return self.agent
 
@@ -286,7 +287,7 @@ class PPO:
                     approx_kl = ((ratio - 1) - logratio).mean()  # http://joschu.net/blog/kl-approx.html
                     clipfracs.append(((ratio - 1.0).abs() > clip).float().mean().item())
                 mb_adv = mb["advantages"]
-                if s.norm_adv:
+                if s.norm_adv and len(mb_adv) > 1:  # std of one value is NaN (as SB3 guards)
                     mb_adv = (mb_adv - mb_adv.mean()) / (mb_adv.std() + 1e-8)
                 pg_loss1 = -mb_adv * ratio
                 pg_loss2 = -mb_adv * torch.clamp(ratio, 1 - clip, 1 + clip)
@@ -295,6 +296,10 @@ class PPO:
                 entropy_loss = entropy.mean()
                 loss = pg_loss - s.ent_coef * entropy_loss + s.vf_coef * v_loss
                 self.optimizer.zero_grad(set_to_none=True)
+                if not torch.isfinite(loss):
+                    raise FloatingPointError(
+                        f"training diverged: loss is {loss.item()} at iteration "
+                        f"{self.iteration + 1}; lower learning_rate or check the data")
                 loss.backward()
                 clip_grad_norm([p.grad for p in params if p.grad is not None], s.max_grad_norm)
                 self.optimizer.step()
@@ -324,6 +329,7 @@ class PPO:
         return {"model": self.agent.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "iteration": self.iteration, "global_step": self.global_step,
                 "torch_rng": torch.get_rng_state(),
+                "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
                 "numpy_rng": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)),
                               "pos": int(pos), "has_gauss": int(has_gauss),
                               "cached": float(cached)},
@@ -338,6 +344,8 @@ class PPO:
         self.optimizer.load_state_dict(state["optimizer"])
         self.iteration, self.global_step = int(state["iteration"]), int(state["global_step"])
         torch.set_rng_state(state["torch_rng"])
+        if state.get("cuda_rng") is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda_rng"])  # sampling on a GPU uses these
         rng = state["numpy_rng"]
         np.random.set_state((rng["kind"], rng["keys"].numpy().astype(np.uint32), rng["pos"],
                              rng["has_gauss"], rng["cached"]))

@@ -70,6 +70,11 @@ class WindowEncoder(nn.Module):
         else:
             self.net = nn.GRU(n_features, hidden, batch_first=True)
             self.out_dim = hidden
+        for name, weight in self.net.named_parameters():  # orthogonal, like the trunks
+            if "weight" in name:
+                nn.init.orthogonal_(weight, math.sqrt(2) if kind == "conv" else 1.0)
+            else:
+                nn.init.zeros_(weight)
 
     def forward(self, window: torch.Tensor) -> torch.Tensor:
         if self.kind == "conv":
@@ -105,6 +110,7 @@ class ActorCritic(nn.Module):
         self._actor_layers, self._critic_layers = _layers(self.actor), _layers(self.critic)
 
     def encode(self, obs: torch.Tensor) -> torch.Tensor:
+        obs = obs.reshape(obs.shape[0], -1)  # any Box shape: the trunks see it flat
         if self.window_encoder is None:
             return obs
         window = obs[:, :self.window_dim].reshape(-1, self.lookback, self.n_features)

@@ -153,9 +153,16 @@ def test_resume_continues_exactly(small_bars, tmp_path: Path) -> None:
     state = torch.load(tmp_path / "ckpt" / "last.pt", weights_only=True)
     resumed = PPOTrainer(TINY).fit(small_bars, model_name="resumed", models_dir=tmp_path,
                                    resume_state=state)
+    # the checkpoint's "model" is the FINAL policy; <name>_model.pt the validation-best one
     assert_same_weights(weights(whole, "whole", "checkpoint"),
                         weights(resumed, "resumed", "checkpoint"))
     assert_same_weights(weights(whole, "whole"), weights(resumed, "resumed"))
+    # the stopped run's own folder resumes just as exactly
+    folder_state = torch.load(tmp_path / "PPO_part" / "part_checkpoint.pt", weights_only=True)
+    again = PPOTrainer(TINY).fit(small_bars, model_name="again", models_dir=tmp_path,
+                                 resume_state=folder_state)
+    assert_same_weights(weights(whole, "whole", "checkpoint"),
+                        weights(again, "again", "checkpoint"))
 
 
 def test_artifacts_reload_through_the_registry(small_bars, tmp_path: Path) -> None:
@@ -293,3 +300,41 @@ def test_example_config_documents_every_key_with_its_default() -> None:
     assert example == DEFAULTS
     lines = [line for line in path.read_text().splitlines() if line.startswith("  ")]
     assert all("#" in line for line in lines), "every key needs a comment"
+
+
+def test_a_one_row_minibatch_does_not_poison_the_weights() -> None:
+    """batch 128 in minibatches of 127 leaves a single-row minibatch every epoch."""
+    settings = settings_from(normalise({"train_params": {
+        "n_envs": 2, "n_steps": 64, "batch_size": 127, "total_timesteps": 256,
+        "device": "cpu"}}))
+    ppo = PPO(settings)
+    ppo.learn(cartpole(2))
+    assert all(torch.isfinite(p).all() for p in ppo.agent.parameters())
+
+
+def test_any_box_shape_trains() -> None:
+    settings = settings_from(normalise({"train_params": {
+        "n_envs": 2, "n_steps": 32, "batch_size": 64, "total_timesteps": 128, "device": "cpu"}}))
+    envs = gym.vector.SyncVectorEnv(
+        [lambda: gym.wrappers.ReshapeObservation(gym.make("CartPole-v1"), (2, 2))] * 2,
+        autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
+    ppo = PPO(settings)
+    ppo.learn(envs)
+    assert ppo.iteration == 2
+
+
+def test_an_interrupted_rollout_is_never_checkpointed(small_bars, tmp_path: Path) -> None:
+    class PullThePlug(Callback):
+        def on_iteration_end(self, metrics: dict) -> bool:
+            def interrupted(actions):
+                raise KeyboardInterrupt
+            self.trainer.envs.step = interrupted  # the next rollout dies mid-way
+            return True
+
+    checkpoints = Checkpoints(tmp_path / "ckpt", every=2)
+    trainer = PPOTrainer(TINY, [checkpoints, PullThePlug()])
+    with pytest.raises(KeyboardInterrupt):
+        trainer.fit(small_bars, model_name="cut", models_dir=tmp_path)
+    assert trainer.algorithm.status == "interrupted"
+    assert not (tmp_path / "ckpt" / "last.pt").exists()  # no inconsistent state on disk
+    assert not (tmp_path / "PPO_cut").exists()
