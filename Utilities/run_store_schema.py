@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import logging
 import math
+import random
+import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -108,7 +110,10 @@ class Event(Base):
 metadata = Base.metadata
 # A concurrent opener can win the CREATE race for each table at most once, and every
 # lost race leaves one more table for the next (checkfirst) attempt to skip.
-_CREATE_ATTEMPTS = len(metadata.tables) + 1
+# SQLite can also refuse at once with "database is locked": two openers holding the
+# schema read lock both try to write, and SQLite fails one rather than deadlock (its
+# busy timeout does not apply then). That loser creates nothing, so allow more tries.
+_CREATE_ATTEMPTS = 4 * (len(metadata.tables) + 1)
 # PostgreSQL SQLSTATEs of a lost CREATE race: duplicate_table, duplicate_object, and
 # unique_violation on the pg_type catalogue when both transactions create one table.
 _DUPLICATE_STATES = frozenset({"42P07", "42710", "23505"})
@@ -117,7 +122,9 @@ _DUPLICATE_STATES = frozenset({"42P07", "42710", "23505"})
 def _lost_creation_race(exc: DBAPIError) -> bool:
     """Whether create_all failed because a concurrent opener created an object first."""
     state = getattr(exc.orig, "pgcode", None) or getattr(exc.orig, "sqlstate", None)
-    return state in _DUPLICATE_STATES or "already exists" in str(exc.orig)
+    message = str(exc.orig)
+    return (state in _DUPLICATE_STATES or "already exists" in message
+            or "database is locked" in message)
 
 
 def create_schema(engine: sa.Engine) -> None:
@@ -130,6 +137,7 @@ def create_schema(engine: sa.Engine) -> None:
             if attempt == _CREATE_ATTEMPTS or not _lost_creation_race(exc):
                 raise
             logger.debug("concurrent schema creation (attempt %d): %s", attempt, exc.orig)
+            time.sleep(random.uniform(0, 0.01 * attempt))  # back off so openers interleave
 
 
 def utcnow() -> datetime:
