@@ -195,10 +195,11 @@ class PPOTrainer(Trainer):
               data_file: str | None, overwrite: bool) -> Path:
         algorithm = self.algorithm
         agent = algorithm.agent
+        data_hash = _hash_of(data_file)  # read the file once for both records
         # The training state is taken BEFORE the best weights are swapped in, so resuming
         # from the folder continues the run itself (final weights + their optimiser state).
         final_state = {**algorithm.state_dict(), "config": self.config, "model_name": model_name,
-                       "data_hash": _hash_of(data_file)}
+                       "data_hash": data_hash}
         if algorithm.best_state is not None:  # the validation-best weights are the model
             agent.load_state_dict(algorithm.best_state)
         metrics = self._final_metrics(data, agent)
@@ -206,17 +207,17 @@ class PPOTrainer(Trainer):
             torch.save(agent.state_dict(), w.path("model.pt"))
             torch.save(final_state, w.path("checkpoint.pt"))
             w.save_scaler(data.scaler)
-            w.config.update(self._config_record(data, data_file, metrics))
+            w.config.update(self._config_record(data, data_file, data_hash, metrics))
         return w.target
 
-    def _config_record(self, data: PreparedData, data_file: str | None,
+    def _config_record(self, data: PreparedData, data_file: str | None, data_hash: str | None,
                        metrics: dict[str, Any]) -> dict[str, Any]:
         return {
             **self.config, "feature_spec": data.spec.to_dict(), "lookback": self.lookback,
             "observation": {"window": [self.lookback, len(data.spec.features)],
                             "account_features": ACCOUNT_FEATURES},
             "algorithm": self.settings.to_dict(), "data_file": str(data_file or ""),
-            "data_hash": _hash_of(data_file),
+            "data_hash": data_hash,
             "data_rows": len(data.bars), "split": data.split_dates(), "metrics": metrics,
             "validation_history": self.validation.history if self.validation else [],
         }

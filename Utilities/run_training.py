@@ -121,10 +121,10 @@ def load_resume(target: str, store: RunStore | None) -> dict[str, Any]:
     return state
 
 
-def check_resume(state: dict[str, Any], csv_path: str) -> None:
+def check_resume(state: dict[str, Any], csv_path: str, data_hash: str) -> None:
     """Exact continuation needs the very data the checkpoint was trained on."""
     trained_on = state.get("data_hash")
-    if trained_on and Path(csv_path).is_file() and file_sha256(Path(csv_path)) != trained_on:
+    if trained_on and data_hash != trained_on:
         raise UsageError(f"{csv_path} is not the data this checkpoint was trained on (SHA-256 "
                          "differs); resume with the same file, or train a new model")
 
@@ -183,15 +183,16 @@ def prepare(args: argparse.Namespace, store: RunStore | None) -> dict[str, Any]:
         name = validate_name(args.model_name or _default_name(args, resume))
         trainer = trainer_class(config, [])
         bars = load_bars(args.csv_path)
+        data_hash = file_sha256(Path(args.csv_path))  # load_bars proved the file exists
         if resume is not None:
-            check_resume(resume, args.csv_path)
+            check_resume(resume, args.csv_path, data_hash)
         trainer.check_data(bars, Path(args.csv_path).name)
     except (UnknownModelType, DataError, ArtifactError, ValueError, TypeError, OSError) as exc:
         raise UsageError(str(exc)) from None
     same_model = resume is not None and resume.get("model_name") == name
     return {"model_type": model_type, "trainer": trainer, "config": trainer.config,
             "name": name, "bars": bars, "resume": resume, "overwrite": same_model,
-            "data_hash": file_sha256(Path(args.csv_path))}
+            "data_hash": data_hash}
 
 
 def _default_name(args: argparse.Namespace, resume: dict[str, Any] | None) -> str:
