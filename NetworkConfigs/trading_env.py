@@ -306,6 +306,19 @@ def _episode_end(equity: np.ndarray, t: np.ndarray, steps: np.ndarray, last_bar:
     return terminated, ~terminated & out_of_time
 
 
+def _advance(acc: Accounts, actions: np.ndarray, t: np.ndarray, steps: np.ndarray,
+             market: _Market, params: EnvParams) -> tuple[np.ndarray, np.ndarray, np.ndarray,
+                                                          np.ndarray]:
+    """One step of N accounts, shared by both envs: trade at close[t], move to t+1 (``t``
+    and ``steps`` in place), then decide the episode end. Returns (reward, equity,
+    terminated, truncated)."""
+    reward, equity = _transition(acc, actions, t, market.prices, params)
+    t += 1
+    steps += 1
+    terminated, truncated = _episode_end(equity, t, steps, market.n - 1, params.episode_length)
+    return reward, equity, terminated, truncated
+
+
 class TradingEnvironment(gymnasium.Env[np.ndarray, np.int64]):
     """Trade one instrument bar by bar with a single account.
 
@@ -397,13 +410,9 @@ class TradingEnvironment(gymnasium.Env[np.ndarray, np.int64]):
             raise RuntimeError("call reset() before step() (the episode has ended)")
         if not self.action_space.contains(action):
             raise ValueError(f"action must be 0 (Hold), 1 (Buy) or 2 (Sell); got {action!r}")
-        actions = np.full(1, int(action))
-        reward, equity = _transition(self.accounts, actions, self._t, self.market.prices,
-                                     self.params)
-        self._t += 1
-        self._steps += 1
-        terminated, truncated = _episode_end(equity, self._t, self._steps, self.market.n - 1,
-                                             self.params.episode_length)
+        reward, _equity, terminated, truncated = _advance(
+            self.accounts, np.full(1, int(action)), self._t, self._steps, self.market,
+            self.params)
         self._done = bool(terminated[0] or truncated[0])
         info = self._info()
         if self._done:
@@ -471,13 +480,8 @@ class VecTradingEnv(gymnasium.vector.VectorEnv):
 
     def step(self, actions: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray,
                                           dict[str, Any]]:
-        actions = np.asarray(actions)
-        rewards, equity = _transition(self.accounts, actions, self._t, self.market.prices,
-                                      self.params)
-        self._t += 1
-        self._steps += 1
-        terminated, truncated = _episode_end(equity, self._t, self._steps, self.market.n - 1,
-                                             self.params.episode_length)
+        rewards, equity, terminated, truncated = _advance(
+            self.accounts, np.asarray(actions), self._t, self._steps, self.market, self.params)
         done = terminated | truncated
         if done.any():
             obs = self._observe()
