@@ -147,9 +147,12 @@ def apply_actions(accounts: Accounts, actions: np.ndarray, price: np.ndarray | f
     A step moves the position by at most one, so a fill either closes a position (to
     flat) or opens one (from flat). Closing trades all units at the slipped price and
     books ``pnl = units * (fill - entry_price) - entry_cost - fee``. Opening commits
-    ``position_fraction`` of the equity marked at ``price``:
-    ``units = side * fraction * equity / fill``. Every fill pays
-    ``commission * |units| * fill``. Accounts with equity <= 0 never open a position.
+    ``position_fraction`` of the equity marked at ``price``, fee included:
+    ``units = side * fraction * equity / (fill * (1 + commission))``, so a long never
+    spends cash it does not have (backtesting.py sizes orders the same way). Every fill
+    pays ``commission * |units| * fill``. Accounts with equity <= 0 never open a position.
+    The rule is linear in equity (units and fees scale with it), which lets the
+    backtester replay trades independently and chain their growth factors.
     """
     n = len(accounts.cash)
     price = np.asarray(price, dtype=np.float64)
@@ -187,7 +190,8 @@ def _close(acc: Accounts, closing: np.ndarray, fill: np.ndarray,
 def _open(acc: Accounts, opening: np.ndarray, target: np.ndarray, fill: np.ndarray,
           equity: np.ndarray, params: EnvParams) -> tuple[np.ndarray, np.ndarray]:
     """Enter the opening accounts (all flat, so equity == cash); returns (units, fee)."""
-    units = np.where(opening, target * params.position_fraction * equity / fill, 0.0)
+    units = np.where(opening, target * params.position_fraction * equity
+                     / (fill * (1.0 + params.commission)), 0.0)
     fee = params.commission * np.abs(units) * fill
     acc.cash -= units * fill + fee  # a short's sale proceeds are credited to cash
     acc.units += units

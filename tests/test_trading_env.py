@@ -52,37 +52,38 @@ def act(acc: Accounts, action: int, price: float, params: EnvParams):
 def test_long_round_trip_with_commission_and_slippage() -> None:
     acc = one_account()
     buy = act(acc, BUY, 100.0, COSTLY)
-    # Fill 100 * 1.001 = 100.1; all 10,000 of equity buys 10,000 / 100.1 units; fee 10.
+    # Fill 100 * 1.001 = 100.1. The 10,000 of equity pays units and fee together:
+    # units = 10,000 / (100.1 * 1.001) = 99.8003; fee = 0.001 * units * 100.1 = 9.99.
     assert buy.price[0] == pytest.approx(100.1)
-    assert acc.units[0] == pytest.approx(99.9000999001)
-    assert buy.fee[0] == pytest.approx(10.0)
-    assert acc.cash[0] == pytest.approx(-10.0)
+    assert acc.units[0] == pytest.approx(99.8002996005)
+    assert buy.fee[0] == pytest.approx(9.99000999)
+    assert acc.cash[0] == pytest.approx(0.0, abs=1e-9)  # all in, never below zero
     assert acc.entry_price[0] == pytest.approx(100.1) and acc.position[0] == 1
-    assert acc.equity(100.0)[0] == pytest.approx(9980.00999001)  # no profit booked at entry
+    assert acc.equity(100.0)[0] == pytest.approx(9980.02996005)  # no profit booked at entry
     assert not buy.closed[0] and buy.pnl[0] == 0.0
 
     sell = act(acc, SELL, 110.0, COSTLY)
-    # Fill 110 * 0.999 = 109.89; proceeds 99.9000999 * 109.89 = 10978.021978; fee 10.978022.
+    # Fill 110 * 0.999 = 109.89; proceeds 99.8003 * 109.89 = 10967.054923; fee 10.967055.
     assert sell.price[0] == pytest.approx(109.89)
-    assert sell.fee[0] == pytest.approx(10.978021978)
-    assert acc.cash[0] == pytest.approx(10957.043956044)
-    assert sell.pnl[0] == pytest.approx(957.043956044)  # both fees included
-    assert acc.equity(123.0)[0] == pytest.approx(10957.043956044)  # flat: price no longer matters
+    assert sell.fee[0] == pytest.approx(10.967054923)
+    assert acc.cash[0] == pytest.approx(10956.087868176)
+    assert sell.pnl[0] == pytest.approx(956.087868176)  # both fees included
+    assert acc.equity(123.0)[0] == pytest.approx(10956.087868176)  # flat: price no longer matters
     assert (acc.position[0], acc.units[0], acc.trades[0], acc.wins[0]) == (0, 0.0, 1, 1)
 
 
 def test_short_round_trip() -> None:
     acc = one_account()
     act(acc, SELL, 100.0, COSTLY)
-    # Fill 99.9; sells 10,000 / 99.9 = 100.1001001 units; cash 10,000 + 10,000 - 10 fee.
-    assert acc.units[0] == pytest.approx(-100.1001001001)
-    assert acc.cash[0] == pytest.approx(19_990.0)
+    # Fill 99.9; sells 10,000 / (99.9 * 1.001) = 100.0001 units; cash 10,000 + proceeds - fee.
+    assert acc.units[0] == pytest.approx(-100.0001000001)
+    assert acc.cash[0] == pytest.approx(19_980.01998002)
     assert acc.position[0] == -1
     cover = act(acc, BUY, 90.0, COSTLY)
-    # Buys back at 90.09: costs 9018.018018 plus a 9.018018 fee.
+    # Buys back at 90.09: costs 9009.009009 plus a 9.009009 fee.
     assert cover.side[0] == 1 and cover.price[0] == pytest.approx(90.09)
-    assert acc.cash[0] == pytest.approx(10962.963963964)
-    assert cover.pnl[0] == pytest.approx(962.963963964)
+    assert acc.cash[0] == pytest.approx(10962.001962002)
+    assert cover.pnl[0] == pytest.approx(962.001962002)
     assert (acc.trades[0], acc.wins[0]) == (1, 1)
 
 
@@ -91,7 +92,7 @@ def test_losing_trade_is_counted_but_not_won() -> None:
     act(acc, BUY, 100.0, COSTLY)
     fill = act(acc, SELL, 100.0, COSTLY)  # unchanged price: the costs make it a loss
     assert fill.pnl[0] < 0
-    assert acc.cash[0] == pytest.approx(10_000 - fill.fee[0] - 10.0 - 10_000 * (1 - 0.999 / 1.001))
+    assert acc.cash[0] == pytest.approx(10_000 * 99.9 * 0.999 / (100.1 * 1.001))
     assert (acc.trades[0], acc.wins[0]) == (1, 0)
 
 
@@ -299,14 +300,17 @@ def test_terminated_on_ruin(market) -> None:
     features, _ = market
     env = TradingEnvironment(features, crash_prices(len(features), 30), LOOKBACK)
     env.reset(options={"start": 27})
-    # Default costs: short 10,000 / 99.99 units at 99.99, fee 5, so cash is 19,995.
+    # Default costs: short u = 10,000 / (99.99 * 1.0005) units at 99.99; the fee is taken
+    # from the proceeds, so cash is 10,000 + u * 99.99 * (1 - 0.0005).
     assert env.step(SELL)[2:4] == (False, False)
     _, _, terminated, truncated, before = env.step(HOLD)
     assert (terminated, truncated) == (False, False)
-    assert before["equity"] == pytest.approx(19_995 - 100 * 10_000 / 99.99)
+    units = 10_000 / (99.99 * 1.0005)
+    cash = 10_000 + units * 99.99 * 0.9995
+    assert before["equity"] == pytest.approx(cash - 100 * units)
     obs, reward, terminated, truncated, info = env.step(HOLD)  # bar 29 -> 30: price triples
     assert (terminated, truncated) == (True, False)
-    assert info["final_equity"] == pytest.approx(19_995 - 300 * 10_000 / 99.99)  # -10,008
+    assert info["final_equity"] == pytest.approx(cash - 300 * units)  # about -10,000
     assert info["win"] is False
     assert reward == pytest.approx(100 * (info["equity"] - before["equity"]) / 10_000)
     assert np.isfinite(obs).all() and obs in env.observation_space
