@@ -139,6 +139,22 @@ def target_positions(position: np.ndarray, actions: np.ndarray, allow_short: boo
     return table[position + 1, actions]
 
 
+def position_path(actions: np.ndarray, allow_short: bool, start: int = 0) -> np.ndarray:
+    """Positions after each action of one account's tape, by :func:`target_positions`'
+    table: known in advance because the table is deterministic (the backtester uses it
+    to vectorise the fills). int8 array, one entry per action."""
+    actions = np.asarray(actions)
+    if actions.ndim != 1 or (actions.size and (
+            actions.dtype.kind not in "iu" or actions.min() < HOLD or actions.max() > SELL)):
+        raise ValueError("actions must be a 1-D tape of integers in {0 Hold, 1 Buy, 2 Sell}")
+    table = (_NEXT_POSITION if allow_short else _NEXT_POSITION_NO_SHORT).tolist()
+    out, position = [], start
+    for action in actions.tolist():  # a scan over 3 states: plain Python is the fast way
+        position = table[position + 1][action]
+        out.append(position)
+    return np.array(out, dtype=np.int8)
+
+
 def apply_actions(accounts: Accounts, actions: np.ndarray, price: np.ndarray | float,
                   params: EnvParams) -> Fills:
     """Fill ``actions`` at ``price`` (raw price, scalar or (N,)) and update ``accounts``.

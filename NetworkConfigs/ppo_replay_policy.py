@@ -1,0 +1,92 @@
+"""The PPO policy evaluated fast over a fixed series of bars (closed-loop backtests).
+
+In a backtest the market part of every observation is known in advance; only the four
+account entries depend on the agent's own earlier actions. The first layer of each trunk
+is linear, so its market part is computed for all bars in one matrix product (through
+the window encoder first, if the network has one). What remains per bar is the account
+part and the rest of the trunks: a few small matrix products, done in numpy on blocks of
+bars because torch's per-call overhead dominates at this size.
+
+The numpy trunk replays the network's own layers (Linear and Tanh, as
+``ppo_network._mlp`` builds them); a test pins it to ``ActorCritic.policy``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from NetworkConfigs.ppo_network import ActorCritic
+
+_BATCH = 4096  # bars per block of the one-off market pass (bounds its memory)
+
+
+class ReplayPolicy:
+    """Action probabilities and values at chosen bars for chosen account entries."""
+
+    def __init__(self, agent: ActorCritic, windows: np.ndarray) -> None:
+        """``windows``: (bars, lookback, features) scaled market windows, float32."""
+        market_dim = (agent.window_encoder.out_dim if agent.window_encoder
+                      else agent.window_dim)
+        self._actor = _Trunk(agent._actor_layers, market_dim)
+        self._critic = _Trunk(agent._critic_layers, market_dim)
+        with torch.no_grad():
+            for start in range(0, len(windows), _BATCH):
+                # a copy: the windows are a read-only strided view, which torch refuses to wrap
+                block = torch.tensor(windows[start:start + _BATCH], dtype=torch.float32)
+                encoded = (agent.window_encoder(block) if agent.window_encoder
+                           else block.reshape(len(block), -1))
+                self._actor.add_market(encoded)
+                self._critic.add_market(encoded)
+        self._actor.finish()
+        self._critic.finish()
+
+    def __call__(self, rows: slice, account: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(probabilities (k, actions), values (k,)) at bars ``rows`` with ``account``
+        (k, account entries), float32 like the network."""
+        account = account.astype(np.float32, copy=False)
+        logits = self._actor(rows, account)
+        logits -= logits.max(axis=1, keepdims=True)
+        np.exp(logits, out=logits)
+        logits /= logits.sum(axis=1, keepdims=True)
+        return logits, self._critic(rows, account)[:, 0]
+
+
+class _Trunk:
+    """One trunk (actor or critic) split at its first layer: market part precomputed."""
+
+    def __init__(self, layers: tuple[nn.Module, ...], market_dim: int) -> None:
+        first = layers[0]
+        if not isinstance(first, nn.Linear):
+            raise TypeError(f"a trunk must start with nn.Linear; got {type(first).__name__}")
+        weight = first.weight.detach()
+        self._market_weight, self._bias = weight[:, :market_dim], first.bias.detach()
+        self._account_weight = weight[:, market_dim:].T.numpy().copy()
+        self._rest = [_numpy_layer(layer) for layer in layers[1:]]
+        self._blocks: list[np.ndarray] = []
+        self._market = np.empty((0, len(self._bias)), dtype=np.float32)
+
+    def add_market(self, encoded: torch.Tensor) -> None:
+        self._blocks.append(torch.addmm(self._bias, encoded, self._market_weight.T).numpy())
+
+    def finish(self) -> None:
+        if self._blocks:
+            self._market = np.concatenate(self._blocks)
+        self._blocks = []
+
+    def __call__(self, rows: slice, account: np.ndarray) -> np.ndarray:
+        x = self._market[rows] + account @ self._account_weight
+        for layer in self._rest:
+            x = layer(x)
+        return x
+
+
+def _numpy_layer(layer: nn.Module):
+    if isinstance(layer, nn.Tanh):
+        return np.tanh
+    if isinstance(layer, nn.Linear):
+        weight = layer.weight.detach().T.numpy().copy()
+        bias = layer.bias.detach().numpy().copy()
+        return lambda x: x @ weight + bias
+    raise TypeError(f"unsupported trunk layer {type(layer).__name__}")

@@ -1,0 +1,190 @@
+"""What a model backtest hands to people: the period, the result beside its baselines,
+per-bar decisions, and the files (trades.csv, equity.csv, decisions.csv, equity.png).
+
+Shared by every model type's backtester; it knows nothing about how decisions are made.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from NetworkConfigs.artifacts import file_sha256
+from NetworkConfigs.trading_env import EnvParams
+from Utilities import performance
+from Utilities.backtester import BacktestResult
+
+log = logging.getLogger(__name__)
+
+
+class BacktestInputError(ValueError):
+    """A backtest request that cannot run (date range, costs); the message says why."""
+
+
+@dataclass(frozen=True)
+class Period:
+    """Rows [first, last] of the model's feature frame that get a decision."""
+
+    first: int
+    last: int
+    source: str  # "custom range", "held-out test slice" or "whole file"
+
+
+def choose_period(index: pd.Index, earliest: int, *, config: dict[str, Any],
+                  csv_path: Path, start: Any = None, end: Any = None) -> Period:
+    """The decision rows: ``start``/``end`` when given; else the model's held-out test
+    slice when ``csv_path`` is the very file it was trained on (same SHA-256), so the
+    default never scores the model on bars it learned from; else the whole file.
+    ``earliest``: the first row with a full lookback window."""
+    if start is not None or end is not None:
+        first, last, source = *_rows_between(index, start, end), "custom range"
+    elif _is_training_file(config, csv_path) and "test" in config.get("split", {}):
+        test = config["split"]["test"]
+        first, last, source = *_rows_between(index, test["start"], test["end"]), \
+            "held-out test slice"
+    else:
+        first, last, source = 0, len(index) - 1, "whole file"
+    first = max(first, earliest)
+    if last - first < 1:
+        raise BacktestInputError(
+            f"the period {index[min(first, len(index) - 1)]} .. {index[last]} leaves "
+            f"{max(last - first + 1, 0)} bar(s) with a full {earliest + 1}-bar window; "
+            "a backtest needs at least 2")
+    return Period(first, last, source)
+
+
+def _rows_between(index: pd.Index, start: Any, end: Any) -> tuple[int, int]:
+    lo, hi = (_timestamp(start, "start"), _timestamp(end, "end"))
+    if lo is not None and hi is not None and lo > hi:
+        raise BacktestInputError(f"start {lo} is after end {hi}")
+    first = 0 if lo is None else int(index.searchsorted(lo, side="left"))
+    last = len(index) - 1 if hi is None else int(index.searchsorted(hi, side="right")) - 1
+    if first > last:
+        raise BacktestInputError(f"no bars between {lo or index[0]} and {hi or index[-1]} "
+                                 f"(the file covers {index[0]} .. {index[-1]})")
+    return first, last
+
+
+def _timestamp(value: Any, label: str) -> pd.Timestamp | None:
+    if value is None or value == "":
+        return None
+    try:
+        return pd.Timestamp(value)
+    except (ValueError, TypeError):
+        raise BacktestInputError(f"{label} {value!r} is not a date (use YYYY-MM-DD or "
+                                 "YYYY-MM-DD HH:MM)") from None
+
+
+def _is_training_file(config: dict[str, Any], csv_path: Path) -> bool:
+    expected = config.get("data_hash")
+    return bool(expected) and Path(csv_path).is_file() and file_sha256(csv_path) == expected
+
+
+def env_params_for(config: dict[str, Any], **overrides: Any) -> EnvParams:
+    """The model's env_params with the backtest's overrides (None keeps the model's)."""
+    values = dict(config.get("env_params") or {})
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    try:
+        return EnvParams.from_dict(values)
+    except ValueError as exc:
+        raise BacktestInputError(str(exc)) from None
+
+
+@dataclass
+class BacktestReport:
+    """A finished backtest; ``decisions`` holds per-bar model outputs where a type has them."""
+
+    model_name: str
+    model_type: str
+    data_file: str
+    period: Period
+    result: BacktestResult
+    baselines: dict[str, BacktestResult]
+    decisions: pd.DataFrame
+
+    @property
+    def statistics(self) -> dict[str, Any]:
+        return self.result.statistics()
+
+    def baseline_statistics(self) -> dict[str, dict[str, Any]]:
+        return {name: result.statistics() for name, result in self.baselines.items()}
+
+    def table(self) -> str:
+        """The statistics table with the baselines beside it, for a terminal."""
+        return performance.format_statistics(self.statistics, self.baseline_statistics())
+
+    def summary(self) -> dict[str, Any]:
+        """JSON-ready facts and statistics (no per-bar series)."""
+        index = self.result.equity.index
+        return {"model": self.model_name, "type": self.model_type, "data_file": self.data_file,
+                "period": {"start": str(index[0]), "end": str(index[-1]), "bars": len(index),
+                           "source": self.period.source},
+                "fill": self.result.fill, "params": self.result.params.to_dict(),
+                "statistics": performance.jsonable_statistics(self.statistics),
+                "baselines": {name: performance.jsonable_statistics(stats)
+                              for name, stats in self.baseline_statistics().items()},
+                "open_trade": _plain(self.result.open_trade)}
+
+    def equity_table(self) -> pd.DataFrame:
+        """Equity, drawdown and position per bar, with each baseline's equity beside."""
+        frame = self.result.equity_frame()
+        for name, result in self.baselines.items():
+            frame[f"equity_{_slug(name)}"] = result.equity.to_numpy()
+        return frame
+
+    def write(self, out_dir: Path) -> dict[str, Path]:
+        """trades.csv, equity.csv, decisions.csv, statistics.json and equity.png."""
+        out_dir.mkdir(parents=True, exist_ok=True)
+        paths = {name: out_dir / name for name in
+                 ("trades.csv", "equity.csv", "decisions.csv", "statistics.json", "equity.png")}
+        self.result.trades.to_csv(paths["trades.csv"], index=False)
+        self.equity_table().to_csv(paths["equity.csv"], index_label="time")
+        self.decisions.to_csv(paths["decisions.csv"], index_label="time")
+        paths["statistics.json"].write_text(json.dumps(self.summary(), indent=2))
+        plot_equity(self, paths["equity.png"])
+        log.info("backtest files written to %s", out_dir)
+        return paths
+
+
+def _slug(name: str) -> str:
+    return "".join(c if c.isalnum() else "_" for c in name.lower()).strip("_").replace("__", "_")
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, pd.Timestamp):
+        return value.isoformat()
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def plot_equity(report: BacktestReport, path: Path) -> None:
+    """Equity (strategy and baselines) over drawdown, as a PNG; no display needed."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    frame = report.equity_table()
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(11, 6.5), sharex=True,
+                                      gridspec_kw={"height_ratios": [3, 1]})
+    top.plot(frame.index, frame["equity"], label=report.model_name, color="#2563eb", lw=1.4)
+    for name in report.baselines:
+        top.plot(frame.index, frame[f"equity_{_slug(name)}"], label=name, lw=0.9, alpha=0.8)
+    top.set_ylabel("Equity")
+    top.set_title(f"{report.model_name} on {Path(report.data_file).name} "
+                  f"({report.period.source})")
+    top.legend(loc="upper left")
+    top.grid(alpha=0.3)
+    bottom.fill_between(frame.index, -100 * frame["drawdown"], 0, color="#dc2626", alpha=0.4)
+    bottom.set_ylabel("Drawdown %")
+    bottom.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

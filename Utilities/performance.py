@@ -1,0 +1,387 @@
+"""Performance statistics of a backtest as pure functions of (equity, trades, bars).
+
+Nothing here runs a simulation, so the same numbers can be recomputed at any time from a
+stored run: the equity curve (one float per bar, indexed like the bars), the closed
+trades (columns :data:`TRADE_COLUMNS`, ``return_pct`` a fraction net of both fees) and
+the OHLC bars.
+
+Definitions follow backtesting.py 0.6.6 ``_stats.compute_stats``, so our reports can be
+checked against it key by key (``tests/test_performance.py`` does): drawdown and its
+durations and peaks, exposure (bars from entry to exit, both included), the annualised
+return (geometric mean of daily returns, compounded over a year), Calmar, the trade
+statistics (``Avg. Trade`` is a geometric mean, Profit Factor and Expectancy use trade
+returns, SQN and Win Rate use cash PnL), Buy & Hold from the first Close to the last,
+and the drawdowns reported as negative percentages. Durations are rounded up to the
+resolution of the bar spacing, as backtesting.py does.
+
+Deliberate differences:
+
+* ``Volatility (Ann.)``, ``Sharpe Ratio`` and ``Sortino Ratio`` use the conventional
+  (empyrical / quantstats) definitions, risk-free rate 0: volatility = std(daily
+  returns, ddof=1) × √periods; Sharpe = mean / std × √periods; Sortino = mean /
+  downside deviation × √periods with downside deviation = √mean(min(r, 0)²). Users
+  compare our numbers with those tools; backtesting.py's geometric variants differ on
+  purpose and would not match them.
+* A ratio whose denominator is zero or undefined is NaN, never inf (backtesting.py and
+  empyrical give inf for a Sortino with no losing day).
+* A geometric mean over a return of -100 % or worse is -100 % (backtesting.py returns
+  0 %, which would show a wiped-out account as flat).
+* Daily returns after a zero equity (0/0 or x/0) are dropped rather than kept as inf.
+* Volatility, Sharpe and Sortino need at least two daily returns (NaN otherwise): a
+  single return says nothing about dispersion (a Sortino from it is ±√periods).
+* Undefined durations and timestamps are ``None``; undefined numbers are NaN. (When a
+  curve has no drawdown period, backtesting.py reports a drawdown depth as its
+  "duration".)
+* ``Commissions [$]`` is always present (backtesting.py leaves it out when it is 0).
+* Trade durations are measured on the bars' index from ``entry_bar`` to ``exit_bar``:
+  the same as ``exit_time - entry_time`` for trades made on these bars, and it also
+  counts bars on a RangeIndex.
+
+With a non-datetime index (e.g. a RangeIndex) the annualised statistics are NaN and
+durations count bars.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from Utilities.serialization import to_plain
+
+log = logging.getLogger(__name__)
+
+STAT_KEYS: tuple[str, ...] = (
+    "Start", "End", "Duration", "Exposure Time [%]", "Equity Final [$]", "Equity Peak [$]",
+    "Commissions [$]", "Return [%]", "Buy & Hold Return [%]", "Return (Ann.) [%]",
+    "Volatility (Ann.) [%]", "Sharpe Ratio", "Sortino Ratio", "Calmar Ratio",
+    "Max. Drawdown [%]", "Avg. Drawdown [%]", "Max. Drawdown Duration",
+    "Avg. Drawdown Duration", "# Trades", "Win Rate [%]", "Best Trade [%]",
+    "Worst Trade [%]", "Avg. Trade [%]", "Max. Trade Duration", "Avg. Trade Duration",
+    "Profit Factor", "Expectancy [%]", "SQN",
+)
+
+TRADE_COLUMNS: tuple[str, ...] = (
+    "entry_bar", "exit_bar", "entry_time", "exit_time", "side", "units", "entry_price",
+    "exit_price", "pnl", "return_pct", "fees", "bars_held",
+)
+
+# backtesting.py's _data_period: the median spacing of the last 100 bars tells the data's
+# frequency; a spacing of 7, 31 or 365 days means weekly, monthly or yearly data.
+_PERIOD_SAMPLE = 100
+_CALENDARS: dict[int, tuple[float, str]] = {7: (52.0, "W"), 31: (12.0, "ME"), 365: (1.0, "YE")}
+# More than 60 % of the weekend's natural share of bars: the market trades every day.
+_WEEKEND_SHARE = 2 / 7 * 0.6
+_MISSING = "-"
+
+
+def drawdown(equity: pd.Series | np.ndarray) -> np.ndarray:
+    """Fraction of equity below its running peak at each bar (0 at a new high)."""
+    values = np.asarray(equity, dtype=float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return 1 - values / np.maximum.accumulate(values)
+
+
+def max_drawdown(equity: pd.Series | np.ndarray) -> float:
+    """Deepest drawdown as a positive fraction (0 when equity never falls)."""
+    dd = drawdown(equity)
+    finite = dd[np.isfinite(dd)]
+    return float(finite.max()) if finite.size else 0.0
+
+
+def drawdown_periods(dd: np.ndarray, index: pd.Index) -> tuple[pd.Series, np.ndarray]:
+    """Duration (index units) and depth of each drawdown, as backtesting.py measures them.
+
+    A drawdown runs from a bar at a peak to the next bar at a peak, or to the last bar.
+    Like backtesting.py, a one-bar dip on the very last bar is not a period of its own;
+    when there are no periods at all, the depths are the non-zero drawdowns left.
+    """
+    stops = np.unique(np.r_[np.flatnonzero(dd == 0), len(dd) - 1])
+    starts, ends = stops[:-1], stops[1:]
+    keep = ends > starts + 1
+    starts, ends = starts[keep], ends[keep]
+    if not starts.size:
+        return _spans(index, starts, ends), dd[(dd != 0) & ~np.isnan(dd)]
+    depths = np.array([np.nanmax(dd[s:e + 1]) for s, e in zip(starts, ends, strict=True)])
+    return _spans(index, starts, ends), depths
+
+
+def exposure(trades: pd.DataFrame, n_bars: int) -> float:
+    """Share of bars with an open position, entry and exit bars included.
+
+    Counted in bars, not index time, as backtesting.py does (bars may be irregular).
+    """
+    held = np.zeros(n_bars, dtype=bool)
+    for entry, exit_ in zip(trades["entry_bar"], trades["exit_bar"], strict=True):
+        held[int(entry):int(exit_) + 1] = True
+    return float(held.mean()) if n_bars else math.nan
+
+
+def periods_per_year(index: pd.Index) -> float:
+    """Return periods in a year for ``index``'s frequency (NaN if it is not datetime)."""
+    return _calendar(index)[0]
+
+
+def daily_returns(equity: pd.Series) -> pd.Series:
+    """Simple returns per day (per week/month/year for such data) of a datetime-indexed curve.
+
+    Intraday equity is resampled to each day's last value; days without bars are skipped.
+    Empty for a non-datetime index.
+    """
+    rule = _calendar(equity.index)[1]
+    if rule is None:
+        return pd.Series(dtype=float)
+    closes = equity.astype(float).resample(rule).last().dropna()
+    with np.errstate(divide="ignore", invalid="ignore"):
+        returns = closes.pct_change().iloc[1:]
+    return returns[np.isfinite(returns.to_numpy())]
+
+
+def geometric_mean(returns: pd.Series | np.ndarray) -> float:
+    """Per-period return that compounds to the same total; NaN returns count as 0."""
+    values = np.asarray(returns, dtype=float)
+    growth = np.where(np.isnan(values), 0.0, values) + 1
+    if not growth.size:
+        return math.nan
+    if (growth <= 0).any():
+        return -1.0
+    # Same operation order as backtesting.py, so the two agree to the last bits.
+    return float(np.exp(np.log(growth).sum() / growth.size) - 1)
+
+
+def annual_return(returns: pd.Series | np.ndarray, periods: float) -> float:
+    """Geometric mean return compounded over ``periods`` periods."""
+    with np.errstate(over="ignore"):
+        return float(np.power(1 + geometric_mean(returns), periods) - 1)
+
+
+def annual_volatility(returns: pd.Series | np.ndarray, periods: float) -> float:
+    """Sample standard deviation of the returns scaled by √periods (empyrical)."""
+    return _sample_std(returns) * math.sqrt(periods)
+
+
+def sharpe_ratio(returns: pd.Series | np.ndarray, periods: float) -> float:
+    """Mean over sample standard deviation, scaled by √periods; risk-free rate 0."""
+    values = np.asarray(returns, dtype=float)
+    if values.size < 2:
+        return math.nan
+    return _ratio(values.mean(), _sample_std(values)) * math.sqrt(periods)
+
+
+def sortino_ratio(returns: pd.Series | np.ndarray, periods: float) -> float:
+    """Mean over downside deviation √mean(min(r, 0)²), scaled by √periods (empyrical)."""
+    values = np.asarray(returns, dtype=float)
+    if values.size < 2:
+        return math.nan
+    downside = math.sqrt(float(np.mean(np.minimum(values, 0.0) ** 2)))
+    return _ratio(values.mean(), downside) * math.sqrt(periods)
+
+
+def calmar_ratio(annual: float, deepest_drawdown: float) -> float:
+    """Annualised return over the maximum drawdown (a positive fraction)."""
+    return _ratio(annual, deepest_drawdown)
+
+
+def profit_factor(returns: pd.Series) -> float:
+    """Sum of winning trade returns over the absolute sum of losing ones (NaN if no loss)."""
+    return _ratio(returns[returns > 0].sum(), abs(returns[returns < 0].sum()))
+
+
+def system_quality_number(pnl: pd.Series) -> float:
+    """Van Tharp's SQN: √n × mean PnL / sample std of PnL."""
+    return _ratio(math.sqrt(len(pnl)) * pnl.mean(), pnl.std())
+
+
+def compute_statistics(
+    equity: pd.Series, trades: pd.DataFrame, bars: pd.DataFrame
+) -> dict[str, Any]:
+    """All of :data:`STAT_KEYS`, in order, for one backtest."""
+    _validate(equity, trades, bars)
+    values = equity.to_numpy(dtype=float)
+    stats = {
+        **_span_stats(equity.index, trades),
+        **_equity_stats(values, trades, bars),
+        **_risk_stats(equity, values),
+        **_drawdown_stats(values, equity.index),
+        **_trade_return_stats(trades),
+        **_trade_duration_stats(trades, equity.index),
+    }
+    return {key: stats[key] for key in STAT_KEYS}
+
+
+def jsonable_statistics(stats: Mapping[str, Any]) -> dict[str, Any]:
+    """The same keys with JSON-safe values: ISO timestamps, "3 days 04:00:00", None."""
+    return {key: None if _is_missing(value) else to_plain(value) for key, value in stats.items()}
+
+
+def format_statistics(
+    stats: Mapping[str, Any], baselines: Mapping[str, Mapping[str, Any]] | None = None
+) -> str:
+    """A plain-text table: one row per statistic, the strategy then each baseline."""
+    columns = {"Strategy": stats, **(baselines or {})}
+    rows = [["", *columns]]
+    rows += [[key, *(_format_value(col[key]) if key in col else "" for col in columns.values())]
+             for key in stats]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join(_format_row(row, widths) for row in rows)
+
+
+def _format_row(cells: list[str], widths: list[int]) -> str:
+    """Names left-aligned, values right-aligned so decimals line up."""
+    values = (cell.rjust(width) for cell, width in zip(cells[1:], widths[1:], strict=True))
+    return "  ".join([cells[0].ljust(widths[0]), *values]).rstrip()
+
+
+def _calendar(index: pd.Index) -> tuple[float, str | None]:
+    """(periods per year, resample rule) of a datetime index; (NaN, None) otherwise."""
+    if not isinstance(index, pd.DatetimeIndex) or len(index) < 2:
+        return math.nan, None
+    days = _bar_period(index).days
+    if days in _CALENDARS:
+        return _CALENDARS[days]
+    weekend_share = float(np.isin(index.day_of_week, (5, 6)).mean())
+    return (365.0 if weekend_share > _WEEKEND_SHARE else 252.0), "D"
+
+
+def _bar_period(index: pd.Index) -> Any:
+    """Median spacing of the last bars: a Timedelta, a number, or NaN/NaT for one bar."""
+    return pd.Series(index[-_PERIOD_SAMPLE:]).diff().dropna().median()
+
+
+def _span_stats(index: pd.Index, trades: pd.DataFrame) -> dict[str, Any]:
+    return {
+        "Start": _plain(index[0]),
+        "End": _plain(index[-1]),
+        "Duration": _plain(index[-1] - index[0]),
+        "Exposure Time [%]": exposure(trades, len(index)) * 100,
+    }
+
+
+def _equity_stats(values: np.ndarray, trades: pd.DataFrame, bars: pd.DataFrame) -> dict:
+    close = bars["Close"].to_numpy(dtype=float)
+    return {
+        "Equity Final [$]": float(values[-1]),
+        "Equity Peak [$]": float(values.max()),
+        "Commissions [$]": float(trades["fees"].sum()),
+        "Return [%]": _ratio(values[-1] - values[0], values[0]) * 100,
+        "Buy & Hold Return [%]": _ratio(close[-1] - close[0], close[0]) * 100,
+    }
+
+
+def _risk_stats(equity: pd.Series, values: np.ndarray) -> dict[str, float]:
+    returns = daily_returns(equity)
+    periods = periods_per_year(equity.index)
+    annual = annual_return(returns, periods)
+    return {
+        "Return (Ann.) [%]": annual * 100,
+        "Volatility (Ann.) [%]": annual_volatility(returns, periods) * 100,
+        "Sharpe Ratio": sharpe_ratio(returns, periods),
+        "Sortino Ratio": sortino_ratio(returns, periods),
+        "Calmar Ratio": calmar_ratio(annual, max_drawdown(values)),
+    }
+
+
+def _drawdown_stats(values: np.ndarray, index: pd.Index) -> dict[str, Any]:
+    durations, depths = drawdown_periods(drawdown(values), index)
+    period = _bar_period(index)
+    return {
+        # Subtracting from 0.0 keeps a flat curve's drawdown at 0.0 rather than -0.0.
+        "Max. Drawdown [%]": 0.0 - max_drawdown(values) * 100,
+        "Avg. Drawdown [%]": -_mean(depths) * 100,
+        "Max. Drawdown Duration": _duration(durations.max(), period),
+        "Avg. Drawdown Duration": _duration(durations.mean(), period),
+    }
+
+
+def _trade_return_stats(trades: pd.DataFrame) -> dict[str, Any]:
+    returns = trades["return_pct"].astype(float)
+    pnl = trades["pnl"].astype(float)
+    return {
+        "# Trades": len(trades),
+        "Win Rate [%]": float((pnl > 0).mean()) * 100 if len(trades) else math.nan,
+        "Best Trade [%]": float(returns.max()) * 100,
+        "Worst Trade [%]": float(returns.min()) * 100,
+        "Avg. Trade [%]": geometric_mean(returns) * 100,
+        "Profit Factor": profit_factor(returns),
+        "Expectancy [%]": float(returns.mean()) * 100,
+        "SQN": system_quality_number(pnl),
+    }
+
+
+def _trade_duration_stats(trades: pd.DataFrame, index: pd.Index) -> dict[str, Any]:
+    entries = trades["entry_bar"].to_numpy(dtype=int)
+    durations = _spans(index, entries, trades["exit_bar"].to_numpy(dtype=int))
+    period = _bar_period(index)
+    return {
+        "Max. Trade Duration": _duration(durations.max(), period),
+        "Avg. Trade Duration": _duration(durations.mean(), period),
+    }
+
+
+def _spans(index: pd.Index, starts: np.ndarray, ends: np.ndarray) -> pd.Series:
+    """Index distance from each start bar to its end bar (Timedeltas, or bar counts)."""
+    return pd.Series(index[ends] - index[starts])
+
+
+def _validate(equity: pd.Series, trades: pd.DataFrame, bars: pd.DataFrame) -> None:
+    if not len(equity):
+        raise ValueError("equity is empty: statistics need at least one bar")
+    if len(equity) != len(bars):
+        raise ValueError(f"equity has {len(equity)} values but bars has {len(bars)} rows")
+    missing = [column for column in TRADE_COLUMNS if column not in trades.columns]
+    if missing:
+        raise ValueError(f"trades lacks columns {missing}")
+    if len(trades) and (trades["exit_bar"].max() >= len(equity) or trades["entry_bar"].min() < 0):
+        raise ValueError("trades refer to bars outside the equity curve")
+
+
+def _ratio(numerator: float, denominator: float) -> float:
+    """numerator / denominator, NaN where the denominator is zero or not finite."""
+    if not math.isfinite(denominator) or denominator == 0:
+        return math.nan
+    return float(numerator / denominator)
+
+
+def _sample_std(values: pd.Series | np.ndarray) -> float:
+    array = np.asarray(values, dtype=float)
+    return float(array.std(ddof=1)) if array.size >= 2 else math.nan
+
+
+def _mean(values: np.ndarray) -> float:
+    return float(values.mean()) if values.size else math.nan
+
+
+def _duration(value: Any, period: Any) -> Any:
+    """A Timedelta rounded up to the bars' resolution; bar counts as numbers; None if undefined."""
+    if _is_missing(value):
+        return None
+    if isinstance(value, pd.Timedelta) and isinstance(period, pd.Timedelta):
+        return value.ceil(period.resolution_string)
+    return _plain(value)
+
+
+def _plain(value: Any) -> Any:
+    """numpy scalars as Python ones; Timestamps and Timedeltas kept."""
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def _is_missing(value: Any) -> bool:
+    if value is None or value is pd.NaT:
+        return True
+    return isinstance(value, float | np.floating) and math.isnan(value)
+
+
+def _format_value(value: Any) -> str:
+    if _is_missing(value):
+        return _MISSING
+    if isinstance(value, bool | int | np.integer):
+        return str(int(value))
+    if isinstance(value, float | np.floating):
+        return f"{float(value):,.2f}"
+    if isinstance(value, pd.Timestamp):
+        return value.isoformat(sep=" ")
+    return str(value)
