@@ -1,0 +1,215 @@
+"""PPOBacktester: a trained PPO agent played bar by bar on a CSV, then scored.
+
+Closed loop: at every bar the policy sees the market window and its own account
+(position, equity, open PnL), exactly as in training, and its action fills through the
+env's accounting rule. The resulting action tape goes through the shared engine
+(:mod:`Utilities.backtester`) for equity, trades and statistics, beside buy-and-hold and
+a seeded random policy on the same bars and costs.
+
+Speed: the account only changes when a fill happens, so the policy is evaluated on
+blocks of bars at once with the account held fixed; the first bar of a block whose
+action would fill is where the block ends, the fill is applied, and the next block
+starts after it. Argmax and pre-drawn Gumbel noise (``sample=True``) make every
+action a pure function of its observation, so this equals stepping bar by bar.
+
+Usage::
+
+    python Utilities/ppo_backtester.py --model-dir Models/PPO_demo --csv_path sample.csv
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Self
+
+if __package__ in (None, ""):  # run as a script: make the project root importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import numpy as np
+import pandas as pd
+
+from NetworkConfigs.artifacts import ArtifactError
+from NetworkConfigs.base import ACTION_NAMES
+from NetworkConfigs.PPO_loader import PPOModelLoader
+from NetworkConfigs.ppo_replay_policy import ReplayPolicy
+from NetworkConfigs.trading_env import (
+    Accounts,
+    EnvParams,
+    account_features,
+    apply_actions,
+    target_positions,
+)
+from Utilities.backtest_report import (
+    BacktestInputError,
+    BacktestReport,
+    Period,
+    choose_period,
+    env_params_for,
+)
+from Utilities.backtester import baselines, fill_prices, run_backtest
+from Utilities.data_utils import DataError, load_bars, transform_features
+from Utilities.logging_setup import configure_logging
+
+log = logging.getLogger(__name__)
+
+_FIRST_BLOCK, _MAX_BLOCK = 16, 2048
+
+
+class PPOBacktester:
+    """``PPOBacktester(config_or_model_dir, csv_path).load_artifacts().run_with_results()``.
+
+    ``start``/``end`` bound the bars (default: the held-out test slice when the CSV is
+    the training file, else the whole file); ``commission``, ``slippage`` and
+    ``initial_balance`` override the model's env_params; ``fill`` is ``"close"`` or
+    ``"next_open"``; ``sample`` draws actions from the policy (seeded) instead of argmax.
+    """
+
+    def __init__(self, model: str | Path, csv_path: str | Path, *, start: Any = None,
+                 end: Any = None, commission: float | None = None,
+                 slippage: float | None = None, initial_balance: float | None = None,
+                 fill: str = "close", sample: bool = False, seed: int = 0) -> None:
+        path = Path(model)
+        self.model_dir = path.parent if path.suffix in (".yaml", ".yml") else path
+        self.csv_path = Path(csv_path)
+        self.start, self.end, self.fill = start, end, fill
+        self.overrides = {"commission": commission, "slippage": slippage,
+                          "initial_balance": initial_balance}
+        self.sample, self.seed = sample, seed
+        self.loader: PPOModelLoader | None = None
+        self.bars: pd.DataFrame | None = None
+
+    def load_artifacts(self) -> Self:
+        """Read the model (config, scaler, weights) and the CSV; errors say what is wrong."""
+        self.loader = PPOModelLoader.load(self.model_dir)
+        self.bars = load_bars(self.csv_path)
+        return self
+
+    def run_with_results(self) -> BacktestReport:
+        if self.loader is None or self.bars is None:
+            self.load_artifacts()
+        loader, bars = self.loader, self.bars
+        params = env_params_for(loader.config, **self.overrides)
+        features = transform_features(bars, loader.spec, source=str(self.csv_path))
+        period = choose_period(features.index, loader.lookback - 1, config=loader.config,
+                               csv_path=self.csv_path, start=self.start, end=self.end)
+        scaled = loader.scaler.transform(features.to_numpy()).astype(np.float32)
+        period_bars = bars.loc[features.index[period.first:period.last + 1]]
+        actions, decisions = self._play(scaled, period, period_bars, params)
+        result = run_backtest(period_bars, actions=actions, params=params, fill=self.fill)
+        return BacktestReport(loader.name, loader.config["Type"], str(self.csv_path), period,
+                              result, baselines(period_bars, params, self.fill), decisions)
+
+    def _play(self, scaled: np.ndarray, period: Period, bars: pd.DataFrame,
+              params: EnvParams) -> tuple[np.ndarray, pd.DataFrame]:
+        lookback = self.loader.lookback
+        every = np.lib.stride_tricks.sliding_window_view(scaled, (lookback, scaled.shape[1]))
+        windows = every[period.first - lookback + 1:period.last - lookback + 2, 0]  # row r: r-lb+1
+        policy = ReplayPolicy(self.loader.agent, windows)
+        close, fill_price = fill_prices(bars, self.fill)
+        noise = (np.random.default_rng(self.seed).gumbel(size=(len(bars), len(ACTION_NAMES)))
+                 if self.sample else None)
+        actions, probs, values = play(policy, close, fill_price, params, noise)
+        return actions, decision_frame(bars.index, actions, probs, values)
+
+
+def play(policy: ReplayPolicy, close: np.ndarray, fill_price: np.ndarray, params: EnvParams,
+         noise: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The closed loop over ``len(close)`` bars: (actions, probabilities, values).
+
+    Bar ``i`` is the policy's row ``i``; its account entries come from
+    ``trading_env.account_features``, its fills from ``apply_actions``, so the agent
+    sees exactly what the training env would show it.
+    """
+    n = len(close)
+    actions = np.zeros(n, dtype=np.int64)
+    probs = np.zeros((n, len(ACTION_NAMES)), dtype=np.float32)
+    values = np.zeros(n, dtype=np.float32)
+    acc = Accounts.open(1, params.initial_balance)
+    t, block = 0, _FIRST_BLOCK
+    while t < n:
+        stop = min(n, t + block)
+        account = account_features(acc, close[t:stop], params.initial_balance)
+        p, v = policy(slice(t, stop), account)
+        chosen = (np.log(p) + noise[t:stop]).argmax(1) if noise is not None else p.argmax(1)
+        fills = _fills(acc, chosen, account, params)
+        end = t + (int(fills[0]) + 1 if fills.size else stop - t)
+        actions[t:end], probs[t:end], values[t:end] = chosen[:end - t], p[:end - t], v[:end - t]
+        if fills.size and end < n:  # the last bar's decision never fills
+            apply_actions(acc, actions[end - 1:end], fill_price[end - 1], params)
+        block = _FIRST_BLOCK if fills.size else min(2 * block, _MAX_BLOCK)
+        t = end
+    return actions, probs, values
+
+
+def _fills(acc: Accounts, chosen: np.ndarray, account: np.ndarray,
+           params: EnvParams) -> np.ndarray:
+    """Offsets in the block where the action would trade (apply_actions' own test:
+    the position moves, and a flat account opens only with positive equity)."""
+    position = np.broadcast_to(acc.position, chosen.shape)
+    moved = target_positions(position, chosen, params.allow_short) != position
+    if acc.position[0] == 0:
+        moved &= account[:, 0] > -1.0  # equity / balance - 1 > -1  <=>  equity > 0
+    return np.flatnonzero(moved)
+
+
+def decision_frame(index: pd.Index, actions: np.ndarray, probs: np.ndarray,
+                   values: np.ndarray) -> pd.DataFrame:
+    """Per-bar action, its name, the three probabilities and the value estimate."""
+    frame = pd.DataFrame(probs.astype(np.float64), index=index, columns=list(ACTION_NAMES))
+    frame.insert(0, "action", actions)
+    frame.insert(1, "action_name", np.asarray(ACTION_NAMES)[actions])
+    frame["value"] = values.astype(np.float64)
+    return frame
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description="Backtest a trained PPO model on a CSV.")
+    parser.add_argument("--model-dir", "--model_dir", required=True,
+                        help="Models/PPO_<name> folder or its <name>_config.yaml")
+    parser.add_argument("--csv_path", "--csv-path", required=True, help="CSV of bars")
+    parser.add_argument("--out", help="folder for trades.csv, equity.csv, decisions.csv, "
+                                      "statistics.json and equity.png "
+                                      "(default backtests/<model>-<time>)")
+    parser.add_argument("--start", help="first bar date (default: see README)")
+    parser.add_argument("--end", help="last bar date")
+    parser.add_argument("--commission", type=float, help="fraction of notional per fill")
+    parser.add_argument("--slippage", type=float, help="basis points per fill")
+    parser.add_argument("--initial-balance", "--initial_balance", type=float)
+    parser.add_argument("--fill", choices=("close", "next_open"), default="close")
+    parser.add_argument("--sample", action="store_true", help="sample actions (seeded)")
+    parser.add_argument("--seed", type=int, default=0)
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    configure_logging()
+    args = parse_args(argv)
+    backtester = PPOBacktester(args.model_dir, args.csv_path, start=args.start, end=args.end,
+                               commission=args.commission, slippage=args.slippage,
+                               initial_balance=args.initial_balance, fill=args.fill,
+                               sample=args.sample, seed=args.seed)
+    try:
+        report = backtester.run_with_results()
+    except (ArtifactError, DataError, BacktestInputError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    out = Path(args.out or Path("backtests") / f"{report.model_name}-{stamp}")
+    paths = report.write(out)
+    summary = report.summary()["period"]
+    print(f"{report.model_name} on {args.csv_path}: {summary['start']} .. {summary['end']}, "
+          f"{summary['bars']} bars ({summary['source']})\n")
+    print(report.table())
+    print(f"\nwrote {', '.join(str(p) for p in paths.values())}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
