@@ -42,15 +42,27 @@ class ReplayPolicy:
         self._actor.finish()
         self._critic.finish()
 
-    def __call__(self, rows: slice, account: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def logits(self, rows: slice | np.ndarray, account: np.ndarray) -> np.ndarray:
+        """Actor logits (k, actions): argmax of these is the greedy action."""
+        return self._actor(rows, account.astype(np.float32, copy=False))
+
+    def values(self, rows: slice | np.ndarray, account: np.ndarray) -> np.ndarray:
+        """Critic values (k,)."""
+        return self._critic(rows, account.astype(np.float32, copy=False))[:, 0]
+
+    def __call__(self, rows: slice | np.ndarray,
+                 account: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(probabilities (k, actions), values (k,)) at bars ``rows`` with ``account``
         (k, account entries), float32 like the network."""
-        account = account.astype(np.float32, copy=False)
-        logits = self._actor(rows, account)
-        logits -= logits.max(axis=1, keepdims=True)
-        np.exp(logits, out=logits)
-        logits /= logits.sum(axis=1, keepdims=True)
-        return logits, self._critic(rows, account)[:, 0]
+        return softmax(self.logits(rows, account)), self.values(rows, account)
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Row-wise softmax, in place on ``logits`` (shifted by the row max for stability)."""
+    logits -= logits.max(axis=1, keepdims=True)
+    np.exp(logits, out=logits)
+    logits /= logits.sum(axis=1, keepdims=True)
+    return logits
 
 
 class _Trunk:
@@ -75,7 +87,7 @@ class _Trunk:
             self._market = np.concatenate(self._blocks)
         self._blocks = []
 
-    def __call__(self, rows: slice, account: np.ndarray) -> np.ndarray:
+    def __call__(self, rows: slice | np.ndarray, account: np.ndarray) -> np.ndarray:
         x = self._market[rows] + account @ self._account_weight
         for layer in self._rest:
             x = layer(x)

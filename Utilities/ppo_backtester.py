@@ -35,8 +35,12 @@ import pandas as pd
 from NetworkConfigs.artifacts import ArtifactError
 from NetworkConfigs.base import ACTION_NAMES
 from NetworkConfigs.PPO_loader import PPOModelLoader
-from NetworkConfigs.ppo_replay_policy import ReplayPolicy
+from NetworkConfigs.ppo_replay_policy import ReplayPolicy, softmax
 from NetworkConfigs.trading_env import (
+    ACCOUNT_FEATURES,
+    BUY,
+    HOLD,
+    SELL,
     Accounts,
     EnvParams,
     account_features,
@@ -121,39 +125,85 @@ def play(policy: ReplayPolicy, close: np.ndarray, fill_price: np.ndarray, params
     """The closed loop over ``len(close)`` bars: (actions, probabilities, values).
 
     Bar ``i`` is the policy's row ``i``; its account entries come from
-    ``trading_env.account_features``, its fills from ``apply_actions``, so the agent
-    sees exactly what the training env would show it.
+    ``trading_env.account_features`` of the :class:`LoopAccount`, whose fills follow
+    ``apply_actions``, so the agent sees exactly what the training env would show it.
+    Only the actor runs inside the loop; probabilities and values are computed for all
+    bars at the end, from the logits and account entries the loop recorded.
     """
     n = len(close)
     actions = np.zeros(n, dtype=np.int64)
-    probs = np.zeros((n, len(ACTION_NAMES)), dtype=np.float32)
-    values = np.zeros(n, dtype=np.float32)
-    acc = Accounts.open(1, params.initial_balance)
+    logits = np.zeros((n, len(ACTION_NAMES)), dtype=np.float32)
+    account = np.zeros((n, ACCOUNT_FEATURES), dtype=np.float32)
+    acc = LoopAccount(fill_price, params)
     t, block = 0, _FIRST_BLOCK
     while t < n:
         stop = min(n, t + block)
-        account = account_features(acc, close[t:stop], params.initial_balance)
-        p, v = policy(slice(t, stop), account)
-        chosen = (np.log(p) + noise[t:stop]).argmax(1) if noise is not None else p.argmax(1)
-        fills = _fills(acc, chosen, account, params)
-        end = t + (int(fills[0]) + 1 if fills.size else stop - t)
-        actions[t:end], probs[t:end], values[t:end] = chosen[:end - t], p[:end - t], v[:end - t]
+        seen = account_features(acc.accounts(), close[t:stop], params.initial_balance)
+        scores = policy.logits(slice(t, stop), seen)
+        chosen = (scores + noise[t:stop] if noise is not None else scores).argmax(1)
+        fills = acc.fill_offsets(chosen)
+        end = t + int(fills[0]) + 1 if fills.size else stop
+        actions[t:end], logits[t:end] = chosen[:end - t], scores[:end - t]
+        account[t:end] = seen[:end - t]
         if fills.size and end < n:  # the last bar's decision never fills
-            apply_actions(acc, actions[end - 1:end], fill_price[end - 1], params)
+            acc.fill(int(actions[end - 1]), end - 1)
         block = _FIRST_BLOCK if fills.size else min(2 * block, _MAX_BLOCK)
         t = end
-    return actions, probs, values
+    return actions, softmax(logits), policy.values(slice(0, n), account)
 
 
-def _fills(acc: Accounts, chosen: np.ndarray, account: np.ndarray,
-           params: EnvParams) -> np.ndarray:
-    """Offsets in the block where the action would trade (apply_actions' own test:
-    the position moves, and a flat account opens only with positive equity)."""
-    position = np.broadcast_to(acc.position, chosen.shape)
-    moved = target_positions(position, chosen, params.allow_short) != position
-    if acc.position[0] == 0:
-        moved &= account[:, 0] > -1.0  # equity / balance - 1 > -1  <=>  equity > 0
-    return np.flatnonzero(moved)
+class LoopAccount:
+    """The closed loop's account, advanced fill by fill without a numpy call per fill.
+
+    ``apply_actions`` runs once over all bars up front: a unit-equity account opened at
+    every bar (per side), and the cash one unit of a position brings when closed at
+    every bar. The rule is linear in equity and in position size, so a trade opened
+    with equity E at bar e is E times the unit account of bar e, and closing it at bar x
+    leaves E * (cash[e] + |units[e]| * close_cash[x]). A test pins the loop to stepping
+    the training env.
+    """
+
+    def __init__(self, fill_price: np.ndarray, params: EnvParams) -> None:
+        n, price = len(fill_price), np.where(np.isfinite(fill_price), fill_price, 1.0)
+        self.opened: dict[int, Accounts] = {}
+        self.close_cash: dict[int, np.ndarray] = {}
+        for side, enter, leave in ((1, BUY, SELL), (-1, SELL, BUY)):
+            self.opened[side] = Accounts.open(n, 1.0)
+            apply_actions(self.opened[side], np.full(n, enter), price, params)
+            unit = Accounts.open(n, 0.0)
+            unit.units[:], unit.position[:], unit.entry_price[:] = side, side, price
+            apply_actions(unit, np.full(n, leave), price, params)
+            self.close_cash[side] = unit.cash
+        positions = np.repeat(np.array([-1, 0, 1], dtype=np.int8), 3)
+        self.target = target_positions(positions, np.tile([HOLD, BUY, SELL], 3),
+                                       params.allow_short).reshape(3, 3)
+        self.moves = self.target != positions.reshape(3, 3)
+        self.equity, self.side, self.entry = params.initial_balance, 0, -1
+
+    def accounts(self) -> Accounts:
+        """The account now, as the one-entry ``Accounts`` the observation is built from."""
+        if self.side == 0:
+            return Accounts.open(1, self.equity)
+        unit, bar, scale = self.opened[self.side], slice(self.entry, self.entry + 1), self.equity
+        return Accounts(unit.cash[bar] * scale, unit.units[bar] * scale, unit.position[bar],
+                        unit.entry_price[bar], unit.entry_cost[bar] * scale,
+                        unit.trades[bar], unit.wins[bar])
+
+    def fill_offsets(self, chosen: np.ndarray) -> np.ndarray:
+        """Where in ``chosen`` an action would trade (a flat account needs equity > 0)."""
+        if self.side == 0 and self.equity <= 0:
+            return np.empty(0, dtype=np.int64)
+        return np.flatnonzero(self.moves[self.side + 1][chosen])
+
+    def fill(self, action: int, bar: int) -> None:
+        """The action at ``bar`` trades: open from flat, or close the open trade."""
+        if self.side == 0:
+            self.side, self.entry = int(self.target[1][action]), bar
+            return
+        unit = self.opened[self.side]
+        self.equity *= (unit.cash[self.entry]
+                        + abs(unit.units[self.entry]) * self.close_cash[self.side][bar])
+        self.side = 0
 
 
 def decision_frame(index: pd.Index, actions: np.ndarray, probs: np.ndarray,
