@@ -20,7 +20,9 @@ MODULES = ["Main", "Api_Loader", "NetworkConfigs", "NetworkConfigs.base",
            "NetworkConfigs.artifacts", "NetworkConfigs.trading_env", "NetworkConfigs.PPOTrainer",
            "NetworkConfigs.PPO_loader", "NetworkConfigs.callbacks", "Utilities.data_utils",
            "Utilities.indicators", "Utilities.run_store", "Utilities.metrics_logger",
-           "Utilities.logging_setup", "Utilities.run_training", "web.pages", "web.store"]
+           "Utilities.logging_setup", "Utilities.run_training", "web.pages", "web.store",
+           "NetworkConfigs.ppo_replay_policy", "Utilities.backtester", "Utilities.performance",
+           "Utilities.backtest_report", "Utilities.ppo_backtester"]
 LOOKBACK = 20
 
 
@@ -90,20 +92,59 @@ def test_trainer_initialises_from_the_seed_config() -> None:
     assert trainer.settings.total_timesteps == 2 * 8 * 256 and trainer.lookback == 60
 
 
-def test_two_iterations_write_artifacts_that_load(data, tmp_path: Path) -> None:
-    from NetworkConfigs import load_model
+@pytest.fixture(scope="module")
+def trained(data, tmp_path_factory) -> Path:
+    """Two PPO iterations on the first 600 bars of sample.csv, saved as a model folder."""
     from NetworkConfigs.PPOTrainer import PPOTrainer
 
     bars, _ = data
     config = {"model_params": {"lookback_window": LOOKBACK},
               "train_params": {"epochs": 2, "n_envs": 2, "n_steps": 128, "batch_size": 128}}
-    model_dir = PPOTrainer(config).fit(bars.iloc[:600], model_name="setup",
-                                       models_dir=tmp_path)
-    assert sorted(p.name for p in model_dir.iterdir()) == [
+    return PPOTrainer(config).fit(bars.iloc[:600], model_name="setup",
+                                  models_dir=tmp_path_factory.mktemp("models"))
+
+
+def test_two_iterations_write_artifacts_that_load(data, trained: Path) -> None:
+    from NetworkConfigs import load_model
+    from NetworkConfigs.PPO_loader import PPOModelLoader
+
+    assert sorted(p.name for p in trained.iterdir()) == [
         "setup_checkpoint.pt", "setup_config.yaml", "setup_model.pt", "setup_scaler.pkl"]
-    loader = load_model(model_dir)
+    loader = load_model(trained)
+    assert isinstance(loader, PPOModelLoader)
+    bars, _ = data
     window = bars[list(loader.spec.features)].iloc[:loader.window_size]
-    assert loader.predict(window).action_name in ("Hold", "Buy", "Sell")
+    envelope = loader.predict(window).to_dict()
+    assert set(envelope) == {"prediction", "action_name", "confidence", "probabilities",
+                             "value_estimate"}
+    assert envelope["action_name"] == ("Hold", "Buy", "Sell")[envelope["prediction"]]
+    assert sum(envelope["probabilities"].values()) == pytest.approx(1.0, rel=1e-5)
+    assert envelope["confidence"] == max(envelope["probabilities"].values())
+
+
+def test_loader_answers_as_the_backtester_plays(data, trained: Path, tmp_path: Path) -> None:
+    """The loader (one window + account state) and the closed-loop backtester agree."""
+    from NetworkConfigs.trading_env import Accounts, EnvParams, apply_actions
+    from Utilities.ppo_backtester import PPOBacktester
+
+    bars, _ = data
+    csv = tmp_path / "bars.csv"
+    bars.iloc[600:760].to_csv(csv, index_label="Date")
+    backtester = PPOBacktester(trained, csv).load_artifacts()
+    report = backtester.run_with_results()
+    loader, local = backtester.loader, backtester.bars
+    params = EnvParams.from_dict(loader.config["env_params"])
+    acc = Accounts.open(1, params.initial_balance)
+    for when, row in report.decisions.iloc[:60].iterrows():
+        end = local.index.get_loc(when) + 1
+        window = local[list(loader.spec.features)].iloc[end - loader.window_size:end]
+        state = {k: float(getattr(acc, k)[0])
+                 for k in ("cash", "units", "position", "entry_price", "entry_cost")}
+        prediction = loader.predict(window, state)
+        assert prediction.prediction == row["action"]
+        assert prediction.probabilities["Buy"] == pytest.approx(row["Buy"], abs=1e-5)
+        apply_actions(acc, np.array([prediction.prediction]), local["Close"].iloc[end - 1], params)
+    assert set(report.baselines) == {"Buy & Hold", "Random"}
 
 
 if __name__ == "__main__":
