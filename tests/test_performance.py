@@ -10,16 +10,15 @@ from __future__ import annotations
 
 import json
 import math
-import warnings
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import pytest
-from backtesting import Strategy
-from backtesting.lib import FractionalBacktest
 
+from tests.bt_reference import flat_ending_tape, periodic_tape, run_reference
+from tests.bt_reference import ibm_bars as ibm_daily_bars
 from Utilities.data_loading import load_bars
 from Utilities.performance import (
     STAT_KEYS,
@@ -34,70 +33,14 @@ from Utilities.performance import (
     periods_per_year,
 )
 
-HOLD, BUY, SELL = 0, 1, 2
-STEP = {HOLD: 0, BUY: 1, SELL: -1}
 OURS_ONLY = ("Volatility (Ann.) [%]", "Sharpe Ratio", "Sortino Ratio")
 OHLCV = ["Open", "High", "Low", "Close", "Volume"]
 REL_TOL = 1e-9
+TAPES = {"random": lambda n: flat_ending_tape(n, seed=7, p_trade=0.2),
+         "periodic": lambda n: periodic_tape(n, 23)}
 
 
-# --- backtesting.py reference runs --------------------------------------------------------
-
-
-class TapeStrategy(Strategy):
-    """Steps the position short → flat → long on Buy and back on Sell; all-in when opening."""
-
-    tape: tuple[int, ...] = ()
-    commission = 0.0
-
-    def init(self) -> None:
-        self.state = 0
-
-    def next(self) -> None:
-        action = self.tape[len(self.data) - 1]
-        target = min(1, max(-1, self.state + STEP[action]))
-        if target == self.state:
-            return
-        if self.state:
-            self.position.close()
-        else:
-            # Prices are scaled by FractionalBacktest's unit, so the size counts such units.
-            size = int(self.equity / (self.data.Close[-1] * (1 + self.commission)))
-            (self.buy if target > 0 else self.sell)(size=size)
-        self.state = target
-
-
-def random_tape(n: int, seed: int = 7) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    return rng.choice([HOLD, BUY, SELL], size=n, p=[0.8, 0.1, 0.1])
-
-
-def periodic_tape(n: int, cycle: int = 23) -> np.ndarray:
-    """Long for 7 bars, flat 3, short 6, flat for the rest of each cycle."""
-    tape = np.full(n, HOLD)
-    for offset, action in ((0, BUY), (7, SELL), (10, SELL), (16, BUY)):
-        tape[offset::cycle] = action
-    return tape
-
-
-def flat_ends(tape: np.ndarray) -> tuple[int, ...]:
-    """Hold on the first bar; close on the second-to-last so every trade fills and closes."""
-    tape = tape.copy()
-    tape[0] = HOLD
-    state = 0
-    for action in tape[:-2]:
-        state = min(1, max(-1, state + STEP[int(action)]))
-    tape[-2] = {1: SELL, -1: BUY, 0: HOLD}[state]
-    tape[-1] = HOLD
-    return tuple(int(a) for a in tape)
-
-
-def run_reference(bars: pd.DataFrame, tape: tuple[int, ...], commission: float) -> pd.Series:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        backtest = FractionalBacktest(bars, TapeStrategy, cash=10_000, commission=commission,
-                                      trade_on_close=True, finalize_trades=False)
-        return backtest.run(tape=tape, commission=commission)
+# --- backtesting.py reference runs (tests/bt_reference.py) ---------------------------------
 
 
 def our_trades(reference: pd.DataFrame) -> pd.DataFrame:
@@ -119,10 +62,8 @@ def our_trades(reference: pd.DataFrame) -> pd.DataFrame:
 
 
 @pytest.fixture(scope="module")
-def ibm_bars(nq_path: Path) -> pd.DataFrame:
-    stocks = pd.read_csv(nq_path.with_name("bokeh_stocks.csv.gz"))
-    ibm = stocks[stocks["Ticker"] == "IBM"]  # no split in this range
-    return ibm.set_index(pd.DatetimeIndex(ibm["Date"], name="Date"))[OHLCV]
+def ibm_bars() -> pd.DataFrame:
+    return ibm_daily_bars()
 
 
 @pytest.fixture(scope="module")
@@ -138,7 +79,7 @@ CASES = [(data, tape, commission) for data in ("ibm", "nq") for tape in ("random
 def case(request: pytest.FixtureRequest) -> dict[str, Any]:
     data, tape_name, commission = request.param
     bars = request.getfixturevalue(f"{data}_bars")
-    tape = flat_ends({"random": random_tape, "periodic": periodic_tape}[tape_name](len(bars)))
+    tape = TAPES[tape_name](len(bars))
     reference = run_reference(bars, tape, commission)
     equity = reference["_equity_curve"]["Equity"]
     trades = our_trades(reference["_trades"])
