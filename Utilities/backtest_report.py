@@ -43,6 +43,9 @@ def choose_period(index: pd.Index, earliest: int, *, config: dict[str, Any],
     slice when ``csv_path`` is the very file it was trained on (same SHA-256), so the
     default never scores the model on bars it learned from; else the whole file.
     ``earliest``: the first row with a full lookback window."""
+    start, end = _timestamp(start, "start"), _timestamp(end, "end", whole_day=True)
+    if len(index) == 0:
+        raise BacktestInputError("the file has no bars left after the feature warm-up")
     if start is not None or end is not None:
         first, last, source = *_rows_between(index, start, end), "custom range"
     elif _is_training_file(config, csv_path) and "test" in config.get("split", {}):
@@ -61,7 +64,7 @@ def choose_period(index: pd.Index, earliest: int, *, config: dict[str, Any],
 
 
 def _rows_between(index: pd.Index, start: Any, end: Any) -> tuple[int, int]:
-    lo, hi = (_timestamp(start, "start"), _timestamp(end, "end"))
+    lo, hi = _timestamp(start, "start"), _timestamp(end, "end")
     if lo is not None and hi is not None and lo > hi:
         raise BacktestInputError(f"start {lo} is after end {hi}")
     first = 0 if lo is None else int(index.searchsorted(lo, side="left"))
@@ -72,14 +75,23 @@ def _rows_between(index: pd.Index, start: Any, end: Any) -> tuple[int, int]:
     return first, last
 
 
-def _timestamp(value: Any, label: str) -> pd.Timestamp | None:
-    if value is None or value == "":
+def _timestamp(value: Any, label: str, whole_day: bool = False) -> pd.Timestamp | None:
+    """A bound as a naive UTC timestamp (how load_bars stores times); blank is no bound.
+    ``whole_day``: a date without a time means the end of that day (intraday bars)."""
+    if value is None or (isinstance(value, str) and not value.strip()):
         return None
     try:
-        return pd.Timestamp(value)
+        stamp = pd.Timestamp(value)
     except (ValueError, TypeError):
+        stamp = pd.NaT
+    if pd.isna(stamp):
         raise BacktestInputError(f"{label} {value!r} is not a date (use YYYY-MM-DD or "
-                                 "YYYY-MM-DD HH:MM)") from None
+                                 "YYYY-MM-DD HH:MM)")
+    if stamp.tzinfo is not None:
+        stamp = stamp.tz_convert("UTC").tz_localize(None)
+    if whole_day and isinstance(value, str) and ":" not in value and stamp == stamp.normalize():
+        stamp += pd.Timedelta(days=1) - pd.Timedelta(seconds=1)  # indexes may be in s
+    return stamp
 
 
 def _is_training_file(config: dict[str, Any], csv_path: Path) -> bool:

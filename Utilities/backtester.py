@@ -86,14 +86,18 @@ def run_backtest(bars: pd.DataFrame, *, actions: Any = None, positions: Any = No
     desired = _desired_positions(len(bars), actions, positions, params)
     if finalize:
         desired[-1] = 0
-        fill_price = np.r_[fill_price[:-1], close[-1]]  # liquidation at the last close
+    # A fill forced on the last bar (finalize, or ruin there) can only be at its close.
+    fill_price = np.r_[fill_price[:-1], close[-1]]
     delay = FILL_MODES.index(fill)  # bars between a decision and its fill
     replay = _replay(desired, close, fill_price, params, delay)
-    ruin = np.flatnonzero(replay.equity <= 0)
-    if ruin.size:  # liquidate at the first ruined mark, then stay flat
-        desired[ruin[0]:] = 0
+    ruin = replay.first_ruin()
+    if ruin is not None:  # liquidate there, then stay flat
+        desired[ruin:] = 0
         replay = _replay(desired, close, fill_price, params, delay)
-    return replay.result(bars, params, fill)
+    result = replay.result(bars, params, fill)
+    if finalize:
+        result.position[-1] = 0  # the last mark is after the liquidating fill
+    return result
 
 
 def fill_prices(bars: pd.DataFrame, fill: str) -> tuple[np.ndarray, np.ndarray]:
@@ -145,6 +149,13 @@ class _Replay:
     held: np.ndarray
     trades: dict[str, np.ndarray]
     open_trade: dict[str, Any] | None
+    broke_starts: np.ndarray  # decision bars where a trade would open with equity <= 0
+
+    def first_ruin(self) -> int | None:
+        """The first bar with equity <= 0 at its mark or at a trade's opening (a reversal
+        whose close leaves nothing: apply_actions would refuse that open)."""
+        bars = np.r_[np.flatnonzero(self.equity <= 0), self.broke_starts]
+        return int(bars.min()) if bars.size else None
 
     def result(self, bars: pd.DataFrame, params: EnvParams, fill: str) -> BacktestResult:
         index = bars.index
@@ -181,7 +192,7 @@ def _replay(desired: np.ndarray, close: np.ndarray, fill_price: np.ndarray,
                               close[-1])
                   if len(starts) > n_closed else None)
     held = np.r_[0, desired[:-1]].astype(np.int8)
-    return _Replay(equity, held, trades, open_trade)
+    return _Replay(equity, held, trades, open_trade, starts[scale[:len(starts)] <= 0])
 
 
 def _trade_bars(desired: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

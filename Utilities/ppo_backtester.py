@@ -138,10 +138,11 @@ def play(policy: ReplayPolicy, close: np.ndarray, fill_price: np.ndarray, params
     t, block = 0, _FIRST_BLOCK
     while t < n:
         stop = min(n, t + block)
-        seen = account_features(acc.accounts(), close[t:stop], params.initial_balance)
+        current = acc.accounts()
+        seen = account_features(current, close[t:stop], params.initial_balance)
         scores = policy.logits(slice(t, stop), seen)
         chosen = (scores + noise[t:stop] if noise is not None else scores).argmax(1)
-        fills = acc.fill_offsets(chosen)
+        fills = acc.fill_offsets(chosen, current.equity(close[t:stop]))
         end = t + int(fills[0]) + 1 if fills.size else stop
         actions[t:end], logits[t:end] = chosen[:end - t], scores[:end - t]
         account[t:end] = seen[:end - t]
@@ -189,10 +190,19 @@ class LoopAccount:
                         unit.entry_price[bar], unit.entry_cost[bar] * scale,
                         unit.trades[bar], unit.wins[bar])
 
-    def fill_offsets(self, chosen: np.ndarray) -> np.ndarray:
-        """Where in ``chosen`` an action would trade (a flat account needs equity > 0)."""
-        if self.side == 0 and self.equity <= 0:
-            return np.empty(0, dtype=np.int64)
+    def fill_offsets(self, chosen: np.ndarray, equity: np.ndarray) -> np.ndarray:
+        """Where in ``chosen`` an action would trade (a flat account needs equity > 0).
+
+        Ruin (``equity`` <= 0 at a mark while in a position) forces the closing action
+        there, in ``chosen`` itself: the training env ends the episode at ruin and the
+        engine liquidates, so the agent never trades on from a bankrupt account."""
+        if self.side == 0:
+            if self.equity <= 0:
+                return np.empty(0, dtype=np.int64)
+            return np.flatnonzero(self.moves[1][chosen])
+        ruined = np.flatnonzero(equity <= 0)
+        if ruined.size:
+            chosen[ruined[0]] = SELL if self.side > 0 else BUY
         return np.flatnonzero(self.moves[self.side + 1][chosen])
 
     def fill(self, action: int, bar: int) -> None:

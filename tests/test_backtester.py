@@ -126,7 +126,9 @@ def sequential_equity(bars: pd.DataFrame, positions: np.ndarray,
     equity = []
     for t, target in enumerate(positions):
         equity.append(acc.equity(close[t])[0])
-        while t < len(bars) - 1 and acc.position[0] != target:
+        for _ in range(2):  # a reversal: close, then open (refused once equity <= 0)
+            if t == len(bars) - 1 or acc.position[0] == target:
+                break
             action = BUY if target > acc.position[0] else SELL
             apply_actions(acc, np.array([action]), close[t], params)
     return np.array(equity)
@@ -246,3 +248,24 @@ def test_bad_bars_are_refused(sample_bars) -> None:
     broken.iloc[3, broken.columns.get_loc("Close")] = -1.0
     with pytest.raises(ValueError, match="finite and positive"):
         run_backtest(broken, actions=np.zeros(10, np.int64))
+
+
+def test_ruin_on_the_last_bar_with_next_open_fills_is_liquidated_at_the_close() -> None:
+    index = pd.date_range("2024-01-01", periods=4, freq="D")
+    close = np.array([100.0, 100.0, 100.0, 300.0])
+    bars = pd.DataFrame({"Open": close, "Close": close}, index=index)
+    tape = np.array([SELL, HOLD, HOLD, HOLD])
+    result = run_backtest(bars, actions=tape, params=COSTLY, fill="next_open", finalize=False)
+    assert np.isfinite(result.equity).all() and result.equity.iloc[-1] < 0
+    assert len(result.trades) == 1 and np.isfinite(result.trades["pnl"]).all()
+
+
+def test_a_reversal_out_of_ruin_does_not_open() -> None:
+    index = pd.date_range("2024-01-01", periods=6, freq="D")
+    close = np.array([100.0, 100.0, 199.99, 150.0, 100.0, 100.0])
+    bars = pd.DataFrame({"Open": close, "Close": close}, index=index)
+    positions = np.array([-1, -1, 1, 1, 1, 0])
+    result = run_backtest(bars, positions=positions, params=NO_SLIP, finalize=False)
+    np.testing.assert_allclose(result.equity.to_numpy(),
+                               sequential_equity(bars, positions, NO_SLIP), rtol=1e-10)
+    assert len(result.trades) == 1 and (result.position[3:] == 0).all()

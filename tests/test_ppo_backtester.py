@@ -15,12 +15,20 @@ from NetworkConfigs.base import deep_merge
 from NetworkConfigs.ppo_network import ActorCritic
 from NetworkConfigs.ppo_replay_policy import ReplayPolicy
 from NetworkConfigs.PPOTrainer import PPOTrainer
-from NetworkConfigs.trading_env import ACCOUNT_FEATURES, EnvParams, TradingEnvironment, env_arrays
+from NetworkConfigs.trading_env import (
+    ACCOUNT_FEATURES,
+    BUY,
+    HOLD,
+    SELL,
+    EnvParams,
+    TradingEnvironment,
+    env_arrays,
+)
 from Utilities import ppo_backtester
-from Utilities.backtest_report import BacktestInputError
+from Utilities.backtest_report import BacktestInputError, choose_period
 from Utilities.backtester import run_backtest
 from Utilities.data_utils import load_bars, prepare_data
-from Utilities.ppo_backtester import PPOBacktester
+from Utilities.ppo_backtester import LoopAccount, PPOBacktester
 
 TINY = {"train_params": {"total_timesteps": 2_048, "n_envs": 2, "n_steps": 128,
                          "ppo_epochs": 1, "eval_every": 2, "seed": 3},
@@ -178,3 +186,36 @@ def test_a_larger_network_config_still_replays(sample_bars, tmp_path: Path) -> N
     report = PPOBacktester(model_dir, csv).run_with_results()
     assert report.period.source == "whole file"  # trained without a data file: no hash
     assert len(report.decisions) == len(report.result.equity)
+
+
+def test_blank_bounds_keep_the_held_out_default(trained) -> None:
+    model_dir, csv = trained
+    report = PPOBacktester(model_dir, csv, start="", end=" ").run_with_results()
+    assert report.period.source == "held-out test slice"
+
+
+def test_period_bounds_on_intraday_bars() -> None:
+    index = pd.date_range("2024-01-01 09:30", periods=600, freq="min")
+    day = choose_period(index, 0, config={}, csv_path=Path("none.csv"),
+                        start="2024-01-01", end="2024-01-01")
+    assert (day.first, day.last, day.source) == (0, 599, "custom range")  # the whole day
+    aware = choose_period(index, 0, config={}, csv_path=Path("none.csv"),
+                          start="2024-01-01T10:30:00+01:00")
+    assert index[aware.first] == pd.Timestamp("2024-01-01 09:30")  # 10:30+01:00 is 09:30 UTC
+    with pytest.raises(BacktestInputError, match="no bars left"):
+        choose_period(index[:0], 0, config={}, csv_path=Path("none.csv"))
+
+
+def test_the_loop_liquidates_at_ruin_like_the_engine() -> None:
+    close = np.array([100.0, 100.0, 300.0, 120.0, 90.0, 90.0])
+    params = EnvParams(commission=0.001, slippage=0.0)
+    account = LoopAccount(close, params)
+    account.fill(SELL, 0)  # short from bar 0
+    chosen = np.array([HOLD, HOLD, HOLD, SELL, BUY])
+    equity = account.accounts().equity(close[1:])
+    assert equity[1] <= 0
+    assert account.fill_offsets(chosen, equity).tolist() == [1, 4]
+    assert chosen[1] == BUY  # the forced close, on the first ruined mark
+    account.fill(BUY, 2)
+    assert account.side == 0 and account.equity <= 0
+    assert account.fill_offsets(np.array([BUY, SELL]), np.array([1.0, 1.0])).size == 0
