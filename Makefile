@@ -21,8 +21,12 @@ test: $(VENV)/.dev
 lint: $(VENV)/.dev
 	$(VENV)/bin/ruff check .
 
-bench: $(VENV)/.runtime
+# Each benchmark prints one JSON object. backtest_speed compares with backtesting.py,
+# a dev requirement, hence .dev.
+bench: $(VENV)/.dev
 	$(PY) bench/logger_overhead.py
+	$(PY) bench/backtest_speed.py
+	$(PY) bench/predict_latency.py
 
 # Our PPO against stable-baselines3's (a bench-only dependency) on the same trading env;
 # prints JSON. Options: make bench-ppo BENCH_PPO_ARGS="--steps 131072 --repeats 5 --sb3-vec"

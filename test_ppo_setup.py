@@ -21,7 +21,8 @@ MODULES = ["Main", "Api_Loader", "NetworkConfigs", "NetworkConfigs.base",
            "NetworkConfigs.PPO_loader", "NetworkConfigs.callbacks", "Utilities.data_utils",
            "Utilities.indicators", "Utilities.run_store", "Utilities.metrics_logger",
            "Utilities.logging_setup", "Utilities.run_training", "web.pages", "web.store",
-           "NetworkConfigs.ppo_replay_policy", "Utilities.backtester", "Utilities.performance",
+           "NetworkConfigs.ppo_replay_policy", "NetworkConfigs.streams", "Utilities.backtester",
+           "Utilities.performance",
            "Utilities.backtest_report", "Utilities.ppo_backtester"]
 LOOKBACK = 20
 

@@ -1,70 +1,205 @@
 """PPOModelLoader: a trained PPO agent read back from ``Models/PPO_<name>/``.
 
-Weights are read with ``torch.load(weights_only=True)`` (no code runs from the file);
-the network class is the trainer's own (``ppo_network.ActorCritic``); the window goes
-through the very feature transform and scaler used in training (``ModelLoader``).
-The account part of the observation comes from ``trading_env.account_features``, the
-same function the training environment uses.
+Weights are read with ``torch.load(weights_only=True)`` (no code runs from the file) and
+checked tensor by tensor against the network the config describes, so a folder whose
+pieces disagree fails at load with the file and the mismatch named, never at the first
+request. The network class is the trainer's own (``ppo_network.ActorCritic``); the
+window goes through the very feature transform and scaler used in training
+(``window_frame`` + ``scale_frame``: ``ModelLoader.model_input`` in two steps, so the
+window is validated once and its last Close read from it). The account part of the
+observation comes from ``trading_env.account_features``, as in the training env.
 """
 
 from __future__ import annotations
 
+import math
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
 from NetworkConfigs.artifacts import ArtifactError, ModelNotFound, artifact_path
-from NetworkConfigs.base import ACTION_NAMES, ModelLoader, Prediction
+from NetworkConfigs.base import (
+    ACCOUNT_FIELDS,
+    ACTION_NAMES,
+    ModelLoader,
+    Prediction,
+    choose_action,
+)
 from NetworkConfigs.ppo_network import ActorCritic
-from NetworkConfigs.trading_env import Accounts, EnvParams, account_features
-from Utilities.data_utils import window_frame
+from NetworkConfigs.trading_env import ACCOUNT_FEATURES, Accounts, EnvParams, account_features
+from Utilities.data_utils import DataError, scale_frame, window_frame
 
-ACCOUNT_FIELDS = ("cash", "units", "position", "entry_price", "entry_cost")
+__all__ = ["ACCOUNT_FIELDS", "PPOModelLoader", "account_from_state"]
+
+_STATE_KEYS = (*ACCOUNT_FIELDS, "price")
 
 
 class PPOModelLoader(ModelLoader):
     """Loads a PPO model and answers one window of bars (+ optional account state)."""
 
+    can_sample = True
+
     def _load_model(self) -> None:
-        model = self.config["model_params"]
-        n_features = len(self.spec.features)
-        obs_dim = self.lookback * n_features + int(
-            self.config["observation"]["account_features"])
-        self.env_params = EnvParams.from_dict(self.config["env_params"])
-        self.agent = ActorCritic(obs_dim, len(ACTION_NAMES), hidden_dim=int(model["hidden_dim"]),
-                                 depth=int(model["num_layers"]), lookback=self.lookback,
-                                 n_features=n_features, encoder=str(model["encoder"]))
+        self.env_params = self._env_params()
+        self.agent = self._network()
         path = artifact_path(self.model_dir, self.name, "model.pt")
-        if not path.is_file():
-            raise ModelNotFound(f"{self.model_dir}: weights file {path.name} is missing")
-        try:
-            self.agent.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
-        except (RuntimeError, KeyError) as exc:
-            raise ArtifactError(f"{path}: weights do not match the config ({exc})") from None
+        state = _read_weights(path)
+        _check_weights(state, self.agent.state_dict(), path, self._architecture())
+        self.agent.load_state_dict(state)
         self.agent.eval()
+
+    def _setting(self, section: str, key: str) -> Any:
+        try:
+            return self.config[section][key]
+        except (KeyError, TypeError):  # TypeError: the section is not a mapping
+            raise ArtifactError(f"{self.model_dir}: the config has no {section}.{key}") from None
+
+    def _env_params(self) -> EnvParams:
+        try:
+            return EnvParams.from_dict(self.config.get("env_params") or {})
+        except (TypeError, ValueError) as exc:
+            raise ArtifactError(f"{self.model_dir}: invalid env_params in the config: "
+                                f"{exc}") from None
+
+    def _network(self) -> ActorCritic:
+        """The network the config describes, before any weights are read."""
+        extras = self._setting("observation", "account_features")
+        if extras != ACCOUNT_FEATURES:  # account_features() always builds exactly these
+            raise ArtifactError(f"{self.model_dir}: the config's observation has {extras!r} "
+                                f"account features; this loader builds {ACCOUNT_FEATURES}")
+        n_features = len(self.spec.features)
+        hidden, depth, encoder = (self._setting("model_params", key)
+                                  for key in ("hidden_dim", "num_layers", "encoder"))
+        try:
+            return ActorCritic(self.lookback * n_features + extras, len(ACTION_NAMES),
+                               hidden_dim=int(hidden), depth=int(depth), lookback=self.lookback,
+                               n_features=n_features, encoder=str(encoder))
+        except (TypeError, ValueError) as exc:
+            raise ArtifactError(f"{self.model_dir}: invalid model_params in the config: "
+                                f"{exc}") from None
+
+    def _architecture(self) -> str:
+        """The config's network in words, for weight-mismatch messages."""
+        model = self.config["model_params"]
+        return (f"lookback {self.lookback} x {len(self.spec.features)} features + "
+                f"{ACCOUNT_FEATURES} account values, {model['encoder']} encoder, "
+                f"hidden_dim {model['hidden_dim']}, num_layers {model['num_layers']}")
 
     def account(self, state: dict[str, Any] | None, price: float | None) -> np.ndarray:
         """The observation's account entries: a flat, untouched account by default."""
-        accounts = Accounts.open(1, self.env_params.initial_balance)
-        for key, value in (state or {}).items():
-            if key not in ACCOUNT_FIELDS:
-                raise ValueError(f"unknown account_state field {key!r}; valid: {ACCOUNT_FIELDS}")
-            getattr(accounts, key)[0] = value
-        if price is None:  # Close is not a model feature: only a flat account can be valued
+        accounts, marked = account_from_state(state, self.env_params.initial_balance)
+        price = marked if marked is not None else price
+        if price is None:  # Close is not a model feature and no price was given
             if accounts.position[0] != 0:
-                raise ValueError("an open position needs Close among the model's features")
-            price = 1.0
+                raise DataError("an open position needs a price to be valued: give "
+                                "'price' (Close is not among the model's features)",
+                                source="account_state", column="price")
+            price = 1.0  # a flat account's entries do not depend on the price
         return account_features(accounts, np.array([price]), self.env_params.initial_balance)[0]
 
-    def predict(self, window: Any, state: dict[str, Any] | None = None) -> Prediction:
+    def predict(self, window: Any, state: dict[str, Any] | None = None, *,
+                sample: bool = False, rng: np.random.Generator | None = None) -> Prediction:
+        """Action probabilities and value for the window's last bar; the most likely
+        action, or with ``sample`` one drawn from the probabilities with ``rng``."""
         frame = window_frame(window, self.spec.features)
-        features = self.model_input(frame)
-        price = float(frame["Close"].iloc[-1]) if "Close" in frame.columns else None
+        features = scale_frame(frame, self.spec, self.scaler, self.lookback)
+        price = float(frame["Close"].iat[-1]) if "Close" in frame.columns else None
         obs = np.concatenate([features.reshape(-1), self.account(state, price)])
-        probs, value = self.agent.policy(torch.as_tensor(obs, dtype=torch.float32)[None])
+        with torch.inference_mode():
+            probs, value = self.agent.policy(torch.from_numpy(obs.astype(np.float32))[None])
         probs = probs[0].numpy()
-        best = int(probs.argmax())
-        return Prediction(best, ACTION_NAMES[best], float(probs[best]),
+        action = choose_action(probs, sample, rng)
+        return Prediction(action, ACTION_NAMES[action], float(probs[action]),
                           probabilities=dict(zip(ACTION_NAMES, map(float, probs), strict=True)),
                           value_estimate=float(value[0]))
+
+
+def _read_weights(path: Path) -> dict[str, torch.Tensor]:
+    if not path.is_file():
+        raise ModelNotFound(f"{path.parent}: weights file {path.name} is missing")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # junk raises whatever the unpickler hits (struct.error, ...)
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ArtifactError(f"{path}: not a readable weights file ({reason})") from None
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor)
+                                              for v in state.values()):
+        raise ArtifactError(f"{path}: expected a state dict of tensors; got "
+                            f"{type(state).__name__}")
+    return state
+
+
+def _check_weights(found: dict[str, torch.Tensor], expected: dict[str, torch.Tensor],
+                   path: Path, architecture: str) -> None:
+    """Same tensor names and shapes as the network the config describes."""
+    missing = [k for k in expected if k not in found]
+    unexpected = [k for k in found if k not in expected]
+    if missing or unexpected:
+        raise ArtifactError(f"{path}: weights do not match the config ({architecture}): "
+                            f"missing {missing[:3]}, unexpected {unexpected[:3]}")
+    for key, tensor in expected.items():
+        if found[key].shape != tensor.shape:
+            raise ArtifactError(
+                f"{path}: weights do not match the config ({architecture}): {key} is "
+                f"{tuple(found[key].shape)} in the file, the config needs {tuple(tensor.shape)}")
+
+
+def account_from_state(state: dict[str, Any] | None,
+                       initial_balance: float) -> tuple[Accounts, float | None]:
+    """One account from a request's ``account_state`` (see ``base.ACCOUNT_FIELDS``) and
+    its mark price, if given; DataError names a field that is unknown or impossible."""
+    accounts = Accounts.open(1, initial_balance)
+    if state is None:
+        return accounts, None
+    if not isinstance(state, dict):
+        raise DataError(f"must be an object with any of {list(_STATE_KEYS)}; got "
+                        f"{type(state).__name__}", source="account_state")
+    unknown = [k for k in state if k not in _STATE_KEYS]
+    if unknown:
+        raise DataError(f"unknown field(s) {unknown}; valid: {list(_STATE_KEYS)}",
+                        source="account_state", column=str(unknown[0]))
+    values = {key: _finite_number(key, value) for key, value in state.items()}
+    for key in ACCOUNT_FIELDS:
+        if key in values:
+            getattr(accounts, key)[0] = values[key]
+    _check_account(values, accounts)
+    return accounts, values.get("price")
+
+
+def _finite_number(key: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float | np.number):
+        raise _bad_state(key, f"{key} must be a number; got {value!r}")
+    try:
+        number = float(value)
+    except OverflowError:  # an integer beyond the float range
+        number = math.inf
+    if not math.isfinite(number):
+        raise _bad_state(key, f"{key} must be a finite number; got {value!r}")
+    return number
+
+
+def _check_account(values: dict[str, float], accounts: Accounts) -> None:
+    """An account the trading env could be in; anything else would give the policy an
+    observation it never saw (an open position with no entry price divides by zero)."""
+    position, units = values.get("position", 0.0), values.get("units", 0.0)
+    if position not in (-1.0, 0.0, 1.0):
+        raise _bad_state("position", "position must be -1 (short), 0 (flat) or 1 (long); "
+                                     f"got {position!r}")
+    if values.get("price", 1.0) <= 0:
+        raise _bad_state("price", f"price must be positive; got {values['price']!r}")
+    if values.get("entry_cost", 0.0) < 0:
+        raise _bad_state("entry_cost", f"entry_cost must be >= 0; got {values['entry_cost']!r}")
+    if position == 0 and units != 0:
+        raise _bad_state("units", f"a flat account (position 0) holds no units; got {units!r}")
+    if position != 0 and (np.sign(units) != position or accounts.entry_price[0] <= 0):
+        raise _bad_state(
+            "units" if np.sign(units) != position else "entry_price",
+            "an open position needs units of its sign (long > 0, short < 0) and an "
+            f"entry_price > 0; got position {position:g}, units {units!r}, entry_price "
+            f"{values.get('entry_price', 0.0)!r}")
+
+
+def _bad_state(column: str, message: str) -> DataError:
+    return DataError(message, source="account_state", column=column)

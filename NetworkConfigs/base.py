@@ -5,6 +5,8 @@
 - ``Loader.load(model_dir)``: read the config, scaler and model file back.
 - ``loader.predict(window, state=None) -> Prediction``: one window of bars (the model's
   feature columns; ``lookback + warmup`` rows) to one envelope, the same for every type.
+  Types that can draw their action (``can_sample``) also take ``sample=`` and ``rng=``;
+  callers go through :meth:`ModelLoader.predict_with`, so other types never see them.
 
 Trainers stay blind to logging, progress bars and control: those are callbacks
 (Stable-Baselines3's shape), and returning False from ``on_iteration_end`` stops training.
@@ -18,16 +20,20 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Self
+from typing import Any, ClassVar, Self
 
 import numpy as np
 import pandas as pd
 
 from NetworkConfigs import artifacts
-from Utilities.data_utils import FeatureSpec, scale_window
+from Utilities.data_utils import DataError, FeatureSpec, scale_window
 
 # Trading actions, shared by the env, the backtester and the API (ARCHITECTURE.md).
 ACTION_NAMES = ("Hold", "Buy", "Sell")
+# The account ``state`` predict() takes: one account of ``trading_env.Accounts`` by its
+# field names, plus "price", the raw price it is marked at (default: the window's last
+# Close). Every key is optional; a missing one is that of a flat, untouched account.
+ACCOUNT_FIELDS = ("cash", "units", "position", "entry_price", "entry_cost")
 
 
 @dataclass(frozen=True)
@@ -122,6 +128,10 @@ class Trainer(ABC):
 class ModelLoader(ABC):
     """A trained model read back from its folder. Subclasses implement the two hooks."""
 
+    # True when predict() also takes ``sample: bool`` and ``rng: np.random.Generator``
+    # (draw the action from the probabilities instead of taking the most likely one).
+    can_sample: ClassVar[bool] = False
+
     def __init__(self, model_dir: Path, config: dict[str, Any]) -> None:
         self.model_dir = model_dir
         self.config = config
@@ -136,7 +146,7 @@ class ModelLoader(ABC):
             raise artifacts.ArtifactError(
                 f"{model_dir}: invalid feature_spec or lookback in the config: {exc}") from None
         self.scaler = artifacts.load_scaler(model_dir, self.name)
-        _check_scaler(self.scaler, self.spec, model_dir)
+        _check_scaler(self.scaler, self.spec, model_dir, self.name)
 
     @classmethod
     def load(cls, model_dir: str | Path) -> Self:
@@ -154,6 +164,17 @@ class ModelLoader(ABC):
     def predict(self, window: Any, state: dict[str, Any] | None = None) -> Prediction:
         """One prediction from a window of bars (+ optional account state)."""
 
+    def predict_with(self, window: Any, state: dict[str, Any] | None = None, *,
+                     sample: bool = False, rng: np.random.Generator | None = None) -> Prediction:
+        """:meth:`predict` with the options a client may ask for; the sampling options
+        reach only types that can sample, and asking another type is a DataError."""
+        if not sample:
+            return self.predict(window, state)
+        if not self.can_sample:
+            raise DataError(f"a {self.config['Type']} model cannot sample its action; "
+                            "leave 'sample' out", source="sample")
+        return self.predict(window, state, sample=True, rng=rng)  # type: ignore[call-arg]
+
     @property
     def window_size(self) -> int:
         """Rows a request window needs: lookback plus the transform's warm-up."""
@@ -169,12 +190,24 @@ class ModelLoader(ABC):
                 "window_size": self.window_size, "action_names": list(ACTION_NAMES)}
 
 
-def _check_scaler(scaler: Any, spec: FeatureSpec, model_dir: Path) -> None:
+def choose_action(probabilities: np.ndarray, sample: bool = False,
+                  rng: np.random.Generator | None = None) -> int:
+    """The most likely action, or one drawn from ``probabilities`` with ``rng`` (a fresh,
+    unseeded generator when None)."""
+    if not sample:
+        return int(np.argmax(probabilities))
+    p = np.asarray(probabilities, dtype=np.float64)
+    rng = rng if rng is not None else np.random.default_rng()
+    return int(rng.choice(len(p), p=p / p.sum()))
+
+
+def _check_scaler(scaler: Any, spec: FeatureSpec, model_dir: Path, name: str) -> None:
     n = getattr(scaler, "n_features_in_", None)
     if n is not None and n != len(spec.features):
         raise artifacts.ArtifactError(
-            f"{model_dir}: scaler expects {n} features but the config lists "
-            f"{len(spec.features)}; the model folder is inconsistent")
+            f"{artifacts.artifact_path(model_dir, name, 'scaler.pkl')}: scaler expects {n} "
+            f"features but the config lists {len(spec.features)}; the model folder is "
+            "inconsistent")
 
 
 def _resolve(target: type | str) -> type:
