@@ -482,7 +482,12 @@ def _usage_error(message: str) -> int:
 def main(argv: list[str] | None = None) -> int:
     """Load the model, then serve it with waitress until Ctrl+C. Bad input: exit 2."""
     args = _parser().parse_args(argv)
+    import torch
     import waitress
+
+    # One intra-op thread: a request's tensors are tiny, and waitress already runs
+    # requests on their own threads; torch's second thread only added contention.
+    torch.set_num_threads(1)
 
     try:
         app = create_api_app(args.model_dir, {"MAX_STREAMS": args.max_streams})

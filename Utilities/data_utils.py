@@ -183,19 +183,22 @@ def transform_features(bars: pd.DataFrame, spec: FeatureSpec,
     The single implementation of the feature rule, used by every trainer and loader.
     """
     select_features(bars, spec.features, source=source)
-    frame = bars.loc[:, list(spec.features)].astype("float64")
-    prices = list(spec.price_columns)
+    # numpy, not pandas column ops: this runs on every prediction, where pandas'
+    # per-operation overhead was ~0.9 ms for a 31-row window.
+    values = np.column_stack([bars[c].to_numpy(dtype=np.float64) for c in spec.features])
     if spec.warmup:
-        level = frame[prices]
-        if spec.transform == "diff":
-            frame[prices] = level.diff()
-        else:
-            with np.errstate(divide="ignore", invalid="ignore"):
-                frame[prices] = np.log(level / level.shift(1))
-        frame = frame.iloc[spec.warmup:]
-    numbering = ("bar", 0) if isinstance(frame.index, pd.DatetimeIndex) else WINDOW_ROWS
-    check_finite(frame, source, numbering,
-                 problem=f"the {spec.transform} transform gives non-finite values")
+        cols = [spec.features.index(c) for c in spec.price_columns]
+        level = values[:, cols]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            moved = (np.diff(level, axis=0) if spec.transform == "diff"
+                     else np.log(level[1:] / level[:-1]))
+        values = values[spec.warmup:]
+        values[:, cols] = moved
+    frame = pd.DataFrame(values, index=bars.index[spec.warmup:], columns=list(spec.features))
+    if not np.isfinite(values).all():
+        numbering = ("bar", 0) if isinstance(frame.index, pd.DatetimeIndex) else WINDOW_ROWS
+        check_finite(frame, source, numbering,
+                     problem=f"the {spec.transform} transform gives non-finite values")
     return frame
 
 
