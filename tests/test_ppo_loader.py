@@ -202,21 +202,23 @@ def test_weights_of_the_wrong_shape_are_named(folder: Path) -> None:
         load_model(folder)
 
 
-def test_weights_of_another_network_size_are_named(folder: Path) -> None:
+def set_model_params(folder: Path, **params: object) -> None:
+    """Rewrite the saved config's model_params, leaving the weights as trained."""
     config_path = folder / "tiny_config.yaml"
     config = yaml.safe_load(config_path.read_text())
-    config["model_params"]["hidden_dim"] = 16
+    config["model_params"].update(params)
     config_path.write_text(yaml.safe_dump(config))
+
+
+def test_weights_of_another_network_size_are_named(folder: Path) -> None:
+    set_model_params(folder, hidden_dim=16)
     with pytest.raises(ArtifactError, match=r"tiny_model\.pt: .*hidden_dim 16.* is \(32, 94\) "
                                             r"in the file, the config needs \(16, 94\)"):
         load_model(folder)
 
 
 def test_a_weights_file_of_another_encoder_is_named(folder: Path) -> None:
-    config_path = folder / "tiny_config.yaml"
-    config = yaml.safe_load(config_path.read_text())
-    config["model_params"]["encoder"] = "gru"
-    config_path.write_text(yaml.safe_dump(config))
+    set_model_params(folder, encoder="gru")
     with pytest.raises(ArtifactError, match=r"tiny_model\.pt: .*gru encoder.*missing \["):
         load_model(folder)
 
