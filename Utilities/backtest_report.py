@@ -23,6 +23,8 @@ from Utilities.backtester import BacktestResult
 
 log = logging.getLogger(__name__)
 
+BASELINE_COLORS = ("#6b7280", "#f59e0b")  # grey, amber: apart from the strategy's blue
+
 
 class BacktestInputError(ValueError):
     """A backtest request that cannot run (date range, costs); the message says why."""
@@ -188,8 +190,9 @@ def plot_equity(report: BacktestReport, path: Path) -> None:
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(11, 6.5), sharex=True,
                                       gridspec_kw={"height_ratios": [3, 1]})
     top.plot(frame.index, frame["equity"], label=report.model_name, color="#2563eb", lw=1.4)
-    for name in report.baselines:
-        top.plot(frame.index, frame[f"equity_{_slug(name)}"], label=name, lw=0.9, alpha=0.8)
+    for name, color in zip(report.baselines, BASELINE_COLORS, strict=False):
+        top.plot(frame.index, frame[f"equity_{_slug(name)}"], label=name, lw=0.9,
+                 alpha=0.85, color=color)
     top.set_ylabel("Equity")
     top.set_title(f"{report.model_name} on {Path(report.data_file).name} "
                   f"({report.period.source})")
