@@ -201,7 +201,11 @@ def load_scaler(model_dir: Path, name: str) -> Any:
     path = artifact_path(model_dir, name, "scaler.pkl")
     if not path.is_file():
         raise ModelNotFound(f"{model_dir}: scaler file {path.name} is missing")
-    return joblib.load(path)
+    try:
+        return joblib.load(path)
+    except Exception as exc:  # a damaged pickle fails in many ways (EOF, unpickling, ...)
+        raise ArtifactError(f"{path}: not a readable scaler file "
+                            f"({type(exc).__name__}: {exc})") from None
 
 
 def _summary(model_dir: Path) -> dict[str, Any]:

@@ -164,6 +164,13 @@ def test_inconsistent_scaler_is_reported(trained: Path) -> None:
         load_model(trained)
 
 
+@pytest.mark.parametrize("content", [b"", b"not a pickle", b"\x80\x04\x95garbage"])
+def test_a_damaged_scaler_file_is_named(trained: Path, content: bytes) -> None:
+    (trained / "demo_scaler.pkl").write_bytes(content)
+    with pytest.raises(ArtifactError, match=r"demo_scaler\.pkl: not a readable scaler file"):
+        load_model(trained)
+
+
 @pytest.mark.parametrize(("removed", "named"), [
     (["feature_spec"], r"\['feature_spec'\]"),
     (["feature_spec", "lookback"], r"\['feature_spec', 'lookback'\]"),
