@@ -33,8 +33,10 @@ class ReplayPolicy:
         self._critic = _Trunk(agent._critic_layers, market_dim)
         with torch.no_grad():
             for start in range(0, len(windows), _BATCH):
-                # a copy: the windows are a read-only strided view, which torch refuses to wrap
-                block = torch.tensor(windows[start:start + _BATCH], dtype=torch.float32)
+                # a contiguous copy: the windows are a read-only strided view, which
+                # torch refuses to wrap (and copies element by element if asked to)
+                block = torch.from_numpy(np.ascontiguousarray(
+                    windows[start:start + _BATCH], dtype=np.float32))
                 encoded = (agent.window_encoder(block) if agent.window_encoder
                            else block.reshape(len(block), -1))
                 self._actor.add_market(encoded)

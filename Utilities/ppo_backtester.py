@@ -139,10 +139,11 @@ def play(policy: ReplayPolicy, close: np.ndarray, fill_price: np.ndarray, params
     while t < n:
         stop = min(n, t + block)
         current = acc.accounts()
-        seen = account_features(current, close[t:stop], params.initial_balance)
+        equity = current.equity(close[t:stop])
+        seen = account_features(current, close[t:stop], params.initial_balance, equity)
         scores = policy.logits(slice(t, stop), seen)
         chosen = (scores + noise[t:stop] if noise is not None else scores).argmax(1)
-        fills = acc.fill_offsets(chosen, current.equity(close[t:stop]))
+        fills = acc.fill_offsets(chosen, equity)
         end = t + int(fills[0]) + 1 if fills.size else stop
         actions[t:end], logits[t:end] = chosen[:end - t], scores[:end - t]
         account[t:end] = seen[:end - t]
@@ -200,9 +201,8 @@ class LoopAccount:
             if self.equity <= 0:
                 return np.empty(0, dtype=np.int64)
             return np.flatnonzero(self.moves[1][chosen])
-        ruined = np.flatnonzero(equity <= 0)
-        if ruined.size:
-            chosen[ruined[0]] = SELL if self.side > 0 else BUY
+        if equity.min() <= 0:  # rare: test before searching
+            chosen[np.flatnonzero(equity <= 0)[0]] = SELL if self.side > 0 else BUY
         return np.flatnonzero(self.moves[self.side + 1][chosen])
 
     def fill(self, action: int, bar: int) -> None:
