@@ -13,13 +13,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from NetworkConfigs.artifacts import file_sha256
 from NetworkConfigs.trading_env import EnvParams
 from Utilities import performance
 from Utilities.backtester import BacktestResult
+from Utilities.serialization import to_plain
 
 log = logging.getLogger(__name__)
 
@@ -144,7 +144,7 @@ class BacktestReport:
                 "statistics": performance.jsonable_statistics(self.statistics),
                 "baselines": {name: performance.jsonable_statistics(stats)
                               for name, stats in self.baseline_statistics().items()},
-                "open_trade": _plain(self.result.open_trade)}
+                "open_trade": to_plain(self.result.open_trade)}
 
     def equity_table(self) -> pd.DataFrame:
         """Equity, drawdown and position per bar, with each baseline's equity beside."""
@@ -169,14 +169,6 @@ class BacktestReport:
 
 def _slug(name: str) -> str:
     return re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_")
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, pd.Timestamp):
-        return value.isoformat()
-    return value.item() if isinstance(value, np.generic) else value
 
 
 def plot_equity(report: BacktestReport, path: Path) -> None:
