@@ -12,6 +12,7 @@ from typing import Any
 
 from flask import Flask
 
+from NetworkConfigs import DEFAULT_MODEL_TYPE
 from NetworkConfigs.artifacts import default_models_dir, list_models
 from Utilities.logging_setup import configure_logging
 from Utilities.run_store import default_database_url
@@ -50,8 +51,9 @@ def ensure_demo_model(models_dir: Path) -> None:
     from Utilities import run_training
 
     print("Models/ is empty: training a small demo PPO model on sample.csv ...", flush=True)
-    code = run_training.main(["--csv_path", str(SAMPLE_CSV), "--model", "ppo", "--mode",
-                              "smoke", "--model_name", "demo", "--models-dir", str(models_dir)])
+    code = run_training.main(["--csv_path", str(SAMPLE_CSV), "--model", DEFAULT_MODEL_TYPE,
+                              "--mode", "smoke", "--model_name", "demo",
+                              "--models-dir", str(models_dir)])
     if code != 0:
         log.error("demo model training failed (exit %d); serving without it", code)
 

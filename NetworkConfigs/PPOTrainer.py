@@ -29,7 +29,7 @@ from NetworkConfigs.trading_env import (
     VecTradingEnv,
     env_arrays,
 )
-from Utilities.data_utils import PreparedData, build_feature_spec, prepare_data
+from Utilities.data_utils import PreparedData, prepare_from_params
 
 __all__ = ["ActorCritic", "PPOTrainer", "ValidationCallback", "buy_and_hold_pct",
            "evaluate_greedy"]
@@ -111,6 +111,10 @@ class PPOTrainer(Trainer):
         return self.settings.num_iterations * self.settings.batch_size
 
     @property
+    def status(self) -> str:
+        return self.algorithm.status if self.algorithm is not None else "new"
+
+    @property
     def checkpoint_every(self) -> int:  # type: ignore[override]
         return int(self.config["train_params"]["checkpoint_every"])
 
@@ -130,18 +134,10 @@ class PPOTrainer(Trainer):
         return self.algorithm.learn(envs, state)
 
     def prepare(self, bars: pd.DataFrame, source: str | None = None) -> PreparedData:
-        data_params = self.config["data_params"]
-        features = data_params["features"]
-        if features is not None and (not isinstance(features, list)
-                                     or not all(isinstance(f, str) for f in features)):
-            raise ValueError(f"data_params.features must be a list of column names or null; "
-                             f"got {features!r}")
-        spec = build_feature_spec(bars, data_params["features"], data_params["transform"],
-                                  source=source)
-        self._check_model_params(len(spec.features))
-        return prepare_data(bars, spec, lookback=self.lookback, scaler=data_params["scaler"],
-                            val_fraction=data_params["val_fraction"],
-                            test_fraction=data_params["test_fraction"], source=source)
+        data = prepare_from_params(bars, self.config["data_params"], lookback=self.lookback,
+                                   source=source)
+        self._check_model_params(len(data.spec.features))
+        return data
 
     def _check_model_params(self, n_features: int) -> None:
         model = self.config["model_params"]
@@ -199,7 +195,7 @@ class PPOTrainer(Trainer):
         # The training state is taken BEFORE the best weights are swapped in, so resuming
         # from the folder continues the run itself (final weights + their optimiser state).
         final_state = {**algorithm.state_dict(), "config": self.config, "model_name": model_name,
-                       "data_hash": data_hash}
+                       "data_hash": data_hash, "model_type": TYPE_NAME}
         if algorithm.best_state is not None:  # the validation-best weights are the model
             agent.load_state_dict(algorithm.best_state)
         metrics = self._final_metrics(data, agent)

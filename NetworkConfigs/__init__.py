@@ -15,6 +15,7 @@ from NetworkConfigs.artifacts import read_config
 from NetworkConfigs.base import ModelLoader, ModelType
 
 MODEL_TYPES: dict[str, ModelType] = {}
+DEFAULT_MODEL_TYPE = "ppo"  # what the CLI trains when no type is named
 
 
 class UnknownModelType(ValueError):
@@ -69,12 +70,23 @@ def type_label(name: str | None) -> str:
         return str(name)
 
 
+SIGNAL_BACKTESTER = "Utilities.signal_backtester:SignalBacktester"
 register_model_type(ModelType(
     "ppo", "PPO Agent", "PPO", trainer="NetworkConfigs.PPOTrainer:PPOTrainer",
-    loader="NetworkConfigs.PPO_loader:PPOModelLoader"))
+    loader="NetworkConfigs.PPO_loader:PPOModelLoader",
+    backtester="Utilities.ppo_backtester:PPOBacktester"))
+register_model_type(ModelType(
+    "xgboost", "XGBoost Classifier", "XGB", trainer="NetworkConfigs.XGBoostTrainer:XGBoostTrainer",
+    loader="NetworkConfigs.XGBoost_loader:XGBoostModelLoader", backtester=SIGNAL_BACKTESTER))
+register_model_type(ModelType(
+    "transformer", "Transformer", "TRF",
+    trainer="NetworkConfigs.TransformerTrainer:TransformerTrainer",
+    loader="NetworkConfigs.Transformer_loader:TransformerModelLoader",
+    backtester=SIGNAL_BACKTESTER))
 
 __all__: list[Any] = [
-    "MODEL_TYPES", "ModelType", "UnknownModelType", "get_model_type", "load_model",
+    "DEFAULT_MODEL_TYPE", "MODEL_TYPES", "ModelType", "UnknownModelType", "get_model_type",
+    "load_model",
     "model_type_names", "model_type_of", "register_model_type", "type_label",
     "unregister_model_type",
 ]

@@ -17,7 +17,7 @@ from __future__ import annotations
 import copy
 import importlib
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Self
@@ -91,6 +91,39 @@ def notify_iteration(callbacks: Iterable[Callback], metrics: dict[str, Any]) -> 
     return all(result is not False for result in results)
 
 
+def run_with_callbacks(owner: Any, callbacks: Sequence[Callback], info: dict[str, Any],
+                       loop: Callable[[], str],
+                       extra: Callable[[], dict[str, Any]] = dict) -> str:
+    """The training life cycle every type shares: callbacks meet ``owner`` (whose
+    ``iteration``/``global_step``/``status`` they read), hear the start, then ``loop()``
+    runs and returns "completed" or "stopped"; every callback hears the end in reverse
+    order (a stack), also after a failure ("failed") or Ctrl-C ("interrupted": cut
+    mid-iteration, not a consistent state to checkpoint). ``extra()`` adds to the
+    summary (e.g. feature importance)."""
+    for callback in callbacks:
+        callback.set_trainer(owner)
+    for callback in callbacks:
+        callback.on_training_start({**info, "iteration": owner.iteration,
+                                    "global_step": owner.global_step})
+    status, error = "running", None
+    owner.status = status
+    try:
+        status = loop()
+    except BaseException as exc:
+        status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
+        error = f"{type(exc).__name__}: {exc}"
+        raise
+    finally:
+        owner.status = status
+        summary = {"status": status, "error": error, "iterations": owner.iteration,
+                   "global_step": owner.global_step}
+        if status in ("completed", "stopped"):
+            summary.update(extra())
+        for callback in reversed(callbacks):
+            callback.on_training_end(summary)
+    return status
+
+
 class Trainer(ABC):
     """Trains one model type. Subclasses implement :meth:`fit`.
 
@@ -100,6 +133,7 @@ class Trainer(ABC):
 
     smoke_config: dict[str, Any] = {}  # noqa: RUF012 (read-only class default)
     checkpoint_every: int = 10  # iterations between checkpoints, for types that checkpoint
+    progress_unit: str = "step"  # what progress_total counts, for the progress bar
 
     def __init__(self, config: dict[str, Any], callbacks: Sequence[Callback] = ()) -> None:
         self.config = config
@@ -108,6 +142,11 @@ class Trainer(ABC):
     @property
     def progress_total(self) -> int | None:
         return None
+
+    @property
+    def status(self) -> str:
+        """How the last fit ended: completed, stopped (by a callback), failed, …"""
+        return "completed"
 
     def check_data(self, bars: pd.DataFrame, source: str | None = None) -> None:  # noqa: B027
         """Raise DataError now if ``bars`` cannot train this config (before a run starts).
@@ -228,9 +267,15 @@ class ModelType:
     trainer: type | str = field(repr=False)
     loader: type | str = field(repr=False)
     default_config: dict[str, Any] = field(default_factory=dict, repr=False)
+    backtester: type | str | None = field(default=None, repr=False)
 
     def trainer_class(self) -> type[Trainer]:
         return _resolve(self.trainer)
+
+    def backtester_class(self) -> type:
+        if self.backtester is None:
+            raise artifacts.ArtifactError(f"model type {self.name!r} has no backtester")
+        return _resolve(self.backtester)
 
     def loader_class(self) -> type[ModelLoader]:
         return _resolve(self.loader)

@@ -85,6 +85,9 @@ class StoreLogger(Callback):
         return True
 
     def on_training_end(self, summary: dict[str, Any]) -> None:
+        if summary.get("feature_importance"):
+            self.metrics.log_feature_importance(summary["feature_importance"],
+                                                kind="total_gain")
         self.metrics.close()
 
 

@@ -24,7 +24,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from NetworkConfigs.base import Callback, notify_iteration
+from NetworkConfigs.base import Callback, notify_iteration, run_with_callbacks
 from NetworkConfigs.ppo_config import PPOSettings
 from NetworkConfigs.ppo_network import (
     ActorCritic,
@@ -131,29 +131,9 @@ class PPO:
         else:
             obs, _ = envs.reset(seed=self.settings.seed)
             self._next_obs = self._tensor(obs)
-        for callback in self.callbacks:
-            callback.set_trainer(self)
-        for callback in self.callbacks:
-            callback.on_training_start({"settings": self.settings.to_dict(),
-                                        "iteration": self.iteration,
-                                        "global_step": self.global_step,
-                                        "total": self.settings.num_iterations
-                                        * self.settings.batch_size})
-        status, error = "running", None
-        self.status = status
-        try:
-            status = self._loop()
-        except BaseException as exc:
-            # "interrupted": cut mid-iteration, not a consistent state to checkpoint.
-            status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
-            error = f"{type(exc).__name__}: {exc}"
-            raise
-        finally:
-            self.status = status
-            summary = {"status": status, "error": error, "iterations": self.iteration,
-                       "global_step": self.global_step}
-            for callback in reversed(self.callbacks):  # teardown in reverse, like a stack
-                callback.on_training_end(summary)
+        total = self.settings.num_iterations * self.settings.batch_size
+        run_with_callbacks(self, self.callbacks,
+                           {"settings": self.settings.to_dict(), "total": total}, self._loop)
         return self.agent
 
     def _loop(self) -> str:

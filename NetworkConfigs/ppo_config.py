@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from NetworkConfigs.base import deep_merge
+from NetworkConfigs.config_sections import checked, choice, normalise_sections
 from NetworkConfigs.ppo_network import ENCODERS
 from NetworkConfigs.trading_env import EnvParams
 
@@ -44,26 +44,10 @@ SMOKE = {"train_params": {"total_timesteps": 8_192, "n_envs": 4, "n_steps": 256,
          "model_params": {"lookback_window": 20},
          "env_params": {"episode_length": 128}}
 
-_SECTION_OF = {key: section for section, keys in DEFAULTS.items() for key in keys}
-
 
 def normalise(config: dict[str, Any] | None) -> dict[str, Any]:
     """Defaults + user config (sectioned or flat); unknown keys raise ValueError."""
-    sectioned: dict[str, dict[str, Any]] = {}
-    for key, value in (config or {}).items():
-        if key in DEFAULTS:
-            if not isinstance(value, dict):
-                raise ValueError(f"config section {key!r} must be a mapping")
-            unknown = sorted(set(value) - set(DEFAULTS[key]))
-            if unknown:
-                raise ValueError(f"unknown key(s) {unknown} in {key}; valid: "
-                                 f"{sorted(DEFAULTS[key])}")
-            sectioned.setdefault(key, {}).update(value)
-        elif key in _SECTION_OF:
-            sectioned.setdefault(_SECTION_OF[key], {})[key] = value
-        else:
-            raise ValueError(f"unknown config key {key!r}; sections: {sorted(DEFAULTS)}")
-    return deep_merge(DEFAULTS, sectioned)
+    return normalise_sections(config, DEFAULTS)
 
 
 @dataclass(frozen=True)
@@ -105,61 +89,38 @@ class PPOSettings:
         return asdict(self)
 
 
-def _get(section: dict[str, Any], name: str, kind: type, *, low: float | None = None,
-         high: float | None = None, optional: bool = False) -> Any:
-    """``section[name]`` checked for type and range; errors name the key."""
-    value = section[name]
-    if value is None and optional:
-        return None
-    ok = (isinstance(value, bool) if kind is bool
-          else isinstance(value, int) and not isinstance(value, bool) if kind is int
-          else isinstance(value, int | float) and not isinstance(value, bool) if kind is float
-          else isinstance(value, kind))
-    if not ok:
-        raise ValueError(f"{name} must be {kind.__name__ if kind is not float else 'a number'}"
-                         f"; got {value!r}")
-    if (low is not None and value < low) or (high is not None and value > high):
-        bounds = f"in [{low}, {high}]" if high is not None else f">= {low}"
-        raise ValueError(f"{name} must be {bounds}; got {value!r}")
-    return kind(value)
-
-
 def settings_from(config: dict[str, Any]) -> PPOSettings:
     """Map a normalised config to PPOSettings; ``epochs`` (seed) counts iterations."""
     train, model = config["train_params"], config["model_params"]
-    n_envs, n_steps = _get(train, "n_envs", int, low=1), _get(train, "n_steps", int, low=1)
-    epochs = _get(train, "epochs", int, low=1, optional=True)
-    total = epochs * n_envs * n_steps if epochs else _get(train, "total_timesteps", int, low=1)
+    n_envs, n_steps = checked(train, "n_envs", int, low=1), checked(train, "n_steps", int, low=1)
+    epochs = checked(train, "epochs", int, low=1, optional=True)
+    total = epochs * n_envs * n_steps if epochs else checked(train, "total_timesteps", int, low=1)
     settings = PPOSettings(
         total_timesteps=total, n_envs=n_envs, n_steps=n_steps,
-        learning_rate=_get(train, "learning_rate", float, low=1e-12),
-        anneal_lr=_get(train, "anneal_lr", bool), anneal_clip=_get(train, "anneal_clip", bool),
-        gamma=_get(train, "gamma", float, low=0, high=1),
-        gae_lambda=_get(train, "gae_lambda", float, low=0, high=1),
-        minibatch_size=_get(train, "batch_size", int, low=2),
-        update_epochs=_get(train, "ppo_epochs", int, low=1),
-        clip_coef=_get(train, "clip_ratio", float, low=1e-9),
-        clip_vloss=_get(train, "clip_value_loss", bool),
-        ent_coef=_get(train, "entropy_coef", float, low=0),
-        vf_coef=_get(train, "value_coef", float, low=0),
-        max_grad_norm=_get(train, "max_grad_norm", float, low=1e-9),
-        target_kl=_get(train, "target_kl", float, low=0, optional=True),
-        norm_adv=_get(train, "norm_adv", bool),
-        seed=_get(train, "seed", int, low=0, high=2**32 - 1),
-        device=_choice(train, "device", ("auto", "cpu", "cuda")),
-        hidden_dim=_get(model, "hidden_dim", int, low=1),
-        depth=_get(model, "num_layers", int, low=1),
-        encoder=_choice(model, "encoder", ENCODERS))
+        learning_rate=checked(train, "learning_rate", float, low=1e-12),
+        anneal_lr=checked(train, "anneal_lr", bool),
+        anneal_clip=checked(train, "anneal_clip", bool),
+        gamma=checked(train, "gamma", float, low=0, high=1),
+        gae_lambda=checked(train, "gae_lambda", float, low=0, high=1),
+        minibatch_size=checked(train, "batch_size", int, low=2),
+        update_epochs=checked(train, "ppo_epochs", int, low=1),
+        clip_coef=checked(train, "clip_ratio", float, low=1e-9),
+        clip_vloss=checked(train, "clip_value_loss", bool),
+        ent_coef=checked(train, "entropy_coef", float, low=0),
+        vf_coef=checked(train, "value_coef", float, low=0),
+        max_grad_norm=checked(train, "max_grad_norm", float, low=1e-9),
+        target_kl=checked(train, "target_kl", float, low=0, optional=True),
+        norm_adv=checked(train, "norm_adv", bool),
+        seed=checked(train, "seed", int, low=0, high=2**32 - 1),
+        device=choice(train, "device", ("auto", "cpu", "cuda")),
+        hidden_dim=checked(model, "hidden_dim", int, low=1),
+        depth=checked(model, "num_layers", int, low=1),
+        encoder=choice(model, "encoder", ENCODERS))
     for name in ("checkpoint_every", "eval_every"):
-        _get(train, name, int, low=1)
-    _get(model, "lookback_window", int, low=1)
+        checked(train, name, int, low=1)
+    checked(model, "lookback_window", int, low=1)
     if settings.minibatch_size > settings.batch_size:
         raise ValueError(f"batch_size (minibatch) {settings.minibatch_size} exceeds "
                          f"n_envs*n_steps = {settings.batch_size}")
     return settings
 
-
-def _choice(section: dict[str, Any], name: str, valid: tuple[str, ...]) -> str:
-    if section[name] not in valid:
-        raise ValueError(f"{name} must be one of {list(valid)}; got {section[name]!r}")
-    return str(section[name])

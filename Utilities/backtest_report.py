@@ -13,9 +13,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from NetworkConfigs.artifacts import file_sha256
+from NetworkConfigs.base import ACTION_NAMES
 from NetworkConfigs.trading_env import EnvParams
 from Utilities import performance
 from Utilities.backtester import BacktestResult
@@ -109,6 +111,17 @@ def env_params_for(config: dict[str, Any], **overrides: Any) -> EnvParams:
         return EnvParams.from_dict(values)
     except ValueError as exc:
         raise BacktestInputError(str(exc)) from None
+
+
+def decision_frame(index: pd.Index, actions: np.ndarray,
+                   outputs: dict[str, np.ndarray]) -> pd.DataFrame:
+    """Per-bar action and its name, then the type's outputs (probabilities, value
+    estimate, predicted return), one column each."""
+    frame = pd.DataFrame({name: np.asarray(values, dtype=np.float64)
+                          for name, values in outputs.items()}, index=index)
+    frame.insert(0, "action", actions)
+    frame.insert(1, "action_name", np.asarray(ACTION_NAMES)[actions])
+    return frame
 
 
 @dataclass

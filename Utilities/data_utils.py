@@ -290,6 +290,21 @@ def prepare_data(bars: pd.DataFrame, spec: FeatureSpec, *, lookback: int,
     return PreparedData(bars.loc[features.index], features, scaled, spec, fitted, split, lookback)
 
 
+def prepare_from_params(bars: pd.DataFrame, data_params: dict[str, Any], *, lookback: int,
+                        source: str | None = None) -> PreparedData:
+    """:func:`prepare_data` as a model config's ``data_params`` section asks for it
+    (features, transform, val/test fractions, scaler): the same for every model type."""
+    features = data_params["features"]
+    if features is not None and (not isinstance(features, list)
+                                 or not all(isinstance(f, str) for f in features)):
+        raise DataError(f"data_params.features must be a list of column names or null; "
+                        f"got {features!r}")
+    spec = build_feature_spec(bars, features, data_params["transform"], source=source)
+    return prepare_data(bars, spec, lookback=lookback, scaler=data_params["scaler"],
+                        val_fraction=data_params["val_fraction"],
+                        test_fraction=data_params["test_fraction"], source=source)
+
+
 # --------------------------------------------------------------------------- serving
 
 

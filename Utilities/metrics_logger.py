@@ -137,6 +137,12 @@ class MetricsLogger:
         payload = {"level": level, "title": title, "message": message, **info}
         self._append(("e", "alert", payload, time.time()))
 
+    def log_feature_importance(self, importance: dict[str, float], **info: Any) -> None:
+        """A model's feature importance ({feature: share}) as one ``importance`` event."""
+        self._append(("e", "importance",
+                      {"importance": {str(k): float(v) for k, v in importance.items()}, **info},
+                      time.time()))
+
     def log_message(self, message: str, level: str = "info") -> None:
         """A line of the run's log, shown beside its charts."""
         self._append(("e", "log", {"level": level, "message": message}, time.time()))

@@ -12,19 +12,14 @@ action would fill is where the block ends, the fill is applied, and the next blo
 starts after it. Argmax and pre-drawn Gumbel noise (``sample=True``) make every
 action a pure function of its observation, so this equals stepping bar by bar.
 
-Usage::
-
-    python Utilities/ppo_backtester.py --model-dir Models/PPO_demo --csv_path sample.csv
+The command line for every type is ``python Utilities/run_backtest.py``; this file's
+``__main__`` runs the same CLI, for the command users already know.
 """
 
 from __future__ import annotations
 
-import argparse
-import logging
 import sys
-from datetime import datetime
 from pathlib import Path
-from typing import Any, Self
 
 if __package__ in (None, ""):  # run as a script: make the project root importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -32,7 +27,6 @@ if __package__ in (None, ""):  # run as a script: make the project root importab
 import numpy as np
 import pandas as pd
 
-from NetworkConfigs.artifacts import ArtifactError
 from NetworkConfigs.base import ACTION_NAMES
 from NetworkConfigs.PPO_loader import PPOModelLoader
 from NetworkConfigs.ppo_replay_policy import ReplayPolicy, softmax
@@ -47,77 +41,29 @@ from NetworkConfigs.trading_env import (
     apply_actions,
     target_positions,
 )
-from Utilities.backtest_report import (
-    BacktestInputError,
-    BacktestReport,
-    Period,
-    choose_period,
-    env_params_for,
-)
-from Utilities.backtester import baselines, fill_prices, run_backtest
-from Utilities.data_utils import DataError, load_bars, transform_features
-from Utilities.logging_setup import configure_logging
-
-log = logging.getLogger(__name__)
+from Utilities.backtest_report import decision_frame
+from Utilities.backtester import fill_prices
+from Utilities.model_backtester import ModelBacktester
 
 _FIRST_BLOCK, _MAX_BLOCK = 16, 2048
 
 
-class PPOBacktester:
-    """``PPOBacktester(config_or_model_dir, csv_path).load_artifacts().run_with_results()``.
+class PPOBacktester(ModelBacktester):
+    """``PPOBacktester(config_or_model_dir, csv_path).load_artifacts().run_with_results()``;
+    options as :class:`~Utilities.model_backtester.ModelBacktester`."""
 
-    ``start``/``end`` bound the bars (default: the held-out test slice when the CSV is
-    the training file, else the whole file); ``commission``, ``slippage`` and
-    ``initial_balance`` override the model's env_params; ``fill`` is ``"close"`` or
-    ``"next_open"``; ``sample`` draws actions from the policy (seeded) instead of argmax.
-    """
+    def _load(self, model_dir: Path) -> PPOModelLoader:
+        return PPOModelLoader.load(model_dir)
 
-    def __init__(self, model: str | Path, csv_path: str | Path, *, start: Any = None,
-                 end: Any = None, commission: float | None = None,
-                 slippage: float | None = None, initial_balance: float | None = None,
-                 fill: str = "close", sample: bool = False, seed: int = 0) -> None:
-        path = Path(model)
-        self.model_dir = path.parent if path.suffix in (".yaml", ".yml") else path
-        self.csv_path = Path(csv_path)
-        self.start, self.end, self.fill = start, end, fill
-        self.overrides = {"commission": commission, "slippage": slippage,
-                          "initial_balance": initial_balance}
-        self.sample, self.seed = sample, seed
-        self.loader: PPOModelLoader | None = None
-        self.bars: pd.DataFrame | None = None
-
-    def load_artifacts(self) -> Self:
-        """Read the model (config, scaler, weights) and the CSV; errors say what is wrong."""
-        self.loader = PPOModelLoader.load(self.model_dir)
-        self.bars = load_bars(self.csv_path)
-        return self
-
-    def run_with_results(self) -> BacktestReport:
-        if self.loader is None or self.bars is None:
-            self.load_artifacts()
-        loader, bars = self.loader, self.bars
-        params = env_params_for(loader.config, **self.overrides)
-        features = transform_features(bars, loader.spec, source=str(self.csv_path))
-        period = choose_period(features.index, loader.lookback - 1, config=loader.config,
-                               csv_path=self.csv_path, start=self.start, end=self.end)
-        scaled = loader.scaler.transform(features.to_numpy()).astype(np.float32)
-        period_bars = bars.loc[features.index[period.first:period.last + 1]]
-        actions, decisions = self._play(scaled, period, period_bars, params)
-        result = run_backtest(period_bars, actions=actions, params=params, fill=self.fill)
-        return BacktestReport(loader.name, loader.config["Type"], str(self.csv_path), period,
-                              result, baselines(period_bars, params, self.fill), decisions)
-
-    def _play(self, scaled: np.ndarray, period: Period, bars: pd.DataFrame,
-              params: EnvParams) -> tuple[np.ndarray, pd.DataFrame]:
-        lookback = self.loader.lookback
-        every = np.lib.stride_tricks.sliding_window_view(scaled, (lookback, scaled.shape[1]))
-        windows = every[period.first - lookback + 1:period.last - lookback + 2, 0]  # row r: r-lb+1
+    def decide(self, windows: np.ndarray, bars: pd.DataFrame,
+               params: EnvParams) -> tuple[np.ndarray, pd.DataFrame]:
         policy = ReplayPolicy(self.loader.agent, windows)
         close, fill_price = fill_prices(bars, self.fill)
         noise = (np.random.default_rng(self.seed).gumbel(size=(len(bars), len(ACTION_NAMES)))
                  if self.sample else None)
         actions, probs, values = play(policy, close, fill_price, params, noise)
-        return actions, decision_frame(bars.index, actions, probs, values)
+        named = {name: probs[:, i] for i, name in enumerate(ACTION_NAMES)}
+        return actions, decision_frame(bars.index, actions, {**named, "value": values})
 
 
 def play(policy: ReplayPolicy, close: np.ndarray, fill_price: np.ndarray, params: EnvParams,
@@ -216,60 +162,7 @@ class LoopAccount:
         self.side = 0
 
 
-def decision_frame(index: pd.Index, actions: np.ndarray, probs: np.ndarray,
-                   values: np.ndarray) -> pd.DataFrame:
-    """Per-bar action, its name, the three probabilities and the value estimate."""
-    frame = pd.DataFrame(probs.astype(np.float64), index=index, columns=list(ACTION_NAMES))
-    frame.insert(0, "action", actions)
-    frame.insert(1, "action_name", np.asarray(ACTION_NAMES)[actions])
-    frame["value"] = values.astype(np.float64)
-    return frame
-
-
-# --------------------------------------------------------------------------- CLI
-
-
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description="Backtest a trained PPO model on a CSV.")
-    parser.add_argument("--model-dir", "--model_dir", required=True,
-                        help="Models/PPO_<name> folder or its <name>_config.yaml")
-    parser.add_argument("--csv_path", "--csv-path", required=True, help="CSV of bars")
-    parser.add_argument("--out", help="folder for trades.csv, equity.csv, decisions.csv, "
-                                      "statistics.json and equity.png "
-                                      "(default backtests/<model>-<time>)")
-    parser.add_argument("--start", help="first bar date (default: see README)")
-    parser.add_argument("--end", help="last bar date")
-    parser.add_argument("--commission", type=float, help="fraction of notional per fill")
-    parser.add_argument("--slippage", type=float, help="basis points per fill")
-    parser.add_argument("--initial-balance", "--initial_balance", type=float)
-    parser.add_argument("--fill", choices=("close", "next_open"), default="close")
-    parser.add_argument("--sample", action="store_true", help="sample actions (seeded)")
-    parser.add_argument("--seed", type=int, default=0)
-    return parser.parse_args(argv)
-
-
-def main(argv: list[str] | None = None) -> int:
-    configure_logging()
-    args = parse_args(argv)
-    backtester = PPOBacktester(args.model_dir, args.csv_path, start=args.start, end=args.end,
-                               commission=args.commission, slippage=args.slippage,
-                               initial_balance=args.initial_balance, fill=args.fill,
-                               sample=args.sample, seed=args.seed)
-    try:
-        report = backtester.run_with_results()
-    except (ArtifactError, DataError, BacktestInputError, OSError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    out = Path(args.out or Path("backtests") / f"{report.model_name}-{stamp}")
-    paths = report.write(out)
-    summary = report.summary()["period"]
-    print(f"{report.model_name} on {args.csv_path}: {summary['start']} .. {summary['end']}, "
-          f"{summary['bars']} bars ({summary['source']})\n")
-    print(report.table())
-    print(f"\nwrote {', '.join(str(p) for p in paths.values())}")
-    return 0
-
-
 if __name__ == "__main__":
+    from Utilities.run_backtest import main
+
     sys.exit(main())

@@ -30,7 +30,8 @@ logger = logging.getLogger(__name__)
 
 RUN_STATUSES = ("running", "paused", "completed", "stopped", "failed")
 TERMINAL_STATUSES = frozenset({"completed", "stopped", "failed"})
-EVENT_KINDS = ("episode", "trade", "decision", "checkpoint", "alert", "status", "log")
+EVENT_KINDS = ("episode", "trade", "decision", "checkpoint", "alert", "status", "log",
+               "importance")
 CONTROL_ACTIONS = ("pause", "resume", "stop")
 
 # SQLite only autoincrements a column declared exactly INTEGER PRIMARY KEY; PG gets BIGSERIAL.

@@ -25,7 +25,12 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 import torch
 import yaml
 
-from NetworkConfigs import UnknownModelType, get_model_type, model_type_names
+from NetworkConfigs import (
+    DEFAULT_MODEL_TYPE,
+    UnknownModelType,
+    get_model_type,
+    model_type_names,
+)
 from NetworkConfigs.artifacts import (
     ArtifactError,
     default_models_dir,
@@ -47,7 +52,7 @@ from Utilities.run_store import RunStore, RunStoreError
 
 log = logging.getLogger("run_training")
 EXIT_USAGE, EXIT_FAILED, EXIT_INTERRUPTED = 2, 1, 130
-CHECKPOINT_KEYS = ("model", "optimizer", "iteration", "global_step", "settings")
+CHECKPOINT_KEYS = ("model", "iteration", "global_step")
 
 
 class UsageError(Exception):
@@ -57,7 +62,8 @@ class UsageError(Exception):
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="run_training.py", description=__doc__.split("\n")[0])
     parser.add_argument("--csv_path", "--csv-path", required=True, help="CSV of bars")
-    parser.add_argument("--model", default="ppo", help=f"model type: {model_type_names()}")
+    parser.add_argument("--model", help=f"model type: {model_type_names()} (default "
+                        f"{DEFAULT_MODEL_TYPE}, or the type of the checkpoint to --resume)")
     parser.add_argument("--model_name", "--model-name", help="default: <csv stem>_<time>")
     parser.add_argument("--training_params", "--training-params", default="{}",
                         help="JSON merged over the config, e.g. '{\"train_params\": {...}}'")
@@ -164,20 +170,22 @@ def make_callbacks(job: dict[str, Any], store: RunStore | None, run_id: str | No
         logger = StoreLogger(store, run_id)
         saved = logger.metrics.log_checkpoint
         callbacks += [logger, RunControl(store, run_id, should_stop=lambda: stop.requested)]
-    extra = {"config": job["config"], "model_name": job["name"], "data_hash": job["data_hash"]}
+    extra = {"config": job["config"], "model_name": job["name"], "data_hash": job["data_hash"],
+             "model_type": job["model_type"].name}
     callbacks += [Checkpoints(checkpoint_dir, job["trainer"].checkpoint_every, on_saved=saved,
                               extra=extra), stop]
     if progress:
-        callbacks.insert(0, ProgressBar(job["trainer"].progress_total))
+        callbacks.insert(0, ProgressBar(job["trainer"].progress_total,
+                                        unit=job["trainer"].progress_unit))
     return callbacks
 
 
 def prepare(args: argparse.Namespace, store: RunStore | None) -> dict[str, Any]:
     """Everything that can fail on bad input, before any run is recorded."""
     try:
-        model_type = get_model_type(args.model)
-        trainer_class = model_type.trainer_class()
         resume = load_resume(args.resume, store) if args.resume else None
+        model_type = get_model_type(_type_name(args.model, resume))
+        trainer_class = model_type.trainer_class()
         base = resume["config"] if resume and "config" in resume else model_type.default_config
         config = build_config(args, base, trainer_class.smoke_config)
         name = validate_name(args.model_name or _default_name(args, resume))
@@ -193,6 +201,15 @@ def prepare(args: argparse.Namespace, store: RunStore | None) -> dict[str, Any]:
     return {"model_type": model_type, "trainer": trainer, "config": trainer.config,
             "name": name, "bars": bars, "resume": resume, "overwrite": same_model,
             "data_hash": data_hash}
+
+
+def _type_name(requested: str | None, resume: dict[str, Any] | None) -> str:
+    """--model, else the checkpoint's type; a checkpoint resumes only its own type."""
+    saved = resume.get("model_type") if resume else None
+    if requested and saved and get_model_type(requested).name != saved:
+        raise UsageError(f"the checkpoint is of a {saved!r} model; resume it with --model "
+                         f"{saved} (or leave --model out)")
+    return requested or saved or DEFAULT_MODEL_TYPE
 
 
 def _default_name(args: argparse.Namespace, resume: dict[str, Any] | None) -> str:
@@ -241,7 +258,7 @@ def _fit(trainer: Any, job: dict[str, Any], args: argparse.Namespace, models_dir
         log.exception("training failed")
         return EXIT_FAILED
     config = yaml.safe_load(find_config(model_dir).read_text())
-    status = trainer.algorithm.status if getattr(trainer, "algorithm", None) else "completed"
+    status = trainer.status
     _finish(store, run_id, status, summary=config.get("metrics", {}), model_dir=str(model_dir))
     _report(model_dir, config.get("metrics", {}), status, run_id)
     return 0

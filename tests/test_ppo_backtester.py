@@ -24,7 +24,7 @@ from NetworkConfigs.trading_env import (
     TradingEnvironment,
     env_arrays,
 )
-from Utilities import ppo_backtester
+from Utilities import run_backtest as backtest_cli
 from Utilities.backtest_report import BacktestInputError, choose_period
 from Utilities.backtester import run_backtest
 from Utilities.data_utils import load_bars, prepare_data
@@ -150,7 +150,7 @@ def test_bad_requests_are_refused(trained, kwargs, message) -> None:
 def test_cli_writes_the_files(trained, tmp_path: Path, capsys) -> None:
     model_dir, csv = trained
     out = tmp_path / "out"
-    assert ppo_backtester.main(["--model-dir", str(model_dir), "--csv_path", str(csv),
+    assert backtest_cli.main(["--model-dir", str(model_dir), "--csv_path", str(csv),
                                 "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "held-out test slice" in printed and "Return [%]" in printed
@@ -171,7 +171,7 @@ def test_cli_errors_are_one_line(trained, tmp_path: Path, capsys, case: str) -> 
             "bad csv": ["--model-dir", str(model_dir), "--csv_path", str(bad_csv)],
             "bad range": ["--model-dir", str(model_dir), "--csv_path", str(csv),
                           "--start", "2030-01-01"]}[case]
-    assert ppo_backtester.main([*args, "--out", str(tmp_path / "o")]) == 2
+    assert backtest_cli.main([*args, "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and "\n" not in err
     assert not (tmp_path / "o").exists()

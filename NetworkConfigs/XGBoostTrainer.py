@@ -1,0 +1,141 @@
+"""XGBoost: a gradient-boosted classifier of the next bar's direction (flat/up/down).
+
+Its input is the lookback window of transformed, scaled features, flattened into lags
+(``Close_lag0`` is the newest bar). One boosting round is one "epoch" of the shared
+loop (:mod:`NetworkConfigs.supervised`): callbacks, the progress bar, the run store and
+early stopping on the validation log-loss see every round. The model is saved in
+xgboost's own JSON format (``<name>_model.json``), never as a pickle.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+import numpy as np
+import torch
+import xgboost as xgb
+
+from NetworkConfigs.artifacts import ModelWriter
+from NetworkConfigs.base import deep_merge
+from NetworkConfigs.config_sections import checked
+from NetworkConfigs.signals import DIRECTIONS, Samples
+from NetworkConfigs.supervised import COMMON_DEFAULTS, SupervisedTrainer
+
+log = logging.getLogger(__name__)
+
+DEFAULTS = deep_merge(COMMON_DEFAULTS, {
+    "model_params": {"max_depth": 4, "learning_rate": 0.05, "subsample": 0.8,
+                     "colsample_bytree": 0.8, "min_child_weight": 1.0, "reg_lambda": 1.0,
+                     "reg_alpha": 0.0, "gamma": 0.0},
+    "train_params": {"epochs": 300, "patience": 20, "checkpoint_every": 25},
+})
+TOP_IMPORTANCE = 25  # kept in the config; the run store gets every lag
+SMOKE = {"train_params": {"epochs": 30, "patience": 10, "checkpoint_every": 10}}
+
+
+def booster_outputs(booster: xgb.Booster, x: np.ndarray) -> np.ndarray:
+    """(N, 3) flat/up/down probabilities for windows ``x`` (N, lookback, F): the one
+    prediction path of training, serving and backtesting."""
+    flat = np.ascontiguousarray(np.asarray(x, dtype=np.float32).reshape(len(x), -1))
+    return np.asarray(booster.inplace_predict(flat), dtype=np.float64).reshape(len(x), -1)
+
+
+def lag_names(features: list[str] | tuple[str, ...], lookback: int) -> list[str]:
+    """Column names of a flattened window: row j of the window is lag ``lookback-1-j``."""
+    return [f"{name}_lag{lookback - 1 - row}" for row in range(lookback) for name in features]
+
+
+class _RoundBridge(xgb.callback.TrainingCallback):
+    """Hands each boosting round to the shared loop; its answer can stop boosting."""
+
+    def __init__(self, trainer: XGBoostTrainer) -> None:
+        self.trainer = trainer
+
+    def after_iteration(self, model: Any, epoch: int, evals_log: dict[str, Any]) -> bool:
+        self.trainer.booster = model
+        train, val = evals_log["train"], evals_log["validation"]
+        go_on = self.trainer.end_epoch(train["mlogloss"][-1], val["mlogloss"][-1],
+                                       1.0 - train["merror"][-1], 1.0 - val["merror"][-1])
+        return not go_on  # xgboost stops when a callback returns True
+
+
+class XGBoostTrainer(SupervisedTrainer):
+    """Registry trainer for the ``xgboost`` type."""
+
+    defaults = DEFAULTS
+    smoke_config = SMOKE
+    prefix, type_name = "XGB", "xgboost"
+    targets = ("direction",)
+
+    def _check_params(self) -> None:
+        model = self.config["model_params"]
+        self.params = {
+            "objective": "multi:softprob", "num_class": len(DIRECTIONS),
+            "eval_metric": ["mlogloss", "merror"], "tree_method": "hist",
+            "max_depth": checked(model, "max_depth", int, low=1, high=32),
+            "eta": checked(model, "learning_rate", float, low=1e-6, high=1),
+            "subsample": checked(model, "subsample", float, low=0.01, high=1),
+            "colsample_bytree": checked(model, "colsample_bytree", float, low=0.01, high=1),
+            "min_child_weight": checked(model, "min_child_weight", float, low=0),
+            "lambda": checked(model, "reg_lambda", float, low=0),
+            "alpha": checked(model, "reg_alpha", float, low=0),
+            "gamma": checked(model, "gamma", float, low=0),
+            "seed": self.seed, "nthread": os.cpu_count() or 1,
+        }
+        self.booster: xgb.Booster | None = None
+        self.feature_names: list[str] = []
+
+    def _build(self, n_features: int, train: Samples) -> None:
+        self.n_features = n_features
+
+    def _matrix(self, part: Samples) -> xgb.DMatrix:
+        return xgb.DMatrix(part.x.reshape(len(part), -1), label=part.labels)
+
+    def _train(self, parts: dict[str, Samples]) -> None:
+        train, val = self._matrix(parts["train"]), self._matrix(parts["validation"])
+        self.booster = xgb.train(self.params, train, num_boost_round=self.epochs - self.iteration,
+                                 evals=[(train, "train"), (val, "validation")],
+                                 verbose_eval=False, xgb_model=self.booster,
+                                 callbacks=[_RoundBridge(self)])
+
+    def _snapshot(self) -> int:
+        return self.iteration  # the booster keeps every round; the best is a prefix of it
+
+    def _restore(self, snapshot: int) -> None:
+        if snapshot < self.booster.num_boosted_rounds():
+            self.booster = self.booster[:snapshot]
+
+    def outputs(self, x: np.ndarray) -> np.ndarray:
+        return booster_outputs(self.booster, x)
+
+    def _state(self) -> dict[str, Any]:
+        raw = bytes(self.booster.save_raw(raw_format="json")) if self.booster else b""
+        return {"model": torch.frombuffer(bytearray(raw), dtype=torch.uint8)
+                if raw else torch.zeros(0, dtype=torch.uint8)}
+
+    def _load_state(self, state: dict[str, Any]) -> None:
+        raw = state["model"]
+        if not isinstance(raw, torch.Tensor) or raw.dtype != torch.uint8:
+            raise ValueError("this checkpoint is not an xgboost checkpoint")
+        self.booster = xgb.Booster(model_file=bytearray(raw.numpy().tobytes())) \
+            if raw.numel() else None
+
+    def feature_importance(self) -> dict[str, float]:
+        """Total gain per lagged feature, as shares summing to 1, largest first."""
+        names = lag_names(self.features, self.lookback)
+        gain = self.booster.get_score(importance_type="total_gain")
+        total = sum(gain.values()) or 1.0
+        shares = {names[int(key[1:])]: value / total for key, value in gain.items()}
+        return {k: round(v, 6) for k, v in sorted(shares.items(), key=lambda kv: -kv[1])}
+
+    def _summary_extra(self) -> dict[str, Any]:
+        return {"feature_importance": self.feature_importance()} if self.booster else {}
+
+    def _model_record(self) -> dict[str, Any]:
+        top = dict(list(self.feature_importance().items())[:TOP_IMPORTANCE])
+        return {"feature_importance": top, "boosted_rounds": self.booster.num_boosted_rounds()}
+
+    def _save_model(self, writer: ModelWriter) -> None:
+        self.booster.save_model(writer.path("model.json"))

@@ -1,0 +1,35 @@
+"""Loads a saved XGBoost direction model (``Models/XGB_<name>/``) for serving and
+backtests; predictions go through the trainer's own ``booster_outputs``."""
+
+from __future__ import annotations
+
+import numpy as np
+import xgboost as xgb
+
+from NetworkConfigs.artifacts import ArtifactError, ModelNotFound, artifact_path
+from NetworkConfigs.signal_loader import SignalLoader
+from NetworkConfigs.XGBoostTrainer import booster_outputs
+
+
+class XGBoostModelLoader(SignalLoader):
+    """``XGBoostModelLoader.load("Models/XGB_demo").predict(window)``."""
+
+    def _load_model(self) -> None:
+        path = artifact_path(self.model_dir, self.name, "model.json")
+        if not path.is_file():
+            raise ModelNotFound(f"{self.model_dir}: model file {path.name} is missing")
+        booster = xgb.Booster()
+        try:
+            booster.load_model(path)
+        except xgb.core.XGBoostError as exc:
+            first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else "unreadable"
+            raise ArtifactError(f"{path}: not a readable xgboost model ({first_line})") from None
+        expected = self.lookback * len(self.spec.features)
+        if booster.num_features() != expected:
+            raise ArtifactError(
+                f"{path}: the model takes {booster.num_features()} inputs but the config's "
+                f"lookback x features is {expected}; the model folder is inconsistent")
+        self.booster = booster
+
+    def outputs(self, x: np.ndarray) -> np.ndarray:
+        return booster_outputs(self.booster, x)

@@ -1,0 +1,52 @@
+"""The loader side of the supervised types: window → model input → output → envelope.
+
+A subclass reads its model file (``_load_model``) and maps a batch of scaled windows to
+outputs (``outputs``): (N, 3) direction probabilities or (N,) predicted returns. The
+single-window ``predict`` and the backtester's batch both go through ``outputs`` and
+the one mapping of :mod:`NetworkConfigs.signals`, so they cannot disagree.
+"""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from NetworkConfigs.artifacts import ArtifactError
+from NetworkConfigs.base import ModelLoader, Prediction
+from NetworkConfigs.signals import DIRECTIONS, TARGETS, actions_from, prediction_from
+
+
+class SignalLoader(ModelLoader):
+    """A trained next-bar direction/return model."""
+
+    def __init__(self, model_dir: Path, config: dict[str, Any]) -> None:
+        super().__init__(model_dir, config)
+        try:
+            self.target = str(config["target"])
+            self.threshold = float(config["threshold"])
+            self.residual_std = float(config.get("residual_std") or 0.0)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ArtifactError(f"{model_dir}: the config lacks a valid target/threshold "
+                                f"({exc!r})") from None
+        if self.target not in TARGETS:
+            raise ArtifactError(f"{model_dir}: unknown target {self.target!r} in the config")
+
+    @abstractmethod
+    def outputs(self, x: np.ndarray) -> np.ndarray:
+        """(N, 3) probabilities (flat, up, down) or (N,) returns for (N, lookback, F)."""
+
+    def actions(self, outputs: np.ndarray) -> np.ndarray:
+        return actions_from(outputs, self.target, self.threshold)
+
+    def predict(self, window: Any, state: dict[str, Any] | None = None) -> Prediction:
+        """``state`` (the account) is accepted for the common contract and not used: a
+        direction model's view of the next bar does not depend on the position held."""
+        output = self.outputs(self.model_input(window)[None])[0]
+        return prediction_from(output, self.target, self.threshold, self.residual_std)
+
+    def info(self) -> dict[str, Any]:
+        return {**super().info(), "target": self.target, "threshold": self.threshold,
+                "directions": list(DIRECTIONS)}

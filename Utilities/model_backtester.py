@@ -1,0 +1,94 @@
+"""The backtest every model type shares: load the model and the CSV, choose the period,
+build the model's input windows, let the type decide the actions, then score them with
+the engine (:mod:`Utilities.backtester`) beside buy-and-hold and a seeded random policy.
+
+A type's backtester (named in its registry entry) implements only :meth:`decide`:
+PPO plays closed-loop (:mod:`Utilities.ppo_backtester`), the supervised types map their
+batch outputs to actions (:mod:`Utilities.signal_backtester`). :func:`backtest_model`
+picks the right one for a model folder, so callers never branch on a type name.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import Any, Self
+
+import numpy as np
+import pandas as pd
+
+from NetworkConfigs import load_model, model_type_of
+from NetworkConfigs.base import ModelLoader
+from NetworkConfigs.trading_env import EnvParams
+from Utilities.backtest_report import BacktestReport, choose_period, env_params_for
+from Utilities.backtester import baselines, run_backtest
+from Utilities.data_utils import load_bars, transform_features
+
+
+class ModelBacktester(ABC):
+    """``Backtester(config_or_model_dir, csv_path).load_artifacts().run_with_results()``.
+
+    ``start``/``end`` bound the bars (default: the held-out test slice when the CSV is
+    the training file, else the whole file); ``commission``, ``slippage`` and
+    ``initial_balance`` override the model's env_params; ``fill`` is ``"close"`` or
+    ``"next_open"``; ``sample`` draws actions (seeded) where the type can sample.
+    """
+
+    def __init__(self, model: str | Path, csv_path: str | Path, *, start: Any = None,
+                 end: Any = None, commission: float | None = None,
+                 slippage: float | None = None, initial_balance: float | None = None,
+                 fill: str = "close", sample: bool = False, seed: int = 0) -> None:
+        path = Path(model)
+        self.model_dir = path.parent if path.suffix in (".yaml", ".yml") else path
+        self.csv_path = Path(csv_path)
+        self.start, self.end, self.fill = start, end, fill
+        self.overrides = {"commission": commission, "slippage": slippage,
+                          "initial_balance": initial_balance}
+        self.sample, self.seed = sample, seed
+        self.loader: Any = None
+        self.bars: pd.DataFrame | None = None
+
+    def load_artifacts(self) -> Self:
+        """Read the model (config, scaler, weights) and the CSV; errors say what is wrong."""
+        self.loader = self._load(self.model_dir)
+        self.bars = load_bars(self.csv_path)
+        return self
+
+    def _load(self, model_dir: Path) -> ModelLoader:
+        return load_model(model_dir)
+
+    def run_with_results(self) -> BacktestReport:
+        if self.loader is None or self.bars is None:
+            self.load_artifacts()
+        loader, bars = self.loader, self.bars
+        params = env_params_for(loader.config, **self.overrides)
+        features = transform_features(bars, loader.spec, source=str(self.csv_path))
+        period = choose_period(features.index, loader.lookback - 1, config=loader.config,
+                               csv_path=self.csv_path, start=self.start, end=self.end)
+        scaled = loader.scaler.transform(features.to_numpy()).astype(np.float32)
+        every = np.lib.stride_tricks.sliding_window_view(
+            scaled, (loader.lookback, scaled.shape[1]))[:, 0]
+        windows = every[period.first - loader.lookback + 1:period.last - loader.lookback + 2]
+        period_bars = bars.loc[features.index[period.first:period.last + 1]]
+        actions, decisions = self.decide(windows, period_bars, params)
+        result = run_backtest(period_bars, actions=actions, params=params, fill=self.fill)
+        return BacktestReport(loader.name, loader.config["Type"], str(self.csv_path), period,
+                              result, baselines(period_bars, params, self.fill), decisions)
+
+    @abstractmethod
+    def decide(self, windows: np.ndarray, bars: pd.DataFrame,
+               params: EnvParams) -> tuple[np.ndarray, pd.DataFrame]:
+        """Actions for the period's bars (window ``i`` ends at bar ``i``) and a per-bar
+        decisions frame (action, action_name, and whatever the type outputs)."""
+
+
+def backtester_for(model: str | Path, csv_path: str | Path, **options: Any) -> ModelBacktester:
+    """The registered backtester of the model's type, set up for ``csv_path``."""
+    path = Path(model)
+    model_dir = path.parent if path.suffix in (".yaml", ".yml") else path
+    return model_type_of(model_dir).backtester_class()(model, csv_path, **options)
+
+
+def backtest_model(model: str | Path, csv_path: str | Path, **options: Any) -> BacktestReport:
+    """Backtest any saved model on a CSV (options as :class:`ModelBacktester`)."""
+    return backtester_for(model, csv_path, **options).run_with_results()

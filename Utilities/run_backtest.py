@@ -1,0 +1,74 @@
+"""Backtest any trained model on a CSV and write its report.
+
+    python Utilities/run_backtest.py --model-dir Models/XGB_demo --csv_path sample.csv
+
+The model's type (from its config) picks its backtester through the registry. Prints
+the statistics beside buy-and-hold and a seeded random policy, and writes trades.csv,
+equity.csv, decisions.csv, statistics.json and equity.png. Bad input: one line on
+stderr, exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from datetime import datetime
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a script: make the project root importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from NetworkConfigs import UnknownModelType
+from NetworkConfigs.artifacts import ArtifactError
+from Utilities.backtest_report import BacktestInputError
+from Utilities.data_utils import DataError
+from Utilities.logging_setup import configure_logging
+from Utilities.model_backtester import backtester_for
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description="Backtest a trained model on a CSV.")
+    parser.add_argument("--model-dir", "--model_dir", required=True,
+                        help="Models/<TYPE>_<name> folder or its <name>_config.yaml")
+    parser.add_argument("--csv_path", "--csv-path", required=True, help="CSV of bars")
+    parser.add_argument("--out", help="folder for trades.csv, equity.csv, decisions.csv, "
+                                      "statistics.json and equity.png "
+                                      "(default backtests/<model>-<time>)")
+    parser.add_argument("--start", help="first bar date (default: see README)")
+    parser.add_argument("--end", help="last bar date")
+    parser.add_argument("--commission", type=float, help="fraction of notional per fill")
+    parser.add_argument("--slippage", type=float, help="basis points per fill")
+    parser.add_argument("--initial-balance", "--initial_balance", type=float)
+    parser.add_argument("--fill", choices=("close", "next_open"), default="close")
+    parser.add_argument("--sample", action="store_true",
+                        help="sample actions (seeded; PPO only)")
+    parser.add_argument("--seed", type=int, default=0)
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    configure_logging()
+    args = parse_args(argv)
+    try:
+        backtester = backtester_for(args.model_dir, args.csv_path, start=args.start,
+                                    end=args.end, commission=args.commission,
+                                    slippage=args.slippage,
+                                    initial_balance=args.initial_balance, fill=args.fill,
+                                    sample=args.sample, seed=args.seed)
+        report = backtester.run_with_results()
+    except (ArtifactError, DataError, BacktestInputError, UnknownModelType, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    out = Path(args.out or Path("backtests") / f"{report.model_name}-{stamp}")
+    paths = report.write(out)
+    summary = report.summary()["period"]
+    print(f"{report.model_name} ({report.model_type}) on {args.csv_path}: {summary['start']} "
+          f".. {summary['end']}, {summary['bars']} bars ({summary['source']})\n")
+    print(report.table())
+    print(f"\nwrote {', '.join(str(p) for p in paths.values())}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
