@@ -107,7 +107,7 @@ class TransformerTrainer(SupervisedTrainer):
             loss.backward()
             nn.utils.clip_grad_norm_(self.net.parameters(), self.max_grad_norm)
             self.optimizer.step()
-            total += float(loss) * len(batch)
+            total += float(loss.detach()) * len(batch)
         return total / len(x)
 
     @torch.no_grad()

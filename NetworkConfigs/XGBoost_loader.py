@@ -29,6 +29,7 @@ class XGBoostModelLoader(SignalLoader):
             raise ArtifactError(
                 f"{path}: the model takes {booster.num_features()} inputs but the config's "
                 f"lookback x features is {expected}; the model folder is inconsistent")
+        booster.set_param({"nthread": 1})  # one window per request; see XGBoostTrainer
         self.booster = booster
 
     def outputs(self, x: np.ndarray) -> np.ndarray:

@@ -24,6 +24,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
+import torch
 
 from NetworkConfigs.artifacts import ModelWriter, ensure_available, file_sha256, write_model
 from NetworkConfigs.base import Callback, Trainer, notify_iteration, run_with_callbacks
@@ -46,7 +47,10 @@ PARTS = ("train", "validation", "test")
 COMMON_DEFAULTS: dict[str, dict[str, Any]] = {
     "model_params": {"lookback_window": 20, "target": "direction", "threshold": 0.0005},
     "train_params": {"epochs": 50, "patience": 5, "seed": 1, "checkpoint_every": 5},
-    "env_params": EnvParams().to_dict(),  # the backtest's costs and sizing
+    # The backtest's costs and sizing (the RL-only keys of EnvParams do not apply).
+    "env_params": {key: value for key, value in EnvParams().to_dict().items()
+                   if key in ("initial_balance", "commission", "slippage",
+                              "position_fraction", "allow_short")},
     "data_params": {"features": None, "transform": "returns", "val_fraction": 0.15,
                     "test_fraction": 0.15, "scaler": "standard"},
 }
@@ -162,14 +166,19 @@ class SupervisedTrainer(Trainer):
                 "samples": {name: len(p) for name, p in parts.items()}}
         self._parts = parts
         run_with_callbacks(self, self.callbacks, info, self._loop, self._summary_extra)
-        return self._save(data, parts, model_name, models_dir, data_file, overwrite)
+        # Only now: checkpoints (the final one is taken as training ends, and the one in
+        # the model folder) hold the last weights, so a resume continues the run itself;
+        # the saved model is the best epoch's.
+        final_state = self.state_dict()
+        if self.best is not None:
+            self._restore(self.best)
+        return self._save(data, parts, model_name, models_dir, data_file, overwrite,
+                          final_state)
 
     def _loop(self) -> str:
         self._stopped_by_callback = False
         if self.iteration < self.epochs and self._patience_left():  # a resume may be done
             self._train(self._parts)
-        if self.best is not None:  # the saved model (and the summary) is the best epoch's
-            self._restore(self.best)
         return "stopped" if self._stopped_by_callback else "completed"
 
     def end_epoch(self, train_loss: float, val_loss: float, train_accuracy: float,
@@ -254,7 +263,8 @@ class SupervisedTrainer(Trainer):
         return float(np.std(self.outputs(part.x) - part.returns))
 
     def _save(self, data: PreparedData, parts: dict[str, Samples], model_name: str,
-              models_dir: Path, data_file: str | None, overwrite: bool) -> Path:
+              models_dir: Path, data_file: str | None, overwrite: bool,
+              final_state: dict[str, Any]) -> Path:
         metrics = self._final_metrics(parts)
         self.predictions = self._test_predictions(parts["test"]) if len(parts["test"]) else None
         data_hash = file_sha256(Path(data_file)) if data_file and Path(data_file).is_file() \
@@ -263,6 +273,9 @@ class SupervisedTrainer(Trainer):
                          overwrite=overwrite) as writer:
             self._save_model(writer)
             writer.save_scaler(data.scaler)
+            torch.save({**final_state, "config": self.config, "model_name": model_name,
+                        "data_hash": data_hash, "model_type": self.type_name},
+                       writer.path("checkpoint.pt"))
             writer.config.update({
                 **self.config, **self._model_record(), "feature_spec": data.spec.to_dict(),
                 "lookback": self.lookback, "target": self.target, "threshold": self.threshold,

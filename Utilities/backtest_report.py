@@ -140,12 +140,13 @@ class BacktestReport:
     def statistics(self) -> dict[str, Any]:
         return self.result.statistics()
 
+    @property
     def baseline_statistics(self) -> dict[str, dict[str, Any]]:
         return {name: result.statistics() for name, result in self.baselines.items()}
 
     def table(self) -> str:
         """The statistics table with the baselines beside it, for a terminal."""
-        return performance.format_statistics(self.statistics, self.baseline_statistics())
+        return performance.format_statistics(self.statistics, self.baseline_statistics)
 
     def summary(self) -> dict[str, Any]:
         """JSON-ready facts and statistics (no per-bar series)."""
@@ -156,7 +157,7 @@ class BacktestReport:
                 "fill": self.result.fill, "params": self.result.params.to_dict(),
                 "statistics": performance.jsonable_statistics(self.statistics),
                 "baselines": {name: performance.jsonable_statistics(stats)
-                              for name, stats in self.baseline_statistics().items()},
+                              for name, stats in self.baseline_statistics.items()},
                 "open_trade": to_plain(self.result.open_trade)}
 
     def equity_table(self) -> pd.DataFrame:
