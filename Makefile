@@ -27,6 +27,7 @@ bench: $(VENV)/.dev
 	$(PY) bench/logger_overhead.py
 	$(PY) bench/backtest_speed.py
 	$(PY) bench/predict_latency.py
+	$(PY) bench/model_types.py
 
 # Our PPO against stable-baselines3's (a bench-only dependency) on the same trading env;
 # prints JSON. Options: make bench-ppo BENCH_PPO_ARGS="--steps 131072 --repeats 5 --sb3-vec"

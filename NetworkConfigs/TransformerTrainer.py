@@ -125,8 +125,12 @@ class TransformerTrainer(SupervisedTrainer):
         return transformer_outputs(self.net, x)
 
     def _state(self) -> dict[str, Any]:
+        # torch's global generator feeds dropout: without it a resume would redraw from
+        # the seed and diverge from the uninterrupted run.
         return {"model": self.net.state_dict(), "optimizer": self.optimizer.state_dict(),
-                "generator": self.generator.get_state()}
+                "generator": self.generator.get_state(), "torch_rng": torch.get_rng_state(),
+                "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available()
+                else None}
 
     def _load_state(self, state: dict[str, Any]) -> None:
         try:
@@ -136,6 +140,9 @@ class TransformerTrainer(SupervisedTrainer):
                              f"{str(exc).splitlines()[0]}") from None
         self.optimizer.load_state_dict(copy.deepcopy(state["optimizer"]))
         self.generator.set_state(state["generator"])
+        torch.set_rng_state(state["torch_rng"])
+        if state.get("cuda_rng") is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
 
     def _save_model(self, writer: ModelWriter) -> None:
         torch.save({k: v.cpu() for k, v in self.net.state_dict().items()},

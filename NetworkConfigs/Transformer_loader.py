@@ -27,11 +27,15 @@ class TransformerModelLoader(SignalLoader):
                                 f"the network ({exc!r})") from None
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # damaged or foreign: torch's advice to unpickle is unsafe
+            raise ArtifactError(f"{path}: not a readable weights file "
+                                f"({type(exc).__name__})") from None
+        try:
             net.load_state_dict(state)
-        except Exception as exc:  # damaged file, foreign file or a shape mismatch
+        except (RuntimeError, TypeError, AttributeError) as exc:  # shapes or keys differ
             first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
             raise ArtifactError(f"{path}: not the weights of this model's network "
-                                f"({type(exc).__name__}: {first_line})") from None
+                                f"({first_line})") from None
         self.net = net.eval()
 
     def outputs(self, x: np.ndarray) -> np.ndarray:

@@ -96,6 +96,9 @@ class XGBoostTrainer(SupervisedTrainer):
         return xgb.DMatrix(part.x.reshape(len(part), -1), label=part.labels)
 
     def _train(self, parts: dict[str, Samples]) -> None:
+        # A resume continues from the saved trees. It equals the uninterrupted run only
+        # with subsample = colsample_bytree = 1: xgboost keeps no state of its row and
+        # column sampler (seed_per_iteration did not make 2+2 rounds equal 4 either).
         train, val = self._matrix(parts["train"]), self._matrix(parts["validation"])
         self.booster = xgb.train(self.params, train, num_boost_round=self.epochs - self.iteration,
                                  evals=[(train, "train"), (val, "validation")],

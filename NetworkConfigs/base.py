@@ -210,7 +210,7 @@ class ModelLoader(ABC):
         if not sample:
             return self.predict(window, state)
         if not self.can_sample:
-            raise DataError(f"a {self.config['Type']} model cannot sample its action; "
+            raise DataError(f"{self.config['Type']} models cannot sample their action; "
                             "leave 'sample' out", source="sample")
         return self.predict(window, state, sample=True, rng=rng)  # type: ignore[call-arg]
 

@@ -43,6 +43,7 @@ from Utilities.data_utils import DataError, PreparedData, prepare_from_params
 log = logging.getLogger(__name__)
 
 PARTS = ("train", "validation", "test")
+MOSTLY_FLAT = 0.9  # share of flat training labels above which fit() warns
 # Sections every supervised type has; a type adds its own model/train keys.
 COMMON_DEFAULTS: dict[str, dict[str, Any]] = {
     "model_params": {"lookback_window": 20, "target": "direction", "threshold": 0.0005},
@@ -158,6 +159,7 @@ class SupervisedTrainer(Trainer):
         if len(parts["validation"]) == 0:
             raise DataError("data_params.val_fraction must leave a validation part: early "
                             "stopping and model selection need one")
+        _warn_if_mostly_flat(parts["train"], self.threshold)
         self.features = list(data.spec.features)
         self._build(len(self.features), parts["train"])
         if resume_state is not None:
@@ -286,3 +288,14 @@ class SupervisedTrainer(Trainer):
                 "split": data.split_dates(), "metrics": metrics,
                 "validation_history": self.history})
         return writer.target
+
+
+def _warn_if_mostly_flat(train: Samples, threshold: float) -> None:
+    """A threshold above most moves (minute bars at the daily default) teaches "always
+    flat": legal, but rarely what the user meant, so say it and how to change it."""
+    flat = float((train.labels == 0).mean()) if len(train) else 0.0
+    if flat > MOSTLY_FLAT:
+        typical = float(np.median(np.abs(train.returns)))
+        log.warning("%.1f%% of the training bars are 'flat' at model_params.threshold %g "
+                    "(the median move is %.2g): the model will mostly Hold; lower the "
+                    "threshold to learn smaller moves", 100 * flat, threshold, typical)

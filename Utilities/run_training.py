@@ -120,7 +120,8 @@ def load_resume(target: str, store: RunStore | None) -> dict[str, Any]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # a corrupt or foreign file: tell the user which one
-        raise UsageError(f"cannot read checkpoint {path}: {exc}") from None
+        raise UsageError(f"cannot read checkpoint {path}: not a torch checkpoint file "
+                         f"({type(exc).__name__})") from None
     if not isinstance(state, dict) or any(k not in state for k in CHECKPOINT_KEYS):
         raise UsageError(f"{path} is not a training checkpoint (a weights-only file cannot "
                          "be resumed; use the model folder or its *_checkpoint.pt)")

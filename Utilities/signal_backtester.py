@@ -23,7 +23,7 @@ class SignalBacktester(ModelBacktester):
     def decide(self, windows: np.ndarray, bars: pd.DataFrame,
                params: EnvParams) -> tuple[np.ndarray, pd.DataFrame]:
         if self.sample:
-            raise BacktestInputError(f"a {self.loader.config['Type']} model cannot sample its "
+            raise BacktestInputError(f"{self.loader.config['Type']} models cannot sample their "
                                      "actions; leave 'sample' out")
         outputs = self.loader.outputs(windows)
         actions = self.loader.actions(outputs)

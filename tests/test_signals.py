@@ -219,3 +219,14 @@ def test_frames_are_not_mutated_by_sampling(bars) -> None:
     spec = build_feature_spec(bars, None)
     samples(prepare_data(bars, spec, lookback=5), "train", 0.0005)
     pd.testing.assert_frame_equal(bars, before)
+
+
+def test_a_threshold_above_most_moves_is_warned_about(bars, tmp_path: Path, caplog) -> None:
+    trainer = scripted((0.9, 0.8))
+    trainer.config["model_params"]["threshold"] = trainer.threshold = 1.0  # every bar flat
+    with caplog.at_level("WARNING", logger="NetworkConfigs.supervised"):
+        trainer.fit(bars, model_name="flat", models_dir=tmp_path)
+    assert "100.0% of the training bars are 'flat'" in caplog.text
+    caplog.clear()
+    scripted((0.9, 0.8)).fit(bars, model_name="normal", models_dir=tmp_path)
+    assert "flat" not in caplog.text
