@@ -23,7 +23,12 @@ MODULES = ["Main", "Api_Loader", "NetworkConfigs", "NetworkConfigs.base",
            "Utilities.logging_setup", "Utilities.run_training", "web.pages", "web.store",
            "NetworkConfigs.ppo_replay_policy", "NetworkConfigs.streams", "Utilities.backtester",
            "Utilities.performance",
-           "Utilities.backtest_report", "Utilities.ppo_backtester"]
+           "Utilities.backtest_report", "Utilities.ppo_backtester",
+           "NetworkConfigs.signals", "NetworkConfigs.supervised", "NetworkConfigs.signal_loader",
+           "NetworkConfigs.XGBoostTrainer", "NetworkConfigs.XGBoost_loader",
+           "NetworkConfigs.TransformerTrainer", "NetworkConfigs.Transformer_loader",
+           "Utilities.model_backtester", "Utilities.signal_backtester",
+           "Utilities.run_backtest"]
 LOOKBACK = 20
 
 
