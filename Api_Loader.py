@@ -40,7 +40,7 @@ from NetworkConfigs import load_model as _registry_load
 from NetworkConfigs.base import ACCOUNT_FIELDS, ACTION_NAMES, ModelLoader
 from NetworkConfigs.streams import PRICE, StreamNotFound, StreamRegistry
 from Utilities.data_utils import DataError
-from Utilities.logging_setup import configure_logging
+from Utilities.logging_setup import configure_logging, one_line
 
 log = logging.getLogger(__name__)
 
@@ -475,7 +475,7 @@ def _listen(host: str, port: int) -> socket.socket:
 
 def _usage_error(message: str) -> int:
     """One line on stderr (messages may quote multi-line errors), exit status 2."""
-    print(f"error: {' '.join(message.split())}", file=sys.stderr)
+    print(f"error: {one_line(message)}", file=sys.stderr)
     return 2
 
 

@@ -97,6 +97,7 @@ class PPOTrainer(Trainer):
     """Registry trainer for the ``ppo`` type."""
 
     smoke_config = SMOKE
+    checkpoint_keys = ("model", "optimizer", "iteration", "global_step", "settings")
 
     def __init__(self, config: dict[str, Any] | None = None,
                  callbacks: list[Callback] | tuple = ()) -> None:

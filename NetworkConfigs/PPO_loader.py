@@ -12,13 +12,13 @@ observation comes from ``trading_env.account_features``, as in the training env.
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from NetworkConfigs.account_state import account_from_state
 from NetworkConfigs.artifacts import ArtifactError, ModelNotFound, artifact_path
 from NetworkConfigs.base import (
     ACCOUNT_FIELDS,
@@ -28,12 +28,10 @@ from NetworkConfigs.base import (
     choose_action,
 )
 from NetworkConfigs.ppo_network import ActorCritic
-from NetworkConfigs.trading_env import ACCOUNT_FEATURES, Accounts, EnvParams, account_features
+from NetworkConfigs.trading_env import ACCOUNT_FEATURES, account_features
 from Utilities.data_utils import DataError, scale_frame, window_frame
 
 __all__ = ["ACCOUNT_FIELDS", "PPOModelLoader", "account_from_state"]
-
-_STATE_KEYS = (*ACCOUNT_FIELDS, "price")
 
 
 class PPOModelLoader(ModelLoader):
@@ -42,7 +40,6 @@ class PPOModelLoader(ModelLoader):
     can_sample = True
 
     def _load_model(self) -> None:
-        self.env_params = self._env_params()
         self.agent = self._network()
         path = artifact_path(self.model_dir, self.name, "model.pt")
         state = _read_weights(path)
@@ -55,13 +52,6 @@ class PPOModelLoader(ModelLoader):
             return self.config[section][key]
         except (KeyError, TypeError):  # TypeError: the section is not a mapping
             raise ArtifactError(f"{self.model_dir}: the config has no {section}.{key}") from None
-
-    def _env_params(self) -> EnvParams:
-        try:
-            return EnvParams.from_dict(self.config.get("env_params") or {})
-        except (TypeError, ValueError) as exc:
-            raise ArtifactError(f"{self.model_dir}: invalid env_params in the config: "
-                                f"{exc}") from None
 
     def _network(self) -> ActorCritic:
         """The network the config describes, before any weights are read."""
@@ -144,62 +134,3 @@ def _check_weights(found: dict[str, torch.Tensor], expected: dict[str, torch.Ten
             raise ArtifactError(
                 f"{path}: weights do not match the config ({architecture}): {key} is "
                 f"{tuple(found[key].shape)} in the file, the config needs {tuple(tensor.shape)}")
-
-
-def account_from_state(state: dict[str, Any] | None,
-                       initial_balance: float) -> tuple[Accounts, float | None]:
-    """One account from a request's ``account_state`` (see ``base.ACCOUNT_FIELDS``) and
-    its mark price, if given; DataError names a field that is unknown or impossible."""
-    accounts = Accounts.open(1, initial_balance)
-    if state is None:
-        return accounts, None
-    if not isinstance(state, dict):
-        raise DataError(f"must be an object with any of {list(_STATE_KEYS)}; got "
-                        f"{type(state).__name__}", source="account_state")
-    unknown = [k for k in state if k not in _STATE_KEYS]
-    if unknown:
-        raise DataError(f"unknown field(s) {unknown}; valid: {list(_STATE_KEYS)}",
-                        source="account_state", column=str(unknown[0]))
-    values = {key: _finite_number(key, value) for key, value in state.items()}
-    for key in ACCOUNT_FIELDS:
-        if key in values:
-            getattr(accounts, key)[0] = values[key]
-    _check_account(values, accounts)
-    return accounts, values.get("price")
-
-
-def _finite_number(key: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float | np.number):
-        raise _bad_state(key, f"{key} must be a number; got {value!r}")
-    try:
-        number = float(value)
-    except OverflowError:  # an integer beyond the float range
-        number = math.inf
-    if not math.isfinite(number):
-        raise _bad_state(key, f"{key} must be a finite number; got {value!r}")
-    return number
-
-
-def _check_account(values: dict[str, float], accounts: Accounts) -> None:
-    """An account the trading env could be in; anything else would give the policy an
-    observation it never saw (an open position with no entry price divides by zero)."""
-    position, units = values.get("position", 0.0), values.get("units", 0.0)
-    if position not in (-1.0, 0.0, 1.0):
-        raise _bad_state("position", "position must be -1 (short), 0 (flat) or 1 (long); "
-                                     f"got {position!r}")
-    if values.get("price", 1.0) <= 0:
-        raise _bad_state("price", f"price must be positive; got {values['price']!r}")
-    if values.get("entry_cost", 0.0) < 0:
-        raise _bad_state("entry_cost", f"entry_cost must be >= 0; got {values['entry_cost']!r}")
-    if position == 0 and units != 0:
-        raise _bad_state("units", f"a flat account (position 0) holds no units; got {units!r}")
-    if position != 0 and (np.sign(units) != position or accounts.entry_price[0] <= 0):
-        raise _bad_state(
-            "units" if np.sign(units) != position else "entry_price",
-            "an open position needs units of its sign (long > 0, short < 0) and an "
-            f"entry_price > 0; got position {position:g}, units {units!r}, entry_price "
-            f"{values.get('entry_price', 0.0)!r}")
-
-
-def _bad_state(column: str, message: str) -> DataError:
-    return DataError(message, source="account_state", column=column)

@@ -45,6 +45,8 @@ class TransformerTrainer(SupervisedTrainer):
     defaults = DEFAULTS
     smoke_config = SMOKE
     prefix, type_name = "TRF", "transformer"
+    checkpoint_keys = ("model", "optimizer", "generator", "torch_rng", "iteration",
+                       "global_step", "best_epoch", "best_loss")
 
     def _check_params(self) -> None:
         model, train = self.config["model_params"], self.config["train_params"]

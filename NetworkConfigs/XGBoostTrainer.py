@@ -70,6 +70,7 @@ class XGBoostTrainer(SupervisedTrainer):
     smoke_config = SMOKE
     prefix, type_name = "XGB", "xgboost"
     targets = ("direction",)
+    checkpoint_keys = ("model", "iteration", "global_step", "best_epoch", "best_loss")
 
     def _check_params(self) -> None:
         model = self.config["model_params"]
@@ -126,6 +127,11 @@ class XGBoostTrainer(SupervisedTrainer):
             raise ValueError("this checkpoint is not an xgboost checkpoint")
         self.booster = xgb.Booster(model_file=bytearray(raw.numpy().tobytes())) \
             if raw.numel() else None
+        inputs = self.lookback * self.n_features
+        if self.booster is not None and self.booster.num_features() != inputs:
+            raise ValueError(f"the checkpoint's trees take {self.booster.num_features()} "
+                             f"inputs, this config gives {inputs} (lookback x features); "
+                             "lookback_window and features cannot change on resume")
 
     def feature_importance(self) -> dict[str, float]:
         """Total gain per lagged feature in the best rounds, as shares summing to 1,

@@ -8,11 +8,13 @@ import xgboost as xgb
 
 from NetworkConfigs.artifacts import ArtifactError, ModelNotFound, artifact_path
 from NetworkConfigs.signal_loader import SignalLoader
-from NetworkConfigs.XGBoostTrainer import booster_outputs
+from NetworkConfigs.XGBoostTrainer import XGBoostTrainer, booster_outputs
 
 
 class XGBoostModelLoader(SignalLoader):
     """``XGBoostModelLoader.load("Models/XGB_demo").predict(window)``."""
+
+    targets = XGBoostTrainer.targets
 
     def _load_model(self) -> None:
         path = artifact_path(self.model_dir, self.name, "model.json")

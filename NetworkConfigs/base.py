@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from NetworkConfigs import artifacts
-from Utilities.data_utils import DataError, FeatureSpec, scale_window
+from Utilities.data_utils import DataError, FeatureSpec, check_lookback, scale_window
 
 # Trading actions, shared by the env, the backtester and the API (ARCHITECTURE.md).
 ACTION_NAMES = ("Hold", "Buy", "Sell")
@@ -134,6 +134,8 @@ class Trainer(ABC):
     smoke_config: dict[str, Any] = {}  # noqa: RUF012 (read-only class default)
     checkpoint_every: int = 10  # iterations between checkpoints, for types that checkpoint
     progress_unit: str = "step"  # what progress_total counts, for the progress bar
+    # What a checkpoint of this type must hold for ``fit(resume_state=...)``.
+    checkpoint_keys: tuple[str, ...] = ("model", "iteration", "global_step")
 
     def __init__(self, config: dict[str, Any], callbacks: Sequence[Callback] = ()) -> None:
         self.config = config
@@ -153,6 +155,12 @@ class Trainer(ABC):
 
         Optional: the default accepts anything and leaves the errors to ``fit``.
         """
+
+    def check_resume(self, state: dict[str, Any], bars: pd.DataFrame,  # noqa: B027
+                     source: str | None = None) -> None:
+        """Raise ValueError now if ``state`` cannot continue on this config and data.
+
+        Optional: the default leaves the errors to ``fit``."""
 
     @abstractmethod
     def fit(self, bars: pd.DataFrame, *, model_name: str, models_dir: Path,
@@ -178,12 +186,20 @@ class ModelLoader(ABC):
         missing = [key for key in ("feature_spec", "lookback") if key not in config]
         if missing:  # a KeyError would not say which model folder is broken
             raise artifacts.ArtifactError(f"{model_dir}: the config is missing key(s) {missing}")
+        from NetworkConfigs.trading_env import EnvParams  # gymnasium: not at registry import
+
         try:
             self.spec = FeatureSpec.from_dict(config["feature_spec"])
-            self.lookback: int = int(config["lookback"])
+            self.lookback: int = config["lookback"]
+            check_lookback(self.lookback)
         except (TypeError, ValueError) as exc:  # DataError is a ValueError
             raise artifacts.ArtifactError(
                 f"{model_dir}: invalid feature_spec or lookback in the config: {exc}") from None
+        try:  # every type's account rules: streams and backtests book trades with them
+            self.env_params = EnvParams.from_dict(config.get("env_params") or {})
+        except (TypeError, ValueError) as exc:
+            raise artifacts.ArtifactError(
+                f"{model_dir}: invalid env_params in the config: {exc}") from None
         self.scaler = artifacts.load_scaler(model_dir, self.name)
         _check_scaler(self.scaler, self.spec, model_dir, self.name)
 

@@ -9,6 +9,7 @@ error naming it and the valid ones, never silently ignored.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from NetworkConfigs.base import deep_merge
@@ -50,6 +51,8 @@ def checked(section: dict[str, Any], name: str, kind: type, *, low: float | None
     if not ok:
         raise ValueError(f"{name} must be {kind.__name__ if kind is not float else 'a number'}"
                          f"; got {value!r}")
+    if kind is float and not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number; got {value!r}")
     if (low is not None and value < low) or (high is not None and value > high):
         bounds = f"in [{low}, {high}]" if high is not None else f">= {low}"
         raise ValueError(f"{name} must be {bounds}; got {value!r}")

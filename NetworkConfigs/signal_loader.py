@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from NetworkConfigs.account_state import account_from_state
 from NetworkConfigs.artifacts import ArtifactError
 from NetworkConfigs.base import ModelLoader, Prediction
 from NetworkConfigs.signals import DIRECTIONS, TARGETS, actions_from, prediction_from
@@ -21,6 +22,8 @@ from NetworkConfigs.signals import DIRECTIONS, TARGETS, actions_from, prediction
 
 class SignalLoader(ModelLoader):
     """A trained next-bar direction/return model."""
+
+    targets: tuple[str, ...] = TARGETS  # what the type's trainer can learn
 
     def __init__(self, model_dir: Path, config: dict[str, Any]) -> None:
         super().__init__(model_dir, config)
@@ -31,8 +34,9 @@ class SignalLoader(ModelLoader):
         except (KeyError, TypeError, ValueError) as exc:
             raise ArtifactError(f"{model_dir}: the config lacks a valid target/threshold "
                                 f"({exc!r})") from None
-        if self.target not in TARGETS:
-            raise ArtifactError(f"{model_dir}: unknown target {self.target!r} in the config")
+        if self.target not in self.targets:
+            raise ArtifactError(f"{model_dir}: target {self.target!r} in the config is not one "
+                                f"this type predicts ({list(self.targets)})")
 
     @abstractmethod
     def outputs(self, x: np.ndarray) -> np.ndarray:
@@ -42,8 +46,9 @@ class SignalLoader(ModelLoader):
         return actions_from(outputs, self.target, self.threshold)
 
     def predict(self, window: Any, state: dict[str, Any] | None = None) -> Prediction:
-        """``state`` (the account) is accepted for the common contract and not used: a
-        direction model's view of the next bar does not depend on the position held."""
+        """``state`` (the account) is checked like PPO's and not used: a direction
+        model's view of the next bar does not depend on the position held."""
+        account_from_state(state, self.env_params.initial_balance)
         output = self.outputs(self.model_input(window)[None])[0]
         return prediction_from(output, self.target, self.threshold, self.residual_std)
 

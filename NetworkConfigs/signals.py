@@ -28,7 +28,7 @@ from scipy.special import ndtr
 
 from NetworkConfigs.base import ACTION_NAMES, Prediction
 from NetworkConfigs.trading_env import BUY, HOLD, SELL
-from Utilities.data_utils import PreparedData
+from Utilities.data_utils import PreparedData, windows_ending_at
 
 DIRECTIONS = ("flat", "up", "down")  # index == the action it maps to (Hold, Buy, Sell)
 TARGETS = ("direction", "return")
@@ -104,11 +104,11 @@ def samples(data: PreparedData, part: str, threshold: float) -> Samples:
     """
     start, stop = data.split.parts()[part]
     lookback = data.lookback
-    rows = np.arange(max(start, lookback - 1), max(stop - 1, 0))
-    every = np.lib.stride_tricks.sliding_window_view(
-        data.scaled, (lookback, data.scaled.shape[1]))[:, 0]
+    first = max(start, lookback - 1)
+    rows = np.arange(first, max(stop - 1, first))
     returns = next_returns(data.bars["Close"].to_numpy())[rows]
-    x = np.ascontiguousarray(every[rows - lookback + 1], dtype=np.float32)
+    x = np.ascontiguousarray(windows_ending_at(data.scaled, lookback, first, first + len(rows)),
+                             dtype=np.float32)
     return Samples(x, returns, direction_of(returns, threshold), data.features.index[rows])
 
 

@@ -5,7 +5,7 @@ keeps its own rolling window (``loader.window_size`` bars) and its own simulated
 account, so clients never share state. Once the window is full, every bar is answered
 with the model's prediction for that bar (given the stream's account) and the predicted
 action is filled at the bar's Close by ``trading_env.apply_actions``, the one
-accounting rule, with the model's ``env_params`` (``EnvParams()`` for types without).
+accounting rule, with the model's ``env_params``.
 
 Decisions:
 
@@ -84,7 +84,7 @@ class StreamRegistry:
         self.loader = loader
         self.max_streams = max_streams
         # Types that are not trained in the trading env trade with the env's defaults.
-        self.params: EnvParams = getattr(loader, "env_params", None) or EnvParams()
+        self.params: EnvParams = loader.env_params
         self.window_size = loader.window_size
         self.features = tuple(loader.spec.features)
         self._streams: OrderedDict[str, _Stream] = OrderedDict()

@@ -145,6 +145,15 @@ class SupervisedTrainer(Trainer):
     def check_data(self, bars: pd.DataFrame, source: str | None = None) -> None:
         self.prepare(bars, source)
 
+    def check_resume(self, state: dict[str, Any], bars: pd.DataFrame,
+                     source: str | None = None) -> None:
+        """Build the model for this config and data and load ``state`` into it: a window
+        or network that changed since the checkpoint fails here, before a run starts."""
+        data = self.prepare(bars, source)
+        self.features = list(data.spec.features)
+        self._build(len(self.features), samples(data, "train", self.threshold))
+        self.load_state(state)
+
     def prepare(self, bars: pd.DataFrame, source: str | None = None) -> PreparedData:
         return prepare_from_params(bars, self.config["data_params"], lookback=self.lookback,
                                    source=source)
@@ -168,6 +177,9 @@ class SupervisedTrainer(Trainer):
                 "samples": {name: len(p) for name, p in parts.items()}}
         self._parts = parts
         run_with_callbacks(self, self.callbacks, info, self._loop, self._summary_extra)
+        if self.best is None:  # NaN losses never beat infinity
+            raise ValueError("training diverged: no epoch reached a finite validation loss "
+                             "(lower train_params.learning_rate); no model was saved")
         # Only now: checkpoints (the final one is taken as training ends, and the one in
         # the model folder) hold the last weights, so a resume continues the run itself;
         # the saved model is the best epoch's.
@@ -218,9 +230,13 @@ class SupervisedTrainer(Trainer):
                 "history": self.history}
 
     def load_state(self, state: dict[str, Any]) -> None:
-        self._load_state(state)
-        self.iteration = self.global_step = int(state["iteration"])
-        self.best_epoch, self.best_loss = int(state["best_epoch"]), float(state["best_loss"])
+        try:
+            self._load_state(state)
+            self.iteration = self.global_step = int(state["iteration"])
+            self.best_epoch, self.best_loss = int(state["best_epoch"]), float(state["best_loss"])
+        except KeyError as exc:
+            raise ValueError(f"the checkpoint lacks {exc}; it is damaged or from another "
+                             "type") from None
         self.best = state.get("best")
         self.history = list(state.get("history", []))
 

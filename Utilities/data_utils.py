@@ -290,10 +290,27 @@ def prepare_data(bars: pd.DataFrame, spec: FeatureSpec, *, lookback: int,
     return PreparedData(bars.loc[features.index], features, scaled, spec, fitted, split, lookback)
 
 
+def windows_ending_at(scaled: np.ndarray, lookback: int, first: int, stop: int) -> np.ndarray:
+    """The model-input windows of rows ``first .. stop-1`` (each window's last row is
+    its own row), as a read-only (n, lookback, n_features) view: training samples and
+    backtests cut their windows with this one rule."""
+    if first < lookback - 1:
+        raise DataError(f"row {first} has no full {lookback}-row window before it")
+    every = np.lib.stride_tricks.sliding_window_view(scaled, (lookback, scaled.shape[1]))
+    return every[first - lookback + 1:stop - lookback + 1, 0]
+
+
 def prepare_from_params(bars: pd.DataFrame, data_params: dict[str, Any], *, lookback: int,
                         source: str | None = None) -> PreparedData:
     """:func:`prepare_data` as a model config's ``data_params`` section asks for it
     (features, transform, val/test fractions, scaler): the same for every model type."""
+    for key in ("val_fraction", "test_fraction"):
+        value = data_params[key]
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise DataError(f"data_params.{key} must be a number in [0, 1); got {value!r}")
+    for key in ("transform", "scaler"):
+        if not isinstance(data_params[key], str):
+            raise DataError(f"data_params.{key} must be a name; got {data_params[key]!r}")
     features = data_params["features"]
     if features is not None and (not isinstance(features, list)
                                  or not all(isinstance(f, str) for f in features)):
@@ -414,4 +431,10 @@ def scale_frame(frame: pd.DataFrame, spec: FeatureSpec, scaler: Any,
     if len(frame) > needed:  # older rows do not reach the model; row numbers are kept
         frame = frame.iloc[-needed:]
     features = transform_features(frame, spec, source="window").to_numpy()
-    return scaler.transform(features[-lookback:]).astype(np.float32)
+    with np.errstate(over="ignore"):  # checked just below, with a message
+        scaled = scaler.transform(features[-lookback:]).astype(np.float32)
+    if not np.isfinite(scaled).all():  # e.g. 1e308 overflows float32 after scaling
+        column = spec.features[int(np.argwhere(~np.isfinite(scaled))[0][1])]
+        raise DataError("a value is too large for the model (it overflows after scaling)",
+                        source="window", column=column)
+    return scaled

@@ -27,3 +27,9 @@ def configure_logging(level: int | None = None) -> None:
     noisy_level = logging.DEBUG if level <= logging.DEBUG else logging.WARNING
     for name in ("waitress", "werkzeug", "matplotlib", "urllib3"):
         logging.getLogger(name).setLevel(noisy_level)
+
+
+def one_line(message: object) -> str:
+    """A CLI error as one line: messages may quote multi-line library errors
+    (xgboost's stack dumps, torch's load advice), and the CLIs promise one line."""
+    return " ".join(str(message).split())

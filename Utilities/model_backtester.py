@@ -22,7 +22,7 @@ from NetworkConfigs.base import ModelLoader
 from NetworkConfigs.trading_env import EnvParams
 from Utilities.backtest_report import BacktestReport, choose_period, env_params_for
 from Utilities.backtester import baselines, run_backtest
-from Utilities.data_utils import load_bars, transform_features
+from Utilities.data_utils import load_bars, transform_features, windows_ending_at
 
 
 class ModelBacktester(ABC):
@@ -66,9 +66,7 @@ class ModelBacktester(ABC):
         period = choose_period(features.index, loader.lookback - 1, config=loader.config,
                                csv_path=self.csv_path, start=self.start, end=self.end)
         scaled = loader.scaler.transform(features.to_numpy()).astype(np.float32)
-        every = np.lib.stride_tricks.sliding_window_view(
-            scaled, (loader.lookback, scaled.shape[1]))[:, 0]
-        windows = every[period.first - loader.lookback + 1:period.last - loader.lookback + 2]
+        windows = windows_ending_at(scaled, loader.lookback, period.first, period.last + 1)
         period_bars = bars.loc[features.index[period.first:period.last + 1]]
         actions, decisions = self.decide(windows, period_bars, params)
         result = run_backtest(period_bars, actions=actions, params=params, fill=self.fill)

@@ -22,7 +22,7 @@ from NetworkConfigs import UnknownModelType
 from NetworkConfigs.artifacts import ArtifactError
 from Utilities.backtest_report import BacktestInputError
 from Utilities.data_utils import DataError
-from Utilities.logging_setup import configure_logging
+from Utilities.logging_setup import configure_logging, one_line
 from Utilities.model_backtester import backtester_for
 
 
@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
                                     sample=args.sample, seed=args.seed)
         report = backtester.run_with_results()
     except (ArtifactError, DataError, BacktestInputError, UnknownModelType, OSError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {one_line(exc)}", file=sys.stderr)
         return 2
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     out = Path(args.out or Path("backtests") / f"{report.model_name}-{stamp}")

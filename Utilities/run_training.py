@@ -47,12 +47,11 @@ from NetworkConfigs.callbacks import (
     StoreLogger,
 )
 from Utilities.data_utils import DataError, load_bars
-from Utilities.logging_setup import configure_logging
+from Utilities.logging_setup import configure_logging, one_line
 from Utilities.run_store import RunStore, RunStoreError
 
 log = logging.getLogger("run_training")
 EXIT_USAGE, EXIT_FAILED, EXIT_INTERRUPTED = 2, 1, 130
-CHECKPOINT_KEYS = ("model", "iteration", "global_step")
 
 
 class UsageError(Exception):
@@ -122,7 +121,7 @@ def load_resume(target: str, store: RunStore | None) -> dict[str, Any]:
     except Exception as exc:  # a corrupt or foreign file: tell the user which one
         raise UsageError(f"cannot read checkpoint {path}: not a torch checkpoint file "
                          f"({type(exc).__name__})") from None
-    if not isinstance(state, dict) or any(k not in state for k in CHECKPOINT_KEYS):
+    if not isinstance(state, dict) or any(k not in state for k in ("model", "iteration")):
         raise UsageError(f"{path} is not a training checkpoint (a weights-only file cannot "
                          "be resumed; use the model folder or its *_checkpoint.pt)")
     return state
@@ -187,6 +186,8 @@ def prepare(args: argparse.Namespace, store: RunStore | None) -> dict[str, Any]:
         resume = load_resume(args.resume, store) if args.resume else None
         model_type = get_model_type(_type_name(args.model, resume))
         trainer_class = model_type.trainer_class()
+        if resume is not None:
+            _check_checkpoint(resume, trainer_class.checkpoint_keys, args.resume)
         base = resume["config"] if resume and "config" in resume else model_type.default_config
         config = build_config(args, base, trainer_class.smoke_config)
         name = validate_name(args.model_name or _default_name(args, resume))
@@ -196,12 +197,21 @@ def prepare(args: argparse.Namespace, store: RunStore | None) -> dict[str, Any]:
         if resume is not None:
             check_resume(resume, args.csv_path, data_hash)
         trainer.check_data(bars, Path(args.csv_path).name)
+        if resume is not None:
+            trainer.check_resume(resume, bars, Path(args.csv_path).name)
     except (UnknownModelType, DataError, ArtifactError, ValueError, TypeError, OSError) as exc:
         raise UsageError(str(exc)) from None
     same_model = resume is not None and resume.get("model_name") == name
     return {"model_type": model_type, "trainer": trainer, "config": trainer.config,
             "name": name, "bars": bars, "resume": resume, "overwrite": same_model,
             "data_hash": data_hash}
+
+
+def _check_checkpoint(state: dict[str, Any], keys: tuple[str, ...], target: str) -> None:
+    missing = [key for key in keys if key not in state]
+    if missing:
+        raise UsageError(f"--resume {target}: the checkpoint lacks {missing}; it is damaged or "
+                         "was written by another version")
 
 
 def _type_name(requested: str | None, resume: dict[str, Any] | None) -> str:
@@ -252,7 +262,7 @@ def _fit(trainer: Any, job: dict[str, Any], args: argparse.Namespace, models_dir
         return EXIT_INTERRUPTED
     except (ArtifactError, DataError, ValueError) as exc:
         _finish(store, run_id, "failed", error=str(exc))
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {one_line(exc)}", file=sys.stderr)
         return EXIT_USAGE
     except Exception as exc:
         _finish(store, run_id, "failed", error=f"{type(exc).__name__}: {exc}")
@@ -292,7 +302,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return train(args)
     except UsageError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {one_line(exc)}", file=sys.stderr)
         return EXIT_USAGE
 
 
