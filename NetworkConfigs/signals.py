@@ -57,7 +57,7 @@ def actions_from(outputs: np.ndarray, target: str, threshold: float) -> np.ndarr
 
 def return_probabilities(predicted: np.ndarray, threshold: float, sigma: float) -> np.ndarray:
     """(N, 3) chances of flat/up/down if the realised return is N(predicted, sigma²);
-    ``sigma`` is the model's residual spread on the validation part."""
+    ``sigma`` is the model's root-mean-square error on the validation part."""
     predicted = np.asarray(predicted, dtype=np.float64)
     sigma = max(float(sigma), 1e-12)
     down = ndtr((-threshold - predicted) / sigma)

@@ -274,11 +274,12 @@ class SupervisedTrainer(Trainer):
         return frame
 
     def residual_std(self, part: Samples) -> float | None:
-        """Spread of a return model's errors on ``part``: the confidence scale at serving
-        (see ``signals.return_probabilities``). None for direction models."""
+        """Root-mean-square error of a return model on ``part`` (bias included, unlike a
+        standard deviation): the confidence scale at serving (see
+        ``signals.return_probabilities``). None for direction models."""
         if self.target != "return":
             return None
-        return float(np.std(self.outputs(part.x) - part.returns))
+        return float(np.sqrt(np.mean((self.outputs(part.x) - part.returns) ** 2)))
 
     def _save(self, data: PreparedData, parts: dict[str, Samples], model_name: str,
               models_dir: Path, data_file: str | None, overwrite: bool,
