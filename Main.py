@@ -35,11 +35,13 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     if config:
         app.config.update(config)
 
-    from web import formatting, pages, store
+    from web import backtests, formatting, history, hosting, library, navigation, pages, store
 
     store.init_app(app)
     formatting.init_app(app)
-    app.register_blueprint(pages.bp)
+    navigation.init_app(app)
+    for area in (pages, history, library, backtests, hosting):  # one blueprint per area
+        app.register_blueprint(area.bp)
     return app
 
 

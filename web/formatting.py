@@ -38,7 +38,8 @@ def duration(start_iso: str | None, end_iso: str | None) -> str:
 # The few figures a model-library row shows, in this order (types report what they have).
 HEADLINE_METRICS = (
     ("validation_return_pct", "validation return %"), ("test_return_pct", "test return %"),
-    ("test_buy_hold_pct", "buy & hold %"), ("val_accuracy", "val. accuracy"),
+    ("test_buy_hold_pct", "buy & hold %"), ("validation_accuracy", "val. accuracy"),
+    ("validation_majority_accuracy", "majority baseline"), ("val_accuracy", "val. accuracy"),
     ("val_loss", "val. loss"), ("train_up_share", "train up share"),
 )
 
