@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,8 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     app.config.from_mapping(
         DATABASE_URL=default_database_url(),
         MODELS_DIR=str(default_models_dir()),
+        # CSVs the pages offer beside sample.csv; uploads are kept in its uploads/.
+        DATA_DIR=os.environ.get("DATA_DIR") or str(Path(__file__).resolve().parent / "data"),
         MAX_CONTENT_LENGTH=MAX_UPLOAD_BYTES,
     )
     if config:
