@@ -38,12 +38,22 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     if config:
         app.config.update(config)
 
-    from web import backtests, formatting, history, hosting, library, navigation, pages, store
+    from web import (
+        backtests,
+        formatting,
+        history,
+        hosting,
+        library,
+        navigation,
+        pages,
+        store,
+        train,
+    )
 
     store.init_app(app)
     formatting.init_app(app)
     navigation.init_app(app)
-    for area in (pages, history, library, backtests, hosting):  # one blueprint per area
+    for area in (pages, train, history, library, backtests, hosting):  # one blueprint each
         app.register_blueprint(area.bp)
     return app
 

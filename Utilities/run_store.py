@@ -148,6 +148,15 @@ def _str_arg(label: str, value: object, *, required: bool = False) -> str:
     return value
 
 
+def _uuid_arg(run_id: object) -> str:
+    if run_id is None:
+        return str(uuid.uuid4())
+    try:
+        return str(uuid.UUID(str(run_id)))
+    except ValueError:
+        raise RunStoreError(f"run_id must be a UUID; got {run_id!r}") from None
+
+
 def _tag_list(tags: object) -> list[str]:
     """Sorted distinct tags; None means none."""
     if tags is None:
@@ -313,20 +322,26 @@ class RunStore:
     def create_run(
         self, *, name: str, model_type: str, algorithm: str = "", config: dict | None = None,
         tags: list[str] | tuple[str, ...] | None = (), description: str = "", data_file: str = "",
-        model_dir: str = "",
+        model_dir: str = "", run_id: str | None = None,
     ) -> str:
-        """Create a running run plus its first status event; return the run id."""
+        """Create a running run plus its first status event; return the run id.
+
+        ``run_id`` (a UUID) lets a launcher know the id before the trainer starts (the
+        web form opens the run's page at once); by default a new one is drawn."""
         fields = {label: _str_arg(label, value, required=label in ("name", "model_type"))
                   for label, value in (("name", name), ("model_type", model_type),
                                        ("algorithm", algorithm), ("description", description),
                                        ("data_file", data_file), ("model_dir", model_dir))}
         tag_rows = [RunTag(tag=tag) for tag in _tag_list(tags)]
         config = json_value("config", config)
-        run_id, now = str(uuid.uuid4()), utcnow()
+        run_id, now = _uuid_arg(run_id), utcnow()
         with self._tx() as s:
             s.add(Run(id=run_id, status="running", config=config, created_at=now,
                       started_at=now, heartbeat_at=now, summary={}, tags=tag_rows, **fields))
-            s.flush()  # the event's foreign key needs the run row first
+            try:
+                s.flush()  # the event's foreign key needs the run row first
+            except IntegrityError:  # only a chosen run id can collide
+                raise RunStoreError(f"a run with id {run_id!r} already exists") from None
             s.execute(insert(_EVENTS), [_event_row(run_id, "status", {"status": "running"},
                                                    time.time())])
         logger.info("created run %s (%s, %s)", run_id, name, model_type)

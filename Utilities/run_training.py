@@ -15,6 +15,7 @@ import argparse
 import json
 import logging
 import sys
+import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -76,6 +77,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--overwrite", action="store_true", help="replace a model of that name")
     parser.add_argument("--database-url", help="run store (default: DATABASE_URL or SQLite)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--run-id", help="record the run under this UUID (launchers that "
+                                         "must know the id before training starts)")
     return parser.parse_args(argv)
 
 
@@ -191,6 +194,8 @@ def prepare(args: argparse.Namespace, store: RunStore | None) -> dict[str, Any]:
         base = resume["config"] if resume and "config" in resume else model_type.default_config
         config = build_config(args, base, trainer_class.smoke_config)
         name = validate_name(args.model_name or _default_name(args, resume))
+        if args.run_id is not None:
+            args.run_id = _run_id(args.run_id)
         trainer = trainer_class(config, [])
         bars = load_bars(args.csv_path)
         data_hash = file_sha256(Path(args.csv_path))  # load_bars proved the file exists
@@ -229,6 +234,20 @@ def _default_name(args: argparse.Namespace, resume: dict[str, Any] | None) -> st
     return f"{Path(args.csv_path).stem}_{datetime.now(UTC):%Y%m%d_%H%M%S}"
 
 
+def _run_id(text: str) -> str:
+    try:
+        return str(uuid.UUID(text))
+    except ValueError:
+        raise UsageError(f"--run-id must be a UUID; got {text!r}") from None
+
+
+def _create_run(store: RunStore, job: dict[str, Any], args: argparse.Namespace) -> str:
+    return store.create_run(name=job["name"], model_type=job["model_type"].name,
+                            algorithm=job["model_type"].label, config=job["config"],
+                            data_file=str(args.csv_path),
+                            tags=["smoke"] if args.mode == "smoke" else [], run_id=args.run_id)
+
+
 def train(args: argparse.Namespace) -> int:
     store = open_store(args.database_url)
     job = prepare(args, store)
@@ -237,10 +256,10 @@ def train(args: argparse.Namespace) -> int:
     prefix = job["model_type"].prefix
     run_id = None
     if store is not None:
-        run_id = store.create_run(name=name, model_type=job["model_type"].name,
-                                  algorithm=job["model_type"].label, config=job["config"],
-                                  data_file=str(args.csv_path),
-                                  tags=["smoke"] if args.mode == "smoke" else [])
+        try:
+            run_id = _create_run(store, job, args)
+        except RunStoreError as exc:
+            raise UsageError(f"cannot record the run: {exc}") from None
     # Keyed by run, so a later run of the same name cannot replace this run's checkpoint.
     checkpoints = models_dir / ".checkpoints" / (run_id or f"{prefix}_{name}")
     with StopOnSignal() as stop:

@@ -819,3 +819,15 @@ def test_concurrent_write_batches_lose_nothing(store):
     seqs = [e["seq"] for e in store.events_after(0, limit=10_000)]
     assert len(seqs) == 2 * batches + 2 and len(set(seqs)) == len(seqs)
 
+
+
+def test_a_launcher_may_choose_the_run_id(store) -> None:
+    import uuid
+
+    chosen = str(uuid.uuid4())
+    assert store.create_run(name="web", model_type="ppo", run_id=chosen) == chosen
+    assert store.get_run(chosen)["name"] == "web"
+    with pytest.raises(RunStoreError, match="run_id must be a UUID"):
+        store.create_run(name="web", model_type="ppo", run_id="../etc")
+    with pytest.raises(RunStoreError):
+        store.create_run(name="again", model_type="ppo", run_id=chosen)  # taken

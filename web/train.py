@@ -1,0 +1,145 @@
+"""Train page: a form per model type; a valid submission starts the CLI's training in a
+child process (web/training_jobs.py) and opens the run's page.
+
+Validation is the CLI's own (``run_training.prepare``: config, name, data contract and
+the trainer's data checks), run in-process before anything starts, so a form error and
+a shell error are the same message; it is shown beside the field it names.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from flask import Blueprint, current_app, jsonify, redirect, render_template, request, url_for
+
+from NetworkConfigs import DEFAULT_MODEL_TYPE, get_model_type, type_label
+from NetworkConfigs.artifacts import ArtifactError, validate_name
+from Utilities import run_training
+from Utilities.data_utils import DataError
+from Utilities.run_store import RunStoreError
+from web import datafiles
+from web.store import get_store
+from web.training_form import changed_config, field_of_message, fields_of, form_types
+from web.training_jobs import Launch, TrainingJobs
+
+log = logging.getLogger(__name__)
+bp = Blueprint("train", __name__)
+_JOBS = "training_jobs"
+CONTROL_ACTIONS = ("pause", "resume", "stop")
+
+
+def jobs() -> TrainingJobs:
+    """The app's launcher (one per app, created on first use)."""
+    if current_app.extensions.get(_JOBS) is None:
+        current_app.extensions[_JOBS] = TrainingJobs(Path(current_app.instance_path))
+    return current_app.extensions[_JOBS]
+
+
+@bp.get("/train")
+def index() -> str:
+    chosen = request.args.get("model", DEFAULT_MODEL_TYPE)
+    if chosen not in form_types():
+        chosen = DEFAULT_MODEL_TYPE
+    return _render(chosen, {}, {})
+
+
+@bp.post("/train")
+def start() -> Any:
+    form = request.form.to_dict()
+    type_name = form.get("model_type", "")
+    if type_name not in form_types():
+        return _render(DEFAULT_MODEL_TYPE, form, {"model_type": f"unknown model type "
+                                                                f"{type_name!r}"}), 422
+    errors: dict[str, str] = {}
+    launch = _launch_from(type_name, form, errors)
+    if launch is None:
+        return _render(type_name, form, errors), 422
+    run_id = jobs().start(launch)
+    return redirect(url_for("history.detail", run_id=run_id)
+                    if "history.detail" in current_app.view_functions else url_for("train.index"))
+
+
+@bp.post("/runs/<run_id>/control")
+def control(run_id: str) -> Any:
+    """Pause, resume or stop a running run (the trainer obeys between iterations)."""
+    action = (request.get_json(silent=True) or request.form or {}).get("action")
+    if action not in CONTROL_ACTIONS:
+        return jsonify(error=f"action must be one of {list(CONTROL_ACTIONS)}",
+                       field="action"), 422
+    try:
+        run = get_store().request_control(run_id, action)
+    except KeyError:
+        return jsonify(error=f"run {run_id!r} not found"), 404
+    except RunStoreError as exc:
+        return jsonify(error=str(exc)), 409
+    return jsonify(run_id=run_id, control=action, status=run.get("status"))
+
+
+def _launch_from(type_name: str, form: dict[str, str], errors: dict[str, str]) -> Launch | None:
+    """The launch a valid form describes; otherwise ``errors`` says what is wrong."""
+    config, field_errors = changed_config(type_name, form)
+    errors.update(field_errors)
+    name = form.get("model_name", "").strip()
+    csv_path = _csv_of(form, errors)
+    mode = form.get("mode", "smoke") if form.get("mode") in ("smoke", "full") else "smoke"
+    try:
+        validate_name(name)
+    except ArtifactError as exc:
+        errors["model_name"] = str(exc)
+    if errors:
+        return None
+    launch = Launch(type_name, name, csv_path, mode, config,
+                    Path(current_app.config["MODELS_DIR"]), current_app.config["DATABASE_URL"])
+    message = _cli_check(launch)
+    if message:
+        errors[_field_for(type_name, message)] = message
+        return None
+    return launch
+
+
+def _csv_of(form: dict[str, str], errors: dict[str, str]) -> Path | None:
+    upload = request.files.get("csv_upload")
+    try:
+        if upload is not None and upload.filename:
+            return datafiles.save_upload(upload.filename, upload.read()).path
+        return datafiles.resolve_csv(form.get("csv", ""))
+    except DataError as exc:
+        errors["csv"] = str(exc)
+        return None
+
+
+def _cli_check(launch: Launch) -> str | None:
+    """The CLI's own validation of exactly what the child will be given."""
+    args = run_training.parse_args([
+        "--csv_path", str(launch.csv_path), "--model", launch.model_type,
+        "--model_name", launch.model_name, "--mode", launch.mode,
+        "--models-dir", str(launch.models_dir), "--training_params",
+        json.dumps(launch.config)])
+    try:
+        job = run_training.prepare(args, store=None)
+    except run_training.UsageError as exc:
+        return str(exc)
+    target = launch.models_dir / f"{get_model_type(launch.model_type).prefix}_{job['name']}"
+    if target.exists():
+        return (f"model_name: a {type_label(launch.model_type)} model named "
+                f"{launch.model_name!r} already exists; choose another name")
+    return None
+
+
+def _field_for(type_name: str, message: str) -> str:
+    if message.startswith("model_name") or "model name" in message:
+        return "model_name"
+    if "csv" in message.lower() or ".csv" in message:
+        return "csv"
+    return field_of_message(type_name, message) or "form"
+
+
+def _render(type_name: str, values: dict[str, str], errors: dict[str, str]) -> str:
+    return render_template(
+        "train/index.html", type_name=type_name,
+        types=[(name, type_label(name)) for name in form_types()],
+        fields=fields_of(type_name), values=values, errors=errors,
+        files=datafiles.list_csv_files())

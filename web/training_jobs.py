@@ -1,0 +1,113 @@
+"""Training started from the web: the CLI's own entry point in a child process.
+
+``python Utilities/run_training.py …`` with a run id chosen here, so the page can open
+the run at once and a web run is recorded exactly like a shell run. The child's output
+goes to ``<instance>/train_logs/<run_id>.log``. A reaper thread waits for each child;
+one that dies before it could record its run (a crash at start-up) is recorded as a
+failed run with the end of its log, so no launch ever disappears silently.
+"""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import sys
+import threading
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from Utilities.run_store import RunNotFound, RunStore, RunStoreError
+
+log = logging.getLogger(__name__)
+
+ENTRY_POINT = Path(__file__).resolve().parent.parent / "Utilities" / "run_training.py"
+LOG_TAIL_CHARS = 2000
+
+
+@dataclass(frozen=True)
+class Launch:
+    """What to train: everything the CLI is given."""
+
+    model_type: str
+    model_name: str
+    csv_path: Path
+    mode: str
+    config: dict
+    models_dir: Path
+    database_url: str
+
+
+class TrainingJobs:
+    """The children this app started, by run id."""
+
+    def __init__(self, work_dir: Path) -> None:
+        self.work_dir = Path(work_dir)
+        self._children: dict[str, subprocess.Popen] = {}
+        self._reapers: dict[str, threading.Thread] = {}
+        self._lock = threading.Lock()
+
+    def command(self, launch: Launch, run_id: str, config_file: Path) -> list[str]:
+        return [sys.executable, str(ENTRY_POINT), "--csv_path", str(launch.csv_path),
+                "--model", launch.model_type, "--model_name", launch.model_name,
+                "--mode", launch.mode, "--config", str(config_file),
+                "--models-dir", str(launch.models_dir), "--database-url", launch.database_url,
+                "--run-id", run_id, "--no-progress"]
+
+    def start(self, launch: Launch) -> str:
+        """Start training; the run id the child records its run under."""
+        run_id = str(uuid.uuid4())
+        logs = self.work_dir / "train_logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        config_file = logs / f"{run_id}.yaml"
+        config_file.write_text(yaml.safe_dump(launch.config))
+        log_file = logs / f"{run_id}.log"
+        with log_file.open("wb") as out:
+            child = subprocess.Popen(self.command(launch, run_id, config_file), stdout=out,
+                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        reaper = threading.Thread(target=self._reap, args=(run_id, child, launch, log_file),
+                                  daemon=True, name=f"reap-{run_id[:8]}")
+        with self._lock:
+            self._children[run_id], self._reapers[run_id] = child, reaper
+        reaper.start()
+        log.info("started training %s (%s, pid %d)", run_id, launch.model_type, child.pid)
+        return run_id
+
+    def wait(self, run_id: str, timeout: float | None = None) -> int:
+        """The child's exit status once it and its reaper are done (tests, shutdown);
+        raises KeyError if it is not ours."""
+        with self._lock:
+            child, reaper = self._children[run_id], self._reapers[run_id]
+        code = child.wait(timeout)
+        reaper.join(timeout)
+        return code
+
+    def running(self) -> list[str]:
+        with self._lock:
+            return [run_id for run_id, child in self._children.items() if child.poll() is None]
+
+    def _reap(self, run_id: str, child: subprocess.Popen, launch: Launch,
+              log_file: Path) -> None:
+        code = child.wait()
+        if code != 0:
+            _record_early_failure(run_id, code, launch, log_file)
+
+
+def _record_early_failure(run_id: str, code: int, launch: Launch, log_file: Path) -> None:
+    """A child that exited before recording its run still leaves a failed run."""
+    tail = log_file.read_text(errors="replace")[-LOG_TAIL_CHARS:].strip()
+    try:
+        store = RunStore(launch.database_url)
+        try:
+            store.get_run(run_id)
+            return  # the child recorded its run and its end itself
+        except RunNotFound:
+            pass
+        store.create_run(name=launch.model_name, model_type=launch.model_type,
+                         data_file=str(launch.csv_path), run_id=run_id)
+        store.set_status(run_id, "failed", error=f"exit {code}: {tail}")
+    except RunStoreError as exc:
+        log.error("training %s failed (exit %d) and could not be recorded: %s", run_id, code,
+                  exc)
