@@ -137,9 +137,17 @@ def _field_for(type_name: str, message: str) -> str:
     return field_of_message(type_name, message) or "form"
 
 
+def _sections(type_name: str) -> list[tuple[str, list]]:
+    """Fields grouped by config section, in the type's own order (model first)."""
+    grouped: dict[str, list] = {}
+    for field in fields_of(type_name):
+        grouped.setdefault(field.section, []).append(field)
+    return list(grouped.items())
+
+
 def _render(type_name: str, values: dict[str, str], errors: dict[str, str]) -> str:
     return render_template(
         "train/index.html", type_name=type_name,
         types=[(name, type_label(name)) for name in form_types()],
-        fields=fields_of(type_name), values=values, errors=errors,
+        sections=_sections(type_name), values=values, errors=errors,
         files=datafiles.list_csv_files())
