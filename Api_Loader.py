@@ -195,6 +195,11 @@ def _stream_not_found(exc: StreamNotFound) -> Reply:
     return error_reply(404, str(exc), "stream_id")
 
 
+def json_http_error(exc: HTTPException) -> Reply:
+    """An HTTP error (404, 405, 413, …) as the API's JSON body."""
+    return _http_error(exc)
+
+
 def _http_error(exc: HTTPException) -> Reply:
     if isinstance(exc, RequestEntityTooLarge):
         limit = request.max_content_length

@@ -11,7 +11,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from flask import Flask
+from flask import Flask, request
+from werkzeug.exceptions import HTTPException
 
 from NetworkConfigs import DEFAULT_MODEL_TYPE
 from NetworkConfigs.artifacts import default_models_dir, list_models
@@ -34,6 +35,8 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         # CSVs the pages offer beside sample.csv; uploads are kept in its uploads/.
         DATA_DIR=os.environ.get("DATA_DIR") or str(Path(__file__).resolve().parent / "data"),
         MAX_CONTENT_LENGTH=MAX_UPLOAD_BYTES,
+        # Signs the flash messages' cookie; a fresh key per start is enough for them.
+        SECRET_KEY=os.environ.get("SECRET_KEY") or os.urandom(16).hex(),
     )
     if config:
         app.config.update(config)
@@ -55,7 +58,21 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     navigation.init_app(app)
     for area in (pages, train, history, library, backtests, hosting):  # one blueprint each
         app.register_blueprint(area.bp)
+    app.register_error_handler(HTTPException, _http_error)
     return app
+
+
+# Paths whose clients are programs: routing errors there (unknown URL, wrong method)
+# are JSON like every other API error; pages keep Flask's HTML error pages.
+JSON_PATHS = ("/api/", "/predict", "/info", "/health", "/streams/", "/openapi.json")
+
+
+def _http_error(exc: HTTPException) -> Any:
+    if request.path.startswith(JSON_PATHS):
+        from Api_Loader import json_http_error
+
+        return json_http_error(exc)
+    return exc
 
 
 def ensure_demo_model(models_dir: Path) -> None:

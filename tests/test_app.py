@@ -131,3 +131,23 @@ def test_headline_metrics_pick_known_figures_in_order() -> None:
                                  ("buy & hold %", 27.0)]
     assert headline([1, 2]) == [] and headline(None) == []
     assert basename("/tmp/fresh/sample.csv") == "sample.csv" and basename(None) == "—"
+
+
+@pytest.mark.parametrize(("method", "path", "status"), [
+    ("get", "/predict", 405), ("get", "/api/no-such-thing", 404),
+    ("put", "/api/models/x/predict", 405), ("post", "/health", 405),
+])
+def test_routing_errors_on_api_paths_are_json(client, method: str, path: str,
+                                              status: int) -> None:
+    response = getattr(client, method)(path)
+    assert response.status_code == status and response.is_json
+    assert path in response.get_json()["error"]
+
+
+def test_routing_errors_on_pages_stay_html(client) -> None:
+    response = client.get("/no-such-page")
+    assert response.status_code == 404 and not response.is_json
+
+
+def test_every_page_names_an_icon_so_browsers_do_not_ask_for_favicon_ico(client) -> None:
+    assert '<link rel="icon" href="data:,">' in client.get("/").get_data(as_text=True)

@@ -34,11 +34,25 @@ window.GalaxyCharts = (function () {
     });
   }
 
-  // Redraw every chart in the new colours when the theme button is pressed.
+  // Chart.js copies the default colours into each chart when it is created, so a theme
+  // switch recolours every chart's scales and legend itself, then redraws it.
+  function recolour(chart) {
+    var text = cssVar("--muted"), grid = cssVar("--border");
+    Object.values(chart.options.scales || {}).forEach(function (scale) {
+      if (scale.grid) scale.grid.color = grid;
+      if (scale.border) scale.border.color = grid;
+      if (scale.ticks) scale.ticks.color = text;
+      if (scale.title) scale.title.color = text;
+    });
+    var legend = chart.options.plugins && chart.options.plugins.legend;
+    if (legend && legend.labels) legend.labels.color = text;
+    chart.update("none");
+  }
+
   document.addEventListener("click", function (event) {
     if (!event.target || event.target.id !== "theme-toggle") return;
     applyTheme();
-    Object.values(Chart.instances).forEach(function (chart) { chart.update(); });
+    Object.values(Chart.instances).forEach(recolour);
   });
 
   return {line: line, color: color, cssVar: cssVar, applyTheme: applyTheme};
