@@ -1,7 +1,418 @@
-"""API hosting: the hosted model, /predict in the main app, the playground."""
+"""API hosting: the hosted model, /predict in the main app, the playground.
+
+Routes:
+
+- ``GET /hosting``: the hosted model, the form that chooses it (``?model=<dir_name>``
+  preselects one) and the playground. ``POST /hosting`` loads ``model=<dir_name>`` and
+  hosts it (``action=stop`` stops hosting); a model that cannot be loaded is named beside
+  the field (422) and the hosted model stays as it was.
+- ``POST /predict``, ``GET /info``, ``GET /health``, ``GET|DELETE /streams/<id>``,
+  ``GET /openapi.json``: ``Api_Loader.prediction_blueprint`` serving the hosted model
+  (503 while none is), exactly as ``python Api_Loader.py --model-dir ...`` serves one.
+- ``POST /api/models/<dir_name>/predict``: any library model by folder name, the same body,
+  envelope and JSON errors (404 for a model not in the library). Loaders are cached (LRU)
+  and reloaded when the folder's config file changes.
+- ``GET /api/hosting/sample-window?csv=<name>&end=<index|date>&model=<dir_name>``: the
+  model's ``window_size`` bars of a listed CSV ending at ``end`` (default: the last bar),
+  feature columns only, ready to send as ``{"window": ...}``.
+
+The hosted model and the loader cache live in ``app.extensions["hosting"]`` (one per app,
+thread-safe: waitress answers on several threads).
+"""
 
 from __future__ import annotations
 
-from flask import Blueprint
+import functools
+import logging
+import math
+import re
+import shlex
+import threading
+import warnings
+from collections import OrderedDict
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from flask import (
+    Blueprint,
+    Response,
+    current_app,
+    jsonify,
+    redirect,
+    render_template,
+    request,
+    url_for,
+)
+from flask.blueprints import BlueprintSetupState
+
+from Api_Loader import (
+    MAX_BODY_BYTES,
+    MAX_STREAMS,
+    ApiError,
+    answer,
+    load_model,
+    prediction_blueprint,
+    read_json_body,
+    register_json_errors,
+)
+from NetworkConfigs import type_label
+from NetworkConfigs.artifacts import ModelNotFound, find_config, list_models, validate_name
+from NetworkConfigs.base import ModelLoader
+from NetworkConfigs.streams import StreamRegistry
+from Utilities.data_utils import DataError, load_bars
+from web.datafiles import list_csv_files, resolve_csv
+
+log = logging.getLogger(__name__)
 
 bp = Blueprint("hosting", __name__)
+# JSON endpoints of this area (nested: endpoints "hosting.api.*"); every error is JSON.
+api = Blueprint("api", __name__)
+register_json_errors(api)
+
+PREDICT_BLUEPRINT = "hosted_model"  # the root-level /predict routes' blueprint name
+CACHE_SIZE = 8                      # library models kept loaded for /api/models/<dir>/predict
+STREAMS_PER_CACHED_MODEL = 100      # streams of one cached model (its own registry)
+CSV_CACHE_SIZE = 4
+_REPO_ROOT = Path(__file__).resolve().parent.parent
+_INTEGER = re.compile(r"[+-]?\d+")
+
+
+class HostingError(Exception):
+    """A model that cannot be hosted or served; ``status`` is the HTTP status to answer."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+# ------------------------------------------------------------------------- state
+
+
+@dataclass(frozen=True)
+class HostedModel:
+    dir_name: str
+    loader: ModelLoader
+    since: str  # ISO 8601 UTC
+
+
+@dataclass(frozen=True)
+class _Cached:
+    signature: tuple[Any, ...]  # the config file's path, mtime, inode and size
+    loader: ModelLoader
+    streams: StreamRegistry
+
+
+def _load(models_dir: Path, dir_name: str) -> tuple[Path, ModelLoader]:
+    """Load a library model by folder name; HostingError 404 (not there) or 503 (broken)."""
+    try:
+        validate_name(dir_name, "model folder")
+    except ValueError as exc:
+        raise HostingError(404, str(exc)) from None
+    path = Path(models_dir) / dir_name
+    try:
+        return path, load_model(path)
+    except ModelNotFound as exc:
+        status = 503 if path.is_dir() and any(path.glob("*_config.yaml")) else 404
+        raise HostingError(status, str(exc)) from None
+    except (ValueError, OSError) as exc:  # ArtifactError, UnknownModelType, DataError, ...
+        raise HostingError(503, str(exc)) from None
+    except Exception as exc:  # a damaged model file fails in many ways
+        log.exception("loading model %s failed", path)
+        raise HostingError(503, f"{path}: cannot be loaded ({type(exc).__name__}: {exc})") \
+            from None
+
+
+class LoaderCache:
+    """Library models by folder name, the ``size`` most recently used kept loaded.
+
+    A model is reloaded when its config file changes (retrained, overwritten) and
+    forgotten when its folder is gone. Loading happens outside the lock.
+    """
+
+    def __init__(self, size: int = CACHE_SIZE, max_streams: int = STREAMS_PER_CACHED_MODEL):
+        self.size, self.max_streams = size, max_streams
+        self._entries: OrderedDict[str, _Cached] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, models_dir: Path, dir_name: str) -> _Cached:
+        key = f"{Path(models_dir).resolve()}/{dir_name}"
+        signature = self._signature(Path(models_dir), dir_name)
+        if signature is None:
+            self._forget(key)
+            raise HostingError(404, f"no model {dir_name!r} in the library")
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is not None and entry.signature == signature:
+                self._entries.move_to_end(key)
+                return entry
+        _, loader = _load(models_dir, dir_name)
+        entry = _Cached(signature, loader, StreamRegistry(loader, self.max_streams))
+        with self._lock:
+            self._entries[key] = entry
+            self._entries.move_to_end(key)
+            while len(self._entries) > self.size:
+                self._entries.popitem(last=False)
+        return entry
+
+    @staticmethod
+    def _signature(models_dir: Path, dir_name: str) -> tuple[Any, ...] | None:
+        """What identifies one saved version of a model; None when it is not there."""
+        try:
+            validate_name(dir_name, "model folder")
+            config = find_config(models_dir / dir_name)
+            stat = config.stat()
+        except (ValueError, OSError):  # an invalid name, ModelNotFound, a vanished file
+            return None
+        return str(config), stat.st_mtime_ns, stat.st_ino, stat.st_size
+
+    def _forget(self, key: str) -> None:
+        with self._lock:
+            self._entries.pop(key, None)
+
+
+class Hosting:
+    """One app's hosted model (None until chosen) and its library loader cache."""
+
+    def __init__(self) -> None:
+        self._hosted: HostedModel | None = None
+        self._lock = threading.Lock()
+        self.cache = LoaderCache()
+
+    def current(self) -> HostedModel | None:
+        return self._hosted
+
+    def loader(self) -> ModelLoader | None:
+        """What ``/predict`` serves (the prediction blueprint's ``get_loader``)."""
+        hosted = self._hosted
+        return hosted.loader if hosted is not None else None
+
+    def host(self, models_dir: Path, dir_name: str) -> HostedModel:
+        """Load ``dir_name`` (again, if it is hosted already) and serve it from now on."""
+        if not dir_name:
+            raise HostingError(422, "choose a model to host")
+        _, loader = _load(models_dir, dir_name)
+        hosted = HostedModel(dir_name, loader, _now())
+        with self._lock:
+            self._hosted = hosted
+        log.info("hosting model %s", dir_name)
+        return hosted
+
+    def stop(self) -> None:
+        with self._lock:
+            self._hosted = None
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+@bp.record_once
+def _setup(state: BlueprintSetupState) -> None:
+    """Per app: the hosting state, and the prediction routes at the root that serve it."""
+    app = state.app
+    hosting = Hosting()
+    app.extensions["hosting"] = hosting
+    app.register_blueprint(prediction_blueprint(
+        hosting.loader, name=PREDICT_BLUEPRINT,
+        max_streams=int(app.config.get("MAX_STREAMS", MAX_STREAMS)),
+        max_body_bytes=MAX_BODY_BYTES))  # the app allows large uploads; requests stay small
+
+
+def get_hosting() -> Hosting:
+    return current_app.extensions["hosting"]
+
+
+def _models_dir() -> Path:
+    return Path(current_app.config["MODELS_DIR"])
+
+
+# ----------------------------------------------------------------------- the page
+
+
+@bp.get("/hosting")
+def index() -> str:
+    return _page(selected=request.args.get("model", "").strip())
+
+
+@bp.post("/hosting")
+def host() -> Any:
+    hosting = get_hosting()
+    if request.form.get("action") == "stop":
+        hosting.stop()
+        return redirect(url_for(".index"))
+    dir_name = request.form.get("model", "").strip()
+    try:
+        hosting.host(_models_dir(), dir_name)
+    except HostingError as exc:
+        return _page(selected=dir_name, error=str(exc)), 422
+    return redirect(url_for(".index"))
+
+
+def standalone_model_dir(dir_name: str) -> str:
+    """``--model-dir`` for ``python Api_Loader.py`` run from the repository root."""
+    path = _models_dir().resolve() / dir_name
+    try:
+        return shlex.quote(path.relative_to(_REPO_ROOT).as_posix())
+    except ValueError:  # a library outside the repository: its full path
+        return shlex.quote(str(path))
+
+
+def _page(selected: str = "", error: str | None = None) -> str:
+    models = list_models(_models_dir())
+    for model in models:
+        model["label"] = type_label(model["type"])
+        model["model_dir_arg"] = standalone_model_dir(model["dir_name"])
+    hosted = get_hosting().current()
+    hosted_view = None
+    if hosted is not None:
+        hosted_view = {
+            "dir_name": hosted.dir_name, "since": hosted.since, "info": hosted.loader.info(),
+            "label": type_label(hosted.loader.config.get("Type")),
+            "model_dir_arg": standalone_model_dir(hosted.dir_name),
+            "in_library": (_models_dir() / hosted.dir_name).is_dir()}
+        selected = selected or hosted.dir_name
+    return render_template("hosting/index.html", models=models, hosted=hosted_view,
+                           selected=selected, error=error,
+                           target=_default_target(models, hosted_view, selected),
+                           csv_files=[f.to_dict() for f in list_csv_files()],
+                           predict_url=url_for(f"{PREDICT_BLUEPRINT}.predict"),
+                           max_body_bytes=MAX_BODY_BYTES)
+
+
+def _default_target(models: list[dict[str, Any]], hosted: dict[str, Any] | None,
+                    selected: str) -> dict[str, Any] | None:
+    """What the playground sends to first: the hosted model, else the chosen (or first)
+    readable library model; None when there is nothing to send to."""
+    if hosted is not None:
+        return {"dir_name": "", "model_dir_arg": hosted["model_dir_arg"],
+                "url": url_for(f"{PREDICT_BLUEPRINT}.predict")}
+    servable = [m for m in models if not m["error"]]
+    chosen = next((m for m in servable if m["dir_name"] == selected), None) or \
+        (servable[0] if servable else None)
+    if chosen is None:
+        return None
+    return {"dir_name": chosen["dir_name"], "model_dir_arg": chosen["model_dir_arg"],
+            "url": url_for("hosting.api.predict_model", dir_name=chosen["dir_name"])}
+
+
+# ------------------------------------------------------------------ JSON endpoints
+
+
+def _served(dir_name: str) -> _Cached:
+    try:
+        return get_hosting().cache.get(_models_dir(), dir_name)
+    except HostingError as exc:
+        raise ApiError(exc.status, str(exc), "model") from None
+
+
+@api.post("/api/models/<dir_name>/predict")
+def predict_model(dir_name: str) -> Response:
+    """``POST /predict`` for any library model: same body, envelope and errors."""
+    entry = _served(dir_name)
+    body = read_json_body(MAX_BODY_BYTES)
+    return jsonify(answer(body, entry.loader, entry.streams))
+
+
+@api.get("/api/hosting/sample-window")
+def sample_window() -> Response:
+    """A ready request: the model's window of a listed CSV, ending at ``end``."""
+    name = request.args.get("csv", "").strip()
+    if not name:
+        raise ApiError(422, "choose a CSV file: csv=<a name from the list>", "csv")
+    dir_name = request.args.get("model", "").strip()
+    if dir_name:
+        loader = _served(dir_name).loader
+    else:
+        hosted = get_hosting().current()
+        if hosted is None:
+            raise ApiError(422, "no model is hosted: pass model=<folder name> or host one",
+                           "model")
+        loader, dir_name = hosted.loader, hosted.dir_name
+    try:
+        path = resolve_csv(name)
+    except DataError as exc:
+        raise ApiError(404, str(exc), "csv") from None
+    bars = _read_bars(path, name)
+    features = list(loader.spec.features)
+    missing = [f for f in features if f not in bars.columns]
+    if missing:
+        raise ApiError(422, f"{name} has no column(s) {missing} that model {dir_name!r} needs; "
+                            f"its columns: {list(bars.columns)}", "csv")
+    end = _end_index(request.args.get("end", ""), bars.index)
+    size = loader.window_size
+    if end + 1 < size:
+        raise ApiError(422, f"model {dir_name!r} needs {size} bars ending at the chosen bar, but "
+                            f"bar {end} has only {end + 1} up to it: choose bar {size - 1} or "
+                            "later", "end")
+    frame = bars[features].iloc[end + 1 - size:end + 1]
+    window = [{f: _finite(v, f) for f, v in zip(features, row, strict=True)}
+              for row in frame.itertuples(index=False, name=None)]
+    payload = {"model": dir_name, "csv": name, "window_size": size, "features": features,
+               "rows": len(bars), "first": _iso(bars.index[0]), "last": _iso(bars.index[-1]),
+               "end": {"index": end, "time": _iso(bars.index[end])},
+               "times": [_iso(t) for t in frame.index], "window": window}
+    # Bars keep the model's feature order (Open, High, ...): people read and edit them.
+    return current_app.response_class(current_app.json.dumps(payload, sort_keys=False),
+                                      mimetype="application/json")
+
+
+def _read_bars(path: Path, name: str) -> pd.DataFrame:
+    """The bars of a listed CSV (cached while the file is unchanged); DataError: 422."""
+    stat = path.stat()
+    return _cached_bars(str(path), name, stat.st_mtime_ns, stat.st_size)
+
+
+@functools.lru_cache(maxsize=CSV_CACHE_SIZE)
+def _cached_bars(path: str, name: str, mtime_ns: int, size: int) -> pd.DataFrame:
+    return load_bars(path, name=name)  # read only: callers never change the frame
+
+
+def _end_index(text: str, index: pd.DatetimeIndex) -> int:
+    """A bar index (0 … n-1), or the last bar at or before a date/time (a date alone: that
+    day's last bar); default the last bar."""
+    text, n = text.strip(), len(index)
+    if text in ("", "last"):
+        return n - 1
+    if _INTEGER.fullmatch(text):
+        end = int(text)
+        if not 0 <= end < n:
+            raise ApiError(422, f"end {end} is out of range: the file has bars 0 to {n - 1}",
+                           "end")
+        return end
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            when = pd.Timestamp(text)
+    except (ValueError, TypeError, OverflowError):
+        when = pd.NaT
+    if when is pd.NaT:
+        raise ApiError(422, f"end must be a bar index (0 to {n - 1}) or a date/time; got "
+                            f"{text!r}", "end")
+    if when.tzinfo is not None:  # bars are indexed in naive UTC
+        when = when.tz_convert("UTC").tz_localize(None)
+    whole_day = ":" not in text and when == when.normalize()  # a date alone: that day
+    upto = index < when + pd.Timedelta(days=1) if whole_day else index <= when
+    if not upto.any() or when > index[-1]:
+        raise ApiError(422, f"end {text!r} is out of range: the file runs from "
+                            f"{_iso(index[0])} to {_iso(index[-1])}", "end")
+    return int(upto.sum()) - 1  # the index is in time order (load_bars checks)
+
+
+def _finite(value: Any, feature: str) -> float:
+    number = float(value)
+    if not math.isfinite(number):  # load_bars refuses these; never send NaN as JSON
+        raise ApiError(422, f"column {feature!r} has a non-finite value in this window", "csv")
+    return number
+
+
+def _iso(when: pd.Timestamp) -> str:
+    return pd.Timestamp(when).isoformat()
+
+
+bp.register_blueprint(api)
