@@ -1,0 +1,386 @@
+// Training history pages. The list: filters apply as soon as a select changes. A run
+// page: draws its charts from /runs/<id>/live.json and, while the run is running or
+// paused, polls it every 2 s (less often when answers are slow), updating charts,
+// statistics and status in place; polling stops once the run reaches a terminal status. Needs charts.js (and Chart.js) on run pages.
+(function () {
+  "use strict";
+  var POLL_MS = 2000;
+  var MAX_RETRY_MS = 15000;
+  var MAX_POINTS = 1000;
+  var SMOOTH_KEY = "gm-history-smooth";
+
+  // ---------------------------------------------------------------- list page
+
+  function initFilters(form) {
+    form.querySelectorAll("select").forEach(function (select) {
+      select.addEventListener("change", function () {
+        // Empty and default choices are left out of the URL; a new filter starts at page 1.
+        form.querySelectorAll("select").forEach(function (s) {
+          s.disabled = !s.value || s.value === s.dataset.default;
+        });
+        form.submit();
+      });
+    });
+  }
+
+  // ----------------------------------------------------------------- run page
+
+  function byId(id) { return document.getElementById(id); }
+
+  function show(element, visible) {
+    if (element) element.hidden = !visible;
+  }
+
+  // '2026-11-21 09:33:30 UTC' like the server's `when` filter.
+  function when(iso) { return iso ? iso.slice(0, 19).replace("T", " ") + " UTC" : "—"; }
+
+  function count(n) { return n === null || n === undefined ? "—" : Number(n).toLocaleString("en-US"); }
+
+  function alpha(colour, opacity) {
+    var hex = /^#([0-9a-f]{6})$/i.exec(colour);
+    if (!hex) return colour;
+    var n = parseInt(hex[1], 16);
+    return "rgba(" + [(n >> 16) & 255, (n >> 8) & 255, n & 255, opacity].join(",") + ")";
+  }
+
+  function points(series, scale) {
+    return (series || []).map(function (p) {
+      return {x: p.step, y: p.value === null ? null : p.value * (scale || 1)};
+    });
+  }
+
+  function shortKey(key) { return key.slice(key.indexOf("/") + 1).replace(/_/g, " "); }
+
+  function initRun(root) {
+    var supervised = root.dataset.supervised === "true";
+    var smoothing = byId("smoothing");
+    var charts = {};
+    var last = null;            // the latest live.json reply, to redraw on theme change
+    var timer = null;
+    var inFlight = false;
+    var again = false;
+    var failures = 0;
+    var active = root.dataset.active === "true";
+
+    try {
+      var saved = localStorage.getItem(SMOOTH_KEY);
+      if (saved && smoothing.querySelector('option[value="' + saved + '"]')) smoothing.value = saved;
+    } catch (e) { /* storage disabled */ }
+
+    function xTitle(key) {
+      if (key.indexOf("episode/") === 0) return "episode";
+      return supervised ? "epoch" : "update";
+    }
+
+    function options(xLabel, yOptions, extraScales) {
+      var scales = {
+        x: {type: "linear", title: {display: true, text: xLabel},
+            ticks: {maxTicksLimit: 8, precision: 0}},
+        y: Object.assign({}, yOptions || {},
+                         {ticks: Object.assign({maxTicksLimit: 6}, (yOptions || {}).ticks)})
+      };
+      return {
+        scales: Object.assign(scales, extraScales || {}),
+        interaction: {mode: "nearest", axis: "x", intersect: false},
+        plugins: {legend: {labels: {boxWidth: 12}},
+                  tooltip: {callbacks: {title: function (items) {
+                    return items.length ? xLabel + " " + count(items[0].parsed.x) : "";
+                  }}}},
+        normalized: true,
+        spanGaps: true
+      };
+    }
+
+    // Create the chart, or update it in place when it has the same datasets.
+    function draw(id, canvas, datasets, chartOptions) {
+      var chart = charts[id];
+      if (chart && chart.data.datasets.length === datasets.length &&
+          chart.data.datasets.every(function (d, i) { return d.label === datasets[i].label; })) {
+        datasets.forEach(function (d, i) { chart.data.datasets[i].data = d.data; });
+        chart.update("none");
+        return;
+      }
+      if (chart) chart.destroy();
+      charts[id] = GalaxyCharts.line(canvas, [], datasets, chartOptions);
+    }
+
+    function drop(id) {
+      if (charts[id]) { charts[id].destroy(); delete charts[id]; }
+    }
+
+    function drawReward(data) {
+      var raw = data.series["episode/reward"] || [];
+      show(byId("box-reward"), raw.length > 0);
+      show(byId("smoothing-control"), raw.length > 0);
+      if (!raw.length) { drop("reward"); return; }
+      var smooth = Number(data.smooth);
+      var accent = GalaxyCharts.color(0);
+      var datasets = [{label: "reward", data: points(raw),
+                       color: smooth > 1 ? alpha(accent, 0.3) : accent, borderWidth: 1}];
+      if (smooth > 1) {
+        datasets.push({label: "moving average (" + smooth + ")",
+                       data: points(data.smoothed["episode/reward"]),
+                       color: GalaxyCharts.color(1), borderWidth: 2});
+      }
+      draw("reward", byId("chart-reward"), datasets, options("episode"));
+    }
+
+    function drawWinRate(data) {
+      var rate = data.smoothed["episode/win"] || [];
+      show(byId("box-winrate"), rate.length > 0);
+      if (!rate.length) { drop("winrate"); return; }
+      draw("winrate", byId("chart-winrate"),
+           [{label: "win rate %", data: points(rate, 100), color: GalaxyCharts.color(2),
+             borderWidth: 2}],
+           options("episode", {min: 0, max: 100, ticks: {callback: function (v) { return v + "%"; }}}));
+    }
+
+    function lossKeys(keys) {
+      var losses = keys.filter(function (k) { return k.indexOf("train/") === 0 && /loss$/.test(k); });
+      if (losses.indexOf("train/train_loss") >= 0) {  // train/loss repeats train_loss
+        losses = losses.filter(function (k) { return k !== "train/loss"; });
+      }
+      return losses;
+    }
+
+    function accuracyKeys(keys) {
+      return keys.filter(function (k) { return k.indexOf("train/") === 0 && /accuracy$/.test(k); });
+    }
+
+    function drawGroup(id, keys, data, scale, yOptions) {
+      var box = byId("box-" + id);
+      var withData = keys.filter(function (k) { return (data.series[k] || []).length; });
+      show(box, withData.length > 0);
+      if (!withData.length) { drop(id); return; }
+      // The value loss of PPO is often 10-100x the policy loss: it gets the right axis.
+      var twoAxes = withData.indexOf("train/value_loss") >= 0 && withData.length > 1;
+      var datasets = withData.map(function (k, i) {
+        var set = {label: shortKey(k), data: points(data.series[k], scale),
+                   color: GalaxyCharts.color(i), borderWidth: 1.5};
+        if (twoAxes && k === "train/value_loss") set.yAxisID = "y1";
+        return set;
+      });
+      var extra = twoAxes ? {y1: {position: "right", grid: {drawOnChartArea: false},
+                                  title: {display: true, text: "value loss"}}} : null;
+      draw(id, byId("chart-" + id), datasets, options(xTitle(withData[0]), yOptions, extra));
+    }
+
+    function drawExtras(data, used) {
+      var container = byId("extra-charts");
+      var keys = data.keys.filter(function (k) {
+        return used.indexOf(k) < 0 && k !== "episode/terminated" && (data.series[k] || []).length;
+      });
+      show(byId("more-charts"), keys.length > 0);
+      keys.forEach(function (key, i) {
+        var id = "extra:" + key;
+        var canvas = container.querySelector('canvas[data-key="' + key + '"]');
+        if (!canvas) {
+          var figure = document.createElement("figure");
+          figure.className = "chart-box";
+          var caption = document.createElement("figcaption");
+          caption.textContent = key;
+          var wrap = document.createElement("div");
+          wrap.className = "chart-wrap";
+          canvas = document.createElement("canvas");
+          canvas.setAttribute("data-key", key);
+          canvas.setAttribute("aria-label", key + " chart");
+          wrap.appendChild(canvas);
+          figure.appendChild(caption);
+          figure.appendChild(wrap);
+          container.appendChild(figure);
+        }
+        draw(id, canvas, [{label: shortKey(key), data: points(data.series[key]),
+                           color: GalaxyCharts.color(i + 1), borderWidth: 1.5}],
+             Object.assign(options(xTitle(key)), {plugins: {legend: {display: false}}}));
+      });
+    }
+
+    function drawCharts(data) {
+      var losses = lossKeys(data.keys);
+      var accuracy = accuracyKeys(data.keys);
+      drawReward(data);
+      drawWinRate(data);
+      drawGroup("loss", losses, data, 1);
+      drawGroup("accuracy", accuracy, data, 100,
+                {ticks: {callback: function (v) { return v + "%"; }}});
+      var used = ["episode/reward", "episode/win", "train/loss"].concat(losses, accuracy);
+      drawExtras(data, used);
+      show(byId("charts-empty"), data.keys.length === 0);
+      byId("charts-empty").textContent = active
+        ? "No metrics logged yet — charts appear with the first episode or epoch."
+        : "This run logged no metrics.";
+    }
+
+    function renderStatus(run) {
+      ["run-status", "run-status-badge"].forEach(function (id) {
+        var badge = byId(id);
+        badge.className = "badge " + run.status;
+        badge.textContent = run.status;
+      });
+      root.dataset.status = run.status;
+      root.dataset.active = run.active ? "true" : "false";
+      byId("run-ended").textContent = run.display.end_time;
+      byId("run-duration").textContent = run.display.duration;
+      byId("run-heartbeat").textContent = run.display.heartbeat;
+      show(byId("run-error"), Boolean(run.error));
+      byId("run-error-text").textContent = run.error || "";
+      show(byId("live-note"), run.active);
+    }
+
+    function renderStats(stats) {
+      var grid = byId("stats-grid");
+      grid.textContent = "";
+      stats.forEach(function (s) {
+        var cell = document.createElement("div");
+        cell.className = "stat";
+        cell.dataset.key = s.key;
+        var label = document.createElement("span");
+        label.className = "stat-label";
+        label.textContent = s.label;
+        var value = document.createElement("span");
+        value.className = "stat-value";
+        value.textContent = s.text;
+        cell.appendChild(label);
+        cell.appendChild(value);
+        if (s.note) {
+          var note = document.createElement("span");
+          note.className = "stat-note";
+          note.textContent = s.note;
+          cell.appendChild(note);
+        }
+        grid.appendChild(cell);
+      });
+      show(byId("stats-empty"), stats.length === 0);
+    }
+
+    function cell(row, text, className) {
+      var td = document.createElement("td");
+      if (className) td.className = className;
+      td.textContent = text;
+      row.appendChild(td);
+      return td;
+    }
+
+    function renderCheckpoints(checkpoints) {
+      var body = byId("checkpoint-rows");
+      byId("checkpoint-count").textContent = checkpoints.length;
+      show(body.parentElement, checkpoints.length > 0);
+      show(byId("checkpoints-empty"), checkpoints.length === 0);
+      if (body.children.length === checkpoints.length) return;
+      body.textContent = "";
+      checkpoints.forEach(function (c) {
+        var row = document.createElement("tr");
+        cell(row, count(c.episode), "num");
+        cell(row, count(c.step), "num");
+        var path = cell(row, "");
+        var code = document.createElement("code");
+        code.textContent = c.path;
+        code.title = c.path;
+        path.appendChild(code);
+        cell(row, when(c.time), "nowrap");
+        body.appendChild(row);
+      });
+    }
+
+    function renderEvents(events) {
+      var list = byId("event-rows");
+      show(byId("events"), events.length > 0);
+      list.textContent = "";
+      events.forEach(function (e) {
+        var item = document.createElement("li");
+        item.className = "event " + e.level;
+        var time = document.createElement("span");
+        time.className = "muted";
+        time.textContent = when(e.time);
+        var title = document.createElement("b");
+        title.textContent = e.title || e.kind;
+        item.appendChild(time);
+        item.appendChild(document.createTextNode(" "));
+        item.appendChild(title);
+        item.appendChild(document.createTextNode(" " + e.message));
+        list.appendChild(item);
+      });
+    }
+
+    function render(data) {
+      last = data;
+      active = data.run.active;
+      renderStatus(data.run);
+      renderStats(data.statistics);
+      renderCheckpoints(data.checkpoints);
+      renderEvents(data.events);
+      drawCharts(data);
+      show(byId("charts-error"), false);
+      byId("live-updated").textContent = "Updated " + new Date().toLocaleTimeString();
+    }
+
+    function showError(message) {
+      var box = byId("charts-error");
+      box.textContent = "Could not refresh this run: " + message +
+        (active ? " — retrying." : "");
+      show(box, true);
+    }
+
+    function schedule(delay) {
+      clearTimeout(timer);
+      timer = active ? setTimeout(load, delay) : null;
+      root.dataset.polling = active ? "true" : "false";  // for people and tests to see
+    }
+
+    function load() {
+      if (inFlight) { again = true; return; }
+      inFlight = true;
+      clearTimeout(timer);
+      var url = root.dataset.liveUrl + "?smooth=" + encodeURIComponent(smoothing.value) +
+                "&max_points=" + MAX_POINTS;
+      var started = Date.now();
+      fetch(url, {headers: {Accept: "application/json"}, cache: "no-store"})
+        .then(function (response) {
+          return response.json().catch(function () { return {}; }).then(function (body) {
+            if (response.status === 404) active = false;  // deleted meanwhile: stop asking
+            if (!response.ok) throw new Error(body.error || "HTTP " + response.status);
+            return body;
+          });
+        })
+        .then(function (data) {
+          failures = 0;
+          render(data);
+          // A very long run takes the server a while to summarise: never ask more
+          // often than three times the time the last answer took.
+          schedule(Math.max(POLL_MS, 3 * (Date.now() - started)));
+        })
+        .catch(function (error) {
+          failures += 1;
+          showError(error.message);
+          schedule(Math.min(MAX_RETRY_MS, POLL_MS * Math.pow(2, failures)));
+          show(byId("live-note"), active);
+        })
+        .then(function () {
+          inFlight = false;
+          if (again) { again = false; load(); }
+        });
+    }
+
+    smoothing.addEventListener("change", function () {
+      try { localStorage.setItem(SMOOTH_KEY, smoothing.value); } catch (e) { /* ignore */ }
+      load();
+    });
+
+    // theme.js switches the theme on the button itself, before this document listener:
+    // rebuild the charts so their series take the new theme's colours.
+    document.addEventListener("click", function (event) {
+      if (!event.target || event.target.id !== "theme-toggle" || !last) return;
+      Object.keys(charts).forEach(drop);
+      drawCharts(last);
+    });
+
+    load();
+  }
+
+  document.addEventListener("DOMContentLoaded", function () {
+    var form = byId("run-filters");
+    if (form) initFilters(form);
+    var root = byId("run-page");
+    if (root && window.GalaxyCharts) initRun(root);
+  });
+})();

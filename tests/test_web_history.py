@@ -1,0 +1,397 @@
+"""Training history: the seed's JSON API, the metrics feed, the list and run pages."""
+
+from __future__ import annotations
+
+import html
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from Main import create_app
+from Utilities.metrics_logger import MetricsLogger
+from web.store import get_store
+
+NEVER = 3600.0  # no test waits for the logger's timer: close() flushes
+EPISODES = 200
+UPDATES = 20
+
+
+def reward(episode: int) -> float:
+    return episode * 0.1
+
+
+def won(episode: int) -> bool:
+    return episode % 4 == 0
+
+
+def log_ppo_run(store, run_id: str, episodes: int = EPISODES, updates: int = UPDATES) -> None:
+    """Episodes with known rewards and wins, PPO updates and two checkpoints."""
+    with MetricsLogger(store, run_id, flush_interval=NEVER) as metrics:
+        for episode in range(1, episodes + 1):
+            metrics.log_episode(episode, reward=reward(episode), steps=50 + episode % 10,
+                                win=won(episode), final_equity=10_000 + episode)
+            if episode == episodes // 2:
+                metrics.log_checkpoint("Models/.checkpoints/x/last.pt", 2048)
+        for update in range(1, updates + 1):
+            metrics.log_update(policy_loss=0.5 / update, value_loss=30.0 / update**0.5 + 5,
+                               entropy=1.1 - update / 50, approx_kl=0.01)
+        metrics.log_checkpoint("Models/.checkpoints/x/last.pt", 4096)
+        metrics.log_alert("warning", "Reward plateau", "no improvement for 50 episodes")
+
+
+def log_supervised_run(store, run_id: str, epochs: int = 10) -> None:
+    with MetricsLogger(store, run_id, flush_interval=NEVER) as metrics:
+        for epoch in range(1, epochs + 1):
+            metrics.log_update(step=epoch, loss=1 / epoch, train_loss=1 / epoch,
+                               val_loss=abs(epoch - 6) / 10 + 0.2,
+                               train_accuracy=0.5 + epoch / 40, val_accuracy=0.5 + epoch / 50)
+
+
+def seed_runs(app) -> dict[str, str]:
+    """ppo (completed, 200 episodes), xgb (completed, supervised), a failed and a running run."""
+    with app.app_context():
+        store = get_store()
+        ids = {}
+        ids["ppo"] = store.create_run(
+            name="ppo-agent", model_type="ppo", algorithm="PPO (clipped, GAE)",
+            config={"model_params": {"hidden_dim": 64}, "train_params": {"learning_rate": 3e-4}},
+            data_file="/data/sample.csv", tags=["smoke"])
+        log_ppo_run(store, ids["ppo"])
+        store.update_run(ids["ppo"], model_dir="/work/Models/PPO_demo",
+                         summary={"validation_return_pct": 1.25})
+        store.set_status(ids["ppo"], "completed")
+        ids["xgb"] = store.create_run(name="xgb-agent", model_type="xgboost", algorithm="XGBoost")
+        log_supervised_run(store, ids["xgb"])
+        store.set_status(ids["xgb"], "completed")
+        ids["failed"] = store.create_run(name="ppo-agent", model_type="ppo", algorithm="PPO")
+        store.set_status(ids["failed"], "failed", error="loss diverged (NaN)")
+        ids["live"] = store.create_run(name="live-agent", model_type="ppo", algorithm="PPO")
+        log_ppo_run(store, ids["live"], episodes=30, updates=3)
+    return ids
+
+
+@pytest.fixture()
+def runs(app) -> dict[str, str]:
+    return seed_runs(app)
+
+
+def blocked_app(tmp_path: Path, models_dir: Path):
+    """An app whose run store cannot be opened (a file sits where its folder should be)."""
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("a file where the database folder should be")
+    return create_app({"TESTING": True, "DATABASE_URL": f"sqlite:///{blocker}/runs.db",
+                       "MODELS_DIR": str(models_dir)})
+
+
+def get_json(client, url: str, status: int = 200) -> Any:
+    response = client.get(url)
+    assert response.status_code == status, response.get_data(as_text=True)
+    assert response.is_json
+    return response.get_json()
+
+
+# ------------------------------------------------------------------------- list API
+
+
+def test_list_api_has_the_seed_fields(client, runs) -> None:
+    response = client.get("/api/training-runs")
+    body = response.get_json()
+    assert response.headers["X-Total-Count"] == "4"
+    assert [r["run_id"] for r in body] == [runs["live"], runs["failed"], runs["xgb"], runs["ppo"]]
+    ppo = body[3]
+    for field in ("id", "run_id", "agent_id", "algorithm", "status", "start_time", "end_time",
+                  "metrics"):
+        assert field in ppo
+    assert ppo["id"] == ppo["run_id"] == runs["ppo"]
+    assert (ppo["agent_id"], ppo["algorithm"], ppo["status"]) == (
+        "ppo-agent", "PPO (clipped, GAE)", "completed")
+    assert ppo["start_time"].endswith("Z") and ppo["end_time"].endswith("Z")
+    assert body[0]["end_time"] is None and body[0]["status"] == "running"
+    assert body[1]["error"] == "loss diverged (NaN)"
+
+
+def test_list_api_gives_the_last_episodes_and_their_rolling_win_rate(client, runs) -> None:
+    ppo = get_json(client, "/api/training-runs?agent_id=ppo-agent&status=completed")[0]
+    metrics = ppo["metrics"]
+    assert metrics["episode_count"] == EPISODES
+    assert [e["episode"] for e in metrics["episodes"]] == list(range(101, 201))
+    assert metrics["episodes"][-1] == {"episode": 200, "total_reward": pytest.approx(20.0),
+                                       "steps": 50, "win": True, "final_equity": 10_200.0}
+    rolling = metrics["rolling_win_rate"]
+    assert [r["episode"] for r in rolling] == list(range(101, 201))
+    # Over a full window of 100 episodes, one in four is a win.
+    expected = sum(won(e) for e in range(51, 151)) / 100
+    assert rolling[49] == {"episode": 150, "win_rate": pytest.approx(expected)}
+    few = get_json(client, "/api/training-runs?agent_id=ppo-agent&status=completed&episodes=3")
+    assert [e["episode"] for e in few[0]["metrics"]["episodes"]] == [198, 199, 200]
+    none = get_json(client, "/api/training-runs?agent_id=ppo-agent&status=completed&episodes=0")
+    assert none[0]["metrics"] == {"episode_count": EPISODES, "episodes": [],
+                                  "rolling_win_rate": []}
+
+
+def test_list_api_filters_and_pages(client, runs) -> None:
+    assert {r["run_id"] for r in get_json(client, "/api/training-runs?agent_id=ppo-agent")} == {
+        runs["ppo"], runs["failed"]}
+    assert [r["run_id"] for r in get_json(client, "/api/training-runs?status=failed")] == [
+        runs["failed"]]
+    assert get_json(client, "/api/training-runs?agent_id=nobody") == []
+    first = client.get("/api/training-runs?limit=2")
+    second = client.get("/api/training-runs?limit=2&offset=2")
+    assert first.headers["X-Total-Count"] == second.headers["X-Total-Count"] == "4"
+    ids = [r["run_id"] for r in first.get_json() + second.get_json()]
+    assert ids == [runs["live"], runs["failed"], runs["xgb"], runs["ppo"]]
+    assert get_json(client, "/api/training-runs?model_type=xgboost")[0]["run_id"] == runs["xgb"]
+    assert get_json(client, "/api/training-runs?status=&agent_id=")  # blanks mean no filter
+
+
+@pytest.mark.parametrize(("query", "status", "field"), [
+    ("status=bogus", 422, "status"),
+    ("limit=abc", 400, "limit"),
+    ("limit=1.5", 400, "limit"),
+    ("limit=0", 422, "limit"),
+    ("limit=100000", 422, "limit"),
+    ("offset=-1", 422, "offset"),
+    ("episodes=many", 400, "episodes"),
+])
+def test_list_api_names_a_bad_parameter(client, query: str, status: int, field: str) -> None:
+    body = get_json(client, f"/api/training-runs?{query}", status)
+    assert body["field"] == field and field in body["error"]
+
+
+def test_agents_list(client, runs) -> None:
+    assert get_json(client, "/api/training-runs/agents/list") == {
+        "agent_ids": ["live-agent", "ppo-agent", "xgb-agent"]}
+
+
+def test_empty_store_lists_nothing(client) -> None:
+    response = client.get("/api/training-runs")
+    assert response.get_json() == [] and response.headers["X-Total-Count"] == "0"
+    assert get_json(client, "/api/training-runs/agents/list") == {"agent_ids": []}
+
+
+# ----------------------------------------------------------------------- detail API
+
+
+def test_run_api_has_every_episode_config_and_checkpoints(client, runs) -> None:
+    run = get_json(client, f"/api/training-runs/{runs['ppo']}")
+    assert run["run_id"] == runs["ppo"] and run["agent_id"] == "ppo-agent"
+    assert run["config"] == {"model_params": {"hidden_dim": 64},
+                             "train_params": {"learning_rate": 3e-4}}
+    episodes = run["metrics"]["episodes"]
+    assert len(episodes) == EPISODES
+    assert episodes[0] == {"episode": 1, "total_reward": pytest.approx(0.1), "steps": 51,
+                           "win": False, "final_equity": 10_001.0}
+    rolling = run["metrics"]["rolling_win_rate"]
+    assert rolling[3] == {"episode": 4, "win_rate": 0.25}  # fewer than 100 so far: all of them
+    assert rolling[-1]["win_rate"] == pytest.approx(0.25)
+    checkpoints = run["checkpoint_paths"]
+    assert [(c["episode"], c["path"], c["step"]) for c in checkpoints] == [
+        (100, "Models/.checkpoints/x/last.pt", 2048), (200, "Models/.checkpoints/x/last.pt", 4096)]
+    assert run["metadata"]["model_dir"] == "/work/Models/PPO_demo"
+    assert run["metadata"]["tags"] == ["smoke"]
+    stats = run["statistics"]
+    assert stats["total_episodes"] == EPISODES
+    assert stats["average_reward"] == pytest.approx(sum(map(reward, range(1, 201))) / 200)
+    assert stats["max_reward"] == pytest.approx(20.0)
+    assert stats["final_win_rate"] == pytest.approx(0.25) and stats["updates"] == UPDATES
+    assert run["duration_seconds"] >= 0
+
+
+def test_supervised_run_api_reports_best_validation(client, runs) -> None:
+    run = get_json(client, f"/api/training-runs/{runs['xgb']}")
+    assert run["metrics"] == {"episodes": [], "rolling_win_rate": []}
+    stats = run["statistics"]
+    assert stats["epochs"] == 10 and stats["best_val_loss"] == pytest.approx(0.2)
+    assert stats["best_val_accuracy"] == pytest.approx(0.7)
+    assert "total_episodes" not in stats
+
+
+@pytest.mark.parametrize("suffix", ["", "/metrics"])
+def test_unknown_run_is_a_json_404(client, runs, suffix: str) -> None:
+    body = get_json(client, f"/api/training-runs/not-a-run{suffix}", 404)
+    assert body["field"] == "run_id" and "not-a-run" in body["error"]
+
+
+def test_metrics_api_downsamples_and_smooths(client, runs) -> None:
+    url = f"/api/training-runs/{runs['ppo']}/metrics"
+    body = get_json(client, f"{url}?keys=episode/reward,train/value_loss&max_points=20&smooth=10")
+    assert set(body["series"]) == {"episode/reward", "train/value_loss"}
+    assert "train/entropy" in body["keys"]
+    rewards = body["series"]["episode/reward"]
+    assert 2 < len(rewards) <= 20 and rewards[0]["step"] == 1 and rewards[-1]["step"] == 200
+    assert len(body["series"]["train/value_loss"]) == UPDATES  # short series: untouched
+    smoothed = body["smoothed"]["episode/reward"]
+    assert len(smoothed) <= 20 and smoothed[-1]["step"] == 200
+    # Mean of the last 10 rewards, 19.1 .. 20.0.
+    assert smoothed[-1]["value"] == pytest.approx(sum(map(reward, range(191, 201))) / 10)
+    everything = get_json(client, url)
+    assert set(everything["series"]) == set(everything["keys"])
+    assert everything["smoothed"] == {}
+    assert get_json(client, f"{url}?keys=not/logged")["series"] == {"not/logged": []}
+
+
+@pytest.mark.parametrize(("query", "status", "field"), [
+    ("max_points=2", 422, "max_points"), ("max_points=x", 400, "max_points"),
+    ("smooth=0", 422, "smooth"), ("smooth=1e3", 400, "smooth"),
+    ("keys=" + ",".join(f"k{i}" for i in range(101)), 422, "keys"),
+])
+def test_metrics_api_names_a_bad_parameter(client, runs, query: str, status: int,
+                                           field: str) -> None:
+    body = get_json(client, f"/api/training-runs/{runs['ppo']}/metrics?{query}", status)
+    assert body["field"] == field
+
+
+def test_unavailable_store_is_a_json_503(tmp_path: Path, models_dir: Path) -> None:
+    client = blocked_app(tmp_path, models_dir).test_client()
+    for url in ("/api/training-runs", "/api/training-runs/agents/list",
+                "/api/training-runs/abc", "/api/training-runs/abc/metrics", "/runs/abc/live.json"):
+        body = get_json(client, url, 503)
+        assert "run store unavailable" in body["error"]
+    page = client.get("/runs")
+    assert page.status_code == 503
+    assert "Run store unavailable" in page.get_data(as_text=True)
+    detail = client.get("/runs/abc")
+    assert detail.status_code == 503 and "Run store unavailable" in detail.get_data(as_text=True)
+
+
+# --------------------------------------------------------------------------- pages
+
+
+def test_history_is_in_the_navigation(client) -> None:
+    assert 'href="/runs"' in client.get("/").get_data(as_text=True)
+
+
+def test_list_page_shows_runs(client, runs) -> None:
+    response = client.get("/runs")
+    assert response.status_code == 200
+    page = response.get_data(as_text=True)
+    for run_id in runs.values():
+        assert f'<code title="{run_id}">{run_id[:8]}</code>' in page
+        assert f'href="/runs/{run_id}"' in page
+    assert "Running…" in page
+    for status in ("completed", "failed", "running"):
+        assert f'class="badge {status}"' in page
+    assert 'title="loss diverged (NaN)"' in page
+    assert "200" in page and "10 epochs" in page
+    assert "mean reward <b>15.05</b>" in page  # episodes 101..200
+    assert "win rate <b>25.0%</b>" in page and "val. accuracy <b>70.0%</b>" in page
+    assert '<option value="xgb-agent"' in page
+    assert "Showing 1–4 of 4" in page
+
+
+def test_list_page_filters_and_pages(client, runs) -> None:
+    page = client.get("/runs?status=failed").get_data(as_text=True)
+    assert runs["failed"][:8] in page and runs["ppo"][:8] not in page
+    assert '<option value="failed" selected>' in page
+    page = client.get("/runs?agent_id=xgb-agent").get_data(as_text=True)
+    assert runs["xgb"][:8] in page and runs["ppo"][:8] not in page
+    first = client.get("/runs?per_page=2").get_data(as_text=True)
+    assert "Page 1 of 2" in first and runs["live"][:8] in first and runs["ppo"][:8] not in first
+    assert 'href="/runs?page=2&amp;per_page=2"' in first
+    second = client.get("/runs?per_page=2&page=2").get_data(as_text=True)
+    assert "Page 2 of 2" in second and runs["ppo"][:8] in second and "Showing 3–4 of 4" in second
+    past = client.get("/runs?per_page=2&page=9").get_data(as_text=True)
+    assert "past the last page" in past
+    assert "No runs match these filters" in client.get("/runs?status=paused").get_data(
+        as_text=True)
+
+
+def test_list_page_is_lenient_with_odd_numbers_and_names_a_bad_status(client, runs) -> None:
+    assert client.get("/runs?page=x&per_page=y").status_code == 200
+    response = client.get("/runs?status=bogus")
+    assert response.status_code == 400
+    assert "Unknown status “bogus”" in response.get_data(as_text=True)
+
+
+def test_empty_list_page_says_so(client) -> None:
+    page = client.get("/runs").get_data(as_text=True)
+    assert "No training runs recorded yet" in page
+
+
+def test_run_page_shows_information_statistics_config_and_checkpoints(client, runs) -> None:
+    response = client.get(f"/runs/{runs['ppo']}")
+    assert response.status_code == 200
+    page = response.get_data(as_text=True)
+    assert runs["ppo"] in page and "PPO (clipped, GAE)" in page
+    assert '<a href="/models/PPO_demo"' in page
+    assert 'title="/data/sample.csv">sample.csv' in page
+    for label in ("Episodes", "Average reward", "Max reward", "Final win rate, last 100",
+                  "Updates", "Final policy loss"):
+        assert f'<span class="stat-label">{label}</span>' in page
+    assert '<span class="stat-value">20</span><span class="stat-note">episode 200</span>' in page
+    assert "25.0%" in page
+    assert '"learning_rate": 0.0003' in html.unescape(page)  # pretty-printed configuration
+    assert "Models/.checkpoints/x/last.pt" in page and "Reward plateau" in page
+    assert "validation_return_pct" in page
+    for canvas in ("chart-reward", "chart-winrate", "chart-loss"):
+        assert f'id="{canvas}"' in page
+    assert 'data-active="false"' in page
+    assert "/static/vendor/chartjs/chart.umd.min.js" in page and "https://" not in page
+
+
+def test_run_page_of_active_and_failed_runs(client, runs) -> None:
+    live = client.get(f"/runs/{runs['live']}").get_data(as_text=True)
+    assert 'data-active="true"' in live and "Running…" in live
+    failed = client.get(f"/runs/{runs['failed']}").get_data(as_text=True)
+    assert "loss diverged (NaN)" in failed and "No metrics logged yet" in failed
+    supervised = client.get(f"/runs/{runs['xgb']}").get_data(as_text=True)
+    assert "Best val. loss" in supervised and ">epoch 6<" in supervised
+    assert 'data-supervised="true"' in supervised
+
+
+def test_unknown_run_page_is_404(client, runs) -> None:
+    response = client.get("/runs/00000000-0000-0000-0000-000000000000")
+    assert response.status_code == 404
+    assert "Run not found" in response.get_data(as_text=True)
+
+
+def test_live_feed_has_status_statistics_and_series(client, runs) -> None:
+    body = get_json(client, f"/runs/{runs['live']}/live.json?smooth=5&max_points=50")
+    assert body["run"]["status"] == "running" and body["run"]["active"] is True
+    assert body["run"]["display"]["duration"] == "Running…"
+    assert {s["key"] for s in body["statistics"]} >= {"total_episodes", "average_reward"}
+    assert "episode/win" not in body["series"]  # drawn as the rolling rate only
+    assert len(body["smoothed"]["episode/win"]) == 30
+    assert len(body["series"]["episode/reward"]) == 30
+    assert body["smoothed"]["episode/reward"][-1]["value"] == pytest.approx(
+        sum(map(reward, range(26, 31))) / 5)
+    with client.application.app_context():
+        get_store().set_status(runs["live"], "completed")
+    done = get_json(client, f"/runs/{runs['live']}/live.json")
+    assert done["run"]["active"] is False and done["run"]["display"]["duration"] != "Running…"
+    assert get_json(client, "/runs/nope/live.json", 404)["field"] == "run_id"
+    assert get_json(client, f"/runs/{runs['live']}/live.json?smooth=-1", 422)["field"] == "smooth"
+
+
+def test_non_finite_values_and_odd_checkpoints_do_not_break_json_or_pages(app, client) -> None:
+    import json
+
+    with app.app_context():
+        store = get_store()
+        run_id = store.create_run(name="odd", model_type="ppo")
+        with MetricsLogger(store, run_id, flush_interval=NEVER) as metrics:
+            metrics.log_episode(1, reward=float("nan"), win=True)
+            metrics.log_episode(2, reward=float("inf"), win=False)
+            metrics.log_episode(3, reward=1.0, win=True)
+            metrics.log_update(policy_loss=float("-inf"))
+            metrics.log_checkpoint("a.pt", 10, episode="not a number")
+    for url in (f"/api/training-runs/{run_id}", f"/runs/{run_id}/live.json",
+                f"/api/training-runs/{run_id}/metrics?smooth=2", "/api/training-runs"):
+        text = client.get(url).get_data(as_text=True)
+        for constant in ("NaN", "Infinity"):  # JSON has neither; JavaScript rejects both
+            assert constant not in text, url
+        json.loads(text)
+    run = get_json(client, f"/api/training-runs/{run_id}")
+    assert [e["total_reward"] for e in run["metrics"]["episodes"]] == [None, None, 1.0]
+    assert run["statistics"]["average_reward"] == 1.0
+    assert run["checkpoint_paths"][0]["episode"] is None
+    assert client.get(f"/runs/{run_id}").status_code == 200
+
+
+def test_list_page_offers_the_page_size_asked_for(client, runs) -> None:
+    page = client.get("/runs?per_page=7").get_data(as_text=True)
+    assert '<option value="7" selected>' in page
+    assert page.index('<option value="7"') < page.index('<option value="10"')
+    page = client.get("/runs?per_page=5000").get_data(as_text=True)
+    assert '<option value="100" selected>' in page
