@@ -1,0 +1,177 @@
+// Backtest pages. The form: a model's defaults follow the model select until the person
+// edits a field. The result: equity, drawdown and price charts from #backtest-data
+// (x = the bar's position in the period, t = its time), drawn with GalaxyCharts.
+(function () {
+  "use strict";
+
+  // ------------------------------------------------------------------ the form
+  function setUpForm(form) {
+    var model = form.querySelector("#model");
+    var follow = ["commission", "slippage", "initial_balance", "csv"];
+    follow.forEach(function (name) {
+      var field = form.querySelector("#" + name);
+      if (!field) return;
+      field.addEventListener("input", function () { field.dataset.touched = "1"; });
+      field.addEventListener("change", function () { field.dataset.touched = "1"; });
+    });
+    function applyModel() {
+      var option = model.options[model.selectedIndex];
+      if (!option) return;
+      follow.forEach(function (name) {
+        var field = form.querySelector("#" + name);
+        var value = option.dataset[name];
+        if (field && !field.dataset.touched && value) field.value = value;
+      });
+      var help = form.querySelector("#model-help");
+      if (help) {
+        var text = option.dataset.label + " · " + (option.dataset.trainedOn ?
+          "trained on " + option.dataset.trainedOn : "training file not recorded");
+        if (option.dataset.testStart) {
+          text += " · held-out test slice " + option.dataset.testStart + " → " +
+            option.dataset.testEnd;
+        }
+        help.textContent = text;
+      }
+    }
+    if (model) model.addEventListener("change", applyModel);
+    form.addEventListener("submit", function () {
+      var button = form.querySelector("#run-backtest");
+      if (button) button.disabled = true;
+      var running = form.querySelector("#running");
+      if (running) running.hidden = false;
+    });
+  }
+
+  // ------------------------------------------------------------------ the charts
+  function points(xs, ys) {
+    return xs.map(function (x, i) { return {x: x, y: ys[i]}; });
+  }
+
+  // The time of the plotted bar nearest to position x (xs ascending).
+  function timeAt(xs, ts, x) {
+    var lo = 0, hi = xs.length - 1;
+    if (hi < 0) return "";
+    while (hi - lo > 1) {
+      var mid = (lo + hi) >> 1;
+      if (xs[mid] <= x) lo = mid; else hi = mid;
+    }
+    return Math.abs(xs[hi] - x) < Math.abs(xs[lo] - x) ? ts[hi] : ts[lo];
+  }
+
+  function timeAxis(xs, ts, bars, showTicks) {
+    return {type: "linear", min: 0, max: Math.max(bars - 1, 1), grid: {display: false},
+            ticks: {display: showTicks !== false, maxRotation: 0, autoSkipPadding: 24,
+                    includeBounds: false,
+                    maxTicksLimit: 8, callback: function (v) { return timeAt(xs, ts, v); }}};
+  }
+
+  function money(v) {
+    return v === null || v === undefined ? "—" :
+      v.toLocaleString(undefined, {minimumFractionDigits: 2, maximumFractionDigits: 2});
+  }
+
+  function alpha(colour, a) {  // "#rrggbb" -> rgba
+    var m = /^#([0-9a-f]{2})([0-9a-f]{2})([0-9a-f]{2})$/i.exec(colour);
+    return m ? "rgba(" + parseInt(m[1], 16) + "," + parseInt(m[2], 16) + "," +
+      parseInt(m[3], 16) + "," + a + ")" : colour;
+  }
+
+  function equityCharts(data) {
+    var e = data.equity, C = GalaxyCharts;
+    var colours = [C.cssVar("--accent"), C.cssVar("--muted"), C.cssVar("--warn")];
+    var series = e.series.map(function (s, i) {
+      return {label: s.label, data: points(e.x, s.data), color: colours[i % colours.length],
+              borderWidth: i === 0 ? 2 : 1.2, order: i === 0 ? 0 : 1};
+    });
+    var tooltip = {callbacks: {
+      title: function (items) { return items.length ? e.t[items[0].dataIndex] : ""; },
+      label: function (item) { return item.dataset.label + ": " + money(item.parsed.y); }}};
+    var equity = C.line(document.getElementById("equity-chart"), undefined, series, {
+      parsing: false, normalized: true,
+      interaction: {mode: "index", intersect: false},
+      scales: {x: timeAxis(e.x, e.t, data.bars),
+               y: {ticks: {callback: function (v) { return v.toLocaleString(); }}}},
+      plugins: {legend: {labels: {boxWidth: 12}}, tooltip: tooltip}});
+    var bad = C.cssVar("--bad");
+    var drawdown = C.line(document.getElementById("drawdown-chart"), undefined, [
+      {label: "Drawdown %", data: points(e.x, e.drawdown), color: bad, fill: "origin",
+       backgroundColor: alpha(bad, 0.25), borderWidth: 1}], {
+      parsing: false, normalized: true,
+      interaction: {mode: "index", intersect: false},
+      scales: {x: timeAxis(e.x, e.t, data.bars), y: {max: 0}},
+      plugins: {legend: {display: false}, tooltip: {callbacks: {
+        title: function (items) { return items.length ? e.t[items[0].dataIndex] : ""; },
+        label: function (item) { return "Drawdown " + item.parsed.y.toFixed(2) + " %"; }}}}});
+    return [equity, drawdown];
+  }
+
+  function decisionLines(p, i) {
+    var lines = [];
+    if (p.action && p.action[i]) lines.push("Decision: " + p.action[i]);
+    p.decisions.forEach(function (d) {
+      var v = d.data[i];
+      if (v === null || v === undefined) return;
+      lines.push(d.label + ": " + (d.format === "pct" ? (100 * v).toFixed(1) + " %" :
+        v.toFixed(4)));
+    });
+    return lines;
+  }
+
+  function priceChart(data) {
+    var p = data.price, C = GalaxyCharts;
+    var ok = C.cssVar("--ok"), bad = C.cssVar("--bad");
+    var many = p.buys.length + p.sells.length > 150;  // smaller marks on a busy chart
+    var marker = {type: "scatter", pointStyle: "triangle", pointRadius: many ? 3.5 : 6,
+                  pointHoverRadius: many ? 6 : 8, borderWidth: 1, showLine: false};
+    var series = [
+      {label: "Close", data: points(p.x, p.close), color: C.cssVar("--accent"), borderWidth: 1.3,
+       pointHitRadius: 4, pointStyle: "line", order: 2},
+      Object.assign({}, marker, {label: "Buy", data: p.buys, color: ok, order: 0}),
+      Object.assign({}, marker, {label: "Sell", data: p.sells, color: bad, rotation: 180,
+                                 order: 1})];
+    return C.line(document.getElementById("price-chart"), undefined, series, {
+      parsing: false, normalized: true,
+      interaction: {mode: "nearest", axis: "x", intersect: false},
+      scales: {x: timeAxis(p.x, p.t, data.bars),
+               y: {ticks: {callback: function (v) { return v.toLocaleString(); }}}},
+      plugins: {legend: {labels: {boxWidth: 12, usePointStyle: true}}, tooltip: {callbacks: {
+        title: function (items) {
+          if (!items.length) return "";
+          var it = items[0];
+          return it.datasetIndex === 0 ? p.t[it.dataIndex] : it.raw.t;
+        },
+        label: function (item) {
+          if (item.datasetIndex === 0) return "Close: " + money(item.parsed.y);
+          var r = item.raw, text = r.what + " at " + money(r.y);
+          if (r.pnl !== undefined) text += " · PnL " + money(r.pnl) + " (" +
+            r.return_pct.toFixed(2) + " %)";
+          return text;
+        },
+        afterBody: function (items) {
+          var line = items.filter(function (it) { return it.datasetIndex === 0; })[0];
+          return line ? decisionLines(p, line.dataIndex) : [];
+        }}}}});
+  }
+
+  function setUpResult(node) {
+    var data = JSON.parse(node.textContent);
+    var charts = [];
+    function render() {
+      charts.forEach(function (chart) { chart.destroy(); });
+      charts = equityCharts(data).concat([priceChart(data)]);
+    }
+    render();
+    // Rebuild in the new theme's colours (the dataset colours are read when drawn).
+    document.addEventListener("click", function (event) {
+      if (event.target && event.target.id === "theme-toggle") render();
+    });
+    window.backtestCharts = function () { return charts; };
+  }
+
+  document.addEventListener("DOMContentLoaded", function () {
+    var form = document.getElementById("backtest-form");
+    if (form) setUpForm(form);
+    var data = document.getElementById("backtest-data");
+    if (data && window.GalaxyCharts) setUpResult(data);
+  });
+})();

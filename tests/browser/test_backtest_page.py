@@ -1,0 +1,98 @@
+"""The backtest page as a person uses it, in Debian's chromium: choose, run, read charts."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from tests.browser.conftest import ARTIFACTS, screenshot
+from tests.test_ppo_loader import train_tiny
+
+pytestmark = pytest.mark.browser
+
+# Non-transparent pixels of a canvas (Chart.js draws on a transparent background).
+INK = """(id) => {
+  const canvas = document.getElementById(id);
+  const data = canvas.getContext("2d").getImageData(0, 0, canvas.width, canvas.height).data;
+  let ink = 0;
+  for (let i = 3; i < data.length; i += 4) if (data[i] > 0) ink++;
+  return ink;
+}"""
+
+
+@pytest.fixture(scope="module")
+def trained(sample_bars: pd.DataFrame, tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("Models")
+    train_tiny(sample_bars.iloc[:400], folder)
+    return folder
+
+
+@pytest.fixture()
+def app(database_url: str, trained: Path, tmp_path: Path) -> Iterator:
+    from Main import create_app
+    from web.store import close_store
+
+    flask_app = create_app({"TESTING": True, "DATABASE_URL": database_url,
+                            "MODELS_DIR": str(trained), "DATA_DIR": str(tmp_path / "data"),
+                            "BACKTESTS_DIR": str(tmp_path / "backtests")})
+    yield flask_app
+    close_store(flask_app)
+
+
+def test_run_a_backtest_and_read_the_charts(live_server: str, page) -> None:
+    failed = []
+    page.on("requestfailed", lambda request: failed.append(request.url))
+    page.goto(live_server + "/backtest")
+    screenshot(page, "backtest_form")
+    page.select_option("#model", "PPO_tiny")
+    page.select_option("#csv", "sample.csv")
+    assert page.input_value("#commission") == "0.0005"
+    page.click("#run-backtest")
+    page.wait_for_selector("#statistics table.stats")
+    assert "/backtest/PPO_tiny-" in page.url
+    header = page.locator("table.stats thead th").all_text_contents()
+    assert header == ["", "Strategy", "Buy & Hold", "Random"]
+    page.wait_for_function("() => window.backtestCharts && window.backtestCharts().length == 3")
+    for canvas in ("equity-chart", "drawdown-chart", "price-chart"):
+        assert page.evaluate(INK, canvas) > 2000, canvas
+    screenshot(page, "backtest_result")
+
+    # Hovering the price line shows the PPO's decision at that bar.
+    page.locator("#price").scroll_into_view_if_needed()
+    box = page.locator("#price-chart").bounding_box()
+    page.mouse.move(box["x"] + box["width"] * 0.55, box["y"] + box["height"] * 0.5)
+    page.wait_for_function("() => backtestCharts()[2].tooltip.opacity > 0")
+    tooltip = page.evaluate("""() => {
+      const t = backtestCharts()[2].tooltip;
+      return {title: t.title, body: t.body.flatMap(b => b.lines), after: t.afterBody};
+    }""")
+    lines = "\n".join(tooltip["after"])
+    assert tooltip["title"] and tooltip["title"][0][:2] in ("20", "19")
+    for label in ("Decision: ", "P(Hold): ", "P(Buy): ", "P(Sell): ", "Value estimate: "):
+        assert label in lines, tooltip
+    page.locator("#price").screenshot(path=str(ARTIFACTS / "backtest_price_tooltip.png"))
+
+    page.click("#theme-toggle")  # charts are redrawn in the light theme's colours
+    assert page.evaluate(INK, "equity-chart") > 2000
+    screenshot(page, "backtest_result_light")
+    page.click("#theme-toggle")
+    assert failed == []
+
+
+def test_form_errors_appear_beside_their_fields(live_server: str, page) -> None:
+    page.goto(live_server + "/backtest?model=PPO_tiny")
+    page.fill("#commission", "-1")
+    page.fill("#start", "2012-06-01")
+    page.fill("#end", "2012-01-01")
+    page.set_input_files("#upload", files=[{"name": "bad.csv", "mimeType": "text/csv",
+                                            "buffer": b"Date,Price\n2020-01-01,1\n"}])
+    page.click("#run-backtest")
+    page.wait_for_selector("#commission-error")
+    assert page.inner_text("#commission-error") == "commission cannot be negative; got -1"
+    assert page.inner_text("#end-error") == "end 2012-01-01 is before start 2012-06-01"
+    assert "missing required column" in page.inner_text("#upload-error")
+    assert page.input_value("#start") == "2012-06-01"  # values are kept
+    screenshot(page, "backtest_form_errors")
