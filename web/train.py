@@ -23,19 +23,18 @@ from Utilities.run_store import RunStoreError
 from web import datafiles
 from web.store import get_store
 from web.training_form import changed_config, field_of_message, fields_of, form_types
-from web.training_jobs import Launch, TrainingJobs
+from web.training_jobs import EXTENSION, Launch, TrainingJobs
 
 log = logging.getLogger(__name__)
 bp = Blueprint("train", __name__)
-_JOBS = "training_jobs"
 CONTROL_ACTIONS = ("pause", "resume", "stop")
 
 
 def jobs() -> TrainingJobs:
     """The app's launcher (one per app, created on first use)."""
-    if current_app.extensions.get(_JOBS) is None:
-        current_app.extensions[_JOBS] = TrainingJobs(Path(current_app.instance_path))
-    return current_app.extensions[_JOBS]
+    if current_app.extensions.get(EXTENSION) is None:
+        current_app.extensions[EXTENSION] = TrainingJobs(Path(current_app.instance_path))
+    return current_app.extensions[EXTENSION]
 
 
 @bp.get("/train")

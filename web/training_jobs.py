@@ -18,11 +18,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
+from flask import current_app
 
 from Utilities.run_store import RunNotFound, RunStore, RunStoreError
 
 log = logging.getLogger(__name__)
 
+EXTENSION = "training_jobs"  # where an app keeps its TrainingJobs
 ENTRY_POINT = Path(__file__).resolve().parent.parent / "Utilities" / "run_training.py"
 LOG_TAIL_CHARS = 2000
 
@@ -84,6 +86,10 @@ class TrainingJobs:
         reaper.join(timeout)
         return code
 
+    def knows(self, run_id: str) -> bool:
+        with self._lock:
+            return run_id in self._children
+
     def running(self) -> list[str]:
         with self._lock:
             return [run_id for run_id, child in self._children.items() if child.poll() is None]
@@ -93,6 +99,12 @@ class TrainingJobs:
         code = child.wait()
         if code != 0:
             _record_early_failure(run_id, code, launch, log_file)
+
+
+def launched_here(run_id: str) -> bool:
+    """Whether this app started ``run_id`` (its run may not be recorded yet)."""
+    jobs = current_app.extensions.get(EXTENSION)
+    return jobs is not None and jobs.knows(run_id)
 
 
 def _record_early_failure(run_id: str, code: int, launch: Launch, log_file: Path) -> None:

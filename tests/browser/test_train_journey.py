@@ -1,0 +1,73 @@
+"""The first journey of a new user, in Debian's chromium: train a PPO agent from the
+form (smoke budget, the CLI's own training in a child process), watch its run page
+until it completes, and find it in the history; plus the run page's controls."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from playwright.sync_api import expect
+
+from tests.browser.conftest import screenshot
+from tests.browser.test_history_page import assert_chart_drawn, watch
+from web.store import get_store
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+
+def test_train_a_ppo_agent_from_the_form_and_see_it_complete(app, live_server, page) -> None:
+    seen = watch(page, live_server)
+    page.goto(f"{live_server}/train?model=ppo")
+    page.fill("#model_name", "web_agent")
+    page.fill("[name='train_params.seed']", "3")
+    screenshot(page, "train_form_ppo")
+    page.click("button[type=submit]")
+    page.wait_for_url(re.compile(r".*/runs/[0-9a-f-]{36}$"))
+    run_id = page.url.rsplit("/", 1)[1]
+    # The child process records the run as it starts; the page polls until it ends.
+    expect(page.locator("#run-status-badge")).to_have_text("completed", timeout=240_000)
+    assert_chart_drawn(page, "chart-reward")
+    screenshot(page, "train_run_completed")
+    with app.app_context():
+        run = get_store().get_run(run_id)
+    assert run["name"] == "web_agent" and run["model_dir"].endswith("PPO_web_agent")
+    assert run["config"]["train_params"]["seed"] == 3
+
+    page.goto(f"{live_server}/runs")
+    row = page.locator("tr", has_text=run_id[:8])
+    expect(row.locator(".badge")).to_have_text("completed")
+    screenshot(page, "train_run_in_history")
+    assert not seen["errors"] and not seen["outside"] and not seen["failed"], seen
+
+
+def test_a_bad_value_is_shown_beside_its_field(live_server, page) -> None:
+    page.goto(f"{live_server}/train?model=xgboost")
+    page.fill("#model_name", "x")
+    page.fill("[name='model_params.max_depth']", "0")
+    page.click("button[type=submit]")
+    error = page.locator(".field.invalid", has=page.locator("[name='model_params.max_depth']"))
+    expect(error.locator(".field-error")).to_contain_text("max_depth must be in [1, 32]")
+    screenshot(page, "train_form_error")
+
+
+def test_the_run_page_pauses_and_stops_an_active_run(app, live_server, page) -> None:
+    with app.app_context():
+        run_id = get_store().create_run(name="live-agent", model_type="ppo")
+    page.goto(f"{live_server}/runs/{run_id}")
+    controls = page.locator("#run-controls")
+    expect(controls.locator("[data-action=pause]")).to_be_visible()
+    expect(controls.locator("[data-action=resume]")).to_be_hidden()
+    controls.locator("[data-action=pause]").click()
+    expect(page.locator("#control-note")).to_contain_text("pause requested")
+    with app.app_context():
+        assert get_store().get_control(run_id) == "pause"
+        get_store().set_status(run_id, "paused")  # what RunControl does when it obeys
+    expect(controls.locator("[data-action=resume]")).to_be_visible(timeout=10_000)
+    page.once("dialog", lambda dialog: dialog.accept())
+    controls.locator("[data-action=stop]").click()
+    expect(page.locator("#control-note")).to_contain_text("stop requested")
+    with app.app_context():
+        assert get_store().get_control(run_id) == "stop"
+        get_store().set_status(run_id, "stopped")
+    expect(controls).to_be_hidden(timeout=10_000)
