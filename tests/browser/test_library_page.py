@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from playwright.sync_api import expect
 
 from NetworkConfigs.XGBoostTrainer import SMOKE, XGBoostTrainer
 from tests.browser.conftest import screenshot
@@ -58,7 +59,10 @@ def watch(page) -> list[str]:
 
 
 def assert_charts_drawn(page) -> list[str]:
-    page.wait_for_selector("canvas.history-chart[data-drawn='true']")
+    page.wait_for_function("""() => {
+      const all = document.querySelectorAll("canvas.history-chart");
+      return all.length > 0 && [...all].every((c) => c.dataset.drawn === "true");
+    }""")
     ids = page.eval_on_selector_all("canvas.history-chart", "els => els.map(e => e.id)")
     assert ids
     for canvas_id in ids:
@@ -85,8 +89,9 @@ def test_list_and_model_pages_draw_their_charts(live_server: str, page, library,
         "All 3", "PPO Agent 1", "XGBoost Classifier 1", "Unreadable 1"]
     assert "expected one *_config.yaml" in page.locator("tr.broken").inner_text()
     screenshot(page, "library_list")
-    page.click(".chip[data-type='xgboost']")
-    assert page.locator("#library tbody tr").count() == 1
+    page.click(".chip[data-type='xgboost']")  # a link: wait for the filtered page
+    page.wait_for_url("**/models?type=xgboost")
+    expect(page.locator("#library tbody tr")).to_have_count(1)
 
     page.click("a.model-link:has-text('smoke')")
     page.wait_for_url("**/models/XGB_smoke")
