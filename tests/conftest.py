@@ -68,15 +68,23 @@ def models_dir(tmp_path: Path) -> Path:
     return path
 
 
+def make_app(database_url: str, models_dir: Path, tmp_path: Path):
+    """The dashboard app with everything it writes kept in the test's folder (uploads,
+    training logs, backtest results)."""
+    from Main import create_app
+
+    flask_app = create_app({"TESTING": True, "DATABASE_URL": database_url,
+                            "MODELS_DIR": str(models_dir), "DATA_DIR": str(tmp_path / "data"),
+                            "BACKTESTS_DIR": str(tmp_path / "backtests")})
+    flask_app.instance_path = str(tmp_path / "instance")
+    return flask_app
+
+
 @pytest.fixture()
 def app(database_url: str, models_dir: Path, tmp_path: Path) -> Iterator:
-    from Main import create_app
     from web.store import close_store, get_store
 
-    # Uploads, training logs and backtest files stay in the test's folder.
-    flask_app = create_app({"TESTING": True, "DATABASE_URL": database_url,
-                            "MODELS_DIR": str(models_dir), "DATA_DIR": str(tmp_path / "data")})
-    flask_app.instance_path = str(tmp_path / "instance")
+    flask_app = make_app(database_url, models_dir, tmp_path)
     yield flask_app
     with flask_app.app_context():
         _drop_all(get_store())

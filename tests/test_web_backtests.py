@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 
 from NetworkConfigs.XGBoostTrainer import SMOKE, XGBoostTrainer
-from tests.conftest import SAMPLE_CSV
+from tests.conftest import SAMPLE_CSV, make_app
 from tests.test_ppo_loader import train_tiny
 from Utilities.backtester import TRADE_COLUMNS
 from Utilities.model_backtester import backtest_model
@@ -37,12 +37,9 @@ def trained(sample_bars: pd.DataFrame, tmp_path_factory) -> Path:
 
 @pytest.fixture()
 def app(database_url: str, trained: Path, tmp_path: Path) -> Iterator:
-    from Main import create_app
     from web.store import close_store
 
-    flask_app = create_app({"TESTING": True, "DATABASE_URL": database_url,
-                            "MODELS_DIR": str(trained), "DATA_DIR": str(tmp_path / "data"),
-                            "BACKTESTS_DIR": str(tmp_path / "backtests")})
+    flask_app = make_app(database_url, trained, tmp_path)
     yield flask_app
     close_store(flask_app)
 

@@ -14,6 +14,7 @@ import pytest
 
 from Api_Loader import MAX_BODY_BYTES, create_api_app, load_model
 from NetworkConfigs.XGBoostTrainer import SMOKE, XGBoostTrainer
+from tests.test_api import error_of
 from tests.test_ppo_loader import train_tiny
 from web.hosting import HostingError, LoaderCache
 
@@ -57,12 +58,6 @@ def window_for(sample_bars: pd.DataFrame, model_dir: Path, end: int = 320) -> li
     return frame.to_dict("records")
 
 
-def error_of(response, status: int) -> dict:
-    assert response.status_code == status, (response.status_code, response.get_data(True))
-    assert response.is_json, response.get_data(as_text=True)
-    body = response.get_json()
-    assert isinstance(body["error"], str) and body["error"]
-    return body
 
 
 def host(client, dir_name: str):
