@@ -643,6 +643,7 @@ def live(run_id: str) -> Response:
                                                     max_points)
     return jsonify({
         "run": {**_run_json(run), "error": run["error"], "display": _display(run),
+                "model_dir_name": basename(run["model_dir"]) if run["model_dir"] else None,
                 "active": run["status"] in ACTIVE_STATUSES},
         "keys": data.keys, "smooth": smooth, "rolling_window": ROLLING_WINDOW,
         "statistics": [{k: s[k] for k in ("key", "label", "text", "note")}

@@ -225,6 +225,20 @@
       show(byId("run-error"), Boolean(run.error));
       byId("run-error-text").textContent = run.error || "";
       show(byId("live-note"), run.active);
+      renderModel(run);
+    }
+
+    // The model folder appears when the run saves its model (as it completes).
+    function renderModel(run) {
+      var cell = byId("run-model");
+      if (!cell || !run.model_dir_name || cell.querySelector("a")) return;
+      var link = document.createElement("a");
+      link.href = "/models/" + encodeURIComponent(run.model_dir_name);
+      link.title = run.model_dir || "";
+      var code = document.createElement("code");
+      code.textContent = run.model_dir_name;
+      link.appendChild(code);
+      cell.replaceChildren(link);
     }
 
     function renderStats(stats) {
