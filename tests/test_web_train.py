@@ -160,3 +160,13 @@ def test_the_child_runs_the_cli_entry_point(app) -> None:
         command = jobs().command(launch, "id", Path("c.yaml"))
     assert command[:2] == [sys.executable, str(training_jobs.ENTRY_POINT)]
     assert training_jobs.ENTRY_POINT.name == "run_training.py"
+
+
+def test_an_upload_over_the_size_limit_is_413_beside_the_csv_field(app, sample_path) -> None:
+    app.config["MAX_CONTENT_LENGTH"] = 100_000  # sample.csv is ~250 KB
+    data = {"model_type": "ppo", "model_name": "p",
+            "csv_upload": (io.BytesIO(sample_path.read_bytes()), "big.csv")}
+    response = app.test_client().post("/train", data=data, content_type="multipart/form-data")
+    assert response.status_code == 413
+    assert "larger than the 0 MiB limit" not in response.get_data(as_text=True)
+    assert "the upload is larger than" in field_errors(response)["csv"]

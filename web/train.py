@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from flask import Blueprint, current_app, jsonify, redirect, render_template, request, url_for
+from werkzeug.exceptions import RequestEntityTooLarge
 
 from NetworkConfigs import DEFAULT_MODEL_TYPE, get_model_type, type_label
 from NetworkConfigs.artifacts import ArtifactError, validate_name
@@ -59,6 +60,17 @@ def start() -> Any:
     run_id = jobs().start(launch)
     return redirect(url_for("history.detail", run_id=run_id)
                     if "history.detail" in current_app.view_functions else url_for("train.index"))
+
+
+@bp.errorhandler(RequestEntityTooLarge)
+def _too_large(exc: RequestEntityTooLarge) -> tuple[str, int]:
+    """An upload over the limit: the form again, saying so beside the file field."""
+    limit = current_app.config.get("MAX_CONTENT_LENGTH") or 0
+    size = f"{limit / 2**20:,.0f} MiB" if limit >= 2**20 else f"{limit / 1024:,.0f} KiB"
+    message = f"the upload is larger than the {size} limit"
+    chosen = request.args.get("model", DEFAULT_MODEL_TYPE)
+    return _render(chosen if chosen in form_types() else DEFAULT_MODEL_TYPE, {},
+                   {"csv": message}), 413
 
 
 @bp.post("/runs/<run_id>/control")
