@@ -43,6 +43,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
 
     from web import (
         backtests,
+        csrf,
         formatting,
         history,
         hosting,
@@ -56,6 +57,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     store.init_app(app)
     formatting.init_app(app)
     navigation.init_app(app)
+    csrf.init_app(app)
     for area in (pages, train, history, library, backtests, hosting):  # one blueprint each
         app.register_blueprint(area.bp)
     app.register_error_handler(HTTPException, _http_error)

@@ -151,3 +151,18 @@ def test_routing_errors_on_pages_stay_html(client) -> None:
 
 def test_every_page_names_an_icon_so_browsers_do_not_ask_for_favicon_ico(client) -> None:
     assert '<link rel="icon" href="data:,">' in client.get("/").get_data(as_text=True)
+
+
+@pytest.mark.parametrize(("method", "path"), [
+    ("post", "/train"), ("post", "/hosting"), ("post", "/backtest"),
+    ("post", "/models/X/delete"), ("delete", "/api/models/X"), ("post", "/runs/x/control"),
+])
+def test_writes_from_another_sites_page_are_refused(client, method: str, path: str) -> None:
+    response = getattr(client, method)(path, headers={"Origin": "http://evil.example"})
+    assert response.status_code == 403
+    same = getattr(client, method)(path, headers={"Origin": "http://localhost"})
+    assert same.status_code != 403  # the app's own pages may write
+
+
+def test_programs_without_an_origin_may_write(client) -> None:
+    assert client.post("/predict", json={}).status_code != 403

@@ -109,7 +109,7 @@ def test_bad_values_are_shown_beside_their_fields_and_kept(client) -> None:
     errors = field_errors(page)
     assert errors["commission"] == "commission cannot be negative; got -0.1"
     assert errors["slippage"] == "slippage must be a number; got 'lots'"
-    assert errors["initial_balance"].startswith("initial_balance must be greater than 0")
+    assert errors["initial_balance"].startswith("initial_balance must be at least 1")
     assert errors["end"] == "end 2012-01-01 is before start 2012-05-01"
     assert errors["fill"].startswith("fill must be one of")
     assert 'value="-0.1"' in page and 'value="lots"' in page and 'value="2012-05-01"' in page
@@ -376,3 +376,9 @@ def test_api_names_a_bad_data_file_as_csv(client, app) -> None:
     assert response.status_code == 422
     reply = response.get_json()
     assert reply["field"] == "csv" and str(folder) not in reply["error"]
+
+
+def test_a_denormal_initial_balance_is_refused_not_saved(client) -> None:
+    reply = client.post("/api/backtest", json={"model": "PPO_tiny", "csv": "sample.csv",
+                                               "initial_balance": 5e-324})
+    assert reply.status_code == 422 and reply.get_json()["field"] == "initial_balance"

@@ -395,3 +395,8 @@ def test_list_page_offers_the_page_size_asked_for(client, runs) -> None:
     assert page.index('<option value="7"') < page.index('<option value="10"')
     page = client.get("/runs?per_page=5000").get_data(as_text=True)
     assert '<option value="100" selected>' in page
+
+
+def test_a_page_number_beyond_any_store_is_not_a_500(client) -> None:
+    response = client.get("/runs?page=99999999999999999999")
+    assert response.status_code == 200

@@ -170,3 +170,93 @@ def test_an_upload_over_the_size_limit_is_413_beside_the_csv_field(app, sample_p
     assert response.status_code == 413
     assert "larger than the 0 MiB limit" not in response.get_data(as_text=True)
     assert "the upload is larger than" in field_errors(response)["csv"]
+
+
+def slow_child(tmp_path: Path, monkeypatch) -> Path:
+    """An entry point that waits until its gate file exists (a training in flight)."""
+    gate = tmp_path / "gate"
+    script = tmp_path / "slow.py"
+    script.write_text("import pathlib, time\n"
+                      f"while not pathlib.Path({str(gate)!r}).exists():\n"
+                      "    time.sleep(0.05)\n")
+    monkeypatch.setattr(training_jobs, "ENTRY_POINT", script)
+    return gate
+
+
+def test_the_same_model_cannot_train_twice_at_once(app, tmp_path: Path, monkeypatch) -> None:
+    gate = slow_child(tmp_path, monkeypatch)
+    form = {"model_type": "xgboost", "model_name": "twice", "csv": "sample.csv"}
+    client = app.test_client()
+    assert client.post("/train", data=form).status_code == 302
+    second = client.post("/train", data=form)
+    assert second.status_code == 409
+    assert "already training" in field_errors(second)["model_name"]
+    gate.touch()
+    with app.app_context():
+        (run_id,) = jobs()._children
+        jobs().wait(run_id, timeout=60)
+    assert client.post("/train", data=form).status_code == 302  # free again afterwards
+    with app.app_context():
+        for run_id in list(jobs()._children):
+            jobs().wait(run_id, timeout=60)
+
+
+def test_trainings_beyond_the_machines_limit_wait(app, tmp_path: Path, monkeypatch) -> None:
+    gate = slow_child(tmp_path, monkeypatch)
+    with app.app_context():
+        jobs().max_running = 1
+    client = app.test_client()
+    first = {"model_type": "xgboost", "model_name": "a", "csv": "sample.csv"}
+    assert client.post("/train", data=first).status_code == 302
+    second = client.post("/train", data={**first, "model_name": "b"})
+    assert second.status_code == 409 and "already running" in second.get_data(as_text=True)
+    gate.touch()
+    with app.app_context():
+        for run_id in list(jobs()._children):
+            jobs().wait(run_id, timeout=60)
+
+
+def test_a_child_killed_mid_run_leaves_a_failed_run(app, tmp_path: Path, monkeypatch) -> None:
+    script = tmp_path / "killed.py"
+    url = app.config["DATABASE_URL"]
+    script.write_text(
+        "import os, signal, sys\n"
+        f"sys.path.insert(0, {str(Path(__file__).resolve().parent.parent)!r})\n"
+        "from Utilities.run_store import RunStore\n"
+        "run_id = sys.argv[sys.argv.index('--run-id') + 1]\n"
+        "RunStore(os.environ['DATABASE_URL']).create_run(name='k', model_type='xgboost', "
+        "run_id=run_id)\n"
+        "os.kill(os.getpid(), signal.SIGKILL)\n")
+    monkeypatch.setattr(training_jobs, "ENTRY_POINT", script)
+    app.test_client().post("/train", data={"model_type": "xgboost", "model_name": "k",
+                                           "csv": "sample.csv"})
+    with app.app_context():
+        (run_id,) = jobs()._children
+        assert jobs().wait(run_id, timeout=60) == -9
+    run = RunStore(url).get_run(run_id)
+    assert run["status"] == "failed" and run["error"].startswith("exit -9")
+
+
+def test_the_store_url_reaches_the_child_by_environment_not_argv(app) -> None:
+    with app.app_context():
+        launch = training_jobs.Launch("ppo", "n", Path("x.csv"), "smoke", {}, Path("M"),
+                                      "postgresql://user:secret@db/runs")
+        command = jobs().command(launch, "id", Path("c.yaml"))
+    assert not any("secret" in part for part in command)
+
+
+def test_a_refused_form_keeps_no_upload(app, sample_path: Path) -> None:
+    data = {"model_type": "xgboost", "model_name": "bad name",
+            "csv_upload": (io.BytesIO(sample_path.read_bytes()), "good.csv")}
+    response = app.test_client().post("/train", data=data, content_type="multipart/form-data")
+    assert response.status_code == 422
+    uploads = Path(app.config["DATA_DIR"]) / "uploads"
+    assert not uploads.exists() or not any(uploads.iterdir())
+
+
+@pytest.mark.parametrize("body", ['"pause"', "[1]", "null"])
+def test_control_with_a_body_that_is_not_an_object_is_422(app, body: str) -> None:
+    run_id = RunStore(app.config["DATABASE_URL"]).create_run(name="r", model_type="ppo")
+    reply = app.test_client().post(f"/runs/{run_id}/control", data=body,
+                                   content_type="application/json")
+    assert reply.status_code == 422 and reply.get_json()["field"] == "action"

@@ -206,7 +206,9 @@ def _number(field: str, value: Any) -> float | None:
     rules = {"commission": (0 <= number < 1, "a fraction of the traded value in [0, 1), "
                                             "e.g. 0.0005 for 0.05 % per fill"),
              "slippage": (0 <= number < 1e4, "in basis points, from 0 to below 10000"),
-             "initial_balance": (number > 0, "greater than 0")}
+             # Below one unit of money the statistics lose their meaning (a balance of
+             # 5e-324 made every trade's return NaN).
+             "initial_balance": (number >= 1, "at least 1")}
     ok, rule = rules[field]
     if not ok:
         reason = "cannot be negative" if number < 0 else f"must be {rule}"

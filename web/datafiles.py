@@ -58,6 +58,12 @@ def resolve_csv(name: str) -> Path:
                     source="csv")
 
 
+def is_upload(path: Path) -> bool:
+    """Whether ``path`` is a file :func:`save_upload` kept (and so may remove)."""
+    folder = (data_dir() / UPLOADS).resolve()
+    return Path(path).resolve().parent == folder
+
+
 def save_upload(filename: str, content: bytes) -> DataFile:
     """Validate an uploaded CSV with the data contract, then keep it; DataError names
     what is wrong and nothing is kept."""

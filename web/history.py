@@ -560,7 +560,7 @@ def _page_args() -> tuple[dict[str, Any], str | None]:
                    f"{', '.join(RUN_STATUSES)}.")
         status = None
     try:
-        page = max(1, int(request.args.get("page", "1")))
+        page = min(max(1, int(request.args.get("page", "1"))), MAX_PAGE)
     except ValueError:
         page = 1
     try:
@@ -569,6 +569,9 @@ def _page_args() -> tuple[dict[str, Any], str | None]:
         per_page = DEFAULT_PER_PAGE
     per_page = min(max(per_page, 1), max(PER_PAGE_CHOICES))
     return {"agent_id": agent_id, "status": status, "page": page, "per_page": per_page}, problem
+
+
+MAX_PAGE = 10**9  # far past any real store; keeps the row offset a valid integer
 
 
 @bp.get("/runs")

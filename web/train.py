@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -20,11 +21,11 @@ from NetworkConfigs import DEFAULT_MODEL_TYPE, get_model_type, type_label
 from NetworkConfigs.artifacts import ArtifactError, validate_name
 from Utilities import run_training
 from Utilities.data_utils import DataError
-from Utilities.run_store import RunStoreError
+from Utilities.run_store import RunStoreError, StoreUnavailable
 from web import datafiles
 from web.store import get_store
 from web.training_form import changed_config, field_of_message, fields_of, form_types
-from web.training_jobs import EXTENSION, Launch, TrainingJobs
+from web.training_jobs import EXTENSION, Busy, Launch, TrainingJobs
 
 log = logging.getLogger(__name__)
 bp = Blueprint("train", __name__)
@@ -57,7 +58,11 @@ def start() -> Any:
     launch = _launch_from(type_name, form, errors)
     if launch is None:
         return _render(type_name, form, errors), 422
-    run_id = jobs().start(launch)
+    try:
+        run_id = jobs().start(launch)
+    except Busy as exc:
+        _discard_upload(launch.csv_path)
+        return _render(type_name, form, {exc.field: str(exc)}), 409
     return redirect(url_for("history.detail", run_id=run_id)
                     if "history.detail" in current_app.view_functions else url_for("train.index"))
 
@@ -76,7 +81,8 @@ def _too_large(exc: RequestEntityTooLarge) -> tuple[str, int]:
 @bp.post("/runs/<run_id>/control")
 def control(run_id: str) -> Any:
     """Pause, resume or stop a running run (the trainer obeys between iterations)."""
-    action = (request.get_json(silent=True) or request.form or {}).get("action")
+    body = request.get_json(silent=True) if request.is_json else request.form
+    action = body.get("action") if isinstance(body, Mapping) else None
     if action not in CONTROL_ACTIONS:
         return jsonify(error=f"action must be one of {list(CONTROL_ACTIONS)}",
                        field="action"), 422
@@ -84,6 +90,8 @@ def control(run_id: str) -> Any:
         run = get_store().request_control(run_id, action)
     except KeyError:
         return jsonify(error=f"run {run_id!r} not found"), 404
+    except StoreUnavailable as exc:
+        return jsonify(error=str(exc)), 503
     except RunStoreError as exc:
         return jsonify(error=str(exc)), 409
     return jsonify(run_id=run_id, control=action, status=run.get("status"))
@@ -101,12 +109,14 @@ def _launch_from(type_name: str, form: dict[str, str], errors: dict[str, str]) -
     except ArtifactError as exc:
         errors["model_name"] = str(exc)
     if errors:
+        _discard_upload(csv_path)
         return None
     launch = Launch(type_name, name, csv_path, mode, config,
                     Path(current_app.config["MODELS_DIR"]), current_app.config["DATABASE_URL"])
     message = _cli_check(launch)
     if message:
         errors[_field_for(type_name, message)] = message
+        _discard_upload(csv_path)
         return None
     return launch
 
@@ -120,6 +130,12 @@ def _csv_of(form: dict[str, str], errors: dict[str, str]) -> Path | None:
     except DataError as exc:
         errors["csv"] = str(exc)
         return None
+
+
+def _discard_upload(path: Path | None) -> None:
+    """A refused form keeps nothing: an upload is only kept for a run that starts."""
+    if path is not None and datafiles.is_upload(path):
+        path.unlink(missing_ok=True)
 
 
 def _cli_check(launch: Launch) -> str | None:
@@ -141,11 +157,11 @@ def _cli_check(launch: Launch) -> str | None:
 
 
 def _field_for(type_name: str, message: str) -> str:
+    """The input a CLI message is about: the name, a parameter it names, else the data."""
     if message.startswith("model_name") or "model name" in message:
         return "model_name"
-    if "csv" in message.lower() or ".csv" in message:
-        return "csv"
-    return field_of_message(type_name, message) or "form"
+    return field_of_message(type_name, message) or (
+        "csv" if "csv" in message.lower() or "rows" in message else "form")
 
 
 def _sections(type_name: str) -> list[tuple[str, list]]:

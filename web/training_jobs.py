@@ -10,6 +10,7 @@ failed run with the end of its log, so no launch ever disappears silently.
 from __future__ import annotations
 
 import logging
+import os
 import subprocess
 import sys
 import threading
@@ -20,7 +21,7 @@ from pathlib import Path
 import yaml
 from flask import current_app
 
-from Utilities.run_store import RunNotFound, RunStore, RunStoreError
+from Utilities.run_store import TERMINAL_STATUSES, RunNotFound, RunStore, RunStoreError
 
 log = logging.getLogger(__name__)
 
@@ -45,21 +46,48 @@ class Launch:
 class TrainingJobs:
     """The children this app started, by run id."""
 
-    def __init__(self, work_dir: Path) -> None:
+    def __init__(self, work_dir: Path, max_running: int | None = None) -> None:
         self.work_dir = Path(work_dir)
+        self.max_running = max_running or max(1, os.cpu_count() or 1)
+        self._training: set[tuple[str, str]] = set()  # (type, name) in flight
         self._children: dict[str, subprocess.Popen] = {}
         self._reapers: dict[str, threading.Thread] = {}
         self._lock = threading.Lock()
 
     def command(self, launch: Launch, run_id: str, config_file: Path) -> list[str]:
+        # The store's URL (it may hold a password) goes by environment, not argv: argv is
+        # visible to every user in `ps`.
         return [sys.executable, str(ENTRY_POINT), "--csv_path", str(launch.csv_path),
                 "--model", launch.model_type, "--model_name", launch.model_name,
                 "--mode", launch.mode, "--config", str(config_file),
-                "--models-dir", str(launch.models_dir), "--database-url", launch.database_url,
-                "--run-id", run_id, "--no-progress"]
+                "--models-dir", str(launch.models_dir), "--run-id", run_id, "--no-progress"]
 
     def start(self, launch: Launch) -> str:
-        """Start training; the run id the child records its run under."""
+        """Start training; the run id the child records its run under. Raises Busy when
+        the same model is already training here, or too many trainings run."""
+        self._claim(launch)
+        try:
+            return self._spawn(launch)
+        except BaseException:
+            self._release(launch)
+            raise
+
+    def _claim(self, launch: Launch) -> None:
+        key = (launch.model_type, launch.model_name)
+        with self._lock:
+            if key in self._training:
+                raise Busy("model_name", f"a {launch.model_type} model named "
+                                         f"{launch.model_name!r} is already training")
+            if len(self._training) >= self.max_running:
+                raise Busy("form", f"{self.max_running} trainings are already running on this "
+                                   "machine; wait for one to finish")
+            self._training.add(key)
+
+    def _release(self, launch: Launch) -> None:
+        with self._lock:
+            self._training.discard((launch.model_type, launch.model_name))
+
+    def _spawn(self, launch: Launch) -> str:
         run_id = str(uuid.uuid4())
         logs = self.work_dir / "train_logs"
         logs.mkdir(parents=True, exist_ok=True)
@@ -68,7 +96,8 @@ class TrainingJobs:
         log_file = logs / f"{run_id}.log"
         with log_file.open("wb") as out:
             child = subprocess.Popen(self.command(launch, run_id, config_file), stdout=out,
-                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                     env={**os.environ, "DATABASE_URL": launch.database_url})
         reaper = threading.Thread(target=self._reap, args=(run_id, child, launch, log_file),
                                   daemon=True, name=f"reap-{run_id[:8]}")
         with self._lock:
@@ -97,8 +126,9 @@ class TrainingJobs:
     def _reap(self, run_id: str, child: subprocess.Popen, launch: Launch,
               log_file: Path) -> None:
         code = child.wait()
+        self._release(launch)
         if code != 0:
-            _record_early_failure(run_id, code, launch, log_file)
+            _record_failure(run_id, code, launch, log_file)
 
 
 def launched_here(run_id: str) -> bool:
@@ -107,19 +137,33 @@ def launched_here(run_id: str) -> bool:
     return jobs is not None and jobs.knows(run_id)
 
 
-def _record_early_failure(run_id: str, code: int, launch: Launch, log_file: Path) -> None:
-    """A child that exited before recording its run still leaves a failed run."""
+def _record_failure(run_id: str, code: int, launch: Launch, log_file: Path) -> None:
+    """A child that failed leaves a failed run: one that died before recording its run
+    (a crash at start-up), and one killed mid-run (SIGKILL, the OOM killer) that could
+    not record its end, alike. A child that recorded its own end is left as it is."""
     tail = log_file.read_text(errors="replace")[-LOG_TAIL_CHARS:].strip()
+    store = None
     try:
         store = RunStore(launch.database_url)
         try:
-            store.get_run(run_id)
-            return  # the child recorded its run and its end itself
+            status = store.get_run(run_id)["status"]
         except RunNotFound:
-            pass
-        store.create_run(name=launch.model_name, model_type=launch.model_type,
-                         data_file=str(launch.csv_path), run_id=run_id)
-        store.set_status(run_id, "failed", error=f"exit {code}: {tail}")
+            store.create_run(name=launch.model_name, model_type=launch.model_type,
+                             data_file=str(launch.csv_path), run_id=run_id)
+            status = "running"
+        if status not in TERMINAL_STATUSES:
+            store.set_status(run_id, "failed", error=f"exit {code}: {tail}")
     except RunStoreError as exc:
         log.error("training %s failed (exit %d) and could not be recorded: %s", run_id, code,
                   exc)
+    finally:
+        if store is not None:
+            store.close()
+
+
+class Busy(RuntimeError):
+    """A launch refused for now; ``field`` is the form input it is about."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
