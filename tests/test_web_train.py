@@ -260,3 +260,12 @@ def test_control_with_a_body_that_is_not_an_object_is_422(app, body: str) -> Non
     reply = app.test_client().post(f"/runs/{run_id}/control", data=body,
                                    content_type="application/json")
     assert reply.status_code == 422 and reply.get_json()["field"] == "action"
+
+
+@pytest.mark.parametrize("text", ["1_000", "１２", "nan", "inf", "1e5.5", "0x10"])
+def test_only_plain_numbers_are_read_as_numbers(app, text: str) -> None:
+    data = {"model_type": "xgboost", "model_name": "x", "csv": "sample.csv",
+            "model_params.max_depth": text, "model_params.learning_rate": text}
+    errors = field_errors(app.test_client().post("/train", data=data))
+    assert "must be a whole number" in errors["model_params.max_depth"]
+    assert "must be a number" in errors["model_params.learning_rate"]

@@ -98,9 +98,9 @@ def parse_value(field: Field, text: str) -> Any:
                 raise ValueError
             return text.lower() == "true"
         if kind == "int":
-            return int(text)
+            return int(_plain_number(text, _INT))
         if kind == "float":
-            return float(text)
+            return float(_plain_number(text, _FLOAT))
         if kind == "list":
             items = [item.strip() for item in text.split(",") if item.strip()]
             return items or None
@@ -110,6 +110,17 @@ def parse_value(field: Field, text: str) -> Any:
     except ValueError:
         raise FieldError(field.name, f"{field.key} must be {_expected(kind)}; got {text!r}") \
             from None
+
+
+# Python's int()/float() also read '1_000', '１２' and 'nan'; a form takes plain numbers.
+_INT = re.compile(r"[+-]?[0-9]+")
+_FLOAT = re.compile(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?")
+
+
+def _plain_number(text: str, pattern: re.Pattern[str]) -> str:
+    if not pattern.fullmatch(text):
+        raise ValueError(text)
+    return text
 
 
 def _number_or_text(text: str) -> Any:
