@@ -19,6 +19,7 @@ model that is saved; ``patience`` epochs without a new best end training.
 from __future__ import annotations
 
 import logging
+from abc import abstractmethod
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -93,29 +94,37 @@ class SupervisedTrainer(Trainer):
     def _check_params(self) -> None:
         """Check the type's own keys (raise ValueError naming the key)."""
 
+    @abstractmethod
     def _build(self, n_features: int, train: Samples) -> None:
-        raise NotImplementedError
+        """Create the model (and optimiser) for ``n_features`` inputs."""
 
+    @abstractmethod
     def _train(self, parts: dict[str, Samples]) -> None:
-        raise NotImplementedError
+        """Train, calling :meth:`end_epoch` after every epoch; stop when it is False."""
 
+    @abstractmethod
     def _snapshot(self) -> Any:
-        raise NotImplementedError
+        """The current model, in memory (tensors or plain values)."""
 
+    @abstractmethod
     def _restore(self, snapshot: Any) -> None:
-        raise NotImplementedError
+        """Make ``snapshot`` the current model."""
 
+    @abstractmethod
     def outputs(self, x: np.ndarray) -> np.ndarray:
-        raise NotImplementedError
+        """(N, 3) probabilities or (N,) returns for windows ``x``."""
 
+    @abstractmethod
     def _save_model(self, writer: ModelWriter) -> None:
-        raise NotImplementedError
+        """Write ``<name>_model.<ext>`` through ``writer``."""
 
+    @abstractmethod
     def _state(self) -> dict[str, Any]:
-        raise NotImplementedError
+        """The type's part of a checkpoint."""
 
+    @abstractmethod
     def _load_state(self, state: dict[str, Any]) -> None:
-        raise NotImplementedError
+        """Restore the type's part of a checkpoint."""
 
     def _summary_extra(self) -> dict[str, Any]:
         return {}
