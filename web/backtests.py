@@ -68,7 +68,7 @@ from Utilities.data_utils import DataError
 from Utilities.model_backtester import backtest_model
 from Utilities.performance import STAT_KEYS
 from Utilities.serialization import to_plain
-from web.datafiles import list_csv_files, resolve_csv, save_upload
+from web.datafiles import list_csv_files, models_dir, resolve_csv, save_upload
 
 log = logging.getLogger(__name__)
 bp = Blueprint("backtests", __name__)
@@ -154,7 +154,7 @@ def recent_results(limit: int = RECENT) -> list[dict[str, Any]]:
 def model_choices() -> list[dict[str, Any]]:
     """Every model folder, readable ones with their env_params defaults and test slice."""
     csv_names = {f.name for f in list_csv_files()}
-    rows = list_models(Path(current_app.config["MODELS_DIR"]))
+    rows = list_models(models_dir())
     for row in rows:
         row["label"] = type_label(row["type"])
         row["defaults"], row["test"], row["csv"] = {}, None, ""

@@ -37,6 +37,11 @@ def data_dir() -> Path:
     return Path(current_app.config["DATA_DIR"])
 
 
+def models_dir() -> Path:
+    """The app's model library (``MODELS_DIR``), for every area."""
+    return Path(current_app.config["MODELS_DIR"])
+
+
 def list_csv_files() -> list[DataFile]:
     """sample.csv first, then the data folder's CSVs (uploads included), by name."""
     files = [DataFile("sample.csv", SAMPLE, SAMPLE.stat().st_size)] if SAMPLE.is_file() else []

@@ -63,7 +63,7 @@ from NetworkConfigs.artifacts import ModelNotFound, find_config, list_models, va
 from NetworkConfigs.base import ModelLoader
 from NetworkConfigs.streams import StreamRegistry
 from Utilities.data_utils import DataError, load_bars
-from web.datafiles import list_csv_files, resolve_csv
+from web.datafiles import list_csv_files, models_dir, resolve_csv
 
 log = logging.getLogger(__name__)
 
@@ -228,9 +228,6 @@ def get_hosting() -> Hosting:
     return current_app.extensions["hosting"]
 
 
-def _models_dir() -> Path:
-    return Path(current_app.config["MODELS_DIR"])
-
 
 # ----------------------------------------------------------------------- the page
 
@@ -248,7 +245,7 @@ def host() -> Any:
         return redirect(url_for(".index"))
     dir_name = request.form.get("model", "").strip()
     try:
-        hosting.host(_models_dir(), dir_name)
+        hosting.host(models_dir(), dir_name)
     except HostingError as exc:
         return _page(selected=dir_name, error=str(exc)), 422
     return redirect(url_for(".index"))
@@ -256,7 +253,7 @@ def host() -> Any:
 
 def standalone_model_dir(dir_name: str) -> str:
     """``--model-dir`` for ``python Api_Loader.py`` run from the repository root."""
-    path = _models_dir().resolve() / dir_name
+    path = models_dir().resolve() / dir_name
     try:
         return shlex.quote(path.relative_to(_REPO_ROOT).as_posix())
     except ValueError:  # a library outside the repository: its full path
@@ -264,7 +261,7 @@ def standalone_model_dir(dir_name: str) -> str:
 
 
 def _page(selected: str = "", error: str | None = None) -> str:
-    models = list_models(_models_dir())
+    models = list_models(models_dir())
     for model in models:
         model["label"] = type_label(model["type"])
         model["model_dir_arg"] = standalone_model_dir(model["dir_name"])
@@ -275,7 +272,7 @@ def _page(selected: str = "", error: str | None = None) -> str:
             "dir_name": hosted.dir_name, "since": hosted.since, "info": hosted.loader.info(),
             "label": type_label(hosted.loader.config.get("Type")),
             "model_dir_arg": standalone_model_dir(hosted.dir_name),
-            "in_library": (_models_dir() / hosted.dir_name).is_dir()}
+            "in_library": (models_dir() / hosted.dir_name).is_dir()}
         selected = selected or hosted.dir_name
     return render_template("hosting/index.html", models=models, hosted=hosted_view,
                            selected=selected, error=error,
@@ -306,7 +303,7 @@ def _default_target(models: list[dict[str, Any]], hosted: dict[str, Any] | None,
 
 def _served(dir_name: str) -> _Cached:
     try:
-        return get_hosting().cache.get(_models_dir(), dir_name)
+        return get_hosting().cache.get(models_dir(), dir_name)
     except HostingError as exc:
         raise ApiError(exc.status, str(exc), "model") from None
 

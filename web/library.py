@@ -42,6 +42,7 @@ from NetworkConfigs.artifacts import (
 from Utilities.run_store import Run, RunStoreError
 from Utilities.run_store_schema import run_as_dict
 from Utilities.serialization import to_plain
+from web import datafiles
 from web.store import get_store
 
 log = logging.getLogger(__name__)
@@ -69,10 +70,6 @@ REFERENCE_LINES = (
 # ----------------------------------------------------------------------------- helpers
 
 
-def _models_dir() -> Path:
-    return Path(current_app.config["MODELS_DIR"])
-
-
 def _folder(dir_name: str) -> Path | None:
     """The model folder named ``dir_name`` inside MODELS_DIR, or None (bad name, outside
     the library, or not there)."""
@@ -80,7 +77,7 @@ def _folder(dir_name: str) -> Path | None:
         validate_name(dir_name, "model folder")
     except ArtifactError:
         return None
-    root = _models_dir().resolve()
+    root = datafiles.models_dir().resolve()
     path = (root / dir_name).resolve()
     if path.parent != root or not path.is_dir():
         return None
@@ -318,7 +315,7 @@ def _api_not_found(dir_name: str):
 @bp.get("/models")
 def index() -> str:
     """Every model, newest first; ``?type=`` keeps one type; broken folders say why."""
-    models = list_models(_models_dir())
+    models = list_models(datafiles.models_dir())
     for model in models:
         model["label"] = type_label(model["type"])
         model["short_error"] = _short_error(model["error"], model["path"])
@@ -362,7 +359,7 @@ def delete(dir_name: str):
             error, status = "Deletion was not confirmed: press the button on this page.", 400
         else:
             try:
-                delete_model(_models_dir(), dir_name)
+                delete_model(datafiles.models_dir(), dir_name)
             except ModelNotFound:
                 return _not_found(dir_name)
             except (ArtifactError, OSError) as exc:
@@ -380,7 +377,7 @@ def delete(dir_name: str):
 
 @bp.get("/api/models")
 def api_list():
-    models = list_models(_models_dir())
+    models = list_models(datafiles.models_dir())
     wanted = request.args.get("type", "").strip()
     if wanted:
         models = [m for m in models if _matches_type(m, wanted)]
@@ -407,7 +404,7 @@ def api_delete(dir_name: str):
     if _folder(dir_name) is None:
         return _api_not_found(dir_name)
     try:
-        delete_model(_models_dir(), dir_name)
+        delete_model(datafiles.models_dir(), dir_name)
     except ModelNotFound:
         return _api_not_found(dir_name)
     except (ArtifactError, OSError) as exc:

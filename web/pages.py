@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
-from flask import Blueprint, current_app, render_template
+from flask import Blueprint, render_template
 
 from NetworkConfigs import type_label
 from NetworkConfigs.artifacts import list_models
 from Utilities.run_store import RunStoreError
+from web import datafiles
 from web.store import get_store
 
 log = logging.getLogger(__name__)
@@ -21,7 +21,7 @@ RECENT_RUNS = 20
 @bp.get("/")
 def home() -> str:
     """Models in the library and the latest runs, each with a clear empty state."""
-    models = list_models(Path(current_app.config["MODELS_DIR"]))
+    models = list_models(datafiles.models_dir())
     for model in models:
         model["label"] = type_label(model["type"])
     runs, total_runs, store_error = [], 0, None

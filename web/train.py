@@ -112,7 +112,7 @@ def _launch_from(type_name: str, form: dict[str, str], errors: dict[str, str]) -
         _discard_upload(csv_path)
         return None
     launch = Launch(type_name, name, csv_path, mode, config,
-                    Path(current_app.config["MODELS_DIR"]), current_app.config["DATABASE_URL"])
+                    datafiles.models_dir(), current_app.config["DATABASE_URL"])
     message = _cli_check(launch)
     if message:
         errors[_field_for(type_name, message)] = message
