@@ -23,7 +23,6 @@ unknown stream, 503 no model loaded. Every error is JSON: ``{"error": ..., "fiel
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import socket
 import sys
@@ -41,6 +40,7 @@ from NetworkConfigs.base import ACCOUNT_FIELDS, ACTION_NAMES, ModelLoader
 from NetworkConfigs.streams import PRICE, StreamNotFound, StreamRegistry
 from Utilities.data_utils import DataError
 from Utilities.logging_setup import configure_logging, one_line
+from web.json_io import ApiError, Reply, StrictJSONProvider, error_reply, read_json_body
 
 log = logging.getLogger(__name__)
 
@@ -50,79 +50,11 @@ MAX_STREAMS = 1000
 API_VERSION = "1.0"
 BODY_FIELDS = ("window", "features", "stream_id", "account_state", "sample", "seed")
 
-Reply = tuple[Response, int]
 
 
 def load_model(model_dir: str | Path) -> ModelLoader:
     """Load the model saved in ``model_dir`` with its registered type's loader."""
     return _registry_load(model_dir)
-
-
-class ApiError(Exception):
-    """A refused request: its HTTP status, a message naming the problem, the field."""
-
-    def __init__(self, status: int, message: str, field: str | None = None) -> None:
-        super().__init__(message)
-        self.status, self.field = status, field
-
-
-# ------------------------------------------------------------------ request bodies
-
-
-class _Constant:
-    """Where a body had NaN or Infinity (Python's json reads them; JSON has none)."""
-
-    __slots__ = ("name",)
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-
-
-def read_json_body(max_bytes: int | None = None) -> dict[str, Any]:
-    """The request's JSON object; ApiError (400/422) or 413 for anything else."""
-    if max_bytes is not None:  # before the body is first read
-        request.max_content_length = max_bytes
-    if not request.is_json:
-        raise ApiError(400, "send a JSON body with Content-Type: application/json")
-    body = parse_json(request.get_data(cache=False))
-    if not isinstance(body, dict):
-        raise ApiError(400, f"the body must be a JSON object; got a JSON {type(body).__name__}")
-    return body
-
-
-def parse_json(raw: bytes) -> Any:
-    """Strict JSON: NaN, Infinity and -Infinity are refused, naming where they were."""
-    found: list[str] = []
-
-    def constant(name: str) -> _Constant:
-        found.append(name)
-        return _Constant(name)
-
-    try:
-        body = json.loads(raw, parse_constant=constant)
-    except (ValueError, RecursionError) as exc:  # JSONDecodeError, UnicodeDecodeError
-        raise ApiError(400, f"the body is not valid JSON: {exc}") from None
-    if found:
-        path, name = _constant_path(body)
-        raise ApiError(422, f"{path} is {name}: JSON has no NaN or Infinity; send finite "
-                            "numbers", field=path)
-    return body
-
-
-def _constant_path(body: Any) -> tuple[str, str]:
-    """Path (``window[3].Close``) and name of the first NaN/Infinity, without recursion
-    (a body may nest as deep as the parser allows)."""
-    stack: list[tuple[str, Any]] = [("body", body)]
-    while stack:
-        path, value = stack.pop()
-        if isinstance(value, _Constant):
-            return path, value.name
-        if isinstance(value, dict):
-            prefix = "" if path == "body" else f"{path}."
-            stack.extend((f"{prefix}{k}", v) for k, v in reversed(value.items()))
-        elif isinstance(value, list):
-            stack.extend((f"{path}[{i}]", v) for i, v in reversed(list(enumerate(value))))
-    raise AssertionError("parse_constant was called but no constant is in the body")
 
 
 def _check_shape(body: dict[str, Any]) -> None:
@@ -174,12 +106,6 @@ def answer(body: dict[str, Any], loader: ModelLoader, streams: StreamRegistry) -
 
 
 # ------------------------------------------------------------------------ errors
-
-
-def error_reply(code: int, message: str, field: str | None = None, **extra: Any) -> Reply:
-    """The one error body: ``{"error": message, "field": ..., ...}``, empty keys left out."""
-    body = {"error": message, "field": field, **extra}
-    return jsonify({k: v for k, v in body.items() if v not in (None, [])}), code
 
 
 def _api_error(exc: ApiError) -> Reply:
@@ -439,6 +365,7 @@ def create_api_app(model_dir: str | Path | None, config: dict[str, Any] | None =
     """
     loader = load_model(model_dir) if model_dir is not None else None
     app = Flask(__name__, static_folder=None)
+    app.json = StrictJSONProvider(app)
     app.config.from_mapping(MAX_CONTENT_LENGTH=MAX_BODY_BYTES, MAX_STREAMS=MAX_STREAMS)
     app.config.update(config or {})
     app.register_blueprint(prediction_blueprint(lambda: loader,

@@ -18,6 +18,7 @@ from NetworkConfigs import DEFAULT_MODEL_TYPE
 from NetworkConfigs.artifacts import default_models_dir, list_models
 from Utilities.logging_setup import configure_logging
 from Utilities.run_store import default_database_url
+from web.json_io import StrictJSONProvider
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +30,7 @@ SAMPLE_CSV = Path(__file__).resolve().parent / "sample.csv"
 def create_app(config: dict[str, Any] | None = None) -> Flask:
     """Build the app; ``config`` overrides defaults (tests pass DATABASE_URL, MODELS_DIR)."""
     app = Flask(__name__, template_folder="templates", static_folder="static")
+    app.json = StrictJSONProvider(app)
     app.config.from_mapping(
         DATABASE_URL=default_database_url(),
         MODELS_DIR=str(default_models_dir()),

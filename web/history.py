@@ -38,7 +38,6 @@ from typing import Any
 import numpy as np
 from flask import Blueprint, Response, jsonify, render_template, request, url_for
 
-from Api_Loader import error_reply
 from Utilities.run_store import (
     MAX_PAGE_SIZE,
     MIN_POINTS,
@@ -50,6 +49,7 @@ from Utilities.run_store import (
     StoreUnavailable,
 )
 from web.formatting import basename, duration, when
+from web.json_io import error_reply
 from web.store import get_store
 from web.training_jobs import launched_here
 
