@@ -40,6 +40,7 @@ from NetworkConfigs.base import ACCOUNT_FIELDS, ACTION_NAMES, ModelLoader
 from NetworkConfigs.streams import PRICE, StreamNotFound, StreamRegistry
 from Utilities.data_utils import DataError
 from Utilities.logging_setup import configure_logging, one_line
+from web import auth, csrf
 from web.json_io import ApiError, Reply, StrictJSONProvider, error_reply, read_json_body
 
 log = logging.getLogger(__name__)
@@ -361,13 +362,18 @@ def create_api_app(model_dir: str | Path | None, config: dict[str, Any] | None =
     """A one-model app serving the prediction blueprint at ``/``; JSON errors everywhere.
 
     Loads the model now (from ``main()`` or a test, never at import); ``None`` serves
-    no model (503). ``config`` overrides ``MAX_CONTENT_LENGTH`` and ``MAX_STREAMS``.
+    no model (503). ``config`` overrides ``MAX_CONTENT_LENGTH``, ``MAX_STREAMS`` and the
+    access settings of :mod:`web.auth` (``BIND_HOST``, ``AUTH``, ``ALLOWED_HOSTS``,
+    ``TOKEN_FILE``, ``DATABASE_URL``): beyond loopback every route needs a bearer token.
     """
     loader = load_model(model_dir) if model_dir is not None else None
     app = Flask(__name__, static_folder=None)
     app.json = StrictJSONProvider(app)
-    app.config.from_mapping(MAX_CONTENT_LENGTH=MAX_BODY_BYTES, MAX_STREAMS=MAX_STREAMS)
+    app.config.from_mapping(MAX_CONTENT_LENGTH=MAX_BODY_BYTES, MAX_STREAMS=MAX_STREAMS,
+                            **auth.env_config())
     app.config.update(config or {})
+    auth.init_token_server(app)  # the Host check and tokens come before everything
+    csrf.init_app(app)
     app.register_blueprint(prediction_blueprint(lambda: loader,
                                                 max_streams=app.config["MAX_STREAMS"]))
     register_json_errors(app)  # unknown URLs and wrong methods never reach the blueprint
@@ -413,7 +419,9 @@ def _usage_error(message: str) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Load the model, then serve it with waitress until Ctrl+C. Bad input: exit 2."""
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    auth.add_arguments(parser, token_file=True)
+    args = parser.parse_args(argv)
     import torch
     import waitress
 
@@ -422,9 +430,13 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(1)
 
     try:
-        app = create_api_app(args.model_dir, {"MAX_STREAMS": args.max_streams})
-    except (ValueError, OSError) as exc:  # ArtifactError, ModelNotFound, UnknownModelType
-        return _usage_error(str(exc))
+        app = create_api_app(args.model_dir, {"MAX_STREAMS": args.max_streams,
+                                              **auth.config_from_args(args)})
+    except (ValueError, OSError) as exc:  # ArtifactError, ModelNotFound, UnknownModelType,
+        return _usage_error(str(exc))     # AuthConfigError, TokenFileError
+    problem = auth.startup_problem(app)  # beyond loopback with no token: refused
+    if problem:
+        return _usage_error(problem)
     try:
         sock = _listen(args.host, args.port)
     except OSError as exc:

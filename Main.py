@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ from NetworkConfigs import DEFAULT_MODEL_TYPE
 from NetworkConfigs.artifacts import default_models_dir, list_models
 from Utilities.logging_setup import configure_logging
 from Utilities.run_store import default_database_url
+from web import auth, auth_cli
 from web.json_io import StrictJSONProvider
 
 log = logging.getLogger(__name__)
@@ -37,11 +39,13 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         # CSVs the pages offer beside sample.csv; uploads are kept in its uploads/.
         DATA_DIR=os.environ.get("DATA_DIR") or str(Path(__file__).resolve().parent / "data"),
         MAX_CONTENT_LENGTH=MAX_UPLOAD_BYTES,
-        # Signs the flash messages' cookie; a fresh key per start is enough for them.
-        SECRET_KEY=os.environ.get("SECRET_KEY") or os.urandom(16).hex(),
+        # Signs the session cookie; unset, web.auth picks one (see _install_auth).
+        SECRET_KEY=os.environ.get("SECRET_KEY"),
+        **auth.env_config(),  # AUTH, ALLOWED_HOSTS, BIND_HOST, the cookie's flags
     )
     if config:
         app.config.update(config)
+    _install_auth(app)  # first: the Host check and sign-in run before any other hook
 
     from web import (
         backtests,
@@ -50,8 +54,10 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         history,
         hosting,
         library,
+        login,
         navigation,
         pages,
+        settings,
         store,
         train,
     )
@@ -60,10 +66,20 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     formatting.init_app(app)
     navigation.init_app(app)
     csrf.init_app(app)
-    for area in (pages, train, history, library, backtests, hosting):  # one blueprint each
+    for area in (pages, train, history, library, backtests, hosting, settings, login):
         app.register_blueprint(area.bp)
     app.register_error_handler(HTTPException, _http_error)
     return app
+
+
+def _install_auth(app: Flask) -> None:
+    """Host allow-list and authentication (web/auth.py); credentials live in the run
+    store's database, so every dashboard process on one DATABASE_URL shares them."""
+    from web.auth_store import AuthStore
+    from web.store import get_store
+
+    auth.init_app(app, lambda: AuthStore(get_store().engine), json_paths=JSON_PATHS,
+                  sessions=True)
 
 
 # Paths whose clients are programs: routing errors there (unknown URL, wrong method)
@@ -94,25 +110,47 @@ def ensure_demo_model(models_dir: Path) -> None:
         log.error("demo model training failed (exit %d); serving without it", code)
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Serve the Galaxy Models dashboard.")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=5000)
     parser.add_argument("--threads", type=int, default=8)
     parser.add_argument("--no-demo", action="store_true",
                         help="do not train the demo model when Models/ is empty")
+    auth.add_arguments(parser)
+    auth_cli.add_commands(parser)
     args = parser.parse_args(argv)
+    if args.command:  # python Main.py tokens … / users …
+        return auth_cli.run(args)
     configure_logging()
 
     import waitress
 
-    app = create_app()
+    app = _serving_app(args)
+    if app is None:
+        return 2
     if not args.no_demo:
         ensure_demo_model(Path(app.config["MODELS_DIR"]))
     print(f"Galaxy Models dashboard on http://{args.host}:{args.port}  (Ctrl+C stops)",
           flush=True)
     waitress.serve(app, host=args.host, port=args.port, threads=args.threads)
+    return 0
+
+
+def _serving_app(args: argparse.Namespace) -> Flask | None:
+    """The app to serve as ``args`` ask, or None after a one-line error when it must not
+    start (beyond loopback with no credential, a bad AUTH or ALLOWED_HOSTS)."""
+    try:
+        app = create_app(auth.config_from_args(args))
+    except (ValueError, OSError) as exc:  # AuthConfigError, an unusable secret key file
+        print(f"error: {exc}", file=sys.stderr)
+        return None
+    problem = auth.startup_problem(app)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return None
+    return app
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

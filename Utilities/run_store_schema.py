@@ -108,6 +108,28 @@ class Event(Base):
     wall_time: Mapped[float] = mapped_column(sa.Float)
 
 
+class ApiToken(Base):
+    """An API token (web/auth_store.py): only its sha256 is kept, never the token."""
+
+    __tablename__ = "api_tokens"
+    id: Mapped[int] = mapped_column(_BIG_ID, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(sa.String(64), unique=True)
+    token_sha256: Mapped[str] = mapped_column(sa.String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(sa.DateTime)
+    last_used_at: Mapped[datetime | None] = mapped_column(sa.DateTime)
+
+
+class User(Base):
+    """A dashboard login (web/auth_store.py): the password as a salted scrypt hash."""
+
+    __tablename__ = "users"
+    id: Mapped[int] = mapped_column(_BIG_ID, primary_key=True, autoincrement=True)
+    username: Mapped[str] = mapped_column(sa.String(64), unique=True)
+    password_hash: Mapped[str] = mapped_column(sa.String(255))
+    created_at: Mapped[datetime] = mapped_column(sa.DateTime)
+    updated_at: Mapped[datetime] = mapped_column(sa.DateTime)
+
+
 metadata = Base.metadata
 # A concurrent opener can win the CREATE race for each table at most once, and every
 # lost race leaves one more table for the next (checkfirst) attempt to skip.

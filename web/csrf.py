@@ -3,6 +3,11 @@
 A browser names the page's origin on every POST/PUT/PATCH/DELETE (``Origin``, or at
 least ``Sec-Fetch-Site``); a write whose origin is another host is refused with 403.
 Programs (curl, the API clients) send neither header and are not affected.
+
+Comparing Origin with ``Host`` is sound only because :mod:`web.auth` refuses, before
+this hook runs, a Host that is not one of the server's names: otherwise a DNS-rebinding
+page (``Host`` and ``Origin`` both evil.example) would pass as same-site. The session
+cookie is also ``SameSite=Lax``, so another site's forms and fetches do not carry it.
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ from flask import Flask, current_app
 # (endpoint, label) in menu order; an endpoint not registered (yet) is left out.
 AREAS = (("pages.home", "Home"), ("train.index", "Train"), ("history.index", "History"),
          ("library.index", "Models"), ("backtests.index", "Backtest"),
-         ("hosting.index", "API"))
+         ("hosting.index", "API"), ("settings.index", "Settings"))
 
 
 def init_app(app: Flask) -> None:
