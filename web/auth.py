@@ -274,7 +274,9 @@ def startup_problem(app: Flask) -> str | None:
     current = state.policy
     if current.bind_host.strip("[]") in ALL_INTERFACES:
         log.warning("listening on every interface (%s): every network this machine is on "
-                    "can reach it; credentials are required", current.bind_host or "''")
+                    "can reach it; credentials are required, and only %s are answered (list "
+                    "the names clients use in ALLOWED_HOSTS)", current.bind_host or "''",
+                    ", ".join(current.shown_hosts))
     if not current.required:
         return None
     try:

@@ -157,14 +157,18 @@ class AuthStore:
         signed in with the old password end (see :meth:`session_stamp`)."""
         check_name("user", username)
         password_hash, now = hash_password(password), utcnow()
-        with self.engine.begin() as conn:
-            changed = conn.execute(sa.update(_USERS).where(_USERS.c.username == username)
-                                   .values(password_hash=password_hash, updated_at=now))
-            if changed.rowcount:
-                return False
-            conn.execute(sa.insert(_USERS).values(username=username, created_at=now,
-                                                  password_hash=password_hash,
-                                                  updated_at=now))
+        try:
+            with self.engine.begin() as conn:
+                changed = conn.execute(sa.update(_USERS).where(_USERS.c.username == username)
+                                       .values(password_hash=password_hash, updated_at=now))
+                if changed.rowcount:
+                    return False
+                conn.execute(sa.insert(_USERS).values(username=username, created_at=now,
+                                                      password_hash=password_hash,
+                                                      updated_at=now))
+        except IntegrityError:
+            raise CredentialError(f"the user {username!r} was created at the same moment "
+                                  "elsewhere; run the command again") from None
         log.info("user %r created", username)
         return True
 
