@@ -471,6 +471,7 @@ def test_api_loader_main_refuses_beyond_loopback_without_a_token(monkeypatch, ca
     assert Api_Loader.main(["--model-dir", "x", "--host", "0.0.0.0", "--port", "0"]) == 2
     err = capsys.readouterr().err
     assert err.splitlines() == [err.strip()] and "no credential is configured" in err
+    assert "--token-file" in err
     empty = tmp_path / "empty.txt"
     empty.write_text("# nothing yet\n")
     assert Api_Loader.main(["--model-dir", "x", "--host", "0.0.0.0", "--port", "0",

@@ -203,8 +203,8 @@ class _State:
     """Per app: the policy and where credentials are checked (opened on first use)."""
 
     def __init__(self, policy: Policy, open_credentials: Callable[[], Credentials],
-                 json_paths: tuple[str, ...], cache: bool) -> None:
-        self.policy, self.json_paths = policy, json_paths
+                 json_paths: tuple[str, ...], cache: bool, setup_hint: str) -> None:
+        self.policy, self.json_paths, self.setup_hint = policy, json_paths, setup_hint
         self._open, self._cache = open_credentials, cache
         self._credentials: Credentials | None = None
         self._lock = threading.Lock()
@@ -218,16 +218,24 @@ class _State:
             return self._credentials
 
 
+DASHBOARD_HINT = ("create a token (python Main.py tokens create NAME) or a login "
+                  "(python Main.py users set-password NAME) first")
+TOKEN_SERVER_HINT = ("create a token (python Main.py tokens create NAME, with the same "
+                     "DATABASE_URL) or list one in a --token-file first")
+
+
 def init_app(app: Flask, open_credentials: Callable[[], Credentials], *,
              json_paths: tuple[str, ...], cache_credentials: bool = False,
-             sessions: bool = False) -> Policy:
+             sessions: bool = False, setup_hint: str = DASHBOARD_HINT) -> Policy:
     """Install the Host check and the authentication gate (call before other hooks).
 
     ``open_credentials`` gives the credential source (called per request unless
     ``cache_credentials``); ``json_paths`` are the path prefixes answered in JSON;
-    ``sessions`` turns on page logins (the app must register :mod:`web.login`)."""
+    ``sessions`` turns on page logins (the app must register :mod:`web.login`);
+    ``setup_hint`` tells how to make a first credential when start-up is refused."""
     policy = Policy.from_config(app.config)
-    app.extensions[_KEY] = _State(policy, open_credentials, json_paths, cache_credentials)
+    app.extensions[_KEY] = _State(policy, open_credentials, json_paths, cache_credentials,
+                                  setup_hint)
     if sessions:
         _ensure_secret_key(app, policy)
     app.before_request(_gate)
@@ -246,10 +254,11 @@ def init_token_server(app: Flask, *, json_paths: tuple[str, ...] = ("/",)) -> Po
     token_file = app.config.get("TOKEN_FILE")
     if token_file:
         tokens = TokenFile(token_file)
-        return init_app(app, lambda: tokens, json_paths=json_paths)
+        return init_app(app, lambda: tokens, json_paths=json_paths,
+                        setup_hint=TOKEN_SERVER_HINT)
     url = app.config.get("DATABASE_URL")
     return init_app(app, lambda: AuthStore.open(url), json_paths=json_paths,
-                    cache_credentials=True)
+                    cache_credentials=True, setup_hint=TOKEN_SERVER_HINT)
 
 
 def policy() -> Policy:
@@ -286,8 +295,7 @@ def startup_problem(app: Flask) -> str | None:
         return f"cannot check the credentials: {exc}"
     if not configured:
         return (f"authentication is required ({'; '.join(current.reasons)}) but no credential "
-                "is configured: create a token (python Main.py tokens create NAME) or a "
-                "login (python Main.py users set-password NAME) first")
+                f"is configured: {state.setup_hint}")
     key = app.config.get("SECRET_KEY")
     if isinstance(key, str) and len(key) < secret_key.MIN_SECRET_KEY_LENGTH:
         return (f"SECRET_KEY has {len(key)} characters; use at least 32 random ones, or "
