@@ -21,7 +21,12 @@ equity (one vectorised call opens them all, one closes them all) and the real ac
 equity is chained through the trades' growth factors. No Python loop runs per bar.
 
 Ruin: at the first mark with equity <= 0 the position is liquidated at that bar's fill
-and the account stays flat afterwards (backtesting.py stops the run there too).
+and the account stays flat afterwards (backtesting.py stops the run there too). An
+account cannot lose more than it has: equity is floored at 0 from the first mark at or
+below 0 and stays 0, so Return is -100 % at worst (``BacktestResult.ruin_bar`` says
+where). The liquidating trade keeps its own figures in the trade list (a short that
+lost 150 % shows -150 %), as in backtesting.py. For what the statistics make of a
+wiped-out account, see :mod:`Utilities.performance`.
 """
 
 from __future__ import annotations
@@ -60,6 +65,7 @@ class BacktestResult:
     open_trade: dict[str, Any] | None
     params: EnvParams
     fill: str
+    ruin_bar: int | None = None  # the first mark at 0 after ruin; equity is 0 from there
     _stats: dict[str, Any] | None = field(default=None, repr=False)
 
     def statistics(self) -> dict[str, Any]:
@@ -95,9 +101,20 @@ def run_backtest(bars: pd.DataFrame, *, actions: Any = None, positions: Any = No
         desired[ruin:] = 0
         replay = _replay(desired, close, fill_price, params, delay)
     result = replay.result(bars, params, fill)
+    result.ruin_bar = _floor_at_ruin(result.equity)
     if finalize:
         result.position[-1] = 0  # the last mark is after the liquidating fill
     return result
+
+
+def _floor_at_ruin(equity: pd.Series) -> int | None:
+    """Equity 0 from the first mark at or below 0 on (the account is flat there: the
+    replay liquidated it); that bar, or None when the account survived."""
+    broke = np.flatnonzero(equity.to_numpy() <= 0)
+    if not broke.size:
+        return None
+    equity.iloc[broke[0]:] = 0.0
+    return int(broke[0])
 
 
 def fill_prices(bars: pd.DataFrame, fill: str) -> tuple[np.ndarray, np.ndarray]:

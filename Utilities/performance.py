@@ -30,6 +30,10 @@ Deliberate differences:
 * A geometric mean over a return of -100 % or worse is -100 % (backtesting.py returns
   0 %, which would show a wiped-out account as flat).
 * Daily returns after a zero equity (0/0 or x/0) are dropped rather than kept as inf.
+  So after ruin (the engine floors equity at 0 and keeps it there) the daily
+  statistics are those of the account until it was wiped out: its last day counts as
+  -100 %, which makes Return (Ann.) -100 % and Calmar -1; nothing is computed from the
+  days of a zero balance. Statistics with no value are None in JSON, never NaN.
 * Volatility, Sharpe and Sortino need at least two daily returns (NaN otherwise): a
   single return says nothing about dispersion (a Sortino from it is ±√periods).
 * Undefined durations and timestamps are ``None``; undefined numbers are NaN. (When a

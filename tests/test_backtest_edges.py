@@ -4,6 +4,7 @@ must equal the default backtest."""
 
 from __future__ import annotations
 
+import json
 import math
 from typing import Any
 
@@ -99,3 +100,52 @@ def test_statistics_of_a_noisy_curve_match_those_of_the_clean_one() -> None:
     expected = compute_statistics(clean["Close"], trades, clean)
     got = compute_statistics(noisy, trades, clean)
     assert {k: got[k] for k in DRAWDOWN_KEYS} == {k: expected[k] for k in DRAWDOWN_KEYS}
+
+
+# --- 2. ruin: the account is wiped out at -100 %, not in debt ------------------------------
+
+RUIN_CLOSES = [100, 100, 100, 150, 300, 310, 320, 330, 340, 350]
+RUIN_TAPE = np.array([0, 2, 0, 0, 0, 0, 0, 0, 0, 0])  # short at 100; the price triples
+
+
+@pytest.mark.parametrize("commission", [0.0, 0.001])
+def test_ruin_floors_equity_at_zero_as_backtesting_py_does(commission: float) -> None:
+    bars = daily_bars(RUIN_CLOSES)
+    params = EnvParams(commission=commission, slippage=0.0, episode_length=None)
+    ours = run_backtest(bars, actions=RUIN_TAPE, params=params)
+    reference = run_reference(bars, RUIN_TAPE, commission)
+    np.testing.assert_allclose(ours.equity.to_numpy(),
+                               reference["_equity_curve"]["Equity"].to_numpy(), rtol=1e-9)
+    assert ours.ruin_bar == 4 and (ours.equity.iloc[4:] == 0).all()
+    # The liquidating trade keeps its own loss (twice the account), as there.
+    assert ours.trades["pnl"].to_list() == pytest.approx(reference["_trades"]["PnL"].to_list())
+    assert ours.trades["return_pct"].iloc[0] <= -2.0
+
+
+def test_statistics_of_a_wiped_out_account() -> None:
+    bars = daily_bars(RUIN_CLOSES)
+    stats = run_backtest(bars, actions=RUIN_TAPE, params=FREE).statistics()
+    assert stats["Equity Final [$]"] == 0.0 and stats["Return [%]"] == -100.0
+    assert stats["Max. Drawdown [%]"] == -100.0
+    # Daily figures stop at the day it was wiped out (-100 %); a zero balance has no returns.
+    assert stats["Return (Ann.) [%]"] == -100.0 and stats["Calmar Ratio"] == -1.0
+    closes = np.array([10_000.0, 10_000.0, 10_000.0, 5_000.0, 0.0])
+    daily = closes[1:] / closes[:-1] - 1
+    assert stats["Sharpe Ratio"] == pytest.approx(daily.mean() / daily.std(ddof=1)
+                                                  * math.sqrt(365))
+    assert math.isfinite(stats["Volatility (Ann.) [%]"]) and math.isfinite(stats["Sortino Ratio"])
+
+
+def test_a_ruined_backtest_reports_when_and_stays_valid_json(tmp_path) -> None:
+    from Utilities.backtest_report import BacktestReport, Period
+    from Utilities.backtester import baselines
+
+    bars = daily_bars(RUIN_CLOSES)
+    result = run_backtest(bars, actions=RUIN_TAPE, params=FREE)
+    report = BacktestReport("m", "ppo", "ruin.csv", Period(0, len(bars) - 1, "whole file"),
+                            result, baselines(bars, FREE), pd.DataFrame(index=bars.index))
+    summary = json.loads(json.dumps(report.summary(), allow_nan=False))
+    assert summary["ruined_at"] == "2024-01-05 00:00:00"
+    assert summary["statistics"]["Return [%]"] == -100.0
+    assert summary["statistics"]["SQN"] is None  # one trade: no dispersion, not NaN
+    assert json.loads(report.write(tmp_path)["statistics.json"].read_text()) == summary
