@@ -47,6 +47,7 @@ from NetworkConfigs.trading_env import (
     position_path,
 )
 from Utilities import performance
+from Utilities.data_loading import MAX_LISTED, DataError, describe_rows
 
 FILL_MODES = ("close", "next_open")
 TRADE_COLUMNS = ("entry_bar", "exit_bar", "entry_time", "exit_time", "side", "units",
@@ -86,8 +87,10 @@ def run_backtest(bars: pd.DataFrame, *, actions: Any = None, positions: Any = No
                  finalize: bool = True) -> BacktestResult:
     """Replay a tape: ``actions`` (0 Hold, 1 Buy, 2 Sell per bar) or ``positions`` (the
     position wanted after each bar's decision, -1/0/+1; a reversal is a close and an open
-    at the same fill). Raises ValueError naming what is wrong with the inputs."""
+    at the same fill). ``bars`` must be in strictly increasing time order, as a loaded
+    file is. Raises ValueError (DataError for the bars' index) naming what is wrong."""
     params = params or EnvParams()
+    check_time_order(bars.index)
     close, fill_price = fill_prices(bars, fill)
     desired = _desired_positions(len(bars), actions, positions, params)
     if finalize:
@@ -105,6 +108,32 @@ def run_backtest(bars: pd.DataFrame, *, actions: Any = None, positions: Any = No
     if finalize:
         result.position[-1] = 0  # the last mark is after the liquidating fill
     return result
+
+
+def check_time_order(index: pd.Index) -> None:
+    """Raise DataError unless ``index`` strictly increases: a repeated or earlier bar
+    would give negative durations and fills out of order. The message names the
+    positions, as load_bars names a file's lines."""
+    if index.hasnans:
+        _order_error(index, np.asarray(pd.isna(index)), "missing timestamps",
+                     "drop or fill those bars")
+    if index.is_unique and index.is_monotonic_increasing:
+        return
+    values = index.to_numpy()
+    for mask, problem, advice in (
+        (values[1:] == values[:-1], "duplicate timestamps", "remove the repeated bars"),
+        (values[1:] < values[:-1], "timestamps go backwards",
+         "sort the bars by time (bars.sort_index())"),
+    ):
+        if mask.any():
+            _order_error(index, np.r_[False, mask], problem, advice)
+
+
+def _order_error(index: pd.Index, mask: np.ndarray, problem: str, advice: str) -> None:
+    positions = np.flatnonzero(mask).tolist()
+    shown = [str(index[i]) for i in positions[:MAX_LISTED]]
+    raise DataError(f"bars' index: {problem} at {describe_rows(positions, shown, 'position')}; "
+                    f"{advice}", source=None, column=index.name, rows=positions)
 
 
 def _floor_at_ruin(equity: pd.Series) -> int | None:

@@ -149,3 +149,44 @@ def test_a_ruined_backtest_reports_when_and_stays_valid_json(tmp_path) -> None:
     assert summary["statistics"]["Return [%]"] == -100.0
     assert summary["statistics"]["SQN"] is None  # one trade: no dispersion, not NaN
     assert json.loads(report.write(tmp_path)["statistics.json"].read_text()) == summary
+
+
+# --- 3. the API refuses bars out of time order, as the CLI does -----------------------------
+
+DAYS = ["2024-01-01", "2024-01-02", "2024-01-03", "2024-01-04", "2024-01-05"]
+
+
+@pytest.mark.parametrize(("days", "message", "rows"), [
+    (DAYS[:2] + DAYS[1:4], r"duplicate timestamps at position 2 \('2024-01-02 00:00:00'\); "
+                           "remove the repeated bars", [2]),
+    (DAYS[::-1], r"timestamps go backwards at positions 1 \('2024-01-04 00:00:00'\), 2 .* "
+                 r"sort the bars by time", [1, 2, 3, 4]),
+    ([DAYS[0], None, *DAYS[2:]], r"missing timestamps at position 1", [1]),
+])
+def test_run_backtest_refuses_an_unordered_time_index(days, message, rows) -> None:
+    from Utilities.data_utils import DataError
+
+    bars = daily_bars([100.0, 101.0, 102.0, 103.0, 104.0])
+    bars.index = pd.DatetimeIndex(days)
+    with pytest.raises(DataError, match=r"^bars' index: " + message) as caught:
+        run_backtest(bars, actions=np.array([0, 1, 0, 2, 0]), params=FREE)
+    assert caught.value.rows == rows and isinstance(caught.value, ValueError)
+
+
+def test_the_cli_and_the_api_word_the_problem_alike(tmp_path) -> None:
+    from Utilities.data_utils import DataError, load_bars
+
+    bars = daily_bars([100.0, 101.0, 102.0, 103.0, 104.0]).iloc[[0, 2, 1, 3, 4]]
+    bars.to_csv(tmp_path / "unsorted.csv", index_label="Date")
+    with pytest.raises(DataError, match="timestamps go backwards at line 4; sort the file"):
+        load_bars(tmp_path / "unsorted.csv")
+    with pytest.raises(DataError, match=r"timestamps go backwards at position 2 .*; sort the bars"):
+        run_backtest(bars, actions=np.zeros(5, np.int64), params=FREE)
+
+
+def test_a_bar_numbered_index_must_increase_too() -> None:
+    bars = daily_bars([100.0, 101.0, 102.0, 103.0]).reset_index(drop=True)
+    assert run_backtest(bars, actions=np.zeros(4, np.int64), params=FREE).equity.iloc[-1] == 10_000
+    bars.index = [0, 1, 1, 2]
+    with pytest.raises(ValueError, match="duplicate timestamps at position 2"):
+        run_backtest(bars, actions=np.zeros(4, np.int64), params=FREE)
