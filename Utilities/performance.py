@@ -128,6 +128,12 @@ def drawdown_periods(dd: np.ndarray, index: pd.Index) -> tuple[pd.Series, np.nda
     return _spans(index, starts, ends), depths
 
 
+def return_pct(equity: pd.Series | np.ndarray) -> float:
+    """Return [%]: the last equity over the first, less 1, in percent (NaN from 0)."""
+    values = np.asarray(equity, dtype=float)
+    return _ratio(values[-1] - values[0], values[0]) * 100
+
+
 def exposure(trades: pd.DataFrame, n_bars: int) -> float:
     """Share of bars with an open position, entry and exit bars included.
 
@@ -285,7 +291,7 @@ def _equity_stats(values: np.ndarray, trades: pd.DataFrame, bars: pd.DataFrame) 
         "Equity Final [$]": float(values[-1]),
         "Equity Peak [$]": float(values.max()),
         "Commissions [$]": float(trades["fees"].sum()),
-        "Return [%]": _ratio(values[-1] - values[0], values[0]) * 100,
+        "Return [%]": return_pct(values),
         "Buy & Hold Return [%]": _ratio(close[-1] - close[0], close[0]) * 100,
     }
 

@@ -6,14 +6,17 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from NetworkConfigs.trading_env import EnvParams
 from tests.bt_reference import flat_ending_tape, noise_free_stats, run_reference
+from tests.conftest import SAMPLE_CSV
 from Utilities.backtester import run_backtest
 from Utilities.performance import compute_statistics, drawdown, drawdown_periods
 
@@ -190,3 +193,59 @@ def test_a_bar_numbered_index_must_increase_too() -> None:
     bars.index = [0, 1, 1, 2]
     with pytest.raises(ValueError, match="duplicate timestamps at position 2"):
         run_backtest(bars, actions=np.zeros(4, np.int64), params=FREE)
+
+
+# --- 5. the training metric is the default backtest's Return -------------------------------
+
+
+class AlwaysBuy:
+    """A policy that goes long on the first bar and holds to the end of the slice."""
+
+    def policy(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return torch.tensor([[0.1, 0.8, 0.1]]), torch.zeros(1)
+
+
+def test_greedy_evaluation_closes_the_last_position_and_pays_for_it(sample_bars) -> None:
+    from NetworkConfigs.PPOTrainer import evaluate_greedy
+    from NetworkConfigs.trading_env import TradingEnvironment
+    from Utilities.backtester import buy_and_hold
+
+    bars = sample_bars.iloc[:300]
+    params = EnvParams(commission=0.001, slippage=2.0, episode_length=None)
+    env = TradingEnvironment(np.zeros((len(bars), 1), np.float32), bars["Close"].to_numpy(),
+                             1, params=params, random_start=False)
+    result = evaluate_greedy(AlwaysBuy(), env)
+    held = buy_and_hold(bars, params)
+    assert result["return_pct"] == pytest.approx(held.statistics()["Return [%]"], abs=1e-9)
+    assert result["trades"] == 1 == len(held.trades)
+    left_open = run_backtest(bars, positions=np.ones(len(bars), np.int8), params=params,
+                             finalize=False)
+    assert left_open.open_trade is not None and held.open_trade is None
+    # The closing fill's costs are paid, not left out as when marking it at the close.
+    assert result["final_equity"] < left_open.equity.iloc[-1]
+
+
+@pytest.fixture(scope="module")
+def smoke_ppo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from NetworkConfigs.ppo_config import SMOKE
+    from NetworkConfigs.PPOTrainer import PPOTrainer
+    from Utilities.data_utils import load_bars
+
+    torch.manual_seed(0)
+    return PPOTrainer(SMOKE).fit(load_bars(SAMPLE_CSV), model_name="smoke",
+                                 models_dir=tmp_path_factory.mktemp("models"),
+                                 data_file=str(SAMPLE_CSV))
+
+
+def test_the_test_return_of_training_is_the_default_backtests_return(smoke_ppo: Path) -> None:
+    from NetworkConfigs import load_model
+    from Utilities.model_backtester import backtest_model
+
+    metrics = load_model(smoke_ppo).config["metrics"]
+    report = backtest_model(smoke_ppo, SAMPLE_CSV)
+    assert report.period.source == "held-out test slice"
+    assert metrics["test_return_pct"] == pytest.approx(report.statistics["Return [%]"],
+                                                       abs=1e-9)
+    assert metrics["test_trades"] == report.statistics["# Trades"]
+    assert metrics["test_buy_hold_pct"] == pytest.approx(
+        report.statistics["Buy & Hold Return [%]"], abs=1e-4)  # stored to 4 decimals
