@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
+import numpy as np
 import pandas as pd
 import torch
 
@@ -24,12 +25,15 @@ from NetworkConfigs.ppo_config import SMOKE, normalise, settings_from
 from NetworkConfigs.ppo_network import ActorCritic
 from NetworkConfigs.trading_env import (
     ACCOUNT_FEATURES,
+    HOLD,
     EnvParams,
     TradingEnvironment,
     VecTradingEnv,
     env_arrays,
 )
+from Utilities.backtester import run_backtest
 from Utilities.data_utils import PreparedData, prepare_from_params
+from Utilities.performance import return_pct
 
 __all__ = ["ActorCritic", "PPOTrainer", "ValidationCallback", "buy_and_hold_pct",
            "evaluate_greedy"]
@@ -41,18 +45,26 @@ PREFIX, TYPE_NAME = "PPO", "ppo"
 @torch.no_grad()
 def evaluate_greedy(agent: ActorCritic, env: TradingEnvironment,
                     device: torch.device | str = "cpu") -> dict[str, float]:
-    """Play one deterministic (argmax) episode over the env's whole slice."""
-    obs, _ = env.reset(options={"start": env.market.first})
-    done, info, steps = False, {}, 0
+    """Play one deterministic (argmax) episode over the env's whole slice, then score
+    its actions as the default backtest does (:func:`Utilities.backtester.run_backtest`):
+    a position still open at the end is closed at the last close, costs paid. So
+    ``return_pct`` is the backtest's Return [%] on the same bars, and ``trades`` and
+    ``win_rate`` count the same closed trades."""
+    market = env.market
+    obs, _ = env.reset(options={"start": market.first})
+    actions = np.full(market.n - market.first, HOLD, dtype=np.int64)  # last: never fills
+    done, steps = False, 0
     while not done:
         probs, _ = agent.policy(torch.as_tensor(obs, device=device).unsqueeze(0))
-        obs, _, terminated, truncated, info = env.step(int(probs.argmax()))
+        actions[steps] = int(probs.argmax())
+        obs, _, terminated, truncated, _ = env.step(int(actions[steps]))
         done, steps = terminated or truncated, steps + 1
-    initial = env.params.initial_balance
-    trades, wins = int(info["trades"]), int(info["wins"])
-    return {"return_pct": (info["final_equity"] / initial - 1.0) * 100.0,
-            "final_equity": float(info["final_equity"]), "trades": trades,
-            "win_rate": wins / trades if trades else 0.0, "steps": steps}
+    bars = pd.DataFrame({"Close": market.prices[market.first:]})
+    result = run_backtest(bars, actions=actions, params=env.params)
+    pnl = result.trades["pnl"]
+    return {"return_pct": return_pct(result.equity), "final_equity": float(result.equity.iloc[-1]),
+            "trades": len(pnl), "win_rate": float((pnl > 0).mean()) if len(pnl) else 0.0,
+            "steps": steps}
 
 
 def buy_and_hold_pct(env: TradingEnvironment) -> float:
@@ -183,7 +195,8 @@ class PPOTrainer(Trainer):
             env = self._evaluation_env(data, part)
             if env is not None:
                 result = evaluate_greedy(agent, env, self.algorithm.device)
-                metrics[f"{part}_return_pct"] = round(result["return_pct"], 4)
+                # Unrounded: it is the default backtest's Return [%] to the last digits.
+                metrics[f"{part}_return_pct"] = result["return_pct"]
                 metrics[f"{part}_trades"] = result["trades"]
                 metrics[f"{part}_buy_hold_pct"] = round(buy_and_hold_pct(env), 4)
         return metrics

@@ -158,7 +158,9 @@ class BacktestReport:
                 "statistics": performance.jsonable_statistics(self.statistics),
                 "baselines": {name: performance.jsonable_statistics(stats)
                               for name, stats in self.baseline_statistics.items()},
-                "open_trade": to_plain(self.result.open_trade)}
+                "open_trade": to_plain(self.result.open_trade),
+                "ruined_at": None if self.result.ruin_bar is None
+                else str(index[self.result.ruin_bar])}
 
     def equity_table(self) -> pd.DataFrame:
         """Equity, drawdown and position per bar, with each baseline's equity beside."""

@@ -21,7 +21,12 @@ equity (one vectorised call opens them all, one closes them all) and the real ac
 equity is chained through the trades' growth factors. No Python loop runs per bar.
 
 Ruin: at the first mark with equity <= 0 the position is liquidated at that bar's fill
-and the account stays flat afterwards (backtesting.py stops the run there too).
+and the account stays flat afterwards (backtesting.py stops the run there too). An
+account cannot lose more than it has: equity is floored at 0 from the first mark at or
+below 0 and stays 0, so Return is -100 % at worst (``BacktestResult.ruin_bar`` says
+where). The liquidating trade keeps its own figures in the trade list (a short that
+lost 150 % shows -150 %), as in backtesting.py. For what the statistics make of a
+wiped-out account, see :mod:`Utilities.performance`.
 """
 
 from __future__ import annotations
@@ -42,6 +47,7 @@ from NetworkConfigs.trading_env import (
     position_path,
 )
 from Utilities import performance
+from Utilities.data_loading import MAX_LISTED, DataError, describe_rows
 
 FILL_MODES = ("close", "next_open")
 TRADE_COLUMNS = ("entry_bar", "exit_bar", "entry_time", "exit_time", "side", "units",
@@ -60,6 +66,7 @@ class BacktestResult:
     open_trade: dict[str, Any] | None
     params: EnvParams
     fill: str
+    ruin_bar: int | None = None  # the first mark at 0 after ruin; equity is 0 from there
     _stats: dict[str, Any] | None = field(default=None, repr=False)
 
     def statistics(self) -> dict[str, Any]:
@@ -80,8 +87,10 @@ def run_backtest(bars: pd.DataFrame, *, actions: Any = None, positions: Any = No
                  finalize: bool = True) -> BacktestResult:
     """Replay a tape: ``actions`` (0 Hold, 1 Buy, 2 Sell per bar) or ``positions`` (the
     position wanted after each bar's decision, -1/0/+1; a reversal is a close and an open
-    at the same fill). Raises ValueError naming what is wrong with the inputs."""
+    at the same fill). ``bars`` must be in strictly increasing time order, as a loaded
+    file is. Raises ValueError (DataError for the bars' index) naming what is wrong."""
     params = params or EnvParams()
+    check_time_order(bars.index)
     close, fill_price = fill_prices(bars, fill)
     desired = _desired_positions(len(bars), actions, positions, params)
     if finalize:
@@ -95,9 +104,46 @@ def run_backtest(bars: pd.DataFrame, *, actions: Any = None, positions: Any = No
         desired[ruin:] = 0
         replay = _replay(desired, close, fill_price, params, delay)
     result = replay.result(bars, params, fill)
+    result.ruin_bar = _floor_at_ruin(result.equity)
     if finalize:
         result.position[-1] = 0  # the last mark is after the liquidating fill
     return result
+
+
+def check_time_order(index: pd.Index) -> None:
+    """Raise DataError unless ``index`` strictly increases: a repeated or earlier bar
+    would give negative durations and fills out of order. The message names the
+    positions, as load_bars names a file's lines."""
+    if index.hasnans:
+        _order_error(index, np.asarray(pd.isna(index)), "missing timestamps",
+                     "drop or fill those bars")
+    if index.is_unique and index.is_monotonic_increasing:
+        return
+    values = index.to_numpy()
+    for mask, problem, advice in (
+        (values[1:] == values[:-1], "duplicate timestamps", "remove the repeated bars"),
+        (values[1:] < values[:-1], "timestamps go backwards",
+         "sort the bars by time (bars.sort_index())"),
+    ):
+        if mask.any():
+            _order_error(index, np.r_[False, mask], problem, advice)
+
+
+def _order_error(index: pd.Index, mask: np.ndarray, problem: str, advice: str) -> None:
+    positions = np.flatnonzero(mask).tolist()
+    shown = [str(index[i]) for i in positions[:MAX_LISTED]]
+    raise DataError(f"bars' index: {problem} at {describe_rows(positions, shown, 'position')}; "
+                    f"{advice}", source=None, column=index.name, rows=positions)
+
+
+def _floor_at_ruin(equity: pd.Series) -> int | None:
+    """Equity 0 from the first mark at or below 0 on (the account is flat there: the
+    replay liquidated it); that bar, or None when the account survived."""
+    broke = np.flatnonzero(equity.to_numpy() <= 0)
+    if not broke.size:
+        return None
+    equity.iloc[broke[0]:] = 0.0
+    return int(broke[0])
 
 
 def fill_prices(bars: pd.DataFrame, fill: str) -> tuple[np.ndarray, np.ndarray]:

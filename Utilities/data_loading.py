@@ -271,12 +271,31 @@ def _read_frame(source: Source, name: str) -> pd.DataFrame:
 
 
 def _drop_index_columns(frame: pd.DataFrame, name: str) -> pd.DataFrame:
-    """A pandas index saved by ``to_csv()`` is a row counter, never a feature."""
+    """A pandas index saved by ``to_csv()`` is a row counter, never a feature; one of
+    dates is the time column (see :func:`_index_of_dates`)."""
+    frame = _index_of_dates(frame, name)
     index_cols = [c for c in frame.columns if _INDEX_HEADER.fullmatch(c)]
     if index_cols:
         log.warning("%s: dropped column(s) with no name %s (such as a pandas index saved "
                     "by to_csv); they are not features", name, index_cols)
     return frame.drop(columns=index_cols)
+
+
+def _index_of_dates(frame: pd.DataFrame, name: str) -> pd.DataFrame:
+    """An unnamed first column becomes the time column (``Datetime``) when the file
+    names none and every value in it is a date written as text: a DatetimeIndex saved
+    by ``to_csv()``, as backtesting.py's and most pandas users' files are. Numbers
+    there are a row counter, dropped like any unnamed column."""
+    first = frame.columns[0] if len(frame.columns) else "-"
+    named = {c.lower() for c in frame.columns} & {"datetime", "timestamp", "date"}
+    if named or not _INDEX_HEADER.fullmatch(first):
+        return frame
+    values = frame.iloc[:, 0]
+    if (_is_number_column(values) or values.isna().any()
+            or _parse_text_times(values).isna().any()):
+        return frame
+    log.info("%s: the unnamed first column holds dates; it is the time column", name)
+    return frame.set_axis([TIME_INDEX, *frame.columns[1:]], axis=1)
 
 
 # ----------------------------------------------------------------------- validation

@@ -22,11 +22,18 @@ Deliberate differences:
   downside deviation × √periods with downside deviation = √mean(min(r, 0)²). Users
   compare our numbers with those tools; backtesting.py's geometric variants differ on
   purpose and would not match them.
+* Equity within ``PEAK_TOLERANCE`` (1e-10) of its running peak is at the peak.
+  backtesting.py compares exactly, so an account left a rounding step (~1e-16) below
+  the peak by the trade that made it starts a "drawdown" there, halving Avg. Drawdown.
 * A ratio whose denominator is zero or undefined is NaN, never inf (backtesting.py and
   empyrical give inf for a Sortino with no losing day).
 * A geometric mean over a return of -100 % or worse is -100 % (backtesting.py returns
   0 %, which would show a wiped-out account as flat).
 * Daily returns after a zero equity (0/0 or x/0) are dropped rather than kept as inf.
+  So after ruin (the engine floors equity at 0 and keeps it there) the daily
+  statistics are those of the account until it was wiped out: its last day counts as
+  -100 %, which makes Return (Ann.) -100 % and Calmar -1; nothing is computed from the
+  days of a zero balance. Statistics with no value are None in JSON, never NaN.
 * Volatility, Sharpe and Sortino need at least two daily returns (NaN otherwise): a
   single return says nothing about dispersion (a Sortino from it is ±√periods).
 * Undefined durations and timestamps are ``None``; undefined numbers are NaN. (When a
@@ -77,13 +84,24 @@ _CALENDARS: dict[int, tuple[float, str]] = {7: (52.0, "W"), 31: (12.0, "ME"), 36
 # More than 60 % of the weekend's natural share of bars: the market trades every day.
 _WEEKEND_SHARE = 2 / 7 * 0.6
 _MISSING = "-"
+# Equity this close to its running peak (as a fraction of the peak) is at the peak.
+# Float64 arithmetic leaves an account that closed a trade at a new high a few ulps
+# (~1e-16) below the mark it was valued at a bar earlier; read exactly, that dip would
+# start a "drawdown" lasting until the next high and halve Avg. Drawdown. 1e-10 is a
+# millionth of a cent on 10,000: a million times above such noise, and far below any
+# real move (a one-tick price change moves an invested account by 1e-7 or more).
+PEAK_TOLERANCE = 1e-10
 
 
 def drawdown(equity: pd.Series | np.ndarray) -> np.ndarray:
-    """Fraction of equity below its running peak at each bar (0 at a new high)."""
+    """Fraction of equity below its running peak at each bar (0 at a new high).
+
+    Equity within :data:`PEAK_TOLERANCE` of its peak counts as at the peak: rounding
+    noise is not a drawdown."""
     values = np.asarray(equity, dtype=float)
     with np.errstate(divide="ignore", invalid="ignore"):
-        return 1 - values / np.maximum.accumulate(values)
+        below = 1 - values / np.maximum.accumulate(values)
+    return np.where(below < PEAK_TOLERANCE, 0.0, below)  # NaN stays NaN
 
 
 def max_drawdown(equity: pd.Series | np.ndarray) -> float:
@@ -108,6 +126,12 @@ def drawdown_periods(dd: np.ndarray, index: pd.Index) -> tuple[pd.Series, np.nda
         return _spans(index, starts, ends), dd[(dd != 0) & ~np.isnan(dd)]
     depths = np.array([np.nanmax(dd[s:e + 1]) for s, e in zip(starts, ends, strict=True)])
     return _spans(index, starts, ends), depths
+
+
+def return_pct(equity: pd.Series | np.ndarray) -> float:
+    """Return [%]: the last equity over the first, less 1, in percent (NaN from 0)."""
+    values = np.asarray(equity, dtype=float)
+    return _ratio(values[-1] - values[0], values[0]) * 100
 
 
 def exposure(trades: pd.DataFrame, n_bars: int) -> float:
@@ -267,7 +291,7 @@ def _equity_stats(values: np.ndarray, trades: pd.DataFrame, bars: pd.DataFrame) 
         "Equity Final [$]": float(values[-1]),
         "Equity Peak [$]": float(values.max()),
         "Commissions [$]": float(trades["fees"].sum()),
-        "Return [%]": _ratio(values[-1] - values[0], values[0]) * 100,
+        "Return [%]": return_pct(values),
         "Buy & Hold Return [%]": _ratio(close[-1] - close[0], close[0]) * 100,
     }
 

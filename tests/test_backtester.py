@@ -256,7 +256,8 @@ def test_ruin_on_the_last_bar_with_next_open_fills_is_liquidated_at_the_close() 
     bars = pd.DataFrame({"Open": close, "Close": close}, index=index)
     tape = np.array([SELL, HOLD, HOLD, HOLD])
     result = run_backtest(bars, actions=tape, params=COSTLY, fill="next_open", finalize=False)
-    assert np.isfinite(result.equity).all() and result.equity.iloc[-1] < 0
+    assert np.isfinite(result.equity).all() and result.equity.iloc[-1] == 0
+    assert result.ruin_bar == 3 and result.trades["pnl"].iloc[0] < -10_000
     assert len(result.trades) == 1 and np.isfinite(result.trades["pnl"]).all()
 
 
@@ -266,6 +267,9 @@ def test_a_reversal_out_of_ruin_does_not_open() -> None:
     bars = pd.DataFrame({"Open": close, "Close": close}, index=index)
     positions = np.array([-1, -1, 1, 1, 1, 0])
     result = run_backtest(bars, positions=positions, params=NO_SLIP, finalize=False)
-    np.testing.assert_allclose(result.equity.to_numpy(),
-                               sequential_equity(bars, positions, NO_SLIP), rtol=1e-10)
+    expected = sequential_equity(bars, positions, NO_SLIP)
+    assert expected[3] < 0  # closing the short left less than nothing: no open, and ...
+    expected[3:] = 0  # ... the account is wiped out, not in debt
+    np.testing.assert_allclose(result.equity.to_numpy(), expected, rtol=1e-10)
     assert len(result.trades) == 1 and (result.position[3:] == 0).all()
+    assert result.ruin_bar == 3

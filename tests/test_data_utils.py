@@ -170,6 +170,53 @@ def test_a_saved_pandas_index_is_dropped(tmp_path: Path, caplog: pytest.LogCaptu
     assert "dropped column(s) with no name" in caplog.text
 
 
+def test_a_file_written_by_backtesting_py_loads(tmp_path: Path) -> None:
+    from backtesting.test import GOOG  # its index of dates is saved as an unnamed column
+
+    path = tmp_path / "goog.csv"
+    GOOG.to_csv(path)
+    assert path.read_text().startswith(",Open,High,Low,Close,Volume\n2004-08-19,")
+    bars = load_bars(path)
+    assert bars.index.name == "Datetime" and len(bars) == len(GOOG)
+    np.testing.assert_array_equal(bars.index, GOOG.index)
+    np.testing.assert_array_equal(bars[["Open", "Close"]], GOOG[["Open", "Close"]])
+
+
+@pytest.mark.parametrize("passes", [1, 2])  # twice through pandas: "Unnamed: 0"
+def test_a_pandas_datetime_index_is_the_time_column(tmp_path: Path, passes: int) -> None:
+    frame = pd.read_csv(io.StringIO(GOOD), index_col="Date", parse_dates=True)
+    frame.index = frame.index + pd.Timedelta(hours=9, minutes=30)
+    frame.index.name = None
+    frame.to_csv(tmp_path / "bars.csv")
+    if passes == 2:
+        pd.read_csv(tmp_path / "bars.csv").to_csv(tmp_path / "bars.csv", index=False)
+    first_line = (tmp_path / "bars.csv").read_text().splitlines()[0]
+    assert first_line.startswith("Unnamed: 0," if passes == 2 else ",Open")
+    bars = load_bars(tmp_path / "bars.csv")
+    assert list(bars.index) == list(frame.index) and list(bars.columns) == list(frame.columns)
+
+
+def test_an_unnamed_index_is_not_used_when_the_file_names_its_time_column(
+        tmp_path: Path) -> None:
+    frame = pd.read_csv(io.StringIO(GOOD))
+    frame.index = pd.date_range("1999-01-01", periods=len(frame), name=None)
+    bars = load_bars(write(tmp_path, frame.to_csv()))
+    assert str(bars.index[0]) == "2024-01-01 00:00:00"
+
+
+@pytest.mark.parametrize(("index", "why"), [
+    (None, "a row counter (0, 1, 2, ...)"),
+    (["2024-01-01", "2024-01-02", "soon", "2024-01-04"], "one value is not a date"),
+    (["2024-01-01", "2024-01-02", "", "2024-01-04"], "one value is missing"),
+])
+def test_an_unnamed_column_of_non_dates_is_no_time_column(tmp_path: Path, index, why) -> None:
+    frame = pd.read_csv(io.StringIO(GOOD)).drop(columns="Date")
+    if index is not None:
+        frame.index = index
+    with pytest.raises(DataError, match="no time column; expected one of Datetime"):
+        load_bars(write(tmp_path, frame.to_csv()))
+
+
 def test_line_numbers_count_blank_lines(tmp_path: Path) -> None:
     """Line N in a message is line N in an editor, blank lines included."""
     lines = GOOD.splitlines()

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tests.bt_reference import flat_ending_tape, periodic_tape, run_reference
+from tests.bt_reference import flat_ending_tape, noise_free_stats, periodic_tape, run_reference
 from tests.bt_reference import ibm_bars as ibm_daily_bars
 from Utilities.data_loading import load_bars
 from Utilities.performance import (
@@ -34,6 +34,10 @@ from Utilities.performance import (
 )
 
 OURS_ONLY = ("Volatility (Ann.) [%]", "Sharpe Ratio", "Sortino Ratio")
+# backtesting.py reads a rounding step below a peak as a drawdown (we do not: see
+# performance.PEAK_TOLERANCE); these are checked against its noise-free figures.
+DRAWDOWN_KEYS = ("Max. Drawdown [%]", "Avg. Drawdown [%]", "Max. Drawdown Duration",
+                 "Avg. Drawdown Duration")
 OHLCV = ["Open", "High", "Low", "Close", "Volume"]
 REL_TOL = 1e-9
 TAPES = {"random": lambda n: flat_ending_tape(n, seed=7, p_trade=0.2),
@@ -87,11 +91,11 @@ def case(request: pytest.FixtureRequest) -> dict[str, Any]:
             "ours": compute_statistics(equity, trades, bars), "data": data}
 
 
-def same(ours: Any, theirs: Any) -> bool:
+def same(ours: Any, theirs: Any, abs_tol: float = 1e-12) -> bool:
     if isinstance(theirs, float | np.floating) and math.isnan(theirs):
         return ours is None or (isinstance(ours, float) and math.isnan(ours))
     if isinstance(theirs, float | np.floating | int | np.integer):
-        return math.isclose(ours, theirs, rel_tol=REL_TOL, abs_tol=1e-12)
+        return math.isclose(ours, theirs, rel_tol=REL_TOL, abs_tol=abs_tol)
     return ours == theirs
 
 
@@ -107,9 +111,12 @@ def test_reference_run_trades_both_sides(case: dict[str, Any]) -> None:
 
 def test_shared_definitions_match_backtesting_py(case: dict[str, Any]) -> None:
     reference, ours = case["reference"], case["ours"]
+    clean = noise_free_stats(reference, case["bars"])
     shared = [key for key in STAT_KEYS if key not in OURS_ONLY and key != "Commissions [$]"]
-    mismatches = {key: (ours[key], reference[key]) for key in shared
-                  if not same(ours[key], reference[key])}
+    expected = {key: (clean if key in DRAWDOWN_KEYS else reference)[key] for key in shared}
+    # Rounding to a micro-dollar moves a drawdown of 10,000 by up to 1e-8 %.
+    mismatches = {key: (ours[key], expected[key]) for key in shared
+                  if not same(ours[key], expected[key], 1e-7 if key in DRAWDOWN_KEYS else 1e-12)}
     assert not mismatches
 
 
