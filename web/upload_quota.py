@@ -71,9 +71,8 @@ def make_room(folder: Path, incoming: int) -> list[Path]:
     NoRoom when they cannot. Returns what was removed."""
     quota = Quota.of_app()
     if incoming > quota.max_bytes:
-        raise NoRoom(f"the upload ({incoming / 2**20:,.1f} MiB) is larger than the uploads "
-                     f"folder's quota of {quota.max_bytes / 2**20:,.0f} MiB "
-                     "(UPLOADS_MAX_BYTES)", 413)
+        raise NoRoom(f"the upload ({size_text(incoming)}) is larger than the uploads "
+                     f"folder's quota of {size_text(quota.max_bytes)} (UPLOADS_MAX_BYTES)", 413)
     files = kept_uploads(folder)
     total = sum(p.stat().st_size for p in files) + incoming
     count = len(files) + 1
@@ -90,8 +89,8 @@ def make_room(folder: Path, incoming: int) -> list[Path]:
         removed.append(path)
     if total > quota.max_bytes or count > quota.max_files:
         raise NoRoom(f"the uploads folder is full ({quota.max_files} files or "
-                     f"{quota.max_bytes / 2**20:,.0f} MiB, UPLOADS_MAX_FILES / "
-                     "UPLOADS_MAX_BYTES) with uploads in use or from the last "
+                     f"{size_text(quota.max_bytes)}: UPLOADS_MAX_FILES, UPLOADS_MAX_BYTES) "
+                     "with uploads in use or from the last "
                      f"{GRACE_SECONDS // 60} minutes; try again later", 507)
     return removed
 
@@ -113,6 +112,10 @@ def clean_up(folder: Path) -> list[Path]:
                 _remove(path, "older than UPLOADS_MAX_AGE_DAYS and named by no result or model")
                 removed.append(path)
     return removed
+
+
+def size_text(size: int) -> str:
+    return f"{size / 2**20:,.1f} MiB" if size >= 2**20 else f"{size / 1024:,.0f} KiB"
 
 
 def _remove(path: Path, why: str) -> None:
