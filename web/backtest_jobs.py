@@ -43,9 +43,10 @@ from typing import Any
 
 from flask import current_app
 
+from web import upload_quota
 from web.backtest_request import BacktestRequest, FieldErrors, run_request
 from web.backtest_results import STAGING, backtests_dir, new_result_id, save, saved, valid_id
-from web.datafiles import client_message
+from web.datafiles import UPLOADS, client_message, data_dir
 
 log = logging.getLogger(__name__)
 
@@ -249,6 +250,12 @@ class BacktestJobs:
             job = self._jobs.get(job_id)
         return True if job is None else job.finished.wait(timeout)
 
+    def active(self) -> list[JobStatus]:
+        """Queued and running jobs, oldest first."""
+        with self._lock:
+            ids = [k for k, j in self._jobs.items() if j.status in ACTIVE]
+        return [s for s in map(self.status, ids) if s is not None and s.status in ACTIVE]
+
     def csv_paths(self) -> list[Path]:
         """The data files queued and running jobs will read."""
         with self._lock:
@@ -337,6 +344,9 @@ def jobs() -> BacktestJobs:
                                     int(config.get("BACKTEST_WORKERS") or DEFAULT_WORKERS),
                                     int(config.get("BACKTEST_QUEUE") or DEFAULT_QUEUE))
             current_app.extensions[EXTENSION] = existing
+            uploads = data_dir() / UPLOADS
+            if uploads.is_dir():
+                upload_quota.clean_up(uploads)
     return existing
 
 

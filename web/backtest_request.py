@@ -26,6 +26,7 @@ from Utilities.backtest_report import BacktestInputError, BacktestReport
 from Utilities.backtester import FILL_MODES
 from Utilities.data_utils import DataError
 from Utilities.model_backtester import Progress, backtest_model
+from Utilities.safe_paths import shown as shown_path
 from web.datafiles import client_message, list_csv_files, models_dir, resolve_csv
 
 log = logging.getLogger(__name__)
@@ -54,7 +55,7 @@ class FieldErrors(ValueError):
 class BacktestRequest:
     """A validated request, plain data a worker thread can run without the app."""
 
-    model: dict[str, Any]      # dir_name, name, type, label, path
+    model: dict[str, Any]      # dir_name, name, type, label, path, shown (its path as shown)
     csv_path: Path
     csv_name: str              # as the person named it: "sample.csv", "uploads/…"
     options: dict[str, Any]    # backtest_model's keyword arguments
@@ -220,6 +221,7 @@ def prepare(values: dict[str, Any], upload: Path | None = None) -> BacktestReque
         raise FieldErrors(errors, status=404 if "model" in errors and missing
                           and not blank(values.get("model")) else 422)
     model = {k: args["model"][k] for k in ("dir_name", "name", "type", "label", "path")}
+    model["shown"] = shown_path(model["path"], [models_dir()])
     csv_name = "" if upload is not None else str(values["csv"])
     options = {"start": args["start_text"] or None, "end": args["end_text"] or None,
                "fill": args["fill"], **{k: args[k] for k in COSTS}}
@@ -249,9 +251,10 @@ def run_request(request: BacktestRequest, progress: Progress | None = None) -> B
 
 
 def _without_paths(text: str, request: BacktestRequest) -> str:
-    """Paths as the person named them, never the server's absolute ones."""
+    """Paths as the person knows them (the listed name, the library's folder), never the
+    server's absolute ones."""
     return (text.replace(str(request.csv_path), request.csv_name)
-            .replace(str(request.model["path"]), request.model["dir_name"]))
+            .replace(str(request.model["path"]), request.model["shown"]))
 
 
 def _field_of(exc: Exception, values: dict[str, Any]) -> str | None:

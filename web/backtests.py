@@ -170,7 +170,7 @@ def render_form(source: dict[str, Any], errors: dict[str, str] | None = None,
             errors["model"] = str(exc)
     return render_template("backtests/index.html", models=models, files=files,
                            values=values, errors=errors, fill_labels=FILL_LABELS,
-                           recent=recent_results(), failed=failed,
+                           recent=recent_results(), failed=failed, active=jobs().active(),
                            readable=[m for m in models if not m["error"]]), status
 
 
