@@ -183,6 +183,13 @@ def test_an_unexpected_error_fails_the_job_in_json(app, monkeypatch) -> None:
     assert client.get(f"/backtest/{job_id}/trades.csv").status_code == 404
 
 
+def test_a_body_over_64_kib_is_413_json(app) -> None:
+    body = json.dumps({"model": PPO, "csv": "sample.csv", "start": "x" * 70_000})
+    reply = app.test_client().post("/api/backtest", data=body,
+                                   content_type="application/json")
+    assert reply.status_code == 413 and "64 KiB" in reply.get_json()["error"]
+
+
 def test_unknown_jobs_are_404_json(app) -> None:
     client = app.test_client()
     for job_id in ("PPO_tiny-20200101-000000-abcdef", ".jobs", "x" * 200):
@@ -366,8 +373,9 @@ def test_a_link_leading_outside_the_data_folder_is_not_listed_nor_read(app, tmp_
         assert reply.status_code == 422 and reply.get_json()["field"] == "csv", name
         assert "root:" not in reply.get_data(as_text=True)
         assert str(tmp_path) not in reply.get_data(as_text=True)
-    assert "leads outside the data folder" in client.post(
-        "/api/backtest", json={"model": PPO, "csv": "x.csv"}).get_json()["error"]
+    for name in ("x.csv", "linked/secret.csv"):
+        assert "leads outside the data folder" in client.post(
+            "/api/backtest", json={"model": PPO, "csv": name}).get_json()["error"]
     reply = client.post("/api/backtest", json={"model": PPO, "csv": "alias.csv"})
     assert reply.status_code == 202
     wait(app, reply.get_json()["id"])

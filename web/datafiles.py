@@ -34,9 +34,11 @@ log = logging.getLogger(__name__)
 SAMPLE = Path(__file__).resolve().parent.parent / "sample.csv"
 UPLOADS = "uploads"
 STAGING_PREFIX = ".tmp-"  # hidden: never listed, removed by the clean-up when left behind
-# Rows (lines after the header) an upload may have; with MAX_CONTENT_LENGTH this bounds
-# what one parse holds (about 4x the file's size at its peak, see bench/upload_memory.py).
-DEFAULT_MAX_ROWS = 2_000_000
+# Rows (lines after the header) an upload may have (UPLOAD_MAX_ROWS). With
+# MAX_CONTENT_LENGTH it bounds what one parse holds (about 4x the file's size at its
+# peak, bench/upload_memory.py) and what its backtest holds (~1 GB per 500k bars for a
+# PPO model): twice the 500k-bar files users have.
+DEFAULT_MAX_ROWS = 1_000_000
 _CHUNK = 1 << 20
 _SAFE = re.compile(r"[^A-Za-z0-9_.-]+")
 # One upload is parsed at a time: eight request threads parsing 64 MiB files at once
@@ -108,13 +110,22 @@ def resolve_csv(name: str) -> Path:
     for item in list_csv_files():
         if item.name == name:
             return item.path
-    root = data_dir()
-    if name and (root / name).is_symlink() and not is_inside(root, root / name):
+    if _linked_outside(data_dir(), name):
         raise DataError(f"data file {name!r} is a link that leads outside the data folder; "
                         "it is refused (copy the file into the data folder instead)",
                         source="csv")
     raise DataError(f"unknown data file {name!r}; choose one of the listed files or upload one",
                     source="csv")
+
+
+def _linked_outside(root: Path, name: str) -> bool:
+    """Whether ``name`` goes through a link in the data folder to a place outside it
+    (said as such; any other unlisted name is just unknown, even one that exists)."""
+    parts = Path(name).parts
+    if not parts or Path(name).is_absolute() or ".." in parts:
+        return False
+    through_link = any((root.joinpath(*parts[:i])).is_symlink() for i in range(1, len(parts) + 1))
+    return through_link and not is_inside(root, root / name)
 
 
 def is_upload(path: Path) -> bool:
