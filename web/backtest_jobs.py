@@ -65,7 +65,8 @@ _CREATING = threading.Lock()
 
 
 class QueueFull(RuntimeError):
-    """Every worker is busy and the queue is full: try again later."""
+    """No room for another job now (every worker busy and the queue full, or its record
+    cannot be written): try again later."""
 
     retry_after = RETRY_AFTER_S
 
@@ -137,19 +138,28 @@ class BacktestJobs:
         QueueFull when there is none."""
         with self._lock:
             if self._in_flight() + self._reserved >= self.capacity:
-                raise QueueFull(f"{self.capacity - self.workers} backtests are waiting "
-                                "already; try again in a minute")
+                raise QueueFull(f"the backtest queue is full ({self._running} running, "
+                                f"{len(self._pending)} waiting); try again in a minute")
             self._reserved += 1
+        slot = Slot(self)
         try:
-            yield Slot(self)
+            yield slot
         finally:
-            with self._lock:
-                self._reserved -= 1
+            if slot.job_id is None:
+                with self._lock:
+                    self._reserved -= 1
 
     def _submit(self, request: BacktestRequest) -> str:
+        """Queue a job in a reserved slot (the reservation becomes the job)."""
         job = Job(new_result_id(request.model["dir_name"]), request, _now())
-        self._write_record(job)  # before anyone can see the job: a kill now reads as failed
+        try:  # before anyone can see the job: a kill from now on reads as failed
+            self._write_record(job)
+        except OSError as exc:
+            log.error("cannot record backtest %s: %s", job.id, exc)
+            raise QueueFull(f"the backtest cannot be recorded ({exc.strerror or exc}); "
+                            "try again later") from None
         with self._lock:
+            self._reserved -= 1
             self._jobs[job.id] = job
             self._pending.append(job)
             if self._threads < self.workers:
@@ -183,7 +193,7 @@ class BacktestJobs:
 
     def _run(self, job: Job) -> None:
         try:
-            self._write_record(job)
+            self._update_record(job)
             report = run_request(job.request, progress=lambda fraction, stage: self._progress(
                 job, _SAVING * fraction, stage))
             self._progress(job, _SAVING, "saving the result")
@@ -192,8 +202,11 @@ class BacktestJobs:
             self._fail(job, exc.errors)
         except Exception as exc:  # a job never dies silently: it fails, saying why
             log.exception("backtest %s failed", job.id)
+            # An OSError's text names the file: its reason only (the log has the rest).
+            detail = exc.strerror if isinstance(exc, OSError) and exc.strerror else \
+                client_message(exc)
             self._fail(job, {"form": f"the backtest failed unexpectedly "
-                                     f"({type(exc).__name__}: {client_message(exc)})"})
+                                     f"({type(exc).__name__}: {detail})"})
         else:
             job.status, job.progress, job.stage = "done", 1.0, "done"
             self._record_path(job.id).unlink(missing_ok=True)
@@ -207,7 +220,15 @@ class BacktestJobs:
 
     def _fail(self, job: Job, errors: dict[str, str]) -> None:
         job.status, job.errors = "failed", errors
-        self._write_record(job)
+        self._update_record(job)
+
+    def _update_record(self, job: Job) -> None:
+        """A running job's record; when the disk refuses, the job goes on (memory
+        knows it), and a restart reads it as interrupted."""
+        try:
+            self._write_record(job)
+        except OSError as exc:
+            log.error("cannot update the record of backtest %s: %s", job.id, exc)
 
     def _forget_finished(self) -> None:
         finished = [k for k, j in self._jobs.items() if j.status not in ACTIVE]

@@ -185,10 +185,11 @@ def stage_upload(filename: str, stream: IO[bytes]) -> StagedUpload:
     DataError (UploadRefused over a limit) names what is wrong, and nothing is kept."""
     stem = _SAFE.sub("_", Path(filename or "upload.csv").stem).strip("._") or "upload"
     final = f"{uuid.uuid4().hex[:8]}-{stem[:60]}.csv"
-    folder = uploads_dir()
-    upload_quota.clean_up(folder)
+    folder = data_dir() / UPLOADS
     staged = folder / f"{STAGING_PREFIX}{final}"
     try:
+        folder = uploads_dir()
+        upload_quota.clean_up(folder)
         if _copy_counting_rows(stream, staged) == 0:
             raise DataError("the uploaded file is empty", source=filename or "upload")
         with _PARSING:
