@@ -11,6 +11,7 @@ picks the right one for a model folder, so callers never branch on a type name.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Self
 
@@ -24,6 +25,14 @@ from Utilities.backtest_report import BacktestReport, choose_period, env_params_
 from Utilities.backtester import baselines, run_backtest
 from Utilities.data_utils import load_bars, transform_features, windows_ending_at
 
+# ``progress(fraction, stage)``: how far a run is (0 to 1) and what it is doing, for a
+# caller that shows it (the web's background backtests). Called a few dozen times per
+# run at most, so a caller may do a little work in it (take a lock, store a number).
+Progress = Callable[[float, str], None]
+# Where each stage starts; deciding (PPO's closed loop, a model's batch outputs) is
+# most of a long run's time.
+_LOADED, _DECIDING, _SCORING = 0.1, 0.15, 0.9
+
 
 class ModelBacktester(ABC):
     """``Backtester(config_or_model_dir, csv_path).load_artifacts().run_with_results()``.
@@ -31,13 +40,15 @@ class ModelBacktester(ABC):
     ``start``/``end`` bound the bars (default: the held-out test slice when the CSV is
     the training file, else the whole file); ``commission``, ``slippage`` and
     ``initial_balance`` override the model's env_params; ``fill`` is ``"close"`` or
-    ``"next_open"``; ``sample`` draws actions (seeded) where the type can sample.
+    ``"next_open"``; ``sample`` draws actions (seeded) where the type can sample;
+    ``progress`` (see :data:`Progress`) is told how far the run is.
     """
 
     def __init__(self, model: str | Path, csv_path: str | Path, *, start: Any = None,
                  end: Any = None, commission: float | None = None,
                  slippage: float | None = None, initial_balance: float | None = None,
-                 fill: str = "close", sample: bool = False, seed: int = 0) -> None:
+                 fill: str = "close", sample: bool = False, seed: int = 0,
+                 progress: Progress | None = None) -> None:
         path = Path(model)
         self.model_dir = path.parent if path.suffix in (".yaml", ".yml") else path
         self.csv_path = Path(csv_path)
@@ -45,6 +56,7 @@ class ModelBacktester(ABC):
         self.overrides = {"commission": commission, "slippage": slippage,
                           "initial_balance": initial_balance}
         self.sample, self.seed = sample, seed
+        self.progress = progress
         self.loader: Any = None
         self.bars: pd.DataFrame | None = None
 
@@ -59,7 +71,9 @@ class ModelBacktester(ABC):
 
     def run_with_results(self) -> BacktestReport:
         if self.loader is None or self.bars is None:
+            self._report(0.0, "reading the model and the data")
             self.load_artifacts()
+        self._report(_LOADED, "preparing the model's inputs")
         loader, bars = self.loader, self.bars
         params = env_params_for(loader.config, **self.overrides)
         features = transform_features(bars, loader.spec, source=str(self.csv_path))
@@ -68,10 +82,21 @@ class ModelBacktester(ABC):
         scaled = loader.scaler.transform(features.to_numpy()).astype(np.float32)
         windows = windows_ending_at(scaled, loader.lookback, period.first, period.last + 1)
         period_bars = bars.loc[features.index[period.first:period.last + 1]]
+        self.deciding(0.0)
         actions, decisions = self.decide(windows, period_bars, params)
+        self._report(_SCORING, "scoring the trades and the baselines")
         result = run_backtest(period_bars, actions=actions, params=params, fill=self.fill)
         return BacktestReport(loader.name, loader.config["Type"], str(self.csv_path), period,
                               result, baselines(period_bars, params, self.fill), decisions)
+
+    def deciding(self, fraction: float) -> None:
+        """A type's :meth:`decide` says how far it is (0 to 1), if it can tell."""
+        self._report(_DECIDING + (_SCORING - _DECIDING) * min(max(fraction, 0.0), 1.0),
+                     "the model is deciding")
+
+    def _report(self, fraction: float, stage: str) -> None:
+        if self.progress is not None:
+            self.progress(fraction, stage)
 
     @abstractmethod
     def decide(self, windows: np.ndarray, bars: pd.DataFrame,

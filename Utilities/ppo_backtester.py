@@ -19,6 +19,7 @@ The command line for every type is ``python Utilities/run_backtest.py``; this fi
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 if __package__ in (None, ""):  # run as a script: make the project root importable
@@ -46,6 +47,7 @@ from Utilities.backtester import fill_prices
 from Utilities.model_backtester import ModelBacktester
 
 _FIRST_BLOCK, _MAX_BLOCK = 16, 2048
+_REPORTS = 50  # progress reports per closed loop, at most (a check per block, not per bar)
 
 
 class PPOBacktester(ModelBacktester):
@@ -61,13 +63,15 @@ class PPOBacktester(ModelBacktester):
         close, fill_price = fill_prices(bars, self.fill)
         noise = (np.random.default_rng(self.seed).gumbel(size=(len(bars), len(ACTION_NAMES)))
                  if self.sample else None)
-        actions, probs, values = play(policy, close, fill_price, params, noise)
+        actions, probs, values = play(policy, close, fill_price, params, noise,
+                                      progress=self.deciding)
         named = {name: probs[:, i] for i, name in enumerate(ACTION_NAMES)}
         return actions, decision_frame(bars.index, actions, {**named, "value": values})
 
 
 def play(policy: ReplayPolicy, close: np.ndarray, fill_price: np.ndarray, params: EnvParams,
-         noise: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+         noise: np.ndarray | None = None, progress: Callable[[float], None] | None = None
+         ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The closed loop over ``len(close)`` bars: (actions, probabilities, values).
 
     Bar ``i`` is the policy's row ``i``; its account entries come from
@@ -75,6 +79,7 @@ def play(policy: ReplayPolicy, close: np.ndarray, fill_price: np.ndarray, params
     ``apply_actions``, so the agent sees exactly what the training env would show it.
     Only the actor runs inside the loop; probabilities and values are computed for all
     bars at the end, from the logits and account entries the loop recorded.
+    ``progress(fraction)`` hears how far the loop is, at most ``_REPORTS`` times.
     """
     n = len(close)
     actions = np.zeros(n, dtype=np.int64)
@@ -82,7 +87,12 @@ def play(policy: ReplayPolicy, close: np.ndarray, fill_price: np.ndarray, params
     account = np.zeros((n, ACCOUNT_FEATURES), dtype=np.float32)
     acc = LoopAccount(fill_price, params)
     t, block = 0, _FIRST_BLOCK
+    step = max(1, n // _REPORTS)
+    next_report = step
     while t < n:
+        if progress is not None and t >= next_report:
+            progress(t / n)
+            next_report = t + step
         stop = min(n, t + block)
         current = acc.accounts()
         equity = current.equity(close[t:stop])

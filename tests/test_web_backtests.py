@@ -1,4 +1,5 @@
-"""The backtest page, its exports and POST /api/backtest, on real small models."""
+"""The backtest page, its exports and POST /api/backtest, on real small models (the
+jobs themselves: tests/test_backtest_jobs.py)."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from tests.test_ppo_loader import train_tiny
 from Utilities.backtester import TRADE_COLUMNS
 from Utilities.model_backtester import backtest_model
 from Utilities.performance import STAT_KEYS
+from web.backtest_jobs import EXTENSION
 
 XGB, PPO = "XGB_smoke", "PPO_tiny"
 
@@ -55,15 +57,31 @@ def field_errors(page: str) -> dict[str, str]:
     return {name: unescape(text) for name, text in found}
 
 
-def run_form(client, **changes: str) -> str:
-    """POST the form, follow the redirect; the result page's HTML."""
-    response = client.post("/backtest", data=form(**changes))
-    assert response.status_code == 303, field_errors(response.get_data(as_text=True))
-    location = response.headers["Location"]
+def finished(client, location: str) -> str:
+    """Wait for the job whose page is ``location`` to finish; that page's HTML."""
     assert re.fullmatch(r"/backtest/[A-Za-z0-9_.-]+", location)
+    assert client.application.extensions[EXTENSION].wait(location.rsplit("/", 1)[1], 120)
     page = client.get(location)
     assert page.status_code == 200
     return page.get_data(as_text=True)
+
+
+def run_form(client, **changes: str) -> str:
+    """POST the form, follow the redirect to the job; the result page's HTML."""
+    response = client.post("/backtest", data=form(**changes))
+    assert response.status_code == 303, field_errors(response.get_data(as_text=True))
+    return finished(client, response.headers["Location"])
+
+
+def api_result(client, body: dict) -> dict:
+    """POST /api/backtest, wait for the job; its final status."""
+    response = client.post("/api/backtest", json=body)
+    assert response.status_code == 202, response.get_json()
+    job_id = response.get_json()["id"]
+    assert client.application.extensions[EXTENSION].wait(job_id, 120)
+    status = client.get(f"/api/backtest/{job_id}")
+    assert status.status_code == 200
+    return status.get_json()
 
 
 def chart_data(page: str) -> dict:
@@ -159,7 +177,7 @@ def test_an_uploaded_csv_is_backtested_and_listed(client) -> None:
     data = {**form(model=PPO), "upload": (io.BytesIO(content), "my bars.csv")}
     response = client.post("/backtest", data=data, content_type="multipart/form-data")
     assert response.status_code == 303
-    page = client.get(response.headers["Location"]).get_data(as_text=True)
+    page = finished(client, response.headers["Location"])
     assert re.search(r"on <b>uploads/[0-9a-f]{8}-my_bars\.csv</b>", page)
     assert "whole file" in page
     assert re.search(r'<option value="uploads/[0-9a-f]{8}-my_bars\.csv"',
@@ -167,13 +185,16 @@ def test_an_uploaded_csv_is_backtested_and_listed(client) -> None:
 
 
 def test_an_empty_period_is_an_error_beside_the_dates(client) -> None:
+    """Only the run finds a period empty: the job fails and its page is the form again,
+    the values kept and the error beside the field."""
     response = client.post("/backtest", data=form(start="2030-01-01"))
-    assert response.status_code == 422
-    assert field_errors(response.get_data(as_text=True))["start"].startswith(
-        "no bars between 2030-01-01")
+    assert response.status_code == 303
+    page = finished(client, response.headers["Location"])
+    assert field_errors(page)["start"].startswith("no bars between 2030-01-01")
+    assert 'id="job-failed"' in page and 'value="2030-01-01"' in page
     response = client.post("/backtest", data=form(start="2012-01-03", end="2012-01-03"))
-    assert response.status_code == 422
-    assert "a backtest needs at least 2" in field_errors(response.get_data(as_text=True))["end"]
+    page = finished(client, response.headers["Location"])
+    assert "a backtest needs at least 2" in field_errors(page)["end"]
 
 
 # ------------------------------------------------------------------------ the result
@@ -243,9 +264,9 @@ def test_ppo_decisions_reach_the_price_chart(client, trained: Path) -> None:
 
 def test_long_periods_are_downsampled_but_keep_extremes_and_trades(client, trained: Path,
                                                                    monkeypatch) -> None:
-    from web import backtests
+    from web import backtest_results
 
-    monkeypatch.setattr(backtests, "MAX_POINTS", 400)
+    monkeypatch.setattr(backtest_results, "MAX_POINTS", 400)
     data = chart_data(run_form(client, model=PPO))
     report = backtest_model(trained / PPO, SAMPLE_CSV)
     assert data["bars"] == len(report.result.equity) > 3000
@@ -262,7 +283,7 @@ def test_long_periods_are_downsampled_but_keep_extremes_and_trades(client, train
     assert len(data["price"]["buys"]) + len(data["price"]["sells"]) == \
         2 * len(report.result.trades)
 
-    monkeypatch.setattr(backtests, "MAX_MARKERS", 100)
+    monkeypatch.setattr(backtest_results, "MAX_MARKERS", 100)
     page = run_form(client, model=PPO)
     price = chart_data(page)["price"]
     assert len(price["buys"]) + len(price["sells"]) <= 102 and price["markers_step"] > 1
@@ -270,7 +291,7 @@ def test_long_periods_are_downsampled_but_keep_extremes_and_trades(client, train
 
 
 def test_sample_indices_bound_the_points() -> None:
-    from web.backtests import sample_indices
+    from web.backtest_results import sample_indices
 
     walk = np.cumsum(np.random.default_rng(1).standard_normal(100_000))
     picked = sample_indices(walk, 2000)
@@ -320,8 +341,13 @@ def test_api_runs_a_backtest(client, trained: Path) -> None:
     response = client.post("/api/backtest", json={
         "model": PPO, "csv": "sample.csv", "start": "2005-01-01", "end": "2006-12-31",
         "commission": 0.001, "slippage": "3", "initial_balance": 25000, "fill": "next_open"})
-    assert response.status_code == 201, response.get_json()
-    body = response.get_json()
+    assert response.status_code == 202, response.get_json()
+    queued = response.get_json()
+    assert queued["status"] == "queued" and response.headers["Location"] == queued["status_url"]
+    assert client.application.extensions[EXTENSION].wait(queued["id"], 120)
+    status = client.get(queued["status_url"]).get_json()
+    assert status["status"] == "done" and status["progress"] == 1
+    body = status["result"]
     expected = backtest_model(trained / PPO, SAMPLE_CSV, start="2005-01-01", end="2006-12-31",
                               commission=0.001, slippage=3, initial_balance=25000,
                               fill="next_open").summary()
@@ -333,7 +359,7 @@ def test_api_runs_a_backtest(client, trained: Path) -> None:
     assert set(body["baselines"]) == {"Buy & Hold", "Random"}
     assert body["params"]["commission"] == 0.001 and body["fill"] == "next_open"
     assert body["trades_count"] == expected["statistics"]["# Trades"]
-    assert response.headers["Location"] == body["url"]
+    assert body["url"] == queued["url"]
     for name, url in body["files"].items():
         with client.get(url) as download:
             assert download.status_code == 200, name
@@ -355,7 +381,11 @@ def test_api_runs_a_backtest(client, trained: Path) -> None:
     ({"model": PPO, "csv": "sample.csv", "start": "someday"}, 422, "start"),
     ({"model": PPO, "csv": "sample.csv", "start": "2012-01-01", "end": "2011-01-01"}, 422,
      "end"),
-    ({"model": PPO, "csv": "sample.csv", "end": "1999-01-01"}, 422, "end"),
+    ('{"model": "PPO_tiny", "csv": "sample.csv", "commission": 1' + "0" * 309 + "}", 422,
+     None),
+    ('{"model": "PPO_tiny", "csv": "sample.csv", "start": NaN}', 422, "start"),
+    ("[" * 981 + "]" * 981, 400, None),
+    ('{"model": ' * 981 + "1" + "}" * 981, 400, None),
 ])
 def test_api_errors_name_the_field(client, body, status: int, field: str | None) -> None:
     if isinstance(body, str):
@@ -367,14 +397,19 @@ def test_api_errors_name_the_field(client, body, status: int, field: str | None)
     assert reply["error"] and reply.get("field") == field
 
 
+def test_a_run_that_fails_is_a_failed_job_naming_the_field(client) -> None:
+    reply = api_result(client, {"model": PPO, "csv": "sample.csv", "end": "1999-01-01"})
+    assert reply["status"] == "failed" and reply["field"] == "end"
+    assert reply["error"].startswith("no bars between") and "result" not in reply
+
+
 def test_api_names_a_bad_data_file_as_csv(client, app) -> None:
     folder = Path(app.config["DATA_DIR"])
     folder.mkdir(parents=True)
     (folder / "short.csv").write_text("Datetime,Open,High,Low,Close\n"
                                       "2020-01-01,1,1,1,1\n2020-01-02,1,1,1,1\n")
-    response = client.post("/api/backtest", json={"model": PPO, "csv": "short.csv"})
-    assert response.status_code == 422
-    reply = response.get_json()
+    reply = api_result(client, {"model": PPO, "csv": "short.csv"})
+    assert reply["status"] == "failed"
     assert reply["field"] == "csv" and str(folder) not in reply["error"]
 
 

@@ -125,7 +125,7 @@ def _csv_of(form: dict[str, str], errors: dict[str, str]) -> Path | None:
     upload = request.files.get("csv_upload")
     try:
         if upload is not None and upload.filename:
-            return datafiles.save_upload(upload.filename, upload.read()).path
+            return datafiles.save_upload(upload.filename, upload.stream).path
         return datafiles.resolve_csv(form.get("csv", ""))
     except DataError as exc:
         errors["csv"] = str(exc)

@@ -1,6 +1,8 @@
 // Backtest pages. The form: a model's defaults follow the model select until the person
-// edits a field. The result: equity, drawdown and price charts from #backtest-data
-// (x = the bar's position in the period, t = its time), drawn with GalaxyCharts.
+// edits a field. A queued or running job: its progress, polled from the status URL,
+// until the same URL shows the result (or the form with the error). The result: equity,
+// drawdown and price charts from #backtest-data (x = the bar's position in the period,
+// t = its time), drawn with GalaxyCharts.
 (function () {
   "use strict";
 
@@ -40,6 +42,46 @@
       var running = form.querySelector("#running");
       if (running) running.hidden = false;
     });
+  }
+
+  // ------------------------------------------------------------------ a job in progress
+  function setUpJob(node) {
+    var url = node.dataset.statusUrl, every = parseInt(node.dataset.pollMs, 10) || 700;
+    var bar = document.getElementById("job-bar"), percent = document.getElementById("job-percent");
+    var stage = document.getElementById("job-stage"), error = document.getElementById("job-error");
+    var progress = node.querySelector("[role=progressbar]"), misses = 0;
+    function show(status) {
+      var pct = Math.round(100 * (status.progress || 0));
+      bar.style.width = (100 * (status.progress || 0)).toFixed(1) + "%";
+      percent.textContent = pct + " %";
+      progress.setAttribute("aria-valuenow", String(pct));
+      stage.textContent = status.stage || status.status;
+    }
+    function poll() {
+      fetch(url, {headers: {"Accept": "application/json"}, cache: "no-store"})
+        .then(function (response) {
+          return response.json().then(function (body) { return {ok: response.ok, body: body}; });
+        })
+        .then(function (reply) {
+          if (!reply.ok) throw new Error(reply.body.error || "the status is not available");
+          misses = 0;
+          error.hidden = true;
+          if (reply.body.status === "done" || reply.body.status === "failed") {
+            show(reply.body);
+            window.location.reload();  // this URL now shows the result, or the form
+            return;
+          }
+          show(reply.body);
+          window.setTimeout(poll, every);
+        })
+        .catch(function (problem) {
+          misses += 1;
+          error.textContent = "Cannot reach the dashboard (" + problem.message + "); retrying…";
+          error.hidden = misses < 3;
+          window.setTimeout(poll, Math.min(every * Math.pow(2, misses), 10000));
+        });
+    }
+    window.setTimeout(poll, every);
   }
 
   // ------------------------------------------------------------------ the charts
@@ -171,6 +213,8 @@
   document.addEventListener("DOMContentLoaded", function () {
     var form = document.getElementById("backtest-form");
     if (form) setUpForm(form);
+    var job = document.getElementById("job");
+    if (job && job.dataset.statusUrl) setUpJob(job);
     var data = document.getElementById("backtest-data");
     if (data && window.GalaxyCharts) setUpResult(data);
   });

@@ -1,7 +1,9 @@
-"""The backtest page as a person uses it, in Debian's chromium: choose, run, read charts."""
+"""The backtest page as a person uses it, in Debian's chromium: choose, run, watch the
+job's progress, read the charts."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,6 +13,7 @@ import pytest
 from tests.browser.conftest import ARTIFACTS, screenshot
 from tests.conftest import make_app
 from tests.test_ppo_loader import train_tiny
+from web import backtest_jobs
 
 pytestmark = pytest.mark.browser
 
@@ -40,7 +43,24 @@ def app(database_url: str, trained: Path, tmp_path: Path) -> Iterator:
     close_store(flask_app)
 
 
-def test_run_a_backtest_and_read_the_charts(live_server: str, page) -> None:
+@pytest.fixture()
+def held(monkeypatch) -> Iterator[threading.Event]:
+    """Backtest jobs report 40 % and then wait until the test sets the event, so the
+    progress page can be seen (a tiny model's backtest is over in a moment)."""
+    release = threading.Event()
+    real = backtest_jobs.run_request
+
+    def run_request(request, progress=None):
+        progress(0.4 / 0.9, "the model is deciding")
+        assert release.wait(60), "the test never released the job"
+        return real(request, progress)
+
+    monkeypatch.setattr(backtest_jobs, "run_request", run_request)
+    yield release
+    release.set()
+
+
+def test_run_a_backtest_and_read_the_charts(live_server: str, page, held) -> None:
     failed = []
     page.on("requestfailed", lambda request: failed.append(request.url))
     page.goto(live_server + "/backtest")
@@ -49,8 +69,16 @@ def test_run_a_backtest_and_read_the_charts(live_server: str, page) -> None:
     page.select_option("#csv", "sample.csv")
     assert page.input_value("#commission") == "0.0005"
     page.click("#run-backtest")
-    page.wait_for_selector("#statistics table.stats")
+    page.wait_for_selector("#job")  # the job's page: its progress, polled
+    page.wait_for_function(
+        "() => document.getElementById('job-percent').textContent === '40 %'")
+    assert page.inner_text("#job-stage") == "the model is deciding"
     assert "/backtest/PPO_tiny-" in page.url
+    job_url = page.url
+    screenshot(page, "backtest_progress")
+    held.set()
+    page.wait_for_selector("#statistics table.stats")  # the same URL, now the result
+    assert page.url == job_url
     header = page.locator("table.stats thead th").all_text_contents()
     assert header == ["", "Strategy", "Buy & Hold", "Random"]
     page.wait_for_function("() => window.backtestCharts && window.backtestCharts().length == 3")
@@ -94,3 +122,16 @@ def test_form_errors_appear_beside_their_fields(live_server: str, page) -> None:
     assert "missing required column" in page.inner_text("#upload-error")
     assert page.input_value("#start") == "2012-06-01"  # values are kept
     screenshot(page, "backtest_form_errors")
+
+
+def test_a_backtest_that_fails_shows_the_form_with_the_error(live_server: str, page) -> None:
+    """Only the run finds the period empty: the job's page becomes the form again."""
+    page.goto(live_server + "/backtest?model=PPO_tiny")
+    page.fill("#start", "2030-01-01")
+    page.click("#run-backtest")
+    page.wait_for_selector("#start-error")
+    assert "/backtest/PPO_tiny-" in page.url
+    assert page.inner_text("#start-error").startswith("no bars between 2030-01-01")
+    assert "could not run" in page.inner_text("#job-failed")
+    assert page.input_value("#start") == "2030-01-01"
+    screenshot(page, "backtest_failed_job")

@@ -1,0 +1,273 @@
+"""Saved backtest results: where they live, how one is written (atomically) and what
+its page shows (statistics, downsampled charts, the first trades).
+
+Every run gets its own folder ``<BACKTESTS_DIR>/<result_id>/`` holding the files
+:class:`~Utilities.backtest_report.BacktestReport` writes (less equity.png: the page
+draws its charts) plus ``view.json`` (what the result page shows, series already
+downsampled) and ``meta.json`` (one line of the "recent" list). ``BACKTESTS_DIR`` is
+``app.config["BACKTESTS_DIR"]`` when set, else ``backtests/`` beside the data folder
+(``<DATA_DIR>/..``, the folder the command-line backtest writes to, git-ignored), else,
+when that cannot be created, ``<tmp>/galaxy-backtests``. A folder is written under a
+hidden name (``.tmp-<id>``) and renamed when complete, so a kill mid-write leaves no
+half result (and the hidden folder is removed when the dashboard's jobs start).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+import math
+import re
+import shutil
+import tempfile
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from flask import current_app
+
+from Utilities.backtest_report import BacktestReport
+from Utilities.serialization import to_plain
+from web.backtest_request import BacktestRequest
+
+log = logging.getLogger(__name__)
+
+FILES = ("trades.csv", "equity.csv", "decisions.csv", "statistics.json")
+MAX_POINTS = 2000        # per chart series; larger periods are downsampled (min/max per bucket)
+MAX_MARKERS = 4000       # trade markers on the price chart; beyond this they are thinned
+MAX_TRADE_ROWS = 500     # trades listed on the page (trades.csv has them all)
+RECENT = 10
+STAGING = ".tmp-"
+RESULT_ID = re.compile(r"[A-Za-z0-9_.-]{1,160}")
+# Decision columns of the model types, as the price chart's tooltip names them.
+DECISION_LABELS = {"Hold": ("P(Hold)", "pct"), "Buy": ("P(Buy)", "pct"),
+                   "Sell": ("P(Sell)", "pct"), "value": ("Value estimate", "num"),
+                   "predicted_return": ("Predicted return", "num")}
+
+
+# --------------------------------------------------------------------------- folders
+
+
+def backtests_dir() -> Path:
+    """Where results are kept (see the module docstring)."""
+    configured = current_app.config.get("BACKTESTS_DIR")
+    candidates = [Path(configured)] if configured else [
+        Path(current_app.config["DATA_DIR"]).resolve().parent / "backtests"]
+    candidates.append(Path(tempfile.gettempdir()) / "galaxy-backtests")
+    for folder in candidates:
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            return folder
+        except OSError as exc:
+            log.warning("cannot use %s for backtest results: %s", folder, exc)
+    raise OSError("no writable folder for backtest results")
+
+
+def valid_id(result_id: str) -> bool:
+    return bool(RESULT_ID.fullmatch(result_id)) and not result_id.startswith(".")
+
+
+def saved(root: Path, result_id: str) -> Path | None:
+    """The folder of a complete saved result, or None."""
+    if not valid_id(result_id):
+        return None
+    folder = root / result_id
+    return folder if (folder / "view.json").is_file() else None
+
+
+def recent_results(limit: int = RECENT) -> list[dict[str, Any]]:
+    """The latest saved results (newest first), from their meta.json."""
+    rows = []
+    for path in _metas()[:limit]:
+        try:
+            rows.append(json.loads(path.read_text()))
+        except (OSError, ValueError):
+            continue
+    return rows
+
+
+def csv_names_of_results() -> set[str]:
+    """The data file names saved results were run on (the upload clean-up keeps those)."""
+    names = set()
+    for path in _metas():
+        try:
+            names.add(str(json.loads(path.read_text()).get("csv", "")))
+        except (OSError, ValueError, AttributeError):
+            continue
+    return names
+
+
+def _metas() -> list[Path]:
+    try:
+        root = backtests_dir()
+        return sorted((p for p in root.glob("*/meta.json") if not p.parent.name.startswith(".")),
+                      key=lambda p: p.stat().st_mtime, reverse=True)
+    except OSError:
+        return []
+
+
+# --------------------------------------------------------------------------- saving
+
+
+def new_result_id(model_dir_name: str) -> str:
+    return f"{model_dir_name}-{datetime.now(UTC):%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:6]}"
+
+
+def save(report: BacktestReport, request: BacktestRequest, root: Path,
+         result_id: str) -> dict[str, Any]:
+    """Write the result folder ``root/result_id`` (atomically) and return its view."""
+    now = datetime.now(UTC)
+    model, csv_name = request.model, request.csv_name
+    summary = report.summary()
+    summary["data_file"] = csv_name
+    clock = _Clock(report.result.equity.index)
+    shown = {"start": clock([0])[0], "end": clock([len(clock.index) - 1])[0],
+             "bars": summary["period"]["bars"], "source": summary["period"]["source"]}
+    view = {
+        "id": result_id, "created_at": now.isoformat(timespec="seconds").replace("+00:00", "Z"),
+        "model": {k: model[k] for k in ("dir_name", "name", "type", "label")},
+        "csv": csv_name, "summary": summary,
+        "request": dict(request.shown),
+        "trades_count": len(report.result.trades),
+        "trades": trade_rows(report.result.trades, MAX_TRADE_ROWS, clock.format),
+        "period": shown,
+        "charts": chart_data(report),
+    }
+    staging = root / f"{STAGING}{result_id}"
+    staging.mkdir(parents=True)
+    try:
+        report.result.trades.to_csv(staging / "trades.csv", index=False)
+        report.equity_table().to_csv(staging / "equity.csv", index_label="time")
+        report.decisions.to_csv(staging / "decisions.csv", index_label="time")
+        (staging / "statistics.json").write_text(json.dumps(summary, indent=2))
+        (staging / "view.json").write_text(json.dumps(to_plain(view)))
+        stats = summary["statistics"]
+        (staging / "meta.json").write_text(json.dumps(to_plain({
+            "id": result_id, "created_at": view["created_at"], "model": model["dir_name"],
+            "csv": csv_name, "period": shown,
+            "return_pct": stats.get("Return [%]"), "trades": view["trades_count"]})))
+        staging.rename(root / result_id)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    log.info("backtest %s saved in %s", result_id, root)
+    return view
+
+
+def trade_rows(trades: pd.DataFrame, limit: int, time_format: str) -> list[dict[str, Any]]:
+    """The first ``limit`` trades, ready to show."""
+    rows = []
+    for trade in trades.head(limit).itertuples(index=False):
+        rows.append({"side": "Long" if trade.side > 0 else "Short",
+                     "entry_time": pd.Timestamp(trade.entry_time).strftime(time_format),
+                     "exit_time": pd.Timestamp(trade.exit_time).strftime(time_format),
+                     "entry_price": float(trade.entry_price),
+                     "exit_price": float(trade.exit_price), "units": float(trade.units),
+                     "pnl": float(trade.pnl), "return_pct": 100.0 * float(trade.return_pct),
+                     "fees": float(trade.fees), "bars_held": int(trade.bars_held)})
+    return rows
+
+
+# --------------------------------------------------------------------------- charts
+
+
+def sample_indices(values: np.ndarray, max_points: int | None = None) -> np.ndarray:
+    """Positions to plot: all of them when few, else the first, lowest, highest and last
+    of each of ``max_points // 4`` buckets (default MAX_POINTS), so spikes and troughs
+    survive."""
+    max_points = max_points or MAX_POINTS
+    n = len(values)
+    if n <= max_points:
+        return np.arange(n)
+    values = np.asarray(values, dtype=np.float64)
+    finite = np.isfinite(values)
+    filled = np.where(finite, values, np.mean(values[finite]) if finite.any() else 0.0)
+    edges = np.linspace(0, n, max_points // 4 + 1).astype(int)
+    picks = [0, n - 1]
+    for lo, hi in itertools.pairwise(edges):
+        if hi > lo:
+            segment = filled[lo:hi]
+            picks += [lo, lo + int(np.argmin(segment)), lo + int(np.argmax(segment)), hi - 1]
+    return np.unique(np.asarray(picks, dtype=np.int64))
+
+
+class _Clock:
+    """Bar positions as time labels: dates for daily bars, minutes otherwise."""
+
+    def __init__(self, index: pd.Index) -> None:
+        self.index = pd.DatetimeIndex(index)
+        daily = len(self.index) > 0 and bool((self.index.normalize() == self.index).all())
+        self.format = "%Y-%m-%d" if daily else "%Y-%m-%d %H:%M"
+
+    def __call__(self, positions: Any) -> list[str]:
+        return list(self.index[np.asarray(positions, dtype=np.int64)].strftime(self.format))
+
+
+def _rounded(values: Any, digits: int) -> list[float | None]:
+    array = np.round(np.asarray(values, dtype=np.float64), digits)
+    return [float(v) if math.isfinite(v) else None for v in array]
+
+
+def chart_data(report: BacktestReport) -> dict[str, Any]:
+    """The series the result page draws, each at most ~MAX_POINTS points; ``x`` is the
+    bar's position in the period, ``t`` its time."""
+    frame = report.equity_table()
+    clock = _Clock(frame.index)
+    drawdown = -100.0 * frame["drawdown"].to_numpy()
+    baseline_cols = [c for c in frame.columns if c.startswith("equity_")]
+    # One x for all curves: each curve's extremes, within MAX_POINTS together.
+    curves = [frame[c].to_numpy() for c in ("equity", *baseline_cols)] + [drawdown]
+    at = np.arange(len(frame))
+    if len(frame) > MAX_POINTS:
+        budget = max(MAX_POINTS // len(curves), 8)
+        at = np.unique(np.concatenate([sample_indices(c, budget) for c in curves]))
+    series = [{"label": report.model_name, "data": _rounded(frame["equity"].to_numpy()[at], 2)}]
+    series += [{"label": name, "data": _rounded(frame[col].to_numpy()[at], 2)}
+               for name, col in zip(report.baselines, baseline_cols, strict=False)]
+    equity = {"x": at.tolist(), "t": clock(at), "series": series,
+              "drawdown": _rounded(drawdown[at], 3)}
+
+    close = report.result.bars["Close"].to_numpy(dtype=np.float64)
+    near = sample_indices(close)
+    decisions = report.decisions.reindex(frame.index)
+    fields = []
+    for column in decisions.columns:
+        if column in ("action", "action_name") or \
+                not pd.api.types.is_numeric_dtype(decisions[column]):
+            continue
+        label, kind = DECISION_LABELS.get(column, (column, "num"))
+        fields.append({"key": column, "label": label, "format": kind,
+                       "data": _rounded(decisions[column].to_numpy()[near], 5)})
+    actions = decisions["action_name"] if "action_name" in decisions else \
+        pd.Series("", index=frame.index)
+    price = {"x": near.tolist(), "t": clock(near), "close": _rounded(close[near], 6),
+             "action": ["" if pd.isna(v) else str(v) for v in actions.to_numpy()[near]],
+             "decisions": fields, **markers(report.result.trades, clock)}
+    return {"equity": equity, "price": price, "bars": len(frame)}
+
+
+def markers(trades: pd.DataFrame, clock: _Clock) -> dict[str, Any]:
+    """Buy and Sell points at every fill: a long entry or a short exit buys, a short
+    entry or a long exit sells. Every trade is kept up to MAX_MARKERS points, beyond
+    that every ``markers_step``-th trade."""
+    step = max(1, math.ceil(2 * len(trades) / MAX_MARKERS))
+    shown = trades.iloc[::step]
+    buys: list[dict[str, Any]] = []
+    sells: list[dict[str, Any]] = []
+    if len(shown):
+        entry_t, exit_t = clock(shown["entry_bar"]), clock(shown["exit_bar"])
+        for i, trade in enumerate(shown.itertuples(index=False)):
+            long = trade.side > 0
+            entry = {"x": int(trade.entry_bar), "y": round(float(trade.entry_price), 6),
+                     "t": entry_t[i], "what": "Long entry" if long else "Short entry"}
+            leave = {"x": int(trade.exit_bar), "y": round(float(trade.exit_price), 6),
+                     "t": exit_t[i], "what": "Long exit" if long else "Short exit",
+                     "pnl": round(float(trade.pnl), 2),
+                     "return_pct": round(100.0 * float(trade.return_pct), 3)}
+            (buys if long else sells).append(entry)
+            (sells if long else buys).append(leave)
+    return {"buys": buys, "sells": sells, "markers_step": step, "trades": len(trades)}
