@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 from flask import Blueprint, Flask, Response, jsonify, request, url_for
-from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+from werkzeug.exceptions import HTTPException, InternalServerError, RequestEntityTooLarge
 
 from NetworkConfigs import load_model as _registry_load
 from NetworkConfigs.base import ACCOUNT_FIELDS, ACTION_NAMES, ModelLoader
@@ -90,18 +90,26 @@ def _sampling(body: dict[str, Any]) -> tuple[bool, np.random.Generator | None]:
     return True, np.random.default_rng(seed)
 
 
-def answer(body: dict[str, Any], loader: ModelLoader, streams: StreamRegistry) -> dict[str, Any]:
-    """The reply to one ``POST /predict`` body."""
+def check_request(body: dict[str, Any]) -> None:
+    """What can be checked of a ``POST /predict`` body without its model: the shape,
+    sampling and the window being a list. Routes call it before a model is loaded, so
+    an invalid body never costs (or triggers) a model load."""
     _check_shape(body)
-    sample, rng = _sampling(body)
-    if "features" in body:
-        return streams.push(body["stream_id"], body["features"], sample=sample, rng=rng)
-    window = body["window"]
-    if not isinstance(window, list) or not window:
+    _sampling(body)
+    window = body.get("window")
+    if "window" in body and (not isinstance(window, list) or not window):
         raise ApiError(422, "window must be a non-empty list of bars: objects of feature -> "
                             "number, or rows of numbers in the order of /info's features",
                        "window")
-    return loader.predict_with(window, body.get("account_state"), sample=sample,
+
+
+def answer(body: dict[str, Any], loader: ModelLoader, streams: StreamRegistry) -> dict[str, Any]:
+    """The reply to one ``POST /predict`` body."""
+    check_request(body)
+    sample, rng = _sampling(body)
+    if "features" in body:
+        return streams.push(body["stream_id"], body["features"], sample=sample, rng=rng)
+    return loader.predict_with(body["window"], body.get("account_state"), sample=sample,
                                rng=rng).to_dict()
 
 
@@ -113,8 +121,19 @@ def _api_error(exc: ApiError) -> Reply:
 
 
 def _data_error(exc: DataError) -> Reply:
-    return error_reply(422, str(exc), exc.source, column=exc.column,
+    return error_reply(422, str(exc), _field_of(exc), column=exc.column,
                        rows=[str(r) for r in exc.rows[:5]])
+
+
+def _field_of(exc: DataError) -> str | None:
+    """Where in the body the problem is: ``window[3].High`` (rows count from 1 in
+    messages, from 0 in JSON), ``features.High``, ``account_state.cash``; else the
+    top-level field."""
+    if exc.source == "window" and exc.column and exc.rows and isinstance(exc.rows[0], int):
+        return f"window[{exc.rows[0] - 1}].{exc.column}"
+    if exc.source in ("window", "features", "account_state") and exc.column:
+        return f"{exc.source}.{exc.column}"
+    return exc.source
 
 
 def _stream_not_found(exc: StreamNotFound) -> Reply:
@@ -127,6 +146,10 @@ def json_http_error(exc: HTTPException) -> Reply:
 
 
 def _http_error(exc: HTTPException) -> Reply:
+    if isinstance(exc, InternalServerError) and exc.original_exception is not None:
+        # An app's uncaught exception, already logged by Flask with its traceback.
+        return error_reply(500, f"internal error ({type(exc.original_exception).__name__}); "
+                                "see the server log")
     if isinstance(exc, RequestEntityTooLarge):
         limit = request.max_content_length
         return error_reply(413, f"the request body is larger than the {limit:,}-byte limit"
@@ -188,8 +211,9 @@ def prediction_blueprint(get_loader: Callable[[], ModelLoader | None], *,
 
     @bp.post("/predict")
     def predict() -> Response:
-        loader = hosted.loader()
         body = read_json_body(max_body_bytes)
+        check_request(body)
+        loader = hosted.loader()
         return jsonify(answer(body, loader, hosted.streams(loader)))
 
     @bp.get("/info")
