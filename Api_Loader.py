@@ -16,8 +16,11 @@ Routes (the blueprint's; ``/openapi.json`` describes them):
 
 Status codes: 400 malformed request (not JSON, not an object, unknown or conflicting
 top-level fields), 413 body too large, 422 well-formed but invalid values (missing or
-extra features, wrong types, NaN/Infinity, a short window, a bad account_state), 404
-unknown stream, 503 no model loaded. Every error is JSON: ``{"error": ..., "field": ...}``.
+extra features, wrong types, NaN/Infinity, prices the data contract refuses, bar times
+out of order, a short window, a bad or out-of-range account_state, an output that is
+not finite), 404 unknown stream, 503 no model loaded. The body is checked before the
+model is asked for. Every error is JSON: ``{"error": ..., "field": ...}``, the field
+naming the place (``window[3].High``, ``features.Close``, ``account_state.cash``).
 """
 
 from __future__ import annotations
@@ -283,8 +286,9 @@ def _openapi_paths() -> dict[str, Any]:
                         {"$ref": "#/components/schemas/StreamReply"}]}}}},
             "400": _reply("not JSON, not an object, or unknown/conflicting fields"),
             "413": _reply("the body is larger than the limit"),
-            "422": _reply("invalid values: features, types, NaN/Infinity, a short window, "
-                          "account_state, sample or seed"),
+            "422": _reply("invalid values: features, types, NaN/Infinity, prices, bar "
+                          "times, a short window, account_state, sample or seed, or an "
+                          "output that is not finite"),
             "503": _NO_MODEL}}
     stream = {"parameters": [_STREAM_PARAMETER],
               "responses": {"404": _reply("no such stream"), "503": _NO_MODEL}}
@@ -312,13 +316,18 @@ def _number() -> dict[str, Any]:
     return {"type": "number"}
 
 
+# A bar copied from a CSV may keep its time (not a feature; checked to increase).
+_TIME_KEYS = {key: {"type": ["string", "integer"]} for key in ("Date", "Time", "Datetime",
+                                                                 "timestamp")}
+
+
 def _bar_schema(loader: ModelLoader | None) -> dict[str, Any]:
     """One bar: the hosted model's features by name (any names when none is loaded)."""
     if loader is None:
         return {"type": "object", "additionalProperties": _number()}
     features = list(loader.spec.features)
     return {"type": "object", "required": features, "additionalProperties": False,
-            "properties": {name: _number() for name in features}}
+            "properties": {**_TIME_KEYS, **{name: _number() for name in features}}}
 
 
 def _openapi_schemas(loader: ModelLoader | None) -> dict[str, Any]:

@@ -416,7 +416,16 @@ def check_prices(frame: pd.DataFrame, source: str | None,
     fewer): positive, within MIN_PRICE..MAX_PRICE, High >= Low, Open and Close inside
     Low..High. One rule for files, serving windows and stream bars."""
     word, offset = numbering
-    prices = {c: frame[c].to_numpy(dtype=np.float64) for c in OHLC if c in frame.columns}
+    present = [c for c in OHLC if c in frame.columns]
+    if not present:
+        return
+    # One array for the frame, not a Series per column: this runs on every prediction.
+    values = frame.to_numpy(dtype=np.float64)[:, [frame.columns.get_loc(c) for c in present]]
+    prices = dict(zip(present, values.T, strict=True))
+    low = np.maximum(prices.get("Low", MIN_PRICE), MIN_PRICE).reshape(-1, 1)
+    high = np.minimum(prices.get("High", MAX_PRICE), MAX_PRICE).reshape(-1, 1)
+    if ((values >= low) & (values <= high)).all():  # every rule at once: the usual case
+        return
 
     def refuse(col: str, bad: np.ndarray, problem: str) -> None:
         if bad.any():

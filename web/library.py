@@ -45,7 +45,7 @@ from Utilities.safe_paths import shown
 from Utilities.serialization import to_plain
 from web import datafiles
 from web.history import public_run
-from web.json_io import hide_paths, path_roots
+from web.json_io import error_reply, hide_paths, path_roots
 from web.store import get_store
 
 log = logging.getLogger(__name__)
@@ -320,7 +320,7 @@ def _not_found(dir_name: str):
 
 
 def _api_not_found(dir_name: str):
-    return jsonify(error=f"no model folder {dir_name!r} in the library"), 404
+    return error_reply(404, f"no model folder {dir_name!r} in the library", "dir_name")
 
 
 # ------------------------------------------------------------------------------- pages
@@ -425,5 +425,5 @@ def api_delete(dir_name: str):
         return _api_not_found(dir_name)
     except (ArtifactError, OSError) as exc:
         log.error("could not delete model %s: %s", dir_name, exc)
-        return jsonify(error=f"could not delete {dir_name!r}: {exc}"), 500
+        return error_reply(500, f"could not delete {dir_name!r}: {exc}")  # paths hidden
     return jsonify(deleted=dir_name)
