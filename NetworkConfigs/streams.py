@@ -12,7 +12,7 @@ Decisions:
 - Until the window is full a push answers ``status: "warming_up"`` with the count of
   bars ("warming up: 3 of 21 bars"); that is normal operation, not an error. No action
   is taken and the account stays flat during warm-up.
-- ``Close`` is required in every bar: it is the accounting price (finite and > 0).
+- ``Close`` is required in every bar: it is the accounting price (in the data contract's range).
   When it is not one of the model's features it rides along as an extra key; any other
   key that is not a feature is an error.
 - A bar that cannot be used (bad values, prices outside the data contract, a time not
