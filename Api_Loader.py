@@ -16,8 +16,11 @@ Routes (the blueprint's; ``/openapi.json`` describes them):
 
 Status codes: 400 malformed request (not JSON, not an object, unknown or conflicting
 top-level fields), 413 body too large, 422 well-formed but invalid values (missing or
-extra features, wrong types, NaN/Infinity, a short window, a bad account_state), 404
-unknown stream, 503 no model loaded. Every error is JSON: ``{"error": ..., "field": ...}``.
+extra features, wrong types, NaN/Infinity, prices the data contract refuses, bar times
+out of order, a short window, a bad or out-of-range account_state, an output that is
+not finite), 404 unknown stream, 503 no model loaded. The body is checked before the
+model is asked for. Every error is JSON: ``{"error": ..., "field": ...}``, the field
+naming the place (``window[3].High``, ``features.Close``, ``account_state.cash``).
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ from typing import Any
 
 import numpy as np
 from flask import Blueprint, Flask, Response, jsonify, request, url_for
-from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+from werkzeug.exceptions import HTTPException, InternalServerError, RequestEntityTooLarge
 
 from NetworkConfigs import load_model as _registry_load
 from NetworkConfigs.base import ACCOUNT_FIELDS, ACTION_NAMES, ModelLoader
@@ -91,18 +94,26 @@ def _sampling(body: dict[str, Any]) -> tuple[bool, np.random.Generator | None]:
     return True, np.random.default_rng(seed)
 
 
-def answer(body: dict[str, Any], loader: ModelLoader, streams: StreamRegistry) -> dict[str, Any]:
-    """The reply to one ``POST /predict`` body."""
+def check_request(body: dict[str, Any]) -> None:
+    """What can be checked of a ``POST /predict`` body without its model: the shape,
+    sampling and the window being a list. Routes call it before a model is loaded, so
+    an invalid body never costs (or triggers) a model load."""
     _check_shape(body)
-    sample, rng = _sampling(body)
-    if "features" in body:
-        return streams.push(body["stream_id"], body["features"], sample=sample, rng=rng)
-    window = body["window"]
-    if not isinstance(window, list) or not window:
+    _sampling(body)
+    window = body.get("window")
+    if "window" in body and (not isinstance(window, list) or not window):
         raise ApiError(422, "window must be a non-empty list of bars: objects of feature -> "
                             "number, or rows of numbers in the order of /info's features",
                        "window")
-    return loader.predict_with(window, body.get("account_state"), sample=sample,
+
+
+def answer(body: dict[str, Any], loader: ModelLoader, streams: StreamRegistry) -> dict[str, Any]:
+    """The reply to one ``POST /predict`` body."""
+    check_request(body)
+    sample, rng = _sampling(body)
+    if "features" in body:
+        return streams.push(body["stream_id"], body["features"], sample=sample, rng=rng)
+    return loader.predict_with(body["window"], body.get("account_state"), sample=sample,
                                rng=rng).to_dict()
 
 
@@ -114,8 +125,19 @@ def _api_error(exc: ApiError) -> Reply:
 
 
 def _data_error(exc: DataError) -> Reply:
-    return error_reply(422, str(exc), exc.source, column=exc.column,
+    return error_reply(422, str(exc), _field_of(exc), column=exc.column,
                        rows=[str(r) for r in exc.rows[:5]])
+
+
+def _field_of(exc: DataError) -> str | None:
+    """Where in the body the problem is: ``window[3].High`` (rows count from 1 in
+    messages, from 0 in JSON), ``features.High``, ``account_state.cash``; else the
+    top-level field."""
+    if exc.source == "window" and exc.column and exc.rows and isinstance(exc.rows[0], int):
+        return f"window[{exc.rows[0] - 1}].{exc.column}"
+    if exc.source in ("window", "features", "account_state") and exc.column:
+        return f"{exc.source}.{exc.column}"
+    return exc.source
 
 
 def _stream_not_found(exc: StreamNotFound) -> Reply:
@@ -128,6 +150,10 @@ def json_http_error(exc: HTTPException) -> Reply:
 
 
 def _http_error(exc: HTTPException) -> Reply:
+    if isinstance(exc, InternalServerError) and exc.original_exception is not None:
+        # An app's uncaught exception, already logged by Flask with its traceback.
+        return error_reply(500, f"internal error ({type(exc.original_exception).__name__}); "
+                                "see the server log")
     if isinstance(exc, RequestEntityTooLarge):
         limit = request.max_content_length
         return error_reply(413, f"the request body is larger than the {limit:,}-byte limit"
@@ -189,8 +215,9 @@ def prediction_blueprint(get_loader: Callable[[], ModelLoader | None], *,
 
     @bp.post("/predict")
     def predict() -> Response:
-        loader = hosted.loader()
         body = read_json_body(max_body_bytes)
+        check_request(body)
+        loader = hosted.loader()
         return jsonify(answer(body, loader, hosted.streams(loader)))
 
     @bp.get("/info")
@@ -260,8 +287,9 @@ def _openapi_paths() -> dict[str, Any]:
                         {"$ref": "#/components/schemas/StreamReply"}]}}}},
             "400": _reply("not JSON, not an object, or unknown/conflicting fields"),
             "413": _reply("the body is larger than the limit"),
-            "422": _reply("invalid values: features, types, NaN/Infinity, a short window, "
-                          "account_state, sample or seed"),
+            "422": _reply("invalid values: features, types, NaN/Infinity, prices, bar "
+                          "times, a short window, account_state, sample or seed, or an "
+                          "output that is not finite"),
             "503": _NO_MODEL}}
     stream = {"parameters": [_STREAM_PARAMETER],
               "responses": {"404": _reply("no such stream"), "503": _NO_MODEL}}
@@ -289,13 +317,18 @@ def _number() -> dict[str, Any]:
     return {"type": "number"}
 
 
+# A bar copied from a CSV may keep its time (not a feature; checked to increase).
+_TIME_KEYS = {key: {"type": ["string", "integer"]} for key in ("Date", "Time", "Datetime",
+                                                                 "timestamp")}
+
+
 def _bar_schema(loader: ModelLoader | None) -> dict[str, Any]:
     """One bar: the hosted model's features by name (any names when none is loaded)."""
     if loader is None:
         return {"type": "object", "additionalProperties": _number()}
     features = list(loader.spec.features)
     return {"type": "object", "required": features, "additionalProperties": False,
-            "properties": {name: _number() for name in features}}
+            "properties": {**_TIME_KEYS, **{name: _number() for name in features}}}
 
 
 def _openapi_schemas(loader: ModelLoader | None) -> dict[str, Any]:

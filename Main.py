@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -78,17 +79,24 @@ def _install_auth(app: Flask) -> None:
     from web.auth_store import AuthStore
     from web.store import get_store
 
-    auth.init_app(app, lambda: AuthStore(get_store().engine), json_paths=JSON_PATHS,
+    auth.init_app(app, lambda: AuthStore(get_store().engine), is_json_path=is_json_path,
                   sessions=True)
 
 
-# Paths whose clients are programs: routing errors there (unknown URL, wrong method)
-# are JSON like every other API error; pages keep Flask's HTML error pages.
+# Paths whose clients are programs: routing errors there (unknown URL, wrong method,
+# too large) and uncaught exceptions (a logged 500) are JSON like every other API error;
+# pages keep Flask's HTML error pages.
 JSON_PATHS = ("/api/", "/predict", "/info", "/health", "/streams/", "/openapi.json")
+# JSON routes among the pages' paths: a run page's live data and its control buttons.
+JSON_ROUTES = re.compile(r"/runs/[^/]+/(control|live\.json)")
+
+
+def is_json_path(path: str) -> bool:
+    return path.startswith(JSON_PATHS) or JSON_ROUTES.fullmatch(path) is not None
 
 
 def _http_error(exc: HTTPException) -> Any:
-    if request.path.startswith(JSON_PATHS):
+    if is_json_path(request.path):
         from Api_Loader import json_http_error
 
         return json_http_error(exc)

@@ -13,9 +13,13 @@ import numpy as np
 
 from NetworkConfigs.base import ACCOUNT_FIELDS
 from NetworkConfigs.trading_env import Accounts
+from Utilities.data_loading import MAX_PRICE, MIN_PRICE
 from Utilities.data_utils import DataError
 
 _STATE_KEYS = (*ACCOUNT_FIELDS, "price")
+# Cash, units and costs beyond a thousand trillion are no account; below it, units times
+# any price the data contract allows stays finite in the policy's float32 observation.
+MAX_ACCOUNT_VALUE = 1e15
 
 
 def account_from_state(state: dict[str, Any] | None,
@@ -55,6 +59,7 @@ def _finite_number(key: str, value: Any) -> float:
 def _check_account(values: dict[str, float], accounts: Accounts) -> None:
     """An account the trading env could be in; anything else would give the policy an
     observation it never saw (an open position with no entry price divides by zero)."""
+    _check_bounds(values)
     position, units = values.get("position", 0.0), values.get("units", 0.0)
     if position not in (-1.0, 0.0, 1.0):
         raise _bad_state("position", "position must be -1 (short), 0 (flat) or 1 (long); "
@@ -71,6 +76,22 @@ def _check_account(values: dict[str, float], accounts: Accounts) -> None:
             "an open position needs units of its sign (long > 0, short < 0) and an "
             f"entry_price > 0; got position {position:g}, units {units!r}, entry_price "
             f"{values.get('entry_price', 0.0)!r}")
+
+
+def _check_bounds(values: dict[str, float]) -> None:
+    """Magnitudes an account can have: a price as the data contract allows (an
+    entry_price may be 0, a flat account's), money and units within MAX_ACCOUNT_VALUE."""
+    for key in ("price", "entry_price"):
+        value = values.get(key)
+        if value is None or value <= 0:
+            continue  # 0 is a flat account's entry_price; the rules below name the rest
+        if not MIN_PRICE <= value <= MAX_PRICE:
+            raise _bad_state(key, f"{key} must be between {MIN_PRICE:g} and {MAX_PRICE:g} "
+                                  f"(the data contract's price range); got {value!r}")
+    for key in ("cash", "units", "entry_cost"):
+        if abs(values.get(key, 0.0)) > MAX_ACCOUNT_VALUE:
+            raise _bad_state(key, f"{key} must be between {-MAX_ACCOUNT_VALUE:g} and "
+                                  f"{MAX_ACCOUNT_VALUE:g}; got {values[key]!r}")
 
 
 def _bad_state(column: str, message: str) -> DataError:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import copy
 import importlib
+import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -222,13 +223,21 @@ class ModelLoader(ABC):
     def predict_with(self, window: Any, state: dict[str, Any] | None = None, *,
                      sample: bool = False, rng: np.random.Generator | None = None) -> Prediction:
         """:meth:`predict` with the options a client may ask for; the sampling options
-        reach only types that can sample, and asking another type is a DataError."""
-        if not sample:
-            return self.predict(window, state)
-        if not self.can_sample:
+        reach only types that can sample, and asking another type is a DataError. An
+        output that is not finite (inputs far beyond training) is a DataError naming the
+        window or, when the window alone gives a finite answer, the account_state."""
+        if sample and not self.can_sample:
             raise DataError(f"{self.config['Type']} models cannot sample their action; "
                             "leave 'sample' out", source="sample")
-        return self.predict(window, state, sample=True, rng=rng)  # type: ignore[call-arg]
+        options = {"sample": True, "rng": rng} if sample else {}
+        prediction = self.predict(window, state, **options)
+        if not _is_finite(prediction):  # JSON has no NaN; a client must not get one either
+            blamed = "window" if state is None or not _is_finite(self.predict(window)) \
+                else "account_state"
+            raise DataError(f"the model's output is not a finite number for this {blamed}: "
+                            "its values are far outside what the model was trained on",
+                            source=blamed)
+        return prediction
 
     @property
     def window_size(self) -> int:
@@ -243,6 +252,12 @@ class ModelLoader(ABC):
         return {"name": self.name, "type": self.config["Type"],
                 "features": list(self.spec.features), "lookback": self.lookback,
                 "window_size": self.window_size, "action_names": list(ACTION_NAMES)}
+
+
+def _is_finite(prediction: Prediction) -> bool:
+    numbers = [prediction.prediction, prediction.confidence, prediction.value_estimate,
+               prediction.predicted_return, *(prediction.probabilities or {}).values()]
+    return all(math.isfinite(n) for n in numbers if n is not None)
 
 
 def choose_action(probabilities: np.ndarray, sample: bool = False,

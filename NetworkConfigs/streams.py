@@ -12,12 +12,15 @@ Decisions:
 - Until the window is full a push answers ``status: "warming_up"`` with the count of
   bars ("warming up: 3 of 21 bars"); that is normal operation, not an error. No action
   is taken and the account stays flat during warm-up.
-- ``Close`` is required in every bar: it is the accounting price (finite and > 0).
+- ``Close`` is required in every bar: it is the accounting price (in the data contract's range).
   When it is not one of the model's features it rides along as an extra key; any other
   key that is not a feature is an error.
-- A bar that cannot be used (bad values, or one the feature transform cannot take,
-  such as a zero price under log returns) is refused with a DataError and the stream is
-  left exactly as it was.
+- A bar that cannot be used (bad values, prices outside the data contract, a time not
+  after the previous bar's, or one the feature transform cannot take) is refused with a
+  DataError and the stream is left exactly as it was: every check, the accounting's
+  included, runs before anything is changed.
+- A bar may carry its time (``Date``, ``Datetime``, ``timestamp``, as in the CSV it was
+  copied from): it is not a feature, but it must be later than the previous bar's.
 - At most ``max_streams`` streams are kept; creating one more evicts the least
   recently used (a push or a read counts as a use).
 - One lock guards the table of streams, one lock per stream serialises its pushes:
@@ -26,6 +29,7 @@ Decisions:
 
 from __future__ import annotations
 
+import copy
 import logging
 import re
 import threading
@@ -38,7 +42,14 @@ import pandas as pd
 
 from NetworkConfigs.base import ACCOUNT_FIELDS, ACTION_NAMES, ModelLoader, Prediction
 from NetworkConfigs.trading_env import Accounts, EnvParams, apply_actions
-from Utilities.data_utils import DataError, cells_to_floats, transform_features, window_frame
+from Utilities.data_utils import (
+    WINDOW_ROWS,
+    DataError,
+    check_prices,
+    read_window,
+    transform_features,
+    window_cells,
+)
 
 log = logging.getLogger(__name__)
 
@@ -67,12 +78,28 @@ class _Stream:
         self.accounts = Accounts.open(1, initial_balance)
         self.bars_seen = 0
         self.price: float | None = None  # Close of the last accepted bar
+        self.time: pd.Timestamp | None = None  # time of the last accepted bar, if sent
         self.lock = threading.Lock()
 
-    def accept(self, row: np.ndarray, price: float) -> None:
-        self.rows.append(row)
+    def accept(self, bar: Bar, accounts: Accounts | None = None) -> None:
+        """Take a bar that passed every check (and the account it was filled into)."""
+        self.rows.append(bar.row)
         self.bars_seen += 1
-        self.price = price
+        self.price = bar.price
+        self.time = bar.time if bar.time is not None else self.time
+        if accounts is not None:
+            self.accounts = accounts
+
+
+class Bar:
+    """One parsed bar: feature row in the model's order, accounting price, time if sent."""
+
+    __slots__ = ("price", "row", "time", "time_column")
+
+    def __init__(self, row: np.ndarray, price: float, times: pd.Series | None) -> None:
+        self.row, self.price = row, price
+        self.time = None if times is None else times.iloc[0]
+        self.time_column = None if times is None else str(times.name)
 
 
 class StreamRegistry:
@@ -102,17 +129,16 @@ class StreamRegistry:
         status until the window is full, then the prediction and the account after the
         predicted action was filled at the bar's Close."""
         check_stream_id(stream_id)
-        row, price = self.parse_bar(bar)
+        parsed = self.parse_bar(bar)
         stream = self._use(stream_id, create=True)
         with stream.lock:
+            _check_time(stream, parsed)
             if len(stream.rows) + 1 < self.window_size:
-                self._check_transform(stream, row)
-                stream.accept(row, price)
+                self._check_transform(stream, parsed.row)
+                stream.accept(parsed)
                 return self._view(stream_id, stream)
-            prediction = self._predict(stream, row, price, sample, rng)
-            stream.accept(row, price)
-            action = np.array([ACTION_NAMES.index(prediction.action_name)])
-            apply_actions(stream.accounts, action, price, self.params)
+            prediction = self._predict(stream, parsed, sample, rng)
+            stream.accept(parsed, self._filled(stream, prediction, parsed.price))
             return {**prediction.to_dict(), **self._view(stream_id, stream)}
 
     def get(self, stream_id: str) -> dict[str, Any]:
@@ -136,8 +162,8 @@ class StreamRegistry:
             self._find(stream_id)
             del self._streams[stream_id]
 
-    def parse_bar(self, bar: Any) -> tuple[np.ndarray, float]:
-        """(feature row in the model's order, Close) of one bar; DataError names problems."""
+    def parse_bar(self, bar: Any) -> Bar:
+        """One bar's feature row (model order), Close and time; DataError names problems."""
         if not isinstance(bar, Mapping):
             raise DataError(f"one bar must be an object of feature name -> number; got "
                             f"{type(bar).__name__}", source="features")
@@ -147,12 +173,14 @@ class StreamRegistry:
                             "(it is not a model feature, so add it beside them)",
                             source="features", column=PRICE)
         features = {k: v for k, v in bar.items() if price_is_feature or k != PRICE}
-        row = window_frame([features], self.features, source="features").to_numpy()[0]
-        price = row[self.features.index(PRICE)] if price_is_feature else _price(bar[PRICE])
-        if not price > 0:
-            raise DataError(f"{PRICE} must be positive (it is the accounting price); got "
-                            f"{price!r}", source="features", column=PRICE)
-        return row, float(price)
+        frame, times = read_window([features], self.features, source="features")
+        row = frame.to_numpy()[0]
+        if price_is_feature:
+            price = row[self.features.index(PRICE)]
+        else:  # the data contract's price checks, Close included
+            price = _price(bar[PRICE])
+            check_prices(frame.assign(**{PRICE: price}), "features", WINDOW_ROWS)
+        return Bar(row, float(price), times)
 
     # ---------------------------------------------------------------------- internals
 
@@ -190,19 +218,33 @@ class StreamRegistry:
             pair = pd.DataFrame([stream.rows[-1], row], columns=list(self.features))
             transform_features(pair, self.loader.spec, source="features")
 
-    def _predict(self, stream: _Stream, row: np.ndarray, price: float, sample: bool,
+    def _predict(self, stream: _Stream, bar: Bar, sample: bool,
                  rng: np.random.Generator | None) -> Prediction:
         rows = list(stream.rows)  # at least window_size - 1 once warm
-        window = np.stack([*rows[len(rows) + 1 - self.window_size:], row])
+        window = np.stack([*rows[len(rows) + 1 - self.window_size:], bar.row])
         state = {key: float(getattr(stream.accounts, key)[0]) for key in ACCOUNT_FIELDS}
         try:
-            return self.loader.predict_with(window, {**state, "price": price}, sample=sample,
-                                            rng=rng)
+            return self.loader.predict_with(window, {**state, "price": bar.price},
+                                            sample=sample, rng=rng)
         except DataError as exc:  # earlier bars all passed, so it is this bar's fault
             if exc.source in ("sample", "account_state"):
                 raise
             raise DataError(f"bar refused, the stream is unchanged: {exc}", source="features",
                             column=exc.column) from None
+
+    def _filled(self, stream: _Stream, prediction: Prediction, price: float) -> Accounts:
+        """The stream's account after the predicted action is filled at ``price``, on a
+        copy: an account the arithmetic cannot hold is refused, the stream unchanged."""
+        accounts = copy.deepcopy(stream.accounts)
+        action = np.array([ACTION_NAMES.index(prediction.action_name)])
+        with np.errstate(all="ignore"):  # checked just below, with a message
+            apply_actions(accounts, action, price, self.params)
+            equity = accounts.equity(price)
+        if not all(np.isfinite(v).all() for v in (accounts.cash, accounts.units, equity)):
+            raise DataError(f"bar refused, the stream is unchanged: filling "
+                            f"{prediction.action_name} at {PRICE} {price!r} leaves an account "
+                            "that is not a finite number", source="features", column=PRICE)
+        return accounts
 
     def _view(self, stream_id: str, stream: _Stream) -> dict[str, Any]:
         """What a client sees of a stream (the caller holds the stream's lock)."""
@@ -224,9 +266,18 @@ class StreamRegistry:
                 "trades": int(acc.trades[0]), "wins": int(acc.wins[0]), "price": stream.price}
 
 
+def _check_time(stream: _Stream, bar: Bar) -> None:
+    """A bar that says when it is must come after the stream's last bar that did."""
+    if bar.time is not None and stream.time is not None and bar.time <= stream.time:
+        problem = "repeats" if bar.time == stream.time else "is before"
+        raise DataError(f"bar refused, the stream is unchanged: its time {bar.time} {problem} "
+                        f"the previous bar's ({stream.time}); send bars in time order",
+                        source="features", column=bar.time_column)
+
+
 def _price(value: Any) -> float:
     """A bar's extra Close as a float, by the data contract's rule for window cells."""
-    (price,), bad = cells_to_floats([value])
+    (price,), bad = window_cells([value])
     if bad[0] or not np.isfinite(price):
         raise DataError(f"{PRICE} must be a finite number; got {value!r}", source="features",
                         column=PRICE)

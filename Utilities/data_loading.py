@@ -35,6 +35,11 @@ OHLC = ("Open", "High", "Low", "Close")
 VOLUME = "Volume"
 TIME_INDEX = "Datetime"
 MAX_LISTED = 5
+# Prices outside this range are refused (files, serving windows, stream bars). 1e-8 is
+# the finest tick venues quote (a satoshi); below it a price is a unit error, and a
+# denormal such as 1e-310 turns an account's units into infinity. The largest real quotes
+# (BRK.A, bitcoin in the weakest currencies) stay below 1e10: beyond 1e12 is an error.
+MIN_PRICE, MAX_PRICE = 1e-8, 1e12
 
 _HEAD_BYTES = 4096
 _OPENERS = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}
@@ -325,7 +330,8 @@ def _is_number_column(series: pd.Series) -> bool:
     return series.dtype.kind in "iuf"
 
 
-def _parse_times(frame: pd.DataFrame, cols: list[str], name: str) -> pd.Series:
+def _parse_times(frame: pd.DataFrame, cols: list[str], name: str,
+                 numbering: tuple[str, int] = FILE_LINES) -> pd.Series:
     first = frame[cols[0]]
     if _is_number_column(first) and cols[0].lower() == "timestamp":
         raw, times = first, _parse_epoch(first)  # only a column named timestamp is Unix time
@@ -336,9 +342,9 @@ def _parse_times(frame: pd.DataFrame, cols: list[str], name: str) -> pd.Series:
         times = _parse_text_times(raw)
     bad = times.isna()
     if bad.any():
-        label, rows = " + ".join(cols), row_labels(bad, frame.index)
+        label, rows = " + ".join(cols), row_labels(bad, frame.index, numbering[1])
         raise DataError(f"column {label!r}: unreadable timestamps at "
-                        f"{describe_rows(rows, raw[bad].astype(str).tolist())}",
+                        f"{describe_rows(rows, raw[bad].astype(str).tolist(), numbering[0])}",
                         source=name, column=label, rows=rows)
     return times.dt.tz_localize(None)  # naive UTC everywhere downstream
 
@@ -423,29 +429,54 @@ def _trim_indicator_warmup(frame: pd.DataFrame, name: str) -> pd.DataFrame:
     return frame
 
 
-def _check_prices(frame: pd.DataFrame, name: str) -> None:
-    for col in OHLC:
-        bad = frame[col].to_numpy() <= 0
+def check_prices(frame: pd.DataFrame, source: str | None,
+                 numbering: tuple[str, int] = FILE_LINES) -> None:
+    """The OHLC columns ``frame`` has (a file has all four, a model's window may have
+    fewer): positive, within MIN_PRICE..MAX_PRICE, High >= Low, Open and Close inside
+    Low..High. One rule for files, serving windows and stream bars."""
+    word, offset = numbering
+    present = [c for c in OHLC if c in frame.columns]
+    if not present:
+        return
+    # One array for the frame, not a Series per column: this runs on every prediction.
+    values = frame.to_numpy(dtype=np.float64)[:, [frame.columns.get_loc(c) for c in present]]
+    prices = dict(zip(present, values.T, strict=True))
+    low = np.maximum(prices.get("Low", MIN_PRICE), MIN_PRICE).reshape(-1, 1)
+    high = np.minimum(prices.get("High", MAX_PRICE), MAX_PRICE).reshape(-1, 1)
+    if ((values >= low) & (values <= high)).all():  # every rule at once: the usual case
+        return
+
+    def refuse(col: str, bad: np.ndarray, problem: str) -> None:
         if bad.any():
-            rows = row_labels(bad, frame.index)
-            raise DataError(f"column {col!r}: prices must be positive; see {describe_rows(rows)}",
-                            source=name, column=col, rows=rows)
-    bad = (frame["High"] < frame["Low"]).to_numpy()
-    if bad.any():
-        rows = row_labels(bad, frame.index)
-        raise DataError(f"column 'High': below 'Low' at {describe_rows(rows)}",
-                        source=name, column="High", rows=rows)
+            rows = row_labels(bad, frame.index, offset)
+            raise DataError(f"column {col!r}: {problem} at {describe_rows(rows, word=word)}",
+                            source=source, column=col, rows=rows)
+
+    for col, values in prices.items():
+        refuse(col, values <= 0, "prices must be positive")
+        refuse(col, (values < MIN_PRICE) | (values > MAX_PRICE),
+               f"prices must be between {MIN_PRICE:g} and {MAX_PRICE:g}")
+    high, low = prices.get("High"), prices.get("Low")
+    if high is not None and low is not None:
+        refuse("High", high < low, "below 'Low'")
+    for col in ("Open", "Close"):
+        if col in prices and high is not None:
+            refuse(col, prices[col] > high, "above 'High'")
+        if col in prices and low is not None:
+            refuse(col, prices[col] < low, "below 'Low'")
 
 
-def _check_time_order(times: pd.Series, label: str, name: str) -> None:
+def _check_time_order(times: pd.Series, label: str, name: str,
+                      numbering: tuple[str, int] = FILE_LINES) -> None:
     deltas = times.diff().to_numpy()[1:]
     for mask, problem, advice in (
         (deltas == np.timedelta64(0), "duplicate timestamps", "remove the repeated bars"),
         (deltas < np.timedelta64(0), "timestamps go backwards", "sort the file by time"),
     ):
         if mask.any():
-            rows = row_labels(np.r_[False, mask], times.index)
-            raise DataError(f"column {label!r}: {problem} at {describe_rows(rows)}; {advice}",
+            rows = row_labels(np.r_[False, mask], times.index, numbering[1])
+            raise DataError(f"column {label!r}: {problem} at "
+                            f"{describe_rows(rows, word=numbering[0])}; {advice}",
                             source=name, column=label, rows=rows)
 
 
@@ -467,13 +498,27 @@ def load_bars(source: Source, *, name: str | None = None, min_rows: int = 1) -> 
     values = _trim_indicator_warmup(values, name)
     times = times.loc[values.index]
     check_finite(values, name)
-    _check_prices(values, name)
+    check_prices(values, name)
     _check_time_order(times, " + ".join(time_cols), name)
     require_rows(len(values), min_rows, source=name)
     ordered = [c for c in (*OHLC, VOLUME) if c in values.columns]
     values = values[ordered + [c for c in values.columns if c not in ordered]]
     values.index = pd.DatetimeIndex(times.to_numpy(), name=TIME_INDEX)
     return values
+
+
+def window_times(frame: pd.DataFrame, name: str) -> tuple[list[str], pd.Series | None]:
+    """The time column(s) of bars sent to a model (rows copied from a CSV keep theirs),
+    read as a file's are and checked to increase: (their names, the times), or ([], None)
+    when there is none. They are not features; DataError names the row (from 1)."""
+    if not {c.lower() for c in frame.columns} & {"datetime", "timestamp", "date"}:
+        return [], None
+    cols = _time_columns(frame, name)
+    rows = frame[cols].set_axis(pd.RangeIndex(1, len(frame) + 1))  # messages say "row N"
+    label = " + ".join(cols)
+    times = _parse_times(rows, cols, name, ("row", 0)).rename(label)
+    _check_time_order(times, label, name, ("row", 0))
+    return cols, times
 
 
 def require_rows(n_rows: int, needed: int, *, source: str | None = None, why: str = "") -> None:

@@ -29,9 +29,11 @@ from Utilities.data_loading import (
     Source,
     cells_to_floats,
     check_finite,
+    check_prices,
     load_bars,
     non_numeric_error,
     require_rows,
+    window_times,
 )
 
 __all__ = [
@@ -39,8 +41,8 @@ __all__ = [
     "SCALERS", "TIME_INDEX", "TRANSFORMS", "VOLUME", "WINDOW_ROWS", "DataError",
     "FeatureSpec", "PreparedData", "Source", "Split", "build_feature_spec",
     "check_lookback", "chronological_split", "detect_price_columns", "fit_scaler",
-    "load_bars", "min_rows_for", "prepare_data", "require_rows", "scale_frame", "scale_window",
-    "select_features", "transform_features", "window_frame",
+    "load_bars", "min_rows_for", "prepare_data", "read_window", "require_rows", "scale_frame",
+    "scale_window", "select_features", "transform_features", "window_cells", "window_frame",
 ]
 
 TRANSFORMS = ("raw", "diff", "returns")
@@ -328,12 +330,32 @@ def prepare_from_params(bars: pd.DataFrame, data_params: dict[str, Any], *, look
 def window_frame(window: Any, columns: Sequence[str], *, source: str = "window") -> pd.DataFrame:
     """A request's window (DataFrame, list of dicts, or 2-D array in ``columns`` order)
     as a float frame with exactly ``columns``; DataError names anything wrong."""
+    return read_window(window, columns, source=source)[0]
+
+
+def read_window(window: Any, columns: Sequence[str], *,
+                source: str = "window") -> tuple[pd.DataFrame, pd.Series | None]:
+    """:func:`window_frame` and the bars' times, if they came with any: rows copied from
+    a CSV keep its time column (Date, Datetime, timestamp, Date + Time), which is no
+    feature but is read and checked to increase. Prices are held to the data contract
+    (positive, in range, Low <= Open/Close <= High)."""
     values = _plain_values(window, columns)
     if values is not None and np.isfinite(values).all():
-        return pd.DataFrame(values, columns=list(columns))
+        frame, times = pd.DataFrame(values, columns=list(columns)), None
+    else:
+        frame, times = _checked_window(window, columns, source)
+    check_prices(frame, source, WINDOW_ROWS)
+    return frame, times
+
+
+def _checked_window(window: Any, columns: Sequence[str],
+                    source: str) -> tuple[pd.DataFrame, pd.Series | None]:
+    """The general path of :func:`read_window`: every problem named."""
     frame = _window_table(window, columns, source)
+    time_cols, times = window_times(frame[[c for c in frame.columns if c not in columns]],
+                                    source)
     missing = [c for c in columns if c not in frame.columns]
-    extra = [c for c in frame.columns if c not in columns]
+    extra = [c for c in frame.columns if c not in columns and c not in time_cols]
     if missing or extra:
         parts = [f"missing feature(s) {missing}" if missing else "",
                  f"unexpected feature(s) {extra}" if extra else ""]
@@ -341,7 +363,7 @@ def window_frame(window: Any, columns: Sequence[str], *, source: str = "window")
                         column=(missing or extra)[0])
     frame = _window_floats(frame.loc[:, list(columns)].reset_index(drop=True), source)
     check_finite(frame, source, WINDOW_ROWS)
-    return frame
+    return frame, times
 
 
 # Cell types taken as they are on the fast path (bool is not among them: type(True) is bool).
@@ -408,11 +430,18 @@ def _window_floats(frame: pd.DataFrame, source: str) -> pd.DataFrame:
         if series.dtype.kind in "iuf":
             out[col] = series.to_numpy(dtype=np.float64, na_value=np.nan)
             continue
-        values, bad = cells_to_floats(series.tolist())
+        values, bad = window_cells(series.tolist())
         if bad.any():
             raise non_numeric_error(series, bad, source, WINDOW_ROWS)
         out[col] = values
     return pd.DataFrame(out, index=frame.index)
+
+
+def window_cells(cells: Sequence[Any]) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`cells_to_floats` for JSON cells: text is not a number either (a file's
+    cells are text; a request's numbers are JSON numbers, and "93.5" is a typo)."""
+    values, bad = cells_to_floats(cells)
+    return values, bad | np.array([isinstance(c, str) for c in cells], dtype=bool)
 
 
 def scale_window(window: Any, spec: FeatureSpec, scaler: Any, lookback: int) -> np.ndarray:

@@ -141,10 +141,20 @@ def _int_arg(label: str, value: object, low: int = _INT64[0], high: int = _INT64
 
 
 def _str_arg(label: str, value: object, *, required: bool = False) -> str:
-    """value if it is a string (non-empty when required), else ValueError naming label."""
+    """value if it is a string (non-empty when required), else ValueError naming label.
+
+    No control character can be meant in stored text (PostgreSQL refuses NUL outright):
+    they are refused, except tab and line breaks in free text; a required value is a
+    name (agent, model type), which has none at all."""
     if not isinstance(value, str) or (required and not value):
         kind = "a non-empty string" if required else "a string"
         raise ValueError(f"{label} must be {kind}, got {value!r}")
+    allowed = "" if required else "\t\n\r"
+    bad = next((c for c in value if (c < " " or "\x7f" <= c <= "\x9f") and c not in allowed),
+               None)
+    if bad is not None:
+        raise ValueError(f"{label} must not contain the control character {bad!r}, got "
+                         f"{value!r}")
     return value
 
 
@@ -163,7 +173,7 @@ def _tag_list(tags: object) -> list[str]:
         return []
     if not isinstance(tags, list | tuple) or not all(isinstance(t, str) for t in tags):
         raise ValueError(f"tags must be a list or tuple of strings, got {tags!r}")
-    return sorted(set(tags))
+    return sorted({_str_arg("a tag", tag, required=True) for tag in tags})
 
 
 _METRIC_COLUMNS = ("run_id", "key", "step", "value", "wall_time")

@@ -134,30 +134,33 @@ def test_a_number_beyond_the_float_range_is_422(client, window) -> None:
     text = json_with_literal({"window": with_row(window, 2, ATR_14=123456.5)}, "1e400")
     error = error_of(post_raw(client, text), 422)
     assert "column 'ATR_14': missing or infinite values at row 3" in error["error"]
-    assert error["field"] == "window" and error["column"] == "ATR_14"
+    assert error["field"] == "window[2].ATR_14" and error["column"] == "ATR_14"
 
 
-@pytest.mark.parametrize(("make", "message", "column"), [
-    (lambda w: without(w, "RSI_14"), r"missing feature\(s\) \['RSI_14'\]", "RSI_14"),
-    (lambda w: [{**r, "Spam": 1.0} for r in w], r"unexpected feature\(s\) \['Spam'\]", "Spam"),
+@pytest.mark.parametrize(("make", "message", "field"), [
+    (lambda w: without(w, "RSI_14"), r"missing feature\(s\) \['RSI_14'\]", "window.RSI_14"),
+    (lambda w: [{**r, "Spam": 1.0} for r in w], r"unexpected feature\(s\) \['Spam'\]",
+     "window.Spam"),
     (lambda w: with_row(w, 4, Close="high"), r"column 'Close': non-numeric values at row 5",
-     "Close"),
+     "window[4].Close"),
     (lambda w: with_row(w, 0, Volume=True), "column 'Volume': non-numeric values at row 1",
-     "Volume"),
+     "window[0].Volume"),
     (lambda w: with_row(w, 1, Open=None), "column 'Open': missing or infinite values at row 2",
-     "Open"),
-    (lambda w: with_row(w, 1, Open=[1, 2]), "column 'Open': non-numeric values at row 2", "Open"),
-    (lambda w: w[:5], r"has 5 rows; at least 11 are needed \(lookback 10 \+ 1 warm-up", None),
-    (lambda w: [list(r.values())[:3] for r in w], "a 2-D array with 9 columns", None),
-    (lambda w: [*w[:-1], 7], "must be a list of rows of numbers", None),
-    (lambda w: with_row(w, 10, Open=0.0), "column 'Open': the returns transform gives "
-                                          "non-finite values at row 11", "Open"),
+     "window[1].Open"),
+    (lambda w: with_row(w, 1, Open=[1, 2]), "column 'Open': non-numeric values at row 2",
+     "window[1].Open"),
+    (lambda w: w[:5], r"has 5 rows; at least 11 are needed \(lookback 10 \+ 1 warm-up", "window"),
+    (lambda w: [list(r.values())[:3] for r in w], "a 2-D array with 9 columns", "window"),
+    (lambda w: [*w[:-1], 7], "must be a list of rows of numbers", "window"),
+    (lambda w: with_row(w, 10, EMA_12=0.0), "column 'EMA_12': the returns transform gives "
+                                            "non-finite values at row 11", "window[10].EMA_12"),
 ])
 def test_an_invalid_window_is_422_naming_the_problem(client, window, make, message,
-                                                     column) -> None:
+                                                     field: str) -> None:
     error = error_of(post(client, {"window": make(window)}), 422)
     assert re.search(message, error["error"]), error
-    assert error["field"] == "window" and error.get("column") == column
+    assert error["field"] == field
+    assert error.get("column") == (field.rsplit(".", 1)[1] if "." in field else None)
 
 
 @pytest.mark.parametrize("value", ["abc", {"Close": 1.0}, [], 3, None])
@@ -176,7 +179,8 @@ def test_a_window_that_is_not_a_list_of_bars_is_422(client, value) -> None:
 ])
 def test_a_bad_account_state_is_422(client, window, state, message, column) -> None:
     error = error_of(post(client, {"window": window, "account_state": state}), 422)
-    assert re.search(message, error["error"]) and error["field"] == "account_state"
+    assert re.search(message, error["error"])
+    assert error["field"] == (f"account_state.{column}" if column else "account_state")
     assert error.get("column") == column
 
 
@@ -201,7 +205,7 @@ def test_bad_sampling_options_are_422(client, window, extra, field, message) -> 
 ])
 def test_a_bad_stream_request_is_422(client, body, field, message) -> None:
     error = error_of(post(client, body), 422)
-    assert error["field"] == field and re.search(message, error["error"])
+    assert error["field"].startswith(field) and re.search(message, error["error"])
 
 
 def test_a_bar_with_an_extra_key_is_422(client, window) -> None:

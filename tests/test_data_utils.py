@@ -464,9 +464,10 @@ def test_scale_window_refuses_a_lookback_below_one(bars: pd.DataFrame, lookback:
 
 
 def test_a_non_finite_transform_names_the_window_row() -> None:
-    spec = FeatureSpec(("Close",), "returns", ("Close",))
+    # A price-level extra: a negative Close is refused before any transform.
+    spec = FeatureSpec(("EMA",), "returns", ("EMA",))
     with pytest.raises(DataError, match=r"returns transform gives non-finite values at rows 2, 3$"):
-        transform_features(window_frame([[1.0], [-1.0], [2.0]], ("Close",)), spec)
+        transform_features(window_frame([[1.0], [-1.0], [2.0]], ("EMA",)), spec)
 
 
 def test_a_non_finite_transform_names_the_bar_time(bars: pd.DataFrame) -> None:

@@ -158,7 +158,14 @@ def test_a_type_that_cannot_sample_says_so(frequency, sample_bars) -> None:
     (lambda b: b.update(RSI_14="high"), "column 'RSI_14': non-numeric values"),
     (lambda b: b.update(RSI_14=True), "column 'RSI_14': non-numeric values"),
     (lambda b: b.update(Close=float("inf")), "column 'Close': missing or infinite"),
-    (lambda b: b.update(Close=0.0), "Close must be positive"),
+    (lambda b: b.update(Close=0.0), "column 'Close': prices must be positive at row 1"),
+    (lambda b: b.update(Close=1e-310), "column 'Close': prices must be between 1e-08 and 1e"),
+    (lambda b: b.update(Open=2e12), "column 'Open': prices must be between 1e-08 and 1e"),
+    (lambda b: b.update(High=b["Low"] - 1), "column 'High': below 'Low'"),
+    (lambda b: b.update(Close=b["High"] + 1), "column 'Close': above 'High'"),
+    (lambda b: b.update(Open=b["Low"] - 1), "column 'Open': below 'Low'"),
+    (lambda b: b.update(Close=str(b["Close"])), "column 'Close': non-numeric values"),
+    (lambda b: b.update(Date="yesterday"), "column 'Date': unreadable timestamps"),
 ])
 def test_a_bad_bar_is_named(ppo, sample_bars, change, message: str) -> None:
     bar = bars_of(ppo, sample_bars, 0, 1)[0]
@@ -178,7 +185,10 @@ def test_close_rides_along_when_it_is_not_a_feature(ppo_without_close, sample_ba
     assert reply["status"] == READY and reply["account"]["price"] == bars[-1]["Close"]
     with pytest.raises(DataError, match="every bar needs 'Close'"):
         registry.push("s", {k: v for k, v in bars[0].items() if k != "Close"})
-    for bad, message in (("x", "Close must be a finite number"), (-2.0, "must be positive")):
+    for bad, message in (("x", "Close must be a finite number"), (-2.0, "must be positive"),
+                         ("93.5", "Close must be a finite number"),
+                         (1e-310, "prices must be between"),
+                         (bars[0]["High"] + 1, "column 'Close': above 'High'")):
         with pytest.raises(DataError, match=message):
             registry.push("s", {**bars[0], "Close": bad})
 
@@ -191,10 +201,71 @@ def test_a_bar_the_transform_refuses_leaves_the_stream_unchanged(ppo, sample_bar
     poisoned = StreamRegistry(ppo)
     feed(poisoned, "s", bars[:at])
     before = poisoned.get("s")
-    with pytest.raises(DataError, match="column 'Open': the returns transform"):
-        poisoned.push("s", {**bars[at], "Open": 0.0})
+    with pytest.raises(DataError, match="column 'EMA_12': the returns transform"):
+        poisoned.push("s", {**bars[at], "EMA_12": 0.0})
     assert poisoned.get("s") == before
     assert feed(poisoned, "s", bars[at:]) == feed(StreamRegistry(ppo), "s", bars)[at:]
+
+
+@pytest.mark.parametrize("position", ["warm-up", "full"])
+@pytest.mark.parametrize("price", [1e-310, 5e-324, 1e300])
+def test_an_extreme_price_never_poisons_a_stream(ppo, sample_bars, position: str,
+                                                 price: float) -> None:
+    """A denormal price used to make the account's units infinite: NaN cash, and every
+    later bar refused. Now the bar is refused and the stream goes on as if never sent."""
+    bars = bars_of(ppo, sample_bars, 0, 40)
+    at = 5 if position == "warm-up" else 30
+    stream = StreamRegistry(ppo)
+    feed(stream, "s", bars[:at])
+    before = stream.get("s")
+    with pytest.raises(DataError, match="prices must be between 1e-08 and 1e"):
+        stream.push("s", dict.fromkeys(bars[at], price))
+    assert stream.get("s") == before
+    replies = feed(stream, "s", bars[at:])
+    assert replies == feed(StreamRegistry(ppo), "s", bars)[at:]
+    assert all(np.isfinite(r["account"]["cash"]) for r in replies)
+
+
+def test_an_account_the_fill_cannot_hold_is_refused_unchanged(ppo, sample_bars,
+                                                               monkeypatch) -> None:
+    """The accounting runs on a copy: a fill that leaves a non-finite account (it cannot
+    happen within the data contract's prices; forced here) changes nothing."""
+    import NetworkConfigs.streams as streams
+
+    bars = bars_of(ppo, sample_bars, 0, ppo.window_size + 2)
+    stream = StreamRegistry(ppo)
+    feed(stream, "s", bars[:-2])
+    before = stream.get("s")
+
+    def overflowing(accounts, *args, **kwargs) -> None:
+        accounts.cash[:] = np.inf
+
+    monkeypatch.setattr(streams, "apply_actions", overflowing)
+    with pytest.raises(DataError, match="leaves an account that is not a finite number"):
+        stream.push("s", bars[-2])
+    assert stream.get("s") == before
+    monkeypatch.undo()
+    assert feed(stream, "s", bars[-2:]) == feed(StreamRegistry(ppo), "s", bars)[-2:]
+
+
+def test_bars_with_their_csv_time_must_come_in_order(ppo, sample_bars) -> None:
+    """Rows copied from a CSV keep its Date column: accepted, and a bar that is not later
+    than the previous one is refused (naming the column), the stream unchanged."""
+    rows = sample_bars[list(ppo.spec.features)].iloc[:ppo.window_size + 3]
+    bars = [{"Date": str(t.date()), **bar}
+            for t, bar in zip(rows.index, rows.to_dict("records"), strict=True)]
+    stream = StreamRegistry(ppo)
+    replies = feed(stream, "s", bars[:-2])
+    assert replies[-1]["status"] == READY
+    before = stream.get("s")
+    for earlier in (bars[-3]["Date"], bars[0]["Date"]):
+        with pytest.raises(DataError, match=r"its time .* the previous bar's") as caught:
+            stream.push("s", {**bars[-2], "Date": earlier})
+        assert caught.value.column == "Date"
+        assert stream.get("s") == before
+    assert feed(stream, "s", bars[-2:])[-1]["bars_seen"] == len(bars)
+    plain = [{k: v for k, v in bar.items() if k != "Date"} for bar in bars]
+    assert feed(StreamRegistry(ppo), "s", plain)[-1]["account"] == stream.get("s")["account"]
 
 
 @pytest.mark.parametrize("stream_id", ["", "a b", "x" * 129, 7, None, "é"])

@@ -188,7 +188,7 @@ def test_run_api_has_every_episode_config_and_checkpoints(client, runs) -> None:
     checkpoints = run["checkpoint_paths"]
     assert [(c["episode"], c["path"], c["step"]) for c in checkpoints] == [
         (100, "Models/.checkpoints/x/last.pt", 2048), (200, "Models/.checkpoints/x/last.pt", 4096)]
-    assert run["metadata"]["model_dir"] == "/work/Models/PPO_demo"
+    assert run["metadata"]["model_dir"] == "PPO_demo"  # outside MODELS_DIR: its name only
     assert run["metadata"]["tags"] == ["smoke"]
     stats = run["statistics"]
     assert stats["total_episodes"] == EPISODES
@@ -244,14 +244,16 @@ def test_metrics_api_names_a_bad_parameter(client, runs, query: str, status: int
 
 def test_unavailable_store_is_a_json_503(tmp_path: Path, models_dir: Path) -> None:
     client = blocked_app(tmp_path, models_dir).test_client()
+    abc = "0000abcd-0000-4000-8000-000000000000"  # a run id the store could hold
     for url in ("/api/training-runs", "/api/training-runs/agents/list",
-                "/api/training-runs/abc", "/api/training-runs/abc/metrics", "/runs/abc/live.json"):
+                f"/api/training-runs/{abc}", f"/api/training-runs/{abc}/metrics",
+                f"/runs/{abc}/live.json"):
         body = get_json(client, url, 503)
         assert "run store unavailable" in body["error"]
     page = client.get("/runs")
     assert page.status_code == 503
     assert "Run store unavailable" in page.get_data(as_text=True)
-    detail = client.get("/runs/abc")
+    detail = client.get(f"/runs/{abc}")
     assert detail.status_code == 503 and "Run store unavailable" in detail.get_data(as_text=True)
 
 

@@ -238,7 +238,7 @@ def test_an_unknown_model_is_404_json(client, library, window, name: str) -> Non
 @pytest.mark.parametrize(("make", "status", "field", "message"), [
     (lambda w: {"window": w[:3]}, 422, "window", "at least 21 are needed"),
     (lambda w: {"window": [{k: v for k, v in r.items() if k != "RSI_14"} for r in w]}, 422,
-     "window", "RSI_14"),
+     "window.RSI_14", "RSI_14"),
     (lambda w: {"window": w, "seed": 1}, 422, "seed", "seed only applies"),
     (lambda w: {"window": w, "extra": 1}, 400, "extra", "unknown field"),
     (lambda w: [1, 2], 400, None, "must be a JSON object"),

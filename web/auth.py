@@ -203,8 +203,8 @@ class _State:
     """Per app: the policy and where credentials are checked (opened on first use)."""
 
     def __init__(self, policy: Policy, open_credentials: Callable[[], Credentials],
-                 json_paths: tuple[str, ...], cache: bool, setup_hint: str) -> None:
-        self.policy, self.json_paths, self.setup_hint = policy, json_paths, setup_hint
+                 is_json_path: Callable[[str], bool], cache: bool, setup_hint: str) -> None:
+        self.policy, self.is_json_path, self.setup_hint = policy, is_json_path, setup_hint
         self._open, self._cache = open_credentials, cache
         self._credentials: Credentials | None = None
         self._lock = threading.Lock()
@@ -225,16 +225,16 @@ TOKEN_SERVER_HINT = ("create a token (python Main.py tokens create NAME, with th
 
 
 def init_app(app: Flask, open_credentials: Callable[[], Credentials], *,
-             json_paths: tuple[str, ...], cache_credentials: bool = False,
+             is_json_path: Callable[[str], bool], cache_credentials: bool = False,
              sessions: bool = False, setup_hint: str = DASHBOARD_HINT) -> Policy:
     """Install the Host check and the authentication gate (call before other hooks).
 
     ``open_credentials`` gives the credential source (called per request unless
-    ``cache_credentials``); ``json_paths`` are the path prefixes answered in JSON;
+    ``cache_credentials``); ``is_json_path`` tells which paths are answered in JSON;
     ``sessions`` turns on page logins (the app must register :mod:`web.login`);
     ``setup_hint`` tells how to make a first credential when start-up is refused."""
     policy = Policy.from_config(app.config)
-    app.extensions[_KEY] = _State(policy, open_credentials, json_paths, cache_credentials,
+    app.extensions[_KEY] = _State(policy, open_credentials, is_json_path, cache_credentials,
                                   setup_hint)
     if sessions:
         _ensure_secret_key(app, policy)
@@ -251,13 +251,16 @@ def init_token_server(app: Flask, *, json_paths: tuple[str, ...] = ("/",)) -> Po
     from web.auth_store import AuthStore
     from web.token_file import TokenFile
 
+    def is_json(path: str) -> bool:
+        return path.startswith(json_paths)
+
     token_file = app.config.get("TOKEN_FILE")
     if token_file:
         tokens = TokenFile(token_file)
-        return init_app(app, lambda: tokens, json_paths=json_paths,
+        return init_app(app, lambda: tokens, is_json_path=is_json,
                         setup_hint=TOKEN_SERVER_HINT)
     url = app.config.get("DATABASE_URL")
-    return init_app(app, lambda: AuthStore.open(url), json_paths=json_paths,
+    return init_app(app, lambda: AuthStore.open(url), is_json_path=is_json,
                     cache_credentials=True, setup_hint=TOKEN_SERVER_HINT)
 
 
@@ -349,7 +352,7 @@ def _authenticate(creds: Credentials) -> tuple[Principal | None, bool]:
 
 
 def _is_json_path(state: _State) -> bool:
-    return request.path.startswith(state.json_paths)
+    return state.is_json_path(request.path)
 
 
 def _challenge(state: _State, bad_token: bool) -> Response | tuple[Response, int]:

@@ -30,6 +30,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import re
 from bisect import bisect_right
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
@@ -48,8 +49,9 @@ from Utilities.run_store import (
     RunStoreError,
     StoreUnavailable,
 )
+from Utilities.safe_paths import shown
 from web.formatting import basename, duration, when
-from web.json_io import error_reply
+from web.json_io import error_reply, hide_paths, path_roots
 from web.store import get_store
 from web.training_jobs import launched_here
 
@@ -74,6 +76,11 @@ MAX_CHECKPOINTS = 10_000
 BOOL_FIELDS = frozenset({"win", "terminated"})
 # Stored key -> the seed's episode field name.
 EPISODE_FIELDS = {"episode/reward": "total_reward"}
+
+
+# Characters no agent name, model type or run id holds (C0, DEL and C1 controls).
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+_RUN_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
 
 class BadParam(Exception):
@@ -113,9 +120,26 @@ def _status_param() -> str | None:
 
 def _text_param(name: str) -> str | None:
     value = request.args.get(name, "").strip()
+    if _CONTROL.search(value):
+        raise BadParam(400, f"{name} contains a control character ({_CONTROL.search(value)[0]!r});"
+                            " names never do", name)
     if len(value) > 200:
         raise BadParam(422, f"{name} is longer than 200 characters", name)
     return value or None
+
+
+def is_run_id(text: str) -> bool:
+    """Whether ``text`` can be a run id: the store writes lowercase UUIDs only, so
+    anything else names no run and is never sent to the database (PostgreSQL's driver
+    refuses a NUL byte with an error, not an empty answer)."""
+    return _RUN_ID.fullmatch(text) is not None
+
+
+@bp.url_value_preprocessor
+def _known_run_ids(endpoint: str | None, values: dict[str, Any] | None) -> None:
+    """Every run route: an id that cannot be a run's is not found, whatever the engine."""
+    if values and "run_id" in values and not is_run_id(values["run_id"]):
+        raise RunNotFound(f"run {values['run_id']!r} not found")
 
 
 def _keys_param() -> list[str] | None:
@@ -343,7 +367,9 @@ class RunData:
             if episode is None and rewards:
                 reached = bisect_right(times, event["wall_time"])
                 episode = rewards[reached - 1]["step"] if reached else 0
-            result.append({"episode": _whole(episode), "path": str(payload.get("path", "")),
+            path = str(payload.get("path", ""))
+            result.append({"episode": _whole(episode),
+                           "path": shown(path, path_roots()) if path else "",
                            "step": _whole(payload.get("step")), "time": _iso(event["wall_time"])})
         return result
 
@@ -351,10 +377,11 @@ class RunData:
         """The latest alerts and log lines of the run (newest last)."""
         events = self.store.events_after(0, run_id=self.run_id, kinds=["alert", "log"],
                                          limit=10_000)[-PAGE_EVENTS:]
-        return [{"kind": e["kind"], "time": _iso(e["wall_time"]),
-                 "level": str((e["payload"] or {}).get("level", "info")),
-                 "title": str((e["payload"] or {}).get("title", "")),
-                 "message": str((e["payload"] or {}).get("message", ""))} for e in events]
+        return hide_paths([{"kind": e["kind"], "time": _iso(e["wall_time"]),
+                            "level": str((e["payload"] or {}).get("level", "info")),
+                            "title": str((e["payload"] or {}).get("title", "")),
+                            "message": str((e["payload"] or {}).get("message", ""))}
+                           for e in events])
 
     # ---- charts --------------------------------------------------------------------
 
@@ -473,6 +500,15 @@ def _duration_seconds(run: dict) -> float | None:
             ).total_seconds()
 
 
+def public_run(run: dict) -> dict:
+    """A stored run as replies show it: its files relative to the models or data folder,
+    and no absolute path in its texts (an error often starts with the file it is about)."""
+    roots = path_roots()
+    paths = {key: shown(run[key], roots) if run[key] else run[key]
+             for key in ("data_file", "model_dir")}
+    return {**hide_paths(run, roots), **paths}
+
+
 def _run_json(run: dict) -> dict[str, Any]:
     """The seed's run fields from a stored run."""
     return {
@@ -509,7 +545,7 @@ def api_list() -> Response:
     store = get_store()
     runs, total = store.list_runs(name=agent_id, status=status, model_type=model_type,
                                   limit=limit, offset=offset)
-    body = [{**_run_json(run), "tags": run["tags"], "error": run["error"],
+    body = [{**_run_json(run), "tags": run["tags"], "error": hide_paths(run["error"]),
              "metrics": _list_metrics(store, run["run_id"], episodes)} for run in runs]
     response = jsonify(body)
     response.headers["X-Total-Count"] = str(total)
@@ -524,7 +560,7 @@ def api_agents() -> Response:
 @bp.get("/api/training-runs/<run_id>")
 def api_run(run_id: str) -> Response:
     store = get_store()
-    data = RunData(store, store.get_run(run_id))
+    data = RunData(store, public_run(store.get_run(run_id)))
     episodes, rolling = data.episodes()
     return jsonify({
         **_run_json(data.run), "config": data.run["config"],
@@ -555,6 +591,9 @@ def _page_args() -> tuple[dict[str, Any], str | None]:
     problem = None
     agent_id = request.args.get("agent_id", "").strip() or None
     status = request.args.get("status", "").strip() or None
+    if agent_id is not None and _CONTROL.search(agent_id):
+        problem = "That agent name contains a control character: showing every agent."
+        agent_id = None
     if status is not None and status not in RUN_STATUSES:
         problem = (f"Unknown status “{status}”: showing every status. Choose one of "
                    f"{', '.join(RUN_STATUSES)}.")
@@ -634,7 +673,7 @@ def live(run_id: str) -> Response:
     max_points = _int_param("max_points", DEFAULT_POINTS, MIN_POINTS, MAX_POINTS)
     smooth = _int_param("smooth", DEFAULT_SMOOTH, 1, MAX_SMOOTH)
     store = get_store()
-    data = RunData(store, store.get_run(run_id))
+    data = RunData(store, public_run(store.get_run(run_id)))
     run = data.run
     # 0/1 series are not drawn as points: wins become the rolling win rate.
     charted = [k for k in data.keys if k not in ("episode/win", "episode/terminated")]

@@ -53,6 +53,7 @@ from Api_Loader import (
     MAX_STREAMS,
     ApiError,
     answer,
+    check_request,
     load_model,
     prediction_blueprint,
     read_json_body,
@@ -310,9 +311,11 @@ def _served(dir_name: str) -> _Cached:
 
 @api.post("/api/models/<dir_name>/predict")
 def predict_model(dir_name: str) -> Response:
-    """``POST /predict`` for any library model: same body, envelope and errors."""
-    entry = _served(dir_name)
+    """``POST /predict`` for any library model: same body, envelope and errors. The body
+    is checked before the model is loaded: an invalid request loads nothing."""
     body = read_json_body(MAX_BODY_BYTES)
+    check_request(body)
+    entry = _served(dir_name)
     return jsonify(answer(body, entry.loader, entry.streams))
 
 

@@ -6,16 +6,22 @@ Request bodies are read by :func:`read_json_body` / :func:`parse_json` only. Pyt
 (integers beyond a float, nesting that exhausts the stack when walked): each is refused
 here with a 400/422 naming where it was, so no route meets them. Replies go through
 :class:`StrictJSONProvider` (``allow_nan=False``): a route that would send a ``NaN``
-token fails loudly in tests instead of handing clients invalid JSON.
+token fails loudly in tests instead of handing clients invalid JSON. Replies and error
+messages name files as :func:`Utilities.safe_paths.shown` does (``Models/PPO_x``), never by
+the server's absolute paths: :func:`hide_paths`, which :func:`error_reply` applies.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
-from flask import Response, jsonify, request
+from flask import Response, current_app, has_app_context, jsonify, request
 from flask.json.provider import DefaultJSONProvider
+
+from Utilities.safe_paths import shown
 
 Reply = tuple[Response, int]
 
@@ -136,9 +142,50 @@ def _constant_path(body: Any) -> tuple[str, str]:
 
 
 def error_reply(code: int, message: str, field: str | None = None, **extra: Any) -> Reply:
-    """The one error body: ``{"error": message, "field": ..., ...}``, empty keys left out."""
+    """The one error body: ``{"error": message, "field": ..., ...}``, empty keys left out,
+    no absolute paths (messages often start with the file they are about)."""
     body = {"error": message, "field": field, **extra}
-    return jsonify({k: v for k, v in body.items() if v not in (None, [])}), code
+    return jsonify(hide_paths({k: v for k, v in body.items() if v not in (None, [])})), code
+
+
+def path_roots() -> list[Path]:
+    """The folders replies name files relative to: the app's models and data folders."""
+    config = current_app.config if has_app_context() else {}
+    return [Path(config[key]) for key in ("MODELS_DIR", "DATA_DIR") if config.get(key)]
+
+
+def hide_paths(value: Any, roots: Iterable[Path | str] | None = None) -> Any:
+    """``value`` (JSON-ready) with the absolute paths of ``roots`` (default
+    :func:`path_roots`) and of the current folder, wherever they occur in its strings,
+    written as :func:`~Utilities.safe_paths.shown` writes them (``Models/PPO_x``)."""
+    prefixes = _path_prefixes(path_roots() if roots is None else list(roots))
+    return _replace_in(value, prefixes)
+
+
+def _path_prefixes(roots: list[Path | str]) -> list[tuple[str, str]]:
+    """(absolute folder as text, how it is shown), longest first: a models folder inside
+    the current folder is replaced before the current folder is."""
+    labels = {}
+    for root in [*roots, Path.cwd()]:
+        label = shown(root, roots) if root in roots else ""
+        for form in (Path(root).absolute(), Path(root).resolve()):
+            if len(form.parts) > 1:  # never "/": every path would lose its slashes
+                labels.setdefault(str(form), "" if label == "." else label)
+    return sorted(labels.items(), key=lambda item: -len(item[0]))
+
+
+def _replace_in(value: Any, prefixes: list[tuple[str, str]]) -> Any:
+    if isinstance(value, str):
+        for prefix, label in prefixes:
+            if prefix in value:
+                value = value.replace(prefix + "/", f"{label}/" if label else "")
+                value = value.replace(prefix, label or ".")
+        return value
+    if isinstance(value, dict):
+        return {key: _replace_in(item, prefixes) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_replace_in(item, prefixes) for item in value]
+    return value
 
 
 class StrictJSONProvider(DefaultJSONProvider):

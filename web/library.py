@@ -41,8 +41,11 @@ from NetworkConfigs.artifacts import (
 )
 from Utilities.run_store import Run, RunStoreError
 from Utilities.run_store_schema import run_as_dict
+from Utilities.safe_paths import shown
 from Utilities.serialization import to_plain
 from web import datafiles
+from web.history import public_run
+from web.json_io import error_reply, hide_paths, path_roots
 from web.store import get_store
 
 log = logging.getLogger(__name__)
@@ -291,6 +294,17 @@ def describe(folder: Path, *, with_run: bool = True) -> dict[str, Any]:
     return info
 
 
+def _public(model: dict[str, Any]) -> dict[str, Any]:
+    """A model as the API shows it: its data file relative to the data folder, and no
+    absolute path in any text (errors, the config's copy of the data file)."""
+    roots = path_roots()
+    public = hide_paths(model, roots)
+    for holder in (public, public.get("config") or {}):
+        if holder.get("data_file"):
+            holder["data_file"] = shown(model["data_file"], roots)
+    return public
+
+
 def _config_text(folder: Path) -> str | None:
     configs = sorted(folder.glob(f"*{CONFIG_SUFFIX}"))
     if not configs:
@@ -306,7 +320,7 @@ def _not_found(dir_name: str):
 
 
 def _api_not_found(dir_name: str):
-    return jsonify(error=f"no model folder {dir_name!r} in the library"), 404
+    return error_reply(404, f"no model folder {dir_name!r} in the library", "dir_name")
 
 
 # ------------------------------------------------------------------------------- pages
@@ -386,7 +400,7 @@ def api_list():
         model.pop("path", None)
         model["links"] = {"page": url_for("library.model", dir_name=model["dir_name"]),
                           "api": url_for("library.api_model", dir_name=model["dir_name"])}
-    return jsonify(models=models, count=len(models))
+    return jsonify(models=[_public(model) for model in models], count=len(models))
 
 
 @bp.get("/api/models/<dir_name>")
@@ -396,7 +410,9 @@ def api_model(dir_name: str):
         return _api_not_found(dir_name)
     info = describe(folder)
     info.pop("path", None)
-    return jsonify(info)
+    if info["run"] is not None:
+        info["run"] = public_run(info["run"])
+    return jsonify(_public(info))
 
 
 @bp.delete("/api/models/<dir_name>")
@@ -409,5 +425,5 @@ def api_delete(dir_name: str):
         return _api_not_found(dir_name)
     except (ArtifactError, OSError) as exc:
         log.error("could not delete model %s: %s", dir_name, exc)
-        return jsonify(error=f"could not delete {dir_name!r}: {exc}"), 500
+        return error_reply(500, f"could not delete {dir_name!r}: {exc}")  # paths hidden
     return jsonify(deleted=dir_name)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +22,8 @@ from Utilities import run_training
 from Utilities.data_utils import DataError
 from Utilities.run_store import RunStoreError, StoreUnavailable
 from web import datafiles
+from web.history import is_run_id
+from web.json_io import ApiError, error_reply, read_json_body
 from web.store import get_store
 from web.training_form import changed_config, field_of_message, fields_of, form_types
 from web.training_jobs import EXTENSION, Busy, Launch, TrainingJobs
@@ -30,6 +31,7 @@ from web.training_jobs import EXTENSION, Busy, Launch, TrainingJobs
 log = logging.getLogger(__name__)
 bp = Blueprint("train", __name__)
 CONTROL_ACTIONS = ("pause", "resume", "stop")
+MAX_CONTROL_BYTES = 4096  # {"action": "resume"} is 20 bytes
 
 
 def jobs() -> TrainingJobs:
@@ -80,20 +82,30 @@ def _too_large(exc: RequestEntityTooLarge) -> tuple[str, int]:
 
 @bp.post("/runs/<run_id>/control")
 def control(run_id: str) -> Any:
-    """Pause, resume or stop a running run (the trainer obeys between iterations)."""
-    body = request.get_json(silent=True) if request.is_json else request.form
-    action = body.get("action") if isinstance(body, Mapping) else None
-    if action not in CONTROL_ACTIONS:
-        return jsonify(error=f"action must be one of {list(CONTROL_ACTIONS)}",
-                       field="action"), 422
+    """Pause, resume or stop a running run (the trainer obeys between iterations).
+    The action comes as JSON (``{"action": "stop"}``, read by the one body parser) or
+    as a form field; every reply is JSON."""
+    request.max_content_length = MAX_CONTROL_BYTES  # before the body is first read
+    try:
+        body = read_json_body() if request.is_json else request.form
+    except ApiError as exc:
+        return error_reply(exc.status, str(exc), exc.field)
+    except RequestEntityTooLarge:  # not the Train form's 413 page: this route is JSON
+        return error_reply(413, f"the request body is larger than the {MAX_CONTROL_BYTES:,}-"
+                                "byte limit")
+    action = body.get("action")
+    if not isinstance(action, str) or action not in CONTROL_ACTIONS:
+        return error_reply(422, f"action must be one of {list(CONTROL_ACTIONS)}", "action")
+    if not is_run_id(run_id):  # the store only makes UUIDs: nothing else can be found
+        return error_reply(404, f"run {run_id!r} not found", "run_id")
     try:
         run = get_store().request_control(run_id, action)
     except KeyError:
-        return jsonify(error=f"run {run_id!r} not found"), 404
+        return error_reply(404, f"run {run_id!r} not found", "run_id")
     except StoreUnavailable as exc:
-        return jsonify(error=str(exc)), 503
+        return error_reply(503, str(exc))
     except RunStoreError as exc:
-        return jsonify(error=str(exc)), 409
+        return error_reply(409, str(exc))
     return jsonify(run_id=run_id, control=action, status=run.get("status"))
 
 
