@@ -4,6 +4,7 @@ a valid example) or one it does not expect."""
 
 from __future__ import annotations
 
+import json
 import random
 import re
 from collections.abc import Callable
@@ -115,12 +116,20 @@ def path_value(arg: str, converter: str | None, catalog: Catalog,
     return value, _encode_segment(value, converter == "path", rng)
 
 
-def fill_path(rule: Rule, catalog: Catalog, rng: random.Random) -> tuple[str, dict[str, str]]:
+def fill_path(rule: Rule, catalog: Catalog, rng: random.Random,
+              fixed: dict[str, str] | None = None) -> tuple[str, dict[str, str]]:
+    """The rule's path with every parameter filled; ``fixed`` values are used as given
+    (the others: valid or nasty at random)."""
     args: dict[str, str] = {}
 
     def replace(match: re.Match[str]) -> str:
-        value, encoded = path_value(match.group(2), match.group(1), catalog, rng)
-        args[match.group(2)] = value
+        name = match.group(2)
+        if fixed and name in fixed:
+            value = fixed[name]
+            encoded = quote(_bytes(value), safe="/" if match.group(1) == "path" else "")
+        else:
+            value, encoded = path_value(name, match.group(1), catalog, rng)
+        args[name] = value
         return encoded
 
     return _ARG.sub(replace, rule.rule), args
@@ -130,7 +139,7 @@ def fill_path(rule: Rule, catalog: Catalog, rng: random.Random) -> tuple[str, di
 
 
 def query_value(catalog: Catalog, rng: random.Random) -> str:
-    if rng.random() < 0.45:
+    if rng.random() < 0.6:
         return values.edge_string(rng) if rng.random() < 0.7 else \
             rng.choice(schemas.FORM_NUMBERS)
     pools = (("0", "1", "5", "50", "100", "1000", "100000", "-5", "2147483648"),
@@ -303,21 +312,27 @@ def _predict_example(catalog: Catalog, args: dict[str, str], rng: random.Random)
     return doc.predict_example(rng)
 
 
+def json_example(endpoint: str, args: dict[str, str], catalog: Catalog,
+                 rng: random.Random) -> dict[str, Any] | None:
+    """A valid JSON body for ``endpoint``; None when it reads no JSON."""
+    if endpoint.rsplit(".", 1)[-1] in ("predict", "predict_model"):
+        return _predict_example(catalog, args, rng)
+    if endpoint == "backtests.api_run":
+        return schemas.backtest_example(catalog.model_dirs, catalog.csv_names, catalog.period,
+                                        rng, as_json=True)
+    if endpoint == "train.control":
+        return {"action": rng.choice(("pause", "resume", "stop"))}
+    return None
+
+
 def add_body(case: Case, endpoint: str, args: dict[str, str], catalog: Catalog,
              rng: random.Random) -> None:
     """The body ``endpoint`` reads, from a valid example; other routes get a stray one."""
-    leaf = endpoint.rsplit(".", 1)[-1]
-    if leaf in ("predict", "predict_model"):
-        json_body(case, _predict_example(catalog, args, rng), rng)
-    elif endpoint == "backtests.api_run":
-        json_body(case, schemas.backtest_example(catalog.model_dirs, catalog.csv_names,
-                                                 catalog.period, rng, as_json=True), rng)
-    elif endpoint == "train.control":
-        example = {"action": rng.choice(("pause", "resume", "stop"))}
-        if rng.random() < 0.7:
-            json_body(case, example, rng)
-        else:
-            form_body(case, schemas.mutate_form(example, ["action"], rng), rng)
+    example = json_example(endpoint, args, catalog, rng)
+    if endpoint == "train.control" and rng.random() < 0.3:
+        form_body(case, schemas.mutate_form(example, ["action"], rng), rng)
+    elif example is not None:
+        json_body(case, example, rng)
     elif endpoint == "train.start":
         _train_form(case, catalog, rng)
     elif endpoint == "backtests.submit":
@@ -388,6 +403,80 @@ def make_case(rule: Rule, method: str, catalog: Catalog, rng: random.Random,
     return case
 
 
+def systematic(rules: list[Rule], views: dict[str, Callable[..., Any]], catalog: Catalog,
+               rng: random.Random) -> list[Case]:
+    """Every path parameter of every rule, and every query name a view reads (GET), with
+    the first (most damaging) value of every string class, the rest valid: a class no
+    random draw happened to reach (a NUL byte in ``agent_id``) is still tried on every
+    input."""
+    cases = []
+    for rule in rules:
+        methods = sorted(m for m in rule.methods or () if m not in ("HEAD", "OPTIONS"))
+        for method in methods:
+            for arg in rule.arguments:
+                for members in values.STRING_CLASSES.values():
+                    valid = {a: rng.choice(catalog.valid_for(a) or ["x"]) for a in rule.arguments}
+                    path, args = fill_path(rule, catalog, rng, {**valid, arg: members[0]})
+                    case = Case(method, path, rule.rule)
+                    add_body(case, rule.endpoint, args, catalog, rng)
+                    cases.append(case)
+            if method != "GET":
+                continue
+            for name in schemas.query_names_of(views[rule.endpoint]):
+                for members in values.STRING_CLASSES.values():
+                    valid = {a: rng.choice(catalog.valid_for(a) or ["x"]) for a in rule.arguments}
+                    path, _ = fill_path(rule, catalog, rng, valid)
+                    query = f"{name}={quote(_bytes(members[0]))}"
+                    cases.append(Case(method, path, rule.rule, query=query))
+        for method in methods:
+            cases += _every_field(rule, method, catalog, rng)
+    return cases
+
+
+# A value of each class for every field of a JSON body (strings: the classes that break
+# storage and encoders, or mean something else as text).
+FIELD_CLASSES = (*values.NUMBER_CLASSES.values(), values.STRING_CLASSES["control"],
+                 values.STRING_CLASSES["surrogate"], values.STRING_CLASSES["long"],
+                 values.STRING_CLASSES["numeric text"],
+                 (values.deep(values.DEEP_LEVELS[-1]),))
+
+
+def _every_field(rule: Rule, method: str, catalog: Catalog, rng: random.Random) -> list[Case]:
+    """The route's valid JSON examples with each field (and each field of an object
+    field: ``account_state.cash``) set to a value of each class in turn. Several examples
+    are drawn, so the fields of every request form are reached."""
+    if method not in WRITES:
+        return []
+    valid = {a: rng.choice(catalog.valid_for(a) or ["x"]) for a in rule.arguments}
+    seen: set[tuple[str, ...]] = set()
+    cases = []
+    for _ in range(8):
+        example = json_example(rule.endpoint, valid, catalog, rng)
+        if not example:
+            return []
+        fields = [(key,) for key in example]
+        fields += [(key, sub) for key, value in example.items() if isinstance(value, dict)
+                   for sub in value]
+        for where in (f for f in fields if f not in seen):
+            seen.add(where)
+            cases += [_with_field(rule, method, example, where, members[0], valid,
+                                  catalog, rng) for members in FIELD_CLASSES]
+    return cases
+
+
+def _with_field(rule: Rule, method: str, example: dict[str, Any], where: tuple[str, ...],
+                value: Any, valid: dict[str, str], catalog: Catalog,
+                rng: random.Random) -> Case:
+    body = json.loads(json.dumps(example))
+    node = body
+    for key in where[:-1]:
+        node = node[key]
+    node[where[-1]] = value
+    path, _ = fill_path(rule, catalog, rng, valid)
+    return Case(method, path, rule.rule, body=values.encode(body).encode("utf-8", "surrogatepass"),
+                content_type="application/json")
+
+
 STRANGE_METHODS = ("PUT", "PATCH", "DELETE", "POST", "TRACE", "PROPFIND", "GET")
 
 
@@ -410,14 +499,16 @@ def unrouted_case(rules: list[Rule], catalog: Catalog, rng: random.Random) -> Ca
     return case
 
 
-def plan(rules: list[Rule], budget: int, rng: random.Random) -> list[tuple[Rule | None, str]]:
-    """(rule, method) of each request: every pair a few times, the rest weighted towards
-    routes that read input (writes, then routes with path parameters), a few unrouted."""
+def plan(rules: list[Rule], budget: int, rng: random.Random,
+         views: dict[str, Callable[..., Any]] | None = None) -> list[tuple[Rule | None, str]]:
+    """(rule, method) of each request: every pair a few times, the rest weighted by the
+    input a route reads (a body, path parameters, query names), a few unrouted."""
     pairs = [(rule, method) for rule in rules for method in sorted(rule.methods or ())]
     floor = max(3, budget // (len(pairs) * 5))
     planned: list[tuple[Rule | None, str]] = [pair for pair in pairs for _ in range(floor)]
     unrouted = max(10, budget // 30)
-    weights = [_weight(rule, method) for rule, method in pairs]
+    views = views or {}
+    weights = [_weight(rule, method, views.get(rule.endpoint)) for rule, method in pairs]
     extra = max(0, budget - len(planned) - unrouted)
     planned += rng.choices(pairs, weights, k=extra)
     planned += [(None, "")] * unrouted
@@ -425,9 +516,10 @@ def plan(rules: list[Rule], budget: int, rng: random.Random) -> list[tuple[Rule 
     return planned
 
 
-def _weight(rule: Rule, method: str) -> float:
+def _weight(rule: Rule, method: str, view: Callable[..., Any] | None) -> float:
     if method in ("HEAD", "OPTIONS"):
         return 0.3
     if method in WRITES:
         return 6.0
-    return 2.0 if rule.arguments else 1.0
+    queried = len(schemas.query_names_of(view)) if view is not None else 0
+    return 1.0 + len(rule.arguments) + 0.5 * queried

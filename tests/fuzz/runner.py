@@ -7,15 +7,16 @@ import random
 import time
 import warnings
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from flask import Flask
 from werkzeug.exceptions import HTTPException
+from werkzeug.routing import Rule
 
-from tests.fuzz.cases import Case, Catalog, make_case, plan, unrouted_case
+from tests.fuzz.cases import Case, Catalog, make_case, plan, systematic, unrouted_case
 from tests.fuzz.checks import Findings, LogTrap, Reply, check, ours, where
 
 
@@ -50,7 +51,8 @@ class Tally:
 
 def fuzz(target: Target, catalog: Catalog, budget: int, rng: random.Random,
          findings: Findings) -> Tally:
-    """``budget`` requests to every rule and method of ``target.app``."""
+    """Systematic requests (every input, every class of value), then ``budget`` random
+    ones, to every rule and method of ``target.app``."""
     rules = list(target.app.url_map.iter_rules())
     tally = Tally()
     trap = LogTrap()
@@ -59,9 +61,7 @@ def fuzz(target: Target, catalog: Catalog, budget: int, rng: random.Random,
     started = time.perf_counter()
     try:
         client = target.app.test_client()
-        for rule, method in plan(rules, budget, rng):
-            case = unrouted_case(rules, catalog, rng) if rule is None else \
-                make_case(rule, method, catalog, rng, target.app.view_functions.get(rule.endpoint))
+        for case in _cases(target.app, rules, catalog, budget, rng):
             began = time.perf_counter()
             _send(target, client, case, catalog, trap, tally, findings)
             target.restore()
@@ -72,6 +72,17 @@ def fuzz(target: Target, catalog: Catalog, budget: int, rng: random.Random,
         root.removeHandler(trap)
         tally.seconds = time.perf_counter() - started
     return tally
+
+
+def _cases(app: Flask, rules: list[Rule], catalog: Catalog, budget: int,
+           rng: random.Random) -> Iterator[Case]:
+    """The systematic cases, then ``budget`` random ones (generated as they are sent: a
+    random case may use an id an earlier reply revealed)."""
+    views = app.view_functions
+    yield from systematic(rules, views, catalog, rng)
+    for rule, method in plan(rules, budget, rng, views):
+        yield unrouted_case(rules, catalog, rng) if rule is None else \
+            make_case(rule, method, catalog, rng, views.get(rule.endpoint))
 
 
 def _send(target: Target, client: Any, case: Case, catalog: Catalog, trap: LogTrap,
