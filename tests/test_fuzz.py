@@ -42,7 +42,8 @@ from NetworkConfigs import get_model_type, model_type_names
 from NetworkConfigs.base import deep_merge
 from tests.conftest import ROOT, SAMPLE_CSV, _drop_all
 from tests.fuzz import checks, schemas
-from tests.fuzz.cases import Case, Catalog, make_case, plan
+from tests.fuzz.cases import make_case, plan
+from tests.fuzz.catalog import Case, Catalog
 from tests.fuzz.checks import Findings, InvalidJson, strict_json
 from tests.fuzz.runner import Target, fuzz
 from tests.fuzz.schemas import Bars, OpenApi

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tests.fuzz.cases import WRITES, Case
+from tests.fuzz.catalog import WRITES, Case
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -16,7 +16,8 @@ from flask import Flask
 from werkzeug.exceptions import HTTPException
 from werkzeug.routing import Rule
 
-from tests.fuzz.cases import Case, Catalog, make_case, plan, systematic, unrouted_case
+from tests.fuzz.cases import make_case, plan, systematic, unrouted_case
+from tests.fuzz.catalog import Case, Catalog
 from tests.fuzz.checks import Findings, LogTrap, Reply, check, ours, where
 
 
