@@ -39,7 +39,10 @@ def account_from_state(state: dict[str, Any] | None,
     values = {key: _finite_number(key, value) for key, value in state.items()}
     for key in ACCOUNT_FIELDS:
         if key in values:
-            getattr(accounts, key)[0] = values[key]
+            try:
+                getattr(accounts, key)[0] = values[key]
+            except (OverflowError, ValueError):  # e.g. 1e20 for an integer field
+                raise _bad_state(key, f"{key} is out of range; got {values[key]!r}") from None
     _check_account(values, accounts)
     return accounts, values.get("price")
 

@@ -127,6 +127,8 @@ class AuthStore:
     @_guarded
     def revoke_token(self, token_id: int) -> TokenInfo:
         """Delete the token (requests with it are refused at once); NotFound if none."""
+        if not 0 < token_id < 2**63:  # beyond BIGINT the driver overflows; no such id
+            raise NotFound(f"no API token has id {token_id}")
         with self.engine.begin() as conn:
             row = conn.execute(sa.delete(_TOKENS).where(_TOKENS.c.id == token_id)
                                .returning(*_TOKENS.c)).first()

@@ -23,7 +23,10 @@ def cross_site() -> bool:
     """A request sent by a page of another site."""
     origin = request.headers.get("Origin")
     if origin and origin != "null":
-        return urlsplit(origin).netloc != request.host
+        try:
+            return urlsplit(origin).netloc != request.host
+        except ValueError:  # "http://[" and the like: no page of ours sends that
+            return True
     return request.headers.get("Sec-Fetch-Site") == "cross-site"
 
 

@@ -124,8 +124,12 @@ def _linked_outside(root: Path, name: str) -> bool:
     parts = Path(name).parts
     if not parts or Path(name).is_absolute() or ".." in parts:
         return False
-    through_link = any((root.joinpath(*parts[:i])).is_symlink() for i in range(1, len(parts) + 1))
-    return through_link and not is_inside(root, root / name)
+    try:
+        through_link = any((root.joinpath(*parts[:i])).is_symlink()
+                           for i in range(1, len(parts) + 1))
+        return through_link and not is_inside(root, root / name)
+    except OSError:  # a name too long for the file system is no file of ours
+        return False
 
 
 def is_upload(path: Path) -> bool:

@@ -160,7 +160,7 @@ class OpenApi:
         required = schema.get("required", [])
         if required and set(required) <= {*self.bars.columns, "price"}:
             bar = self.bars.run(1, rng)[0]
-            return {key: bar[key] for key in props}
+            return {key: bar[key] for key in props if key in bar}  # time columns optional
         keys = [k for k in props if k in required or rng.random() < 0.5]
         return {key: self.example(props[key], rng, key) for key in keys}
 
@@ -170,7 +170,7 @@ class OpenApi:
         choices = items.get("oneOf", [items])
         row_schema = self.resolve(rng.choice(choices))  # one form for the whole window
         if row_schema.get("type") == "object" and "required" in row_schema:
-            return [{k: bar[k] for k in row_schema["properties"]}
+            return [{k: bar[k] for k in row_schema["properties"] if k in bar}
                     for bar in self.bars.run(n, rng)]
         if row_schema.get("type") == "array" and self.features:
             return [[bar[f] for f in self.features] for bar in self.bars.run(n, rng)]
