@@ -37,7 +37,7 @@ def test_smoke_run_on_sample_csv_is_saved_and_recorded(env, tmp_path: Path) -> N
     assert result.returncode == 0, result.stderr
     model_dir = tmp_path / "Models" / "PPO_smoke"
     assert sorted(p.name for p in model_dir.iterdir()) == [
-        "smoke_checkpoint.pt", "smoke_config.yaml", "smoke_model.pt", "smoke_scaler.pkl"]
+        "smoke_checkpoint.pt", "smoke_config.yaml", "smoke_model.pt", "smoke_scaler.json"]
     assert f"completed: model saved to {model_dir}" in result.stdout
     store = RunStore(env["DATABASE_URL"])
     (run,), _ = store.list_runs()

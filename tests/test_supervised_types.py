@@ -203,8 +203,8 @@ def test_smoke_training_writes_the_model_folder(cli_model, type_name: str, data:
     assert folder.name == f"{get_model_type(type_name).prefix}_{data}"
     model_file = {"xgboost": f"{data}_model.json", "transformer": f"{data}_model.pt"}[type_name]
     names = {p.name for p in folder.iterdir()}
-    assert {f"{data}_config.yaml", f"{data}_scaler.pkl", model_file} <= names, names
-    assert not any(name.endswith(".pkl") and name != f"{data}_scaler.pkl" for name in names)
+    assert {f"{data}_config.yaml", f"{data}_scaler.json", model_file} <= names, names
+    assert not any(name.endswith(".pkl") for name in names)  # nothing is pickled
 
     config = yaml.safe_load((folder / f"{data}_config.yaml").read_text())
     assert config["Type"] == type_name and config["model_name"] == data
