@@ -15,7 +15,7 @@ from flask import Flask, request
 from werkzeug.exceptions import HTTPException
 
 from NetworkConfigs import DEFAULT_MODEL_TYPE
-from NetworkConfigs.artifacts import default_models_dir, list_models
+from NetworkConfigs.artifacts import clean_staging, default_models_dir, list_models
 from Utilities.logging_setup import configure_logging
 from Utilities.run_store import default_database_url
 from web.json_io import StrictJSONProvider
@@ -107,6 +107,7 @@ def main(argv: list[str] | None = None) -> None:
     import waitress
 
     app = create_app()
+    clean_staging(Path(app.config["MODELS_DIR"]))  # what model writes killed mid-way left
     if not args.no_demo:
         ensure_demo_model(Path(app.config["MODELS_DIR"]))
     print(f"Galaxy Models dashboard on http://{args.host}:{args.port}  (Ctrl+C stops)",

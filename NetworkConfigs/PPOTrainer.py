@@ -193,10 +193,13 @@ class PPOTrainer(Trainer):
         algorithm = self.algorithm
         agent = algorithm.agent
         data_hash = _hash_of(data_file)  # read the file once for both records
-        # The training state is taken BEFORE the best weights are swapped in, so resuming
+        # The training state is copied BEFORE the best weights are swapped in, so resuming
         # from the folder continues the run itself (final weights + their optimiser state).
-        final_state = {**algorithm.state_dict(), "config": self.config, "model_name": model_name,
-                       "data_hash": data_hash, "model_type": TYPE_NAME}
+        # A copy: state_dict() tensors share storage with the live parameters, which the
+        # best weights are loaded into in place.
+        final_state = {**copy.deepcopy(algorithm.state_dict()), "config": self.config,
+                       "model_name": model_name, "data_hash": data_hash,
+                       "model_type": TYPE_NAME}
         if algorithm.best_state is not None:  # the validation-best weights are the model
             agent.load_state_dict(algorithm.best_state)
         metrics = self._final_metrics(data, agent)

@@ -18,6 +18,7 @@ model that is saved; ``patience`` epochs without a new best end training.
 
 from __future__ import annotations
 
+import copy
 import logging
 from abc import abstractmethod
 from pathlib import Path
@@ -191,8 +192,9 @@ class SupervisedTrainer(Trainer):
                              "(lower train_params.learning_rate); no model was saved")
         # Only now: checkpoints (the final one is taken as training ends, and the one in
         # the model folder) hold the last weights, so a resume continues the run itself;
-        # the saved model is the best epoch's.
-        final_state = self.state_dict()
+        # the saved model is the best epoch's. A copy: state_dict() tensors share storage
+        # with the live model, which _restore() loads the best weights into in place.
+        final_state = copy.deepcopy(self.state_dict())
         if self.best is not None:
             self._restore(self.best)
         return self._save(data, parts, model_name, models_dir, data_file, overwrite,

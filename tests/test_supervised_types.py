@@ -703,10 +703,9 @@ def test_a_resumed_run_without_sampling_equals_an_uninterrupted_one(
     assert resumed.config["validation_history"] == straight.config["validation_history"]
 
 
-# xgboost is exact only without row/column sampling (the test above): it keeps no state
-# of its sampler, so with the default subsample/colsample a resume continues the trees
-# with a fresh sampler (README, Decisions).
-@pytest.mark.parametrize("type_name", ["transformer"])
+# With sampling on too: xgboost restarts its sampler at fixed rounds and a resume
+# replays the rounds since the last restart (XGBoostTrainer.RESEED_EVERY).
+@pytest.mark.parametrize("type_name", TYPES)
 def test_a_resumed_run_equals_an_uninterrupted_one(resume_chain, workspace: Workspace,
                                                    run_store: RunStore, sample_path: Path,
                                                    type_name: str) -> None:
