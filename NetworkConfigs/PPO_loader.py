@@ -26,6 +26,7 @@ from NetworkConfigs.base import (
     Prediction,
     choose_action,
 )
+from NetworkConfigs.config_sections import size
 from NetworkConfigs.ppo_network import ActorCritic
 from NetworkConfigs.trading_env import ACCOUNT_FEATURES, account_features
 from NetworkConfigs.weights_file import read_state_dict
@@ -61,12 +62,13 @@ class PPOModelLoader(ModelLoader):
             raise ArtifactError(f"{self.where}: the config's observation has {extras!r} "
                                 f"account features; this loader builds {ACCOUNT_FEATURES}")
         n_features = len(self.spec.features)
-        hidden, depth, encoder = (self._setting("model_params", key)
-                                  for key in ("hidden_dim", "num_layers", "encoder"))
-        try:
+        model = {key: self._setting("model_params", key)
+                 for key in ("hidden_dim", "num_layers", "encoder")}
+        try:  # the trainer's bounds: a config may not make the server allocate terabytes
             return ActorCritic(self.lookback * n_features + extras, len(ACTION_NAMES),
-                               hidden_dim=int(hidden), depth=int(depth), lookback=self.lookback,
-                               n_features=n_features, encoder=str(encoder))
+                               hidden_dim=size(model, "hidden_dim"),
+                               depth=size(model, "num_layers"), lookback=self.lookback,
+                               n_features=n_features, encoder=str(model["encoder"]))
         except (TypeError, ValueError) as exc:
             raise ArtifactError(f"{self.where}: invalid model_params in the config: "
                                 f"{exc}") from None

@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from NetworkConfigs.artifacts import ArtifactError, artifact_path, shown_path
+from NetworkConfigs.config_sections import size
 from NetworkConfigs.signal_loader import SignalLoader
 from NetworkConfigs.transformer_network import DirectionTransformer, transformer_outputs
 from NetworkConfigs.TransformerTrainer import network_kwargs
@@ -20,6 +21,8 @@ class TransformerModelLoader(SignalLoader):
         state = read_state_dict(path, self.model_dir, "model file")
         try:
             kwargs = network_kwargs({**self.config["model_params"], "target": self.target})
+            for key in ("d_model", "n_heads", "n_layers", "dim_feedforward"):
+                size(kwargs, key)  # the trainer's bounds: no terabyte network from a config
             net = DirectionTransformer(len(self.spec.features), self.lookback, **kwargs)
         except (KeyError, TypeError, ValueError, AssertionError) as exc:
             raise ArtifactError(f"{self.where}: the config's model_params cannot build "

@@ -18,7 +18,7 @@ import xgboost as xgb
 
 from NetworkConfigs.artifacts import ModelWriter
 from NetworkConfigs.base import deep_merge
-from NetworkConfigs.config_sections import checked
+from NetworkConfigs.config_sections import checked, size
 from NetworkConfigs.signals import DIRECTIONS, Samples
 from NetworkConfigs.supervised import COMMON_DEFAULTS, SupervisedTrainer
 
@@ -102,7 +102,7 @@ class XGBoostTrainer(SupervisedTrainer):
         self.params = {
             "objective": "multi:softprob", "num_class": len(DIRECTIONS),
             "eval_metric": ["mlogloss", "merror"], "tree_method": "hist",
-            "max_depth": checked(model, "max_depth", int, low=1, high=32),
+            "max_depth": size(model, "max_depth"),
             "eta": checked(model, "learning_rate", float, low=1e-6, high=1),
             "subsample": checked(model, "subsample", float, low=0.01, high=1),
             "colsample_bytree": checked(model, "colsample_bytree", float, low=0.01, high=1),
@@ -110,7 +110,7 @@ class XGBoostTrainer(SupervisedTrainer):
             "lambda": checked(model, "reg_lambda", float, low=0),
             "alpha": checked(model, "reg_alpha", float, low=0),
             "gamma": checked(model, "gamma", float, low=0),
-            "seed": self.seed, "nthread": checked(model, "n_jobs", int, low=1),
+            "seed": self.seed, "nthread": size(model, "n_jobs"),
         }
         self.booster: xgb.Booster | None = None
         self.feature_names: list[str] = []

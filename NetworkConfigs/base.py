@@ -188,12 +188,14 @@ class ModelLoader(ABC):
         if missing:  # a KeyError would not say which model folder is broken
             raise artifacts.ArtifactError(f"{self.where}: the config is missing key(s) "
                                           f"{missing}")
+        from NetworkConfigs.config_sections import size  # imports this module
         from NetworkConfigs.trading_env import EnvParams  # gymnasium: not at registry import
 
         try:
             self.spec = FeatureSpec.from_dict(config["feature_spec"])
             self.lookback: int = config["lookback"]
             check_lookback(self.lookback)
+            size(config, "lookback_window", key="lookback")  # a planted config's 10**9
         except (TypeError, ValueError) as exc:  # DataError is a ValueError
             raise artifacts.ArtifactError(
                 f"{self.where}: invalid feature_spec or lookback in the config: {exc}") \

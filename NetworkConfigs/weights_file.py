@@ -15,8 +15,9 @@ import torch
 
 from NetworkConfigs.artifacts import ArtifactError, ModelNotFound, shown_path
 
-# How torch's message names a refused object (junk fails with "Unsupported operand").
-_REFUSED = "unsupported GLOBAL"
+# torch's message names a refused object "GLOBAL <module.name>" (junk fails with
+# "Unsupported operand" instead).
+_REFUSED = "GLOBAL "
 
 
 def read_state_dict(path: Path, model_dir: Path, what: str = "weights file"
