@@ -3,12 +3,16 @@ backtests; predictions go through the trainer's own ``booster_outputs``."""
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import xgboost as xgb
 
 from NetworkConfigs.artifacts import ArtifactError, ModelNotFound, artifact_path, shown_path
 from NetworkConfigs.signal_loader import SignalLoader
 from NetworkConfigs.XGBoostTrainer import XGBoostTrainer, booster_outputs
+
+_XGB_PREFIX = re.compile(r"^\[[\d:]+\] \S+:\d+: ")
 
 
 class XGBoostModelLoader(SignalLoader):
@@ -26,6 +30,9 @@ class XGBoostModelLoader(SignalLoader):
             booster.load_model(path)
         except xgb.core.XGBoostError as exc:
             first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else "unreadable"
+            first_line = _XGB_PREFIX.sub("", first_line)  # xgboost's time and source file
+            for form in (str(path.resolve()), str(path)):  # xgboost may quote the file
+                first_line = first_line.replace(form, path.name)
             raise ArtifactError(f"{where}: not a readable xgboost model ({first_line})") from None
         expected = self.lookback * len(self.spec.features)
         if booster.num_features() != expected:
