@@ -42,7 +42,8 @@ SMOKE = {"train_params": {"epochs": 30, "patience": 10, "checkpoint_every": 10}}
 # seed_per_iteration nor set_param reseeding makes 2 + 2 rounds equal 4). A resume
 # between two such points replays the rounds since the last one, from the prefix of the
 # saved trees, and checks the replay reproduced them. The price: one full prediction of
-# the train and validation parts per restart, ~20% of a 300-round training; the
+# the train and validation parts per restart (300 rounds on 2,200 rows x 180 inputs:
+# 8.8-9.2 s of CPU against 8.0-10.9 s in one call, within the noise); the
 # ``checkpoint_every`` default (25) makes the run's checkpoints restart points.
 RESEED_EVERY = 25
 
