@@ -124,7 +124,7 @@ class XGBoostTrainer(SupervisedTrainer):
 
     def _train(self, parts: dict[str, Samples]) -> None:
         train, val = self._matrix(parts["train"]), self._matrix(parts["validation"])
-        exact = True
+        exact = self.booster is not None or self.iteration == 0  # else nothing to replay
         while self.iteration < self.epochs:
             start = self.iteration - self.iteration % RESEED_EVERY if exact else self.iteration
             stop = min(self.iteration - self.iteration % RESEED_EVERY + RESEED_EVERY,
