@@ -17,7 +17,7 @@ from flask import Flask, request
 from werkzeug.exceptions import HTTPException
 
 from NetworkConfigs import DEFAULT_MODEL_TYPE
-from NetworkConfigs.artifacts import default_models_dir, list_models
+from NetworkConfigs.artifacts import clean_staging, default_models_dir, list_models
 from Utilities.logging_setup import configure_logging
 from Utilities.run_store import default_database_url
 from web import auth, auth_cli
@@ -137,6 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     app = _serving_app(args)
     if app is None:
         return 2
+    clean_staging(Path(app.config["MODELS_DIR"]))  # what model writes killed mid-way left
     if not args.no_demo:
         ensure_demo_model(Path(app.config["MODELS_DIR"]))
     print(f"Galaxy Models dashboard on http://{args.host}:{args.port}  (Ctrl+C stops)",

@@ -115,7 +115,7 @@ def test_two_iterations_write_artifacts_that_load(data, trained: Path) -> None:
     from NetworkConfigs.PPO_loader import PPOModelLoader
 
     assert sorted(p.name for p in trained.iterdir()) == [
-        "setup_checkpoint.pt", "setup_config.yaml", "setup_model.pt", "setup_scaler.pkl"]
+        "setup_checkpoint.pt", "setup_config.yaml", "setup_model.pt", "setup_scaler.json"]
     loader = load_model(trained)
     assert isinstance(loader, PPOModelLoader)
     bars, _ = data

@@ -40,6 +40,9 @@ __all__ = ["ActorCritic", "PPOTrainer", "ValidationCallback", "buy_and_hold_pct"
 
 log = logging.getLogger(__name__)
 PREFIX, TYPE_NAME = "PPO", "ppo"
+# A rollout's observations beyond this fail before training (the defaults use 2.5 MB;
+# 64 envs x 2,048 steps of a 100 x 20 window use 1 GiB).
+MAX_ROLLOUT_BYTES = 4 << 30
 
 
 @torch.no_grad()
@@ -159,6 +162,19 @@ class PPOTrainer(Trainer):
                              f"{n_features} features; leave it empty to derive it")
         if int(model["num_actions"]) != 3:
             raise ValueError("model_params.num_actions must be 3 (Hold, Buy, Sell)")
+        self._check_rollout_size(n_features)
+
+    def _check_rollout_size(self, n_features: int) -> None:
+        """The rollout's observations (float32, kept on the host and copied once for the
+        update) must fit in memory; each setting may be in bounds and the product not."""
+        s = self.settings
+        values = (s.n_steps + 1) * s.n_envs * (self.lookback * n_features + ACCOUNT_FEATURES)
+        if values * 4 > MAX_ROLLOUT_BYTES:
+            raise ValueError(
+                f"a rollout of n_envs x n_steps = {s.batch_size:,} steps of "
+                f"{self.lookback} x {n_features} features needs {values * 4 / 2**30:.1f} GiB "
+                f"for its observations; at most {MAX_ROLLOUT_BYTES >> 30} GiB: lower n_envs, "
+                "n_steps or lookback_window")
 
     def fit(self, bars: pd.DataFrame, *, model_name: str, models_dir: Path,
             data_file: str | None = None, overwrite: bool = False,
@@ -206,10 +222,13 @@ class PPOTrainer(Trainer):
         algorithm = self.algorithm
         agent = algorithm.agent
         data_hash = _hash_of(data_file)  # read the file once for both records
-        # The training state is taken BEFORE the best weights are swapped in, so resuming
+        # The training state is copied BEFORE the best weights are swapped in, so resuming
         # from the folder continues the run itself (final weights + their optimiser state).
-        final_state = {**algorithm.state_dict(), "config": self.config, "model_name": model_name,
-                       "data_hash": data_hash, "model_type": TYPE_NAME}
+        # A copy: state_dict() tensors share storage with the live parameters, which the
+        # best weights are loaded into in place.
+        final_state = {**copy.deepcopy(algorithm.state_dict()), "config": self.config,
+                       "model_name": model_name, "data_hash": data_hash,
+                       "model_type": TYPE_NAME}
         if algorithm.best_state is not None:  # the validation-best weights are the model
             agent.load_state_dict(algorithm.best_state)
         metrics = self._final_metrics(data, agent)

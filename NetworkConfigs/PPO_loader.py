@@ -12,14 +12,13 @@ observation comes from ``trading_env.account_features``, as in the training env.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
 from NetworkConfigs.account_state import account_from_state
-from NetworkConfigs.artifacts import ArtifactError, ModelNotFound, artifact_path
+from NetworkConfigs.artifacts import ArtifactError, artifact_path, shown_path
 from NetworkConfigs.base import (
     ACCOUNT_FIELDS,
     ACTION_NAMES,
@@ -27,8 +26,10 @@ from NetworkConfigs.base import (
     Prediction,
     choose_action,
 )
+from NetworkConfigs.config_sections import size
 from NetworkConfigs.ppo_network import ActorCritic
 from NetworkConfigs.trading_env import ACCOUNT_FEATURES, account_features
+from NetworkConfigs.weights_file import read_state_dict
 from Utilities.data_utils import DataError, scale_frame, window_frame
 
 __all__ = ["ACCOUNT_FIELDS", "PPOModelLoader", "account_from_state"]
@@ -42,8 +43,9 @@ class PPOModelLoader(ModelLoader):
     def _load_model(self) -> None:
         self.agent = self._network()
         path = artifact_path(self.model_dir, self.name, "model.pt")
-        state = _read_weights(path)
-        _check_weights(state, self.agent.state_dict(), path, self._architecture())
+        state = read_state_dict(path, self.model_dir)
+        _check_weights(state, self.agent.state_dict(), shown_path(path, self.model_dir),
+                       self._architecture())
         self.agent.load_state_dict(state)
         self.agent.eval()
 
@@ -51,23 +53,24 @@ class PPOModelLoader(ModelLoader):
         try:
             return self.config[section][key]
         except (KeyError, TypeError):  # TypeError: the section is not a mapping
-            raise ArtifactError(f"{self.model_dir}: the config has no {section}.{key}") from None
+            raise ArtifactError(f"{self.where}: the config has no {section}.{key}") from None
 
     def _network(self) -> ActorCritic:
         """The network the config describes, before any weights are read."""
         extras = self._setting("observation", "account_features")
         if extras != ACCOUNT_FEATURES:  # account_features() always builds exactly these
-            raise ArtifactError(f"{self.model_dir}: the config's observation has {extras!r} "
+            raise ArtifactError(f"{self.where}: the config's observation has {extras!r} "
                                 f"account features; this loader builds {ACCOUNT_FEATURES}")
         n_features = len(self.spec.features)
-        hidden, depth, encoder = (self._setting("model_params", key)
-                                  for key in ("hidden_dim", "num_layers", "encoder"))
-        try:
+        model = {key: self._setting("model_params", key)
+                 for key in ("hidden_dim", "num_layers", "encoder")}
+        try:  # the trainer's bounds: a config may not make the server allocate terabytes
             return ActorCritic(self.lookback * n_features + extras, len(ACTION_NAMES),
-                               hidden_dim=int(hidden), depth=int(depth), lookback=self.lookback,
-                               n_features=n_features, encoder=str(encoder))
+                               hidden_dim=size(model, "hidden_dim"),
+                               depth=size(model, "num_layers"), lookback=self.lookback,
+                               n_features=n_features, encoder=str(model["encoder"]))
         except (TypeError, ValueError) as exc:
-            raise ArtifactError(f"{self.model_dir}: invalid model_params in the config: "
+            raise ArtifactError(f"{self.where}: invalid model_params in the config: "
                                 f"{exc}") from None
 
     def _architecture(self) -> str:
@@ -106,23 +109,8 @@ class PPOModelLoader(ModelLoader):
                           value_estimate=float(value[0]))
 
 
-def _read_weights(path: Path) -> dict[str, torch.Tensor]:
-    if not path.is_file():
-        raise ModelNotFound(f"{path.parent}: weights file {path.name} is missing")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # junk raises whatever the unpickler hits (struct.error, ...)
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise ArtifactError(f"{path}: not a readable weights file ({reason})") from None
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor)
-                                              for v in state.values()):
-        raise ArtifactError(f"{path}: expected a state dict of tensors; got "
-                            f"{type(state).__name__}")
-    return state
-
-
 def _check_weights(found: dict[str, torch.Tensor], expected: dict[str, torch.Tensor],
-                   path: Path, architecture: str) -> None:
+                   path: str, architecture: str) -> None:
     """Same tensor names and shapes as the network the config describes."""
     missing = [k for k in expected if k not in found]
     unexpected = [k for k in found if k not in expected]

@@ -15,7 +15,7 @@ from torch import nn
 
 from NetworkConfigs.artifacts import ModelWriter
 from NetworkConfigs.base import deep_merge
-from NetworkConfigs.config_sections import checked, choice
+from NetworkConfigs.config_sections import checked, choice, size
 from NetworkConfigs.ppo_network import resolve_device, seed_everything
 from NetworkConfigs.signals import Samples
 from NetworkConfigs.supervised import COMMON_DEFAULTS, SupervisedTrainer
@@ -50,15 +50,15 @@ class TransformerTrainer(SupervisedTrainer):
 
     def _check_params(self) -> None:
         model, train = self.config["model_params"], self.config["train_params"]
-        d_model = checked(model, "d_model", int, low=2)
-        heads = checked(model, "n_heads", int, low=1)
+        d_model = size(model, "d_model", low=2)
+        heads = size(model, "n_heads")
         if d_model % heads or d_model % 2:
             raise ValueError(f"d_model ({d_model}) must be even and divisible by n_heads "
                              f"({heads})")
-        checked(model, "n_layers", int, low=1)
-        checked(model, "dim_feedforward", int, low=1)
+        size(model, "n_layers")
+        size(model, "dim_feedforward")
         checked(model, "dropout", float, low=0, high=0.9)
-        self.batch_size = checked(train, "batch_size", int, low=1)
+        self.batch_size = size(train, "batch_size")
         self.learning_rate = checked(train, "learning_rate", float, low=1e-12)
         self.weight_decay = checked(train, "weight_decay", float, low=0)
         self.max_grad_norm = checked(train, "max_grad_norm", float, low=1e-9)

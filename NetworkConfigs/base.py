@@ -184,23 +184,28 @@ class ModelLoader(ABC):
         self.model_dir = model_dir
         self.config = config
         self.name: str = config["model_name"]
+        self.where = artifacts.shown_path(model_dir, model_dir)  # for messages
         missing = [key for key in ("feature_spec", "lookback") if key not in config]
         if missing:  # a KeyError would not say which model folder is broken
-            raise artifacts.ArtifactError(f"{model_dir}: the config is missing key(s) {missing}")
+            raise artifacts.ArtifactError(f"{self.where}: the config is missing key(s) "
+                                          f"{missing}")
+        from NetworkConfigs.config_sections import size  # imports this module
         from NetworkConfigs.trading_env import EnvParams  # gymnasium: not at registry import
 
         try:
             self.spec = FeatureSpec.from_dict(config["feature_spec"])
             self.lookback: int = config["lookback"]
             check_lookback(self.lookback)
+            size(config, "lookback_window", key="lookback")  # a planted config's 10**9
         except (TypeError, ValueError) as exc:  # DataError is a ValueError
             raise artifacts.ArtifactError(
-                f"{model_dir}: invalid feature_spec or lookback in the config: {exc}") from None
+                f"{self.where}: invalid feature_spec or lookback in the config: {exc}") \
+                from None
         try:  # every type's account rules: streams and backtests book trades with them
             self.env_params = EnvParams.from_dict(config.get("env_params") or {})
         except (TypeError, ValueError) as exc:
             raise artifacts.ArtifactError(
-                f"{model_dir}: invalid env_params in the config: {exc}") from None
+                f"{self.where}: invalid env_params in the config: {exc}") from None
         self.scaler = artifacts.load_scaler(model_dir, self.name)
         _check_scaler(self.scaler, self.spec, model_dir, self.name)
 
@@ -274,8 +279,9 @@ def choose_action(probabilities: np.ndarray, sample: bool = False,
 def _check_scaler(scaler: Any, spec: FeatureSpec, model_dir: Path, name: str) -> None:
     n = getattr(scaler, "n_features_in_", None)
     if n is not None and n != len(spec.features):
+        path = artifacts.artifact_path(model_dir, name, artifacts.SCALER_KIND)
         raise artifacts.ArtifactError(
-            f"{artifacts.artifact_path(model_dir, name, 'scaler.pkl')}: scaler expects {n} "
+            f"{artifacts.shown_path(path, model_dir)}: scaler expects {n} "
             f"features but the config lists {len(spec.features)}; the model folder is "
             "inconsistent")
 

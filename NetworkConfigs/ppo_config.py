@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from NetworkConfigs.config_sections import checked, choice, normalise_sections
+from NetworkConfigs.config_sections import checked, choice, normalise_sections, size
 from NetworkConfigs.ppo_network import ENCODERS
 from NetworkConfigs.trading_env import EnvParams
 
@@ -92,9 +92,9 @@ class PPOSettings:
 def settings_from(config: dict[str, Any]) -> PPOSettings:
     """Map a normalised config to PPOSettings; ``epochs`` (seed) counts iterations."""
     train, model = config["train_params"], config["model_params"]
-    n_envs, n_steps = checked(train, "n_envs", int, low=1), checked(train, "n_steps", int, low=1)
-    epochs = checked(train, "epochs", int, low=1, optional=True)
-    total = epochs * n_envs * n_steps if epochs else checked(train, "total_timesteps", int, low=1)
+    n_envs, n_steps = size(train, "n_envs"), size(train, "n_steps")
+    epochs = size(train, "epochs", optional=True)
+    total = epochs * n_envs * n_steps if epochs else size(train, "total_timesteps")
     settings = PPOSettings(
         total_timesteps=total, n_envs=n_envs, n_steps=n_steps,
         learning_rate=checked(train, "learning_rate", float, low=1e-12),
@@ -102,8 +102,8 @@ def settings_from(config: dict[str, Any]) -> PPOSettings:
         anneal_clip=checked(train, "anneal_clip", bool),
         gamma=checked(train, "gamma", float, low=0, high=1),
         gae_lambda=checked(train, "gae_lambda", float, low=0, high=1),
-        minibatch_size=checked(train, "batch_size", int, low=2),
-        update_epochs=checked(train, "ppo_epochs", int, low=1),
+        minibatch_size=size(train, "batch_size", low=2),
+        update_epochs=size(train, "ppo_epochs"),
         clip_coef=checked(train, "clip_ratio", float, low=1e-9),
         clip_vloss=checked(train, "clip_value_loss", bool),
         ent_coef=checked(train, "entropy_coef", float, low=0),
@@ -113,12 +113,12 @@ def settings_from(config: dict[str, Any]) -> PPOSettings:
         norm_adv=checked(train, "norm_adv", bool),
         seed=checked(train, "seed", int, low=0, high=2**32 - 1),
         device=choice(train, "device", ("auto", "cpu", "cuda")),
-        hidden_dim=checked(model, "hidden_dim", int, low=1),
-        depth=checked(model, "num_layers", int, low=1),
+        hidden_dim=size(model, "hidden_dim"),
+        depth=size(model, "num_layers"),
         encoder=choice(model, "encoder", ENCODERS))
     for name in ("checkpoint_every", "eval_every"):
         checked(train, name, int, low=1)
-    checked(model, "lookback_window", int, low=1)
+    size(model, "lookback_window")
     if settings.minibatch_size > settings.batch_size:
         raise ValueError(f"batch_size (minibatch) {settings.minibatch_size} exceeds "
                          f"n_envs*n_steps = {settings.batch_size}")

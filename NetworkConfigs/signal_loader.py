@@ -32,10 +32,10 @@ class SignalLoader(ModelLoader):
             self.threshold = float(config["threshold"])
             self.residual_std = float(config.get("residual_std") or 0.0)
         except (KeyError, TypeError, ValueError) as exc:
-            raise ArtifactError(f"{model_dir}: the config lacks a valid target/threshold "
+            raise ArtifactError(f"{self.where}: the config lacks a valid target/threshold "
                                 f"({exc!r})") from None
         if self.target not in self.targets:
-            raise ArtifactError(f"{model_dir}: target {self.target!r} in the config is not one "
+            raise ArtifactError(f"{self.where}: target {self.target!r} in the config is not one "
                                 f"this type predicts ({list(self.targets)})")
 
     @abstractmethod

@@ -18,6 +18,7 @@ model that is saved; ``patience`` epochs without a new best end training.
 
 from __future__ import annotations
 
+import copy
 import logging
 from abc import abstractmethod
 from pathlib import Path
@@ -29,7 +30,7 @@ import torch
 
 from NetworkConfigs.artifacts import ModelWriter, ensure_available, file_sha256, write_model
 from NetworkConfigs.base import Callback, Trainer, notify_iteration, run_with_callbacks
-from NetworkConfigs.config_sections import checked, choice, normalise_sections
+from NetworkConfigs.config_sections import checked, choice, normalise_sections, size
 from NetworkConfigs.signals import (
     DIRECTIONS,
     TARGETS,
@@ -71,11 +72,11 @@ class SupervisedTrainer(Trainer):
                  callbacks: list[Callback] | tuple = ()) -> None:
         super().__init__(normalise_sections(config, self.defaults), callbacks)
         model, train = self.config["model_params"], self.config["train_params"]
-        self.lookback = checked(model, "lookback_window", int, low=1)
+        self.lookback = size(model, "lookback_window")
         self.target = choice(model, "target", self.targets)
         self.threshold = checked(model, "threshold", float, low=0)
-        self.epochs = checked(train, "epochs", int, low=1)
-        self.patience = checked(train, "patience", int, low=1, optional=True)
+        self.epochs = size(train, "epochs")
+        self.patience = size(train, "patience", optional=True)
         self.seed = checked(train, "seed", int, low=0, high=2**32 - 1)
         checked(train, "checkpoint_every", int, low=1)
         EnvParams.from_dict(self.config["env_params"])  # a bad cost fails now, not later
@@ -191,8 +192,9 @@ class SupervisedTrainer(Trainer):
                              "(lower train_params.learning_rate); no model was saved")
         # Only now: checkpoints (the final one is taken as training ends, and the one in
         # the model folder) hold the last weights, so a resume continues the run itself;
-        # the saved model is the best epoch's.
-        final_state = self.state_dict()
+        # the saved model is the best epoch's. A copy: state_dict() tensors share storage
+        # with the live model, which _restore() loads the best weights into in place.
+        final_state = copy.deepcopy(self.state_dict())
         if self.best is not None:
             self._restore(self.best)
         return self._save(data, parts, model_name, models_dir, data_file, overwrite,

@@ -20,6 +20,7 @@ import numpy as np
 from gymnasium import spaces
 from gymnasium.vector.utils import batch_space
 
+from NetworkConfigs.config_sections import LIMITS
 from Utilities.data_utils import PreparedData
 
 HOLD, BUY, SELL = 0, 1, 2
@@ -51,9 +52,11 @@ class EnvParams:
         if not isinstance(self.allow_short, bool | np.bool_):
             raise ValueError(f"allow_short must be true or false; got {self.allow_short!r}")
         length = self.episode_length
+        longest = LIMITS["episode_length"]
         if length is not None and (isinstance(length, bool) or not isinstance(length, int)
-                                   or length < 1):
-            raise ValueError(f"episode_length must be an integer >= 1 or None; got {length!r}")
+                                   or not 1 <= length <= longest):
+            raise ValueError(f"episode_length must be an integer >= 1 or None (at most "
+                             f"{longest}); got {length!r}")
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> EnvParams:

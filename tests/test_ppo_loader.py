@@ -5,7 +5,6 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-import joblib
 import numpy as np
 import pandas as pd
 import pytest
@@ -19,6 +18,7 @@ from NetworkConfigs.base import ACCOUNT_FIELDS, choose_action, deep_merge
 from NetworkConfigs.ppo_config import SMOKE
 from NetworkConfigs.PPO_loader import PPOModelLoader
 from NetworkConfigs.PPOTrainer import PPOTrainer
+from NetworkConfigs.scaler_io import scaler_to_json
 from NetworkConfigs.trading_env import TradingEnvironment, env_arrays
 from Utilities.data_utils import DataError
 
@@ -231,9 +231,9 @@ def test_an_unreadable_weights_file_is_named(folder: Path, content: bytes) -> No
 
 
 def test_a_scaler_with_the_wrong_feature_count_is_named(folder: Path) -> None:
-    joblib.dump(StandardScaler().fit(np.random.default_rng(0).normal(size=(20, 3))),
-                folder / "tiny_scaler.pkl")
-    with pytest.raises(ArtifactError, match=r"tiny_scaler\.pkl: scaler expects 3 features but "
+    (folder / "tiny_scaler.json").write_text(scaler_to_json(
+        StandardScaler().fit(np.random.default_rng(0).normal(size=(20, 3)))))
+    with pytest.raises(ArtifactError, match=r"tiny_scaler\.json: scaler expects 3 features but "
                                             r"the config lists 9"):
         load_model(folder)
 

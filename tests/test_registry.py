@@ -67,12 +67,13 @@ def test_a_clashing_registration_is_refused(frequency_type) -> None:
 def test_train_writes_the_artifact_layout(trained: Path) -> None:
     assert trained.name == "FREQ_demo"
     assert sorted(p.name for p in trained.iterdir()) == [
-        "demo_config.yaml", "demo_model.json", "demo_scaler.pkl"]
+        "demo_config.yaml", "demo_model.json", "demo_scaler.json"]
     config = yaml.safe_load((trained / "demo_config.yaml").read_text())
     assert config["Type"] == "frequency" and config["model_name"] == "demo"
     assert config["lookback"] == 10 and config["data_file"] == "sample.csv"
     assert set(config["split"]) == {"train", "validation", "test"}
-    assert config["artifact_paths"] == ["demo_model.json", "demo_scaler.pkl", "demo_config.yaml"]
+    assert config["artifact_paths"] == ["demo_model.json", "demo_scaler.json",
+                                        "demo_config.yaml"]
     assert config["created_at"].endswith("Z")
 
 
@@ -164,10 +165,24 @@ def test_inconsistent_scaler_is_reported(trained: Path) -> None:
         load_model(trained)
 
 
-@pytest.mark.parametrize("content", [b"", b"not a pickle", b"\x80\x04\x95garbage"])
+@pytest.mark.parametrize("content", [
+    b"", b"not json", b"\x80\x04\x95garbage", b"[1, 2]", b'{"format": "other"}',
+    b'{"format": "galaxy-models scaler", "version": 1, "class": "os.system"}',
+    b'{"format": "galaxy-models scaler", "version": 1, "class": "StandardScaler", '
+    b'"params": {}, "fitted": {"n_features_in_": 1, "mean_": {"dtype": "float64", '
+    b'"values": [NaN]}}}',
+    b'{"format": "galaxy-models scaler", "version": 1, "class": "StandardScaler", '
+    b'"params": {}, "fitted": {"n_features_in_": 1, "mean_": {"dtype": "float64", '
+    b'"values": [1e999]}}}',
+    b'{"format": "galaxy-models scaler", "version": 1, "class": "StandardScaler", '
+    b'"params": {"copy": {"__reduce__": 1}}, "fitted": {"n_features_in_": 1}}',
+    b'{"format": "galaxy-models scaler", "version": 1, "class": "StandardScaler", '
+    b'"params": {}, "fitted": {"n_features_in_": 1, "transform": 1}}',
+])
 def test_a_damaged_scaler_file_is_named(trained: Path, content: bytes) -> None:
-    (trained / "demo_scaler.pkl").write_bytes(content)
-    with pytest.raises(ArtifactError, match=r"demo_scaler\.pkl: not a readable scaler file"):
+    (trained / "demo_scaler.json").write_bytes(content)
+    with pytest.raises(ArtifactError, match=r"^Models/FREQ_demo/demo_scaler\.json: not a "
+                                            r"readable scaler file \(.+\)$"):
         load_model(trained)
 
 
@@ -198,8 +213,8 @@ def test_malformed_feature_spec_is_an_artifact_error(trained: Path) -> None:
 def test_missing_pieces_are_named(trained: Path, models_dir: Path) -> None:
     with pytest.raises(ModelNotFound, match="model folder not found"):
         load_model(models_dir / "FREQ_nothing")
-    (trained / "demo_scaler.pkl").unlink()
-    with pytest.raises(ModelNotFound, match=r"demo_scaler\.pkl is missing"):
+    (trained / "demo_scaler.json").unlink()
+    with pytest.raises(ModelNotFound, match=r"demo_scaler\.json is missing"):
         load_model(trained)
 
 

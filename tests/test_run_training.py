@@ -37,7 +37,7 @@ def test_smoke_run_on_sample_csv_is_saved_and_recorded(env, tmp_path: Path) -> N
     assert result.returncode == 0, result.stderr
     model_dir = tmp_path / "Models" / "PPO_smoke"
     assert sorted(p.name for p in model_dir.iterdir()) == [
-        "smoke_checkpoint.pt", "smoke_config.yaml", "smoke_model.pt", "smoke_scaler.pkl"]
+        "smoke_checkpoint.pt", "smoke_config.yaml", "smoke_model.pt", "smoke_scaler.json"]
     assert f"completed: model saved to {model_dir}" in result.stdout
     store = RunStore(env["DATABASE_URL"])
     (run,), _ = store.list_runs()
@@ -83,7 +83,7 @@ def test_resume_from_a_model_folder_continues_training(tmp_path: Path, monkeypat
     (["--model", "lstm"], "unknown model type 'lstm'; valid types: ppo"),
     (["--training_params", "{not json"], "--training_params is not valid"),
     (["--training_params", '{"train_params": {"gama": 1}}'], "unknown key(s) ['gama']"),
-    (["--training_params", '{"train_params": {"n_envs": 0}}'], "n_envs must be >= 1"),
+    (["--training_params", '{"train_params": {"n_envs": 0}}'], "n_envs must be in [1, 512]"),
     (["--model_name", "../escape"], "invalid model name '../escape'"),
     (["--config", "nope.yaml"], "config file not found: nope.yaml"),
     (["--resume", "no-such-run"], "no-such-run"),
@@ -96,8 +96,9 @@ def test_resume_from_a_model_folder_continues_training(tmp_path: Path, monkeypat
      "features must be a list"),
     (["--training_params", '{"env_params": {"commission": -1}}'], "commission"),
     (["--training_params", '{"train_params": {"device": "tpu"}}'], "device must be one of"),
-    (["--total-timesteps", "0"], "total_timesteps must be >= 1"),
-    (["--training_params", '{"model_params": {"lookback_window": 5000}}'], "lookback 5000"),
+    (["--total-timesteps", "0"], "total_timesteps must be in [1, 10000000000]"),
+    (["--training_params", '{"model_params": {"lookback_window": 5000}}'],
+     "lookback_window must be in [1, 2000]"),
 ])
 def test_bad_input_is_one_line_and_exit_2(args: list[str], message: str, tmp_path: Path,
                                           monkeypatch, capsys) -> None:

@@ -281,7 +281,7 @@ def test_a_deleted_model_is_404_and_a_changed_one_is_reloaded(app, client, libra
 
 def test_a_broken_library_model_is_503_naming_the_problem(client, library, models_dir: Path,
                                                          window) -> None:
-    next((models_dir / library["xgb"]).glob("*_scaler.pkl")).unlink()
+    next((models_dir / library["xgb"]).glob("*_scaler.json")).unlink()
     response = client.post(f"/api/models/{library['xgb']}/predict", json={"window": window})
     assert "scaler file" in error_of(response, 503)["error"]
 

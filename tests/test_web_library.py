@@ -108,7 +108,7 @@ def test_model_page_shows_summary_metrics_history_and_files(client, library) -> 
     for expected in ("XGBoost Classifier", "2026-01-02 00:00:00 UTC", "sample.csv", "3,255",
                      "2000-03-22", "20 bars", "RSI_14", "returns",
                      "validation_accuracy", "train_class_shares.up", "best_val_loss",
-                     "smoke_checkpoint.pt", "smoke_model.json", "smoke_scaler.pkl",
+                     "smoke_checkpoint.pt", "smoke_model.json", "smoke_scaler.json",
                      "no recorded run", 'href="/backtest?model=XGB_smoke"',
                      'href="/hosting?model=XGB_smoke"', "Full config", "feature_importance:",
                      "chart.umd.min.js", "library.js"):

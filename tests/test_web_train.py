@@ -77,6 +77,16 @@ def test_a_bad_value_is_shown_beside_its_field(app, form: dict, field: str,
     assert not Path(app.config["MODELS_DIR"]).exists()
 
 
+def test_a_network_size_past_its_bound_is_shown_beside_its_field(app) -> None:
+    data = {"model_type": "ppo", "model_name": "p", "csv": "sample.csv",
+            "model_params.hidden_dim": "100000000"}
+    response = app.test_client().post("/train", data=data)
+    assert response.status_code == 422
+    assert "hidden_dim must be in [1, 2048]; got 100000000" in field_errors(response).get(
+        "model_params.hidden_dim", "")
+    assert not Path(app.config["MODELS_DIR"]).exists()
+
+
 def test_every_unreadable_field_is_reported_at_once(app) -> None:
     data = {"model_type": "xgboost", "model_name": "x", "csv": "sample.csv",
             "model_params.max_depth": "deep", "train_params.epochs": "many"}

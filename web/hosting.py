@@ -60,7 +60,7 @@ from Api_Loader import (
     register_json_errors,
 )
 from NetworkConfigs import type_label
-from NetworkConfigs.artifacts import ModelNotFound, find_config, list_models, validate_name
+from NetworkConfigs.artifacts import ModelNotFound, find_config, list_models, model_folder
 from NetworkConfigs.base import ModelLoader
 from NetworkConfigs.streams import StreamRegistry
 from Utilities.data_utils import DataError, load_bars
@@ -109,10 +109,9 @@ class _Cached:
 def _load(models_dir: Path, dir_name: str) -> tuple[Path, ModelLoader]:
     """Load a library model by folder name; HostingError 404 (not there) or 503 (broken)."""
     try:
-        validate_name(dir_name, "model folder")
+        path = model_folder(models_dir, dir_name)  # the one folder rule: no link out
     except ValueError as exc:
         raise HostingError(404, str(exc)) from None
-    path = Path(models_dir) / dir_name
     try:
         return path, load_model(path)
     except ModelNotFound as exc:
@@ -122,7 +121,7 @@ def _load(models_dir: Path, dir_name: str) -> tuple[Path, ModelLoader]:
         raise HostingError(503, str(exc)) from None
     except Exception as exc:  # a damaged model file fails in many ways
         log.exception("loading model %s failed", path)
-        raise HostingError(503, f"{path}: cannot be loaded ({type(exc).__name__}: {exc})") \
+        raise HostingError(503, f"{dir_name}: cannot be loaded ({type(exc).__name__}: {exc})") \
             from None
 
 
@@ -165,8 +164,7 @@ class LoaderCache:
     def _signature(models_dir: Path, dir_name: str) -> tuple[Any, ...] | None:
         """What identifies one saved version of a model; None when it is not there."""
         try:
-            validate_name(dir_name, "model folder")
-            config = find_config(models_dir / dir_name)
+            config = find_config(model_folder(models_dir, dir_name))
             stat = config.stat()
         except (ValueError, OSError):  # an invalid name, ModelNotFound, a vanished file
             return None

@@ -36,6 +36,7 @@ from NetworkConfigs.artifacts import (
     ModelNotFound,
     delete_model,
     list_models,
+    model_folder,
     read_config,
     validate_name,
 )
@@ -77,14 +78,10 @@ def _folder(dir_name: str) -> Path | None:
     """The model folder named ``dir_name`` inside MODELS_DIR, or None (bad name, outside
     the library, or not there)."""
     try:
-        validate_name(dir_name, "model folder")
+        path = model_folder(datafiles.models_dir(), dir_name)  # the one folder rule
     except ArtifactError:
         return None
-    root = datafiles.models_dir().resolve()
-    path = (root / dir_name).resolve()
-    if path.parent != root or not path.is_dir():
-        return None
-    return path
+    return path if path.is_dir() else None
 
 
 def _short_error(error: str | None, path: str) -> str | None:
