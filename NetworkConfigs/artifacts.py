@@ -313,12 +313,7 @@ def load_scaler(model_dir: Path, name: str) -> Any:
     path = artifact_path(model_dir, name, SCALER_KIND)
     where = shown_path(path, model_dir)
     if not path.is_file():
-        if (Path(model_dir) / f"{name}_{LEGACY_SCALER_KIND}").exists():
-            folder = shown_path(model_dir, model_dir)
-            raise ArtifactError(
-                f"{folder} has only a pickled scaler ({name}_{LEGACY_SCALER_KIND}) from an "
-                "earlier version; pickles are not loaded because they can run code. If you "
-                f"trust this model, convert it once: {MIGRATE_COMMAND} {folder}")
+        _refuse_legacy_scaler(model_dir, name)
         raise ModelNotFound(f"{shown_path(model_dir, model_dir)}: scaler file {path.name} "
                             "is missing")
     try:
@@ -329,8 +324,25 @@ def load_scaler(model_dir: Path, name: str) -> Any:
         raise ArtifactError(f"{where}: not a readable scaler file ({exc})") from None
 
 
+def _refuse_legacy_scaler(model_dir: Path, name: str) -> None:
+    """ArtifactError naming the migration when the folder has only an old pickled scaler
+    (checked without reading it: listing shows the problem before anything loads)."""
+    if artifact_path(model_dir, name, SCALER_KIND).is_file():
+        return
+    if (Path(model_dir) / f"{name}_{LEGACY_SCALER_KIND}").exists():
+        folder = shown_path(model_dir, model_dir)
+        raise ArtifactError(
+            f"{folder} has only a pickled scaler ({name}_{LEGACY_SCALER_KIND}) from an "
+            "earlier version; pickles are not loaded because they can run code. If you "
+            f"trust this model, convert it once: {MIGRATE_COMMAND} {folder}")
+
+
 def _summary(model_dir: Path) -> dict[str, Any]:
     config = to_plain(read_config(model_dir))  # YAML may hold dates, lists, anything
+    _refuse_legacy_scaler(model_dir, str(config["model_name"]))
+    for name in config.get("artifact_paths") or []:  # a few stats, no file is read
+        if isinstance(name, str) and (model_dir / name).exists():
+            _check_file_inside(model_dir, model_dir / name)
     metrics = config.get("metrics")
     return {
         "dir_name": model_dir.name, "path": str(model_dir), "name": str(config["model_name"]),

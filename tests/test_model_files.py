@@ -123,15 +123,26 @@ def test_loading_refuses_the_pickled_scaler_and_names_the_migration(planted: Pat
 def test_listing_and_the_library_pages_read_no_pickle(planted: Path, models_dir: Path,
                                                       client) -> None:
     (row,) = list_models(models_dir)
-    assert row["dir_name"] == "XGB_smoke" and row["error"] is None  # configs only
+    # Listed with the migration as its error, found without reading the pickle.
+    assert row["dir_name"] == "XGB_smoke" and MIGRATION in row["error"]
     assert client.get("/models").status_code == 200
     assert client.get("/models/XGB_smoke").status_code == 200
     assert client.get("/api/models").status_code == 200
 
 
-def test_predict_refuses_before_reading_the_body(planted: Path, client) -> None:
+# A body that passes the request checks, so the model is what the reply is about (the
+# body is checked before any model is read).
+GOOD_BODY = {"window": [[1.0, 2.0, 0.5, 1.5]] * 8}
+
+
+def test_predict_refuses_the_model_and_never_runs_it(planted: Path, client,
+                                                    sample_bars: pd.DataFrame) -> None:
+    # A bad body is refused before any model is read; a good one meets the refusal.
     response = client.post("/api/models/XGB_smoke/predict", data="not even JSON",
                            content_type="application/json")
+    assert response.status_code == 400
+    window = sample_bars.iloc[:64].to_dict("records")
+    response = client.post("/api/models/XGB_smoke/predict", json={"window": window})
     assert response.status_code == 503 and MIGRATION in response.get_json()["error"]
 
 
@@ -168,7 +179,7 @@ def test_a_weights_file_that_holds_code_is_refused(trf_model: Path, models_dir: 
     assert message == ("Models/TRF_smoke/smoke_model.pt: not a plain model file: it holds "
                        "objects other than tensors, which are refused (loading them could "
                        "run code)")
-    response = client.post("/api/models/TRF_smoke/predict", json={})
+    response = client.post("/api/models/TRF_smoke/predict", json=GOOD_BODY)
     assert response.status_code == 503 and response.get_json()["error"] == message
 
 
@@ -263,7 +274,7 @@ def test_a_linked_model_folder_is_not_in_the_library_anywhere(outside: Path, mod
     with pytest.raises(ModelNotFound, match="resolves outside"):
         load_model(models_dir / "XGB_link")
     assert client.get("/models/XGB_link").status_code == 404
-    assert client.post("/api/models/XGB_link/predict", json={}).status_code == 404
+    assert client.post("/api/models/XGB_link/predict", json=GOOD_BODY).status_code == 404
     reply = client.post("/api/backtest", json={"model": "XGB_link", "csv": "sample.csv"})
     assert reply.status_code == 404 and reply.get_json()["field"] == "model"
     with pytest.raises(ModelNotFound):
@@ -284,7 +295,7 @@ def test_a_linked_file_in_a_real_folder_is_refused_everywhere(
         load_model(folder)
     with pytest.raises(ArtifactError, match=expected):
         backtest_model(folder, sample_path)
-    response = client.post("/api/models/XGB_smoke/predict", json={})
+    response = client.post("/api/models/XGB_smoke/predict", json=GOOD_BODY)
     if linked.endswith("config.yaml"):  # no readable config: not a servable model
         (row,) = list_models(models_dir)
         assert expected in row["error"]
@@ -316,7 +327,7 @@ def test_messages_name_paths_from_the_library_not_the_disk(
     with pytest.raises(ArtifactError) as caught:
         load_model(folder)
     assert str(caught.value).startswith(expected), caught.value
-    reply = client.post("/api/models/XGB_smoke/predict", json={}).get_json()["error"]
+    reply = client.post("/api/models/XGB_smoke/predict", json=GOOD_BODY).get_json()["error"]
     assert Api_Loader.main(["--model-dir", str(folder), "--port", "0"]) == 2
     err = one_line_error(capsys.readouterr().err)
     for text in (str(caught.value), reply, err):
