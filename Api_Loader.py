@@ -385,7 +385,13 @@ def openapi_document(loader: ModelLoader | None, base: str = "") -> dict[str, An
             "info": {"title": title, "version": API_VERSION},
             "servers": [{"url": base or "/"}],
             "paths": _openapi_paths(),
-            "components": {"schemas": _openapi_schemas(loader)}}
+            # A bearer token is required beyond loopback only, hence the empty alternative.
+            "security": [{"bearerAuth": []}, {}],
+            "components": {"schemas": _openapi_schemas(loader),
+                           "securitySchemes": {"bearerAuth": {
+                               "type": "http", "scheme": "bearer",
+                               "description": "an API token (python Main.py tokens create "
+                                              "NAME, or /settings)"}}}}
 
 
 # -------------------------------------------------------------- standalone server

@@ -333,6 +333,9 @@ def test_openapi_describes_every_route(api, client) -> None:
         assert ref.removeprefix("#/components/schemas/") in schemas, ref
     window = schemas["PredictRequest"]["properties"]["window"]
     assert window["minItems"] == 11
+    # Clients learn how to authenticate where a token is required (beyond loopback).
+    assert doc["components"]["securitySchemes"]["bearerAuth"]["scheme"] == "bearer"
+    assert {"bearerAuth": []} in doc["security"]
     assert window["items"]["oneOf"][0]["required"][:4] == ["Open", "High", "Low", "Close"]
 
 

@@ -16,6 +16,8 @@ from flask import Flask
 
 import Api_Loader
 import Main
+from NetworkConfigs import register_model_type, unregister_model_type
+from tests.fake_model_type import FREQUENCY_TYPE, FrequencyTrainer
 from Utilities.run_store_schema import metadata
 from web import auth
 from web.auth_store import AuthStore
@@ -325,6 +327,21 @@ def test_the_settings_page_on_open_loopback_says_why(client) -> None:
     page = client.get("/settings").get_data(as_text=True)
     assert "open on loopback" in page and "<code>localhost</code>" in page
     assert 'href="/settings"' in page  # in the navigation
+
+
+def test_the_hosting_page_s_curl_sends_a_token_only_where_one_is_needed(
+        secured, user, client, bars, models_dir: Path) -> None:
+    register_model_type(FREQUENCY_TYPE)
+    try:
+        FrequencyTrainer({"lookback": 10}).fit(bars, model_name="demo", models_dir=models_dir)
+        assert '-d \'{"window"' in client.get("/hosting").get_data(as_text=True)
+        assert "Authorization: Bearer" not in client.get("/hosting").get_data(as_text=True)
+        signed_in = secured.test_client()
+        sign_in(signed_in)
+        page = signed_in.get("/hosting").get_data(as_text=True)
+    finally:
+        unregister_model_type(FREQUENCY_TYPE.name)
+    assert 'Authorization: Bearer $GALAXY_TOKEN' in page
 
 
 # --------------------------------------------------------------------- start-up

@@ -27,8 +27,11 @@
   function updateCommands() {
     var path = endpoint();
     urlLabel.textContent = "POST " + path;
+    // Beyond loopback the API wants a token (made on /settings): the command says where.
+    var auth = curl.getAttribute("data-auth") === "1"
+      ? "  -H \"Authorization: Bearer $GALAXY_TOKEN\" \\\n" : "";
     curl.textContent = "curl -s -X POST " + shellQuote(window.location.origin + path) + " \\\n" +
-      "  -H 'Content-Type: application/json' \\\n  -d " + shellQuote(compactBody());
+      "  -H 'Content-Type: application/json' \\\n" + auth + "  -d " + shellQuote(compactBody());
     var option = target.options[target.selectedIndex];
     var dir = option ? option.getAttribute("data-model-dir") : "";
     standalone.textContent = dir ? "python Api_Loader.py --model-dir " + dir + " --port 8001"
