@@ -107,6 +107,9 @@ def main(argv: list[str] | None = None) -> None:
     import waitress
 
     app = create_app()
+    from web.training_jobs import sweep_lost_runs  # runs whose trainer died while we were down
+
+    sweep_lost_runs(app)
     if not args.no_demo:
         ensure_demo_model(Path(app.config["MODELS_DIR"]))
     print(f"Galaxy Models dashboard on http://{args.host}:{args.port}  (Ctrl+C stops)",

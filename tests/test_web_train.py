@@ -224,8 +224,8 @@ def test_a_child_killed_mid_run_leaves_a_failed_run(app, tmp_path: Path, monkeyp
         f"sys.path.insert(0, {str(Path(__file__).resolve().parent.parent)!r})\n"
         "from Utilities.run_store import RunStore\n"
         "run_id = sys.argv[sys.argv.index('--run-id') + 1]\n"
-        "RunStore(os.environ['DATABASE_URL']).create_run(name='k', model_type='xgboost', "
-        "run_id=run_id)\n"
+        "RunStore(os.environ['DATABASE_URL']).adopt_run(run_id, name='k', "
+        "model_type='xgboost')\n"
         "os.kill(os.getpid(), signal.SIGKILL)\n")
     monkeypatch.setattr(training_jobs, "ENTRY_POINT", script)
     app.test_client().post("/train", data={"model_type": "xgboost", "model_name": "k",
