@@ -235,7 +235,8 @@ class MetricsLogger:
                 and not self._heartbeat_due(time.monotonic()))
 
     def _heartbeat_due(self, now: float) -> bool:
-        return now - self._last_heartbeat >= self.heartbeat_interval
+        return (math.isfinite(self.heartbeat_interval)
+                and now - self._last_heartbeat >= self.heartbeat_interval)
 
     def flush(self) -> bool:
         """Write everything queued so far; True when nothing is left pending."""

@@ -269,3 +269,21 @@ def test_only_plain_numbers_are_read_as_numbers(app, text: str) -> None:
     errors = field_errors(app.test_client().post("/train", data=data))
     assert "must be a whole number" in errors["model_params.max_depth"]
     assert "must be a number" in errors["model_params.learning_rate"]
+
+
+def test_the_run_is_claimed_before_the_child_starts(app, tmp_path: Path, monkeypatch) -> None:
+    gate = slow_child(tmp_path, monkeypatch)  # a child that records nothing itself
+    form = {"model_type": "xgboost", "model_name": "early", "csv": "sample.csv",
+            "mode": "smoke"}
+    assert app.test_client().post("/train", data=form).status_code == 302
+    with app.app_context():
+        (run_id,) = jobs()._children
+    run = RunStore(app.config["DATABASE_URL"]).get_run(run_id)
+    assert (run["status"], run["name"], run["model_type"], run["tags"]) == (
+        "running", "early", "xgboost", ["smoke"])
+    gate.touch()
+    with app.app_context():
+        assert jobs().wait(run_id, timeout=60) == 0
+    ended = RunStore(app.config["DATABASE_URL"]).get_run(run_id)
+    assert ended["status"] == "failed"  # exit 0 without recording its end is no success
+    assert ended["error"].startswith("exit 0")
