@@ -808,7 +808,7 @@ class RunStore:
                 cursor.executemany(_SQLITE_SQL["events"], [
                     (p["run_id"], p["kind"], payload(p["payload"]), p["wall_time"])
                     for p in event_params])
-            stamp = processors["time"](utcnow())
+            stamp = processors["time"](utcnow()) if beats else None
             for beat in beats:
                 cursor.execute(_SQLITE_SQL["beat"], (stamp, beat["beat_id"]))
                 if not cursor.rowcount:
