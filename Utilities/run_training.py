@@ -61,6 +61,8 @@ from Utilities.run_store import (
     RunNotFound,
     RunStore,
     RunStoreError,
+    heartbeat_seconds,
+    lost_after_seconds,
 )
 
 log = logging.getLogger("run_training")
@@ -291,6 +293,10 @@ def _record_run(store: RunStore | None, job: dict[str, Any], args: argparse.Name
 
 
 def train(args: argparse.Namespace) -> int:
+    try:  # the liveness settings, checked before anything is recorded
+        heartbeat_seconds(), lost_after_seconds()
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
     store = open_store(args.database_url)
     with StopOnSignal() as stop, Heartbeat(store) as heartbeat:
         claimed = _launcher_claim(store, args.run_id)

@@ -414,3 +414,21 @@ def test_a_trainer_whose_run_was_marked_lost_stops(store) -> None:
     make_stale(store, run_id)  # unreachable for longer than the threshold
     store.sweep_lost()
     assert control.on_iteration_end({}) is False  # stop rather than train unrecorded
+
+
+def test_a_training_is_refused_not_failed_when_the_store_is_down(tmp_path: Path) -> None:
+    from tests.conftest import make_app
+
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    app = make_app(f"sqlite:///{blocker}/runs.db", tmp_path / "Models", tmp_path)
+    reply = app.test_client().post("/train", data={"model_type": "xgboost",
+                                                   "model_name": "x", "csv": "sample.csv"})
+    assert reply.status_code == 409
+    assert "cannot start a training now" in reply.get_data(as_text=True)
+
+
+def test_a_bad_threshold_stops_the_dashboard_at_start(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("RUN_LOST_AFTER_SECONDS", "-1")
+    with pytest.raises(SystemExit, match="RUN_LOST_AFTER_SECONDS must be a number"):
+        training_jobs.sweep_lost_runs(dashboard(tmp_path))

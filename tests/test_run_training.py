@@ -209,3 +209,14 @@ def test_the_launchers_claimed_run_is_taken_over_or_failed(tmp_path: Path, monke
     assert refused["status"] == "failed" and "unknown key(s) ['gama']" in refused["error"]
     capsys.readouterr()
     store.close()
+
+
+@pytest.mark.parametrize("variable", ["RUN_HEARTBEAT_SECONDS", "RUN_LOST_AFTER_SECONDS"])
+def test_a_bad_liveness_setting_is_one_line_and_exit_2(variable: str, tmp_path: Path,
+                                                       monkeypatch, capsys) -> None:
+    monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path}/runs.db")
+    monkeypatch.setenv(variable, "soon")
+    code = run_training.main(["--csv_path", str(ROOT / "sample.csv"), "--models-dir",
+                              str(tmp_path / "M"), "--mode", "smoke", "--no-progress"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err == f"error: {variable} must be a number of seconds > 0; got 'soon'"

@@ -76,8 +76,11 @@ class TrainingJobs:
     def start(self, launch: Launch) -> str:
         """Claim the run and start training; the run id. Raises Busy when the same model
         is already training, or too many trainings run (both read from the store)."""
-        store = self.store(launch.database_url)
-        run_id = self._claim(store, launch)
+        try:
+            store = self.store(launch.database_url)
+            run_id = self._claim(store, launch)
+        except StoreUnavailable as exc:  # a training nobody could see or stop: refused
+            raise Busy("form", f"cannot start a training now: {exc}") from None
         try:
             return self._spawn(launch, run_id)
         except BaseException as exc:
@@ -168,7 +171,8 @@ def launched_here(run_id: str) -> bool:
 
 def sweep_lost_runs(app: Flask) -> list[str]:
     """At dashboard start: mark the runs whose trainer died while no dashboard was
-    watching (their heartbeat is stale) as lost. Without a store, the app still starts."""
+    watching (their heartbeat is stale) as lost. Without a store, the app still starts;
+    with a bad RUN_LOST_AFTER_SECONDS it does not (SystemExit naming the setting)."""
     from web.store import get_store
 
     try:
@@ -177,6 +181,8 @@ def sweep_lost_runs(app: Flask) -> list[str]:
     except StoreUnavailable as exc:
         log.warning("could not look for lost runs: %s", exc)
         return []
+    except ValueError as exc:  # a setting no page could work with
+        raise SystemExit(f"error: {exc}") from None
     if marked:
         log.warning("marked %d run(s) lost (no heartbeat): %s", len(marked), ", ".join(marked))
     return marked
