@@ -764,17 +764,16 @@ class RunStore:
         metric_params = [_metric_row(*row) for row in metrics]
         event_params = [_event_row(*row) for row in events]  # validated before any write
         beats = [{"beat_id": run_id} for run_id in sorted(set(heartbeats))]
-        run_ids = {row[0] for row in metric_params} | {p["run_id"] for p in event_params}
-        run_ids.update(b["beat_id"] for b in beats)
-        if not run_ids:
+        if not metric_params and not event_params and not beats:
             return
         try:
             self._write_rows(metric_params, event_params, beats)
         except IntegrityError:
             # Foreign keys caught a row for a missing run (checked here, off the hot
             # path, so a normal batch costs no extra query); name the missing ids.
+            run_ids = {row[0] for row in metric_params} | {p["run_id"] for p in event_params}
             with self._tx() as s:
-                self._require_ids(s, run_ids)
+                self._require_ids(s, run_ids | {b["beat_id"] for b in beats})
             raise
         logger.debug("batch: %d metrics, %d events, %d heartbeats",
                      len(metric_params), len(event_params), len(beats))
