@@ -138,6 +138,9 @@ def main(argv: list[str] | None = None) -> int:
     if app is None:
         return 2
     clean_staging(Path(app.config["MODELS_DIR"]))  # what model writes killed mid-way left
+    from web.training_jobs import sweep_lost_runs  # runs whose trainer died while we were down
+
+    sweep_lost_runs(app)
     if not args.no_demo:
         ensure_demo_model(Path(app.config["MODELS_DIR"]))
     print(f"Galaxy Models dashboard on http://{args.host}:{args.port}  (Ctrl+C stops)",

@@ -3,7 +3,10 @@
 A trainer calls ``set_trainer``, ``on_training_start``, ``on_iteration_end(metrics)``
 after every iteration/epoch (False stops training) and ``on_training_end(summary)``.
 ``metrics`` holds ``iteration``, ``global_step``, ``episodes`` (records finished in the
-iteration) and scalar losses; callbacks pick what they understand.
+iteration) and scalar losses; callbacks pick what they understand. Trainers that say
+``streams_episodes`` at the start also call ``on_episode_end(record)`` as each episode
+ends. :class:`Heartbeat` and :class:`StopOnSignal` are not callbacks but the trainer
+process's sign of life and its SIGINT / SIGTERM handling.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import logging
 import os
 import signal
 import threading
+import time
 from collections import deque
 from collections.abc import Callable
 from pathlib import Path
@@ -22,7 +26,7 @@ from tqdm import tqdm
 
 from NetworkConfigs.base import Callback
 from Utilities.metrics_logger import MetricsLogger
-from Utilities.run_store import RunStore
+from Utilities.run_store import RunNotFound, RunStore, RunStoreError, heartbeat_seconds
 
 log = logging.getLogger(__name__)
 
@@ -66,19 +70,39 @@ class ProgressBar(Callback):
 
 
 class StoreLogger(Callback):
-    """Episode and update metrics of one run into the run store, via MetricsLogger."""
+    """Episode and update metrics of one run into the run store, via MetricsLogger.
 
-    def __init__(self, store: RunStore, run_id: str) -> None:
-        self.metrics = MetricsLogger(store, run_id)
+    Episodes are logged as they end when the trainer streams them (PPO), else from each
+    iteration's ``episodes``: a process killed mid-iteration then loses only what the
+    logger had not flushed yet (at most its 200 ms interval), not the whole iteration.
+    ``heartbeat_interval`` goes to the logger (``math.inf``: a :class:`Heartbeat` beats).
+    """
+
+    def __init__(self, store: RunStore, run_id: str, *,
+                 heartbeat_interval: float | None = None) -> None:
+        self.metrics = MetricsLogger(store, run_id, heartbeat_interval=heartbeat_interval)
         self._episodes = 0
+        self._streamed = False
+
+    def on_training_start(self, info: dict[str, Any]) -> None:
+        self._streamed = bool(info.get("streams_episodes"))
+
+    def on_episode_end(self, record: dict[str, Any]) -> None:
+        self._log_episode(record)
+
+    def _log_episode(self, record: dict[str, Any]) -> None:
+        self._episodes += 1
+        extra = {k: v for k, v in record.items()
+                 if k not in ("reward", "length", "win") and isinstance(v, int | float)}
+        self.metrics.log_episode(self._episodes, reward=record["reward"],
+                                 steps=record.get("length"), win=record.get("win"), **extra)
+        if log.isEnabledFor(logging.DEBUG):  # what a killed run had logged (tests read it)
+            log.debug("episode %d logged at %.3f", self._episodes, time.time())
 
     def on_iteration_end(self, metrics: dict[str, Any]) -> bool:
-        for record in metrics.get("episodes", ()):
-            self._episodes += 1
-            extra = {k: v for k, v in record.items()
-                     if k not in ("reward", "length", "win") and isinstance(v, int | float)}
-            self.metrics.log_episode(self._episodes, reward=record["reward"],
-                                     steps=record.get("length"), win=record.get("win"), **extra)
+        if not self._streamed:
+            for record in metrics.get("episodes", ()):
+                self._log_episode(record)
         updates = {k: metrics[k] for k in UPDATE_KEYS if k in metrics}
         if updates:
             self.metrics.log_update(step=metrics.get("iteration"), **updates)
@@ -107,7 +131,7 @@ class RunControl(Callback):
         self.should_stop = should_stop  # e.g. Ctrl-C pressed while paused
 
     def on_iteration_end(self, metrics: dict[str, Any]) -> bool:
-        control = self.store.get_control(self.run_id)
+        control = self.store.trainer_control(self.run_id)  # "stop" once the run has ended
         if control == "pause":
             control = self._paused()
         if control is not None:
@@ -118,7 +142,7 @@ class RunControl(Callback):
         self.store.set_status(self.run_id, "paused")
         self.store.clear_control(self.run_id)
         log.info("run %s paused", self.run_id)
-        while (control := self.store.get_control(self.run_id)) not in ("resume", "stop"):
+        while (control := self.store.trainer_control(self.run_id)) not in ("resume", "stop"):
             if self.should_stop():
                 return "stop"
             self.store.heartbeat(self.run_id)
@@ -167,30 +191,93 @@ class Checkpoints(Callback):
         return target
 
 
-class StopOnSignal(Callback):
-    """Ctrl-C asks training to stop after the current iteration; a second Ctrl-C
-    interrupts at once. Used as a context manager around the WHOLE fit, so a Ctrl-C
-    while the finished model is being written does not throw the model away.
-    """
+class Heartbeat:
+    """Heartbeats a run from a thread, from :meth:`start` until the context exits: the
+    trainer process's sign of life through data loading, training, pauses and writing
+    the model, however long an iteration takes. A run whose heartbeats stop (a kill -9,
+    a crash, a lost machine) is marked lost by the run store."""
 
-    def __init__(self) -> None:
-        self.requested = False
-        self._previous: Any = None
+    def __init__(self, store: RunStore | None, interval: float | None = None) -> None:
+        self.store = store
+        self.interval = heartbeat_seconds() if interval is None else interval
+        self.run_id: str | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
 
-    def __enter__(self) -> StopOnSignal:
-        if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGINT, self._handle)
+    def __enter__(self) -> Heartbeat:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
-            self._previous = None
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=self.interval + 30)
+
+    def start(self, run_id: str | None) -> None:
+        """Beat for run_id from now on (nothing without a store or a run)."""
+        if self.store is None or run_id is None or run_id == self.run_id:
+            return
+        self.run_id = run_id
+        try:
+            self.store.heartbeat(run_id)
+        except RunStoreError as exc:
+            log.warning("heartbeat of run %s failed (will retry): %s", run_id, exc)
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="run-heartbeat", daemon=True)
+            self._thread.start()
+
+    def _run(self) -> None:
+        failing = False
+        while not self._stop.wait(self.interval):
+            try:
+                self.store.heartbeat(self.run_id)
+            except RunNotFound:
+                log.warning("run %s was deleted from the store; no more heartbeats", self.run_id)
+                return
+            except RunStoreError as exc:  # a store outage must not stop training
+                if not failing:
+                    log.warning("heartbeat of run %s failed (will retry): %s", self.run_id, exc)
+                failing = True
+                continue
+            failing = False
+
+
+class StopOnSignal(Callback):
+    """Ctrl-C (SIGINT) or SIGTERM (``docker stop``, systemd, ``timeout``, ``kill``) asks
+    training to stop after the current iteration: a checkpoint and the model trained so
+    far are saved and the run is marked stopped. A second signal interrupts at once.
+    Used as a context manager around the WHOLE fit, so a signal while the finished model
+    is being written does not throw the model away.
+    """
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self) -> None:
+        self.requested = False
+        self.signum: int | None = None  # the first signal received
+        self._previous: dict[int, Any] = {}
+
+    @property
+    def terminated(self) -> bool:
+        """Whether SIGTERM asked for the stop (the process then exits with 143)."""
+        return self.signum == signal.SIGTERM
+
+    def __enter__(self) -> StopOnSignal:
+        if threading.current_thread() is threading.main_thread():
+            for signum in self.SIGNALS:
+                self._previous[signum] = signal.signal(signum, self._handle)
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        for signum, previous in self._previous.items():
+            signal.signal(signum, previous)
+        self._previous = {}
 
     def _handle(self, signum: int, frame: Any) -> None:
-        self.requested = True
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-        log.warning("stopping after this iteration (Ctrl-C again to abort now)")
+        if self.requested:  # the second signal: abort now, as a second Ctrl-C always has
+            raise KeyboardInterrupt(signal.Signals(signum).name)
+        self.requested, self.signum = True, signum
+        log.warning("%s: stopping after this iteration (send it again to abort now)",
+                    signal.Signals(signum).name)
 
     def on_iteration_end(self, metrics: dict[str, Any]) -> bool:
         return not self.requested

@@ -10,14 +10,17 @@ each a known correctness point:
   gets ``gamma * V(final_obs)`` added, as SB3 does (SB3 issue #633); only terminated
   steps cut the bootstrap.
 - The algorithm knows nothing of logging, progress bars, checkpoints or control:
-  callbacks receive each iteration's metrics and may stop training.
+  callbacks receive each iteration's metrics and may stop training. Each finished
+  episode also goes, the moment it ends, to callbacks that define
+  ``on_episode_end(record)`` (the run store's logger), so a process killed mid-
+  iteration loses no episode that had ended; ``info["streams_episodes"]`` tells them.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import gymnasium as gym
@@ -101,6 +104,7 @@ class PPO:
         self._buffers: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
         self._ep_return = np.zeros(settings.n_envs)
         self._ep_length = np.zeros(settings.n_envs, dtype=np.int64)
+        self._episode_hooks: list[Callable[[dict[str, Any]], Any]] = []
 
     # ------------------------------------------------------------------------ set-up
 
@@ -132,8 +136,11 @@ class PPO:
             obs, _ = envs.reset(seed=self.settings.seed)
             self._next_obs = self._tensor(obs)
         total = self.settings.num_iterations * self.settings.batch_size
-        run_with_callbacks(self, self.callbacks,
-                           {"settings": self.settings.to_dict(), "total": total}, self._loop)
+        self._episode_hooks = [hook for callback in self.callbacks
+                               if callable(hook := getattr(callback, "on_episode_end", None))]
+        run_with_callbacks(self, self.callbacks, {"settings": self.settings.to_dict(),
+                                                  "total": total, "streams_episodes": True},
+                           self._loop)
         return self.agent
 
     def _loop(self) -> str:
@@ -245,6 +252,8 @@ class PPO:
                 if key in infos and infos.get(f"_{key}", ended)[i]:
                     record[key] = _plain(infos[key][i])
             finished.append(record)
+            for hook in self._episode_hooks:
+                hook(record)
         self._ep_return[done] = 0.0
         self._ep_length[done] = 0
         return finished

@@ -1,8 +1,12 @@
 """Trainer-side metrics API: cheap calls in the training loop, batched writes behind it.
 
 A call only appends a tuple to an in-memory deque (a few microseconds, no lock, no
-I/O). A background thread drains the deque every ``flush_interval`` seconds and writes
-one transaction to the run store. A store failure never reaches the training loop: it
+I/O). A background thread drains the deque every ``flush_interval`` seconds (200 ms)
+whenever it holds anything and writes one transaction to the run store, so a process
+killed outright (``kill -9``, the OOM killer) loses at most the rows of the last
+interval. It also heartbeats the run every ``heartbeat_interval`` seconds
+(``RUN_HEARTBEAT_SECONDS``, 5), which keeps the run from being marked lost (see
+:mod:`Utilities.run_store`). A store failure never reaches the training loop: it
 is logged, counted in :meth:`MetricsLogger.get_statistics`, and the batch is retried at
 the next flush (up to ``max_pending`` rows; beyond that the oldest rows are dropped and
 counted, so a dead database cannot exhaust memory).
@@ -27,16 +31,11 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from Utilities.run_store import RunStore
+from Utilities.run_store import RunStore, heartbeat_seconds
 from Utilities.serialization import to_plain
 
 log = logging.getLogger(__name__)
 
-_HEARTBEAT_EVERY = 5.0  # seconds between heartbeats while nothing else is written
-# A flush has a fixed cost (~0.3 ms hot, ~2 ms with a training loop trashing the caches):
-# while rows flow it runs every flush_interval; a trickle of fewer rows than this waits
-# up to max_latency, so sparse logging does not pay that cost five times a second.
-_TRICKLE_ROWS = 200
 # Rows per transaction: a burst is written in slices, handing the GIL back between them,
 # so the training thread never stalls behind one huge batch.
 _CHUNK_ROWS = 2000
@@ -53,14 +52,19 @@ class MetricsLogger:
     def __init__(self, store: RunStore | None = None, run_id: str | None = None, *,
                  flush_interval: float = 0.2, history: int = 100_000,
                  max_pending: int = 1_000_000, output_dir: str | Path | None = None,
-                 close_timeout: float = 30.0, max_latency: float = 1.0) -> None:
+                 close_timeout: float = 30.0, heartbeat_interval: float | None = None) -> None:
+        """``heartbeat_interval``: seconds between heartbeats of the run (default
+        heartbeat_seconds()); ``math.inf`` when something else heartbeats it."""
         if store is not None and not run_id:
             raise ValueError("a run_id is needed to log to a store")
         self.store, self.run_id = store, run_id
         self.flush_interval, self.max_pending = flush_interval, max_pending
+        self.heartbeat_interval = (heartbeat_seconds() if heartbeat_interval is None
+                                   else heartbeat_interval)
+        if not self.heartbeat_interval > 0:
+            raise ValueError(f"heartbeat_interval must be > 0 seconds; got {heartbeat_interval}")
         self.output_dir = Path(output_dir) if output_dir else None
-        self.close_timeout, self.max_latency = close_timeout, max_latency
-        self._last_write = time.monotonic()
+        self.close_timeout = close_timeout
         self._queue: deque[tuple] = deque()
         # Memory-only loggers keep their in-memory history and queue nothing.
         self._append = self._queue.append if store is not None else _discard
@@ -71,10 +75,10 @@ class MetricsLogger:
         self._pending_metrics: list[tuple] = []
         self._pending_events: list[tuple] = []
         self._counts = {"written_metrics": 0, "written_events": 0, "write_failures": 0,
-                        "dropped": 0}
+                        "dropped": 0, "flushes": 0}
         self._writer_cpu = 0.0  # CPU seconds spent writing (the logger's true cost)
         self._last_error: str | None = None
-        self._last_heartbeat = 0.0
+        self._last_heartbeat = -math.inf  # the first write heartbeats
         self._flush_lock = threading.Lock()
         self._stop = threading.Event()
         self._closed = False
@@ -213,15 +217,26 @@ class MetricsLogger:
     # ------------------------------------------------------------------------ writing
 
     def _run(self) -> None:
-        while not self._stop.wait(self.flush_interval):
-            waited = time.monotonic() - self._last_write
-            if len(self._queue) < _TRICKLE_ROWS and waited < self.max_latency:
-                continue
+        # Flushes start on a fixed 200 ms grid (not 200 ms after the last one ended), so
+        # the newest unwritten row is never older than flush_interval plus one write.
+        due = time.monotonic() + self.flush_interval
+        while not self._stop.wait(max(0.0, due - time.monotonic())):
+            due = max(due + self.flush_interval, time.monotonic())
+            if self._idle():
+                continue  # nothing to write: an idle logger costs no transaction
             try:
                 self.flush()
             except Exception:  # the writer must outlive any bug; the rows stay queued
                 self._counts["write_failures"] += 1
                 log.exception("metrics writer error")
+
+    def _idle(self) -> bool:
+        return (not self._queue and not self._pending_metrics and not self._pending_events
+                and not self._heartbeat_due(time.monotonic()))
+
+    def _heartbeat_due(self, now: float) -> bool:
+        return (math.isfinite(self.heartbeat_interval)
+                and now - self._last_heartbeat >= self.heartbeat_interval)
 
     def flush(self) -> bool:
         """Write everything queued so far; True when nothing is left pending."""
@@ -241,8 +256,8 @@ class MetricsLogger:
             item = queue.popleft()
             if item[0] == "m":
                 self._pending_metrics.append((run, item[1], item[2], item[3], item[4]))
-            else:  # to_plain never raises: a bad payload cannot block later writes
-                self._pending_events.append((run, item[1], to_plain(item[2]), item[3]))
+            else:  # payloads are dicts the log calls built; the store makes them plain
+                self._pending_events.append((run, item[1], item[2], item[3]))
         overflow = len(self._pending_metrics) + len(self._pending_events) - self.max_pending
         if overflow > 0:
             cut = min(overflow, len(self._pending_metrics))
@@ -254,11 +269,11 @@ class MetricsLogger:
     def _write(self) -> bool:
         metrics, events = self._pending_metrics, self._pending_events
         now = time.monotonic()
-        beat = now - self._last_heartbeat >= _HEARTBEAT_EVERY
+        beat = self._heartbeat_due(now)
         if not metrics and not events and not beat:
             return True
         heartbeats = [self.run_id] if beat else []  # a heartbeat per batch would double writes
-        self._last_write = now
+        self._counts["flushes"] += 1
         while True:
             metrics = self._pending_metrics[:_CHUNK_ROWS]
             events = self._pending_events[:_CHUNK_ROWS]

@@ -2,18 +2,30 @@
 
 Tables and the storage conventions both engines share (naive-UTC datetimes, NaN as NULL,
 plain JSON) live in :mod:`Utilities.run_store_schema`; its names are re-exported here.
+
+Liveness: a trainer heartbeats its run every ``RUN_HEARTBEAT_SECONDS`` (5 s). A running
+or paused run whose last heartbeat is older than ``RUN_LOST_AFTER_SECONDS`` (30 s) has
+lost its trainer (killed, crashed, its machine gone): the store marks it ``failed`` with
+the error "lost: no heartbeat since …" when it reads it, sweeps or claims. The mark is
+written back (not computed per read), so status filters, counts, controls and every
+server process agree; it is one conditional UPDATE that re-checks staleness, so
+concurrent readers mark a run once and a heartbeat that lands first wins. Clocks of
+trainers and readers must agree to well within the threshold.
 """
 
 from __future__ import annotations
 
 import functools
 import logging
+import math
 import os
 import re
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Concatenate, NoReturn, ParamSpec, TypeVar
 
@@ -41,6 +53,7 @@ from Utilities.run_store_schema import (
     RunTag,
     create_schema,
     finite_or_none,
+    iso_z,
     json_value,
     metadata,
     run_as_dict,
@@ -49,10 +62,12 @@ from Utilities.run_store_schema import (
 
 # The schema names are re-exported: callers import everything from this module.
 __all__ = [
-    "CONTROL_ACTIONS", "EVENT_KINDS", "MAX_EVENTS_PAGE", "MAX_PAGE_SIZE", "MIN_POINTS",
-    "RUN_STATUSES", "SORT_FIELDS", "TERMINAL_STATUSES", "TRANSITIONS", "Base", "Event",
-    "InvalidTransition", "Metric", "Run", "RunNotFound", "RunStore", "RunStoreError",
-    "RunTag", "StoreUnavailable", "default_database_url", "metadata",
+    "ACTIVE_STATUSES", "CONTROL_ACTIONS", "DEFAULT_HEARTBEAT_SECONDS",
+    "DEFAULT_LOST_AFTER_SECONDS", "EVENT_KINDS", "LOST_PREFIX", "MAX_EVENTS_PAGE",
+    "MAX_PAGE_SIZE", "MIN_POINTS", "RUN_STATUSES", "SORT_FIELDS", "TERMINAL_STATUSES",
+    "TRANSITIONS", "Base", "Event", "InvalidTransition", "Metric", "Run", "RunBusy",
+    "RunNotFound", "RunStore", "RunStoreError", "RunTag", "StoreUnavailable",
+    "default_database_url", "heartbeat_seconds", "lost_after_seconds", "metadata",
 ]
 
 logger = logging.getLogger(__name__)
@@ -70,6 +85,14 @@ TRANSITIONS: dict[str, frozenset[str]] = {
 }
 _SOURCES = {new: sorted(old for old in TRANSITIONS if new in TRANSITIONS[old])
             for new in RUN_STATUSES}
+ACTIVE_STATUSES = tuple(s for s in RUN_STATUSES if s not in TERMINAL_STATUSES)
+DEFAULT_HEARTBEAT_SECONDS = 5.0
+# Six missed heartbeats: long enough for a store hiccup or a slow start-up, short
+# enough that a killed run reads as lost within half a minute.
+DEFAULT_LOST_AFTER_SECONDS = 30.0
+LOST_PREFIX = "lost: "  # how the error of a run marked lost begins
+# Claims of every process take this PostgreSQL advisory lock (any fixed 64-bit key).
+_CLAIM_LOCK_KEY = 0x6A1A7_C1A1
 _REPO_ROOT = Path(__file__).resolve().parent.parent
 _INT64 = (-(2**63), 2**63 - 1)  # BigInteger's range; larger Python ints overflow the driver
 # SQLAlchemy 2.1 would load psycopg (3) for a driver-less URL and no longer knows
@@ -98,12 +121,50 @@ class InvalidTransition(RunStoreError, ValueError):
     """The requested status change or control action is not allowed."""
 
 
+class RunBusy(RunStoreError):
+    """A claim refused: the same model is training (``reason`` "duplicate", ``run`` the
+    live run) or ``limit`` live runs already exist (``reason`` "limit")."""
+
+    def __init__(self, message: str, reason: str, *, run: dict | None = None,
+                 limit: int | None = None) -> None:
+        super().__init__(message)
+        self.reason, self.run, self.limit = reason, run, limit
+
+
 _RUNS, _TAGS, _METRICS, _EVENTS = (m.__table__ for m in (Run, RunTag, Metric, Event))
 
 
 def default_database_url() -> str:
     """DATABASE_URL env var if set, else sqlite:///<repo>/instance/runs.db."""
     return os.environ.get("DATABASE_URL") or f"sqlite:///{_REPO_ROOT / 'instance' / 'runs.db'}"
+
+
+def _seconds_setting(name: str, default: float) -> float:
+    """A positive number of seconds from environment variable ``name``, else default."""
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        return _positive_seconds(name, float(raw))
+    except ValueError:
+        raise ValueError(f"{name} must be a number of seconds > 0; got {raw!r}") from None
+
+
+def _positive_seconds(label: str, value: float) -> float:
+    if not (isinstance(value, int | float) and math.isfinite(value) and value > 0):
+        raise ValueError(f"{label} must be a number of seconds > 0; got {value!r}")
+    return float(value)
+
+
+def heartbeat_seconds() -> float:
+    """How often a trainer heartbeats its run: RUN_HEARTBEAT_SECONDS, default 5."""
+    return _seconds_setting("RUN_HEARTBEAT_SECONDS", DEFAULT_HEARTBEAT_SECONDS)
+
+
+def lost_after_seconds() -> float:
+    """Heartbeat age after which a live run counts as lost: RUN_LOST_AFTER_SECONDS,
+    default 30 (keep it several times the heartbeat interval)."""
+    return _seconds_setting("RUN_LOST_AFTER_SECONDS", DEFAULT_LOST_AFTER_SECONDS)
 
 
 def _engine_url(url: str) -> sa.URL:
@@ -176,6 +237,27 @@ def _tag_list(tags: object) -> list[str]:
     return sorted({_str_arg("a tag", tag, required=True) for tag in tags})
 
 
+def _new_run_row(*, name: str, model_type: str, algorithm: str = "",
+                 config: dict | None = None, tags: list[str] | tuple[str, ...] | None = (),
+                 description: str = "", data_file: str = "", model_dir: str = "",
+                 run_id: str | None = None) -> Run:
+    """A validated, unsaved running Run (every timestamp now)."""
+    fields = {label: _str_arg(label, value, required=label in ("name", "model_type"))
+              for label, value in (("name", name), ("model_type", model_type),
+                                   ("algorithm", algorithm), ("description", description),
+                                   ("data_file", data_file), ("model_dir", model_dir))}
+    tag_rows = [RunTag(tag=tag) for tag in _tag_list(tags)]
+    now = utcnow()
+    return Run(id=_uuid_arg(run_id), status="running", config=json_value("config", config),
+               created_at=now, started_at=now, heartbeat_at=now, summary={}, tags=tag_rows,
+               **fields)
+
+
+def _was_lost(run: Run) -> bool:
+    """Whether the run was ended by the store because its trainer went silent."""
+    return run.status == "failed" and (run.error or "").startswith(LOST_PREFIX)
+
+
 _METRIC_COLUMNS = ("run_id", "key", "step", "value", "wall_time")
 # DB-API placeholder per paramstyle; drivers with named styles take the Core path.
 _PLACEHOLDER = {"qmark": "?", "format": "%s", "pyformat": "%s"}
@@ -186,7 +268,7 @@ def _metric_row(run_id: str, key: str, step: int, value: float, wall_time: float
     return (run_id, str(key), int(step), finite_or_none(float(value)), float(wall_time))
 
 
-def _insert_metrics(session: Session, rows: list[tuple]) -> None:
+def _insert_metrics(connection: sa.Connection, rows: list[tuple]) -> None:
     """Bulk-insert metric rows with one driver executemany.
 
     Metrics are the logger's bulk (4 of 5 rows) and hold only strings and numbers, so
@@ -195,7 +277,6 @@ def _insert_metrics(session: Session, rows: list[tuple]) -> None:
     """
     if not rows:  # an empty executemany would insert one row of defaults
         return
-    connection = session.connection()
     mark = _PLACEHOLDER.get(connection.dialect.paramstyle)
     if mark is None:
         connection.execute(insert(_METRICS), [dict(zip(_METRIC_COLUMNS, r, strict=True))
@@ -204,6 +285,18 @@ def _insert_metrics(session: Session, rows: list[tuple]) -> None:
     sql = (f"INSERT INTO {_METRICS.name} ({', '.join(_METRIC_COLUMNS)}) "
            f"VALUES ({', '.join([mark] * len(_METRIC_COLUMNS))})")
     connection.exec_driver_sql(sql, rows)
+
+
+_SQLITE_SQL = {
+    "metrics": f"INSERT INTO {_METRICS.name} ({', '.join(_METRIC_COLUMNS)}) "
+               f"VALUES ({', '.join('?' * len(_METRIC_COLUMNS))})",
+    "events": f"INSERT INTO {_EVENTS.name} (run_id, kind, payload, wall_time) VALUES (?, ?, ?, ?)",
+    "beat": f"UPDATE {_RUNS.name} SET heartbeat_at = ? WHERE id = ?",
+}
+
+
+def _same(value: Any) -> Any:
+    return value
 
 
 def _event_row(run_id: str, kind: str, payload: dict | None, wall_time: float) -> dict:
@@ -271,9 +364,16 @@ def _guarded(
 class RunStore:
     """Thread-safe access to runs, metrics and events; one short Session per call."""
 
-    def __init__(self, url: str | None = None) -> None:
-        """Open the store at url (default_database_url() if None), creating its tables."""
+    def __init__(self, url: str | None = None, *, lost_after: float | None = None) -> None:
+        """Open the store at url (default_database_url() if None), creating its tables.
+
+        ``lost_after``: seconds without a heartbeat after which a live run is marked
+        lost (default: lost_after_seconds())."""
+        self.lost_after: float = (lost_after_seconds() if lost_after is None
+                                  else _positive_seconds("lost_after", lost_after))
         url = url or default_database_url()
+        self._batch_lock = threading.Lock()
+        self._batch_connection: Any = None  # SQLite: the DB-API connection batches reuse
         self.url: str = _masked(url)  # as the caller wrote it, for messages and logs
         self.engine: sa.Engine = self._create_engine(url)
         try:
@@ -297,6 +397,10 @@ class RunStore:
 
     def close(self) -> None:
         """Release all pooled connections."""
+        with self._batch_lock:
+            if self._batch_connection is not None:
+                self._batch_connection.close()
+                self._batch_connection = None
         self.engine.dispose()
 
     @contextmanager
@@ -338,30 +442,144 @@ class RunStore:
 
         ``run_id`` (a UUID) lets a launcher know the id before the trainer starts (the
         web form opens the run's page at once); by default a new one is drawn."""
-        fields = {label: _str_arg(label, value, required=label in ("name", "model_type"))
-                  for label, value in (("name", name), ("model_type", model_type),
-                                       ("algorithm", algorithm), ("description", description),
-                                       ("data_file", data_file), ("model_dir", model_dir))}
-        tag_rows = [RunTag(tag=tag) for tag in _tag_list(tags)]
-        config = json_value("config", config)
-        run_id, now = _uuid_arg(run_id), utcnow()
+        row = _new_run_row(name=name, model_type=model_type, algorithm=algorithm,
+                           config=config, tags=tags, description=description,
+                           data_file=data_file, model_dir=model_dir, run_id=run_id)
         with self._tx() as s:
-            s.add(Run(id=run_id, status="running", config=config, created_at=now,
-                      started_at=now, heartbeat_at=now, summary={}, tags=tag_rows, **fields))
-            try:
-                s.flush()  # the event's foreign key needs the run row first
-            except IntegrityError:  # only a chosen run id can collide
-                raise RunStoreError(f"a run with id {run_id!r} already exists") from None
-            s.execute(insert(_EVENTS), [_event_row(run_id, "status", {"status": "running"},
-                                                   time.time())])
-        logger.info("created run %s (%s, %s)", run_id, name, model_type)
-        return run_id
+            self._insert_run(s, row)
+        logger.info("created run %s (%s, %s)", row.id, name, model_type)
+        return row.id
+
+    @_guarded
+    def claim_run(self, *, name: str, model_type: str, max_active: int | None = None,
+                  **fields: Any) -> str:
+        """create_run, unless the model (model_type + name) is training already or
+        ``max_active`` runs are live; then RunBusy. Live: running or paused with a fresh
+        heartbeat (stale ones are marked lost first). Atomic across threads and
+        processes: claims are serialised by a lock (SQLite's write lock, a PostgreSQL
+        advisory lock), so two launchers cannot both pass the check."""
+        if max_active is not None:
+            max_active = _int_arg("max_active", max_active, 1)
+        row = _new_run_row(name=name, model_type=model_type, **fields)
+        with self._tx() as s:
+            self._lock_claims(s)
+            self._mark_lost(s)
+            live = s.scalars(select(Run).where(Run.status.in_(ACTIVE_STATUSES))).all()
+            for run in live:
+                if (run.model_type, run.name) == (model_type, name):
+                    raise RunBusy(f"a {model_type} model named {name!r} is already training "
+                                  f"(run {run.id}, last heartbeat {iso_z(run.heartbeat_at)})",
+                                  "duplicate", run=run_as_dict(run))
+            if max_active is not None and len(live) >= max_active:
+                raise RunBusy(f"{len(live)} trainings are already running (at most "
+                              f"{max_active} at once)", "limit", limit=max_active)
+            self._insert_run(s, row)
+        logger.info("claimed run %s (%s, %s)", row.id, name, model_type)
+        return row.id
+
+    @_guarded
+    def adopt_run(self, run_id: str, *, name: str, model_type: str, algorithm: str = "",
+                  config: dict | None = None, tags: list[str] | tuple[str, ...] | None = (),
+                  description: str = "", data_file: str = "") -> dict:
+        """The launched trainer takes over the run its launcher claimed for it: its
+        fields are rewritten as the trainer's own create_run would have written them
+        (so launched and shell runs are recorded alike) and it is heartbeat now.
+        Refused (RunStoreError) unless the run is running under the same model."""
+        update = _new_run_row(name=name, model_type=model_type, algorithm=algorithm,
+                              config=config, tags=tags, description=description,
+                              data_file=data_file, run_id=run_id)
+        with self._tx() as s:
+            run = self._require(s, update.id, lock=True)
+            self._mark_lost(s, [run.id])
+            s.refresh(run)
+            if run.status != "running" or (run.model_type, run.name) != (model_type, name):
+                reason = (f"it is {run.status}" + (f" ({run.error})" if run.error else "")
+                          if run.status != "running" else
+                          f"it is a run of the {run.model_type} model {run.name!r}")
+                raise RunStoreError(f"run {run.id} cannot be taken over: {reason}")
+            for column in ("algorithm", "config", "description", "data_file"):
+                setattr(run, column, getattr(update, column))
+            tags = sorted(tag.tag for tag in update.tags)
+            if sorted(tag.tag for tag in run.tags) != tags:
+                run.tags = [RunTag(tag=tag) for tag in tags]
+            run.started_at = run.heartbeat_at = utcnow()
+            s.flush()
+            logger.info("adopted run %s (%s, %s)", run.id, name, model_type)
+            return run_as_dict(run)
+
+    @staticmethod
+    def _insert_run(session: Session, run: Run) -> None:
+        """Add a new run and its first status event."""
+        session.add(run)
+        try:
+            session.flush()  # the event's foreign key needs the run row first
+        except IntegrityError:  # only a chosen run id can collide
+            raise RunStoreError(f"a run with id {run.id!r} already exists") from None
+        session.execute(insert(_EVENTS), [_event_row(run.id, "status", {"status": "running"},
+                                                     time.time())])
+
+    def _lock_claims(self, session: Session) -> None:
+        """Serialise claims until the transaction ends, on every engine."""
+        if self.engine.dialect.name == "postgresql":
+            session.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"),
+                            {"key": _CLAIM_LOCK_KEY})
+        else:
+            # A write, even of no row, takes SQLite's one write lock now rather than at
+            # the INSERT, so no other claim can read between this one's check and write.
+            session.execute(update(_RUNS).where(sa.false()).values(status=_RUNS.c.status))
+
+    # ---- liveness -----------------------------------------------------------------------
+
+    def _stale_before(self) -> datetime:
+        return utcnow() - timedelta(seconds=self.lost_after)
+
+    def _mark_lost(self, session: Session, run_ids: Iterable[str] | None = None) -> list[str]:
+        """Mark live runs without a fresh heartbeat failed ("lost: …"); their ids.
+
+        A cheap indexed SELECT finds candidates (usually none, so a read stays a read);
+        each is then marked by an UPDATE that re-checks status and staleness, so a
+        concurrent heartbeat wins and concurrent markers write the event once."""
+        cutoff = self._stale_before()
+        last_sign = func.coalesce(Run.heartbeat_at, Run.created_at)
+        query = select(Run.id, Run.status, last_sign).where(
+            Run.status.in_(ACTIVE_STATUSES), last_sign < cutoff)
+        if run_ids is not None:
+            query = query.where(Run.id.in_(list(run_ids)))
+        marked = []
+        for run_id, status, seen in session.execute(query).all():
+            error = (f"{LOST_PREFIX}no heartbeat since {iso_z(seen)} (the training process "
+                     "is gone: killed, crashed or its machine stopped)")
+            last = func.coalesce(_RUNS.c.heartbeat_at, _RUNS.c.created_at)
+            stmt = update(_RUNS).where(_RUNS.c.id == run_id, _RUNS.c.status == status,
+                                       last < cutoff)
+            if session.execute(stmt.values(status="failed", error=error, ended_at=seen,
+                                           control=None)).rowcount:
+                session.execute(insert(_EVENTS), [_event_row(
+                    run_id, "status", {"status": "failed", "previous": status,
+                                       "error": error}, time.time())])
+                logger.warning("run %s marked lost: %s", run_id, error)
+                marked.append(run_id)
+        return marked
+
+    @_guarded
+    def sweep_lost(self) -> list[str]:
+        """Mark every live run whose heartbeat is stale as failed (lost); their ids."""
+        with self._tx() as s:
+            return self._mark_lost(s)
 
     @_guarded
     def get_run(self, run_id: str) -> dict:
-        """One run as a dict; RunNotFound if missing."""
+        """One run as a dict (a live run with a stale heartbeat is marked lost first);
+        RunNotFound if missing."""
         with self._tx() as s:
-            return run_as_dict(self._require(s, run_id))
+            run = self._require(s, run_id)
+            if run.status in ACTIVE_STATUSES and self._is_stale(run):
+                self._mark_lost(s, [run.id])
+                s.refresh(run)  # marked here or, a moment ago, by another reader
+            return run_as_dict(run)
+
+    def _is_stale(self, run: Run) -> bool:
+        return (run.heartbeat_at or run.created_at) < self._stale_before()
 
     @_guarded
     def list_runs(
@@ -369,7 +587,8 @@ class RunStore:
         status: str | Iterable[str] | None = None, tag: str | None = None,
         sort: str = "created_at", descending: bool = True, limit: int = 50, offset: int = 0,
     ) -> tuple[list[dict], int]:
-        """One page of runs matching every given filter, and the total number of matches."""
+        """One page of runs matching every given filter, and the total number of matches
+        (live runs with a stale heartbeat are marked lost first)."""
         _check("sort field", [sort], SORT_FIELDS)
         limit = _int_arg("limit", limit, 1, MAX_PAGE_SIZE)
         offset = _int_arg("offset", offset, 0)
@@ -378,6 +597,7 @@ class RunStore:
         # NULLs last on every engine (SQLite and PG disagree by default); id makes ties stable.
         order = (sa.case((column.is_(None), 1), else_=0), direction(column), direction(Run.id))
         with self._tx() as s:
+            self._mark_lost(s)  # before filtering: a lost run must not count as running
             total = s.scalar(select(func.count()).select_from(query.subquery())) or 0
             runs = s.scalars(query.order_by(*order).limit(limit).offset(offset)).all()
             return [run_as_dict(run) for run in runs], int(total)
@@ -444,14 +664,20 @@ class RunStore:
 
     @_guarded
     def request_control(self, run_id: str, action: str) -> dict:
-        """Ask the trainer to pause, resume or stop; refused for terminal runs."""
+        """Ask the trainer to pause, resume or stop; refused for terminal runs.
+
+        A run whose trainer is gone cannot obey: it is marked lost here, and ``stop`` of
+        a lost run is answered with the run (it is no longer running) instead of refused."""
         _check("control action", [action], CONTROL_ACTIONS)
         with self._tx() as s:
+            self._mark_lost(s, [run_id])
             # One conditional UPDATE, so the run cannot turn terminal between check and write.
             changed = s.execute(update(_RUNS).values(control=action).where(
                 _RUNS.c.id == run_id, _RUNS.c.status.not_in(TERMINAL_STATUSES))).rowcount
             run = self._require(s, run_id)
             if not changed:
+                if action == "stop" and _was_lost(run):
+                    return run_as_dict(run)
                 raise InvalidTransition(f"run {run_id!r} is {run.status!r}: control {action!r} "
                                         "refused, terminal runs accept no control")
             return run_as_dict(run)
@@ -459,11 +685,23 @@ class RunStore:
     @_guarded
     def get_control(self, run_id: str) -> str | None:
         """The pending control action of a run, or None."""
+        return self._control_row(run_id).control
+
+    @_guarded
+    def trainer_control(self, run_id: str) -> str | None:
+        """What the run's trainer should do between iterations: the pending control
+        action, or "stop" once the run is terminal (ended for it: marked lost while its
+        trainer was unreachable, say), so a trainer never trains on unrecorded."""
+        row = self._control_row(run_id)
+        return "stop" if row.status in TERMINAL_STATUSES else row.control
+
+    def _control_row(self, run_id: str) -> sa.Row:
         with self._tx() as s:
-            row = s.execute(select(Run.control).where(Run.id == run_id)).one_or_none()
+            row = s.execute(select(Run.control, Run.status).where(Run.id == run_id)
+                            ).one_or_none()
         if row is None:
             raise RunNotFound(f"run {run_id!r} not found")
-        return row.control
+        return row
 
     @_guarded
     def clear_control(self, run_id: str) -> None:
@@ -515,7 +753,7 @@ class RunStore:
         params = [_metric_row(run_id, *row) for row in rows]
         with self._tx() as s:
             self._require_ids(s, [run_id])
-            _insert_metrics(s, params)
+            _insert_metrics(s.connection(), params)
         return len(params)
 
     @_guarded
@@ -536,32 +774,93 @@ class RunStore:
         metric_params = [_metric_row(*row) for row in metrics]
         event_params = [_event_row(*row) for row in events]  # validated before any write
         beats = [{"beat_id": run_id} for run_id in sorted(set(heartbeats))]
-        run_ids = {row[0] for row in metric_params} | {p["run_id"] for p in event_params}
-        run_ids.update(b["beat_id"] for b in beats)
-        if not run_ids:
+        if not metric_params and not event_params and not beats:
             return
         try:
             self._write_rows(metric_params, event_params, beats)
         except IntegrityError:
             # Foreign keys caught a row for a missing run (checked here, off the hot
             # path, so a normal batch costs no extra query); name the missing ids.
+            run_ids = {row[0] for row in metric_params} | {p["run_id"] for p in event_params}
             with self._tx() as s:
-                self._require_ids(s, run_ids)
+                self._require_ids(s, run_ids | {b["beat_id"] for b in beats})
             raise
         logger.debug("batch: %d metrics, %d events, %d heartbeats",
                      len(metric_params), len(event_params), len(beats))
 
     def _write_rows(self, metric_params: list[tuple], event_params: list[dict],
                     beats: list[dict]) -> None:
-        with self._tx() as s:
-            _insert_metrics(s, metric_params)
-            if event_params:  # Core executemany: no per-row ORM objects on the hot path
-                s.execute(insert(_EVENTS), event_params)
+        if self.engine.dialect.name == "sqlite":
+            self._write_rows_dbapi(metric_params, event_params, beats)
+            return
+        # Other engines keep Core's executemany, which batches rows into one round trip.
+        with self.engine.begin() as connection:
+            _insert_metrics(connection, metric_params)
+            if event_params:
+                connection.execute(insert(_EVENTS), event_params)
             now = utcnow()
             for beat in beats:  # one statement each: multi-row rowcount is driver-specific
                 stmt = update(_RUNS).where(_RUNS.c.id == beat["beat_id"]).values(heartbeat_at=now)
-                if not s.execute(stmt).rowcount:
+                if not connection.execute(stmt).rowcount:
                     raise IntegrityError("heartbeat for a missing run", None, Exception())
+
+    def _write_rows_dbapi(self, metric_params: list[tuple], event_params: list[dict],
+                          beats: list[dict]) -> None:
+        """The same transaction on a bare DB-API connection (SQLite, in-process).
+
+        The logger writes every 200 ms, often a handful of rows; SQLAlchemy's
+        per-statement set-up and the pool's checkout were most of such a batch's cost,
+        so batches go through one connection kept for them (SQLite has one writer at a
+        time anyway). Values are converted by the columns' own SQLAlchemy type
+        processors, so rows are stored exactly as Core would store them, and driver
+        errors are raised as SQLAlchemy's."""
+        processors = self._sqlite_processors
+        with self._batch_lock:
+            raw = self._batch_connection or self.engine.raw_connection()
+            cursor = raw.cursor()
+            try:
+                if metric_params:
+                    cursor.executemany(_SQLITE_SQL["metrics"], metric_params)
+                if event_params:
+                    payload = processors["payload"]
+                    cursor.executemany(_SQLITE_SQL["events"], [
+                        (p["run_id"], p["kind"], payload(p["payload"]), p["wall_time"])
+                        for p in event_params])
+                stamp = processors["time"](utcnow()) if beats else None
+                for beat in beats:
+                    cursor.execute(_SQLITE_SQL["beat"], (stamp, beat["beat_id"]))
+                    if not cursor.rowcount:
+                        raise IntegrityError("heartbeat for a missing run", None, Exception())
+                raw.commit()
+            except self.engine.dialect.loaded_dbapi.Error as exc:
+                raw.rollback()
+                self._release_batch_connection(raw, keep=False)  # a fresh one next time
+                raise DBAPIError.instance(None, None, exc,
+                                          self.engine.dialect.loaded_dbapi.Error,
+                                          dialect=self.engine.dialect) from exc
+            except BaseException:
+                raw.rollback()
+                self._release_batch_connection(raw, keep=True)
+                raise
+            finally:
+                cursor.close()
+            self._release_batch_connection(raw, keep=True)
+
+    def _release_batch_connection(self, raw: Any, *, keep: bool) -> None:
+        """Keep a file database's batch connection for the next batch, else return it.
+        (An in-memory database is one per connection: its pool hands out per thread.)"""
+        if keep and isinstance(self.engine.pool, sa.pool.QueuePool):
+            self._batch_connection = raw
+            return
+        self._batch_connection = None
+        raw.close()  # back to the pool
+
+    @functools.cached_property
+    def _sqlite_processors(self) -> dict[str, Callable[[Any], Any]]:
+        dialect = self.engine.dialect
+        return {name: column.type.dialect_impl(dialect).bind_processor(dialect) or _same
+                for name, column in (("payload", _EVENTS.c.payload),
+                                     ("time", _RUNS.c.heartbeat_at))}
 
     @_guarded
     def metric_keys(self, run_id: str) -> list[str]:

@@ -4,8 +4,11 @@
     python -m Utilities.run_training --csv_path bars.csv --model ppo --model_name nq_agent
 
 Every run is recorded in the run store (config, per-episode and per-update metrics,
-checkpoints, final status). Ctrl-C stops after the current iteration: a checkpoint and
-the model trained so far are saved and the run is marked stopped (Ctrl-C twice aborts).
+checkpoints, final status) and heartbeat while the process lives. One training per
+model (type + name) at a time: a second is refused. Ctrl-C or SIGTERM stops after the
+current iteration: a checkpoint and the model trained so far are saved and the run is
+marked stopped; the exit status is 0 after Ctrl-C (the user asked) and 143 after
+SIGTERM (the process was terminated). A second signal aborts at once (130 / 143).
 Bad arguments or data: one line on stderr, exit status 2, nothing written.
 """
 
@@ -14,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import sys
 import uuid
 from datetime import UTC, datetime
@@ -42,6 +46,7 @@ from NetworkConfigs.artifacts import (
 from NetworkConfigs.base import deep_merge
 from NetworkConfigs.callbacks import (
     Checkpoints,
+    Heartbeat,
     ProgressBar,
     RunControl,
     StopOnSignal,
@@ -49,10 +54,19 @@ from NetworkConfigs.callbacks import (
 )
 from Utilities.data_utils import DataError, load_bars
 from Utilities.logging_setup import configure_logging, one_line
-from Utilities.run_store import RunStore, RunStoreError
+from Utilities.run_store import (
+    LOST_PREFIX,
+    TERMINAL_STATUSES,
+    RunBusy,
+    RunNotFound,
+    RunStore,
+    RunStoreError,
+    heartbeat_seconds,
+    lost_after_seconds,
+)
 
 log = logging.getLogger("run_training")
-EXIT_USAGE, EXIT_FAILED, EXIT_INTERRUPTED = 2, 1, 130
+EXIT_USAGE, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_TERMINATED = 2, 1, 130, 143
 
 
 class UsageError(Exception):
@@ -169,8 +183,8 @@ def make_callbacks(job: dict[str, Any], store: RunStore | None, run_id: str | No
     """
     callbacks: list[Any] = []
     saved = None
-    if store is not None:
-        logger = StoreLogger(store, run_id)
+    if store is not None:  # the process's Heartbeat beats the run, not the logger
+        logger = StoreLogger(store, run_id, heartbeat_interval=math.inf)
         saved = logger.metrics.log_checkpoint
         callbacks += [logger, RunControl(store, run_id, should_stop=lambda: stop.requested)]
     extra = {"config": job["config"], "model_name": job["name"], "data_hash": job["data_hash"],
@@ -241,31 +255,76 @@ def _run_id(text: str) -> str:
         raise UsageError(f"--run-id must be a UUID; got {text!r}") from None
 
 
-def _create_run(store: RunStore, job: dict[str, Any], args: argparse.Namespace) -> str:
-    return store.create_run(name=job["name"], model_type=job["model_type"].name,
-                            algorithm=job["model_type"].label, config=job["config"],
-                            data_file=str(args.csv_path),
-                            tags=["smoke"] if args.mode == "smoke" else [], run_id=args.run_id)
+def _run_fields(job: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
+    """How a run is recorded, whether the CLI creates it or takes over a launcher's."""
+    return {"name": job["name"], "model_type": job["model_type"].name,
+            "algorithm": job["model_type"].label, "config": job["config"],
+            "data_file": str(args.csv_path), "tags": ["smoke"] if args.mode == "smoke" else []}
+
+
+def _launcher_claim(store: RunStore | None, run_id: str | None) -> str | None:
+    """The run a launcher (the dashboard) claimed for this process under --run-id."""
+    if store is None or run_id is None:
+        return None
+    try:
+        run = store.get_run(str(uuid.UUID(run_id)))
+    except (ValueError, RunStoreError):  # not a UUID (prepare says so), unknown, no store
+        return None
+    return run["run_id"] if run["status"] == "running" else None
+
+
+def _record_run(store: RunStore | None, job: dict[str, Any], args: argparse.Namespace,
+                claimed: str | None) -> str | None:
+    """Take over the launcher's claimed run, or claim a new one (refused while the same
+    model is training)."""
+    if store is None:
+        return None
+    fields = _run_fields(job, args)
+    try:
+        if claimed is not None:
+            return store.adopt_run(claimed, **fields)["run_id"]
+        return store.claim_run(**fields, run_id=args.run_id)
+    except RunBusy as exc:
+        raise UsageError(f"{exc}; wait for it to end or stop it (a run whose process died "
+                         f"frees its model {store.lost_after:g} s after its last "
+                         "heartbeat)") from None
+    except RunStoreError as exc:
+        raise UsageError(f"cannot record the run: {exc}") from None
 
 
 def train(args: argparse.Namespace) -> int:
+    try:  # the liveness settings, checked before anything is recorded
+        heartbeat_seconds(), lost_after_seconds()
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
     store = open_store(args.database_url)
-    job = prepare(args, store)
-    trainer, name = job["trainer"], job["name"]
-    models_dir = args.models_dir or default_models_dir()
-    prefix = job["model_type"].prefix
-    run_id = None
-    if store is not None:
+    with StopOnSignal() as stop, Heartbeat(store) as heartbeat:
+        claimed = _launcher_claim(store, args.run_id)
+        heartbeat.start(claimed)  # alive while the data loads
         try:
-            run_id = _create_run(store, job, args)
-        except RunStoreError as exc:
-            raise UsageError(f"cannot record the run: {exc}") from None
-    # Keyed by run, so a later run of the same name cannot replace this run's checkpoint.
-    checkpoints = models_dir / ".checkpoints" / (run_id or f"{prefix}_{name}")
-    with StopOnSignal() as stop:
-        trainer.callbacks.extend(make_callbacks(job, store, run_id, checkpoints,
-                                                not args.no_progress, stop))
-        return _fit(trainer, job, args, models_dir, store, run_id)
+            job = prepare(args, store)
+            run_id = _record_run(store, job, args, claimed)
+        except UsageError as exc:
+            _finish(store, claimed, "failed", error=str(exc))  # the claim must not linger
+            raise
+        except KeyboardInterrupt:  # a second signal while the data loaded
+            stop.requested = True
+            run_id = claimed
+        heartbeat.start(run_id)
+        if stop.requested:
+            _finish(store, run_id, "stopped", error="interrupted before training started")
+            print("interrupted before training started", file=sys.stderr)
+            return EXIT_TERMINATED if stop.terminated else EXIT_INTERRUPTED
+        models_dir = args.models_dir or default_models_dir()
+        # Keyed by run, so a later run of the same name cannot replace this run's checkpoint.
+        checkpoints = (models_dir / ".checkpoints"
+                       / (run_id or f"{job['model_type'].prefix}_{job['name']}"))
+        job["trainer"].callbacks.extend(make_callbacks(job, store, run_id, checkpoints,
+                                                       not args.no_progress, stop))
+        code = _fit(job["trainer"], job, args, models_dir, store, run_id)
+    # Terminated from outside: 128 + SIGTERM, as a shell reports it, so a supervisor or
+    # a script sees that the budget was not trained (the run itself is stopped, saved).
+    return EXIT_TERMINATED if stop.terminated and code in (0, EXIT_INTERRUPTED) else code
 
 
 def _fit(trainer: Any, job: dict[str, Any], args: argparse.Namespace, models_dir: Path,
@@ -301,8 +360,14 @@ def _finish(store: RunStore | None, run_id: str | None, status: str, *, error: s
     try:
         if summary is not None or model_dir is not None:
             store.update_run(run_id, summary=summary, model_dir=model_dir)
-        if store.get_run(run_id)["status"] not in ("completed", "stopped", "failed"):
+        run = store.get_run(run_id)
+        if run["status"] not in TERMINAL_STATUSES:
             store.set_status(run_id, status, error=error)
+        elif (run["error"] or "").startswith(LOST_PREFIX):
+            log.warning("run %s was marked lost while this process was unreachable (%s); it "
+                        "ended %s", run_id, run["error"], status)
+    except RunNotFound:
+        log.warning("run %s was deleted from the store while it trained", run_id)
     except RunStoreError as exc:
         log.warning("could not record the end of run %s: %s", run_id, exc)
 

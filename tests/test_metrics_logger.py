@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import threading
 from pathlib import Path
 
@@ -255,3 +256,61 @@ def test_series_are_keyed_by_full_name() -> None:
     assert stats["win_rate"] == 1.0 and stats["mean_reward_last_50"] == 10.0
     assert metrics.get_smoothed_metric("eval/reward") == -5.0
     assert metrics.get_smoothed_metric("loss") == 2.0
+
+
+class Beats:
+    """Wraps a real store; records the heartbeats of every batch."""
+
+    def __init__(self, store) -> None:
+        self.store, self.heartbeats = store, []
+
+    def write_batch(self, **batch) -> None:
+        self.heartbeats.append(list(batch.get("heartbeats", ())))
+        self.store.write_batch(**batch)
+
+
+def test_the_run_is_heartbeat_every_interval_and_not_in_between(store, run_id: str) -> None:
+    beats = Beats(store)
+    metrics = MetricsLogger(beats, run_id, flush_interval=NEVER, heartbeat_interval=3600)
+    metrics.log_update(loss=1.0)
+    metrics.flush()  # the first write beats at once
+    metrics.log_update(loss=2.0)
+    metrics.flush()  # within the interval: rows only
+    assert metrics.flush() is True  # nothing queued, no beat due: no write at all
+    assert beats.heartbeats == [[run_id], []]
+    assert metrics.get_statistics()["flushes"] == 2
+    metrics.heartbeat_interval = 1e-9
+    metrics.flush()  # a beat alone is written
+    assert beats.heartbeats[-1] == [run_id]
+    metrics.close()
+
+
+def test_a_logger_whose_run_is_beaten_elsewhere_never_beats(store, run_id: str,
+                                                            monkeypatch) -> None:
+    monkeypatch.setenv("RUN_HEARTBEAT_SECONDS", "0.5")
+    assert MetricsLogger(None).heartbeat_interval == 0.5  # the setting's default
+    beats = Beats(store)
+    metrics = MetricsLogger(beats, run_id, flush_interval=NEVER, heartbeat_interval=math.inf)
+    metrics.log_update(loss=1.0)
+    metrics.close()
+    assert beats.heartbeats == [[]]
+    with pytest.raises(ValueError, match="heartbeat_interval"):
+        MetricsLogger(None, heartbeat_interval=0)
+
+
+def test_an_idle_writer_thread_writes_only_heartbeats(store, run_id: str) -> None:
+    class Signalling(Beats):
+        def __init__(self, store) -> None:
+            super().__init__(store)
+            self.wrote = threading.Event()
+
+        def write_batch(self, **batch) -> None:
+            super().write_batch(**batch)
+            if len(self.heartbeats) >= 3:
+                self.wrote.set()
+
+    signalling = Signalling(store)
+    metrics = MetricsLogger(signalling, run_id, flush_interval=0.001, heartbeat_interval=0.01)
+    assert signalling.wrote.wait(30)
+    metrics.close()
+    assert all(beat == [run_id] for beat in signalling.heartbeats)  # beats, no empty writes

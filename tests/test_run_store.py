@@ -8,7 +8,7 @@ import os
 import re
 import sys
 import threading
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import numpy as np
 import pytest
@@ -21,12 +21,15 @@ from Utilities.run_store import (
     InvalidTransition,
     Metric,
     Run,
+    RunBusy,
     RunNotFound,
     RunStore,
     RunStoreError,
     RunTag,
     StoreUnavailable,
     default_database_url,
+    heartbeat_seconds,
+    lost_after_seconds,
     metadata,
 )
 from Utilities.serialization import to_plain
@@ -831,3 +834,214 @@ def test_a_launcher_may_choose_the_run_id(store) -> None:
         store.create_run(name="web", model_type="ppo", run_id="../etc")
     with pytest.raises(RunStoreError):
         store.create_run(name="again", model_type="ppo", run_id=chosen)  # taken
+
+
+# ---- liveness: lost runs, claims, adoption ------------------------------------------------
+
+LONG_AGO = datetime(2000, 1, 1)
+LONG_AGO_TEXT = "2000-01-01T00:00:00.000000Z"
+
+
+def make_stale(store: RunStore, run_id: str) -> None:
+    set_column(store, run_id, heartbeat_at=LONG_AGO)
+
+
+def status_events(store: RunStore, run_id: str) -> list[dict]:
+    return [e["payload"] for e in store.events_after(0, run_id=run_id, kinds=["status"])]
+
+
+@pytest.mark.parametrize("status", ["running", "paused"])
+def test_a_live_run_without_a_fresh_heartbeat_reads_as_lost(store, status):
+    run_id = run_in_status(store, status)
+    make_stale(store, run_id)
+    run = store.get_run(run_id)
+    assert run["status"] == "failed"
+    assert run["error"].startswith(f"lost: no heartbeat since {LONG_AGO_TEXT}")
+    assert run["ended_at"] == LONG_AGO_TEXT and run["control"] is None
+    assert status_events(store, run_id)[-1] == {"status": "failed", "previous": status,
+                                                "error": run["error"]}
+    store.get_run(run_id)  # read again: marked once
+    assert len(status_events(store, run_id)) == (2 if status == "running" else 3)
+
+
+def test_fresh_and_finished_runs_are_left_alone(store):
+    fresh, done = make_run(store), run_in_status(store, "completed")
+    make_stale(store, done)
+    assert store.get_run(fresh)["status"] == "running"
+    assert store.get_run(done)["status"] == "completed"
+    assert store.sweep_lost() == []
+
+
+def test_run_lists_mark_lost_runs_before_filtering(store):
+    live, lost = make_run(store, "live"), make_run(store, "lost")
+    make_stale(store, lost)
+    running, total = store.list_runs(status="running")
+    assert ids_of(running) == {live} and total == 1
+    (failed,), _ = store.list_runs(status="failed")
+    assert failed["run_id"] == lost and failed["error"].startswith("lost: ")
+
+
+def test_sweep_marks_every_stale_run_once(store):
+    runs = [make_run(store, f"r{i}") for i in range(3)]
+    for run_id in runs[:2]:
+        make_stale(store, run_id)
+    assert sorted(store.sweep_lost()) == sorted(runs[:2])
+    assert store.sweep_lost() == []
+    assert store.get_run(runs[2])["status"] == "running"
+
+
+def test_the_threshold_is_the_stores_setting(database_url, store, monkeypatch):
+    run_id = make_run(store)
+    set_column(store, run_id, heartbeat_at=datetime.utcnow() - timedelta(seconds=120))
+    patient = RunStore(database_url, lost_after=3600)
+    assert patient.get_run(run_id)["status"] == "running"
+    patient.close()
+    monkeypatch.setenv("RUN_LOST_AFTER_SECONDS", "60")
+    strict = RunStore(database_url)
+    assert strict.lost_after == 60.0 and strict.get_run(run_id)["status"] == "failed"
+    strict.close()
+
+
+@pytest.mark.parametrize("value", ["soon", "0", "-5", "nan", "inf"])
+def test_a_bad_threshold_setting_is_refused_naming_it(database_url, monkeypatch, value):
+    monkeypatch.setenv("RUN_LOST_AFTER_SECONDS", value)
+    with pytest.raises(ValueError, match="RUN_LOST_AFTER_SECONDS must be a number"):
+        lost_after_seconds()
+    monkeypatch.setenv("RUN_HEARTBEAT_SECONDS", value)
+    with pytest.raises(ValueError, match="RUN_HEARTBEAT_SECONDS must be a number"):
+        heartbeat_seconds()
+    with pytest.raises(ValueError, match="lost_after"):
+        RunStore(database_url, lost_after=0)
+
+
+def test_concurrent_readers_of_several_servers_mark_a_lost_run_once(database_url, store):
+    run_id = make_run(store)
+    make_stale(store, run_id)
+    servers = [RunStore(database_url) for _ in range(2)]  # two processes' engines
+    seen: list[str] = []
+    run_threads(lambda i: seen.append(servers[i % 2].get_run(run_id)["status"]), range(6))
+    for server in servers:
+        server.close()
+    assert seen == ["failed"] * 6
+    assert [e["status"] for e in status_events(store, run_id)] == ["running", "failed"]
+
+
+def test_stop_of_a_stale_run_marks_it_at_once(store):
+    run_id = make_run(store)
+    make_stale(store, run_id)
+    run = store.request_control(run_id, "stop")
+    assert run["status"] == "failed" and run["error"].startswith("lost: ")
+    assert store.request_control(run_id, "stop")["status"] == "failed"  # asking again: same
+    with pytest.raises(InvalidTransition, match="terminal"):
+        store.request_control(run_id, "pause")
+
+
+def test_stop_of_a_failed_run_that_was_not_lost_is_still_refused(store):
+    run_id = make_run(store)
+    store.set_status(run_id, "failed", error="CUDA out of memory")
+    with pytest.raises(InvalidTransition):
+        store.request_control(run_id, "stop")
+
+
+def test_a_trainer_reads_stop_once_its_run_has_ended(store):
+    run_id = make_run(store)
+    assert store.trainer_control(run_id) is None
+    store.request_control(run_id, "pause")
+    assert store.trainer_control(run_id) == "pause"
+    make_stale(store, run_id)
+    store.sweep_lost()
+    assert store.trainer_control(run_id) == "stop" and store.get_control(run_id) is None
+    with pytest.raises(RunNotFound):
+        store.trainer_control("ghost")
+
+
+def test_a_claim_refuses_a_model_that_is_training(store):
+    first = store.claim_run(name="m", model_type="ppo")
+    with pytest.raises(RunBusy, match="a ppo model named 'm' is already training") as busy:
+        store.claim_run(name="m", model_type="ppo")
+    assert busy.value.reason == "duplicate" and busy.value.run["run_id"] == first
+    store.set_status(first, "paused")  # paused still holds the model
+    with pytest.raises(RunBusy):
+        store.claim_run(name="m", model_type="ppo")
+    assert store.claim_run(name="m", model_type="xgboost")  # another type, another model
+    store.set_status(first, "stopped")
+    assert store.claim_run(name="m", model_type="ppo") != first
+    assert store.list_runs(name="m", model_type="ppo")[1] == 2
+
+
+def test_a_claim_passes_a_model_whose_trainer_is_lost(store):
+    dead = store.claim_run(name="m", model_type="ppo")
+    make_stale(store, dead)
+    again = store.claim_run(name="m", model_type="ppo")
+    assert store.get_run(dead)["status"] == "failed" and again != dead
+
+
+def test_a_claim_refuses_beyond_the_limit_of_live_runs(store):
+    runs = [store.claim_run(name=f"m{i}", model_type="ppo", max_active=2) for i in range(2)]
+    with pytest.raises(RunBusy, match=r"2 trainings are already running \(at most 2") as busy:
+        store.claim_run(name="m2", model_type="ppo", max_active=2)
+    assert busy.value.reason == "limit" and busy.value.limit == 2
+    make_stale(store, runs[0])  # a lost run frees its place
+    assert store.claim_run(name="m2", model_type="ppo", max_active=2)
+    with pytest.raises(ValueError, match="max_active"):
+        store.claim_run(name="m3", model_type="ppo", max_active=0)
+
+
+def test_concurrent_claims_from_several_servers_admit_exactly_one(database_url, store):
+    servers = [RunStore(database_url) for _ in range(2)]
+    won: list[str] = []
+    refused: list[str] = []
+
+    def claim(i: int) -> None:
+        try:
+            won.append(servers[i % 2].claim_run(name="same", model_type="ppo"))
+        except RunBusy as exc:
+            refused.append(exc.reason)
+
+    run_threads(claim, range(8))
+    assert len(won) == 1 and refused == ["duplicate"] * 7
+    won.clear()
+    refused.clear()
+    run_threads(lambda i: _claim_limited(servers[i % 2], i, won, refused), range(8))
+    for server in servers:
+        server.close()
+    assert len(won) == 2 and refused == ["limit"] * 6  # 1 from before + 2 = the limit 3
+
+
+def _claim_limited(store: RunStore, i: int, won: list[str], refused: list[str]) -> None:
+    try:
+        won.append(store.claim_run(name=f"n{i}", model_type="ppo", max_active=3))
+    except RunBusy as exc:
+        refused.append(exc.reason)
+
+
+def test_the_launched_trainer_adopts_its_claimed_run(store):
+    run_id = store.claim_run(name="web", model_type="ppo", tags=["x"], config={"a": 1},
+                             run_id="5b1c3c2e-31f3-4d3c-9d6a-0d0f8a1f1e11")
+    make_stale(store, run_id)
+    set_column(store, run_id, heartbeat_at=datetime.utcnow())  # the trainer is starting
+    run = store.adopt_run(run_id, name="web", model_type="ppo", algorithm="PPO",
+                          config={"a": 2, "b": [1]}, tags=["smoke"], data_file="d.csv")
+    assert (run["algorithm"], run["config"], run["tags"], run["data_file"]) == (
+        "PPO", {"a": 2, "b": [1]}, ["smoke"], "d.csv")
+    assert run["status"] == "running" and run["started_at"] >= run["created_at"]
+    assert status_events(store, run_id) == [{"status": "running"}]  # one run, one start
+
+
+@pytest.mark.parametrize("problem", ["other name", "other type", "finished", "lost", "missing"])
+def test_adoption_is_refused_unless_it_is_the_same_live_run(store, problem):
+    run_id = store.claim_run(name="web", model_type="ppo")
+    name, model_type = "web", "ppo"
+    if problem == "other name":
+        name = "else"
+    elif problem == "other type":
+        model_type = "xgboost"
+    elif problem == "finished":
+        store.set_status(run_id, "completed")
+    elif problem == "lost":
+        make_stale(store, run_id)
+    else:
+        run_id = "5b1c3c2e-31f3-4d3c-9d6a-0d0f8a1f1e11"
+    error = RunNotFound if problem == "missing" else RunStoreError
+    with pytest.raises(error, match=run_id):
+        store.adopt_run(run_id, name=name, model_type=model_type)

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from NetworkConfigs import get_model_type
 from Utilities import run_training
 from Utilities.run_store import RunStore
 
@@ -172,3 +173,51 @@ def test_resume_refuses_weights_files_other_data_and_foreign_names(tmp_path: Pat
                               "--model_name", "other", *common])
     assert code == 2 and "already exists" in capsys.readouterr().err
     assert (tmp_path / "PPO_other" / "other_model.pt").read_bytes() == before
+
+
+def test_a_model_that_is_training_is_refused_a_second_training(tmp_path: Path, monkeypatch,
+                                                               capsys) -> None:
+    url = f"sqlite:///{tmp_path}/runs.db"
+    monkeypatch.setenv("DATABASE_URL", url)
+    store = RunStore(url)
+    live = store.claim_run(name="busy", model_type="ppo")  # e.g. started from the dashboard
+    base = ["--csv_path", str(ROOT / "sample.csv"), "--models-dir", str(tmp_path / "M"),
+            "--mode", "smoke", "--no-progress", "--model_name", "busy"]
+    assert run_training.main(base) == 2
+    err = capsys.readouterr().err
+    assert "a ppo model named 'busy' is already training" in err and live in err
+    assert store.list_runs()[1] == 1 and not (tmp_path / "M").exists()
+    store.close()
+
+
+def test_the_launchers_claimed_run_is_taken_over_or_failed(tmp_path: Path, monkeypatch,
+                                                           capsys) -> None:
+    url = f"sqlite:///{tmp_path}/runs.db"
+    monkeypatch.setenv("DATABASE_URL", url)
+    store = RunStore(url)
+    common = ["--csv_path", str(ROOT / "sample.csv"), "--models-dir", str(tmp_path),
+              "--mode", "smoke", "--no-progress", "--model", "xgboost"]
+    claimed = store.claim_run(name="web", model_type="xgboost", config={"partial": True})
+    assert run_training.main([*common, "--model_name", "web", "--run-id", claimed]) == 0
+    run = store.get_run(claimed)
+    assert run["status"] == "completed" and run["tags"] == ["smoke"]
+    assert "partial" not in run["config"] and run["algorithm"] == get_model_type("xgboost").label
+    assert store.list_runs()[1] == 1  # the same run, not a second one
+    bad = store.claim_run(name="bad", model_type="xgboost")
+    assert run_training.main([*common, "--model_name", "bad", "--run-id", bad,
+                              "--training_params", '{"train_params": {"gama": 1}}']) == 2
+    refused = store.get_run(bad)
+    assert refused["status"] == "failed" and "unknown key(s) ['gama']" in refused["error"]
+    capsys.readouterr()
+    store.close()
+
+
+@pytest.mark.parametrize("variable", ["RUN_HEARTBEAT_SECONDS", "RUN_LOST_AFTER_SECONDS"])
+def test_a_bad_liveness_setting_is_one_line_and_exit_2(variable: str, tmp_path: Path,
+                                                       monkeypatch, capsys) -> None:
+    monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path}/runs.db")
+    monkeypatch.setenv(variable, "soon")
+    code = run_training.main(["--csv_path", str(ROOT / "sample.csv"), "--models-dir",
+                              str(tmp_path / "M"), "--mode", "smoke", "--no-progress"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err == f"error: {variable} must be a number of seconds > 0; got 'soon'"

@@ -234,8 +234,8 @@ def test_a_child_killed_mid_run_leaves_a_failed_run(app, tmp_path: Path, monkeyp
         f"sys.path.insert(0, {str(Path(__file__).resolve().parent.parent)!r})\n"
         "from Utilities.run_store import RunStore\n"
         "run_id = sys.argv[sys.argv.index('--run-id') + 1]\n"
-        "RunStore(os.environ['DATABASE_URL']).create_run(name='k', model_type='xgboost', "
-        "run_id=run_id)\n"
+        "RunStore(os.environ['DATABASE_URL']).adopt_run(run_id, name='k', "
+        "model_type='xgboost')\n"
         "os.kill(os.getpid(), signal.SIGKILL)\n")
     monkeypatch.setattr(training_jobs, "ENTRY_POINT", script)
     app.test_client().post("/train", data={"model_type": "xgboost", "model_name": "k",
@@ -280,3 +280,21 @@ def test_only_plain_numbers_are_read_as_numbers(app, text: str) -> None:
     errors = field_errors(app.test_client().post("/train", data=data))
     assert "must be a whole number" in errors["model_params.max_depth"]
     assert "must be a number" in errors["model_params.learning_rate"]
+
+
+def test_the_run_is_claimed_before_the_child_starts(app, tmp_path: Path, monkeypatch) -> None:
+    gate = slow_child(tmp_path, monkeypatch)  # a child that records nothing itself
+    form = {"model_type": "xgboost", "model_name": "early", "csv": "sample.csv",
+            "mode": "smoke"}
+    assert app.test_client().post("/train", data=form).status_code == 302
+    with app.app_context():
+        (run_id,) = jobs()._children
+    run = RunStore(app.config["DATABASE_URL"]).get_run(run_id)
+    assert (run["status"], run["name"], run["model_type"], run["tags"]) == (
+        "running", "early", "xgboost", ["smoke"])
+    gate.touch()
+    with app.app_context():
+        assert jobs().wait(run_id, timeout=60) == 0
+    ended = RunStore(app.config["DATABASE_URL"]).get_run(run_id)
+    assert ended["status"] == "failed"  # exit 0 without recording its end is no success
+    assert ended["error"].startswith("exit 0")
