@@ -94,3 +94,16 @@ def app(database_url: str, models_dir: Path, tmp_path: Path) -> Iterator:
 @pytest.fixture()
 def client(app):
     return app.test_client()
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread() -> Iterator[None]:
+    """On a busy 2-core machine torch's two intra-op threads spin against other work: a
+    3-epoch smoke fit took 2 s or 40 s from run to run; with one thread it is steady.
+    Modules that train use it with ``pytest.mark.usefixtures("one_torch_thread")``."""
+    import torch  # here, not at the top: most tests never load torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -31,7 +31,6 @@ from typing import Any
 
 import pandas as pd
 import pytest
-import torch
 import yaml
 from flask import Flask, jsonify
 from sqlalchemy.engine import make_url
@@ -52,8 +51,6 @@ from tests.test_web_history import seed_runs
 from Utilities.run_store import RUN_STATUSES
 from web import backtests, training_jobs
 
-pytestmark = pytest.mark.fuzz
-
 SEED = int(os.environ.get("FUZZ_SEED", "11"))
 BUDGET = int(os.environ.get("FUZZ_REQUESTS", "2000"))
 DASHBOARD_SHARE = 0.65  # of BUDGET; the model apps share the rest
@@ -71,13 +68,7 @@ FIXTURE_ROWS = 400
 # --------------------------------------------------------------------------- fixtures
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread() -> Iterator[None]:
-    """Two intra-op threads only contend on a busy 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = [pytest.mark.fuzz, pytest.mark.usefixtures("one_torch_thread")]
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,6 @@ import copy
 import itertools
 import json
 import math
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -59,13 +58,7 @@ def test_every_type_is_covered() -> None:
     assert 0 < CASES["xgboost"][1] < RESEED_EVERY < 30
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread() -> Iterator[None]:
-    """Steady timings on a busy 2-core machine (see tests/test_supervised_types.py)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
+from tests.training_stubs import slow_child
 from Utilities.run_store import Run, RunStore
 from web import training_jobs
 
@@ -160,16 +161,6 @@ def make_stale(store: RunStore, run_id: str) -> None:
         connection.execute(sa.update(Run).where(Run.id == run_id)
                            .values(heartbeat_at=datetime(2000, 1, 1)))
 
-
-def slow_child(tmp_path: Path, monkeypatch) -> Path:
-    """An entry point that waits until its gate file exists (a training in flight)."""
-    gate = tmp_path / "gate"
-    script = tmp_path / "slow.py"
-    script.write_text("import pathlib, time\n"
-                      f"while not pathlib.Path({str(gate)!r}).exists():\n"
-                      "    time.sleep(0.05)\n")
-    monkeypatch.setattr(training_jobs, "ENTRY_POINT", script)
-    return gate
 
 
 def dashboard(tmp_path: Path):

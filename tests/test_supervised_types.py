@@ -62,14 +62,7 @@ NO_SAMPLING = {"xgboost": {"model_params": {"subsample": 1.0, "colsample_bytree"
                "transformer": {"model_params": {"dropout": 0.0}}}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread() -> Iterator[None]:
-    """On a busy 2-core machine torch's two intra-op threads spin against other work: a
-    3-epoch smoke fit took 2 s or 40 s from run to run; with one thread it is steady."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 # ------------------------------------------------------------------------ fixtures

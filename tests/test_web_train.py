@@ -13,6 +13,7 @@ import yaml
 
 from Main import create_app
 from NetworkConfigs import get_model_type, model_type_names
+from tests.training_stubs import slow_child
 from Utilities import run_training
 from Utilities.run_store import RunStore
 from web import training_jobs
@@ -181,16 +182,6 @@ def test_an_upload_over_the_size_limit_is_413_beside_the_csv_field(app, sample_p
     assert "larger than the 0 MiB limit" not in response.get_data(as_text=True)
     assert "the upload is larger than" in field_errors(response)["csv"]
 
-
-def slow_child(tmp_path: Path, monkeypatch) -> Path:
-    """An entry point that waits until its gate file exists (a training in flight)."""
-    gate = tmp_path / "gate"
-    script = tmp_path / "slow.py"
-    script.write_text("import pathlib, time\n"
-                      f"while not pathlib.Path({str(gate)!r}).exists():\n"
-                      "    time.sleep(0.05)\n")
-    monkeypatch.setattr(training_jobs, "ENTRY_POINT", script)
-    return gate
 
 
 def test_the_same_model_cannot_train_twice_at_once(app, tmp_path: Path, monkeypatch) -> None:
