@@ -237,7 +237,8 @@ def test_signing_in_opens_the_pages_and_signing_out_closes_them(secured, user) -
 
 
 @pytest.mark.parametrize(("username", "password"), [("alice", "wrong password"),
-                                                    ("bob", PASSWORD), ("", "")])
+                                                    ("bob", PASSWORD), ("", ""),
+                                                    ("a\x00lice", PASSWORD)])
 def test_a_wrong_sign_in_is_refused(secured, user, username: str, password: str) -> None:
     client = secured.test_client()
     response = sign_in(client, username, password)

@@ -7,7 +7,7 @@ import json
 import pytest
 from flask import Flask
 
-from web.json_io import MAX_DEPTH, ApiError, StrictJSONProvider, parse_json
+from web.json_io import MAX_DEPTH, ApiError, StrictJSONProvider, error_reply, parse_json
 
 
 @pytest.mark.parametrize("depth", [MAX_DEPTH + 1, 981, 100_000])
@@ -41,3 +41,15 @@ def test_replies_never_carry_nan_tokens() -> None:
     app.json = StrictJSONProvider(app)
     with app.app_context(), pytest.raises(ValueError):
         app.json.dumps({"x": float("nan")})
+
+
+def test_an_echoed_lone_surrogate_does_not_make_the_reply_invalid() -> None:
+    app = Flask(__name__)
+    app.json = StrictJSONProvider(app)
+    with app.test_request_context():
+        response, status = error_reply(400, "unknown field(s) ['\ud800']", "\ud800",
+                                       rows={"\udcff": ["\ud83d"]})
+    text = response.get_data().decode("utf-8")
+    body = json.loads(text)
+    assert status == 400 and body["field"] == "?" and "['?']" in body["error"]
+    assert body["rows"] == {"?": ["?"]}

@@ -216,6 +216,8 @@ class AuthStore:
                        for table in (_TOKENS, _USERS))
 
     def _password_hash(self, username: str) -> str | None:
+        if "\x00" in username:  # no stored name has one, and PostgreSQL refuses to compare
+            return None
         with self.engine.connect() as conn:
             return conn.execute(sa.select(_USERS.c.password_hash)
                                 .where(_USERS.c.username == username)).scalar_one_or_none()

@@ -143,7 +143,8 @@ def _constant_path(body: Any) -> tuple[str, str]:
 
 def error_reply(code: int, message: str, field: str | None = None, **extra: Any) -> Reply:
     """The one error body: ``{"error": message, "field": ..., ...}``, empty keys left out,
-    no absolute paths (messages often start with the file they are about)."""
+    no absolute paths (messages often start with the file they are about), no lone
+    surrogates."""
     body = {"error": message, "field": field, **extra}
     return jsonify(hide_paths({k: v for k, v in body.items() if v not in (None, [])})), code
 
@@ -176,13 +177,17 @@ def _path_prefixes(roots: list[Path | str]) -> list[tuple[str, str]]:
 
 def _replace_in(value: Any, prefixes: list[tuple[str, str]]) -> Any:
     if isinstance(value, str):
+        # Text echoed from a request loses lone surrogates ("\ud800" is legal for
+        # Python's json, but strict parsers refuse the whole reply).
+        value = value.encode("utf-8", "replace").decode("utf-8")
         for prefix, label in prefixes:
             if prefix in value:
                 value = value.replace(prefix + "/", f"{label}/" if label else "")
                 value = value.replace(prefix, label or ".")
         return value
     if isinstance(value, dict):
-        return {key: _replace_in(item, prefixes) for key, item in value.items()}
+        return {_replace_in(key, prefixes): _replace_in(item, prefixes)
+                for key, item in value.items()}
     if isinstance(value, list | tuple):
         return [_replace_in(item, prefixes) for item in value]
     return value
