@@ -47,7 +47,7 @@ from NetworkConfigs.trading_env import (
     position_path,
 )
 from Utilities import performance
-from Utilities.data_loading import MAX_LISTED, DataError, describe_rows
+from Utilities.data_loading import MAX_LISTED, DataError, describe_rows, time_order_problem
 
 FILL_MODES = ("close", "next_open")
 TRADE_COLUMNS = ("entry_bar", "exit_bar", "entry_time", "exit_time", "side", "units",
@@ -119,14 +119,10 @@ def check_time_order(index: pd.Index) -> None:
                      "drop or fill those bars")
     if index.is_unique and index.is_monotonic_increasing:
         return
-    values = index.to_numpy()
-    for mask, problem, advice in (
-        (values[1:] == values[:-1], "duplicate timestamps", "remove the repeated bars"),
-        (values[1:] < values[:-1], "timestamps go backwards",
-         "sort the bars by time (bars.sort_index())"),
-    ):
-        if mask.any():
-            _order_error(index, np.r_[False, mask], problem, advice)
+    found = time_order_problem(index.to_numpy())
+    if found:
+        mask, problem, advice = found
+        _order_error(index, mask, problem, advice or "sort the bars by time (bars.sort_index())")
 
 
 def _order_error(index: pd.Index, mask: np.ndarray, problem: str, advice: str) -> None:

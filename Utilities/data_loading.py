@@ -466,18 +466,29 @@ def check_prices(frame: pd.DataFrame, source: str | None,
             refuse(col, prices[col] < low, "below 'Low'")
 
 
-def _check_time_order(times: pd.Series, label: str, name: str,
-                      numbering: tuple[str, int] = FILE_LINES) -> None:
-    deltas = times.diff().to_numpy()[1:]
+def time_order_problem(values: np.ndarray) -> tuple[np.ndarray, str, str] | None:
+    """The one ordering rule for bars (files, windows, ``run_backtest``): times strictly
+    increase. The first rule broken as (mask of the offending bars, problem, what to do
+    about a repeat; callers say how to sort), else None."""
     for mask, problem, advice in (
-        (deltas == np.timedelta64(0), "duplicate timestamps", "remove the repeated bars"),
-        (deltas < np.timedelta64(0), "timestamps go backwards", "sort the file by time"),
+        (values[1:] == values[:-1], "duplicate timestamps", "remove the repeated bars"),
+        (values[1:] < values[:-1], "timestamps go backwards", ""),
     ):
         if mask.any():
-            rows = row_labels(np.r_[False, mask], times.index, numbering[1])
-            raise DataError(f"column {label!r}: {problem} at "
-                            f"{describe_rows(rows, word=numbering[0])}; {advice}",
-                            source=name, column=label, rows=rows)
+            return np.r_[False, mask], problem, advice
+    return None
+
+
+def _check_time_order(times: pd.Series, label: str, name: str,
+                      numbering: tuple[str, int] = FILE_LINES) -> None:
+    found = time_order_problem(times.to_numpy())
+    if found:
+        mask, problem, advice = found
+        rows = row_labels(mask, times.index, numbering[1])
+        raise DataError(f"column {label!r}: {problem} at "
+                        f"{describe_rows(rows, word=numbering[0])}; "
+                        f"{advice or 'sort the file by time'}",
+                        source=name, column=label, rows=rows)
 
 
 def load_bars(source: Source, *, name: str | None = None, min_rows: int = 1) -> pd.DataFrame:
