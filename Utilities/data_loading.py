@@ -29,6 +29,8 @@ from typing import IO, Any
 import numpy as np
 import pandas as pd
 
+from Utilities.input_errors import InputError
+
 log = logging.getLogger(__name__)
 
 OHLC = ("Open", "High", "Low", "Close")
@@ -62,7 +64,7 @@ _NOT_NUMBERS = (bool, np.bool_, dt.date, dt.time, dt.timedelta, np.datetime64, n
 Source = str | Path | IO[str] | IO[bytes]
 
 
-class DataError(ValueError):
+class DataError(InputError):
     """Bad input data; the message names the file, the column and the offending rows."""
 
     def __init__(
@@ -72,10 +74,11 @@ class DataError(ValueError):
         source: str | None = None,
         column: str | None = None,
         rows: Sequence[Any] | None = None,
+        field: str | None = None,
     ) -> None:
         self.source, self.column = source, column
         self.rows = list(rows) if rows is not None else []
-        super().__init__(f"{source}: {message}" if source else message)
+        super().__init__(f"{source}: {message}" if source else message, field)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form for API error bodies."""

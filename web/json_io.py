@@ -21,6 +21,7 @@ from typing import Any
 from flask import Response, current_app, has_app_context, jsonify, request
 from flask.json.provider import DefaultJSONProvider
 
+from Utilities.input_errors import InputError
 from Utilities.safe_paths import shown
 
 Reply = tuple[Response, int]
@@ -31,12 +32,18 @@ MAX_DEPTH = 32
 MAX_INT_DIGITS = 20
 
 
-class ApiError(Exception):
-    """A refused request: its HTTP status, a message naming the problem, the field."""
+class ApiError(InputError):
+    """A refused request: its HTTP status, a message naming the problem, the field.
+    The one HTTP error class; domain errors become it through :meth:`of`."""
 
     def __init__(self, status: int, message: str, field: str | None = None) -> None:
-        super().__init__(message)
-        self.status, self.field = status, field
+        super().__init__(message, field)
+        self.status = status
+
+    @classmethod
+    def of(cls, exc: InputError, status: int = 422) -> ApiError:
+        """A domain :class:`InputError` (its field kept as data) as a refused request."""
+        return exc if isinstance(exc, ApiError) else cls(status, str(exc), exc.field)
 
 
 class _Constant:
