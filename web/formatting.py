@@ -1,10 +1,18 @@
-"""Jinja filters that present stored values to people."""
+"""Jinja filters that present stored values to people.
+
+Figures go through :func:`Utilities.number_format.figure` (the ``figure`` filter: one rule
+for every page and the CLI); times and durations are written here.
+"""
 
 from __future__ import annotations
 
+import math
 from datetime import datetime
+from typing import Any
 
 from flask import Flask
+
+from Utilities.number_format import figure
 
 
 def _parse(iso: str | None) -> datetime | None:
@@ -55,6 +63,13 @@ def basename(path: str | None) -> str:
     return path.replace("\\", "/").rsplit("/", 1)[-1] if path else "—"
 
 
+def finite(value: Any) -> float | None:
+    """A finite number as float, else None (text, bools, NaN, ±inf: nothing to plot)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value) if math.isfinite(value) else None
+
+
 def init_app(app: Flask) -> None:
-    for function in (when, duration, headline, basename):
+    for function in (when, duration, headline, basename, figure):
         app.add_template_filter(function)
