@@ -340,7 +340,8 @@ def test_run_page_of_active_and_failed_runs(client, runs) -> None:
     assert 'data-active="true"' in live and "Running…" not in live
     assert 'id="run-progress"' in live and 'id="run-progress" hidden' not in live
     assert re.search(r'id="run-duration">\d+s so far<', live)
-    assert re.search(r'id="progress-done">0 / [\d,]+ steps<', live)  # no update logged yet
+    # Its updates logged no step counter (as before it was logged): the budget alone.
+    assert re.search(r'id="progress-done">[\d,]+ steps planned<', live)
     failed = client.get(f"/runs/{runs['failed']}").get_data(as_text=True)
     assert "loss diverged (NaN)" in failed and "No metrics logged." in failed
     assert 'id="run-progress" hidden' in failed
@@ -507,3 +508,37 @@ def test_train_again_links_the_form_and_resume_needs_a_checkpoint(app, client,
         assert (form[2] is None) == (name in ("stopped", "failed")), name
         assert get_json(client, f"/runs/{run_id}/live.json")["run"]["resumable"] is (
             name in ("stopped", "failed"))
+
+
+def test_the_store_logger_records_how_far_training_is(store) -> None:
+    from NetworkConfigs.callbacks import StoreLogger
+
+    run_id = store.create_run(name="ppo-agent", model_type="ppo")
+    logger = StoreLogger(store, run_id, heartbeat_interval=NEVER)
+    logger.on_training_start({})
+    for iteration in (1, 2, 3):
+        logger.on_iteration_end({"iteration": iteration, "global_step": 2048 * iteration,
+                                 "policy_loss": 0.1})
+    logger.on_training_end({})
+    assert [(p["step"], p["value"]) for p in store.metric_series(run_id, "train/global_step")
+            ] == [(1, 2048.0), (2, 4096.0), (3, 6144.0)]
+
+
+def test_home_page_rows_open_the_run_and_the_model(client, runs) -> None:
+    page = client.get("/").get_data(as_text=True)
+    for run_id in runs.values():
+        assert f'<a class="row-anchor" href="/runs/{run_id}">' in page
+
+
+def test_ppo_progress_is_counted_in_environment_steps(app) -> None:
+    from web.run_progress import progress
+
+    with app.app_context():
+        store = get_store()
+        run_id = store.create_run(name="ppo-live", model_type="ppo", config={
+            "train_params": {"total_timesteps": 4096, "n_envs": 2, "n_steps": 512}})
+        store.log_metrics(run_id, [("train/global_step", 1, 1024.0, 100.0),
+                                   ("train/global_step", 2, 2048.0, 110.0)])
+        where = progress(store, store.get_run(run_id), store.latest_metrics(run_id), now=110.0)
+    assert where["done_text"] == "2,048 / 4,096 steps" and where["percent"] == 50.0
+    assert where["seconds_left"] == pytest.approx(20.0)  # 1,024 steps per 10 s

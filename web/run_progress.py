@@ -88,18 +88,27 @@ def progress(store: RunStore, run: dict, latest: dict[str, dict],
     started, ended = _timestamp(run["started_at"]), _timestamp(run["ended_at"])
     elapsed = None if started is None else (ended or now) - started
     samples = _done_samples(store, run["run_id"], latest, unit)
-    done = int(samples[-1][0]) if samples else (0 if run["status"] in ACTIVE_STATUSES else None)
+    done = int(samples[-1][0]) if samples else None
+    if done is None and run["status"] in ACTIVE_STATUSES and not latest:
+        done = 0  # nothing logged yet; a run that logged no counter (an old one) is unknown
     left = None
     if run["status"] == "running" and total and samples and done < total:
         left = _time_left(samples, total, started, now)
     percent = min(100.0, 100.0 * done / total) if total and done is not None else None
-    units = f"{unit}s"
-    done_text = (f"{figure(done, 'int')} / {figure(total, 'int')} {units}" if total
-                 else f"{figure(done, 'int')} {units}" if done is not None else "—")
     return {"unit": unit, "done": done, "total": total, "percent": percent,
-            "elapsed_seconds": elapsed, "seconds_left": left, "done_text": done_text,
-            "percent_text": "—" if percent is None else f"{percent:.1f}%",
-            "elapsed_text": span(elapsed), "left_text": _left_text(run, left)}
+            "elapsed_seconds": elapsed, "seconds_left": left,
+            "done_text": _done_text(done, total, f"{unit}s"),
+            "percent_text": "" if percent is None else f"{percent:.1f}%",
+            "elapsed_text": span(elapsed), "left_text": _left_text(run, left, done)}
+
+
+def _done_text(done: int | None, total: int | None, units: str) -> str:
+    """'4 / 10 epochs', '7 epochs' (no budget), '200,000 steps planned' (no count)."""
+    if done is None:
+        return f"{figure(total, 'int')} {units} planned" if total else "—"
+    if total:
+        return f"{figure(done, 'int')} / {figure(total, 'int')} {units}"
+    return f"{figure(done, 'int')} {units}"
 
 
 def _time_left(samples: list[tuple[float, float]], total: int, started: float | None,
@@ -114,13 +123,13 @@ def _time_left(samples: list[tuple[float, float]], total: int, started: float | 
     return max(0.0, (total - last) / rate - (now - last_time))
 
 
-def _left_text(run: dict, left: float | None) -> str:
+def _left_text(run: dict, left: float | None, done: int | None) -> str:
     if run["status"] == "paused":
         return "paused"
     if run["status"] != "running":
         return "—"
     if left is None:
-        return "estimating…"
+        return "estimating…" if done is not None else "—"
     return "almost done" if left < 1 else f"about {span(left)}"
 
 
