@@ -30,6 +30,15 @@
 
   function byId(id) { return document.getElementById(id); }
 
+  // <tag class=className>text, ...children</tag>, built without parsing HTML.
+  function element(tag, className, text, children) {
+    var node = document.createElement(tag);
+    if (className) node.className = className;
+    if (text) node.textContent = text;
+    (children || []).forEach(function (child) { node.appendChild(child); });
+    return node;
+  }
+
   function show(element, visible) {
     if (element) element.hidden = !visible;
   }
@@ -254,17 +263,11 @@
     function renderSummary(rows) {
       var box = byId("summary-items");
       show(byId("run-summary"), rows.length > 0);
-      box.textContent = "";
-      rows.forEach(function (r) {
-        var item = document.createElement("span");
-        item.className = "metric";
+      box.replaceChildren.apply(box, rows.map(function (r) {
+        var item = element("span", "metric", r.key + " ", [element("b", "", r.text)]);
         item.dataset.key = r.key;
-        var value = document.createElement("b");
-        value.textContent = r.text;
-        item.appendChild(document.createTextNode(r.key + " "));
-        item.appendChild(value);
-        box.appendChild(item);
-      });
+        return item;
+      }));
     }
 
     // Notes that describe a run in flight ("yet", "asking the trainer…") end with it.
@@ -294,27 +297,13 @@
 
     function renderStats(stats) {
       var grid = byId("stats-grid");
-      grid.textContent = "";
-      stats.forEach(function (s) {
-        var cell = document.createElement("div");
-        cell.className = "stat";
+      grid.replaceChildren.apply(grid, stats.map(function (s) {
+        var cell = element("div", "stat", "", [
+          element("span", "stat-label", s.label), element("span", "stat-value", s.text)]);
+        if (s.note) cell.appendChild(element("span", "stat-note", s.note));
         cell.dataset.key = s.key;
-        var label = document.createElement("span");
-        label.className = "stat-label";
-        label.textContent = s.label;
-        var value = document.createElement("span");
-        value.className = "stat-value";
-        value.textContent = s.text;
-        cell.appendChild(label);
-        cell.appendChild(value);
-        if (s.note) {
-          var note = document.createElement("span");
-          note.className = "stat-note";
-          note.textContent = s.note;
-          cell.appendChild(note);
-        }
-        grid.appendChild(cell);
-      });
+        return cell;
+      }));
       show(byId("stats-empty"), stats.length === 0);
     }
 
@@ -350,21 +339,13 @@
     function renderEvents(events) {
       var list = byId("event-rows");
       show(byId("events"), events.length > 0);
-      list.textContent = "";
-      events.forEach(function (e) {
-        var item = document.createElement("li");
-        item.className = "event " + e.level;
-        var time = document.createElement("span");
-        time.className = "muted";
-        time.textContent = when(e.time);
-        var title = document.createElement("b");
-        title.textContent = e.title || e.kind;
-        item.appendChild(time);
-        item.appendChild(document.createTextNode(" "));
-        item.appendChild(title);
+      list.replaceChildren.apply(list, events.map(function (e) {
+        var item = element("li", "event " + e.level, "", [
+          element("span", "muted", when(e.time)), document.createTextNode(" "),
+          element("b", "", e.title || e.kind)]);
         item.appendChild(document.createTextNode(" " + e.message));
-        list.appendChild(item);
-      });
+        return item;
+      }));
     }
 
     function render(data) {

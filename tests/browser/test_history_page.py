@@ -181,6 +181,9 @@ def test_epoch_run_shows_progress_eta_and_refreshes_its_metrics_on_completion(
     assert page.locator("#train-again").get_attribute("href") == f"/train?from_run={run_id}"
     page.locator("#control-note").evaluate("n => n.textContent = 'pause requested'")
     screenshot(page, "history_run_progress_eta")
+    page.set_viewport_size({"width": 390, "height": 844})
+    screenshot(page, "history_run_progress_eta_phone")
+    page.set_viewport_size({"width": 1280, "height": 800})
 
     with app.app_context():
         store = get_store()
