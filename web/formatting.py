@@ -15,7 +15,8 @@ from flask import Flask
 from Utilities.number_format import figure
 
 
-def _parse(iso: str | None) -> datetime | None:
+def parse_time(iso: str | None) -> datetime | None:
+    """A stored ISO time ('…Z') as an aware datetime; None when absent or unreadable."""
     if not iso:
         return None
     try:
@@ -26,19 +27,27 @@ def _parse(iso: str | None) -> datetime | None:
 
 def when(iso: str | None) -> str:
     """'2026-11-21 09:33:30 UTC' from a stored ISO time; '—' when absent."""
-    moment = _parse(iso)
+    moment = parse_time(iso)
     return moment.strftime("%Y-%m-%d %H:%M:%S UTC") if moment else (iso or "—")
 
 
 def duration(start_iso: str | None, end_iso: str | None) -> str:
     """'1h 02m', '3m 05s' or '0.4s' between two stored times; '—' if either is missing."""
-    start, end = _parse(start_iso), _parse(end_iso)
+    start, end = parse_time(start_iso), parse_time(end_iso)
     if not start or not end:
         return "—"
     seconds = (end - start).total_seconds()
-    if seconds < 10:
-        return f"{seconds:.1f}s"
-    minutes, secs = divmod(int(seconds), 60)
+    return f"{seconds:.1f}s" if seconds < 10 else span(seconds)
+
+
+def span(seconds: float | None) -> str:
+    """'45s', '3m 05s', '1h 02m' (whole seconds); '—' when unknown."""
+    if seconds is None:
+        return "—"
+    whole = max(0, round(seconds))
+    if whole < 60:
+        return f"{whole}s"
+    minutes, secs = divmod(whole, 60)
     hours, minutes = divmod(minutes, 60)
     return f"{hours}h {minutes:02d}m" if hours else f"{minutes}m {secs:02d}s"
 

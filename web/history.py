@@ -30,7 +30,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-from datetime import datetime
 from typing import Any
 
 from flask import Blueprint, Response, jsonify, render_template, request, url_for
@@ -47,7 +46,7 @@ from Utilities.run_store import (
 )
 from Utilities.safe_paths import shown
 from web import query_params as params
-from web.formatting import basename, duration, when
+from web.formatting import basename, duration, parse_time, when
 from web.json_io import ApiError, error_reply, hide_paths, path_roots
 from web.query_params import DEFAULT_PER_PAGE, PER_PAGE_CHOICES, is_run_id
 from web.run_progress import progress, resumable
@@ -118,18 +117,14 @@ def public_run(run: dict) -> dict:
     return {**hide_paths(run, roots), **paths}
 
 
-def _seconds(iso: str | None) -> float | None:
-    return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp() if iso else None
-
-
 def _run_json(run: dict) -> dict[str, Any]:
     """The seed's run fields from a stored run."""
-    start, end = _seconds(run["started_at"]), _seconds(run["ended_at"])
+    start, end = parse_time(run["started_at"]), parse_time(run["ended_at"])
     return {
         "id": run["run_id"], "run_id": run["run_id"], "agent_id": run["name"],
         "algorithm": run["algorithm"] or run["model_type"], "model_type": run["model_type"],
         "status": run["status"], "start_time": run["started_at"], "end_time": run["ended_at"],
-        "duration_seconds": end - start if start is not None and end is not None else None,
+        "duration_seconds": (end - start).total_seconds() if start and end else None,
     }
 
 

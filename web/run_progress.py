@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import logging
 import time
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from NetworkConfigs import UnknownModelType, get_model_type
 from Utilities.number_format import figure
 from Utilities.run_store import ACTIVE_STATUSES, RunStore
+from web.formatting import parse_time, span
 
 log = logging.getLogger(__name__)
 
@@ -48,20 +48,9 @@ def budget(model_type: str, config: dict | None) -> tuple[int | None, str]:
         return None, unit
 
 
-def span(seconds: float | None) -> str:
-    """'45s', '3m 05s', '1h 02m'; '—' when unknown."""
-    if seconds is None:
-        return "—"
-    whole = max(0, round(seconds))
-    if whole < 60:
-        return f"{whole}s"
-    minutes, secs = divmod(whole, 60)
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}h {minutes:02d}m" if hours else f"{minutes}m {secs:02d}s"
-
-
 def _timestamp(iso: str | None) -> float | None:
-    return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp() if iso else None
+    moment = parse_time(iso)
+    return moment.timestamp() if moment else None
 
 
 def _done_samples(store: RunStore, run_id: str, latest: dict[str, dict],
