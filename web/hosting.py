@@ -1,5 +1,9 @@
 """API hosting: the hosted model, /predict in the main app, the playground.
 
+What is hosted: the model chosen on the page, remembered across restarts; before anyone
+has chosen, the newest model that loads (:meth:`Hosting.host_at_start`, which
+``python Main.py`` calls at start: the demo model after ``make run``).
+
 Routes:
 
 - ``GET /hosting``: the hosted model, the form that chooses it (``?model=<dir_name>``
@@ -7,8 +11,9 @@ Routes:
   hosts it (``action=stop`` stops hosting); a model that cannot be loaded is named beside
   the field (422) and the hosted model stays as it was.
 - ``POST /predict``, ``GET /info``, ``GET /health``, ``GET|DELETE /streams/<id>``,
-  ``GET /openapi.json``: ``Api_Loader.prediction_blueprint`` serving the hosted model
-  (503 while none is), exactly as ``python Api_Loader.py --model-dir ...`` serves one.
+  ``GET /openapi.json``: ``web.predict.prediction_blueprint`` serving the hosted model
+  (503 naming what to do while none is), exactly as ``python Api_Loader.py --model-dir
+  ...`` serves one.
 - ``POST /api/models/<dir_name>/predict``: any library model by folder name, the same body,
   envelope and JSON errors (404 for a model not in the library). Loaders are cached (LRU)
   and reloaded when the folder's config file changes.
@@ -23,8 +28,10 @@ thread-safe: waitress answers on several threads).
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import math
+import os
 import re
 import shlex
 import threading
@@ -38,6 +45,7 @@ from typing import Any
 import pandas as pd
 from flask import (
     Blueprint,
+    Flask,
     Response,
     current_app,
     jsonify,
@@ -48,45 +56,31 @@ from flask import (
 )
 from flask.blueprints import BlueprintSetupState
 
-from Api_Loader import (
-    MAX_BODY_BYTES,
-    MAX_STREAMS,
-    ApiError,
-    answer,
-    check_request,
-    load_model,
-    prediction_blueprint,
-    read_json_body,
-    register_json_errors,
-)
-from NetworkConfigs import type_label
+from NetworkConfigs import load_model, type_label
 from NetworkConfigs.artifacts import ModelNotFound, find_config, list_models, model_folder
 from NetworkConfigs.base import ModelLoader
 from NetworkConfigs.streams import StreamRegistry
 from Utilities.data_utils import DataError, load_bars
 from web.datafiles import list_csv_files, models_dir, resolve_csv
+from web.json_io import ApiError, read_json_body
+from web.predict import MAX_BODY_BYTES, MAX_STREAMS, answer, check_request, prediction_blueprint
 
 log = logging.getLogger(__name__)
 
 bp = Blueprint("hosting", __name__)
-# JSON endpoints of this area (nested: endpoints "hosting.api.*"); every error is JSON.
+# JSON endpoints of this area (nested: endpoints "hosting.api.*"), under /api/: the app's
+# handlers (web/errors.py) answer their errors in JSON.
 api = Blueprint("api", __name__)
-register_json_errors(api)
 
 PREDICT_BLUEPRINT = "hosted_model"  # the root-level /predict routes' blueprint name
 CACHE_SIZE = 8                      # library models kept loaded for /api/models/<dir>/predict
 STREAMS_PER_CACHED_MODEL = 100      # streams of one cached model (its own registry)
 CSV_CACHE_SIZE = 4
+CHOICE_FILE = "hosted_model.json"   # in the instance folder: {"model": dir_name or null}
+NO_MODEL_HOSTED = ("no model is hosted: choose one on the API page (/hosting), or train one "
+                   "first on the Train page (/train)")
 _REPO_ROOT = Path(__file__).resolve().parent.parent
 _INTEGER = re.compile(r"[+-]?\d+")
-
-
-class HostingError(Exception):
-    """A model that cannot be hosted or served; ``status`` is the HTTP status to answer."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
 
 
 # ------------------------------------------------------------------------- state
@@ -107,22 +101,23 @@ class _Cached:
 
 
 def _load(models_dir: Path, dir_name: str) -> tuple[Path, ModelLoader]:
-    """Load a library model by folder name; HostingError 404 (not there) or 503 (broken)."""
+    """Load a library model by folder name; ApiError 404 (not there) or 503 (broken), its
+    field ``model`` (the hosting form's field and the sample window's parameter)."""
     try:
         path = model_folder(models_dir, dir_name)  # the one folder rule: no link out
     except ValueError as exc:
-        raise HostingError(404, str(exc)) from None
+        raise ApiError(404, str(exc), "model") from None
     try:
         return path, load_model(path)
     except ModelNotFound as exc:
         status = 503 if path.is_dir() and any(path.glob("*_config.yaml")) else 404
-        raise HostingError(status, str(exc)) from None
+        raise ApiError(status, str(exc), "model") from None
     except (ValueError, OSError) as exc:  # ArtifactError, UnknownModelType, DataError, ...
-        raise HostingError(503, str(exc)) from None
+        raise ApiError(503, str(exc), "model") from None
     except Exception as exc:  # a damaged model file fails in many ways
         log.exception("loading model %s failed", path)
-        raise HostingError(503, f"{dir_name}: cannot be loaded ({type(exc).__name__}: {exc})") \
-            from None
+        raise ApiError(503, f"{dir_name}: cannot be loaded ({type(exc).__name__}: {exc})",
+                       "model") from None
 
 
 class LoaderCache:
@@ -145,7 +140,7 @@ class LoaderCache:
         signature = self._signature(Path(models_dir), dir_name)
         if signature is None:
             self._forget(key)
-            raise HostingError(404, f"no model {dir_name!r} in the library")
+            raise ApiError(404, f"no model {dir_name!r} in the library", "model")
         with self._lock:
             entry = self._entries.get(key)
             if entry is not None and entry.signature == signature:
@@ -176,9 +171,20 @@ class LoaderCache:
 
 
 class Hosting:
-    """One app's hosted model (None until chosen) and its library loader cache."""
+    """One app's hosted model and its library loader cache.
 
-    def __init__(self) -> None:
+    What to host is a person's choice, made on the API page and remembered in the
+    instance folder (:data:`CHOICE_FILE`) so a restart serves the same model. Before
+    anyone has chosen, :meth:`host_at_start` hosts the newest model that loads: after
+    ``make run`` trains the demo model, ``POST /predict`` answers at once instead of 503.
+
+    "Stop hosting" stays possible and is remembered too: a person takes a model out of
+    service (it misbehaves, or clients must not act on it while a better one trains),
+    and a restart must not quietly put the newest model back in front of those clients.
+    """
+
+    def __init__(self, app: Flask) -> None:
+        self._app = app
         self._hosted: HostedModel | None = None
         self._lock = threading.Lock()
         self.cache = LoaderCache()
@@ -191,20 +197,87 @@ class Hosting:
         hosted = self._hosted
         return hosted.loader if hosted is not None else None
 
-    def host(self, models_dir: Path, dir_name: str) -> HostedModel:
-        """Load ``dir_name`` (again, if it is hosted already) and serve it from now on."""
+    def host(self, models_dir: Path, dir_name: str, *, reason: str = "chosen on the API page",
+             remember: bool = True) -> HostedModel:
+        """Load ``dir_name`` (again, if it is hosted already) and serve it from now on;
+        ``remember``: a restart hosts it again."""
         if not dir_name:
-            raise HostingError(422, "choose a model to host")
+            raise ApiError(422, "choose a model to host", "model")
         _, loader = _load(models_dir, dir_name)
         hosted = HostedModel(dir_name, loader, _now())
         with self._lock:
             self._hosted = hosted
-        log.info("hosting model %s", dir_name)
+            if remember:
+                self._save_choice(dir_name)
+        log.info("hosting model %s (%s)", dir_name, reason)
         return hosted
 
     def stop(self) -> None:
+        """Serve nothing (``/predict`` answers 503), also after a restart."""
         with self._lock:
             self._hosted = None
+            self._save_choice(None)
+        log.info("stopped hosting: /predict answers 503 until a model is hosted")
+
+    def host_at_start(self, models_dir: Path) -> HostedModel | None:
+        """At start: the remembered choice, else the newest model that loads; None (and a
+        log line saying why) when nothing is to be served."""
+        chosen, choice = self._saved_choice()
+        if chosen and choice is None:
+            log.info("no model hosted: hosting was stopped on the API page; host one there "
+                     "to serve /predict")
+            return None
+        if choice is not None:
+            try:
+                return self.host(models_dir, choice, reason="the choice saved on the API page",
+                                 remember=False)
+            except ApiError as exc:
+                log.warning("the model chosen on the API page cannot be hosted now (%s); "
+                            "hosting the newest model that loads instead", exc)
+        return self._host_newest(models_dir)
+
+    def _host_newest(self, models_dir: Path) -> HostedModel | None:
+        for model in list_models(models_dir):  # newest first
+            if model["error"]:
+                continue
+            try:
+                return self.host(models_dir, model["dir_name"], remember=False,
+                                 reason="the newest model that loads; choose another on "
+                                        "the API page")
+            except ApiError as exc:
+                log.warning("not hosting %s: %s", model["dir_name"], exc)
+        log.info("no model hosted: the library has none that loads; /predict answers 503 "
+                 "until one is trained and hosted")
+        return None
+
+    def _choice_file(self) -> Path:
+        return Path(self._app.instance_path) / CHOICE_FILE
+
+    def _saved_choice(self) -> tuple[bool, str | None]:
+        """(whether a choice is remembered, the folder name or None: stopped on purpose)."""
+        try:
+            saved = json.loads(self._choice_file().read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return False, None
+        except (OSError, ValueError) as exc:
+            log.warning("ignoring %s: %s", self._choice_file(), exc)
+            return False, None
+        model = saved.get("model", "") if isinstance(saved, dict) else ""
+        if model is None or (isinstance(model, str) and model):
+            return True, model
+        log.warning("ignoring %s: no model name in it", self._choice_file())
+        return False, None
+
+    def _save_choice(self, dir_name: str | None) -> None:
+        """Write the choice atomically (a crash leaves the old file or the new one)."""
+        path = self._choice_file()
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            staging = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}")
+            staging.write_text(json.dumps({"model": dir_name}) + "\n", encoding="utf-8")
+            os.replace(staging, path)
+        except OSError as exc:  # hosting still works; only the next start forgets it
+            log.warning("cannot remember the hosted model in %s: %s", path, exc)
 
 
 def _now() -> str:
@@ -215,12 +288,13 @@ def _now() -> str:
 def _setup(state: BlueprintSetupState) -> None:
     """Per app: the hosting state, and the prediction routes at the root that serve it."""
     app = state.app
-    hosting = Hosting()
+    hosting = Hosting(app)
     app.extensions["hosting"] = hosting
     app.register_blueprint(prediction_blueprint(
         hosting.loader, name=PREDICT_BLUEPRINT,
         max_streams=int(app.config.get("MAX_STREAMS", MAX_STREAMS)),
-        max_body_bytes=MAX_BODY_BYTES))  # the app allows large uploads; requests stay small
+        max_body_bytes=MAX_BODY_BYTES,  # the app allows large uploads; requests stay small
+        no_model=NO_MODEL_HOSTED))
 
 
 def get_hosting() -> Hosting:
@@ -245,7 +319,7 @@ def host() -> Any:
     dir_name = request.form.get("model", "").strip()
     try:
         hosting.host(models_dir(), dir_name)
-    except HostingError as exc:
+    except ApiError as exc:
         return _page(selected=dir_name, error=str(exc)), 422
     return redirect(url_for(".index"))
 
@@ -301,10 +375,7 @@ def _default_target(models: list[dict[str, Any]], hosted: dict[str, Any] | None,
 
 
 def _served(dir_name: str) -> _Cached:
-    try:
-        return get_hosting().cache.get(models_dir(), dir_name)
-    except HostingError as exc:
-        raise ApiError(exc.status, str(exc), "model") from None
+    return get_hosting().cache.get(models_dir(), dir_name)
 
 
 @api.post("/api/models/<dir_name>/predict")
