@@ -424,7 +424,10 @@ def test_a_start_hosts_the_newest_model_so_predict_works_at_once(app, client, li
     assert response.status_code == 200 and response.get_json()["action_name"]
     assert client.get("/health").get_json()["model"] == "tiny"  # PPO_tiny: trained last
     assert f"hosting model {library['ppo']} (the newest model that loads" in caplog.text
-    assert 'id="hosted-name">PPO_tiny<' in client.get("/hosting").get_data(as_text=True)
+    page = client.get("/hosting").get_data(as_text=True)
+    assert 'id="hosted-name">PPO_tiny<' in page
+    assert '<span class="muted" id="hosted-reason">(the newest model that loads, hosted at ' \
+           'start)</span>' in page
 
 
 def test_a_start_with_an_empty_library_is_503_naming_what_to_do(app, client, caplog) -> None:
@@ -449,6 +452,8 @@ def test_the_chosen_model_is_hosted_again_after_a_restart(app, client, library) 
     again = restarted(app)
     start(again)
     assert again.test_client().get("/health").get_json()["model"] == "x"
+    page = again.test_client().get("/hosting").get_data(as_text=True)
+    assert "(chosen on the API page before the restart)" in page
 
 
 def test_stop_hosting_is_remembered_across_a_restart(app, client, library, caplog) -> None:
@@ -459,6 +464,7 @@ def test_stop_hosting_is_remembered_across_a_restart(app, client, library, caplo
     start(again)
     assert error_of(again.test_client().get("/health"), 503)
     assert "hosting was stopped on the API page" in caplog.text
+    assert 'id="hosting-stopped"' in again.test_client().get("/hosting").get_data(as_text=True)
     host(again.test_client(), library["xgb"])  # hosting again is one click
     assert again.test_client().get("/health").status_code == 200
 

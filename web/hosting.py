@@ -79,6 +79,10 @@ CSV_CACHE_SIZE = 4
 CHOICE_FILE = "hosted_model.json"   # in the instance folder: {"model": dir_name or null}
 NO_MODEL_HOSTED = ("no model is hosted: choose one on the API page (/hosting), or train one "
                    "first on the Train page (/train)")
+# Why a model is hosted (the log and the page say it).
+CHOSEN = "chosen on the API page"
+RESTORED = "chosen on the API page before the restart"
+NEWEST = "the newest model that loads, hosted at start"
 _REPO_ROOT = Path(__file__).resolve().parent.parent
 _INTEGER = re.compile(r"[+-]?\d+")
 
@@ -91,6 +95,7 @@ class HostedModel:
     dir_name: str
     loader: ModelLoader
     since: str  # ISO 8601 UTC
+    reason: str  # why this one: CHOSEN, RESTORED or NEWEST
 
 
 @dataclass(frozen=True)
@@ -197,14 +202,14 @@ class Hosting:
         hosted = self._hosted
         return hosted.loader if hosted is not None else None
 
-    def host(self, models_dir: Path, dir_name: str, *, reason: str = "chosen on the API page",
+    def host(self, models_dir: Path, dir_name: str, *, reason: str = CHOSEN,
              remember: bool = True) -> HostedModel:
         """Load ``dir_name`` (again, if it is hosted already) and serve it from now on;
         ``remember``: a restart hosts it again."""
         if not dir_name:
             raise ApiError(422, "choose a model to host", "model")
         _, loader = _load(models_dir, dir_name)
-        hosted = HostedModel(dir_name, loader, _now())
+        hosted = HostedModel(dir_name, loader, _now(), reason)
         with self._lock:
             self._hosted = hosted
             if remember:
@@ -229,8 +234,7 @@ class Hosting:
             return None
         if choice is not None:
             try:
-                return self.host(models_dir, choice, reason="the choice saved on the API page",
-                                 remember=False)
+                return self.host(models_dir, choice, reason=RESTORED, remember=False)
             except ApiError as exc:
                 log.warning("the model chosen on the API page cannot be hosted now (%s); "
                             "hosting the newest model that loads instead", exc)
@@ -241,14 +245,17 @@ class Hosting:
             if model["error"]:
                 continue
             try:
-                return self.host(models_dir, model["dir_name"], remember=False,
-                                 reason="the newest model that loads; choose another on "
-                                        "the API page")
+                return self.host(models_dir, model["dir_name"], reason=NEWEST,
+                                 remember=False)
             except ApiError as exc:
                 log.warning("not hosting %s: %s", model["dir_name"], exc)
         log.info("no model hosted: the library has none that loads; /predict answers 503 "
                  "until one is trained and hosted")
         return None
+
+    def stopped_on_purpose(self) -> bool:
+        """Whether "stop hosting" is the remembered choice (a restart hosts nothing)."""
+        return self._saved_choice() == (True, None)
 
     def _choice_file(self) -> Path:
         return Path(self._app.instance_path) / CHOICE_FILE
@@ -342,12 +349,14 @@ def _page(selected: str = "", error: str | None = None) -> str:
     hosted_view = None
     if hosted is not None:
         hosted_view = {
-            "dir_name": hosted.dir_name, "since": hosted.since, "info": hosted.loader.info(),
+            "dir_name": hosted.dir_name, "since": hosted.since, "reason": hosted.reason,
+            "info": hosted.loader.info(),
             "label": type_label(hosted.loader.config.get("Type")),
             "model_dir_arg": standalone_model_dir(hosted.dir_name),
             "in_library": (models_dir() / hosted.dir_name).is_dir()}
         selected = selected or hosted.dir_name
     return render_template("hosting/index.html", models=models, hosted=hosted_view,
+                           stopped=hosted is None and get_hosting().stopped_on_purpose(),
                            selected=selected, error=error,
                            target=_default_target(models, hosted_view, selected),
                            csv_files=[f.to_dict() for f in list_csv_files()],
