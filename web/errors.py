@@ -23,7 +23,7 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from flask import Flask, Response, render_template, request
+from flask import Blueprint, Flask, Response, render_template, request
 from werkzeug.exceptions import HTTPException, InternalServerError, RequestEntityTooLarge
 
 from Utilities.data_loading import MAX_LISTED, DataError
@@ -61,9 +61,11 @@ def every_path(path: str) -> bool:
     return True
 
 
-def install_error_handlers(app: Flask, json_path: Callable[[str], bool] = is_json_path) -> None:
+def install_error_handlers(app: Flask | Blueprint,
+                           json_path: Callable[[str], bool] = is_json_path) -> None:
     """Answer every error ``app``'s views do not: JSON where ``json_path(request.path)``,
-    a styled page elsewhere."""
+    a styled page elsewhere. On a blueprint (the prediction routes, which any app may
+    mount under any prefix) the handlers cover that blueprint's views only."""
 
     def input_error(exc: InputError) -> Reply | tuple[str, int]:
         status = exc.status if isinstance(exc, ApiError) else 422

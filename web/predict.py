@@ -19,8 +19,8 @@ out of order, a short window, a bad or out-of-range account_state, an output tha
 not finite), 404 unknown stream, 503 no model hosted. The body is checked before the
 model is asked for. Errors are raised as :class:`~web.json_io.ApiError` or
 :class:`~Utilities.input_errors.InputError` with their field (``window[3].High``,
-``features.Close``, ``account_state.cash``); the app's handlers
-(:func:`web.errors.install_error_handlers`) write the one JSON body.
+``features.Close``, ``account_state.cash``); :func:`web.errors.install_error_handlers`
+writes the one JSON body.
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ from flask import Blueprint, Response, jsonify, url_for
 from NetworkConfigs.base import ACCOUNT_FIELDS, ModelLoader
 from NetworkConfigs.streams import PRICE, StreamNotFound, StreamRegistry
 from Utilities.data_loading import DataError
+from web.errors import every_path, install_error_handlers
 from web.json_io import ApiError, Reply, error_reply, read_json_body
 from web.openapi import openapi_document
 
@@ -165,9 +166,9 @@ def prediction_blueprint(get_loader: Callable[[], ModelLoader | None], *,
     saying ``no_model``, which tells the client what to do).
 
     ``max_body_bytes`` caps ``POST /predict`` bodies below the app's
-    ``MAX_CONTENT_LENGTH`` (an app that also takes uploads allows far more). The app
-    that registers it installs :func:`web.errors.install_error_handlers` with these
-    paths as JSON paths.
+    ``MAX_CONTENT_LENGTH`` (an app that also takes uploads allows far more). Its views'
+    errors are JSON wherever it is mounted (the app's own handlers answer the rest:
+    unknown URLs, wrong methods).
     """
     bp = Blueprint(name, __name__)
     hosted = _Hosted(get_loader, max_streams, no_model)
@@ -205,4 +206,5 @@ def prediction_blueprint(get_loader: Callable[[], ModelLoader | None], *,
         base = url_for(".health")[: -len("/health")]
         return jsonify(openapi_document(hosted.get_loader(), base))
 
+    install_error_handlers(bp, every_path)
     return bp
