@@ -17,7 +17,7 @@ from NetworkConfigs import load_model
 from NetworkConfigs.XGBoostTrainer import SMOKE, XGBoostTrainer
 from tests.test_api import error_of
 from tests.test_ppo_loader import train_tiny
-from web.hosting import LoaderCache
+from web.hosted import LoaderCache
 from web.json_io import ApiError
 from web.predict import MAX_BODY_BYTES
 
@@ -417,7 +417,7 @@ def restarted(app):
 def test_a_start_hosts_the_newest_model_so_predict_works_at_once(app, client, library,
                                                                   trained, sample_bars,
                                                                   caplog) -> None:
-    caplog.set_level("INFO", logger="web.hosting")
+    caplog.set_level("INFO", logger="web.hosted")
     start(app)
     body = {"window": window_for(sample_bars, trained["ppo"])}
     response = client.post("/predict", json=body)  # no visit to /hosting first
@@ -431,7 +431,7 @@ def test_a_start_hosts_the_newest_model_so_predict_works_at_once(app, client, li
 
 
 def test_a_start_with_an_empty_library_is_503_naming_what_to_do(app, client, caplog) -> None:
-    caplog.set_level("INFO", logger="web.hosting")
+    caplog.set_level("INFO", logger="web.hosted")
     start(app)
     error = error_of(client.post("/predict", json={"window": [[1.0]]}), 503)
     assert error == {"error": "no model is hosted: choose one on the API page (/hosting), or "
@@ -457,7 +457,7 @@ def test_the_chosen_model_is_hosted_again_after_a_restart(app, client, library) 
 
 
 def test_stop_hosting_is_remembered_across_a_restart(app, client, library, caplog) -> None:
-    caplog.set_level("INFO", logger="web.hosting")
+    caplog.set_level("INFO", logger="web.hosted")
     start(app)
     client.post("/hosting", data={"action": "stop"})
     again = restarted(app)
