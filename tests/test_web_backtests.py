@@ -20,6 +20,7 @@ from tests.conftest import SAMPLE_CSV, make_app
 from tests.test_ppo_loader import train_tiny
 from Utilities.backtester import TRADE_COLUMNS
 from Utilities.model_backtester import backtest_model
+from Utilities.number_format import figure
 from Utilities.performance import STAT_KEYS
 from web.backtest_jobs import EXTENSION
 
@@ -178,10 +179,16 @@ def test_an_uploaded_csv_is_backtested_and_listed(client) -> None:
     response = client.post("/backtest", data=data, content_type="multipart/form-data")
     assert response.status_code == 303
     page = finished(client, response.headers["Location"])
-    assert re.search(r"on <b>uploads/[0-9a-f]{8}-my_bars\.csv</b>", page)
+    # Shown by the name it was uploaded under, never by its internal one.
+    assert "on <b>my bars.csv</b>" in page and not re.search(r"[0-9a-f]{8}-my bars", page)
     assert "whole file" in page
-    assert re.search(r'<option value="uploads/[0-9a-f]{8}-my_bars\.csv"',
-                     client.get("/backtest").get_data(as_text=True))
+    form_page = client.get("/backtest").get_data(as_text=True)
+    option = re.search(r'<option value="uploads/[0-9a-f]{8}-my bars\.csv"\s*>([^<]*)</option>',
+                       form_page)
+    assert option and option.group(1).startswith("my bars.csv · uploaded ")
+    shown = re.sub(r'(value|href)="[^"]*"', "", form_page)  # attributes are not shown
+    assert not re.search(r"[0-9a-f]{8}-my bars", shown)  # recent list, uploads list
+    assert re.search(r"<td>my bars\.csv</td>", shown)
 
 
 def test_an_empty_period_is_an_error_beside_the_dates(client) -> None:
@@ -216,7 +223,8 @@ def test_the_result_shows_statistics_beside_both_baselines(client, trained: Path
         cells = re.findall(r">([^<]*)</td>", row)
         values = [expected.statistics[key], expected.baseline_statistics["Buy & Hold"][key],
                   expected.baseline_statistics["Random"][key]]
-        assert cells == [f"{v:,}" if isinstance(v, int) else f"{v:,.2f}" for v in values]
+        kind = "pct_points" if key.endswith("[%]") else "int" if key[0] == "#" else "num"
+        assert cells == [figure(v, kind) for v in values]
     assert "commission 0.001 (0.1 % per fill)" in page and "slippage 2 bps" in page
     assert 'id="equity-chart"' in page and 'id="price-chart"' in page
     assert "/static/vendor/chartjs/chart.umd.min.js" in page and "https://" not in page
