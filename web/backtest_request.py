@@ -288,13 +288,14 @@ def in_sample(request: BacktestRequest, start: str, end: str) -> dict[str, Any] 
     trained = training_period(config)
     if trained is None:
         return None
-    lo = max(pd.Timestamp(start), pd.Timestamp(trained["start"]))
-    hi = min(pd.Timestamp(end), _end_of(trained["end"]))
-    if lo > hi:
+    first, last = pd.Timestamp(start), pd.Timestamp(end)
+    if first > _end_of(trained["end"]) or last < pd.Timestamp(trained["start"]):
         return None
     expected = config.get("data_hash")
     same = bool(expected) and file_sha256(request.csv_path) == expected
-    overlap = {"start": _shown_time(lo), "end": _shown_time(hi)}
+    overlap = {"start": _shown_time(first) if first > pd.Timestamp(trained["start"])
+               else trained["start"],
+               "end": _shown_time(last) if last < _end_of(trained["end"]) else trained["end"]}
     span = f"{overlap['start']} → {overlap['end']}"
     learned = f"{trained['start']} → {trained['end']}"
     if same:
