@@ -242,11 +242,13 @@ def result(result_id: str) -> Any:
     if folder is None:
         job = jobs().status(result_id)
         if job is None:
-            abort(404)
+            abort(404, description=f"no backtest {result_id[:80]!r}: it never ran here, or "
+                                   "its result was removed")
         if job.status == "failed":
             return render_form(job.values or {}, job.errors, failed=job.id)
         if job.status != "done":
             return render_template("backtests/progress.html", job=job, poll_ms=POLL_MS,
+                                   csv_label=shown_name(job.csv),
                                    status_url=url_for("backtests.api_status",
                                                       result_id=result_id))
         folder = saved(backtests_dir(), result_id)
