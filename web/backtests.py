@@ -6,14 +6,22 @@ Routes
                                         (``?model=<dir_name>&csv=sample.csv&start=…``)
   ``POST /backtest``                    validate, queue, 303 to the job's page; a bad
                                         field is a 422 re-render with the error beside
-                                        it (413 upload over a limit, 503 queue full)
+                                        it (an upload over MAX_CONTENT_LENGTH: the app's
+                                        413 page; 503 queue full)
   ``GET  /backtest/<id>``               queued or running: progress (the page polls the
                                         status below); done: statistics beside Buy & Hold
-                                        and Random, equity + drawdown, price with trade
-                                        markers; failed: the form again, the error beside
-                                        its field
+                                        and Random (coloured against them, with a legend;
+                                        an in-sample period said), equity + drawdown, price
+                                        with trade markers; failed: the form again, the
+                                        error beside its field; unknown: the app's 404 page
   ``GET  /backtest/<id>/<file>``        trades.csv, equity.csv, decisions.csv,
                                         statistics.json, as attachments
+  ``GET|POST /backtest/uploads/<name>/remove``
+                                        an upload (listed on the form page by the name it
+                                        was uploaded under): GET asks, POST with
+                                        ``confirm=<name>`` removes it; 409 while a queued
+                                        or running backtest or training reads it, 404 for
+                                        a name that is no kept upload
   ``POST /api/backtest``                the same as JSON: 202 ``{"id", "status":
                                         "queued", "status_url", "url"}``; errors
                                         ``{"error", "field"}`` with 400 (not an object,
@@ -26,7 +34,7 @@ Routes
   ``GET  /api/backtest/<id>``           ``{"id", "status", "progress", ...}``: queued
                                         (``ahead``), running (``progress`` 0-1,
                                         ``stage``), done (``result``: statistics, period,
-                                        baselines, file URLs), failed (``error``,
+                                        baselines, ``in_sample``, file URLs), failed (``error``,
                                         ``field``); 404 for an unknown id
 
 Where results live and how they are written: :mod:`web.backtest_results`. What a
@@ -228,7 +236,8 @@ def remove(name: str) -> Any:
         else:
             try:
                 remove_upload(name)
-                return redirect(url_for("backtests.index", removed=found.label), code=303)
+                return redirect(url_for("backtests.index", removed=found.label, _anchor="uploads"),
+                                code=303)
             except UploadInUse as exc:
                 error, status = str(exc), UploadInUse.status
     return render_template("backtests/remove.html", file=found, error=error,
