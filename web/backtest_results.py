@@ -14,7 +14,6 @@ half result (and the hidden folder is removed when the dashboard's jobs start).
 
 from __future__ import annotations
 
-import itertools
 import json
 import logging
 import math
@@ -31,6 +30,7 @@ import pandas as pd
 from flask import current_app
 
 from Utilities.backtest_report import BacktestReport
+from Utilities.downsample import minmax_indices
 from Utilities.number_format import figure, is_missing
 from Utilities.performance import STAT_KEYS
 from Utilities.serialization import to_plain
@@ -301,23 +301,10 @@ def headline(summary: dict[str, Any]) -> list[dict[str, str]]:
 
 
 def sample_indices(values: np.ndarray, max_points: int | None = None) -> np.ndarray:
-    """Positions to plot: all of them when few, else the first, lowest, highest and last
-    of each of ``max_points // 4`` buckets (default MAX_POINTS), so spikes and troughs
-    survive."""
-    max_points = max_points or MAX_POINTS
-    n = len(values)
-    if n <= max_points:
-        return np.arange(n)
-    values = np.asarray(values, dtype=np.float64)
-    finite = np.isfinite(values)
-    filled = np.where(finite, values, np.mean(values[finite]) if finite.any() else 0.0)
-    edges = np.linspace(0, n, max_points // 4 + 1).astype(int)
-    picks = [0, n - 1]
-    for lo, hi in itertools.pairwise(edges):
-        if hi > lo:
-            segment = filled[lo:hi]
-            picks += [lo, lo + int(np.argmin(segment)), lo + int(np.argmax(segment)), hi - 1]
-    return np.unique(np.asarray(picks, dtype=np.int64))
+    """Positions to plot (at most ``max_points``, default MAX_POINTS): the one min/max
+    rule of :mod:`Utilities.downsample`, so spikes and troughs survive."""
+    return np.asarray(minmax_indices(np.asarray(values, dtype=np.float64),
+                                     max_points or MAX_POINTS), dtype=np.int64)
 
 
 class _Clock:

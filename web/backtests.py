@@ -148,7 +148,6 @@ def render_form(source: dict[str, Any], errors: dict[str, str] | None = None,
                            recent=recent_results(), failed=failed, active=jobs().active(),
                            readable=[m for m in models if not m["error"]], uploads=kept,
                            users=_users(kept), verdicts=VERDICTS, shown=shown_name,
-                           figure=figure,
                            removed=request.args.get("removed", "")), status
 
 
