@@ -13,6 +13,7 @@ from typing import Any
 from flask import Flask
 
 from Utilities.number_format import figure
+from web.datafiles import is_upload_name, shown_name
 
 
 def parse_time(iso: str | None) -> datetime | None:
@@ -69,6 +70,8 @@ def headline(metrics: dict | None, limit: int = 3) -> list[tuple[str, object]]:
 
 
 def basename(path: str | None) -> str:
+    if path and is_upload_name(path):  # an upload by the name the person gave it
+        return shown_name(path)
     return path.replace("\\", "/").rsplit("/", 1)[-1] if path else "—"
 
 
