@@ -1,11 +1,14 @@
-"""Train page: every parameter of every type on the form, errors beside their fields,
-and a valid form starting the CLI's own training in a child process."""
+"""Train page: every parameter of every type on the form, every error at once beside its
+field, uploads kept while the form is refused, the preset's real values shown, and a
+valid form recording its run before starting the CLI's own training in a child process
+(which alone parses the data, once); training again from a run and resuming one."""
 
 from __future__ import annotations
 
 import io
 import re
 import sys
+from html import unescape
 from pathlib import Path
 
 import pytest
@@ -16,6 +19,7 @@ from NetworkConfigs import get_model_type, model_type_names
 from tests.training_stubs import slow_child
 from Utilities import run_training
 from Utilities.run_store import RunStore
+from Utilities.training_request import TrainingRequest
 from web import training_jobs
 from web.train import jobs
 from web.training_form import fields_of, help_texts
@@ -31,10 +35,20 @@ def app(tmp_path: Path):
 
 
 def field_errors(response) -> dict[str, str]:
+    """The message shown beside each input, by the input's name."""
     html = response.get_data(as_text=True)
-    found = re.findall(r'<label for="([^"]+)">.*?(?:field-error">([^<]*)</small>|</div>)', html,
-                       re.S)
-    return {name: message for name, message in found if message}
+    return {name: unescape(message) for name, message in
+            re.findall(r'class="field-error" id="([^"]+)-error">([^<]*)</small>', html)}
+
+
+def input_value(html: str, name: str) -> str:
+    """The value an input shows (its value attribute, or a select's selected option)."""
+    tag = re.search(rf'<(input|select)[^>]*name="{re.escape(name)}"[^>]*>', html)
+    assert tag, name
+    if tag.group(1) == "input":
+        return unescape(re.search(r'value="([^"]*)"', tag.group(0)).group(1))
+    body = html[tag.end():html.index("</select>", tag.end())]
+    return unescape(re.search(r'<option value="([^"]*)" selected', body).group(1))
 
 
 @pytest.mark.parametrize("type_name", model_type_names())
@@ -164,13 +178,17 @@ def test_run_control_refuses_bad_actions_unknown_and_finished_runs(app) -> None:
     assert reply.status_code == 200 and store.get_control(live) == "pause"
 
 
-def test_the_child_runs_the_cli_entry_point(app) -> None:
+def test_the_child_runs_the_cli_entry_point_with_the_requests_arguments(app) -> None:
+    request = TrainingRequest(Path("x.csv"), model_type="ppo", model_name="n", mode="smoke",
+                              models_dir=Path("M"), run_id="id", progress=False)
     with app.app_context():
-        launch = training_jobs.Launch("ppo", "n", Path("x.csv"), "smoke", {}, Path("M"),
-                                      "sqlite://")
-        command = jobs().command(launch, "id", Path("c.yaml"))
+        command = jobs().command(request, Path("c.yaml"))
     assert command[:2] == [sys.executable, str(training_jobs.ENTRY_POINT)]
     assert training_jobs.ENTRY_POINT.name == "run_training.py"
+    args = run_training.parse_args(command[2:])  # the CLI reads back what was asked
+    assert (args.csv_path, args.model, args.model_name, args.mode, args.run_id,
+            args.no_progress, args.config) == ("x.csv", "ppo", "n", "smoke", "id", True,
+                                                Path("c.yaml"))
 
 
 def test_an_upload_over_the_size_limit_is_413_beside_the_csv_field(app, sample_path) -> None:
@@ -239,20 +257,48 @@ def test_a_child_killed_mid_run_leaves_a_failed_run(app, tmp_path: Path, monkeyp
 
 
 def test_the_store_url_reaches_the_child_by_environment_not_argv(app) -> None:
+    request = TrainingRequest(Path("x.csv"), model_type="ppo", model_name="n",
+                              database_url="postgresql://user:secret@db/runs")
     with app.app_context():
-        launch = training_jobs.Launch("ppo", "n", Path("x.csv"), "smoke", {}, Path("M"),
-                                      "postgresql://user:secret@db/runs")
-        command = jobs().command(launch, "id", Path("c.yaml"))
+        command = jobs().command(request, Path("c.yaml"))
     assert not any("secret" in part for part in command)
 
 
-def test_a_refused_form_keeps_no_upload(app, sample_path: Path) -> None:
-    data = {"model_type": "xgboost", "model_name": "bad name",
-            "csv_upload": (io.BytesIO(sample_path.read_bytes()), "good.csv")}
-    response = app.test_client().post("/train", data=data, content_type="multipart/form-data")
-    assert response.status_code == 422
+def test_a_refused_form_keeps_its_upload_for_the_next_submit(app, sample_path: Path) -> None:
+    client = app.test_client()
+    data = {"model_type": "xgboost", "model_name": "bad name", "mode": "smoke",
+            "csv_upload": (io.BytesIO(sample_path.read_bytes()), "my bars (1).csv")}
+    refused = client.post("/train", data=data, content_type="multipart/form-data")
+    assert refused.status_code == 422
+    html = refused.get_data(as_text=True)
+    # Re-selected under the person's own name; the stored name is never shown.
+    assert input_value(html, "csv") == "@upload"
+    assert ">my bars (1).csv (your upload)</option>" in html
+    token = input_value(html, "staged_upload")
+    assert token not in html.replace(f'value="{token}"', "")
     uploads = Path(app.config["DATA_DIR"]) / "uploads"
-    assert not uploads.exists() or not any(uploads.iterdir())
+    assert [p.name for p in uploads.iterdir()] == [f".tmp-{token}"]  # hidden: not listed
+    assert "uploads/" not in html
+    fixed = {"model_type": "xgboost", "model_name": "good", "mode": "smoke", "csv": "@upload",
+             "staged_upload": token, "upload_name": "my bars (1).csv"}
+    gate = uploads / "never"  # the child is not needed: the upload is kept before it runs
+    assert client.post("/train", data=fixed).status_code == 302
+    assert [p.name for p in uploads.iterdir()] == [token]  # listed now
+    with app.app_context():
+        (run_id,) = jobs()._children
+        jobs().wait(run_id, timeout=300)
+    assert RunStore(app.config["DATABASE_URL"]).get_run(run_id)["data_file"] == str(
+        uploads / token)
+    assert not gate.exists()
+
+
+@pytest.mark.parametrize("token", ["../../etc/passwd", ".tmp-x.csv", "0123abcd-gone.csv", ""])
+def test_a_kept_upload_that_is_gone_or_forged_is_a_csv_error(app, token: str) -> None:
+    data = {"model_type": "xgboost", "model_name": "x", "csv": "@upload",
+            "staged_upload": token, "upload_name": "mine.csv"}
+    response = app.test_client().post("/train", data=data)
+    assert response.status_code == 422
+    assert "mine.csv is no longer kept" in field_errors(response)["csv"]
 
 
 @pytest.mark.parametrize("body", ['"pause"', "[1]", "null"])
@@ -282,7 +328,7 @@ def test_the_run_is_claimed_before_the_child_starts(app, tmp_path: Path, monkeyp
         (run_id,) = jobs()._children
     run = RunStore(app.config["DATABASE_URL"]).get_run(run_id)
     assert (run["status"], run["name"], run["model_type"], run["tags"]) == (
-        "running", "early", "xgboost", ["smoke"])
+        "starting", "early", "xgboost", ["smoke"])
     gate.touch()
     with app.app_context():
         assert jobs().wait(run_id, timeout=60) == 0
