@@ -62,7 +62,7 @@ class Field:
             return found
         if self.kind == "float":
             fraction = self.key in ("val_fraction", "test_fraction")
-            return {"step": "any", **({"min": "0", "max": "0.95"} if fraction else {})}
+            return {"step": "any", **({"min": "0", "max": "1"} if fraction else {})}
         return {}
 
     @property

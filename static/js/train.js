@@ -49,8 +49,8 @@
     });
   }
 
-  // A new file replaces the kept upload: the select then names the list's file, which
-  // the upload overrides anyway; say so instead of showing the old name.
+  // A newly chosen file replaces the kept upload (the server reads a new upload first):
+  // the note names the new file.
   const upload = document.getElementById("csv_upload");
   const kept = document.getElementById("kept-upload");
   if (upload && kept) {
