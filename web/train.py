@@ -226,6 +226,9 @@ def _from_run(run_id: str) -> Any:
         return render_template("train/problem.html", title="Run not found", run_id=None,
                                message=f"No training run has the id {run_id}.",
                                status=404), 404
+    except StoreUnavailable as exc:
+        return render_template("train/problem.html", title="Run store unavailable",
+                               run_id=None, message=str(exc), status=503), 503
     type_name = run["model_type"]
     if type_name not in form_types():
         return render_template("train/problem.html", title="Cannot train this type here",

@@ -22,6 +22,7 @@ def test_train_a_ppo_agent_from_the_form_and_see_it_complete(app, live_server, p
     seen = watch(page, live_server)
     page.goto(f"{live_server}/train?model=ppo")
     page.fill("#model_name", "web_agent")
+    page.click("#all-params > summary")  # the rarer parameters are folded
     page.fill("[name='train_params.seed']", "3")
     screenshot(page, "train_form_ppo")
     page.click("button[type=submit]")
@@ -88,6 +89,7 @@ def delete_it(page, live_server: str) -> None:
 def test_a_bad_value_is_shown_beside_its_field(live_server, page) -> None:
     page.goto(f"{live_server}/train?model=xgboost")
     page.fill("#model_name", "x")
+    page.click("#all-params > summary")
     page.fill("[name='model_params.max_depth']", "0")
     page.click("button[type=submit]")
     error = page.locator(".field.invalid", has=page.locator("[name='model_params.max_depth']"))
