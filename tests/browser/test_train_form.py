@@ -67,10 +67,11 @@ def test_four_mistakes_are_four_messages_in_one_submit(live_server, page) -> Non
     assert where["id"] == "model_params.hidden_dim" and where["inView"], where
     assert where["scrolled"] > 0, where  # it was below the fold: the page scrolled to it
     shot(page, "train_four_mistakes_in_view", full_page=False)
-    shot(page, "train_four_mistakes")
     # The summary's links bring each problem into view too.
     page.click("#error-summary a[data-field='data_params.val_fraction']")
-    assert page.evaluate(FOCUSED_IN_VIEW)["id"] == "data_params.val_fraction"
+    where = page.evaluate(FOCUSED_IN_VIEW)
+    assert where["id"] == "data_params.val_fraction" and where["inView"], where
+    shot(page, "train_four_mistakes")  # last: a full-page shot resizes the viewport
     assert not seen["errors"] and not seen["outside"], seen
 
 
@@ -89,6 +90,7 @@ def test_an_upload_is_kept_when_the_form_is_refused(app, live_server, page, samp
     text = page.inner_text("body")
     assert "uploads/" not in text and not re.search(r"[0-9a-f]{8}-my_bars", text), text
     assert page.evaluate("document.activeElement.id") == "model_name"
+    page.evaluate("document.activeElement.blur()")  # see test_train_journey
     shot(page, "train_upload_kept")
     page.fill("#model_name", "from_upload")
     with page.expect_navigation():
