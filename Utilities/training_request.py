@@ -135,11 +135,11 @@ class TrainingRequest:
         return self.model_type or DEFAULT_MODEL_TYPE
 
 
-def precheck(request: TrainingRequest, *, data: bool = True) -> None:
-    """What a request thread can check without parsing the data; raises UsageError (or
-    UsageErrors, every problem found) naming each field. ``data=False`` leaves the data
-    file out (the form already refused it). A new model only: a resume is checked by
-    the training process, which reads the checkpoint."""
+def precheck(request: TrainingRequest, *, data: bool = True) -> dict[str, Any]:
+    """What a request thread can check without parsing the data; the config the training
+    will use. Raises UsageError (or UsageErrors, every problem found) naming each field.
+    ``data=False`` leaves the data file out (the form already refused it). A new model
+    only: a resume is checked by the training process, which reads the checkpoint."""
     try:
         model_type = get_model_type(request.type_name())
     except UnknownModelType as exc:
@@ -163,6 +163,7 @@ def precheck(request: TrainingRequest, *, data: bool = True) -> None:
         errors.update(_data_problems(request.csv_path, trainer))
     if errors:
         raise collected(errors)
+    return trainer.config
 
 
 def collected(errors: Mapping[str | None, str]) -> UsageError:

@@ -407,12 +407,23 @@ def test_only_values_changed_from_the_preset_are_passed_on(app, tmp_path: Path,
     changed = {**shown, "model_name": "changed", "train_params.total_timesteps": "200000"}
     assert client.post("/train", data=changed).status_code == 302
     gate.touch()
-    store = RunStore(app.config["DATABASE_URL"])
-    configs = {run["name"]: run["config"] for run in store.list_runs()[0]}
-    assert configs == {"as_shown": {}, "changed": {"train_params": {"total_timesteps": 200000}}}
     with app.app_context():
         for run_id in list(jobs()._children):
             jobs().wait(run_id, timeout=60)
+    configs = {}
+    for name in ("as_shown", "changed"):
+        config_file = Path(app.instance_path) / "train_logs" / f"{run_id_of(app, name)}.yaml"
+        configs[name] = yaml.safe_load(config_file.read_text())  # what the child is given
+    assert configs == {"as_shown": {}, "changed": {"train_params": {"total_timesteps": 200000}}}
+    # The run records the whole config the training will use from its first moment.
+    recorded = RunStore(app.config["DATABASE_URL"]).list_runs(name="changed")[0][0]["config"]
+    assert recorded["train_params"]["total_timesteps"] == 200000
+    assert recorded["train_params"]["n_envs"] == 4 and recorded["model_params"][
+        "lookback_window"] == 20  # the smoke preset's
+
+
+def run_id_of(app, name: str) -> str:
+    return RunStore(app.config["DATABASE_URL"]).list_runs(name=name)[0][0]["run_id"]
 
 
 def test_the_run_row_exists_before_the_child_starts(app, tmp_path: Path,
@@ -547,6 +558,7 @@ def test_resume_continues_a_run_from_its_checkpoint(app, sample_path: Path,
     resumed = store.get_run(new_id)
     assert resumed["status"] == "completed", resumed["error"]
     assert (resumed["name"], resumed["model_dir"]) == ("again", first["model_dir"])
+    assert resumed["config"] == first["config"]  # the checkpoint's, recorded as a CLI run's
     (command,) = commands
     assert command[command.index("--resume") + 1] == first["run_id"]
     assert command[command.index("--csv_path") + 1] == str(sample_path)

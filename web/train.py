@@ -105,15 +105,15 @@ def start() -> Any:
                                                                 f"{type_name!r}"}), 422
     errors: dict[str, str] = {}
     choice = _data_of(form, errors)
-    training = _request_of(type_name, form, choice, errors)
-    if errors or training is None:
+    training, config = _request_of(type_name, form, choice, errors)
+    if errors:
         return _render(type_name, form, errors, choice), 422
     try:
         if choice.staged is not None:  # accepted: the upload becomes a listed file
             kept = choice.staged.keep()
             form["csv"], choice = kept.name, DataChoice(kept.path)
             training = replace(training, csv_path=kept.path)
-        run_id = jobs().start(training)
+        run_id = jobs().start(training, config)
     except DataError as exc:  # no room left for the upload
         return _render(type_name, form, {"csv": str(exc)}, choice), getattr(exc, "status", 507)
     except Busy as exc:
@@ -272,9 +272,10 @@ def _listed(data_file: str) -> datafiles.DataFile | None:
 
 
 def _request_of(type_name: str, form: dict[str, str], choice: DataChoice,
-                errors: dict[str, str]) -> TrainingRequest | None:
-    """The TrainingRequest a form makes, with every problem found in one pass added to
-    ``errors`` (unreadable inputs, the config, the name, the data's header and rows)."""
+                errors: dict[str, str]) -> tuple[TrainingRequest, dict | None]:
+    """The TrainingRequest a form makes and the config it will train with, with every
+    problem found in one pass added to ``errors`` (unreadable inputs, the config, the
+    name, the data's header and rows)."""
     mode, mode_error = mode_of(form)
     if mode_error:
         errors["mode"] = mode_error
@@ -285,11 +286,12 @@ def _request_of(type_name: str, form: dict[str, str], choice: DataChoice,
         model_name=form.get("model_name", "").strip(), mode=mode, overrides=overrides,
         models_dir=datafiles.models_dir(), database_url=current_app.config["DATABASE_URL"])
     try:
-        precheck(training, data=choice.path is not None)
+        config = precheck(training, data=choice.path is not None)
     except UsageError as exc:
         for name, message in errors_by_input(type_name, exc).items():
             errors.setdefault(name, message)  # a data-choice error says it better
-    return training
+        config = None
+    return training, config
 
 
 def _data_of(form: dict[str, str], errors: dict[str, str]) -> DataChoice:

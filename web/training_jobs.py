@@ -61,15 +61,16 @@ class TrainingJobs:
         # visible to every user in `ps`.
         return [sys.executable, str(ENTRY_POINT), *request.argv(config_file)]
 
-    def start(self, request: TrainingRequest) -> str:
-        """Record the run ("starting"), then start its training; the run id. Raises Busy
-        when the same model is already training, or too many trainings run (both read
-        from the store). ``request.database_url`` names the store."""
+    def start(self, request: TrainingRequest, config: dict | None = None) -> str:
+        """Record the run ("starting", with ``config``, the config the training will use
+        when known, else the request's overrides), then start its training; the run id.
+        Raises Busy when the same model is already training, or too many trainings run
+        (both read from the store). ``request.database_url`` names the store."""
         request = replace(request, run_id=request.run_id or str(uuid.uuid4()),
                           progress=False)
         try:
             store = self.store(request.database_url)
-            run_id = self._claim(store, request)
+            run_id = self._claim(store, request, config)
         except StoreUnavailable as exc:  # a training nobody could see or stop: refused
             raise Busy(None, f"cannot start a training now: {exc}") from None
         try:
@@ -89,7 +90,7 @@ class TrainingJobs:
                 self._stores[url] = RunStore(url)
             return self._stores[url]
 
-    def _claim(self, store: RunStore, request: TrainingRequest) -> str:
+    def _claim(self, store: RunStore, request: TrainingRequest, config: dict | None) -> str:
         """The request's run, recorded as starting before the child starts, so its page
         exists at once and a second launch of the model (from this or another
         dashboard) is refused."""
@@ -97,7 +98,7 @@ class TrainingJobs:
         try:
             return store.claim_run(
                 name=name, model_type=type_name, algorithm=type_label(type_name),
-                config=dict(request.overrides), data_file=str(request.csv_path),
+                config=config or dict(request.overrides), data_file=str(request.csv_path),
                 tags=request.tags, run_id=request.run_id, max_active=self.max_running,
                 status="starting")
         except RunBusy as exc:
