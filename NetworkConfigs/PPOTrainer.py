@@ -137,7 +137,7 @@ class PPOTrainer(Trainer):
 
     def check_data(self, bars: pd.DataFrame, source: str | None = None) -> None:
         """Everything fit() will ask of the data, checked before a run is recorded."""
-        self.prepare(bars, source)
+        self.prepared(bars, source)
 
     @property
     def lookback(self) -> int:
@@ -182,7 +182,7 @@ class PPOTrainer(Trainer):
             resume_state: dict[str, Any] | None = None) -> Path:
         """Train on the train part, validate on the validation part, save the best model."""
         ensure_available(models_dir, PREFIX, model_name, overwrite)
-        data = self.prepare(bars, source=Path(data_file).name if data_file else None)
+        data = self.prepared(bars, Path(data_file).name if data_file else None, keep=False)
         envs = VecTradingEnv(*env_arrays(data, "train"), self.lookback, self.env_params,
                              num_envs=self.settings.n_envs)
         self._add_validation(data)

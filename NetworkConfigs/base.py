@@ -151,6 +151,21 @@ class Trainer(ABC):
         """How the last fit ended: completed, stopped (by a callback), failed, …"""
         return "completed"
 
+    def prepared(self, bars: pd.DataFrame, source: str | None = None, *,
+                 keep: bool = True) -> Any:
+        """``self.prepare(bars, source)`` (types that prepare data define it), computed
+        once per bars object: the CLI checks the data (:meth:`check_data`) before it
+        records a run, and ``fit`` then takes that very result instead of transforming,
+        splitting and scaling the file again. ``keep=False`` (``fit``) hands it over and
+        forgets it, so the trainer does not hold the data after training."""
+        cached = getattr(self, "_prepared", None)
+        if cached is not None and cached[0] is bars and cached[1] == source:
+            data = cached[2]
+        else:
+            data = self.prepare(bars, source)  # type: ignore[attr-defined]
+        self._prepared = (bars, source, data) if keep else None
+        return data
+
     def check_data(self, bars: pd.DataFrame, source: str | None = None) -> None:  # noqa: B027
         """Raise DataError now if ``bars`` cannot train this config (before a run starts).
 

@@ -13,6 +13,7 @@ import math
 from typing import Any
 
 from NetworkConfigs.base import deep_merge
+from Utilities.input_errors import InputError
 
 # Upper bounds of every size-like setting, checked with the rest of the config, so a
 # slip (hidden_dim=1e8) fails at once naming the key and the bound, not minutes later
@@ -70,7 +71,8 @@ def normalise_sections(config: dict[str, Any] | None,
 
 def checked(section: dict[str, Any], name: str, kind: type, *, low: float | None = None,
             high: float | None = None, optional: bool = False) -> Any:
-    """``section[name]`` checked for type and range; errors name the key."""
+    """``section[name]`` checked for type and range; errors name the key (as their
+    ``field``, so a form places them without reading the message)."""
     value = section[name]
     if value is None and optional:
         return None
@@ -79,13 +81,13 @@ def checked(section: dict[str, Any], name: str, kind: type, *, low: float | None
           else isinstance(value, int | float) and not isinstance(value, bool) if kind is float
           else isinstance(value, kind))
     if not ok:
-        raise ValueError(f"{name} must be {kind.__name__ if kind is not float else 'a number'}"
-                         f"; got {value!r}")
+        raise InputError(f"{name} must be {kind.__name__ if kind is not float else 'a number'}"
+                         f"; got {value!r}", name)
     if kind is float and not math.isfinite(value):
-        raise ValueError(f"{name} must be a finite number; got {value!r}")
+        raise InputError(f"{name} must be a finite number; got {value!r}", name)
     if (low is not None and value < low) or (high is not None and value > high):
         bounds = f"in [{low}, {high}]" if high is not None else f">= {low}"
-        raise ValueError(f"{name} must be {bounds}; got {value!r}")
+        raise InputError(f"{name} must be {bounds}; got {value!r}", name)
     return kind(value)
 
 
@@ -99,5 +101,5 @@ def size(section: dict[str, Any], name: str, *, low: int = 1, optional: bool = F
 def choice(section: dict[str, Any], name: str, valid: tuple[str, ...]) -> str:
     """``section[name]`` if it is one of ``valid``; the error lists them."""
     if section[name] not in valid:
-        raise ValueError(f"{name} must be one of {list(valid)}; got {section[name]!r}")
+        raise InputError(f"{name} must be one of {list(valid)}; got {section[name]!r}", name)
     return str(section[name])

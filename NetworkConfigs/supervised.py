@@ -153,13 +153,13 @@ class SupervisedTrainer(Trainer):
         return int(self.config["train_params"]["checkpoint_every"])
 
     def check_data(self, bars: pd.DataFrame, source: str | None = None) -> None:
-        self.prepare(bars, source)
+        self.prepared(bars, source)
 
     def check_resume(self, state: dict[str, Any], bars: pd.DataFrame,
                      source: str | None = None) -> None:
         """Build the model for this config and data and load ``state`` into it: a window
         or network that changed since the checkpoint fails here, before a run starts."""
-        data = self.prepare(bars, source)
+        data = self.prepared(bars, source)
         self.features = list(data.spec.features)
         self._build(len(self.features), samples(data, "train", self.threshold))
         self.load_state(state)
@@ -173,7 +173,7 @@ class SupervisedTrainer(Trainer):
             resume_state: dict[str, Any] | None = None) -> Path:
         """Train on the train part, stop early on the validation loss, save the best."""
         ensure_available(models_dir, self.prefix, model_name, overwrite)
-        data = self.prepare(bars, source=Path(data_file).name if data_file else None)
+        data = self.prepared(bars, Path(data_file).name if data_file else None, keep=False)
         parts = {name: samples(data, name, self.threshold) for name in PARTS}
         if len(parts["validation"]) == 0:
             raise DataError("data_params.val_fraction must leave a validation part: early "

@@ -22,6 +22,7 @@ from gymnasium.vector.utils import batch_space
 
 from NetworkConfigs.config_sections import LIMITS
 from Utilities.data_utils import PreparedData
+from Utilities.input_errors import InputError
 
 HOLD, BUY, SELL = 0, 1, 2
 # Observation entries after the feature window; see TradingEnvironment's docstring.
@@ -74,9 +75,9 @@ class EnvParams:
 def _require(value: Any, name: str, ok: Any, rule: str) -> None:
     """Numbers only (a YAML string such as '0.1' is a config mistake, not a number)."""
     if isinstance(value, bool) or not isinstance(value, int | float | np.number):
-        raise ValueError(f"{name} must be a number {rule}; got {value!r}")
+        raise InputError(f"{name} must be a number {rule}; got {value!r}", name)
     if not math.isfinite(value) or not ok(value):
-        raise ValueError(f"{name} must be {rule}; got {value!r}")
+        raise InputError(f"{name} must be {rule}; got {value!r}", name)
 
 
 @dataclass
