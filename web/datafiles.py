@@ -117,14 +117,6 @@ class UploadInUse(DataError):
 
     status = 409
 
-    @property
-    def label(self) -> str:
-        """What a page shows: an upload by the person's file name ("mine.csv (upload)"),
-        never the stored ``uploads/<hex>-mine.csv``."""
-        if not self.name.startswith(f"{UPLOADS}/"):
-            return self.name
-        return re.sub(r"^[0-9a-f]{8}-", "", Path(self.name).name) + " (upload)"
-
 
 class UploadRefused(DataError):
     """An upload over a limit (``status`` 413) or with no room left (507)."""

@@ -62,7 +62,6 @@ CONTROL_ACTIONS = ("pause", "resume", "stop")
 MAX_CONTROL_BYTES = 4096  # {"action": "resume"} is 20 bytes
 STAGED_CHOICE = "@upload"  # the data choice that means "the upload this form kept"
 # A kept upload's token: the name stage_upload gave it (8 hex digits, the safe stem).
-_STAGED_TOKEN = re.compile(r"[0-9a-f]{8}-[A-Za-z0-9_.-]{1,60}\.csv")
 MAX_SHOWN_NAME = 120
 
 
@@ -314,7 +313,7 @@ def _kept_upload(form: dict[str, str], errors: dict[str, str]) -> DataChoice:
     token = form.get("staged_upload", "")
     shown = _shown_name(form.get("upload_name", "")) or "your upload"
     path = None
-    if _STAGED_TOKEN.fullmatch(token):
+    if _is_staged_token(token):
         path = datafiles.uploads_dir() / f"{datafiles.STAGING_PREFIX}{token}"
     if path is None or not path.is_file():
         errors["csv"] = (f"{shown} is no longer kept (an upload waits an hour for its form); "
@@ -323,6 +322,14 @@ def _kept_upload(form: dict[str, str], errors: dict[str, str]) -> DataChoice:
     os.utime(path)  # another hour from now: the person is still at it
     return DataChoice(path, datafiles.StagedUpload(f"{datafiles.UPLOADS}/{token}", path,
                                                    path.stat().st_size), shown)
+
+
+def _is_staged_token(token: str) -> bool:
+    """A name ``stage_upload`` could have made (hex prefix + a kept name): the same rule
+    as the uploads' own, so a token can never name a path outside the uploads folder."""
+    prefix, _, rest = token.partition("-")
+    return (len(prefix) == 8 and all(c in "0123456789abcdef" for c in prefix)
+            and bool(rest) and datafiles.kept_name(rest) == rest)
 
 
 def _shown_name(filename: str) -> str:
