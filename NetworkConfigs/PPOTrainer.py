@@ -23,14 +23,8 @@ from NetworkConfigs.base import Callback, Trainer
 from NetworkConfigs.ppo_algorithm import PPO
 from NetworkConfigs.ppo_config import SMOKE, normalise, settings_from
 from NetworkConfigs.ppo_network import ActorCritic
-from NetworkConfigs.trading_env import (
-    ACCOUNT_FEATURES,
-    HOLD,
-    EnvParams,
-    TradingEnvironment,
-    VecTradingEnv,
-    env_arrays,
-)
+from NetworkConfigs.trading_env import TradingEnvironment, VecTradingEnv, env_arrays
+from Utilities.accounting import ACCOUNT_FEATURES, HOLD, EnvParams
 from Utilities.backtester import run_backtest
 from Utilities.data_utils import PreparedData, prepare_from_params
 from Utilities.performance import return_pct

@@ -13,6 +13,7 @@ import math
 from typing import Any
 
 from NetworkConfigs.base import deep_merge
+from Utilities.accounting import MAX_EPISODE_LENGTH
 
 # Upper bounds of every size-like setting, checked with the rest of the config, so a
 # slip (hidden_dim=1e8) fails at once naming the key and the bound, not minutes later
@@ -35,7 +36,7 @@ LIMITS: dict[str, int] = {
     "total_timesteps": 10_000_000_000,  # PPO budget [200k]
     "epochs": 10_000,                  # PPO iterations, boosting rounds, epochs [30-300]
     "patience": 10_000,                # epochs without a better validation loss [5-20]
-    "episode_length": 1_000_000_000,   # bars before an episode is cut [256]
+    "episode_length": MAX_EPISODE_LENGTH,  # bars before an episode is cut [256]
     "max_depth": 32,                   # xgboost tree depth [4]
     "n_jobs": 1_024,                   # xgboost threads [1]
     "d_model": 512,                    # Transformer width [32]

@@ -20,7 +20,7 @@ from typing import Any
 
 from NetworkConfigs.config_sections import checked, choice, normalise_sections, size
 from NetworkConfigs.ppo_network import ENCODERS
-from NetworkConfigs.trading_env import EnvParams
+from Utilities.accounting import EnvParams
 
 DEFAULTS: dict[str, dict[str, Any]] = {
     "model_params": {"input_dim": None, "hidden_dim": 64, "num_layers": 2, "num_actions": 3,

@@ -39,7 +39,7 @@ from NetworkConfigs.signals import (
     majority_accuracy,
     samples,
 )
-from NetworkConfigs.trading_env import EnvParams
+from Utilities.accounting import EnvParams
 from Utilities.data_utils import DataError, PreparedData, prepare_from_params
 
 log = logging.getLogger(__name__)

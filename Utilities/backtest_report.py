@@ -18,8 +18,8 @@ import pandas as pd
 
 from NetworkConfigs.artifacts import file_sha256
 from NetworkConfigs.base import ACTION_NAMES
-from NetworkConfigs.trading_env import EnvParams
 from Utilities import performance
+from Utilities.accounting import EnvParams
 from Utilities.backtester import BacktestResult
 from Utilities.serialization import to_plain
 

@@ -15,16 +15,9 @@ from NetworkConfigs.base import deep_merge
 from NetworkConfigs.ppo_network import ActorCritic
 from NetworkConfigs.ppo_replay_policy import ReplayPolicy
 from NetworkConfigs.PPOTrainer import PPOTrainer
-from NetworkConfigs.trading_env import (
-    ACCOUNT_FEATURES,
-    BUY,
-    HOLD,
-    SELL,
-    EnvParams,
-    TradingEnvironment,
-    env_arrays,
-)
+from NetworkConfigs.trading_env import TradingEnvironment, env_arrays
 from Utilities import run_backtest as backtest_cli
+from Utilities.accounting import ACCOUNT_FEATURES, BUY, HOLD, SELL, EnvParams
 from Utilities.backtest_report import BacktestInputError, choose_period
 from Utilities.backtester import run_backtest
 from Utilities.data_utils import load_bars, prepare_data

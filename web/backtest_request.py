@@ -21,7 +21,7 @@ import pandas as pd
 
 from NetworkConfigs import UnknownModelType, type_label
 from NetworkConfigs.artifacts import ArtifactError, list_models, read_config
-from NetworkConfigs.trading_env import EnvParams
+from Utilities.accounting import EnvParams
 from Utilities.backtest_report import BacktestInputError, BacktestReport
 from Utilities.backtester import FILL_MODES
 from Utilities.data_utils import DataError
