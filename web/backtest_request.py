@@ -21,10 +21,12 @@ import pandas as pd
 
 from NetworkConfigs import UnknownModelType, type_label
 from NetworkConfigs.artifacts import ArtifactError, list_models, read_config
-from Utilities.accounting import EnvParams
+from Utilities.accounting import COSTS, EnvParams, cost_errors
 from Utilities.backtest_report import BacktestInputError, BacktestReport
 from Utilities.backtester import FILL_MODES
+from Utilities.data_loading import parse_time
 from Utilities.data_utils import DataError
+from Utilities.input_errors import InputError
 from Utilities.model_backtester import Progress, backtest_model
 from Utilities.safe_paths import shown as shown_path
 from web.datafiles import client_message, list_csv_files, models_dir, resolve_csv
@@ -32,7 +34,6 @@ from web.datafiles import client_message, list_csv_files, models_dir, resolve_cs
 log = logging.getLogger(__name__)
 
 FIELDS = ("model", "csv", "start", "end", "commission", "slippage", "initial_balance", "fill")
-COSTS = ("commission", "slippage", "initial_balance")
 
 
 class FieldError(ValueError):
@@ -123,37 +124,17 @@ def _number(field: str, value: Any) -> float | None:
         raise FieldError(field, f"{field} must be a number; got {value!r}") from None
     if not math.isfinite(number):
         raise FieldError(field, f"{field} must be a finite number; got {value!r}")
-    rules = {"commission": (0 <= number < 1, "a fraction of the traded value in [0, 1), "
-                                            "e.g. 0.0005 for 0.05 % per fill"),
-             "slippage": (0 <= number < 1e4, "in basis points, from 0 to below 10000"),
-             # Below one unit of money the statistics lose their meaning (a balance of
-             # 5e-324 made every trade's return NaN).
-             "initial_balance": (number >= 1, "at least 1")}
-    ok, rule = rules[field]
-    if not ok:
-        reason = "cannot be negative" if number < 0 else f"must be {rule}"
-        raise FieldError(field, f"{field} {reason}; got {value}")
+    problem = cost_errors(**{field: number}).get(field)  # the one cost rule (accounting)
+    if problem:
+        raise FieldError(field, problem)
     return number
 
 
 def _date(field: str, value: Any) -> pd.Timestamp | None:
-    if blank(value):
-        return None
-    if not isinstance(value, str):
-        raise FieldError(field, f"{field} must be a date string (YYYY-MM-DD or "
-                                f"YYYY-MM-DD HH:MM); got {value!r}")
-    try:
-        stamp = pd.Timestamp(value.strip())
-    except (ValueError, TypeError, OverflowError):
-        stamp = pd.NaT
-    if pd.isna(stamp):
-        raise FieldError(field, f"{field} {value[:40]!r} is not a date (use YYYY-MM-DD or "
-                                "YYYY-MM-DD HH:MM)")
-    if stamp.tzinfo is not None:
-        stamp = stamp.tz_convert("UTC").tz_localize(None)
-    if field == "end" and ":" not in value and stamp == stamp.normalize():
-        stamp += pd.Timedelta(days=1) - pd.Timedelta(seconds=1)  # a date: its whole day
-    return stamp
+    try:  # the one date rule (data_loading); an end date alone means its whole day
+        return parse_time(value, field, whole_day=field == "end")
+    except InputError as exc:
+        raise FieldError(field, str(exc)) from None
 
 
 def validate(values: dict[str, Any], models: list[dict[str, Any]], upload: Path | None = None

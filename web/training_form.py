@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from NetworkConfigs import get_model_type, model_type_names
+from Utilities.accounting import COSTS, cost_errors
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "NetworkConfigs"
 _COMMENTED_KEY = re.compile(r"^  (\w+):[^#]*#\s*(.+)$")
@@ -153,6 +154,9 @@ def changed_config(type_name: str, form: dict[str, str]) -> tuple[dict[str, Any]
             continue
         if value != field.default:
             config.setdefault(field.section, {})[field.key] = value
+    costs = {k: v for k, v in config.get("env_params", {}).items() if k in COSTS}
+    for key, problem in cost_errors(**costs).items():  # the one cost rule (accounting)
+        errors.setdefault(f"env_params.{key}", problem)
     return config, errors
 
 
