@@ -49,7 +49,7 @@ SMOKE = {"train_params": {"total_timesteps": 8_192, "n_envs": 4, "n_steps": 256,
 
 
 def normalise(config: dict[str, Any] | None) -> dict[str, Any]:
-    """Defaults + user config (sectioned or flat); unknown keys raise ValueError."""
+    """Defaults + user config (sectioned or flat); unknown keys raise InputError(s)."""
     return normalise_sections(config, DEFAULTS)
 
 

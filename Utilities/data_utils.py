@@ -62,7 +62,8 @@ PRICE_MAX_RELATIVE_MOVE = 2.0
 def check_lookback(lookback: int) -> None:
     """Refuse a lookback that would silently select the wrong rows (``iloc[-0:]`` is all)."""
     if isinstance(lookback, bool) or not isinstance(lookback, int | np.integer) or lookback < 1:
-        raise DataError(f"lookback must be an integer >= 1; got {lookback!r}")
+        raise DataError(f"lookback must be an integer >= 1; got {lookback!r}",
+                        field="lookback_window")
 
 
 def min_rows_for(lookback: int, spec: FeatureSpec | None = None) -> int:
@@ -92,9 +93,10 @@ class FeatureSpec:
 
     def __post_init__(self) -> None:
         if self.transform not in TRANSFORMS:
-            raise DataError(f"unknown feature transform {self.transform!r}; valid: {TRANSFORMS}")
+            raise DataError(f"unknown feature transform {self.transform!r}; valid: {TRANSFORMS}",
+                            field="transform")
         if not self.features:
-            raise DataError("no features selected")
+            raise DataError("no features selected", field="features")
         _check_names("features", self.features)
         _check_names("price_columns", self.price_columns)
         stray = [c for c in self.price_columns if c not in self.features]
@@ -143,7 +145,8 @@ def select_features(bars: pd.DataFrame, features: Iterable[str] | None = None,
     missing = [c for c in wanted if c not in bars.columns]
     if missing:
         raise DataError(f"feature column(s) {missing} not in the data; available: "
-                        f"{list(bars.columns)}", source=source, column=missing[0])
+                        f"{list(bars.columns)}", source=source, column=missing[0],
+                        field="features")
     return wanted
 
 
@@ -233,23 +236,37 @@ def chronological_split(n_rows: int, *, lookback: int = 1, val_fraction: float =
     """
     for label, frac in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
         if not 0.0 <= frac < 1.0:
-            raise DataError(f"{label} must be in [0, 1); got {frac}")
+            raise DataError(f"{label} must be in [0, 1); got {frac}", field=label)
+    if val_fraction + test_fraction >= 1.0:  # else "has -163 rows" beside the data file
+        raise DataError(f"val_fraction + test_fraction must leave rows to train on (a sum "
+                        f"below 1); got {val_fraction} + {test_fraction}", field="val_fraction")
     n_test = round(n_rows * test_fraction)
     n_val = round(n_rows * val_fraction)
     n_train = n_rows - n_val - n_test
-    require_rows(n_train, lookback + MIN_SAMPLES, source=source,
-                 why=f"training part of {n_rows} rows after a {val_fraction:.0%}/"
-                     f"{test_fraction:.0%} validation/test split, lookback {lookback}")
-    for label, n, frac in (("validation", n_val, val_fraction), ("test", n_test, test_fraction)):
+    # Too few rows in a part: the fraction that shapes it is the field to change (the
+    # file as a whole was measured against min_rows_for before).
+    _require_part(n_train, lookback + MIN_SAMPLES, "val_fraction", source,
+                  f"training part of {n_rows} rows after a {val_fraction:.0%}/"
+                  f"{test_fraction:.0%} validation/test split, lookback {lookback}")
+    for label, n, frac, key in (("validation", n_val, val_fraction, "val_fraction"),
+                                ("test", n_test, test_fraction, "test_fraction")):
         if frac > 0:
-            require_rows(n, MIN_SAMPLES, source=source, why=f"{label} part")
+            _require_part(n, MIN_SAMPLES, key, source, f"{label} part")
     return Split((0, n_train), (n_train, n_train + n_val), (n_train + n_val, n_rows))
+
+
+def _require_part(n_rows: int, needed: int, field: str, source: str | None, why: str) -> None:
+    """:func:`require_rows` for one part of a split, blaming the fraction that sizes it."""
+    try:
+        require_rows(n_rows, needed, source=source, why=why)
+    except DataError as exc:
+        raise DataError(str(exc), field=field) from None
 
 
 def fit_scaler(train_features: pd.DataFrame | np.ndarray, kind: str = "standard") -> Any:
     """A scaler fitted on the training part only."""
     if kind not in SCALERS:
-        raise DataError(f"unknown scaler {kind!r}; valid: {sorted(SCALERS)}")
+        raise DataError(f"unknown scaler {kind!r}; valid: {sorted(SCALERS)}", field="scaler")
     return SCALERS[kind]().fit(np.asarray(train_features, dtype=np.float64))
 
 
@@ -309,15 +326,17 @@ def prepare_from_params(bars: pd.DataFrame, data_params: dict[str, Any], *, look
     for key in ("val_fraction", "test_fraction"):
         value = data_params[key]
         if isinstance(value, bool) or not isinstance(value, int | float):
-            raise DataError(f"data_params.{key} must be a number in [0, 1); got {value!r}")
+            raise DataError(f"data_params.{key} must be a number in [0, 1); got {value!r}",
+                            field=key)
     for key in ("transform", "scaler"):
         if not isinstance(data_params[key], str):
-            raise DataError(f"data_params.{key} must be a name; got {data_params[key]!r}")
+            raise DataError(f"data_params.{key} must be a name; got {data_params[key]!r}",
+                            field=key)
     features = data_params["features"]
     if features is not None and (not isinstance(features, list)
                                  or not all(isinstance(f, str) for f in features)):
         raise DataError(f"data_params.features must be a list of column names or null; "
-                        f"got {features!r}")
+                        f"got {features!r}", field="features")
     spec = build_feature_spec(bars, features, data_params["transform"], source=source)
     return prepare_data(bars, spec, lookback=lookback, scaler=data_params["scaler"],
                         val_fraction=data_params["val_fraction"],

@@ -532,3 +532,19 @@ def test_one_date_rule_for_the_backtest_request_and_report() -> None:
         choose_period(index, 0, config={}, csv_path=Path("none.csv"), end="soon")
     web = validate({"end": "soon"}, models=[])[1]["end"]
     assert str(caught.value) == web and caught.value.field == "end"
+
+
+@pytest.mark.parametrize(("fractions", "field", "message"), [
+    ({"val_fraction": 0.9, "test_fraction": 0.5}, "val_fraction",
+     r"val_fraction \+ test_fraction must leave rows to train on"),
+    ({"val_fraction": 1.5}, "val_fraction", r"val_fraction must be in \[0, 1\)"),
+    ({"test_fraction": -0.1}, "test_fraction", r"test_fraction must be in \[0, 1\)"),
+    ({"val_fraction": 0.8, "test_fraction": 0.1}, "val_fraction", "training part"),
+    ({"val_fraction": 0.05}, "val_fraction", "validation part"),
+])
+def test_a_bad_split_names_its_fraction_not_the_file(fractions: dict, field: str,
+                                                     message: str) -> None:
+    """Not "sample.csv: has -163 rows" beside the data field: the fraction to change."""
+    with pytest.raises(DataError, match=message) as caught:
+        chronological_split(100, lookback=5, source="sample.csv", **fractions)
+    assert caught.value.field == field
