@@ -131,7 +131,7 @@ def test_sampling_is_seeded(trained) -> None:
     ({"start": "2003-01-01", "end": "2002-01-01"}, "is after end"),
     ({"start": "2030-01-01"}, "no bars between"),
     ({"start": "yesterday-ish"}, "is not a date"),
-    ({"commission": -0.1}, "commission must be"),
+    ({"commission": -0.1}, "commission cannot be negative"),
     ({"start": "2000-03-21", "end": "2000-03-25"}, "a backtest needs at least 2"),
 ])
 def test_bad_requests_are_refused(trained, kwargs, message) -> None:
