@@ -27,11 +27,12 @@ import numpy as np
 import pandas as pd
 
 from NetworkConfigs import artifacts
+from Utilities.accounting import EnvParams
 from Utilities.data_utils import DataError, FeatureSpec, check_lookback, scale_window
 
 # Trading actions, shared by the env, the backtester and the API (ARCHITECTURE.md).
 ACTION_NAMES = ("Hold", "Buy", "Sell")
-# The account ``state`` predict() takes: one account of ``trading_env.Accounts`` by its
+# The account ``state`` predict() takes: one account of ``accounting.Accounts`` by its
 # field names, plus "price", the raw price it is marked at (default: the window's last
 # Close). Every key is optional; a missing one is that of a flat, untouched account.
 ACCOUNT_FIELDS = ("cash", "units", "position", "entry_price", "entry_cost")
@@ -205,7 +206,6 @@ class ModelLoader(ABC):
             raise artifacts.ArtifactError(f"{self.where}: the config is missing key(s) "
                                           f"{missing}")
         from NetworkConfigs.config_sections import size  # imports this module
-        from NetworkConfigs.trading_env import EnvParams  # gymnasium: not at registry import
 
         try:
             self.spec = FeatureSpec.from_dict(config["feature_spec"])

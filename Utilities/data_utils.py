@@ -63,7 +63,8 @@ PRICE_MAX_RELATIVE_MOVE = 2.0
 def check_lookback(lookback: int) -> None:
     """Refuse a lookback that would silently select the wrong rows (``iloc[-0:]`` is all)."""
     if isinstance(lookback, bool) or not isinstance(lookback, int | np.integer) or lookback < 1:
-        raise DataError(f"lookback must be an integer >= 1; got {lookback!r}")
+        raise DataError(f"lookback must be an integer >= 1; got {lookback!r}",
+                        field="lookback_window")
 
 
 def min_rows_for(lookback: int, spec: FeatureSpec | None = None) -> int:
@@ -93,9 +94,10 @@ class FeatureSpec:
 
     def __post_init__(self) -> None:
         if self.transform not in TRANSFORMS:
-            raise DataError(f"unknown feature transform {self.transform!r}; valid: {TRANSFORMS}")
+            raise DataError(f"unknown feature transform {self.transform!r}; valid: {TRANSFORMS}",
+                            field="transform")
         if not self.features:
-            raise DataError("no features selected")
+            raise DataError("no features selected", field="features")
         _check_names("features", self.features)
         _check_names("price_columns", self.price_columns)
         stray = [c for c in self.price_columns if c not in self.features]
@@ -144,7 +146,8 @@ def select_features(bars: pd.DataFrame, features: Iterable[str] | None = None,
     missing = [c for c in wanted if c not in bars.columns]
     if missing:
         raise DataError(f"feature column(s) {missing} not in the data; available: "
-                        f"{list(bars.columns)}", source=source, column=missing[0])
+                        f"{list(bars.columns)}", source=source, column=missing[0],
+                        field="features")
     return wanted
 
 
@@ -262,7 +265,7 @@ def chronological_split(n_rows: int, *, lookback: int = 1, val_fraction: float =
 def fit_scaler(train_features: pd.DataFrame | np.ndarray, kind: str = "standard") -> Any:
     """A scaler fitted on the training part only."""
     if kind not in SCALERS:
-        raise DataError(f"unknown scaler {kind!r}; valid: {sorted(SCALERS)}")
+        raise DataError(f"unknown scaler {kind!r}; valid: {sorted(SCALERS)}", field="scaler")
     return SCALERS[kind]().fit(np.asarray(train_features, dtype=np.float64))
 
 

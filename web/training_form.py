@@ -19,7 +19,8 @@ from typing import Any
 from NetworkConfigs import get_model_type, model_type_names
 from NetworkConfigs.base import deep_merge
 from NetworkConfigs.config_sections import LIMITS
-from NetworkConfigs.ppo_network import ENCODERS
+from NetworkConfigs.ppo_config import ENCODERS
+from Utilities.accounting import COSTS, cost_errors
 from Utilities.data_utils import SCALERS, TRANSFORMS
 from Utilities.input_errors import InputError
 from Utilities.training_request import MODES
@@ -148,13 +149,6 @@ def errors_by_input(type_name: str, exc: InputError) -> dict[str, str]:
     return placed
 
 
-class FieldError(InputError):
-    """A form value that cannot be read; ``field`` is the input's name."""
-
-    def __init__(self, field: str, message: str) -> None:
-        super().__init__(message, field)
-
-
 def parse_value(field: Field, text: str) -> Any:
     """The typed value of one input; empty means null where the default is null."""
     text = (text or "").strip()
@@ -177,7 +171,7 @@ def parse_value(field: Field, text: str) -> Any:
             return _number_or_text(text)
         return text
     except ValueError:
-        raise FieldError(field.name, f"{field.key} must be {_expected(kind)}; got {text!r}") \
+        raise InputError(f"{field.key} must be {_expected(kind)}; got {text!r}", field.name) \
             from None
 
 
@@ -217,11 +211,14 @@ def changed_config(type_name: str, form: dict[str, str],
             continue
         try:
             value = parse_value(field, form[field.name])
-        except FieldError as exc:
+        except InputError as exc:
             errors[str(exc.field)] = str(exc)
             continue
         if value != field.preset(mode):
             config.setdefault(field.section, {})[field.key] = value
+    costs = {k: v for k, v in config.get("env_params", {}).items() if k in COSTS}
+    for key, problem in cost_errors(**costs).items():  # the one cost rule (accounting)
+        errors.setdefault(f"env_params.{key}", problem)
     return config, errors
 
 
