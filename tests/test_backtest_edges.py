@@ -15,8 +15,8 @@ import pytest
 import torch
 
 from NetworkConfigs.trading_env import EnvParams
-from tests.bt_reference import flat_ending_tape, noise_free_stats, run_reference
-from tests.conftest import SAMPLE_CSV
+from tests.helpers.bt_reference import flat_ending_tape, noise_free_stats, run_reference
+from tests.helpers.paths import SAMPLE_CSV
 from Utilities.backtester import run_backtest
 from Utilities.performance import compute_statistics, drawdown, drawdown_periods
 

@@ -18,7 +18,7 @@ from NetworkConfigs.trading_env import (
     VecTradingEnv,
     apply_actions,
 )
-from tests.bt_reference import flat_ending_tape, ibm_bars, periodic_tape, run_reference
+from tests.helpers.bt_reference import flat_ending_tape, ibm_bars, periodic_tape, run_reference
 from Utilities.backtester import baselines, buy_and_hold, random_policy, run_backtest
 from Utilities.data_utils import load_bars
 

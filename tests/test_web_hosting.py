@@ -13,20 +13,15 @@ import pandas as pd
 import pytest
 
 from Api_Loader import MAX_BODY_BYTES, create_api_app, load_model
-from NetworkConfigs.XGBoostTrainer import SMOKE, XGBoostTrainer
-from tests.test_api import error_of
-from tests.test_ppo_loader import train_tiny
+from tests.helpers.apps import error_of
+from tests.helpers.models import TrainedModel
 from web.hosting import HostingError, LoaderCache
 
 
 @pytest.fixture(scope="module")
-def trained(sample_bars: pd.DataFrame, sample_path: Path, tmp_path_factory) -> dict[str, Path]:
-    """A real XGBoost (~0.3 s) and a tiny PPO (~2 s) model, trained once per module."""
-    folder = tmp_path_factory.mktemp("trained")
-    bars = sample_bars.iloc[:400]
-    xgb = XGBoostTrainer(SMOKE).fit(bars, model_name="x", models_dir=folder,
-                                    data_file=str(sample_path))
-    return {"xgb": xgb, "ppo": train_tiny(bars, folder)[1]}
+def trained(tiny_xgb: Path, tiny_ppo: TrainedModel) -> dict[str, Path]:
+    """A real XGBoost and a tiny PPO model, trained once per session."""
+    return {"xgb": tiny_xgb, "ppo": tiny_ppo.folder}
 
 
 @pytest.fixture()
