@@ -3,6 +3,7 @@ trained once per session (helpers live in tests/helpers, one home each)."""
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from collections.abc import Iterator
@@ -74,6 +75,22 @@ def app(database_url: str, models_dir: Path, tmp_path: Path) -> Iterator:
 @pytest.fixture()
 def client(app):
     return app.test_client()
+
+
+@pytest.fixture(autouse=True)
+def _root_logging_restored() -> Iterator[None]:
+    """A CLI's main() run in-process configures the root logger with a handler on the
+    test's captured stderr; left there, it writes to a closed file in a later test ("---
+    Logging error ---"; test_model_files before test_auth failed so, as under xdist's
+    ordering). What a test added to the root logger goes when it ends."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    for handler in list(root.handlers):
+        # Exactly StreamHandler: basicConfig's; pytest's own handlers are subclasses.
+        if handler not in handlers and type(handler) is logging.StreamHandler:
+            root.removeHandler(handler)
+    root.setLevel(level)
 
 
 @pytest.fixture(scope="module")
