@@ -36,8 +36,8 @@ from flask import Flask, jsonify
 from sqlalchemy.engine import make_url
 
 import Main
-from Api_Loader import create_api_app, load_model, openapi_document
-from NetworkConfigs import model_type_names
+from Api_Loader import create_api_app
+from NetworkConfigs import load_model, model_type_names
 from tests.fuzz import checks, schemas
 from tests.fuzz.cases import make_case, plan
 from tests.fuzz.catalog import Case, Catalog
@@ -49,12 +49,14 @@ from tests.helpers.paths import ROOT, SAMPLE_CSV
 from tests.helpers.runs import seed_runs
 from Utilities.run_store import RUN_STATUSES
 from web import backtests, training_jobs
+from web.errors import JSON_PATHS
+from web.openapi import openapi_document
 
 SEED = int(os.environ.get("FUZZ_SEED", "11"))
 BUDGET = int(os.environ.get("FUZZ_REQUESTS", "2000"))
 DASHBOARD_SHARE = 0.65  # of BUDGET; the model apps share the rest
 ARTIFACTS = ROOT / "test-artifacts"
-# Paths whose client is a program (the pages' scripts), beside Main.JSON_PATHS.
+# Paths whose client is a program (the pages' scripts), beside web.errors.JSON_PATHS.
 PROGRAM_ENDPOINTS = ("history.live", "train.control")
 
 
@@ -211,7 +213,7 @@ def no_backtest_runs(monkeypatch) -> None:
 
 
 def dashboard_json_required(path: str, endpoint: str | None) -> bool:
-    return path.startswith(Main.JSON_PATHS) or endpoint in PROGRAM_ENDPOINTS
+    return path.startswith(JSON_PATHS) or endpoint in PROGRAM_ENDPOINTS
 
 
 def restorer(app: Flask, models: dict[str, Path], hosted: str):
