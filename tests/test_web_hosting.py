@@ -15,7 +15,7 @@ import pytest
 from Api_Loader import create_api_app
 from NetworkConfigs import load_model
 from tests.helpers.apps import error_of
-from tests.helpers.models import TrainedModel
+from tests.helpers.models import TrainedModel, copy_model
 from web.hosted import LoaderCache
 from web.json_io import ApiError
 from web.predict import MAX_BODY_BYTES
@@ -29,9 +29,9 @@ def trained(tiny_xgb: Path, tiny_ppo: TrainedModel) -> dict[str, Path]:
 
 @pytest.fixture()
 def library(trained: dict[str, Path], models_dir: Path) -> dict[str, str]:
-    """Both models copied into this test's library; kind -> folder name."""
-    for path in trained.values():
-        shutil.copytree(path, models_dir / path.name)
+    """Both models copied into this test's library, the PPO the newer; kind -> folder name."""
+    for kind, created_at in (("xgb", "2026-01-01T00:00:00Z"), ("ppo", "2026-01-02T00:00:00Z")):
+        copy_model(trained[kind], models_dir, created_at=created_at)
     return {kind: path.name for kind, path in trained.items()}
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import pandas as pd
+import yaml
 
 from tests.helpers.paths import SAMPLE_CSV
 
@@ -70,9 +71,19 @@ def torch_threads(n: int) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-def copy_model(model: Path, models_dir: Path) -> Path:
-    """A copy of a model folder in ``models_dir`` (same name) that a test may change."""
-    return Path(shutil.copytree(model, models_dir / model.name))
+def copy_model(model: Path, models_dir: Path, created_at: str | None = None) -> Path:
+    """A copy of a model folder in ``models_dir`` (same name) that a test may change.
+
+    ``created_at`` rewrites when the copy says it was trained: the library lists the
+    newest first, and the session's models were trained in whatever order tests ran.
+    """
+    copy = Path(shutil.copytree(model, models_dir / model.name))
+    if created_at is not None:
+        config = next(copy.glob("*_config.yaml"))
+        settings = yaml.safe_load(config.read_text())
+        config.write_text(yaml.safe_dump({**settings, "created_at": created_at},
+                                         sort_keys=False))
+    return copy
 
 
 def model_library(folder: Path, *models: Path) -> Path:
