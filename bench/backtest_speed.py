@@ -5,7 +5,7 @@ for the closed loop). Three timings, each the median of ``--repeats`` runs after
 warm-up:
 
 - ``reference``: backtesting.py's ``FractionalBacktest(trade_on_close=True)`` replaying
-  a fixed action tape (the strategy of ``tests/bt_reference.py``: the same semantics and
+  a fixed action tape (the strategy of ``tests/helpers/bt_reference.py``: the same semantics and
   sizing as ours, commission 0.0005);
 - ``engine``: our ``run_backtest`` replaying the same tape with the same costs;
 - ``closed_loop``: ``PPOBacktester`` on the same bars with a PPO model of the default
@@ -40,7 +40,7 @@ import pandas as pd
 from NetworkConfigs.ppo_config import SMOKE
 from NetworkConfigs.PPOTrainer import PPOTrainer
 from NetworkConfigs.trading_env import EnvParams
-from tests.bt_reference import flat_ending_tape, run_reference
+from tests.helpers.bt_reference import flat_ending_tape, run_reference
 from Utilities.backtester import run_backtest
 from Utilities.data_utils import load_bars
 from Utilities.logging_setup import configure_logging

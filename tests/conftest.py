@@ -1,19 +1,20 @@
-"""Shared fixtures: real data files, a throw-away store, a test app."""
+"""Shared fixtures: real data files, a throw-away store, a test app, and the models
+trained once per session (helpers live in tests/helpers, one home each)."""
 
 from __future__ import annotations
 
+import logging
 import os
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
+from tests.helpers.apps import drop_all, make_app
+from tests.helpers.paths import NQ_CSV, SAMPLE_CSV
 from Utilities.data_utils import load_bars
-
-ROOT = Path(__file__).resolve().parent.parent
-SAMPLE_CSV = ROOT / "sample.csv"
-NQ_CSV = ROOT.parent / "shared" / "data" / "galaxy_nq_1min.csv"
 
 
 @pytest.fixture(scope="session")
@@ -23,7 +24,6 @@ def sample_path() -> Path:
 
 @pytest.fixture(scope="session")
 def nq_path() -> Path:
-    # The users' file format; it lives in ../shared/data and is not copied (licence unknown).
     assert NQ_CSV.is_file(), f"{NQ_CSV} is missing: clone ../shared beside this repository"
     return NQ_CSV
 
@@ -51,14 +51,7 @@ def store(database_url: str) -> Iterator:
 
     run_store = RunStore(database_url)
     yield run_store
-    _drop_all(run_store)
-
-
-def _drop_all(run_store) -> None:
-    from Utilities.run_store import metadata
-
-    metadata.drop_all(run_store.engine)
-    run_store.close()
+    drop_all(run_store)
 
 
 @pytest.fixture()
@@ -68,18 +61,6 @@ def models_dir(tmp_path: Path) -> Path:
     return path
 
 
-def make_app(database_url: str, models_dir: Path, tmp_path: Path):
-    """The dashboard app with everything it writes kept in the test's folder (uploads,
-    training logs, backtest results)."""
-    from Main import create_app
-
-    flask_app = create_app({"TESTING": True, "DATABASE_URL": database_url,
-                            "MODELS_DIR": str(models_dir), "DATA_DIR": str(tmp_path / "data"),
-                            "BACKTESTS_DIR": str(tmp_path / "backtests")})
-    flask_app.instance_path = str(tmp_path / "instance")
-    return flask_app
-
-
 @pytest.fixture()
 def app(database_url: str, models_dir: Path, tmp_path: Path) -> Iterator:
     from web.store import close_store, get_store
@@ -87,7 +68,7 @@ def app(database_url: str, models_dir: Path, tmp_path: Path) -> Iterator:
     flask_app = make_app(database_url, models_dir, tmp_path)
     yield flask_app
     with flask_app.app_context():
-        _drop_all(get_store())
+        drop_all(get_store())
     close_store(flask_app)
 
 
@@ -96,14 +77,92 @@ def client(app):
     return app.test_client()
 
 
+@pytest.fixture(autouse=True)
+def _root_logging_restored() -> Iterator[None]:
+    """A CLI's main() run in-process configures the root logger with a handler on the
+    test's captured stderr; left there, it writes to a closed file in a later test ("---
+    Logging error ---"; test_model_files before test_auth failed so, as under xdist's
+    ordering). What a test added to the root logger goes when it ends."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    for handler in list(root.handlers):
+        # Exactly StreamHandler: basicConfig's; pytest's own handlers are subclasses.
+        if handler not in handlers and type(handler) is logging.StreamHandler:
+            root.removeHandler(handler)
+    root.setLevel(level)
+
+
 @pytest.fixture(scope="module")
 def one_torch_thread() -> Iterator[None]:
-    """On a busy 2-core machine torch's two intra-op threads spin against other work: a
-    3-epoch smoke fit took 2 s or 40 s from run to run; with one thread it is steady.
-    Modules that train use it with ``pytest.mark.usefixtures("one_torch_thread")``."""
-    import torch  # here, not at the top: most tests never load torch
+    """One torch intra-op thread for a module that trains (see helpers.models.torch_threads).
+    Modules use it with ``pytest.mark.usefixtures("one_torch_thread")``."""
+    from tests.helpers.models import torch_threads  # imports torch: most tests never do
 
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
+    with torch_threads(1):
+        yield
+
+
+# ------------------------------------------------------- models trained once per session
+# Trained on first use, into the session's temporary folder (per worker under xdist).
+# They are shared: a test that changes a model folder copies it first (copy_model, or the
+# function-scoped fixtures of its module); the check below names a test that did not.
+
+
+@pytest.fixture(scope="session")
+def tiny_ppo(sample_bars: pd.DataFrame, tmp_path_factory):
+    """(trainer, folder) of PPO_tiny: two PPO iterations on sample.csv's first 400 bars."""
+    from tests.helpers.models import TrainedModel, fit_tiny_ppo, share
+
+    trainer, folder = fit_tiny_ppo(sample_bars, tmp_path_factory.mktemp("tiny_ppo"))
+    return TrainedModel(trainer, share(folder))
+
+
+@pytest.fixture(scope="session")
+def smoke_xgb(sample_bars: pd.DataFrame, tmp_path_factory) -> Path:
+    """XGB_smoke: XGBoost's smoke preset on all of sample.csv."""
+    from tests.helpers.models import fit_smoke_xgb, share
+
+    return share(fit_smoke_xgb(sample_bars, tmp_path_factory.mktemp("smoke_xgb")))
+
+
+@pytest.fixture(scope="session")
+def tiny_xgb(sample_bars: pd.DataFrame, tmp_path_factory) -> Path:
+    """XGB_x: XGBoost's smoke preset on sample.csv's first 400 bars."""
+    from tests.helpers.models import fit_tiny_xgb, share
+
+    return share(fit_tiny_xgb(sample_bars, tmp_path_factory.mktemp("tiny_xgb")))
+
+
+@pytest.fixture(scope="session")
+def tiny_transformer(sample_bars: pd.DataFrame, tmp_path_factory) -> Path:
+    """TRF_smoke: one Transformer epoch on sample.csv's first 400 bars."""
+    from tests.helpers.models import fit_tiny_transformer, share
+
+    return share(fit_tiny_transformer(sample_bars, tmp_path_factory.mktemp("tiny_trf")))
+
+
+# Which session fixture holds each model type's tiny model.
+TINY_MODEL_OF_TYPE = {"ppo": "tiny_ppo", "xgboost": "tiny_xgb", "transformer": "tiny_transformer"}
+
+
+@pytest.fixture(scope="session")
+def tiny_models(request: pytest.FixtureRequest) -> dict[str, Path]:
+    """A tiny trained model folder of every registered model type, by type name."""
+    from NetworkConfigs import model_type_names
+
+    missing = sorted(set(model_type_names()) - set(TINY_MODEL_OF_TYPE))
+    assert not missing, f"no session model of {missing}: add one in tests/conftest.py"
+    models = {name: request.getfixturevalue(TINY_MODEL_OF_TYPE[name])
+              for name in model_type_names()}
+    return {name: getattr(model, "folder", model) for name, model in models.items()}
+
+
+@pytest.fixture(autouse=True)
+def _shared_models_unchanged() -> Iterator[None]:
+    """Fails the test that changed a shared model folder (it should have copied it)."""
     yield
-    torch.set_num_threads(before)
+    models = sys.modules.get("tests.helpers.models")  # not loaded: nothing shared yet
+    if models is not None:
+        changed = models.shared_changes()
+        assert not changed, f"this test changed a shared model (copy it first): {changed}"

@@ -16,15 +16,16 @@ from flask import Flask
 import Api_Loader
 from Api_Loader import create_api_app
 from NetworkConfigs import load_model
-from tests.test_ppo_loader import train_tiny
+from tests.helpers.apps import error_of
+from tests.helpers.models import TrainedModel
 from web import predict
 from web.errors import every_path, install_error_handlers
 from web.predict import prediction_blueprint
 
 
 @pytest.fixture(scope="module")
-def model_dir(sample_bars: pd.DataFrame, tmp_path_factory) -> Path:
-    return train_tiny(sample_bars.iloc[:400], tmp_path_factory.mktemp("Models"))[1]
+def model_dir(tiny_ppo: TrainedModel) -> Path:
+    return tiny_ppo.folder
 
 
 @pytest.fixture(scope="module")
@@ -50,15 +51,6 @@ def post(client, body: object) -> object:
 
 def post_raw(client, data: bytes | str, content_type: str = "application/json") -> object:
     return client.post("/predict", data=data, content_type=content_type)
-
-
-def error_of(response, status: int) -> dict:
-    """The JSON error body of a response that must have ``status``."""
-    assert response.status_code == status, (response.status_code, response.get_data(True))
-    assert response.is_json, response.get_data(as_text=True)
-    body = response.get_json()
-    assert isinstance(body["error"], str) and body["error"]
-    return body
 
 
 def with_row(window: list[dict], i: int, **change) -> list[dict]:

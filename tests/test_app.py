@@ -8,7 +8,7 @@ import pytest
 
 from Main import create_app
 from NetworkConfigs import register_model_type, unregister_model_type
-from tests.fake_model_type import FREQUENCY_TYPE, seed_dashboard
+from tests.helpers.fake_model_type import FREQUENCY_TYPE, seed_dashboard
 
 
 def test_factory_takes_test_config(app, models_dir: Path) -> None:

@@ -17,22 +17,12 @@ from flask import Flask
 import Api_Loader
 import Main
 from NetworkConfigs import register_model_type, unregister_model_type
-from tests.fake_model_type import FREQUENCY_TYPE, FrequencyTrainer
+from tests.helpers.apps import PASSWORD, make_auth_app
+from tests.helpers.fake_model_type import FREQUENCY_TYPE, FrequencyTrainer
 from Utilities.run_store_schema import metadata
 from web import auth
 from web.auth_store import AuthStore
 from web.login import MAX_FAILURES
-
-PASSWORD = "correct horse battery"
-
-
-def make_auth_app(database_url: str, models_dir: Path, tmp_path: Path, **config) -> Flask:
-    """The dashboard with sign-in required (unless ``config`` says otherwise)."""
-    settings = {"TESTING": True, "DATABASE_URL": database_url, "MODELS_DIR": str(models_dir),
-                "DATA_DIR": str(tmp_path / "data"), "BACKTESTS_DIR": str(tmp_path / "bt"),
-                "AUTH": "required", "SECRET_KEY_FILE": str(tmp_path / "instance" / "key"),
-                **config}
-    return Main.create_app(settings)
 
 
 @pytest.fixture()

@@ -14,8 +14,8 @@ import pandas as pd
 import pytest
 import torch
 
-from tests.bt_reference import flat_ending_tape, noise_free_stats, run_reference
-from tests.conftest import SAMPLE_CSV
+from tests.helpers.bt_reference import flat_ending_tape, noise_free_stats, run_reference
+from tests.helpers.paths import SAMPLE_CSV
 from Utilities.accounting import EnvParams
 from Utilities.backtester import run_backtest
 from Utilities.performance import compute_statistics, drawdown, drawdown_periods

@@ -17,11 +17,11 @@ from collections.abc import Callable, Iterator
 from html import unescape
 from pathlib import Path
 
-import pandas as pd
 import pytest
 
-from tests.conftest import ROOT, SAMPLE_CSV, make_app
-from tests.test_ppo_loader import train_tiny
+from tests.helpers.apps import make_app
+from tests.helpers.models import TrainedModel, model_library
+from tests.helpers.paths import ROOT, SAMPLE_CSV
 from Utilities.model_backtester import backtest_model
 from Utilities.serialization import to_plain
 from web import backtest_jobs
@@ -32,10 +32,8 @@ BAD_CSV = b"Date,Price\n2020-01-01,1\n"
 
 
 @pytest.fixture(scope="module")
-def trained(sample_bars: pd.DataFrame, tmp_path_factory) -> Path:
-    folder = tmp_path_factory.mktemp("Models")
-    train_tiny(sample_bars.iloc[:400], folder)
-    return folder
+def trained(tiny_ppo: TrainedModel, tmp_path_factory) -> Path:
+    return model_library(tmp_path_factory.mktemp("Models"), tiny_ppo.folder)
 
 
 @pytest.fixture()
@@ -231,7 +229,7 @@ def test_a_dashboard_killed_mid_write_leaves_a_failed_job_and_no_half_result(
 KILLED_DASHBOARD = """
 import sys, threading
 from pathlib import Path
-from tests.conftest import make_app
+from tests.helpers.apps import make_app
 from web import backtest_jobs
 
 def save(report, request, root, result_id):

@@ -22,8 +22,8 @@ import web.hosted
 from Api_Loader import create_api_app, load_model, prediction_blueprint
 from Main import create_app
 from NetworkConfigs.PPO_loader import PPOModelLoader
-from tests.test_api import error_of
-from tests.test_ppo_loader import train_tiny
+from tests.helpers.apps import error_of
+from tests.helpers.models import TrainedModel
 from Utilities.run_store import RunStore, metadata
 from web.json_io import MAX_DEPTH, hide_paths
 from web.store import close_store, get_store
@@ -32,8 +32,8 @@ RUN_ID = "0000abcd-0000-4000-8000-000000000000"  # shaped like a run id; no run 
 
 
 @pytest.fixture(scope="module")
-def trained(sample_bars: pd.DataFrame, tmp_path_factory) -> Path:
-    return train_tiny(sample_bars.iloc[:400], tmp_path_factory.mktemp("Models"))[1]
+def trained(tiny_ppo: TrainedModel) -> Path:
+    return tiny_ppo.folder
 
 
 @pytest.fixture(scope="module")

@@ -536,10 +536,10 @@ def test_one_date_rule_for_the_backtest_request_and_report() -> None:
 
 @pytest.mark.parametrize(("fractions", "field", "message"), [
     ({"val_fraction": 0.9, "test_fraction": 0.5}, "val_fraction",
-     r"val_fraction \+ test_fraction must leave rows to train on"),
+     r"val_fraction \+ test_fraction must be below 1, leaving a training part"),
     ({"val_fraction": 1.5}, "val_fraction", r"val_fraction must be in \[0, 1\)"),
     ({"test_fraction": -0.1}, "test_fraction", r"test_fraction must be in \[0, 1\)"),
-    ({"val_fraction": 0.8, "test_fraction": 0.1}, "val_fraction", "training part"),
+    ({"val_fraction": 0.8, "test_fraction": 0.1}, "val_fraction", "leaves 10 for training"),
     ({"val_fraction": 0.05}, "val_fraction", "validation part"),
 ])
 def test_a_bad_split_names_its_fraction_not_the_file(fractions: dict, field: str,

@@ -11,8 +11,8 @@ import pytest
 from flask import Flask, abort
 
 from Api_Loader import create_api_app
-from tests.conftest import ROOT
-from tests.test_api import error_of
+from tests.helpers.apps import error_of
+from tests.helpers.paths import ROOT
 from Utilities.data_loading import DataError
 from Utilities.input_errors import InputError
 from web.errors import is_json_path

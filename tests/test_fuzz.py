@@ -37,17 +37,16 @@ from sqlalchemy.engine import make_url
 
 import Main
 from Api_Loader import create_api_app
-from NetworkConfigs import get_model_type, load_model, model_type_names
-from NetworkConfigs.base import deep_merge
-from tests.conftest import ROOT, SAMPLE_CSV, _drop_all
+from NetworkConfigs import load_model, model_type_names
 from tests.fuzz import checks, schemas
 from tests.fuzz.cases import make_case, plan
 from tests.fuzz.catalog import Case, Catalog
 from tests.fuzz.checks import Findings, InvalidJson, strict_json
 from tests.fuzz.runner import Target, fuzz
 from tests.fuzz.schemas import Bars, OpenApi
-from tests.test_ppo_loader import TINY
-from tests.test_web_history import seed_runs
+from tests.helpers.apps import drop_all
+from tests.helpers.paths import ROOT, SAMPLE_CSV
+from tests.helpers.runs import seed_runs
 from Utilities.run_store import RUN_STATUSES
 from web import backtests, training_jobs
 from web.errors import JSON_PATHS
@@ -57,14 +56,8 @@ SEED = int(os.environ.get("FUZZ_SEED", "11"))
 BUDGET = int(os.environ.get("FUZZ_REQUESTS", "2000"))
 DASHBOARD_SHARE = 0.65  # of BUDGET; the model apps share the rest
 ARTIFACTS = ROOT / "test-artifacts"
-# Over each type's smoke preset: the least training that still saves a real model.
-TINY_TRAINING: dict[str, dict[str, Any]] = {
-    "ppo": {key: TINY[key] for key in ("train_params", "model_params")},
-    "transformer": {"train_params": {"epochs": 1}},
-}
 # Paths whose client is a program (the pages' scripts), beside web.errors.JSON_PATHS.
 PROGRAM_ENDPOINTS = ("history.live", "train.control")
-FIXTURE_ROWS = 400
 
 
 # --------------------------------------------------------------------------- fixtures
@@ -74,17 +67,9 @@ pytestmark = [pytest.mark.fuzz, pytest.mark.usefixtures("one_torch_thread")]
 
 
 @pytest.fixture(scope="module")
-def pristine_models(sample_bars: pd.DataFrame, tmp_path_factory) -> dict[str, Path]:
-    """A tiny trained model of every registered type, by folder name (~3 s in all)."""
-    folder = tmp_path_factory.mktemp("fuzz_models")
-    models = {}
-    for type_name in model_type_names():
-        trainer_class = get_model_type(type_name).trainer_class()
-        config = deep_merge(trainer_class.smoke_config, TINY_TRAINING.get(type_name, {}))
-        path = trainer_class(config).fit(sample_bars.iloc[:FIXTURE_ROWS], model_name="fz",
-                                         models_dir=folder, data_file=str(SAMPLE_CSV))
-        models[path.name] = path
-    return models
+def pristine_models(tiny_models: dict[str, Path]) -> dict[str, Path]:
+    """A tiny trained model of every registered type, by folder name (the session's)."""
+    return {path.name: path for path in tiny_models.values()}
 
 
 @pytest.fixture()
@@ -150,7 +135,7 @@ def dashboard(database_url: str, workspace: Path, no_training: None) -> Iterator
     app.instance_path = str(workspace / "instance")
     yield app
     with app.app_context():
-        _drop_all(get_store())
+        drop_all(get_store())
     close_store(app)
 
 

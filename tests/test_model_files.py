@@ -33,11 +33,7 @@ from NetworkConfigs.artifacts import (
 )
 from NetworkConfigs.config_sections import LIMITS
 from NetworkConfigs.scaler_io import scaler_from_json
-from NetworkConfigs.TransformerTrainer import SMOKE as TRF_SMOKE
-from NetworkConfigs.TransformerTrainer import TransformerTrainer
-from NetworkConfigs.XGBoostTrainer import SMOKE as XGB_SMOKE
-from NetworkConfigs.XGBoostTrainer import XGBoostTrainer
-from tests.fake_model_type import FrequencyTrainer
+from tests.helpers.fake_model_type import FrequencyTrainer
 from Utilities import run_training
 from Utilities.model_backtester import backtest_model
 
@@ -57,19 +53,15 @@ class Planted:
 
 
 @pytest.fixture(scope="module")
-def xgb_model(sample_bars: pd.DataFrame, sample_path: Path, tmp_path_factory) -> Path:
-    """A real XGBoost smoke model, trained once; tests copy it."""
-    return XGBoostTrainer(XGB_SMOKE).fit(sample_bars, model_name="smoke",
-                                         models_dir=tmp_path_factory.mktemp("xgb"),
-                                         data_file=str(sample_path))
+def xgb_model(smoke_xgb: Path) -> Path:
+    """A real XGBoost smoke model, trained once per session; tests copy it."""
+    return smoke_xgb
 
 
 @pytest.fixture(scope="module")
-def trf_model(sample_bars: pd.DataFrame, tmp_path_factory) -> Path:
-    """A real Transformer smoke model (a torch weights file), trained once."""
-    torch.set_num_threads(1)
-    return TransformerTrainer(TRF_SMOKE).fit(sample_bars.iloc[:600], model_name="smoke",
-                                             models_dir=tmp_path_factory.mktemp("trf"))
+def trf_model(tiny_transformer: Path) -> Path:
+    """A real Transformer smoke model (a torch weights file), trained once per session."""
+    return tiny_transformer
 
 
 def add(model: Path, models_dir: Path) -> Path:

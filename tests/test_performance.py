@@ -17,8 +17,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tests.bt_reference import flat_ending_tape, noise_free_stats, periodic_tape, run_reference
-from tests.bt_reference import ibm_bars as ibm_daily_bars
+from tests.helpers.bt_reference import (
+    flat_ending_tape,
+    noise_free_stats,
+    periodic_tape,
+    run_reference,
+)
+from tests.helpers.bt_reference import ibm_bars as ibm_daily_bars
 from Utilities.data_loading import load_bars
 from Utilities.performance import (
     STAT_KEYS,

@@ -20,7 +20,7 @@ from NetworkConfigs.ppo_config import SMOKE, normalise, settings_from
 from NetworkConfigs.ppo_network import ActorCritic
 from NetworkConfigs.PPOTrainer import PPOTrainer, buy_and_hold_pct, evaluate_greedy
 from NetworkConfigs.trading_env import TradingEnvironment, env_arrays
-from tests.synthetic import ar1_bars, random_policy_return
+from tests.helpers.synthetic import ar1_bars, random_policy_return
 
 TINY = deep_merge(SMOKE, {"train_params": {"total_timesteps": 2048, "n_envs": 4,
                                            "n_steps": 128, "batch_size": 128,

@@ -14,34 +14,22 @@ from sklearn.preprocessing import StandardScaler
 
 from NetworkConfigs import load_model
 from NetworkConfigs.artifacts import ArtifactError, ModelNotFound
-from NetworkConfigs.base import ACCOUNT_FIELDS, choose_action, deep_merge
-from NetworkConfigs.ppo_config import SMOKE
+from NetworkConfigs.base import ACCOUNT_FIELDS, choose_action
 from NetworkConfigs.PPO_loader import PPOModelLoader
-from NetworkConfigs.PPOTrainer import PPOTrainer
 from NetworkConfigs.scaler_io import scaler_to_json
 from NetworkConfigs.trading_env import TradingEnvironment, env_arrays
+from tests.helpers.models import TINY_ROWS, TrainedModel
 from Utilities.data_utils import DataError
-
-# Two PPO iterations on 400 bars: a real trained model in a couple of seconds.
-TINY = deep_merge(SMOKE, {"train_params": {"total_timesteps": 512, "n_envs": 2, "n_steps": 128,
-                                           "batch_size": 128, "eval_every": 1},
-                          "model_params": {"lookback_window": 10, "hidden_dim": 32}})
-
-
-def train_tiny(bars: pd.DataFrame, models_dir: Path, name: str = "tiny",
-               config: dict | None = None) -> tuple[PPOTrainer, Path]:
-    trainer = PPOTrainer(deep_merge(TINY, config or {}))
-    return trainer, trainer.fit(bars, model_name=name, models_dir=models_dir)
 
 
 @pytest.fixture(scope="module")
 def model_bars(sample_bars: pd.DataFrame) -> pd.DataFrame:
-    return sample_bars.iloc[:400]
+    return sample_bars.iloc[:TINY_ROWS]
 
 
 @pytest.fixture(scope="module")
-def trained(model_bars: pd.DataFrame, tmp_path_factory) -> tuple[PPOTrainer, Path]:
-    return train_tiny(model_bars, tmp_path_factory.mktemp("Models"))
+def trained(tiny_ppo: TrainedModel) -> TrainedModel:
+    return tiny_ppo
 
 
 @pytest.fixture(scope="module")

@@ -30,7 +30,7 @@ from NetworkConfigs.artifacts import (
     write_model,
 )
 from NetworkConfigs.base import Callback
-from tests.fake_model_type import FREQUENCY_TYPE, FrequencyTrainer
+from tests.helpers.fake_model_type import FREQUENCY_TYPE, FrequencyTrainer
 from Utilities.data_utils import DataError, build_feature_spec, prepare_data
 
 

@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from tests.training_stubs import slow_child
+from tests.helpers.training_stubs import slow_child
 from Utilities.run_store import Run, RunStore
 from web import training_jobs
 
@@ -164,7 +164,7 @@ def make_stale(store: RunStore, run_id: str) -> None:
 
 
 def dashboard(tmp_path: Path):
-    from tests.conftest import make_app
+    from tests.helpers.apps import make_app
 
     return make_app(f"sqlite:///{tmp_path}/runs.db", tmp_path / "Models", tmp_path)
 
@@ -270,7 +270,7 @@ def test_the_dashboard_sweeps_lost_runs_when_it_starts(tmp_path: Path, monkeypat
 
 
 def test_the_sweep_leaves_a_dashboard_without_a_store_running(tmp_path: Path) -> None:
-    from tests.conftest import make_app
+    from tests.helpers.apps import make_app
 
     blocker = tmp_path / "file"
     blocker.write_text("")
@@ -408,7 +408,7 @@ def test_a_trainer_whose_run_was_marked_lost_stops(store) -> None:
 
 
 def test_a_training_is_refused_not_failed_when_the_store_is_down(tmp_path: Path) -> None:
-    from tests.conftest import make_app
+    from tests.helpers.apps import make_app
 
     blocker = tmp_path / "file"
     blocker.write_text("")

@@ -14,8 +14,8 @@ import pytest
 from NetworkConfigs import load_model
 from NetworkConfigs.base import ACTION_NAMES
 from NetworkConfigs.streams import READY, WARMING_UP, StreamNotFound, StreamRegistry
-from tests.fake_model_type import FrequencyLoader, FrequencyTrainer
-from tests.test_ppo_loader import train_tiny
+from tests.helpers.fake_model_type import FrequencyLoader, FrequencyTrainer
+from tests.helpers.models import train_tiny
 from Utilities.accounting import Accounts, EnvParams, apply_actions
 from Utilities.data_utils import DataError
 

@@ -12,7 +12,7 @@ import pytest
 from NetworkConfigs import get_model_type
 from NetworkConfigs.artifacts import read_config
 from NetworkConfigs.base import deep_merge
-from tests.synthetic import ar1_bars
+from tests.helpers.synthetic import ar1_bars
 from Utilities.model_backtester import backtest_model
 
 pytestmark = pytest.mark.slow

@@ -32,7 +32,7 @@ from NetworkConfigs.artifacts import ArtifactError, read_config
 from NetworkConfigs.base import ACTION_NAMES, deep_merge
 from NetworkConfigs.signal_loader import SignalLoader
 from NetworkConfigs.supervised import SupervisedTrainer
-from tests.test_ppo_loader import train_tiny
+from tests.helpers.models import TrainedModel
 from Utilities import run_backtest as backtest_cli
 from Utilities import run_training
 from Utilities.data_utils import load_bars
@@ -569,9 +569,9 @@ def test_sampling_a_backtest_of_a_signal_model_is_exit_2(cli_model, type_name: s
 
 
 @pytest.fixture(scope="module")
-def ppo_folder(sample_bars: pd.DataFrame, tmp_path_factory) -> Path:
+def ppo_folder(tiny_ppo: TrainedModel) -> Path:
     """A tiny PPO model: its folder holds <name>_checkpoint.pt."""
-    return train_tiny(sample_bars.iloc[:400], tmp_path_factory.mktemp("ppo"))[1]
+    return tiny_ppo.folder
 
 
 @pytest.mark.parametrize(("handle", "args", "message"), [

@@ -12,12 +12,11 @@ from html import unescape
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
 
-from NetworkConfigs.XGBoostTrainer import SMOKE, XGBoostTrainer
-from tests.conftest import SAMPLE_CSV, make_app
-from tests.test_ppo_loader import train_tiny
+from tests.helpers.apps import make_app
+from tests.helpers.models import TrainedModel, model_library
+from tests.helpers.paths import SAMPLE_CSV
 from Utilities.backtester import TRADE_COLUMNS
 from Utilities.model_backtester import backtest_model
 from Utilities.number_format import figure
@@ -28,14 +27,10 @@ XGB, PPO = "XGB_smoke", "PPO_tiny"
 
 
 @pytest.fixture(scope="module")
-def trained(sample_bars: pd.DataFrame, tmp_path_factory) -> Path:
+def trained(smoke_xgb: Path, tiny_ppo: TrainedModel, tmp_path_factory) -> Path:
     """An XGBoost model trained on sample.csv (so its default period is the test slice)
     and a tiny PPO trained on its first 400 bars (any other file: the whole file)."""
-    folder = tmp_path_factory.mktemp("Models")
-    XGBoostTrainer(SMOKE).fit(sample_bars, model_name="smoke", models_dir=folder,
-                              data_file=str(SAMPLE_CSV))
-    train_tiny(sample_bars.iloc[:400], folder)
-    return folder
+    return model_library(tmp_path_factory.mktemp("Models"), smoke_xgb, tiny_ppo.folder)
 
 
 @pytest.fixture()

@@ -14,29 +14,24 @@ import pytest
 
 from Api_Loader import create_api_app
 from NetworkConfigs import load_model
-from NetworkConfigs.XGBoostTrainer import SMOKE, XGBoostTrainer
-from tests.test_api import error_of
-from tests.test_ppo_loader import train_tiny
+from tests.helpers.apps import error_of
+from tests.helpers.models import TrainedModel, copy_model
 from web.hosted import LoaderCache
 from web.json_io import ApiError
 from web.predict import MAX_BODY_BYTES
 
 
 @pytest.fixture(scope="module")
-def trained(sample_bars: pd.DataFrame, sample_path: Path, tmp_path_factory) -> dict[str, Path]:
-    """A real XGBoost (~0.3 s) and a tiny PPO (~2 s) model, trained once per module."""
-    folder = tmp_path_factory.mktemp("trained")
-    bars = sample_bars.iloc[:400]
-    xgb = XGBoostTrainer(SMOKE).fit(bars, model_name="x", models_dir=folder,
-                                    data_file=str(sample_path))
-    return {"xgb": xgb, "ppo": train_tiny(bars, folder)[1]}
+def trained(tiny_xgb: Path, tiny_ppo: TrainedModel) -> dict[str, Path]:
+    """A real XGBoost and a tiny PPO model, trained once per session."""
+    return {"xgb": tiny_xgb, "ppo": tiny_ppo.folder}
 
 
 @pytest.fixture()
 def library(trained: dict[str, Path], models_dir: Path) -> dict[str, str]:
-    """Both models copied into this test's library; kind -> folder name."""
-    for path in trained.values():
-        shutil.copytree(path, models_dir / path.name)
+    """Both models copied into this test's library, the PPO the newer; kind -> folder name."""
+    for kind, created_at in (("xgb", "2026-01-01T00:00:00Z"), ("ppo", "2026-01-02T00:00:00Z")):
+        copy_model(trained[kind], models_dir, created_at=created_at)
     return {kind: path.name for kind, path in trained.items()}
 
 
@@ -408,7 +403,7 @@ def start(app) -> None:
 
 def restarted(app):
     """A second dashboard process on the same library, store and instance folder."""
-    from tests.conftest import make_app
+    from tests.helpers.apps import make_app
 
     tmp = Path(app.instance_path).parent
     return make_app(app.config["DATABASE_URL"], Path(app.config["MODELS_DIR"]), tmp)

@@ -12,17 +12,14 @@ import pytest
 import yaml
 
 from Main import create_app
-from NetworkConfigs.XGBoostTrainer import SMOKE, XGBoostTrainer
-from tests.fake_model_type import FrequencyTrainer
+from tests.helpers.fake_model_type import FrequencyTrainer
 from web.library import history_charts
 
 
 @pytest.fixture(scope="module")
-def xgb_model(sample_bars: pd.DataFrame, sample_path: Path, tmp_path_factory) -> Path:
-    """A real XGBoost smoke model (~0.3 s), trained once; tests copy it."""
-    folder = tmp_path_factory.mktemp("trained")
-    return XGBoostTrainer(SMOKE).fit(sample_bars, model_name="smoke", models_dir=folder,
-                                     data_file=str(sample_path))
+def xgb_model(smoke_xgb: Path) -> Path:
+    """A real XGBoost smoke model, trained once per session; tests copy it."""
+    return smoke_xgb
 
 
 def add(model: Path, models_dir: Path, created_at: str | None = None) -> Path:

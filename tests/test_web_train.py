@@ -16,7 +16,7 @@ import yaml
 
 from Main import create_app
 from NetworkConfigs import get_model_type, model_type_names
-from tests.training_stubs import slow_child
+from tests.helpers.training_stubs import slow_child
 from Utilities import run_training
 from Utilities.run_store import RunStore
 from Utilities.training_request import TrainingRequest

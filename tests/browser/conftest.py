@@ -12,7 +12,6 @@ from pathlib import Path
 import pytest
 
 CHROMIUM = "/usr/bin/chromium"
-ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "screenshots"
 # Without the background-networking flags chromium keeps dialing out of a closed network.
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
                  "--no-first-run", "--disable-background-networking",
@@ -55,11 +54,3 @@ def page(chromium_path: str) -> Iterator:
         yield tab
         context.close()
         browser.close()
-
-
-def screenshot(tab, name: str) -> Path:
-    """Save a full-page screenshot as a test artifact (look at it)."""
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    path = ARTIFACTS / f"{name}.png"
-    tab.screenshot(path=str(path), full_page=True)
-    return path

@@ -13,8 +13,8 @@ import pytest
 from flask import Flask
 from playwright.sync_api import expect
 
-from tests.browser.conftest import screenshot
-from tests.test_auth import PASSWORD, make_auth_app
+from tests.helpers.apps import PASSWORD, make_auth_app
+from tests.helpers.browser import screenshot
 
 pytestmark = pytest.mark.browser
 

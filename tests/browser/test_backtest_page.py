@@ -10,12 +10,12 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
-import pandas as pd
 import pytest
 
-from tests.browser.conftest import ARTIFACTS, screenshot
-from tests.conftest import SAMPLE_CSV, make_app
-from tests.test_ppo_loader import train_tiny
+from tests.helpers.apps import make_app
+from tests.helpers.browser import ARTIFACTS, screenshot
+from tests.helpers.models import TrainedModel, model_library
+from tests.helpers.paths import SAMPLE_CSV
 from web import backtest_jobs
 
 pytestmark = pytest.mark.browser
@@ -31,10 +31,8 @@ INK = """(id) => {
 
 
 @pytest.fixture(scope="module")
-def trained(sample_bars: pd.DataFrame, tmp_path_factory) -> Path:
-    folder = tmp_path_factory.mktemp("Models")
-    train_tiny(sample_bars.iloc[:400], folder)
-    return folder
+def trained(tiny_ppo: TrainedModel, tmp_path_factory) -> Path:
+    return model_library(tmp_path_factory.mktemp("Models"), tiny_ppo.folder)
 
 
 @pytest.fixture()

@@ -6,11 +6,9 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-import pandas as pd
 import pytest
 
-from NetworkConfigs.XGBoostTrainer import SMOKE, XGBoostTrainer
-from tests.browser.conftest import screenshot
+from tests.helpers.browser import screenshot
 
 pytestmark = pytest.mark.browser
 
@@ -18,10 +16,8 @@ LIMIT = 100_000  # bytes; sample.csv (~250 KB) is over it
 
 
 @pytest.fixture(scope="module")
-def xgb_model(sample_bars: pd.DataFrame, sample_path: Path, tmp_path_factory) -> Path:
-    return XGBoostTrainer(SMOKE).fit(sample_bars.iloc[:400], model_name="x",
-                                     models_dir=tmp_path_factory.mktemp("trained"),
-                                     data_file=str(sample_path))
+def xgb_model(tiny_xgb: Path) -> Path:
+    return tiny_xgb
 
 
 @pytest.fixture()

@@ -7,46 +7,12 @@ import time
 
 import pytest
 
-from tests.browser.conftest import screenshot
-from tests.test_web_history import EPISODES, reward, seed_runs, won
+from tests.helpers.browser import POINTS, assert_chart_drawn, screenshot, watch
+from tests.helpers.runs import EPISODES, reward, seed_runs, won
 from Utilities.metrics_logger import MetricsLogger
 from web.store import get_store
 
 pytestmark = pytest.mark.browser
-
-# Non-transparent pixels of a canvas (Chart.js draws on its 2D context).
-INKED_PIXELS = """(id) => {
-  const canvas = document.getElementById(id);
-  if (!canvas || !canvas.width || !canvas.height) return 0;
-  const pixels = canvas.getContext("2d").getImageData(0, 0, canvas.width, canvas.height).data;
-  let inked = 0;
-  for (let i = 3; i < pixels.length; i += 4) if (pixels[i] !== 0) inked += 1;
-  return inked;
-}"""
-POINTS = """(id) => {
-  const chart = Chart.getChart(document.getElementById(id));
-  return chart ? chart.data.datasets.map((d) => d.data.length) : null;
-}"""
-
-
-def watch(page, base_url: str) -> dict[str, list[str]]:
-    """Collect script errors and any request that leaves the test server."""
-    seen: dict[str, list[str]] = {"errors": [], "outside": [], "failed": []}
-    page.on("pageerror", lambda exc: seen["errors"].append(str(exc)))
-    page.on("request", lambda r: r.url.startswith(base_url) or seen["outside"].append(r.url))
-    page.on("requestfailed", lambda r: seen["failed"].append(r.url))
-
-    def check(response) -> None:  # the browser asks for /favicon.ico on its own
-        if response.status >= 400 and not response.url.endswith("/favicon.ico"):
-            seen["failed"].append(f"{response.status} {response.url}")
-
-    page.on("response", check)
-    return seen
-
-
-def assert_chart_drawn(page, canvas_id: str) -> None:
-    page.wait_for_function(f"({INKED_PIXELS})('{canvas_id}') > 2000", timeout=5000)
-    assert all(n > 0 for n in page.evaluate(POINTS, canvas_id))
 
 
 def test_list_filter_and_run_charts(live_server: str, page, app) -> None:

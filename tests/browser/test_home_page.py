@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from NetworkConfigs import register_model_type, unregister_model_type
-from tests.browser.conftest import screenshot
-from tests.fake_model_type import FREQUENCY_TYPE, seed_dashboard
+from tests.helpers.browser import screenshot
+from tests.helpers.fake_model_type import FREQUENCY_TYPE, seed_dashboard
 
 pytestmark = pytest.mark.browser
 

@@ -7,20 +7,16 @@ import json
 import shutil
 from pathlib import Path
 
-import pandas as pd
 import pytest
 
-from NetworkConfigs.XGBoostTrainer import SMOKE, XGBoostTrainer
-from tests.browser.conftest import screenshot
+from tests.helpers.browser import screenshot
 
 pytestmark = pytest.mark.browser
 
 
 @pytest.fixture(scope="module")
-def xgb_model(sample_bars: pd.DataFrame, sample_path: Path, tmp_path_factory) -> Path:
-    return XGBoostTrainer(SMOKE).fit(sample_bars.iloc[:400], model_name="x",
-                                     models_dir=tmp_path_factory.mktemp("trained"),
-                                     data_file=str(sample_path))
+def xgb_model(tiny_xgb: Path) -> Path:
+    return tiny_xgb
 
 
 @pytest.fixture()

@@ -6,13 +6,11 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-import pandas as pd
 import pytest
 from playwright.sync_api import expect
 
-from NetworkConfigs.XGBoostTrainer import SMOKE, XGBoostTrainer
-from tests.browser.conftest import screenshot
-from tests.test_ppo_loader import train_tiny
+from tests.helpers.browser import screenshot
+from tests.helpers.models import TrainedModel
 
 pytestmark = pytest.mark.browser
 
@@ -27,13 +25,9 @@ INKED_PIXELS = """(id) => {
 
 
 @pytest.fixture(scope="module")
-def trained(sample_bars: pd.DataFrame, sample_path: Path, tmp_path_factory) -> list[Path]:
-    """Two real models, trained once for the module (~4 s): XGBoost and PPO."""
-    folder = tmp_path_factory.mktemp("trained")
-    xgb = XGBoostTrainer(SMOKE).fit(sample_bars, model_name="smoke", models_dir=folder,
-                                    data_file=str(sample_path))
-    _, ppo = train_tiny(sample_bars.iloc[:400], folder, name="tiny")
-    return [xgb, ppo]
+def trained(smoke_xgb: Path, tiny_ppo: TrainedModel) -> list[Path]:
+    """Two real models, trained once per session: XGBoost and PPO."""
+    return [smoke_xgb, tiny_ppo.folder]
 
 
 @pytest.fixture()

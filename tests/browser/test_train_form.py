@@ -11,9 +11,8 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import expect
 
-from tests.browser.conftest import ARTIFACTS
-from tests.browser.test_history_page import watch
-from tests.training_stubs import slow_child
+from tests.helpers.browser import ARTIFACTS, watch
+from tests.helpers.training_stubs import slow_child
 from web.store import get_store
 
 pytestmark = pytest.mark.browser

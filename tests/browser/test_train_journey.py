@@ -11,8 +11,7 @@ import re
 import pytest
 from playwright.sync_api import expect
 
-from tests.browser.conftest import screenshot
-from tests.browser.test_history_page import INKED_PIXELS, assert_chart_drawn, watch
+from tests.helpers.browser import INKED_PIXELS, assert_chart_drawn, screenshot, watch
 from web.store import get_store
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]

@@ -10,15 +10,15 @@ equity: ``units = equity / (price * (1 + commission))``, floored to the whole
 from __future__ import annotations
 
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from backtesting import Strategy
 from backtesting.lib import FractionalBacktest, compute_stats
 
-BOKEH_STOCKS = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / \
-    "bokeh_stocks.csv.gz"
+from tests.helpers.paths import ROOT
+
+BOKEH_STOCKS = ROOT.parent / "shared" / "data" / "bokeh_stocks.csv.gz"
 
 
 FRACTIONAL_UNIT = 1e-8  # FractionalBacktest's default: prices are scaled by it
