@@ -33,7 +33,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,6 +41,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
+TIMINGS = ROOT / "test-artifacts" / "readme_commands.json"
 FENCE = re.compile(r"^```\s*(\w*)\s*$")
 MARKER = re.compile(r"^<!--\s*readme-test:\s*(\S+)\s*(.*?)\s*-->\s*$")
 MODES = {"background", "stop-after", "skip"}
@@ -142,6 +143,7 @@ class Runner:
         self.cwd, self.env, self.ports = cwd, env, ports or {}
         self.logs = logs or cwd
         self.background: list[subprocess.Popen] = []
+        self.timings: list[dict[str, object]] = []  # README line, command, seconds, outcome
         self._count = 0
 
     def moved(self, text: str) -> str:
@@ -152,13 +154,25 @@ class Runner:
         if block.mode == "skip":
             return
         if block.mode == "run":
-            self._run_script(block, self.moved(block.text))
+            self._timed(block, block.text, self._run_script, block, self.moved(block.text))
             return
         for command in commands(self.moved(block.text)):
             if block.mode == "background":
-                self._start_server(block, command, self.moved(block.argument))
+                self._timed(block, command, self._start_server, block, command,
+                            self.moved(block.argument))
             else:
-                self._run_for(block, command, int(block.argument))
+                self._timed(block, command, self._run_for, block, command, int(block.argument))
+
+    def _timed(self, block: Block, shown: str, step: Callable[..., str | None],
+               *args: object) -> None:
+        started = time.monotonic()
+        outcome = "failed"
+        try:
+            outcome = step(*args) or "ok"
+        finally:
+            self.timings.append({"line": block.line, "mode": block.mode, "command": shown,
+                                 "seconds": round(time.monotonic() - started, 1),
+                                 "outcome": outcome})
 
     def close(self) -> None:
         for process in reversed(self.background):
@@ -187,15 +201,16 @@ class Runner:
         if code != 0:
             raise BlockFailed(_failure(block, script, log, f"exit status {code}"))
 
-    def _run_for(self, block: Block, command: str, seconds: int) -> None:
+    def _run_for(self, block: Block, command: str, seconds: int) -> str | None:
         process, log = self._spawn(command)
         try:
             code = process.wait(timeout=seconds)
         except subprocess.TimeoutExpired:
             _stop(process, grace_s=STOP_GRACE_S)  # working so far; let it save and exit
-            return
+            return "stopped"
         if code != 0:
             raise BlockFailed(_failure(block, command, log, f"exit status {code}"))
+        return None
 
     def _start_server(self, block: Block, command: str, url: str) -> None:
         process, log = self._spawn(command)
@@ -386,4 +401,7 @@ def test_readme_commands_work_when_pasted(tmp_path: Path) -> None:
             runner.run(block)
     finally:
         runner.close()
+        # How long each command took: the README's times can be checked against these.
+        TIMINGS.parent.mkdir(parents=True, exist_ok=True)
+        TIMINGS.write_text(json.dumps(runner.timings, indent=1))
     assert (repo / "Models" / "XGB_quick").is_dir()  # the quick tour's model was trained
