@@ -80,6 +80,16 @@ def seed_run(app) -> str:
     return run_id
 
 
+def assert_fits(phone, name: str) -> None:
+    """The page is no wider than the phone, the whole menu is on screen and tappable, and
+    no chart is wider than its box; then a full-page screenshot."""
+    assert phone.evaluate("document.documentElement.scrollWidth") <= PHONE["width"], name
+    assert phone.locator(".topbar nav a").count() == len(AREAS), name
+    assert phone.evaluate(NAV_PROBLEMS) == [], name
+    assert phone.evaluate(OVERFLOWING_CHARTS) == [], name
+    screenshot(phone, f"mobile_{name}")
+
+
 def test_every_main_page_fits_a_phone(live_server: str, phone, app, tiny_model: Path,
                                       models_dir: Path) -> None:
     shutil.copytree(tiny_model, models_dir / tiny_model.name)
@@ -92,11 +102,13 @@ def test_every_main_page_fits_a_phone(live_server: str, phone, app, tiny_model: 
     for name, path in pages.items():
         phone.goto(live_server + path)
         phone.wait_for_load_state("networkidle")
-        assert phone.evaluate("document.documentElement.scrollWidth") <= PHONE["width"], name
-        assert phone.locator(".topbar nav a").count() == len(AREAS), name
-        assert phone.evaluate(NAV_PROBLEMS) == [], name
-        assert phone.evaluate(OVERFLOWING_CHARTS) == [], name
-        screenshot(phone, f"mobile_{name}")
+        assert_fits(phone, name)
+
+    phone.goto(live_server + "/backtest")  # a result: figures, three charts, two tables
+    phone.locator("#run-backtest").tap()
+    phone.wait_for_selector("#statistics table.stats", timeout=60_000)
+    phone.wait_for_function("() => window.backtestCharts && window.backtestCharts().length == 3")
+    assert_fits(phone, "backtest_result")
     assert errors == []
 
 
