@@ -20,7 +20,7 @@ class NavItem(NamedTuple):
 
 def nav_items(views: dict[str, Any], blueprint: str | None) -> list[NavItem]:
     """The menu for a page of ``blueprint``: registered areas only, the current one marked
-    (base.html gives it ``aria-current="page"``, which the CSS underlines)."""
+    (base.html gives it the ``active`` class: underlined, or highlighted on a phone)."""
     return [NavItem(endpoint, label, blueprint == endpoint.split(".")[0])
             for endpoint, label in AREAS if endpoint in views]
 

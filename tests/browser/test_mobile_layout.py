@@ -120,7 +120,7 @@ def test_the_menu_is_tappable_and_tables_scroll_in_their_card(live_server: str, 
     phone.goto(live_server + "/")
     phone.locator(".topbar nav a", has_text="Settings").tap()  # on the second row
     phone.wait_for_url("**/settings")
-    assert phone.locator('.topbar nav a[aria-current="page"]').inner_text() == "Settings"
+    assert phone.locator(".topbar nav a.active").inner_text() == "Settings"
 
     phone.goto(live_server + "/runs")
     # The table is wider than the screen: it scrolls inside its card (the table itself, or
