@@ -8,19 +8,18 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import re
 import sys
 from pathlib import Path
 from typing import Any
 
-from flask import Flask, request
-from werkzeug.exceptions import HTTPException
+from flask import Flask
 
 from NetworkConfigs import DEFAULT_MODEL_TYPE
 from NetworkConfigs.artifacts import clean_staging, default_models_dir, list_models
 from Utilities.logging_setup import configure_logging
 from Utilities.run_store import default_database_url
 from web import auth, auth_cli
+from web.errors import install_error_handlers, is_json_path
 from web.json_io import StrictJSONProvider
 
 log = logging.getLogger(__name__)
@@ -69,7 +68,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     csrf.init_app(app)
     for area in (pages, train, history, library, backtests, hosting, settings, login):
         app.register_blueprint(area.bp)
-    app.register_error_handler(HTTPException, _http_error)
+    install_error_handlers(app)  # JSON on is_json_path's paths, a styled page elsewhere
     return app
 
 
@@ -81,26 +80,6 @@ def _install_auth(app: Flask) -> None:
 
     auth.init_app(app, lambda: AuthStore(get_store().engine), is_json_path=is_json_path,
                   sessions=True)
-
-
-# Paths whose clients are programs: routing errors there (unknown URL, wrong method,
-# too large) and uncaught exceptions (a logged 500) are JSON like every other API error;
-# pages keep Flask's HTML error pages.
-JSON_PATHS = ("/api/", "/predict", "/info", "/health", "/streams/", "/openapi.json")
-# JSON routes among the pages' paths: a run page's live data and its control buttons.
-JSON_ROUTES = re.compile(r"/runs/[^/]+/(control|live\.json)")
-
-
-def is_json_path(path: str) -> bool:
-    return path.startswith(JSON_PATHS) or JSON_ROUTES.fullmatch(path) is not None
-
-
-def _http_error(exc: HTTPException) -> Any:
-    if is_json_path(request.path):
-        from Api_Loader import json_http_error
-
-        return json_http_error(exc)
-    return exc
 
 
 def ensure_demo_model(models_dir: Path) -> None:
@@ -116,6 +95,21 @@ def ensure_demo_model(models_dir: Path) -> None:
                               "--models-dir", str(models_dir)])
     if code != 0:
         log.error("demo model training failed (exit %d); serving without it", code)
+
+
+def prepare_to_serve(app: Flask, *, demo: bool = True) -> None:
+    """What a start does before the first request: tidy what a crash left, train the
+    demo model into an empty library (``demo``), then host a model so ``POST /predict``
+    answers without a visit to the API page (web/hosting.py: the remembered choice, else
+    the newest model that loads)."""
+    models_dir = Path(app.config["MODELS_DIR"])
+    clean_staging(models_dir)  # what model writes killed mid-way left
+    from web.training_jobs import sweep_lost_runs  # runs whose trainer died while we were down
+
+    sweep_lost_runs(app)
+    if demo:
+        ensure_demo_model(models_dir)
+    app.extensions["hosting"].host_at_start(models_dir)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -137,12 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     app = _serving_app(args)
     if app is None:
         return 2
-    clean_staging(Path(app.config["MODELS_DIR"]))  # what model writes killed mid-way left
-    from web.training_jobs import sweep_lost_runs  # runs whose trainer died while we were down
-
-    sweep_lost_runs(app)
-    if not args.no_demo:
-        ensure_demo_model(Path(app.config["MODELS_DIR"]))
+    prepare_to_serve(app, demo=not args.no_demo)
     print(f"Galaxy Models dashboard on http://{args.host}:{args.port}  (Ctrl+C stops)",
           flush=True)
     waitress.serve(app, host=args.host, port=args.port, threads=args.threads)

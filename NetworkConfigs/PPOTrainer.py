@@ -31,7 +31,7 @@ from NetworkConfigs.trading_env import (
     VecTradingEnv,
     env_arrays,
 )
-from Utilities.backtester import run_backtest
+from Utilities.backtester import buy_and_hold, run_backtest
 from Utilities.data_utils import PreparedData, prepare_from_params
 from Utilities.performance import return_pct
 
@@ -71,9 +71,10 @@ def evaluate_greedy(agent: ActorCritic, env: TradingEnvironment,
 
 
 def buy_and_hold_pct(env: TradingEnvironment) -> float:
-    """Return of holding from the first decision bar to the last bar of the slice."""
-    prices = env.market.prices
-    return (prices[-1] / prices[env.market.first] - 1.0) * 100.0
+    """The Buy & Hold baseline's Return [%] on the env's slice (costs paid, as the
+    default backtest's Buy & Hold column: :func:`Utilities.backtester.buy_and_hold`)."""
+    bars = pd.DataFrame({"Close": env.market.prices[env.market.first:]})
+    return return_pct(buy_and_hold(bars, params=env.params).equity)
 
 
 class ValidationCallback(Callback):
@@ -214,7 +215,7 @@ class PPOTrainer(Trainer):
                 # Unrounded: it is the default backtest's Return [%] to the last digits.
                 metrics[f"{part}_return_pct"] = result["return_pct"]
                 metrics[f"{part}_trades"] = result["trades"]
-                metrics[f"{part}_buy_hold_pct"] = round(buy_and_hold_pct(env), 4)
+                metrics[f"{part}_buy_hold_pct"] = buy_and_hold_pct(env)
         return metrics
 
     def _save(self, data: PreparedData, model_name: str, models_dir: Path,

@@ -30,10 +30,11 @@ from Utilities.run_store import RunNotFound, RunStore, RunStoreError, heartbeat_
 
 log = logging.getLogger(__name__)
 
-# Scalars forwarded to the store as train/<name> each iteration.
+# Scalars forwarded to the store as train/<name> each iteration. global_step (steps for
+# PPO, epochs for the others) is how far the run is: the run page's progress and ETA.
 UPDATE_KEYS = ("policy_loss", "value_loss", "entropy", "approx_kl", "clip_fraction",
                "explained_variance", "learning_rate", "steps_per_second", "loss",
-               "train_loss", "val_loss", "train_accuracy", "val_accuracy")
+               "train_loss", "val_loss", "train_accuracy", "val_accuracy", "global_step")
 
 
 class ProgressBar(Callback):

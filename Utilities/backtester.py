@@ -287,7 +287,11 @@ def _open_trade(entry: int, side: int, units: float, opened: Any, scale: float,
 
 def buy_and_hold(bars: pd.DataFrame, params: EnvParams | None = None,
                  fill: str = "close") -> BacktestResult:
-    """Baseline: buy at the first fill and hold to the end, same costs."""
+    """The app's one buy-and-hold: buy at the first decision bar's fill (its close, or
+    the next open), with the same commission, slippage and sizing as the strategy, hold,
+    and sell at the last close. Its Return [%] is every "Buy & Hold" figure (report
+    column, page card, a trained model's ``*_buy_hold_pct``); the move of the price
+    alone is ``performance.price_change_pct``."""
     return run_backtest(bars, positions=np.ones(len(bars), np.int8), params=params, fill=fill)
 
 

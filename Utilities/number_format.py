@@ -60,7 +60,10 @@ def _metric(value: Any, number: float) -> str:
 
 
 def _input(value: Any, number: float) -> str:
-    return str(int(value)) if isinstance(value, int | np.integer) else repr(number)
+    if isinstance(value, int | np.integer):
+        return str(int(value))
+    text = repr(number)  # the shortest text that reads back as the same float
+    return text[:-2] if text.endswith(".0") else text  # 10000.0 reads back from "10000"
 
 
 _WRITERS = {

@@ -10,11 +10,17 @@ checked against it key by key (``tests/test_performance.py`` does): drawdown and
 durations and peaks, exposure (bars from entry to exit, both included), the annualised
 return (geometric mean of daily returns, compounded over a year), Calmar, the trade
 statistics (``Avg. Trade`` is a geometric mean, Profit Factor and Expectancy use trade
-returns, SQN and Win Rate use cash PnL), Buy & Hold from the first Close to the last,
-and the drawdowns reported as negative percentages. Durations are rounded up to the
+returns, SQN and Win Rate use cash PnL), the price change from the first Close to the
+last, and the drawdowns reported as negative percentages. Durations are rounded up to the
 resolution of the bar spacing, as backtesting.py does.
 
 Deliberate differences:
+
+* ``Price Change [%]`` is what backtesting.py calls "Buy & Hold Return [%]": the first
+  Close to the last, no costs. Ours is named for what it is, because the app has one
+  buy-and-hold: :func:`Utilities.backtester.buy_and_hold`, bought at the strategy's
+  first fill with the strategy's costs and sold at the end (its Return [%] is the
+  "Buy & Hold" column of every report).
 
 * ``Volatility (Ann.)``, ``Sharpe Ratio`` and ``Sortino Ratio`` use the conventional
   (empyrical / quantstats) definitions, risk-free rate 0: volatility = std(daily
@@ -64,7 +70,7 @@ log = logging.getLogger(__name__)
 
 STAT_KEYS: tuple[str, ...] = (
     "Start", "End", "Duration", "Exposure Time [%]", "Equity Final [$]", "Equity Peak [$]",
-    "Commissions [$]", "Return [%]", "Buy & Hold Return [%]", "Return (Ann.) [%]",
+    "Commissions [$]", "Return [%]", "Price Change [%]", "Return (Ann.) [%]",
     "Volatility (Ann.) [%]", "Sharpe Ratio", "Sortino Ratio", "Calmar Ratio",
     "Max. Drawdown [%]", "Avg. Drawdown [%]", "Max. Drawdown Duration",
     "Avg. Drawdown Duration", "# Trades", "Win Rate [%]", "Best Trade [%]",
@@ -131,6 +137,13 @@ def drawdown_periods(dd: np.ndarray, index: pd.Index) -> tuple[pd.Series, np.nda
 def return_pct(equity: pd.Series | np.ndarray) -> float:
     """Return [%]: the last equity over the first, less 1, in percent (NaN from 0)."""
     values = np.asarray(equity, dtype=float)
+    return _ratio(values[-1] - values[0], values[0]) * 100
+
+
+def price_change_pct(close: pd.Series | np.ndarray) -> float:
+    """Price Change [%]: the last close over the first, less 1, in percent; no costs.
+    Not a buy-and-hold return (that one pays the costs: ``backtester.buy_and_hold``)."""
+    values = np.asarray(close, dtype=float)
     return _ratio(values[-1] - values[0], values[0]) * 100
 
 
@@ -286,13 +299,12 @@ def _span_stats(index: pd.Index, trades: pd.DataFrame) -> dict[str, Any]:
 
 
 def _equity_stats(values: np.ndarray, trades: pd.DataFrame, bars: pd.DataFrame) -> dict:
-    close = bars["Close"].to_numpy(dtype=float)
     return {
         "Equity Final [$]": float(values[-1]),
         "Equity Peak [$]": float(values.max()),
         "Commissions [$]": float(trades["fees"].sum()),
         "Return [%]": return_pct(values),
-        "Buy & Hold Return [%]": _ratio(close[-1] - close[0], close[0]) * 100,
+        "Price Change [%]": price_change_pct(bars["Close"]),
     }
 
 

@@ -41,6 +41,7 @@ from sqlalchemy.exc import (
 )
 from sqlalchemy.orm import Session
 
+from Utilities.downsample import MIN_POINTS, minmax_indices
 from Utilities.run_store_schema import (
     CONTROL_ACTIONS,
     EVENT_KINDS,
@@ -75,9 +76,6 @@ logger = logging.getLogger(__name__)
 SORT_FIELDS = ("created_at", "started_at", "ended_at", "name", "status", "model_type")
 MAX_PAGE_SIZE = 1000
 MAX_EVENTS_PAGE = 100_000
-# Downsampling keeps both endpoints plus each bucket's min and max: fewer than 4 points
-# would leave no bucket at all and silently drop every spike.
-MIN_POINTS = 4
 TRANSITIONS: dict[str, frozenset[str]] = {
     "running": frozenset({"paused", "completed", "stopped", "failed"}),
     "paused": frozenset({"running", "stopped", "failed"}),
@@ -309,18 +307,6 @@ def _event_row(run_id: str, kind: str, payload: dict | None, wall_time: float) -
 def _point(step: float, value: float | None, wall_time: float) -> dict[str, Any]:
     """One series point; NaN values come back as None."""
     return {"step": int(step), "value": finite_or_none(value), "wall_time": float(wall_time)}
-
-
-def _minmax_indices(values: np.ndarray, max_points: int) -> list[int]:
-    """Indices kept by min/max bucket downsampling, always including both ends."""
-    # Two slots go to the endpoints, so max_points // 2 - 1 buckets keep the result <= max_points.
-    buckets = max_points // 2 - 1
-    low = np.where(np.isnan(values), np.inf, values)  # NaN must never win min or max
-    high = np.where(np.isnan(values), -np.inf, values)
-    keep = {0, len(values) - 1}
-    for bucket in np.array_split(np.arange(len(values)), buckets):  # buckets >= 1: MIN_POINTS
-        keep.update((int(bucket[np.argmin(low[bucket])]), int(bucket[np.argmax(high[bucket])])))
-    return sorted(keep)
 
 
 def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
@@ -625,6 +611,23 @@ class RunStore:
             return list(s.scalars(select(Run.name).distinct().order_by(Run.name)))
 
     @_guarded
+    def run_of_model_dir(self, folder: str | Path) -> dict | None:
+        """The newest run whose model_dir is ``folder`` (compared as resolved paths, so
+        ``Models/../Models/X`` and a symlinked root match), or None."""
+        target = Path(folder).resolve()
+        # The SQL narrows by folder name (wildcards escaped); the path test decides.
+        query = (select(Run).where(Run.model_dir.endswith(target.name, autoescape=True))
+                 .order_by(Run.created_at.desc(), Run.id.desc()))
+        with self._tx() as s:
+            for run in s.scalars(query):
+                try:
+                    if run.model_dir and Path(run.model_dir).resolve() == target:
+                        return run_as_dict(run)
+                except (OSError, ValueError):  # a stored path this machine cannot resolve
+                    continue
+        return None
+
+    @_guarded
     def set_status(self, run_id: str, status: str, *, error: str | None = None) -> dict:
         """Move a run to status along an allowed transition; return the updated run."""
         _check("status", [status], RUN_STATUSES)
@@ -875,10 +878,10 @@ class RunStore:
                       start_step: int | None = None, end_step: int | None = None) -> list[dict]:
         """Samples of one key ordered by step, optionally step-bounded and downsampled.
 
-        Downsampling (only when more than max_points points match): np.array_split cuts the
-        series into max_points // 2 - 1 near-equal-count buckets; each bucket keeps its
-        min- and max-value points and the first and last points are always kept, so spikes
-        survive and at most max_points points come back. max_points must be >= MIN_POINTS.
+        Downsampling (only when more than max_points points match) is
+        :func:`Utilities.downsample.minmax_indices`: each bucket keeps its min- and
+        max-value points and both ends are kept, so spikes survive and at most max_points
+        points come back. max_points must be >= MIN_POINTS.
         """
         if max_points is not None:
             max_points = _int_arg("max_points", max_points, MIN_POINTS)
@@ -895,7 +898,7 @@ class RunStore:
             return [_point(*row) for row in rows]
         # Plain tuples: numpy probes Row objects for array protocols, ~10x slower.
         data = np.array([tuple(row) for row in rows], dtype=float)  # NULL becomes nan
-        return [_point(*data[i]) for i in _minmax_indices(data[:, 1], max_points)]
+        return [_point(*data[i]) for i in minmax_indices(data[:, 1], max_points)]
 
     @_guarded
     def latest_metrics(self, run_id: str) -> dict[str, dict]:

@@ -14,8 +14,12 @@ import pytest
 from flask import Flask
 
 import Api_Loader
-from Api_Loader import create_api_app, prediction_blueprint, register_json_errors
+from Api_Loader import create_api_app
+from NetworkConfigs import load_model
 from tests.test_ppo_loader import train_tiny
+from web import predict
+from web.errors import every_path, install_error_handlers
+from web.predict import prediction_blueprint
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +40,7 @@ def client(api: Flask):
 @pytest.fixture(scope="module")
 def window(sample_bars: pd.DataFrame, model_dir: Path) -> list[dict]:
     """A full window (11 bars) as a client sends it."""
-    features = Api_Loader.load_model(model_dir).spec.features
+    features = load_model(model_dir).spec.features
     return sample_bars[list(features)].iloc[200:211].to_dict("records")
 
 
@@ -229,11 +233,13 @@ def test_unknown_paths_and_methods_are_json(client) -> None:
         "method GET is not allowed on /predict"
 
 
-def test_an_unexpected_failure_is_a_json_500(client, window, monkeypatch) -> None:
+def test_an_unexpected_failure_is_a_json_500(api, client, window, monkeypatch) -> None:
     def broken(*args, **kwargs):
         raise RuntimeError("disk on fire")
 
-    monkeypatch.setattr(Api_Loader, "answer", broken)
+    monkeypatch.setattr(predict, "answer", broken)
+    # As served (TESTING re-raises instead): Flask logs the traceback, the client gets JSON.
+    monkeypatch.setitem(api.config, "PROPAGATE_EXCEPTIONS", False)
     error = error_of(post(client, {"window": window}), 500)
     assert error["error"] == "internal error (RuntimeError); see the server log"
 
@@ -244,7 +250,7 @@ def test_an_unexpected_failure_is_a_json_500(client, window, monkeypatch) -> Non
 def test_a_window_is_answered_as_the_loader_does(client, window, model_dir) -> None:
     response = post(client, {"window": window})
     assert response.status_code == 200
-    expected = Api_Loader.load_model(model_dir).predict(window).to_dict()
+    expected = load_model(model_dir).predict(window).to_dict()
     assert response.get_json() == expected  # JSON floats round-trip exactly
     assert set(expected) == {"prediction", "action_name", "confidence", "probabilities",
                              "value_estimate"}
@@ -259,7 +265,7 @@ def test_account_state_reaches_the_model(client, window, model_dir) -> None:
     close = window[-1]["Close"]
     state = {"position": -1, "units": -30.0, "cash": 16000.0, "entry_price": close * 1.1}
     reply = post(client, {"window": window, "account_state": state}).get_json()
-    expected = Api_Loader.load_model(model_dir).predict(window, state).to_dict()
+    expected = load_model(model_dir).predict(window, state).to_dict()
     assert reply == expected
     assert reply["probabilities"] != post(client, {"window": window}).get_json()["probabilities"]
 
@@ -293,7 +299,7 @@ def test_info_and_health(client, model_dir) -> None:
     info = client.get("/info").get_json()
     assert info["name"] == "tiny" and info["type"] == "ppo" and info["lookback"] == 10
     assert info["window_size"] == 11 and info["action_names"] == ["Hold", "Buy", "Sell"]
-    assert info["features"] == list(Api_Loader.load_model(model_dir).spec.features)
+    assert info["features"] == list(load_model(model_dir).spec.features)
     assert info["stream_bar_keys"] == info["features"] and info["can_sample"] is True
     assert client.get("/health").get_json() == {"status": "ok", "model": "tiny", "type": "ppo"}
 
@@ -348,13 +354,13 @@ def test_the_blueprint_mounts_under_a_prefix_with_a_changing_model(model_dir, wi
     app.config["MAX_CONTENT_LENGTH"] = 64 * 1024 * 1024  # uploads elsewhere need more
     app.register_blueprint(prediction_blueprint(lambda: hosted["loader"], max_body_bytes=4096),
                            url_prefix="/models/live")
-    register_json_errors(app)
+    install_error_handlers(app, every_path)
     client = app.test_client()
     for path in ("/models/live/info", "/models/live/streams/s"):
         assert "no model is loaded" in error_of(client.get(path), 503)["error"]
     assert error_of(client.get("/models/live/health"), 503)["status"] == "unavailable"
     assert error_of(post(client, {}), 404)  # nothing at the root
-    hosted["loader"] = Api_Loader.load_model(model_dir)
+    hosted["loader"] = load_model(model_dir)
     response = client.post("/models/live/predict", json={"window": window})
     assert response.status_code == 200 and response.get_json()["action_name"]
     big = client.post("/models/live/predict", json={"window": window * 10})

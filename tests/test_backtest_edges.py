@@ -206,7 +206,7 @@ class AlwaysBuy:
 
 
 def test_greedy_evaluation_closes_the_last_position_and_pays_for_it(sample_bars) -> None:
-    from NetworkConfigs.PPOTrainer import evaluate_greedy
+    from NetworkConfigs.PPOTrainer import buy_and_hold_pct, evaluate_greedy
     from NetworkConfigs.trading_env import TradingEnvironment
     from Utilities.backtester import buy_and_hold
 
@@ -218,6 +218,9 @@ def test_greedy_evaluation_closes_the_last_position_and_pays_for_it(sample_bars)
     held = buy_and_hold(bars, params)
     assert result["return_pct"] == pytest.approx(held.statistics()["Return [%]"], abs=1e-9)
     assert result["trades"] == 1 == len(held.trades)
+    # Training's buy-and-hold figure is the same baseline (costs paid), not the price move.
+    assert buy_and_hold_pct(env) == pytest.approx(held.statistics()["Return [%]"], abs=1e-12)
+    assert buy_and_hold_pct(env) < held.statistics()["Price Change [%]"]
     left_open = run_backtest(bars, positions=np.ones(len(bars), np.int8), params=params,
                              finalize=False)
     assert left_open.open_trade is not None and held.open_trade is None
@@ -247,5 +250,6 @@ def test_the_test_return_of_training_is_the_default_backtests_return(smoke_ppo: 
     assert metrics["test_return_pct"] == pytest.approx(report.statistics["Return [%]"],
                                                        abs=1e-9)
     assert metrics["test_trades"] == report.statistics["# Trades"]
+    # One buy-and-hold: training's test figure is the backtest's Buy & Hold column.
     assert metrics["test_buy_hold_pct"] == pytest.approx(
-        report.statistics["Buy & Hold Return [%]"], abs=1e-4)  # stored to 4 decimals
+        report.baseline_statistics["Buy & Hold"]["Return [%]"], abs=1e-9)

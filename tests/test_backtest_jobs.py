@@ -14,6 +14,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from html import unescape
 from pathlib import Path
 
 import pandas as pd
@@ -282,11 +283,90 @@ def test_an_upload_over_the_row_limit_is_413_naming_it(make) -> None:
     assert "UPLOAD_MAX_ROWS" in response.get_data(as_text=True)
 
 
-def test_an_upload_over_the_byte_limit_is_413_beside_the_upload(make) -> None:
+def test_an_upload_over_the_byte_limit_is_the_apps_413_page_naming_the_limit(make) -> None:
     app = make(MAX_CONTENT_LENGTH=100_000)
     response = post_form(app.test_client(), upload=(SAMPLE_CSV.read_bytes(), "big.csv"))
-    assert response.status_code == 413
-    assert "the upload is larger than the 98 KiB limit" in response.get_data(as_text=True)
+    assert response.status_code == 413 and response.mimetype == "text/html"
+    page = response.get_data(as_text=True)
+    assert "the upload is larger than the 98 KiB limit" in page
+    assert 'id="backtest-form"' not in page  # the error page, not a form re-render
+    assert uploads(app) == []
+
+
+# ------------------------------------------------------------------------ removing uploads
+
+
+def kept_upload(app) -> str:
+    """Upload sample bars through the form, wait for its backtest; the listed name."""
+    response = post_form(app.test_client(), upload=(sample_tail(), "my bars.csv"))
+    assert response.status_code == 303
+    wait(app, response.headers["Location"].rsplit("/", 1)[1])
+    (name,) = uploads(app)
+    return f"uploads/{name}"
+
+
+def test_an_upload_is_removed_after_confirming_it(app) -> None:
+    name = kept_upload(app)
+    client = app.test_client()
+    listed = client.get("/backtest").get_data(as_text=True)
+    link = f"/backtest/uploads/{name.replace(' ', '%20')}/remove"
+    assert f'href="{link}"' in listed
+    confirm = client.get(link)
+    page = confirm.get_data(as_text=True)
+    assert confirm.status_code == 200 and "Remove the upload my bars.csv?" in page
+    assert "1 saved backtest result" in page  # what removing it loses
+    assert client.post(link, data={}).status_code == 400  # not confirmed
+    assert client.post(link, data={"confirm": name},
+                       headers={"Origin": "https://evil.example"}).status_code == 403
+    assert uploads(app) != []
+    done = client.post(link, data={"confirm": name})
+    assert done.status_code == 303 and uploads(app) == []
+    after = client.get(done.headers["Location"]).get_data(as_text=True)
+    assert "Removed <b>my bars.csv</b>" in after and "remove-upload" not in after
+    assert client.get(link).status_code == 404
+    # The saved result stays, shown by the file's name.
+    assert "<td>my bars.csv</td>" in after
+
+
+def test_an_upload_a_queued_backtest_reads_is_not_removed(app, gate) -> None:
+    client = app.test_client()
+    response = post_form(client, upload=(sample_tail(), "busy.csv"))
+    assert response.status_code == 303
+    gate.wait_reached()
+    name = f"uploads/{uploads(app)[0]}"
+    listed = client.get("/backtest").get_data(as_text=True)
+    assert "in use by a queued or running backtest" in listed
+    reply = client.post(f"/backtest/uploads/{name}/remove", data={"confirm": name})
+    assert reply.status_code == 409 and uploads(app) != []
+    assert "busy.csv is read by a queued or running backtest" in reply.get_data(as_text=True)
+    gate.open()
+    wait(app, response.headers["Location"].rsplit("/", 1)[1])
+    assert client.post(f"/backtest/uploads/{name}/remove",
+                       data={"confirm": name}).status_code == 303
+
+
+def test_an_upload_a_running_training_reads_is_not_removed(app) -> None:
+    from Utilities.run_store import RunStore
+
+    name = kept_upload(app)
+    path = Path(app.config["DATA_DIR"]) / name
+    store = RunStore(app.config["DATABASE_URL"])
+    run_id = store.create_run(name="on_upload", model_type="ppo", data_file=str(path))
+    reply = app.test_client().post(f"/backtest/uploads/{name}/remove", data={"confirm": name})
+    assert reply.status_code == 409 and path.exists()
+    assert "the running training 'on_upload'" in unescape(reply.get_data(as_text=True))
+    store.set_status(run_id, "completed")
+    store.close()
+    assert app.test_client().post(f"/backtest/uploads/{name}/remove",
+                                  data={"confirm": name}).status_code == 303
+    assert not path.exists()
+
+
+def test_only_kept_uploads_can_be_removed(app) -> None:
+    client = app.test_client()
+    for name in ("sample.csv", "uploads/../sample.csv", "uploads/nothing.csv"):
+        assert client.post(f"/backtest/uploads/{name}/remove",
+                           data={"confirm": name}).status_code == 404, name
 
 
 def test_an_error_quotes_no_more_than_the_start_of_a_cell(app) -> None:

@@ -18,7 +18,7 @@ import pytest
 import yaml
 from flask import Flask
 
-import web.hosting
+import web.hosted
 from Api_Loader import create_api_app, load_model, prediction_blueprint
 from Main import create_app
 from NetworkConfigs.PPO_loader import PPOModelLoader
@@ -332,8 +332,8 @@ INVALID_BODIES = [("not json", 400), ("[1, 2]", 400), ('{"windw": []}', 400),
 def test_an_invalid_body_never_loads_a_library_model(client, library, window,
                                                      monkeypatch) -> None:
     loads: list[Path] = []
-    real = web.hosting.load_model
-    monkeypatch.setattr(web.hosting, "load_model", lambda path: loads.append(path) or real(path))
+    real = web.hosted.load_model
+    monkeypatch.setattr(web.hosted, "load_model", lambda path: loads.append(path) or real(path))
     for body, status in INVALID_BODIES:
         error_of(client.post(f"/api/models/{library}/predict", data=body,
                              content_type="application/json"), status)

@@ -36,8 +36,8 @@ from flask import Flask, jsonify
 from sqlalchemy.engine import make_url
 
 import Main
-from Api_Loader import create_api_app, load_model, openapi_document
-from NetworkConfigs import get_model_type, model_type_names
+from Api_Loader import create_api_app
+from NetworkConfigs import get_model_type, load_model, model_type_names
 from NetworkConfigs.base import deep_merge
 from tests.conftest import ROOT, SAMPLE_CSV, _drop_all
 from tests.fuzz import checks, schemas
@@ -50,6 +50,8 @@ from tests.test_ppo_loader import TINY
 from tests.test_web_history import seed_runs
 from Utilities.run_store import RUN_STATUSES
 from web import backtests, training_jobs
+from web.errors import JSON_PATHS
+from web.openapi import openapi_document
 
 SEED = int(os.environ.get("FUZZ_SEED", "11"))
 BUDGET = int(os.environ.get("FUZZ_REQUESTS", "2000"))
@@ -60,7 +62,7 @@ TINY_TRAINING: dict[str, dict[str, Any]] = {
     "ppo": {key: TINY[key] for key in ("train_params", "model_params")},
     "transformer": {"train_params": {"epochs": 1}},
 }
-# Paths whose client is a program (the pages' scripts), beside Main.JSON_PATHS.
+# Paths whose client is a program (the pages' scripts), beside web.errors.JSON_PATHS.
 PROGRAM_ENDPOINTS = ("history.live", "train.control")
 FIXTURE_ROWS = 400
 
@@ -226,7 +228,7 @@ def no_backtest_runs(monkeypatch) -> None:
 
 
 def dashboard_json_required(path: str, endpoint: str | None) -> bool:
-    return path.startswith(Main.JSON_PATHS) or endpoint in PROGRAM_ENDPOINTS
+    return path.startswith(JSON_PATHS) or endpoint in PROGRAM_ENDPOINTS
 
 
 def restorer(app: Flask, models: dict[str, Path], hosted: str):

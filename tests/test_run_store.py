@@ -1045,3 +1045,17 @@ def test_adoption_is_refused_unless_it_is_the_same_live_run(store, problem):
     error = RunNotFound if problem == "missing" else RunStoreError
     with pytest.raises(error, match=run_id):
         store.adopt_run(run_id, name=name, model_type=model_type)
+
+
+def test_run_of_model_dir_is_the_newest_run_of_that_exact_folder(store, tmp_path):
+    folder = tmp_path / "Models" / "XGB_a_b"
+    folder.mkdir(parents=True)
+    assert store.run_of_model_dir(folder) is None
+    make_run(store, model_dir=str(tmp_path / "elsewhere" / "XGB_a_b"))  # same name, other folder
+    make_run(store, model_dir=str(tmp_path / "Models" / "XGBxaxb"))  # '_' is not a wildcard
+    older = make_run(store, name="older", model_dir=str(folder))
+    newer = make_run(store, name="newer", model_dir=str(tmp_path / "Models" / ".." / "Models"
+                                                        / "XGB_a_b"))
+    assert store.run_of_model_dir(folder)["run_id"] == newer
+    store.delete_run(newer)
+    assert store.run_of_model_dir(str(folder))["run_id"] == older

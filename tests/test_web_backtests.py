@@ -20,6 +20,7 @@ from tests.conftest import SAMPLE_CSV, make_app
 from tests.test_ppo_loader import train_tiny
 from Utilities.backtester import TRADE_COLUMNS
 from Utilities.model_backtester import backtest_model
+from Utilities.number_format import figure
 from Utilities.performance import STAT_KEYS
 from web.backtest_jobs import EXTENSION
 
@@ -178,10 +179,16 @@ def test_an_uploaded_csv_is_backtested_and_listed(client) -> None:
     response = client.post("/backtest", data=data, content_type="multipart/form-data")
     assert response.status_code == 303
     page = finished(client, response.headers["Location"])
-    assert re.search(r"on <b>uploads/[0-9a-f]{8}-my_bars\.csv</b>", page)
+    # Shown by the name it was uploaded under, never by its internal one.
+    assert "on <b>my bars.csv</b>" in page and not re.search(r"[0-9a-f]{8}-my bars", page)
     assert "whole file" in page
-    assert re.search(r'<option value="uploads/[0-9a-f]{8}-my_bars\.csv"',
-                     client.get("/backtest").get_data(as_text=True))
+    form_page = client.get("/backtest").get_data(as_text=True)
+    option = re.search(r'<option value="uploads/[0-9a-f]{8}-my bars\.csv"\s*>([^<]*)</option>',
+                       form_page)
+    assert option and option.group(1).startswith("my bars.csv · uploaded ")
+    shown = re.sub(r'(value|href)="[^"]*"', "", form_page)  # attributes are not shown
+    assert not re.search(r"[0-9a-f]{8}-my bars", shown)  # recent list, uploads list
+    assert re.search(r"<td>my bars\.csv</td>", shown)
 
 
 def test_an_empty_period_is_an_error_beside_the_dates(client) -> None:
@@ -216,7 +223,8 @@ def test_the_result_shows_statistics_beside_both_baselines(client, trained: Path
         cells = re.findall(r">([^<]*)</td>", row)
         values = [expected.statistics[key], expected.baseline_statistics["Buy & Hold"][key],
                   expected.baseline_statistics["Random"][key]]
-        assert cells == [f"{v:,}" if isinstance(v, int) else f"{v:,.2f}" for v in values]
+        kind = "pct_points" if key.endswith("[%]") else "int" if key[0] == "#" else "num"
+        assert cells == [figure(v, kind) for v in values]
     assert "commission 0.001 (0.1 % per fill)" in page and "slippage 2 bps" in page
     assert 'id="equity-chart"' in page and 'id="price-chart"' in page
     assert "/static/vendor/chartjs/chart.umd.min.js" in page and "https://" not in page
@@ -227,6 +235,98 @@ def test_the_result_shows_statistics_beside_both_baselines(client, trained: Path
     assert re.search(rf'<option value="{XGB}" selected', form_page)
     assert 'name="commission" value="0.001"' in form_page
     assert 'name="initial_balance" value="50000"' in form_page
+
+
+def cards(page: str) -> dict[str, tuple[str, str]]:
+    """The figures above the table: label -> (text, colour class)."""
+    found = re.findall(r'<div class="tile[^"]*"><span>([^<]+)</span><b class="(\w*)"[^>]*>'
+                       r'([^<]*)</b>', page)
+    return {unescape(label): (text, css) for label, css, text in found}
+
+
+def table_cell(page: str, key: str, column: int) -> tuple[str, str]:
+    """(text, class) of a statistics row's cell; column 0 is the strategy."""
+    row = re.search(rf"<tr><td>{re.escape(key)}</td>(.*?)</tr>", page).group(1)
+    cells = re.findall(r'<td class="num ?(\w*)"[^>]*>([^<]*)</td>', row)
+    return cells[column][1], cells[column][0]
+
+
+def test_the_buy_and_hold_card_and_column_are_one_number(client, trained: Path) -> None:
+    page = run_form(client, commission="0.002", slippage="5")
+    report = backtest_model(trained / XGB, SAMPLE_CSV, commission=0.002, slippage=5)
+    held = report.baseline_statistics["Buy & Hold"]["Return [%]"]
+    shown = cards(page)
+    assert shown["Buy & hold (after costs)"][0] == table_cell(page, "Return [%]", 1)[0] \
+        == figure(held, "pct_points")
+    # The price's own move is labelled as such, shown once, and differs by the costs.
+    moved = report.statistics["Price Change [%]"]
+    assert shown["Price change (no costs)"][0] == figure(moved, "pct_points") != shown[
+        "Buy & hold (after costs)"][0]
+    assert moved > held
+    assert "<td>Price Change [%]</td>" not in page and "Buy &amp; Hold Return" not in page
+    assert "same costs as the strategy" in page
+
+
+def test_results_are_coloured_against_the_baselines_not_zero(client) -> None:
+    page = run_form(client)
+    response = client.get(re.search(r"/backtest/[^/]+/statistics.json", page).group(0))
+    stats = json.loads(response.get_data(as_text=True))
+    response.close()
+    mine = stats["statistics"]["Return [%]"]
+    others = [b["Return [%]"] for b in stats["baselines"].values()]
+    expected = "beats" if mine > max(others) else "below" if mine < min(others) else "between"
+    assert cards(page)["Return"][1] == expected == table_cell(page, "Return [%]", 0)[1]
+    assert table_cell(page, "Return [%]", 1)[1] == ""  # baselines are not coloured
+    assert table_cell(page, "# Trades", 0)[1] == ""  # nor figures with no better side
+    assert 'id="verdict-legend"' in page and "not with zero" in page
+    recent = client.get("/backtest").get_data(as_text=True)
+    assert re.search(rf'<td class="num {expected}" title="[^"]+">', recent)
+
+
+@pytest.mark.parametrize(("value", "baselines", "expected"), [
+    (0.12, [27.0, -3.0], "between"),   # positive, yet far behind buy-and-hold: not green
+    (0.12, [27.0, 5.0], "below"),
+    (30.0, [27.0, 5.0], "beats"),
+    (-2.0, [-10.0, -5.0], "beats"),    # a loss that beats both baselines
+    (1.0, [None, float("nan")], ""),   # nothing to compare with
+    (None, [1.0], ""),
+])
+def test_the_colour_rule(value, baselines, expected: str) -> None:
+    from web.backtest_results import verdict
+
+    assert verdict(value, baselines) == expected
+
+
+def test_a_range_inside_the_training_period_is_said_to_be_in_sample(client, trained: Path
+                                                                    ) -> None:
+    from NetworkConfigs.artifacts import read_config
+
+    split = read_config(trained / XGB)["split"]
+    page = run_form(client, start=split["train"]["start"][:10], end="2012-06-30")
+    note = re.search(r'<p class="in-sample" id="in-sample-note"[^>]*>([^<]+)</p>', page)
+    assert note and unescape(note.group(1)).startswith("In-sample: ")
+    assert split["train"]["start"][:10] in note.group(1)
+    # The default period on the training file is its held-out test slice: no warning.
+    assert 'id="in-sample-note"' not in run_form(client)
+    # The form knows the training dates, so it can warn before the run.
+    form_page = client.get(f"/backtest?model={XGB}").get_data(as_text=True)
+    assert f'data-train-start="{split["train"]["start"][:10]}"' in form_page
+    assert 'id="in-sample-warning"' in form_page
+    listed = client.get("/backtest").get_data(as_text=True)
+    assert "in-sample</span>" in listed
+
+
+def test_the_api_says_in_sample_too(client, trained: Path) -> None:
+    from NetworkConfigs.artifacts import read_config
+
+    trained_until = read_config(trained / XGB)["split"]["validation"]["end"][:10]
+    body = api_result(client, {"model": XGB, "csv": "sample.csv", "start": "2011-01-01",
+                               "end": "2030-12-31"})
+    assert body["result"]["in_sample"]["same_file"] is True
+    assert body["result"]["in_sample"]["overlap"] == {"start": "2011-01-03",
+                                                      "end": trained_until}
+    clean = api_result(client, {"model": XGB, "csv": "sample.csv"})
+    assert clean["result"]["in_sample"] is None
 
 
 def test_chart_data_marks_every_fill_and_draws_the_baselines(client, trained: Path) -> None:

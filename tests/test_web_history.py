@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import html
+import re
+import time
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -334,9 +337,14 @@ def test_run_page_shows_information_statistics_config_and_checkpoints(client, ru
 
 def test_run_page_of_active_and_failed_runs(client, runs) -> None:
     live = client.get(f"/runs/{runs['live']}").get_data(as_text=True)
-    assert 'data-active="true"' in live and "Running…" in live
+    assert 'data-active="true"' in live and "Running…" not in live
+    assert 'id="run-progress"' in live and 'id="run-progress" hidden' not in live
+    assert re.search(r'id="run-duration">\d+s so far<', live)
+    # Its updates logged no step counter (as before it was logged): the budget alone.
+    assert re.search(r'id="progress-done">[\d,]+ steps planned<', live)
     failed = client.get(f"/runs/{runs['failed']}").get_data(as_text=True)
-    assert "loss diverged (NaN)" in failed and "No metrics logged yet" in failed
+    assert "loss diverged (NaN)" in failed and "No metrics logged." in failed
+    assert 'id="run-progress" hidden' in failed
     supervised = client.get(f"/runs/{runs['xgb']}").get_data(as_text=True)
     assert "Best val. loss" in supervised and ">epoch 6<" in supervised
     assert 'data-supervised="true"' in supervised
@@ -351,7 +359,8 @@ def test_unknown_run_page_is_404(client, runs) -> None:
 def test_live_feed_has_status_statistics_and_series(client, runs) -> None:
     body = get_json(client, f"/runs/{runs['live']}/live.json?smooth=5&max_points=50")
     assert body["run"]["status"] == "running" and body["run"]["active"] is True
-    assert body["run"]["display"]["duration"] == "Running…"
+    assert body["run"]["display"]["duration"].endswith(" so far")
+    assert body["run"]["progress"]["unit"] == "step" and body["run"]["supervised"] is False
     assert {s["key"] for s in body["statistics"]} >= {"total_episodes", "average_reward"}
     assert "episode/win" not in body["series"]  # drawn as the rolling rate only
     assert len(body["smoothed"]["episode/win"]) == 30
@@ -360,8 +369,12 @@ def test_live_feed_has_status_statistics_and_series(client, runs) -> None:
         sum(map(reward, range(26, 31))) / 5)
     with client.application.app_context():
         get_store().set_status(runs["live"], "completed")
+        get_store().update_run(runs["live"], summary={"test_return_pct": 1.23456,
+                                                      "epochs": 12})
     done = get_json(client, f"/runs/{runs['live']}/live.json")
-    assert done["run"]["active"] is False and done["run"]["display"]["duration"] != "Running…"
+    assert done["run"]["active"] is False and "so far" not in done["run"]["display"]["duration"]
+    assert done["run"]["summary_rows"] == [{"key": "epochs", "text": "12"},
+                                           {"key": "test_return_pct", "text": "1.235"}]
     assert get_json(client, "/runs/nope/live.json", 404)["field"] == "run_id"
     assert get_json(client, f"/runs/{runs['live']}/live.json?smooth=-1", 422)["field"] == "smooth"
 
@@ -402,3 +415,130 @@ def test_list_page_offers_the_page_size_asked_for(client, runs) -> None:
 def test_a_page_number_beyond_any_store_is_not_a_500(client) -> None:
     response = client.get("/runs?page=99999999999999999999")
     assert response.status_code == 200
+
+
+# ------------------------------------------------------------- progress and buttons
+
+
+def _epoch_run(app, epochs_done: int, *, status: str = "running") -> tuple[str, float]:
+    """An XGBoost run budgeted for 10 epochs, one epoch logged every 10 s from its start;
+    the run and the wall time of its last epoch."""
+    with app.app_context():
+        store = get_store()
+        run_id = store.create_run(name="xgb-live", model_type="xgboost",
+                                  config={"train_params": {"epochs": 10}})
+        started = datetime.fromisoformat(store.get_run(run_id)["started_at"].replace(
+            "Z", "+00:00")).timestamp()
+        store.log_metrics(run_id, [("train/global_step", e, float(e), started + 10 * e)
+                                   for e in range(1, epochs_done + 1)])
+        if status != "running":
+            store.set_status(run_id, status)
+    return run_id, started + 10 * epochs_done
+
+
+def test_progress_counts_the_budget_and_estimates_the_time_left(app) -> None:
+    from web.run_progress import progress
+
+    run_id, last = _epoch_run(app, 4)
+    with app.app_context():
+        store = get_store()
+        run = store.get_run(run_id)
+        where = progress(store, run, store.latest_metrics(run_id), now=last)
+        # 4 of 10 epochs in 40 s: 6 more at 10 s each.
+        assert (where["done"], where["total"], where["unit"]) == (4, 10, "epoch")
+        assert where["done_text"] == "4 / 10 epochs" and where["percent_text"] == "40.0%"
+        assert where["elapsed_text"] == "40s" and where["seconds_left"] == pytest.approx(60)
+        assert where["left_text"] == "about 1m 00s"
+        later = progress(store, run, store.latest_metrics(run_id), now=last + 15)
+        assert later["seconds_left"] == pytest.approx(45)  # the clock runs between epochs
+
+
+def test_progress_before_the_first_epoch_and_of_a_paused_run(app) -> None:
+    from web.run_progress import progress
+
+    run_id, _ = _epoch_run(app, 0)
+    with app.app_context():
+        store = get_store()
+        where = progress(store, store.get_run(run_id), {})
+        assert where["done_text"] == "0 / 10 epochs" and where["left_text"] == "estimating…"
+        store.set_status(run_id, "paused")
+        assert progress(store, store.get_run(run_id), {})["left_text"] == "paused"
+
+
+def test_an_epoch_run_is_labelled_in_epochs_from_the_first_paint(app, client) -> None:
+    run_id, _ = _epoch_run(app, 0)  # no metric at all yet
+    page = client.get(f"/runs/{run_id}").get_data(as_text=True)
+    assert 'data-supervised="true"' in page and 'id="progress-done">0 / 10 epochs<' in page
+    assert get_json(client, f"/runs/{run_id}/live.json")["run"]["supervised"] is True
+
+
+def test_the_live_feed_reports_progress_and_leaves_the_step_counter_off_the_charts(
+        app, client) -> None:
+    run_id, _ = _epoch_run(app, 3)
+    body = get_json(client, f"/runs/{run_id}/live.json")
+    assert body["run"]["progress"]["done_text"] == "3 / 10 epochs"
+    assert "train/global_step" in body["keys"] and "train/global_step" not in body["series"]
+
+
+def test_train_again_links_the_form_and_resume_needs_a_checkpoint(app, client,
+                                                                  tmp_path: Path) -> None:
+    checkpoint = tmp_path / "last.pt"
+    checkpoint.write_bytes(b"state")
+    with app.app_context():
+        store = get_store()
+        ids = {}
+        for status in ("running", "stopped", "failed", "completed"):
+            ids[status] = store.create_run(name=f"agent-{status}", model_type="ppo")
+            store.log_events(ids[status], [("checkpoint", {"path": str(checkpoint),
+                                                           "step": 1}, time.time())])
+            if status != "running":
+                store.set_status(ids[status], status)
+        ids["gone"] = store.create_run(name="agent-gone", model_type="ppo")
+        store.log_events(ids["gone"], [("checkpoint", {"path": str(tmp_path / "gone.pt")},
+                                        time.time())])
+        store.set_status(ids["gone"], "stopped")
+        ids["none"] = store.create_run(name="agent-none", model_type="ppo")
+        store.set_status(ids["none"], "failed")
+    for name, run_id in ids.items():
+        page = client.get(f"/runs/{run_id}").get_data(as_text=True)
+        assert f'id="train-again" href="/train?from_run={run_id}"' in page, name
+        form = re.search(r'<form method="post" action="([^"]+)" id="resume-form"( hidden)?',
+                         page)
+        assert form[1] == f"/runs/{run_id}/resume", name
+        assert (form[2] is None) == (name in ("stopped", "failed")), name
+        assert get_json(client, f"/runs/{run_id}/live.json")["run"]["resumable"] is (
+            name in ("stopped", "failed"))
+
+
+def test_the_store_logger_records_how_far_training_is(store) -> None:
+    from NetworkConfigs.callbacks import StoreLogger
+
+    run_id = store.create_run(name="ppo-agent", model_type="ppo")
+    logger = StoreLogger(store, run_id, heartbeat_interval=NEVER)
+    logger.on_training_start({})
+    for iteration in (1, 2, 3):
+        logger.on_iteration_end({"iteration": iteration, "global_step": 2048 * iteration,
+                                 "policy_loss": 0.1})
+    logger.on_training_end({})
+    assert [(p["step"], p["value"]) for p in store.metric_series(run_id, "train/global_step")
+            ] == [(1, 2048.0), (2, 4096.0), (3, 6144.0)]
+
+
+def test_home_page_rows_open_the_run_and_the_model(client, runs) -> None:
+    page = client.get("/").get_data(as_text=True)
+    for run_id in runs.values():
+        assert f'<a class="row-anchor" href="/runs/{run_id}">' in page
+
+
+def test_ppo_progress_is_counted_in_environment_steps(app) -> None:
+    from web.run_progress import progress
+
+    with app.app_context():
+        store = get_store()
+        run_id = store.create_run(name="ppo-live", model_type="ppo", config={
+            "train_params": {"total_timesteps": 4096, "n_envs": 2, "n_steps": 512}})
+        store.log_metrics(run_id, [("train/global_step", 1, 1024.0, 100.0),
+                                   ("train/global_step", 2, 2048.0, 110.0)])
+        where = progress(store, store.get_run(run_id), store.latest_metrics(run_id), now=110.0)
+    assert where["done_text"] == "2,048 / 4,096 steps" and where["percent"] == 50.0
+    assert where["seconds_left"] == pytest.approx(20.0)  # 1,024 steps per 10 s

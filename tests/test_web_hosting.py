@@ -12,11 +12,14 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from Api_Loader import MAX_BODY_BYTES, create_api_app, load_model
+from Api_Loader import create_api_app
+from NetworkConfigs import load_model
 from NetworkConfigs.XGBoostTrainer import SMOKE, XGBoostTrainer
 from tests.test_api import error_of
 from tests.test_ppo_loader import train_tiny
-from web.hosting import HostingError, LoaderCache
+from web.hosted import LoaderCache
+from web.json_io import ApiError
+from web.predict import MAX_BODY_BYTES
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +72,8 @@ def host(client, dir_name: str):
 
 def test_nothing_hosted_at_start_so_predict_is_503_json(client, sample_bars, trained) -> None:
     body = {"window": window_for(sample_bars, trained["xgb"])}
-    assert "no model is loaded" in error_of(client.post("/predict", json=body), 503)["error"]
+    error = error_of(client.post("/predict", json=body), 503)["error"]
+    assert error.startswith("no model is hosted: choose one on the API page (/hosting)")
     assert error_of(client.get("/health"), 503)["status"] == "unavailable"
     error_of(client.get("/info"), 503)
     error_of(client.get("/streams/s1"), 503)
@@ -291,8 +295,9 @@ def test_the_cache_keeps_the_most_recently_used(library, models_dir: Path) -> No
     xgb = cache.get(models_dir, library["xgb"])
     cache.get(models_dir, library["ppo"])
     assert len(cache) == 1 and cache.get(models_dir, library["xgb"]) is not xgb
-    with pytest.raises(HostingError):
+    with pytest.raises(ApiError) as refused:
         cache.get(models_dir, "nope")
+    assert refused.value.status == 404 and refused.value.field == "model"
 
 
 def test_concurrent_first_requests_all_succeed(app, library, trained, sample_bars) -> None:
@@ -389,3 +394,95 @@ def test_sample_windows_from_data_folder_files(client, library, data_dir: Path,
     error_of(client.get(base + "broken.csv"), 422)
     page = client.get("/hosting").get_data(as_text=True)
     assert '<option value="short.csv">' in page and '<option value="sample.csv">' in page
+
+
+# ------------------------------------------------------------ hosting at start
+
+
+def start(app) -> None:
+    """What ``python Main.py`` does before serving (no demo training here)."""
+    from Main import prepare_to_serve
+
+    prepare_to_serve(app, demo=False)
+
+
+def restarted(app):
+    """A second dashboard process on the same library, store and instance folder."""
+    from tests.conftest import make_app
+
+    tmp = Path(app.instance_path).parent
+    return make_app(app.config["DATABASE_URL"], Path(app.config["MODELS_DIR"]), tmp)
+
+
+def test_a_start_hosts_the_newest_model_so_predict_works_at_once(app, client, library,
+                                                                  trained, sample_bars,
+                                                                  caplog) -> None:
+    caplog.set_level("INFO", logger="web.hosted")
+    start(app)
+    body = {"window": window_for(sample_bars, trained["ppo"])}
+    response = client.post("/predict", json=body)  # no visit to /hosting first
+    assert response.status_code == 200 and response.get_json()["action_name"]
+    assert client.get("/health").get_json()["model"] == "tiny"  # PPO_tiny: trained last
+    assert f"hosting model {library['ppo']} (the newest model that loads" in caplog.text
+    page = client.get("/hosting").get_data(as_text=True)
+    assert 'id="hosted-name">PPO_tiny<' in page
+    assert '<span class="muted" id="hosted-reason">(the newest model that loads, hosted at ' \
+           'start)</span>' in page
+
+
+def test_a_start_with_an_empty_library_is_503_naming_what_to_do(app, client, caplog) -> None:
+    caplog.set_level("INFO", logger="web.hosted")
+    start(app)
+    error = error_of(client.post("/predict", json={"window": [[1.0]]}), 503)
+    assert error == {"error": "no model is hosted: choose one on the API page (/hosting), or "
+                              "train one first on the Train page (/train)"}
+    assert error_of(client.get("/health"), 503)["status"] == "unavailable"
+    assert "the library has none that loads" in caplog.text
+
+
+def test_a_start_skips_a_newest_model_that_does_not_load(app, client, library,
+                                                         models_dir: Path) -> None:
+    next((models_dir / library["ppo"]).glob("*_model.pt")).write_bytes(b"junk")
+    start(app)
+    assert client.get("/health").get_json()["model"] == "x"
+
+
+def test_the_chosen_model_is_hosted_again_after_a_restart(app, client, library) -> None:
+    host(client, library["xgb"])  # not the newest
+    again = restarted(app)
+    start(again)
+    assert again.test_client().get("/health").get_json()["model"] == "x"
+    page = again.test_client().get("/hosting").get_data(as_text=True)
+    assert "(chosen on the API page before the restart)" in page
+
+
+def test_stop_hosting_is_remembered_across_a_restart(app, client, library, caplog) -> None:
+    caplog.set_level("INFO", logger="web.hosted")
+    start(app)
+    client.post("/hosting", data={"action": "stop"})
+    again = restarted(app)
+    start(again)
+    assert error_of(again.test_client().get("/health"), 503)
+    assert "hosting was stopped on the API page" in caplog.text
+    assert 'id="hosting-stopped"' in again.test_client().get("/hosting").get_data(as_text=True)
+    host(again.test_client(), library["xgb"])  # hosting again is one click
+    assert again.test_client().get("/health").status_code == 200
+
+
+def test_a_chosen_model_gone_since_falls_back_to_the_newest(app, client, library,
+                                                            models_dir: Path, caplog) -> None:
+    host(client, library["xgb"])
+    shutil.rmtree(models_dir / library["xgb"])
+    again = restarted(app)
+    start(again)
+    assert again.test_client().get("/health").get_json()["model"] == "tiny"
+    assert "the model chosen on the API page cannot be hosted now" in caplog.text
+
+
+@pytest.mark.parametrize("saved", ["not json", '{"model": 7}', "[]", '{"model": ""}'])
+def test_an_unreadable_saved_choice_is_ignored(app, client, library, saved: str) -> None:
+    choice = Path(app.instance_path) / "hosted_model.json"
+    choice.parent.mkdir(parents=True, exist_ok=True)
+    choice.write_text(saved)
+    start(app)
+    assert client.get("/health").get_json()["model"] == "tiny"

@@ -20,14 +20,14 @@ from typing import Any
 import pandas as pd
 
 from NetworkConfigs import UnknownModelType, type_label
-from NetworkConfigs.artifacts import ArtifactError, list_models, read_config
+from NetworkConfigs.artifacts import ArtifactError, file_sha256, list_models, read_config
 from NetworkConfigs.trading_env import EnvParams
 from Utilities.backtest_report import BacktestInputError, BacktestReport
 from Utilities.backtester import FILL_MODES
 from Utilities.data_utils import DataError
 from Utilities.model_backtester import Progress, backtest_model
 from Utilities.safe_paths import shown as shown_path
-from web.datafiles import client_message, list_csv_files, models_dir, resolve_csv
+from web.datafiles import client_message, list_csv_files, models_dir, resolve_csv, shown_name
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +77,7 @@ def model_choices() -> list[dict[str, Any]]:
     rows = list_models(models_dir())
     for row in rows:
         row["label"] = type_label(row["type"])
-        row["defaults"], row["test"], row["csv"] = {}, None, ""
+        row["defaults"], row["test"], row["trained"], row["csv"] = {}, None, None, ""
         if row["error"]:
             continue
         try:
@@ -86,13 +86,28 @@ def model_choices() -> list[dict[str, Any]]:
         except (ArtifactError, OSError, ValueError) as exc:
             row["error"] = str(exc)
             continue
-        split = config.get("split")
-        if isinstance(split, dict) and isinstance(split.get("test"), dict):
-            row["test"] = {k: re.sub(r" 00:00(:00)?$", "", str(split["test"].get(k, "")))
-                           for k in ("start", "end")}
+        row["test"] = _part_dates(config, "test", "test")
+        row["trained"] = training_period(config)
         trained_on = Path(str(config.get("data_file") or "")).name
         row["csv"] = trained_on if trained_on in csv_names else ""
     return rows
+
+
+def _part_dates(config: dict[str, Any], first: str, last: str) -> dict[str, str] | None:
+    """{"start", "end"} from the start of split part ``first`` to the end of ``last``
+    (midnight left out), or None when the config lacks them."""
+    split = config.get("split")
+    if not isinstance(split, dict) or not isinstance(split.get(first), dict):
+        return None
+    end_part = split.get(last) if isinstance(split.get(last), dict) else split[first]
+    return {"start": re.sub(r" 00:00(:00)?$", "", str(split[first].get("start", ""))),
+            "end": re.sub(r" 00:00(:00)?$", "", str(end_part.get("end", "")))}
+
+
+def training_period(config: dict[str, Any]) -> dict[str, str] | None:
+    """The dates the model learned from: its train part and the validation part that
+    chose its best weights (both in-sample), from the model folder's ``split``."""
+    return _part_dates(config, "train", "validation")
 
 
 def find_model(dir_name: str, models: list[dict[str, Any]]) -> dict[str, Any]:
@@ -251,10 +266,58 @@ def run_request(request: BacktestRequest, progress: Progress | None = None) -> B
 
 
 def _without_paths(text: str, request: BacktestRequest) -> str:
-    """Paths as the person knows them (the listed name, the library's folder), never the
-    server's absolute ones."""
-    return (text.replace(str(request.csv_path), request.csv_name)
+    """Paths as the person knows them (the file's shown name, the library's folder),
+    never the server's absolute ones nor an upload's internal name."""
+    shown = shown_name(request.csv_name) or shown_name(str(request.csv_path))
+    return (text.replace(str(request.csv_path), shown).replace(request.csv_name or "\0", shown)
             .replace(str(request.model["path"]), request.model["shown"]))
+
+
+# --------------------------------------------------------------------------- in-sample
+
+
+def in_sample(request: BacktestRequest, start: str, end: str) -> dict[str, Any] | None:
+    """Whether the backtested period [start, end] overlaps the dates the model was
+    trained on: None when it does not (or the model folder does not say); else the
+    overlap, the training period, whether the file is the very training file (same
+    SHA-256: then those bars are certainly in-sample) and a sentence saying so."""
+    try:
+        config = read_config(Path(request.model["path"]))
+    except (ArtifactError, OSError, ValueError):
+        return None
+    trained = training_period(config)
+    if trained is None:
+        return None
+    first, last = pd.Timestamp(start), pd.Timestamp(end)
+    if first > _end_of(trained["end"]) or last < pd.Timestamp(trained["start"]):
+        return None
+    expected = config.get("data_hash")
+    same = bool(expected) and file_sha256(request.csv_path) == expected
+    overlap = {"start": _shown_time(first) if first > pd.Timestamp(trained["start"])
+               else trained["start"],
+               "end": _shown_time(last) if last < _end_of(trained["end"]) else trained["end"]}
+    span = f"{overlap['start']} → {overlap['end']}"
+    learned = f"{trained['start']} → {trained['end']}"
+    if same:
+        text = (f"In-sample: {span} of this period is data the model was trained on "
+                f"(train and validation, {learned}); figures there show what it learned, "
+                "not how it trades bars it has not seen.")
+    else:
+        source = shown_name(str(config.get("data_file") or "")) or "its training file"
+        text = (f"Possibly in-sample: {span} overlaps the dates the model was trained on "
+                f"({learned}, from {source}); if this file holds the same market, those "
+                "bars are in-sample.")
+    return {"same_file": same, "overlap": overlap, "trained": trained, "message": text}
+
+
+def _end_of(text: str) -> pd.Timestamp:
+    """A training part's last time; a bare date is that whole day."""
+    stamp = pd.Timestamp(text)
+    return stamp + pd.Timedelta(days=1) - pd.Timedelta(seconds=1) if ":" not in text else stamp
+
+
+def _shown_time(stamp: pd.Timestamp) -> str:
+    return str(stamp.date()) if stamp == stamp.normalize() else str(stamp)[:16]
 
 
 def _field_of(exc: Exception, values: dict[str, Any]) -> str | None:

@@ -14,7 +14,6 @@ half result (and the hidden folder is removed when the dashboard's jobs start).
 
 from __future__ import annotations
 
-import itertools
 import json
 import logging
 import math
@@ -31,8 +30,12 @@ import pandas as pd
 from flask import current_app
 
 from Utilities.backtest_report import BacktestReport
+from Utilities.downsample import minmax_indices
+from Utilities.number_format import figure, is_missing
+from Utilities.performance import STAT_KEYS
 from Utilities.serialization import to_plain
-from web.backtest_request import BacktestRequest
+from web.backtest_request import BacktestRequest, in_sample
+from web.datafiles import shown_name
 
 log = logging.getLogger(__name__)
 
@@ -80,13 +83,19 @@ def saved(root: Path, result_id: str) -> Path | None:
 
 
 def recent_results(limit: int = RECENT) -> list[dict[str, Any]]:
-    """The latest saved results (newest first), from their meta.json."""
+    """The latest saved results (newest first), from their meta.json, each with its
+    data file's shown name and its return's verdict against the baselines."""
     rows = []
     for path in _metas()[:limit]:
         try:
-            rows.append(json.loads(path.read_text()))
+            row = json.loads(path.read_text())
         except (OSError, ValueError):
             continue
+        row["csv_label"] = row.get("csv_label") or shown_name(row.get("csv"))
+        baselines = row.get("baseline_returns") or {}
+        row["buy_hold_pct"] = baselines.get("Buy & Hold")
+        row["verdict"] = verdict(row.get("return_pct"), baselines.values())
+        rows.append(row)
     return rows
 
 
@@ -99,6 +108,25 @@ def csv_names_of_results() -> set[str]:
         except (OSError, ValueError, AttributeError):
             continue
     return names
+
+
+def references(csv_name: str) -> dict[str, Any]:
+    """What names the data file ``csv_name``: how many saved results (their "Change and
+    run again" needs it) and which models were trained on it (their default test slice
+    needs the very file)."""
+    from NetworkConfigs.artifacts import list_models
+    from web.datafiles import models_dir
+
+    results = 0
+    for path in _metas():
+        try:
+            results += json.loads(path.read_text()).get("csv") == csv_name
+        except (OSError, ValueError, AttributeError):
+            continue
+    file_name = Path(csv_name).name
+    models = [m["dir_name"] for m in list_models(models_dir())
+              if m.get("data_file") and Path(str(m["data_file"])).name == file_name]
+    return {"results": results, "models": models}
 
 
 def _metas() -> list[Path]:
@@ -130,7 +158,8 @@ def save(report: BacktestReport, request: BacktestRequest, root: Path,
     view = {
         "id": result_id, "created_at": now.isoformat(timespec="seconds").replace("+00:00", "Z"),
         "model": {k: model[k] for k in ("dir_name", "name", "type", "label")},
-        "csv": csv_name, "summary": summary,
+        "csv": csv_name, "csv_label": shown_name(csv_name), "summary": summary,
+        "in_sample": in_sample(request, summary["period"]["start"], summary["period"]["end"]),
         "request": dict(request.shown),
         "trades_count": len(report.result.trades),
         "trades": trade_rows(report.result.trades, MAX_TRADE_ROWS, clock.format),
@@ -148,8 +177,11 @@ def save(report: BacktestReport, request: BacktestRequest, root: Path,
         stats = summary["statistics"]
         (staging / "meta.json").write_text(json.dumps(to_plain({
             "id": result_id, "created_at": view["created_at"], "model": model["dir_name"],
-            "csv": csv_name, "period": shown,
-            "return_pct": stats.get("Return [%]"), "trades": view["trades_count"]})))
+            "csv": csv_name, "csv_label": view["csv_label"], "period": shown,
+            "return_pct": stats.get("Return [%]"), "trades": view["trades_count"],
+            "baseline_returns": {name: col.get("Return [%]")
+                                 for name, col in summary["baselines"].items()},
+            "in_sample": view["in_sample"] is not None})))
         staging.rename(root / result_id)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
@@ -172,27 +204,107 @@ def trade_rows(trades: pd.DataFrame, limit: int, time_format: str) -> list[dict[
     return rows
 
 
+# --------------------------------------------------------------------------- figures
+#
+# Colour means "against the baselines", never "against zero": a strategy figure is
+# green when it beats both Buy & Hold and Random, amber between them, red below both
+# (a 0.12 % return beside a 27 % buy-and-hold is red, not green). Baselines are not
+# coloured. Only statistics where higher is plainly better are compared.
+
+VERDICTS = {"beats": "beats Buy & Hold and Random", "between": "between the two baselines",
+            "below": "below both baselines"}
+COMPARED = ("Return [%]", "Equity Final [$]", "Return (Ann.) [%]", "Sharpe Ratio",
+            "Sortino Ratio", "Calmar Ratio", "Max. Drawdown [%]", "Avg. Drawdown [%]")
+# Shown above the table, not in it: the market's move is the same in every column.
+PRICE_CHANGE = "Price Change [%]"
+# Statistics saved before the key was named for what it is (backtesting.py's name).
+LEGACY_KEYS = {"Buy & Hold Return [%]": PRICE_CHANGE}
+# (label, statistic, column) of the figures above the table; column None: the strategy.
+HEADLINE = (("Return", "Return [%]", None),
+            ("Buy & hold (after costs)", "Return [%]", "Buy & Hold"),
+            ("Random", "Return [%]", "Random"),
+            ("Price change (no costs)", PRICE_CHANGE, None),
+            ("Sharpe", "Sharpe Ratio", None), ("Max. drawdown", "Max. Drawdown [%]", None),
+            ("Win rate", "Win Rate [%]", None), ("Trades", "# Trades", None))
+_TIMESTAMP = re.compile(r"\d{4}-\d\d-\d\dT[\d:.]+")
+
+
+def verdict(value: Any, baselines: Any) -> str:
+    """The colour rule (see above): "beats" above every baseline, "below" under every
+    one, "between" otherwise; "" when there is nothing to compare."""
+    others = [float(b) for b in baselines if _number(b)]
+    if not _number(value) or not others:
+        return ""
+    if value > max(others):
+        return "beats"
+    return "below" if value < min(others) else "between"
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) \
+        and not is_missing(value) and math.isfinite(value)
+
+
+def statistic_text(key: str, value: Any) -> str:
+    """One statistic as the page writes it (Utilities.number_format.figure's rules)."""
+    if isinstance(value, str):
+        if _TIMESTAMP.fullmatch(value):  # midnight: the date alone
+            return value[:10] if value.endswith("T00:00:00") else value.replace("T", " ")
+        value = re.sub(r"^(-?\d+ days?) 00:00:00$", r"\1", value)  # whole days
+        return re.sub(r"^0 days (\d\d:\d\d:\d\d)$", r"\1", value)  # under a day
+    kind = "pct_points" if key.endswith("[%]") else "money" if key.endswith("[$]") else \
+        "int" if key.startswith("#") else "num"
+    return figure(value, kind)
+
+
+def _columns(summary: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Strategy then each baseline, statistics under their current names."""
+    columns = {"Strategy": summary["statistics"], **summary["baselines"]}
+    return {name: {LEGACY_KEYS.get(k, k): v for k, v in stats.items()}
+            for name, stats in columns.items()}
+
+
+def statistics_rows(summary: dict[str, Any]) -> tuple[list[str], list[dict[str, Any]]]:
+    """(column names, rows) of the statistics table: the strategy then each baseline;
+    the strategy's cell carries its verdict where the statistic is compared."""
+    columns = _columns(summary)
+    strategy, baselines = columns["Strategy"], list(columns.values())[1:]
+    rows = []
+    for key in [k for k in STAT_KEYS if k in strategy and k != PRICE_CHANGE]:
+        cells = [{"text": statistic_text(key, col.get(key)), "verdict": ""}
+                 for col in columns.values()]
+        if key in COMPARED:
+            cells[0]["verdict"] = verdict(strategy.get(key), [b.get(key) for b in baselines])
+        rows.append({"key": key, "cells": cells})
+    return list(columns), rows
+
+
+def headline(summary: dict[str, Any]) -> list[dict[str, str]]:
+    """The figures above the table: {label, text, verdict, title}; the Buy & Hold card is
+    the Buy & Hold column's Return [%], so the card and the table cannot disagree."""
+    columns = _columns(summary)
+    baselines = list(columns.values())[1:]
+    cards = []
+    for label, key, column in HEADLINE:
+        value = columns.get(column or "Strategy", {}).get(key)
+        if column is None and key not in columns["Strategy"]:
+            continue
+        judged = column is None and key in COMPARED
+        found = verdict(value, [b.get(key) for b in baselines]) if judged else ""
+        cards.append({"label": label, "text": statistic_text(key, value), "verdict": found,
+                      "title": VERDICTS.get(found, ""),
+                      "baseline": column is not None or key == PRICE_CHANGE})
+    return cards
+
+
 # --------------------------------------------------------------------------- charts
 
 
 def sample_indices(values: np.ndarray, max_points: int | None = None) -> np.ndarray:
-    """Positions to plot: all of them when few, else the first, lowest, highest and last
-    of each of ``max_points // 4`` buckets (default MAX_POINTS), so spikes and troughs
-    survive."""
-    max_points = max_points or MAX_POINTS
-    n = len(values)
-    if n <= max_points:
-        return np.arange(n)
-    values = np.asarray(values, dtype=np.float64)
-    finite = np.isfinite(values)
-    filled = np.where(finite, values, np.mean(values[finite]) if finite.any() else 0.0)
-    edges = np.linspace(0, n, max_points // 4 + 1).astype(int)
-    picks = [0, n - 1]
-    for lo, hi in itertools.pairwise(edges):
-        if hi > lo:
-            segment = filled[lo:hi]
-            picks += [lo, lo + int(np.argmin(segment)), lo + int(np.argmax(segment)), hi - 1]
-    return np.unique(np.asarray(picks, dtype=np.int64))
+    """Positions to plot (at most ``max_points``, default MAX_POINTS): the one min/max
+    rule of :mod:`Utilities.downsample`, so spikes and troughs survive."""
+    return np.asarray(minmax_indices(np.asarray(values, dtype=np.float64),
+                                     max_points or MAX_POINTS), dtype=np.int64)
 
 
 class _Clock:

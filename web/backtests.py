@@ -6,14 +6,22 @@ Routes
                                         (``?model=<dir_name>&csv=sample.csv&start=…``)
   ``POST /backtest``                    validate, queue, 303 to the job's page; a bad
                                         field is a 422 re-render with the error beside
-                                        it (413 upload over a limit, 503 queue full)
+                                        it (an upload over MAX_CONTENT_LENGTH: the app's
+                                        413 page; 503 queue full)
   ``GET  /backtest/<id>``               queued or running: progress (the page polls the
                                         status below); done: statistics beside Buy & Hold
-                                        and Random, equity + drawdown, price with trade
-                                        markers; failed: the form again, the error beside
-                                        its field
+                                        and Random (coloured against them, with a legend;
+                                        an in-sample period said), equity + drawdown, price
+                                        with trade markers; failed: the form again, the
+                                        error beside its field; unknown: the app's 404 page
   ``GET  /backtest/<id>/<file>``        trades.csv, equity.csv, decisions.csv,
                                         statistics.json, as attachments
+  ``GET|POST /backtest/uploads/<name>/remove``
+                                        an upload (listed on the form page by the name it
+                                        was uploaded under): GET asks, POST with
+                                        ``confirm=<name>`` removes it; 409 while a queued
+                                        or running backtest or training reads it, 404 for
+                                        a name that is no kept upload
   ``POST /api/backtest``                the same as JSON: 202 ``{"id", "status":
                                         "queued", "status_url", "url"}``; errors
                                         ``{"error", "field"}`` with 400 (not an object,
@@ -26,7 +34,7 @@ Routes
   ``GET  /api/backtest/<id>``           ``{"id", "status", "progress", ...}``: queued
                                         (``ahead``), running (``progress`` 0-1,
                                         ``stage``), done (``result``: statistics, period,
-                                        baselines, file URLs), failed (``error``,
+                                        baselines, ``in_sample``, file URLs), failed (``error``,
                                         ``field``); 404 for an unknown id
 
 Where results live and how they are written: :mod:`web.backtest_results`. What a
@@ -36,7 +44,6 @@ request may ask for: :mod:`web.backtest_request`.
 from __future__ import annotations
 
 import json
-import re
 from contextlib import nullcontext
 from typing import Any
 
@@ -50,10 +57,11 @@ from flask import (
     send_from_directory,
     url_for,
 )
-from werkzeug.exceptions import RequestEntityTooLarge
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from Utilities.data_utils import DataError
-from Utilities.performance import STAT_KEYS
+from Utilities.number_format import figure
+from Utilities.run_store import RunStoreError
 from Utilities.serialization import to_plain
 from web.backtest_jobs import QueueFull, jobs
 from web.backtest_request import (
@@ -69,11 +77,25 @@ from web.backtest_request import (
 from web.backtest_results import (
     FILES,
     MAX_TRADE_ROWS,
+    VERDICTS,
     backtests_dir,
+    headline,
     recent_results,
+    references,
     saved,
+    statistics_rows,
 )
-from web.datafiles import StagedUpload, list_csv_files, stage_upload
+from web.datafiles import (
+    StagedUpload,
+    UploadInUse,
+    find_upload,
+    list_csv_files,
+    remove_upload,
+    shown_name,
+    stage_upload,
+    upload_users,
+    uploads,
+)
 from web.json_io import ApiError, error_reply, read_json_body
 
 bp = Blueprint("backtests", __name__)
@@ -84,48 +106,6 @@ POLL_MS = 700               # how often a job's page asks for its status
 
 
 # --------------------------------------------------------------------------- presenting
-
-
-def _format(value: Any) -> str:
-    if value is None:
-        return "—"
-    if isinstance(value, bool):
-        return str(value)
-    if isinstance(value, int):
-        return f"{value:,}"
-    if isinstance(value, float):
-        return f"{value:,.2f}"
-    text = str(value)
-    if re.fullmatch(r"\d{4}-\d\d-\d\dT[\d:.]+", text):  # a timestamp; midnight: the date
-        return text[:10] if text.endswith("T00:00:00") else text.replace("T", " ")
-    text = re.sub(r"^(-?\d+ days?) 00:00:00$", r"\1", text)  # whole days
-    return re.sub(r"^0 days (\d\d:\d\d:\d\d)$", r"\1", text)  # under a day
-
-
-def statistics_rows(summary: dict[str, Any]) -> tuple[list[str], list[dict[str, Any]]]:
-    """(column names, rows) of the statistics table: the strategy then each baseline."""
-    columns = {"Strategy": summary["statistics"], **summary["baselines"]}
-    rows = []
-    for key in [k for k in STAT_KEYS if k in summary["statistics"]]:
-        raw = [col.get(key) for col in columns.values()]
-        signed = key.startswith(("Return", "Buy & Hold", "Sharpe", "Sortino", "Calmar",
-                                 "Avg. Trade", "Expectancy", "SQN"))
-        rows.append({"key": key, "cells": [{"text": _format(v), "sign": _sign(v) if signed
-                                            else ""} for v in raw]})
-    return list(columns), rows
-
-
-def _sign(value: Any) -> str:
-    """CSS class of a signed figure."""
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return ""
-    return "pos" if value > 0 else "neg" if value < 0 else ""
-
-
-# (statistic, label, coloured by sign) of the figures above the table.
-HEADLINE = (("Return [%]", "Return %", True), ("Buy & Hold Return [%]", "Buy & hold %", True),
-            ("Sharpe Ratio", "Sharpe", True), ("Max. Drawdown [%]", "Max. drawdown %", False),
-            ("Win Rate [%]", "Win rate %", False), ("# Trades", "Trades", False))
 
 
 def _form_values(source: dict[str, Any], models: list[dict[str, Any]],
@@ -140,19 +120,13 @@ def _form_values(source: dict[str, Any], models: list[dict[str, Any]],
     if chosen:
         for field in COSTS:
             if not values[field]:
-                values[field] = _format_number(chosen["defaults"].get(field))
+                values[field] = figure(chosen["defaults"].get(field), "input")
         if not values["csv"] and chosen["csv"]:
             values["csv"] = chosen["csv"]
     if not values["csv"] and files:
         values["csv"] = files[0].name
     values["fill"] = values["fill"] or "close"
     return values
-
-
-def _format_number(value: Any) -> str:
-    if value is None:
-        return ""
-    return f"{float(value):g}" if isinstance(value, int | float) else str(value)
 
 
 def render_form(source: dict[str, Any], errors: dict[str, str] | None = None,
@@ -168,10 +142,22 @@ def render_form(source: dict[str, Any], errors: dict[str, str] | None = None,
             find_model(values["model"], models)
         except FieldError as exc:
             errors["model"] = str(exc)
+    kept = uploads()
     return render_template("backtests/index.html", models=models, files=files,
                            values=values, errors=errors, fill_labels=FILL_LABELS,
                            recent=recent_results(), failed=failed, active=jobs().active(),
-                           readable=[m for m in models if not m["error"]]), status
+                           readable=[m for m in models if not m["error"]], uploads=kept,
+                           users=_users(kept), verdicts=VERDICTS, shown=shown_name,
+                           removed=request.args.get("removed", "")), status
+
+
+def _users(files: list[Any]) -> dict[str, str]:
+    """What reads each upload now; when the run store cannot say, every upload is
+    marked busy (a remove would be refused anyway)."""
+    try:
+        return upload_users(files)
+    except RunStoreError:
+        return {f.name: "a training (the run store cannot be read)" for f in files}
 
 
 # --------------------------------------------------------------------------- routes
@@ -214,16 +200,48 @@ def submit() -> Any:
     return redirect(url_for("backtests.result", result_id=job_id), code=303)
 
 
+class UploadTooLarge(HTTPException):
+    """The page's 413, naming the limit; the app's error page renders it."""
+
+    code = 413
+
+
 @bp.errorhandler(RequestEntityTooLarge)
 def _too_large(exc: RequestEntityTooLarge) -> Any:
-    """A body over the limit: JSON for the API, else the form saying so beside the file."""
+    """A body over the limit: JSON for the API; for the form, the app's styled 413 page
+    naming the limit (a UploadTooLarge, so this handler does not catch it again)."""
     limit = MAX_JSON_BYTES if request.path.startswith("/api/") else \
         current_app.config.get("MAX_CONTENT_LENGTH") or 0
     size = f"{limit / 2**20:,.0f} MiB" if limit >= 2**20 else f"{limit / 1024:,.0f} KiB"
     if request.path.startswith("/api/"):
         return error_reply(413, f"the body is larger than the {size} limit")
-    return render_form({}, {"upload": f"the upload is larger than the {size} limit "
-                                      "(MAX_CONTENT_LENGTH)"}, 413)
+    return current_app.handle_http_exception(UploadTooLarge(
+        f"the upload is larger than the {size} limit (MAX_CONTENT_LENGTH); upload a "
+        "smaller file or split it"))
+
+
+@bp.route("/backtest/uploads/<path:name>/remove", methods=["GET", "POST"])
+def remove(name: str) -> Any:
+    """GET: what removing the upload ``name`` loses, and a button; POST (with
+    ``confirm`` = the name; the app refuses other sites' writes): remove it, unless a
+    queued or running job reads it (409, said on this page)."""
+    found = find_upload(name)
+    if found is None:
+        abort(404, description=f"no upload {shown_name(name)!r}: it was removed already")
+    error, status = None, 200
+    if request.method == "POST":
+        if request.form.get("confirm") != name:
+            error, status = "The removal was not confirmed: press the button on this page.", 400
+        else:
+            try:
+                remove_upload(name)
+                return redirect(url_for("backtests.index", removed=found.label, _anchor="uploads"),
+                                code=303)
+            except UploadInUse as exc:
+                error, status = str(exc), UploadInUse.status
+    return render_template("backtests/remove.html", file=found, error=error,
+                           user=_users([found]).get(found.name),
+                           named_by=references(found.name)), status
 
 
 @bp.get("/backtest/<result_id>")
@@ -232,11 +250,13 @@ def result(result_id: str) -> Any:
     if folder is None:
         job = jobs().status(result_id)
         if job is None:
-            abort(404)
+            abort(404, description=f"no backtest {result_id[:80]!r}: it never ran here, or "
+                                   "its result was removed")
         if job.status == "failed":
             return render_form(job.values or {}, job.errors, failed=job.id)
         if job.status != "done":
             return render_template("backtests/progress.html", job=job, poll_ms=POLL_MS,
+                                   csv_label=shown_name(job.csv),
                                    status_url=url_for("backtests.api_status",
                                                       result_id=result_id))
         folder = saved(backtests_dir(), result_id)
@@ -244,14 +264,13 @@ def result(result_id: str) -> Any:
             abort(404)
     view = json.loads((folder / "view.json").read_text())
     columns, rows = statistics_rows(view["summary"])
-    stats = view["summary"]["statistics"]
-    headline = [(label, _format(stats.get(key)), _sign(stats.get(key)) if signed else "")
-                for key, label, signed in HEADLINE]
-    rerun = {k: _format_number(v) if isinstance(v, float) else v
+    rerun = {k: figure(v, "input") if isinstance(v, float) else v
              for k, v in view["request"].items() if v not in (None, "")}
     return render_template("backtests/result.html", view=view, columns=columns, rows=rows,
-                           headline=headline, files=FILES, fill_labels=FILL_LABELS,
-                           rerun=rerun, max_trade_rows=MAX_TRADE_ROWS)
+                           headline=headline(view["summary"]), verdicts=VERDICTS,
+                           csv_label=view.get("csv_label") or shown_name(view["csv"]),
+                           files=FILES, fill_labels=FILL_LABELS, rerun=rerun,
+                           max_trade_rows=MAX_TRADE_ROWS)
 
 
 @bp.get("/backtest/<result_id>/<name>")
@@ -320,7 +339,9 @@ def api_result(result_id: str) -> dict[str, Any]:
     return {"id": result_id, "url": url_for("backtests.result", result_id=result_id,
                                             _external=True),
             "model": view["model"]["dir_name"], "type": view["model"]["type"],
-            "csv": view["csv"], "period": summary["period"], "fill": summary["fill"],
+            "csv": view["csv"], "csv_label": view.get("csv_label") or shown_name(view["csv"]),
+            "in_sample": view.get("in_sample"), "period": summary["period"],
+            "fill": summary["fill"],
             "params": summary["params"], "statistics": summary["statistics"],
             "baselines": summary["baselines"], "open_trade": summary["open_trade"],
             "trades_count": view["trades_count"], "files": files}

@@ -20,12 +20,14 @@ import re
 import threading
 import uuid
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
 from flask import current_app
 
 from Utilities.data_utils import DataError, load_bars
+from Utilities.run_store import RunStoreError
 from Utilities.safe_paths import OutsideFolder, inside, is_inside
 from web import upload_quota
 
@@ -40,7 +42,12 @@ STAGING_PREFIX = ".tmp-"  # hidden: never listed, removed by the clean-up when l
 # PPO model): twice the 500k-bar files users have.
 DEFAULT_MAX_ROWS = 1_000_000
 _CHUNK = 1 << 20
-_SAFE = re.compile(r"[^A-Za-z0-9_.-]+")
+# What of a person's file name is kept on disk: letters (any script), digits, spaces and
+# the usual punctuation; a separator, a control character or a quote becomes "_".
+_UNSAFE = re.compile(r"[^\w .,()\[\]+=@&-]+")
+# An upload is kept as "<8 hex>-<the person's name>.csv": the prefix keeps two uploads of
+# one name apart and is never shown (shown_name strips it).
+_UPLOAD_NAME = re.compile(r"(?P<id>[0-9a-f]{8})-(?P<name>.+)")
 # One upload is parsed at a time: eight request threads parsing 64 MiB files at once
 # would need eight times the memory.
 _PARSING = threading.Lock()
@@ -56,8 +63,59 @@ class DataFile:
     path: Path
     size: int
 
+    @property
+    def label(self) -> str:
+        """What people see: an upload by the name they gave it."""
+        return shown_name(self.name)
+
+    @property
+    def is_upload(self) -> bool:
+        return is_upload_name(self.name)
+
+    @property
+    def size_text(self) -> str:
+        return upload_quota.size_text(self.size)
+
+    @property
+    def uploaded(self) -> str:
+        """When an upload was kept, "2026-12-07 04:31 UTC"."""
+        return f"{datetime.fromtimestamp(self.path.stat().st_mtime, UTC):%Y-%m-%d %H:%M} UTC"
+
+    @property
+    def choice(self) -> str:
+        """An option of a file select: the shown name, and for an upload when it came
+        (two uploads may share a name), then the size."""
+        if not self.is_upload:
+            return f"{self.label} ({self.size_text})"
+        return f"{self.label} · uploaded {self.uploaded} ({self.size_text})"
+
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "size": self.size}
+        return {"name": self.name, "label": self.label, "size": self.size}
+
+
+def is_upload_name(name: str | None) -> bool:
+    """Whether a listed name (or a stored path) is a kept upload's."""
+    if not name:
+        return False
+    path = Path(str(name).replace("\\", "/"))
+    return path.parent.name == UPLOADS and _UPLOAD_NAME.fullmatch(path.name) is not None
+
+
+def shown_name(name: str | None) -> str:
+    """A data file as people know it: an upload (listed name or stored path) by the
+    name it was uploaded under, anything else by its file name; "" for none."""
+    if not name:
+        return ""
+    path = Path(str(name).replace("\\", "/"))
+    if is_upload_name(name):
+        return _UPLOAD_NAME.fullmatch(path.name)["name"]
+    return str(name) if len(path.parts) > 1 and not path.is_absolute() else path.name
+
+
+class UploadInUse(DataError):
+    """An upload a queued or running job still reads: it cannot be removed now (409)."""
+
+    status = 409
 
 
 class UploadRefused(DataError):
@@ -187,8 +245,7 @@ class StagedUpload:
 def stage_upload(filename: str, stream: IO[bytes]) -> StagedUpload:
     """Stream an uploaded CSV to a hidden file and validate it with the data contract;
     DataError (UploadRefused over a limit) names what is wrong, and nothing is kept."""
-    stem = _SAFE.sub("_", Path(filename or "upload.csv").stem).strip("._") or "upload"
-    final = f"{uuid.uuid4().hex[:8]}-{stem[:60]}.csv"
+    final = f"{uuid.uuid4().hex[:8]}-{kept_name(filename)}"
     folder = data_dir() / UPLOADS
     staged = folder / f"{STAGING_PREFIX}{final}"
     try:
@@ -212,6 +269,16 @@ def stage_upload(filename: str, stream: IO[bytes]) -> StagedUpload:
         staged.unlink(missing_ok=True)
         raise
     return StagedUpload(f"{UPLOADS}/{final}", staged, staged.stat().st_size)
+
+
+def kept_name(filename: str | None) -> str:
+    """The person's file name as it is kept: its last part (a browser may send a whole
+    Windows path), unsafe characters replaced, at most 80 characters, ending ".csv"
+    (the folder lists ``*.csv``). "upload.csv" when nothing is left."""
+    base = re.split(r"[\\/]", filename or "")[-1]
+    stem = base[:-4] if base.lower().endswith(".csv") else base
+    stem = _UNSAFE.sub("_", stem).strip(" ._")[:76].rstrip(" ._")
+    return f"{stem or 'upload'}.csv"
 
 
 def save_upload(filename: str, content: bytes | IO[bytes]) -> DataFile:
@@ -246,3 +313,41 @@ def _copy_counting_rows(stream: IO[bytes], target: Path) -> int:
                             "(UPLOAD_MAX_ROWS); split the file or raise the limit")
     return size
 
+
+
+# --------------------------------------------------------------------------- removing
+
+
+def uploads() -> list[DataFile]:
+    """The kept uploads, newest first."""
+    kept = [f for f in list_csv_files() if f.is_upload]
+    return sorted(kept, key=lambda f: f.path.stat().st_mtime, reverse=True)
+
+
+def find_upload(name: str) -> DataFile | None:
+    """The kept upload listed as ``name``, or None."""
+    return next((f for f in uploads() if f.name == name), None)
+
+
+def upload_users(files: list[DataFile]) -> dict[str, str]:
+    """Listed name -> what uses that upload now (see :func:`upload_quota.users`)."""
+    by_path = {f.path.resolve(): f.name for f in files}
+    return {by_path[p]: why for p, why in upload_quota.users(list(by_path)).items()}
+
+
+def remove_upload(name: str) -> DataFile:
+    """Remove the kept upload listed as ``name``: LookupError when there is none,
+    UploadInUse while a queued or running backtest or training reads it."""
+    found = find_upload(name)
+    if found is None:
+        raise LookupError(f"no upload {name!r}")
+    try:
+        user = upload_users([found]).get(found.name)
+    except RunStoreError as exc:
+        raise UploadInUse(f"{found.label} cannot be removed now: the run store, which says "
+                          f"which trainings run, cannot be read ({exc})") from None
+    if user:
+        raise UploadInUse(f"{found.label} is read by {user}; remove it once that has "
+                          "finished")
+    upload_quota.remove(found.path, "removed from the uploads list")
+    return found

@@ -1,13 +1,23 @@
-"""Jinja filters that present stored values to people."""
+"""Jinja filters that present stored values to people.
+
+Figures go through :func:`Utilities.number_format.figure` (the ``figure`` filter: one rule
+for every page and the CLI); times and durations are written here.
+"""
 
 from __future__ import annotations
 
+import math
 from datetime import datetime
+from typing import Any
 
 from flask import Flask
 
+from Utilities.number_format import figure
+from web.datafiles import is_upload_name, shown_name
 
-def _parse(iso: str | None) -> datetime | None:
+
+def parse_time(iso: str | None) -> datetime | None:
+    """A stored ISO time ('…Z') as an aware datetime; None when absent or unreadable."""
     if not iso:
         return None
     try:
@@ -18,19 +28,27 @@ def _parse(iso: str | None) -> datetime | None:
 
 def when(iso: str | None) -> str:
     """'2026-11-21 09:33:30 UTC' from a stored ISO time; '—' when absent."""
-    moment = _parse(iso)
+    moment = parse_time(iso)
     return moment.strftime("%Y-%m-%d %H:%M:%S UTC") if moment else (iso or "—")
 
 
 def duration(start_iso: str | None, end_iso: str | None) -> str:
     """'1h 02m', '3m 05s' or '0.4s' between two stored times; '—' if either is missing."""
-    start, end = _parse(start_iso), _parse(end_iso)
+    start, end = parse_time(start_iso), parse_time(end_iso)
     if not start or not end:
         return "—"
     seconds = (end - start).total_seconds()
-    if seconds < 10:
-        return f"{seconds:.1f}s"
-    minutes, secs = divmod(int(seconds), 60)
+    return f"{seconds:.1f}s" if seconds < 10 else span(seconds)
+
+
+def span(seconds: float | None) -> str:
+    """'45s', '3m 05s', '1h 02m' (whole seconds); '—' when unknown."""
+    if seconds is None:
+        return "—"
+    whole = max(0, round(seconds))
+    if whole < 60:
+        return f"{whole}s"
+    minutes, secs = divmod(whole, 60)
     hours, minutes = divmod(minutes, 60)
     return f"{hours}h {minutes:02d}m" if hours else f"{minutes}m {secs:02d}s"
 
@@ -52,9 +70,18 @@ def headline(metrics: dict | None, limit: int = 3) -> list[tuple[str, object]]:
 
 
 def basename(path: str | None) -> str:
+    if path and is_upload_name(path):  # an upload by the name the person gave it
+        return shown_name(path)
     return path.replace("\\", "/").rsplit("/", 1)[-1] if path else "—"
 
 
+def finite(value: Any) -> float | None:
+    """A finite number as float, else None (text, bools, NaN, ±inf: nothing to plot)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value) if math.isfinite(value) else None
+
+
 def init_app(app: Flask) -> None:
-    for function in (when, duration, headline, basename):
+    for function in (when, duration, headline, basename, figure):
         app.add_template_filter(function)

@@ -1,5 +1,10 @@
 """API hosting: the hosted model, /predict in the main app, the playground.
 
+What is hosted (:mod:`web.hosted`): the model chosen on the page, remembered across
+restarts; before anyone has chosen, the newest model that loads
+(:meth:`~web.hosted.Hosting.host_at_start`, which ``python Main.py`` calls at start: the
+demo model after ``make run``).
+
 Routes:
 
 - ``GET /hosting``: the hosted model, the form that chooses it (``?model=<dir_name>``
@@ -7,8 +12,9 @@ Routes:
   hosts it (``action=stop`` stops hosting); a model that cannot be loaded is named beside
   the field (422) and the hosted model stays as it was.
 - ``POST /predict``, ``GET /info``, ``GET /health``, ``GET|DELETE /streams/<id>``,
-  ``GET /openapi.json``: ``Api_Loader.prediction_blueprint`` serving the hosted model
-  (503 while none is), exactly as ``python Api_Loader.py --model-dir ...`` serves one.
+  ``GET /openapi.json``: ``web.predict.prediction_blueprint`` serving the hosted model
+  (503 naming what to do while none is), exactly as ``python Api_Loader.py --model-dir
+  ...`` serves one.
 - ``POST /api/models/<dir_name>/predict``: any library model by folder name, the same body,
   envelope and JSON errors (404 for a model not in the library). Loaders are cached (LRU)
   and reloaded when the folder's config file changes.
@@ -16,22 +22,17 @@ Routes:
   model's ``window_size`` bars of a listed CSV ending at ``end`` (default: the last bar),
   feature columns only, ready to send as ``{"window": ...}``.
 
-The hosted model and the loader cache live in ``app.extensions["hosting"]`` (one per app,
-thread-safe: waitress answers on several threads).
+The hosted model and the loader cache live in ``app.extensions["hosting"]`` (one
+:class:`~web.hosted.Hosting` per app).
 """
 
 from __future__ import annotations
 
 import functools
-import logging
 import math
 import re
 import shlex
-import threading
 import warnings
-from collections import OrderedDict
-from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -48,179 +49,38 @@ from flask import (
 )
 from flask.blueprints import BlueprintSetupState
 
-from Api_Loader import (
-    MAX_BODY_BYTES,
-    MAX_STREAMS,
-    ApiError,
-    answer,
-    check_request,
-    load_model,
-    prediction_blueprint,
-    read_json_body,
-    register_json_errors,
-)
 from NetworkConfigs import type_label
-from NetworkConfigs.artifacts import ModelNotFound, find_config, list_models, model_folder
-from NetworkConfigs.base import ModelLoader
-from NetworkConfigs.streams import StreamRegistry
+from NetworkConfigs.artifacts import list_models
 from Utilities.data_utils import DataError, load_bars
 from web.datafiles import list_csv_files, models_dir, resolve_csv
-
-log = logging.getLogger(__name__)
+from web.hosted import Cached, Hosting
+from web.json_io import ApiError, read_json_body
+from web.predict import MAX_BODY_BYTES, MAX_STREAMS, answer, check_request, prediction_blueprint
 
 bp = Blueprint("hosting", __name__)
-# JSON endpoints of this area (nested: endpoints "hosting.api.*"); every error is JSON.
+# JSON endpoints of this area (nested: endpoints "hosting.api.*"), under /api/: the app's
+# handlers (web/errors.py) answer their errors in JSON.
 api = Blueprint("api", __name__)
-register_json_errors(api)
 
 PREDICT_BLUEPRINT = "hosted_model"  # the root-level /predict routes' blueprint name
-CACHE_SIZE = 8                      # library models kept loaded for /api/models/<dir>/predict
-STREAMS_PER_CACHED_MODEL = 100      # streams of one cached model (its own registry)
 CSV_CACHE_SIZE = 4
+NO_MODEL_HOSTED = ("no model is hosted: choose one on the API page (/hosting), or train one "
+                   "first on the Train page (/train)")
 _REPO_ROOT = Path(__file__).resolve().parent.parent
 _INTEGER = re.compile(r"[+-]?\d+")
-
-
-class HostingError(Exception):
-    """A model that cannot be hosted or served; ``status`` is the HTTP status to answer."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-
-
-# ------------------------------------------------------------------------- state
-
-
-@dataclass(frozen=True)
-class HostedModel:
-    dir_name: str
-    loader: ModelLoader
-    since: str  # ISO 8601 UTC
-
-
-@dataclass(frozen=True)
-class _Cached:
-    signature: tuple[Any, ...]  # the config file's path, mtime, inode and size
-    loader: ModelLoader
-    streams: StreamRegistry
-
-
-def _load(models_dir: Path, dir_name: str) -> tuple[Path, ModelLoader]:
-    """Load a library model by folder name; HostingError 404 (not there) or 503 (broken)."""
-    try:
-        path = model_folder(models_dir, dir_name)  # the one folder rule: no link out
-    except ValueError as exc:
-        raise HostingError(404, str(exc)) from None
-    try:
-        return path, load_model(path)
-    except ModelNotFound as exc:
-        status = 503 if path.is_dir() and any(path.glob("*_config.yaml")) else 404
-        raise HostingError(status, str(exc)) from None
-    except (ValueError, OSError) as exc:  # ArtifactError, UnknownModelType, DataError, ...
-        raise HostingError(503, str(exc)) from None
-    except Exception as exc:  # a damaged model file fails in many ways
-        log.exception("loading model %s failed", path)
-        raise HostingError(503, f"{dir_name}: cannot be loaded ({type(exc).__name__}: {exc})") \
-            from None
-
-
-class LoaderCache:
-    """Library models by folder name, the ``size`` most recently used kept loaded.
-
-    A model is reloaded when its config file changes (retrained, overwritten) and
-    forgotten when its folder is gone. Loading happens outside the lock.
-    """
-
-    def __init__(self, size: int = CACHE_SIZE, max_streams: int = STREAMS_PER_CACHED_MODEL):
-        self.size, self.max_streams = size, max_streams
-        self._entries: OrderedDict[str, _Cached] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def __len__(self) -> int:
-        return len(self._entries)
-
-    def get(self, models_dir: Path, dir_name: str) -> _Cached:
-        key = f"{Path(models_dir).resolve()}/{dir_name}"
-        signature = self._signature(Path(models_dir), dir_name)
-        if signature is None:
-            self._forget(key)
-            raise HostingError(404, f"no model {dir_name!r} in the library")
-        with self._lock:
-            entry = self._entries.get(key)
-            if entry is not None and entry.signature == signature:
-                self._entries.move_to_end(key)
-                return entry
-        _, loader = _load(models_dir, dir_name)
-        entry = _Cached(signature, loader, StreamRegistry(loader, self.max_streams))
-        with self._lock:
-            self._entries[key] = entry
-            self._entries.move_to_end(key)
-            while len(self._entries) > self.size:
-                self._entries.popitem(last=False)
-        return entry
-
-    @staticmethod
-    def _signature(models_dir: Path, dir_name: str) -> tuple[Any, ...] | None:
-        """What identifies one saved version of a model; None when it is not there."""
-        try:
-            config = find_config(model_folder(models_dir, dir_name))
-            stat = config.stat()
-        except (ValueError, OSError):  # an invalid name, ModelNotFound, a vanished file
-            return None
-        return str(config), stat.st_mtime_ns, stat.st_ino, stat.st_size
-
-    def _forget(self, key: str) -> None:
-        with self._lock:
-            self._entries.pop(key, None)
-
-
-class Hosting:
-    """One app's hosted model (None until chosen) and its library loader cache."""
-
-    def __init__(self) -> None:
-        self._hosted: HostedModel | None = None
-        self._lock = threading.Lock()
-        self.cache = LoaderCache()
-
-    def current(self) -> HostedModel | None:
-        return self._hosted
-
-    def loader(self) -> ModelLoader | None:
-        """What ``/predict`` serves (the prediction blueprint's ``get_loader``)."""
-        hosted = self._hosted
-        return hosted.loader if hosted is not None else None
-
-    def host(self, models_dir: Path, dir_name: str) -> HostedModel:
-        """Load ``dir_name`` (again, if it is hosted already) and serve it from now on."""
-        if not dir_name:
-            raise HostingError(422, "choose a model to host")
-        _, loader = _load(models_dir, dir_name)
-        hosted = HostedModel(dir_name, loader, _now())
-        with self._lock:
-            self._hosted = hosted
-        log.info("hosting model %s", dir_name)
-        return hosted
-
-    def stop(self) -> None:
-        with self._lock:
-            self._hosted = None
-
-
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 @bp.record_once
 def _setup(state: BlueprintSetupState) -> None:
     """Per app: the hosting state, and the prediction routes at the root that serve it."""
     app = state.app
-    hosting = Hosting()
+    hosting = Hosting(app)
     app.extensions["hosting"] = hosting
     app.register_blueprint(prediction_blueprint(
         hosting.loader, name=PREDICT_BLUEPRINT,
         max_streams=int(app.config.get("MAX_STREAMS", MAX_STREAMS)),
-        max_body_bytes=MAX_BODY_BYTES))  # the app allows large uploads; requests stay small
+        max_body_bytes=MAX_BODY_BYTES,  # the app allows large uploads; requests stay small
+        no_model=NO_MODEL_HOSTED))
 
 
 def get_hosting() -> Hosting:
@@ -245,7 +105,7 @@ def host() -> Any:
     dir_name = request.form.get("model", "").strip()
     try:
         hosting.host(models_dir(), dir_name)
-    except HostingError as exc:
+    except ApiError as exc:
         return _page(selected=dir_name, error=str(exc)), 422
     return redirect(url_for(".index"))
 
@@ -268,12 +128,14 @@ def _page(selected: str = "", error: str | None = None) -> str:
     hosted_view = None
     if hosted is not None:
         hosted_view = {
-            "dir_name": hosted.dir_name, "since": hosted.since, "info": hosted.loader.info(),
+            "dir_name": hosted.dir_name, "since": hosted.since, "reason": hosted.reason,
+            "info": hosted.loader.info(),
             "label": type_label(hosted.loader.config.get("Type")),
             "model_dir_arg": standalone_model_dir(hosted.dir_name),
             "in_library": (models_dir() / hosted.dir_name).is_dir()}
         selected = selected or hosted.dir_name
     return render_template("hosting/index.html", models=models, hosted=hosted_view,
+                           stopped=hosted is None and get_hosting().stopped_on_purpose(),
                            selected=selected, error=error,
                            target=_default_target(models, hosted_view, selected),
                            csv_files=[f.to_dict() for f in list_csv_files()],
@@ -300,11 +162,8 @@ def _default_target(models: list[dict[str, Any]], hosted: dict[str, Any] | None,
 # ------------------------------------------------------------------ JSON endpoints
 
 
-def _served(dir_name: str) -> _Cached:
-    try:
-        return get_hosting().cache.get(models_dir(), dir_name)
-    except HostingError as exc:
-        raise ApiError(exc.status, str(exc), "model") from None
+def _served(dir_name: str) -> Cached:
+    return get_hosting().cache.get(models_dir(), dir_name)
 
 
 @api.post("/api/models/<dir_name>/predict")

@@ -34,7 +34,8 @@ MAX_INT_DIGITS = 20
 
 class ApiError(InputError):
     """A refused request: its HTTP status, a message naming the problem, the field.
-    The one HTTP error class; domain errors become it through :meth:`of`."""
+    The one HTTP error class; domain errors become it through :meth:`of`. Raised, it
+    is answered by :func:`web.errors.install_error_handlers` (JSON or a styled page)."""
 
     def __init__(self, status: int, message: str, field: str | None = None) -> None:
         super().__init__(message, field)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
 from pathlib import Path
 from typing import Any
 
@@ -25,9 +24,6 @@ from flask import (
     request,
     url_for,
 )
-from sqlalchemy import select
-from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.orm import Session
 
 from NetworkConfigs import UnknownModelType, get_model_type, type_label
 from NetworkConfigs.artifacts import (
@@ -40,11 +36,12 @@ from NetworkConfigs.artifacts import (
     read_config,
     validate_name,
 )
-from Utilities.run_store import Run, RunStoreError
-from Utilities.run_store_schema import run_as_dict
+from Utilities.number_format import figure
+from Utilities.run_store import RunStoreError
 from Utilities.safe_paths import shown
 from Utilities.serialization import to_plain
 from web import datafiles
+from web.formatting import finite
 from web.history import public_run
 from web.json_io import error_reply, hide_paths, path_roots
 from web.store import get_store
@@ -160,12 +157,6 @@ def _label(step: Any) -> Any:
     return int(step) if isinstance(step, float) and step.is_integer() else step
 
 
-def _number(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    return float(value) if math.isfinite(value) else None
-
-
 def history_charts(history: Any, metrics: dict[str, Any]) -> list[dict[str, Any]]:
     """Chart specs (labels and series) from a config's ``validation_history`` rows."""
     rows = [row for row in history if isinstance(row, dict)] if isinstance(history, list) else []
@@ -177,7 +168,7 @@ def history_charts(history: Any, metrics: dict[str, Any]) -> list[dict[str, Any]
     for title, y_title, keys in HISTORY_CHARTS:
         series = []
         for key, label in keys:
-            data = [_number(row.get(key)) for row in rows]
+            data = [finite(row.get(key)) for row in rows]
             if any(value is not None for value in data):
                 series.append({"label": label, "data": data})
         if not series:
@@ -187,7 +178,7 @@ def history_charts(history: Any, metrics: dict[str, Any]) -> list[dict[str, Any]
         margin = max(high - low, 1e-9)
         notes = []
         for chart, metric, label in REFERENCE_LINES:
-            value = _number(metrics.get(metric))
+            value = finite(metrics.get(metric))
             if chart != title or value is None:
                 continue
             if low - margin <= value <= high + margin:
@@ -205,20 +196,9 @@ def _feature_importance(config: dict[str, Any]) -> list[dict[str, Any]]:
     raw = config.get("feature_importance")
     if not isinstance(raw, dict):
         return []
-    pairs = [(str(k), v) for k, v in raw.items() if _number(v) is not None]
+    pairs = [(str(k), v) for k, v in raw.items() if finite(v) is not None]
     pairs.sort(key=lambda pair: -pair[1])
     return [{"feature": name, "importance": value} for name, value in pairs]
-
-
-def _metric_text(value: Any) -> str:
-    """1,234 · 0.4333 · -11.4927 · — · text, for the metrics table."""
-    if value is None:
-        return "—"
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return ", ".join(map(str, value)) if isinstance(value, list) else str(value)
-    if isinstance(value, int):
-        return f"{value:,}"
-    return f"{value:,.4f}".rstrip("0").rstrip(".") if abs(value) < 1e12 else f"{value:.4g}"
 
 
 def _flat_metrics(metrics: dict[str, Any], prefix: str = "") -> list[tuple[str, str]]:
@@ -228,27 +208,18 @@ def _flat_metrics(metrics: dict[str, Any], prefix: str = "") -> list[tuple[str, 
         if isinstance(value, dict):
             rows.extend(_flat_metrics(value, f"{prefix}{key}."))
         else:
-            rows.append((f"{prefix}{key}", _metric_text(value)))
+            text = ", ".join(map(figure, value)) if isinstance(value, list) else figure(value)
+            rows.append((f"{prefix}{key}", text))
     return rows
 
 
 def _find_run(folder: Path) -> tuple[dict[str, Any] | None, str | None]:
     """(the newest run whose model_dir is this folder, None) or (None, store error)."""
     try:
-        store = get_store()
-        query = (select(Run).where(Run.model_dir.like(f"%{folder.name}"))
-                 .order_by(Run.created_at.desc()))
-        with Session(store.engine) as session:
-            for run in session.scalars(query):
-                try:
-                    if run.model_dir and Path(run.model_dir).resolve() == folder:
-                        return run_as_dict(run), None
-                except (OSError, ValueError):
-                    continue
-    except (RunStoreError, SQLAlchemyError) as exc:
+        return get_store().run_of_model_dir(folder), None
+    except RunStoreError as exc:
         log.error("run store unavailable: %s", exc)
         return None, str(exc)
-    return None, None
 
 
 def describe(folder: Path, *, with_run: bool = True) -> dict[str, Any]:

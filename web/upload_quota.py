@@ -137,6 +137,34 @@ def _referenced() -> set[str]:
     return names
 
 
+def users(paths: list[Path]) -> dict[Path, str]:
+    """What uses each of ``paths`` now (resolved path -> "a queued or running backtest",
+    "the running training <name>"), so a person cannot remove a file a job still reads.
+    RunStoreError when the run store cannot be read (then nobody can tell)."""
+    from Utilities.run_store import ACTIVE_STATUSES, MAX_PAGE_SIZE
+    from web.backtest_jobs import jobs_if_started
+    from web.store import get_store
+
+    wanted = {Path(p).resolve() for p in paths}
+    found: dict[Path, str] = {}
+    jobs = jobs_if_started()
+    for path in [] if jobs is None else jobs.csv_paths():
+        if Path(path).resolve() in wanted:
+            found[Path(path).resolve()] = "a queued or running backtest"
+    runs, _ = get_store().list_runs(status=ACTIVE_STATUSES, limit=MAX_PAGE_SIZE)
+    for run in runs:
+        data_file = Path(str(run.get("data_file") or "")).resolve() if run.get("data_file") \
+            else None
+        if data_file in wanted:
+            found.setdefault(data_file, f"the {run['status']} training {run['name']!r}")
+    return found
+
+
+def remove(path: Path, why: str) -> None:
+    """Remove one kept upload (logged with the reason)."""
+    _remove(path, why)
+
+
 def _in_use_by_jobs() -> set[str]:
     from web.backtest_jobs import jobs_if_started
 

@@ -35,13 +35,50 @@
         help.textContent = text;
       }
     }
-    if (model) model.addEventListener("change", applyModel);
+    if (model) model.addEventListener("change", function () { applyModel(); warnInSample(); });
+    ["start", "end"].forEach(function (name) {
+      var field = form.querySelector("#" + name);
+      if (field) field.addEventListener("input", warnInSample);
+    });
+    warnInSample();
+
+    // A custom range that overlaps the dates the chosen model learned from (its train and
+    // validation parts, from the model folder) is in-sample: said before it runs. The
+    // result page says it again, knowing whether the file is the training file itself.
+    function warnInSample() {
+      var note = form.querySelector("#in-sample-warning");
+      var option = model && model.options[model.selectedIndex];
+      if (!note || !option) return;
+      var start = form.querySelector("#start").value.trim();
+      var end = form.querySelector("#end").value.trim();
+      var trainStart = option.dataset.trainStart, trainEnd = option.dataset.trainEnd;
+      note.hidden = true;
+      if ((!start && !end) || !trainStart || !trainEnd) return;
+      var from = start ? moment(start, false) : "";
+      var to = end ? moment(end, true) : "9999";
+      var overlaps = from <= moment(trainEnd, true) && to >= moment(trainStart, false);
+      if (!overlaps) return;
+      note.textContent = "In-sample: this range overlaps the dates " + option.value +
+        " was trained on (" + trainStart + " → " + trainEnd + "). Its results there show " +
+        "what it learned, not how it trades bars it has not seen" +
+        (option.dataset.testStart ? "; its held-out test slice is " +
+          option.dataset.testStart + " → " + option.dataset.testEnd + "." : ".");
+      note.hidden = false;
+    }
     form.addEventListener("submit", function () {
       var button = form.querySelector("#run-backtest");
       if (button) button.disabled = true;
       var running = form.querySelector("#running");
       if (running) running.hidden = false;
     });
+  }
+
+  // "YYYY-MM-DD[ HH:MM[:SS]]" as a sortable string; a bare date at the end of a range is
+  // its whole day.
+  function moment(text, endOfDay) {
+    var value = text.replace("T", " ");
+    if (value.length <= 10) return value + (endOfDay ? " 23:59:59" : " 00:00:00");
+    return (value + ":00:00").slice(0, 19);
   }
 
   // ------------------------------------------------------------------ a job in progress

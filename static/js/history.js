@@ -1,7 +1,10 @@
 // Training history pages. The list: filters apply as soon as a select changes. A run
 // page: draws its charts from /runs/<id>/live.json and, while the run is running or
-// paused, polls it every 2 s (less often when answers are slow), updating charts,
-// statistics and status in place; polling stops once the run reaches a terminal status. Needs charts.js (and Chart.js) on run pages.
+// paused, polls it every 2 s (less often when answers are slow), updating progress,
+// charts, statistics and status in place. When the run ends, one more poll picks up what
+// the trainer wrote last (final statistics, the saved model's metrics), the notes that
+// only made sense while it ran are cleared, and polling stops. Needs charts.js (and
+// Chart.js) on run pages.
 (function () {
   "use strict";
   var POLL_MS = 2000;
@@ -26,6 +29,15 @@
   // ----------------------------------------------------------------- run page
 
   function byId(id) { return document.getElementById(id); }
+
+  // <tag class=className>text, ...children</tag>, built without parsing HTML.
+  function element(tag, className, text, children) {
+    var node = document.createElement(tag);
+    if (className) node.className = className;
+    if (text) node.textContent = text;
+    (children || []).forEach(function (child) { node.appendChild(child); });
+    return node;
+  }
 
   function show(element, visible) {
     if (element) element.hidden = !visible;
@@ -52,7 +64,6 @@
   function shortKey(key) { return key.slice(key.indexOf("/") + 1).replace(/_/g, " "); }
 
   function initRun(root) {
-    var supervised = root.dataset.supervised === "true";
     var smoothing = byId("smoothing");
     var charts = {};
     var last = null;            // the latest live.json reply, to redraw on theme change
@@ -67,9 +78,10 @@
       if (saved && smoothing.querySelector('option[value="' + saved + '"]')) smoothing.value = saved;
     } catch (e) { /* storage disabled */ }
 
+    // Known from the model type before the first metric: XGBoost/Transformer count epochs.
     function xTitle(key) {
       if (key.indexOf("episode/") === 0) return "episode";
-      return supervised ? "epoch" : "update";
+      return root.dataset.supervised === "true" ? "epoch" : "update";
     }
 
     function options(xLabel, yOptions, extraScales) {
@@ -219,13 +231,55 @@
       });
       root.dataset.status = run.status;
       root.dataset.active = run.active ? "true" : "false";
+      root.dataset.supervised = run.supervised ? "true" : "false";
+      root.dataset.resumable = run.resumable ? "true" : "false";
       byId("run-ended").textContent = run.display.end_time;
       byId("run-duration").textContent = run.display.duration;
       byId("run-heartbeat").textContent = run.display.heartbeat;
       show(byId("run-error"), Boolean(run.error));
       byId("run-error-text").textContent = run.error || "";
       show(byId("live-note"), run.active);
+      show(byId("resume-form"), run.resumable);
+      renderProgress(run);
       renderModel(run);
+      renderSummary(run.summary_rows || []);
+    }
+
+    // Done / total, elapsed and time left while the run is live.
+    function renderProgress(run) {
+      var p = run.progress;
+      show(byId("run-progress"), run.active && Boolean(p));
+      if (!p) return;
+      byId("progress-done").textContent = p.done_text;
+      byId("progress-percent").textContent = p.percent_text;
+      byId("progress-elapsed").textContent = p.elapsed_text;
+      byId("progress-left").textContent = p.left_text;
+      var fill = byId("progress-fill");
+      fill.style.width = (p.percent || 0) + "%";
+      if (p.percent !== null) fill.parentElement.setAttribute("aria-valuenow", p.percent.toFixed(1));
+    }
+
+    // The saved model's metrics, written by the trainer as the run completes.
+    function renderSummary(rows) {
+      var box = byId("summary-items");
+      show(byId("run-summary"), rows.length > 0);
+      box.replaceChildren.apply(box, rows.map(function (r) {
+        var item = element("span", "metric", r.key + " ", [element("b", "", r.text)]);
+        item.dataset.key = r.key;
+        return item;
+      }));
+    }
+
+    // Notes that describe a run in flight ("yet", "asking the trainer…") end with it.
+    function clearTransientNotes() {
+      var note = byId("control-note");
+      if (note) note.textContent = "";
+      show(byId("charts-error"), false);
+      byId("stats-empty").textContent = "No metrics logged.";
+      byId("checkpoints-empty").textContent = "No checkpoints saved.";
+      var model = byId("run-model");
+      var pending = model && model.querySelector(".muted");
+      if (pending) pending.textContent = "— (no model saved)";
     }
 
     // The model folder appears when the run saves its model (as it completes).
@@ -243,27 +297,13 @@
 
     function renderStats(stats) {
       var grid = byId("stats-grid");
-      grid.textContent = "";
-      stats.forEach(function (s) {
-        var cell = document.createElement("div");
-        cell.className = "stat";
+      grid.replaceChildren.apply(grid, stats.map(function (s) {
+        var cell = element("div", "stat", "", [
+          element("span", "stat-label", s.label), element("span", "stat-value", s.text)]);
+        if (s.note) cell.appendChild(element("span", "stat-note", s.note));
         cell.dataset.key = s.key;
-        var label = document.createElement("span");
-        label.className = "stat-label";
-        label.textContent = s.label;
-        var value = document.createElement("span");
-        value.className = "stat-value";
-        value.textContent = s.text;
-        cell.appendChild(label);
-        cell.appendChild(value);
-        if (s.note) {
-          var note = document.createElement("span");
-          note.className = "stat-note";
-          note.textContent = s.note;
-          cell.appendChild(note);
-        }
-        grid.appendChild(cell);
-      });
+        return cell;
+      }));
       show(byId("stats-empty"), stats.length === 0);
     }
 
@@ -299,33 +339,28 @@
     function renderEvents(events) {
       var list = byId("event-rows");
       show(byId("events"), events.length > 0);
-      list.textContent = "";
-      events.forEach(function (e) {
-        var item = document.createElement("li");
-        item.className = "event " + e.level;
-        var time = document.createElement("span");
-        time.className = "muted";
-        time.textContent = when(e.time);
-        var title = document.createElement("b");
-        title.textContent = e.title || e.kind;
-        item.appendChild(time);
-        item.appendChild(document.createTextNode(" "));
-        item.appendChild(title);
+      list.replaceChildren.apply(list, events.map(function (e) {
+        var item = element("li", "event " + e.level, "", [
+          element("span", "muted", when(e.time)), document.createTextNode(" "),
+          element("b", "", e.title || e.kind)]);
         item.appendChild(document.createTextNode(" " + e.message));
-        list.appendChild(item);
-      });
+        return item;
+      }));
     }
 
     function render(data) {
+      var ended = active && !data.run.active;
       last = data;
       active = data.run.active;
       renderStatus(data.run);
+      if (!active) clearTransientNotes();
       renderStats(data.statistics);
       renderCheckpoints(data.checkpoints);
       renderEvents(data.events);
       drawCharts(data);
       show(byId("charts-error"), false);
       byId("live-updated").textContent = "Updated " + new Date().toLocaleTimeString();
+      return ended;
     }
 
     function showError(message) {
@@ -335,10 +370,12 @@
       show(box, true);
     }
 
-    function schedule(delay) {
+    // finalPoll: once more after the run ended, for what the trainer wrote last.
+    function schedule(delay, finalPoll) {
       clearTimeout(timer);
-      timer = active ? setTimeout(load, delay) : null;
-      root.dataset.polling = active ? "true" : "false";  // for people and tests to see
+      var next = active || Boolean(finalPoll);
+      timer = next ? setTimeout(load, delay) : null;
+      root.dataset.polling = next ? "true" : "false";  // for people and tests to see
     }
 
     function load() {
@@ -358,10 +395,10 @@
         })
         .then(function (data) {
           failures = 0;
-          render(data);
+          var ended = render(data);
           // A very long run takes the server a while to summarise: never ask more
           // often than three times the time the last answer took.
-          schedule(Math.max(POLL_MS, 3 * (Date.now() - started)));
+          schedule(Math.max(POLL_MS, 3 * (Date.now() - started)), ended);
         })
         .catch(function (error) {
           failures += 1;

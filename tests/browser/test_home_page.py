@@ -40,3 +40,19 @@ def test_models_and_runs_are_listed(live_server: str, page, app, bars, models_di
     assert page.locator("#runs .badge.failed").get_attribute("title") == "diverged"
     assert "FREQ_demo" in page.locator("#models").inner_text()
     screenshot(page, "home_with_models_and_runs")
+
+    # Every row opens what it lists, wherever it is clicked (here: a plain text cell, at
+    # the mouse's position, as a person clicks: the row's link lies over the whole row).
+    row = page.locator("#runs tbody tr", has=page.locator(".badge.completed"))
+    run_id = row.locator("code").get_attribute("title")
+    click_middle(page, row.locator("td").nth(1))
+    page.wait_for_url(f"**/runs/{run_id}")
+    assert page.locator("#run-page").get_attribute("data-run-id") == run_id
+    page.go_back()
+    click_middle(page, page.locator("#models tbody tr", has_text="FREQ_demo").locator("td").nth(1))
+    page.wait_for_url("**/models/FREQ_demo")
+
+
+def click_middle(page, cell) -> None:
+    box = cell.bounding_box()
+    page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)

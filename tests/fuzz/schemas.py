@@ -1,6 +1,6 @@
 """Valid examples to mutate, from the app's own descriptions.
 
-- Prediction bodies: the OpenAPI document (``Api_Loader.openapi_document``, served as
+- Prediction bodies: the OpenAPI document (``web.openapi.openapi_document``, served as
   ``GET /openapi.json``), with real bars for the numbers so a valid example predicts.
 - The Train form: ``web.training_form.fields_of`` (every parameter of every type).
 - The Backtest form and ``POST /api/backtest``: ``web.backtests.FIELDS``.

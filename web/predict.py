@@ -1,0 +1,210 @@
+"""The prediction routes: ``POST /predict`` and its companions, for whatever model is hosted.
+
+:func:`prediction_blueprint` serves the model a callable returns, so the dashboard mounts
+it for the model it hosts (``web/hosting.py``) and ``python Api_Loader.py`` for the one
+model it loaded. Nothing is loaded at import.
+
+Routes (``/openapi.json``, built by :mod:`web.openapi`, describes them):
+
+- ``POST /predict``: ``{"window": [...]}`` (a full window of bars; optional
+  ``account_state``) or ``{"features": {...}, "stream_id": "..."}`` (one bar of a named
+  stream, created on first use; see ``NetworkConfigs/streams.py``). Optional
+  ``"sample": true`` (+ ``"seed"``) draws the action instead of taking the most likely.
+- ``GET /info``, ``GET /health``, ``GET|DELETE /streams/<stream_id>``, ``GET /openapi.json``.
+
+Status codes: 400 malformed request (not JSON, not an object, unknown or conflicting
+top-level fields), 413 body too large, 422 well-formed but invalid values (missing or
+extra features, wrong types, NaN/Infinity, prices the data contract refuses, bar times
+out of order, a short window, a bad or out-of-range account_state, an output that is
+not finite), 404 unknown stream, 503 no model hosted. The body is checked before the
+model is asked for. Errors are raised as :class:`~web.json_io.ApiError` or
+:class:`~Utilities.input_errors.InputError` with their field (``window[3].High``,
+``features.Close``, ``account_state.cash``); :func:`web.errors.install_error_handlers`
+writes the one JSON body.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+from flask import Blueprint, Response, jsonify, url_for
+
+from NetworkConfigs.base import ACCOUNT_FIELDS, ModelLoader
+from NetworkConfigs.streams import PRICE, StreamNotFound, StreamRegistry
+from Utilities.data_loading import DataError
+from web.errors import every_path, install_error_handlers
+from web.json_io import ApiError, Reply, error_reply, read_json_body
+from web.openapi import openapi_document
+
+# 1 MiB: a 1,000-bar window of ten features is about 200 KB of JSON.
+MAX_BODY_BYTES = 1 << 20
+MAX_STREAMS = 1000
+BODY_FIELDS = ("window", "features", "stream_id", "account_state", "sample", "seed")
+# The 503 of the standalone server; the dashboard passes its own (see web/hosting.py).
+NO_MODEL = "no model is loaded: start the server with --model-dir"
+
+
+def _check_shape(body: dict[str, Any]) -> None:
+    """The top level: known fields, and one of the two request forms (else 400)."""
+    unknown = [k for k in body if k not in BODY_FIELDS]
+    if unknown:
+        raise ApiError(400, f"unknown field(s) {unknown}; valid: {list(BODY_FIELDS)}",
+                       unknown[0])
+    if ("window" in body) == ("features" in body):
+        raise ApiError(400, 'send either "window" (a full window of bars) or "features" and '
+                            '"stream_id" (one bar of a named stream)')
+    if "features" in body and "stream_id" not in body:
+        raise ApiError(400, '"features" is one bar of a stream: add "stream_id"', "stream_id")
+    if "window" in body and "stream_id" in body:
+        raise ApiError(400, '"stream_id" goes with "features" (one bar); a "window" is '
+                            "answered on its own", "stream_id")
+    if "features" in body and "account_state" in body:
+        raise ApiError(400, 'a stream keeps its own simulated account: "account_state" goes '
+                            'with "window" only', "account_state")
+
+
+def _sampling(body: dict[str, Any]) -> tuple[bool, np.random.Generator | None]:
+    """(sample, rng) from the optional ``sample`` and ``seed`` fields (else 422)."""
+    sample, seed = body.get("sample", False), body.get("seed")
+    if not isinstance(sample, bool):
+        raise ApiError(422, f"sample must be true or false; got {sample!r}", "sample")
+    if seed is None:
+        return sample, None
+    if not sample:
+        raise ApiError(422, 'seed only applies with "sample": true', "seed")
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ApiError(422, f"seed must be an integer >= 0; got {seed!r}", "seed")
+    return True, np.random.default_rng(seed)
+
+
+def check_request(body: dict[str, Any]) -> None:
+    """What can be checked of a ``POST /predict`` body without its model: the shape,
+    sampling and the window being a list. Routes call it before a model is loaded, so
+    an invalid body never costs (or triggers) a model load."""
+    _check_shape(body)
+    _sampling(body)
+    window = body.get("window")
+    if "window" in body and (not isinstance(window, list) or not window):
+        raise ApiError(422, "window must be a non-empty list of bars: objects of feature -> "
+                            "number, or rows of numbers in the order of /info's features",
+                       "window")
+
+
+def answer(body: dict[str, Any], loader: ModelLoader, streams: StreamRegistry) -> dict[str, Any]:
+    """The reply to one ``POST /predict`` body; a DataError names its place in the body."""
+    check_request(body)
+    sample, rng = _sampling(body)
+    try:
+        if "features" in body:
+            return streams.push(body["stream_id"], body["features"], sample=sample, rng=rng)
+        return loader.predict_with(body["window"], body.get("account_state"), sample=sample,
+                                   rng=rng).to_dict()
+    except DataError as exc:
+        if exc.field is None:
+            exc.field = body_field(exc)
+        raise
+
+
+def body_field(exc: DataError) -> str | None:
+    """Where in the body the problem is: ``window[3].High`` (rows count from 1 in
+    messages, from 0 in JSON), ``features.High``, ``account_state.cash``; else the
+    top-level field."""
+    if exc.source == "window" and exc.column and exc.rows and isinstance(exc.rows[0], int):
+        return f"window[{exc.rows[0] - 1}].{exc.column}"
+    if exc.source in ("window", "features", "account_state") and exc.column:
+        return f"{exc.source}.{exc.column}"
+    return exc.source
+
+
+def model_info(loader: ModelLoader, max_streams: int = MAX_STREAMS) -> dict[str, Any]:
+    """``GET /info``: what a client needs to build requests for this model."""
+    info = loader.info()
+    extra = [] if PRICE in info["features"] else [PRICE]
+    return {**info, "stream_bar_keys": [*info["features"], *extra],
+            "account_state_fields": [*ACCOUNT_FIELDS, "price"],
+            "can_sample": loader.can_sample, "max_streams": max_streams}
+
+
+class _Hosted:
+    """The model a blueprint serves, and the streams that belong to that model."""
+
+    def __init__(self, get_loader: Callable[[], ModelLoader | None], max_streams: int,
+                 no_model: str) -> None:
+        self.get_loader, self.max_streams, self.no_model = get_loader, max_streams, no_model
+        self._streams: StreamRegistry | None = None
+        self._lock = threading.Lock()
+
+    def loader(self) -> ModelLoader:
+        loader = self.get_loader()
+        if loader is None:
+            raise ApiError(503, self.no_model)
+        return loader
+
+    def streams(self, loader: ModelLoader) -> StreamRegistry:
+        """The loader's streams; a newly hosted model starts with none."""
+        with self._lock:
+            if self._streams is None or self._streams.loader is not loader:
+                self._streams = StreamRegistry(loader, self.max_streams)
+            return self._streams
+
+
+def _stream_call(call: Callable[[str], Any], stream_id: str) -> Any:
+    try:
+        return call(stream_id)
+    except StreamNotFound as exc:
+        raise ApiError(404, str(exc), "stream_id") from None
+
+
+def prediction_blueprint(get_loader: Callable[[], ModelLoader | None], *,
+                         name: str = "predict", max_streams: int = MAX_STREAMS,
+                         max_body_bytes: int | None = None,
+                         no_model: str = NO_MODEL) -> Blueprint:
+    """The prediction routes for whatever model ``get_loader()`` returns (None: 503
+    saying ``no_model``, which tells the client what to do).
+
+    ``max_body_bytes`` caps ``POST /predict`` bodies below the app's
+    ``MAX_CONTENT_LENGTH`` (an app that also takes uploads allows far more). Its views'
+    errors are JSON wherever it is mounted (the app's own handlers answer the rest:
+    unknown URLs, wrong methods).
+    """
+    bp = Blueprint(name, __name__)
+    hosted = _Hosted(get_loader, max_streams, no_model)
+
+    @bp.post("/predict")
+    def predict() -> Response:
+        body = read_json_body(max_body_bytes)
+        check_request(body)
+        loader = hosted.loader()
+        return jsonify(answer(body, loader, hosted.streams(loader)))
+
+    @bp.get("/info")
+    def info() -> Response:
+        return jsonify(model_info(hosted.loader(), max_streams))
+
+    @bp.get("/health")
+    def health() -> Response | Reply:
+        loader = hosted.get_loader()
+        if loader is None:
+            return error_reply(503, hosted.no_model, status="unavailable")
+        return jsonify({"status": "ok", "model": loader.name, "type": loader.config["Type"]})
+
+    @bp.get("/streams/<stream_id>")
+    def get_stream(stream_id: str) -> Response:
+        streams = hosted.streams(hosted.loader())
+        return jsonify(_stream_call(streams.get, stream_id))
+
+    @bp.delete("/streams/<stream_id>")
+    def delete_stream(stream_id: str) -> Response:
+        _stream_call(hosted.streams(hosted.loader()).delete, stream_id)
+        return jsonify({"stream_id": stream_id, "deleted": True})
+
+    @bp.get("/openapi.json")
+    def openapi() -> Response:
+        base = url_for(".health")[: -len("/health")]
+        return jsonify(openapi_document(hosted.get_loader(), base))
+
+    install_error_handlers(bp, every_path)
+    return bp
