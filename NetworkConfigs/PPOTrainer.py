@@ -20,19 +20,15 @@ import torch
 
 from NetworkConfigs.artifacts import ensure_available, file_sha256, write_model
 from NetworkConfigs.base import Callback, Trainer
+from NetworkConfigs.config_sections import Checks
 from NetworkConfigs.ppo_algorithm import PPO
 from NetworkConfigs.ppo_config import SMOKE, normalise, settings_from
 from NetworkConfigs.ppo_network import ActorCritic
-from NetworkConfigs.trading_env import (
-    ACCOUNT_FEATURES,
-    HOLD,
-    EnvParams,
-    TradingEnvironment,
-    VecTradingEnv,
-    env_arrays,
-)
+from NetworkConfigs.trading_env import TradingEnvironment, VecTradingEnv, env_arrays
+from Utilities.accounting import ACCOUNT_FEATURES, HOLD, EnvParams
 from Utilities.backtester import buy_and_hold, run_backtest
 from Utilities.data_utils import PreparedData, prepare_from_params
+from Utilities.input_errors import InputError
 from Utilities.performance import return_pct
 
 __all__ = ["ActorCritic", "PPOTrainer", "ValidationCallback", "buy_and_hold_pct",
@@ -118,8 +114,10 @@ class PPOTrainer(Trainer):
     def __init__(self, config: dict[str, Any] | None = None,
                  callbacks: list[Callback] | tuple = ()) -> None:
         super().__init__(normalise(config), callbacks)
-        self.settings = settings_from(self.config)
-        self.env_params = EnvParams.from_dict(self.config["env_params"])
+        check = Checks()  # every bad key at once, so a form shows them all
+        self.settings = check(settings_from, self.config)
+        self.env_params = check(EnvParams.from_dict, self.config["env_params"])
+        check.raise_any()
         self.algorithm: PPO | None = None
         self.validation: ValidationCallback | None = None
 
@@ -137,7 +135,7 @@ class PPOTrainer(Trainer):
 
     def check_data(self, bars: pd.DataFrame, source: str | None = None) -> None:
         """Everything fit() will ask of the data, checked before a run is recorded."""
-        self.prepare(bars, source)
+        self.prepared(bars, source)
 
     @property
     def lookback(self) -> int:
@@ -159,10 +157,12 @@ class PPOTrainer(Trainer):
     def _check_model_params(self, n_features: int) -> None:
         model = self.config["model_params"]
         if model["input_dim"] not in (None, n_features):
-            raise ValueError(f"model_params.input_dim is {model['input_dim']} but the data has "
-                             f"{n_features} features; leave it empty to derive it")
+            raise InputError(f"model_params.input_dim is {model['input_dim']} but the data "
+                             f"has {n_features} features; leave it empty to derive it",
+                             field="input_dim")
         if int(model["num_actions"]) != 3:
-            raise ValueError("model_params.num_actions must be 3 (Hold, Buy, Sell)")
+            raise InputError("model_params.num_actions must be 3 (Hold, Buy, Sell)",
+                             field="num_actions")
         self._check_rollout_size(n_features)
 
     def _check_rollout_size(self, n_features: int) -> None:
@@ -171,18 +171,18 @@ class PPOTrainer(Trainer):
         s = self.settings
         values = (s.n_steps + 1) * s.n_envs * (self.lookback * n_features + ACCOUNT_FEATURES)
         if values * 4 > MAX_ROLLOUT_BYTES:
-            raise ValueError(
+            raise InputError(
                 f"a rollout of n_envs x n_steps = {s.batch_size:,} steps of "
                 f"{self.lookback} x {n_features} features needs {values * 4 / 2**30:.1f} GiB "
                 f"for its observations; at most {MAX_ROLLOUT_BYTES >> 30} GiB: lower n_envs, "
-                "n_steps or lookback_window")
+                "n_steps or lookback_window", field="n_envs")
 
     def fit(self, bars: pd.DataFrame, *, model_name: str, models_dir: Path,
             data_file: str | None = None, overwrite: bool = False,
             resume_state: dict[str, Any] | None = None) -> Path:
         """Train on the train part, validate on the validation part, save the best model."""
         ensure_available(models_dir, PREFIX, model_name, overwrite)
-        data = self.prepare(bars, source=Path(data_file).name if data_file else None)
+        data = self.prepared(bars, Path(data_file).name if data_file else None, keep=False)
         envs = VecTradingEnv(*env_arrays(data, "train"), self.lookback, self.env_params,
                              num_envs=self.settings.n_envs)
         self._add_validation(data)

@@ -7,7 +7,7 @@ request. The network class is the trainer's own (``ppo_network.ActorCritic``); t
 window goes through the very feature transform and scaler used in training
 (``window_frame`` + ``scale_frame``: ``ModelLoader.model_input`` in two steps, so the
 window is validated once and its last Close read from it). The account part of the
-observation comes from ``trading_env.account_features``, as in the training env.
+observation comes from ``accounting.account_features``, as in the training env.
 """
 
 from __future__ import annotations
@@ -28,8 +28,8 @@ from NetworkConfigs.base import (
 )
 from NetworkConfigs.config_sections import size
 from NetworkConfigs.ppo_network import ActorCritic
-from NetworkConfigs.trading_env import ACCOUNT_FEATURES, account_features
 from NetworkConfigs.weights_file import read_state_dict
+from Utilities.accounting import ACCOUNT_FEATURES, account_features
 from Utilities.data_utils import DataError, scale_frame, window_frame
 
 __all__ = ["ACCOUNT_FIELDS", "PPOModelLoader", "account_from_state"]

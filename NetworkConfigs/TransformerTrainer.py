@@ -15,11 +15,12 @@ from torch import nn
 
 from NetworkConfigs.artifacts import ModelWriter
 from NetworkConfigs.base import deep_merge
-from NetworkConfigs.config_sections import checked, choice, size
-from NetworkConfigs.ppo_network import resolve_device, seed_everything
+from NetworkConfigs.config_sections import Checks, checked, choice, size
 from NetworkConfigs.signals import Samples
 from NetworkConfigs.supervised import COMMON_DEFAULTS, SupervisedTrainer
+from NetworkConfigs.torch_utils import resolve_device, seed_everything
 from NetworkConfigs.transformer_network import DirectionTransformer, transformer_outputs
+from Utilities.input_errors import InputError
 
 DEFAULTS = deep_merge(COMMON_DEFAULTS, {
     "model_params": {"d_model": 32, "n_heads": 4, "n_layers": 2, "dim_feedforward": 64,
@@ -39,6 +40,23 @@ def network_kwargs(model_params: dict[str, Any]) -> dict[str, Any]:
                                                   "dim_feedforward", "dropout")}}
 
 
+def _check_heads(d_model: int | None, heads: int | None) -> None:
+    """Attention splits d_model across the heads (and the positional code in halves)."""
+    if d_model is not None and heads is not None and (d_model % heads or d_model % 2):
+        raise InputError(f"d_model ({d_model}) must be even and divisible by n_heads "
+                         f"({heads})", field="d_model")
+
+
+def _device(name: str | None) -> torch.device | None:
+    """The device named in train_params (None: its name was already refused)."""
+    if name is None:
+        return None
+    try:
+        return resolve_device(name)
+    except ValueError as exc:  # cuda asked for on a machine without one
+        raise InputError(str(exc), field="device") from None
+
+
 class TransformerTrainer(SupervisedTrainer):
     """Registry trainer for the ``transformer`` type."""
 
@@ -48,21 +66,19 @@ class TransformerTrainer(SupervisedTrainer):
     checkpoint_keys = ("model", "optimizer", "generator", "torch_rng", "iteration",
                        "global_step", "best_epoch", "best_loss")
 
-    def _check_params(self) -> None:
+    def _check_params(self, check: Checks) -> None:
         model, train = self.config["model_params"], self.config["train_params"]
-        d_model = size(model, "d_model", low=2)
-        heads = size(model, "n_heads")
-        if d_model % heads or d_model % 2:
-            raise ValueError(f"d_model ({d_model}) must be even and divisible by n_heads "
-                             f"({heads})")
-        size(model, "n_layers")
-        size(model, "dim_feedforward")
-        checked(model, "dropout", float, low=0, high=0.9)
-        self.batch_size = size(train, "batch_size")
-        self.learning_rate = checked(train, "learning_rate", float, low=1e-12)
-        self.weight_decay = checked(train, "weight_decay", float, low=0)
-        self.max_grad_norm = checked(train, "max_grad_norm", float, low=1e-9)
-        self.device = resolve_device(choice(train, "device", ("auto", "cpu", "cuda")))
+        d_model = check(size, model, "d_model", low=2)
+        heads = check(size, model, "n_heads")
+        check(_check_heads, d_model, heads)
+        check(size, model, "n_layers")
+        check(size, model, "dim_feedforward")
+        check(checked, model, "dropout", float, low=0, high=0.9)
+        self.batch_size = check(size, train, "batch_size")
+        self.learning_rate = check(checked, train, "learning_rate", float, low=1e-12)
+        self.weight_decay = check(checked, train, "weight_decay", float, low=0)
+        self.max_grad_norm = check(checked, train, "max_grad_norm", float, low=1e-9)
+        self.device = check(_device, check(choice, train, "device", ("auto", "cpu", "cuda")))
         self.net: DirectionTransformer | None = None
 
     def _build(self, n_features: int, train: Samples) -> None:

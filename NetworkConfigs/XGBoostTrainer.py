@@ -18,7 +18,7 @@ import xgboost as xgb
 
 from NetworkConfigs.artifacts import ModelWriter
 from NetworkConfigs.base import deep_merge
-from NetworkConfigs.config_sections import checked, size
+from NetworkConfigs.config_sections import Checks, checked, size
 from NetworkConfigs.signals import DIRECTIONS, Samples
 from NetworkConfigs.supervised import COMMON_DEFAULTS, SupervisedTrainer
 
@@ -98,20 +98,21 @@ class XGBoostTrainer(SupervisedTrainer):
     targets = ("direction",)
     checkpoint_keys = ("model", "iteration", "global_step", "best_epoch", "best_loss")
 
-    def _check_params(self) -> None:
+    def _check_params(self, check: Checks) -> None:
         model = self.config["model_params"]
         self.params = {
             "objective": "multi:softprob", "num_class": len(DIRECTIONS),
             "eval_metric": ["mlogloss", "merror"], "tree_method": "hist",
-            "max_depth": size(model, "max_depth"),
-            "eta": checked(model, "learning_rate", float, low=1e-6, high=1),
-            "subsample": checked(model, "subsample", float, low=0.01, high=1),
-            "colsample_bytree": checked(model, "colsample_bytree", float, low=0.01, high=1),
-            "min_child_weight": checked(model, "min_child_weight", float, low=0),
-            "lambda": checked(model, "reg_lambda", float, low=0),
-            "alpha": checked(model, "reg_alpha", float, low=0),
-            "gamma": checked(model, "gamma", float, low=0),
-            "seed": self.seed, "nthread": size(model, "n_jobs"),
+            "max_depth": check(size, model, "max_depth"),
+            "eta": check(checked, model, "learning_rate", float, low=1e-6, high=1),
+            "subsample": check(checked, model, "subsample", float, low=0.01, high=1),
+            "colsample_bytree": check(checked, model, "colsample_bytree", float, low=0.01,
+                                      high=1),
+            "min_child_weight": check(checked, model, "min_child_weight", float, low=0),
+            "lambda": check(checked, model, "reg_lambda", float, low=0),
+            "alpha": check(checked, model, "reg_alpha", float, low=0),
+            "gamma": check(checked, model, "gamma", float, low=0),
+            "seed": self.seed, "nthread": check(size, model, "n_jobs"),
         }
         self.booster: xgb.Booster | None = None
         self.feature_names: list[str] = []

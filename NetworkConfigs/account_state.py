@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from NetworkConfigs.base import ACCOUNT_FIELDS
-from NetworkConfigs.trading_env import Accounts
+from Utilities.accounting import Accounts
 from Utilities.data_loading import MAX_PRICE, MIN_PRICE
 from Utilities.data_utils import DataError
 

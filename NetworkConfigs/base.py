@@ -27,11 +27,12 @@ import numpy as np
 import pandas as pd
 
 from NetworkConfigs import artifacts
+from Utilities.accounting import EnvParams
 from Utilities.data_utils import DataError, FeatureSpec, check_lookback, scale_window
 
 # Trading actions, shared by the env, the backtester and the API (ARCHITECTURE.md).
 ACTION_NAMES = ("Hold", "Buy", "Sell")
-# The account ``state`` predict() takes: one account of ``trading_env.Accounts`` by its
+# The account ``state`` predict() takes: one account of ``accounting.Accounts`` by its
 # field names, plus "price", the raw price it is marked at (default: the window's last
 # Close). Every key is optional; a missing one is that of a flat, untouched account.
 ACCOUNT_FIELDS = ("cash", "units", "position", "entry_price", "entry_cost")
@@ -151,6 +152,21 @@ class Trainer(ABC):
         """How the last fit ended: completed, stopped (by a callback), failed, …"""
         return "completed"
 
+    def prepared(self, bars: pd.DataFrame, source: str | None = None, *,
+                 keep: bool = True) -> Any:
+        """``self.prepare(bars, source)`` (types that prepare data define it), computed
+        once per bars object: the CLI checks the data (:meth:`check_data`) before it
+        records a run, and ``fit`` then takes that very result instead of transforming,
+        splitting and scaling the file again. ``keep=False`` (``fit``) hands it over and
+        forgets it, so the trainer does not hold the data after training."""
+        cached = getattr(self, "_prepared", None)
+        if cached is not None and cached[0] is bars and cached[1] == source:
+            data = cached[2]
+        else:
+            data = self.prepare(bars, source)  # type: ignore[attr-defined]
+        self._prepared = (bars, source, data) if keep else None
+        return data
+
     def check_data(self, bars: pd.DataFrame, source: str | None = None) -> None:  # noqa: B027
         """Raise DataError now if ``bars`` cannot train this config (before a run starts).
 
@@ -190,7 +206,6 @@ class ModelLoader(ABC):
             raise artifacts.ArtifactError(f"{self.where}: the config is missing key(s) "
                                           f"{missing}")
         from NetworkConfigs.config_sections import size  # imports this module
-        from NetworkConfigs.trading_env import EnvParams  # gymnasium: not at registry import
 
         try:
             self.spec = FeatureSpec.from_dict(config["feature_spec"])

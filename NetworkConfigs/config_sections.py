@@ -4,15 +4,20 @@ and for checking single values, shared by every model type.
 A type's defaults are a mapping of sections (``model_params``, ``train_params``, …) to
 keys. Users may give keys inside their section or flat at the top level
 (``{"gamma": 0.98}``); flat keys are filed into their section. An unknown key is an
-error naming it and the valid ones, never silently ignored.
+error naming it and the valid ones, never silently ignored. Every error is an
+:class:`~Utilities.input_errors.InputError` whose ``field`` is the key, so a form places
+it by data, never by reading the message.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 from NetworkConfigs.base import deep_merge
+from Utilities.accounting import MAX_EPISODE_LENGTH
+from Utilities.input_errors import InputError, raise_collected
 
 # Upper bounds of every size-like setting, checked with the rest of the config, so a
 # slip (hidden_dim=1e8) fails at once naming the key and the bound, not minutes later
@@ -35,7 +40,7 @@ LIMITS: dict[str, int] = {
     "total_timesteps": 10_000_000_000,  # PPO budget [200k]
     "epochs": 10_000,                  # PPO iterations, boosting rounds, epochs [30-300]
     "patience": 10_000,                # epochs without a better validation loss [5-20]
-    "episode_length": 1_000_000_000,   # bars before an episode is cut [256]
+    "episode_length": MAX_EPISODE_LENGTH,  # bars before an episode is cut [256]
     "max_depth": 32,                   # xgboost tree depth [4]
     "n_jobs": 1_024,                   # xgboost threads [1]
     "d_model": 512,                    # Transformer width [32]
@@ -47,30 +52,53 @@ LIMITS: dict[str, int] = {
 
 def normalise_sections(config: dict[str, Any] | None,
                        defaults: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """Defaults + user config (sectioned or flat); unknown keys raise ValueError."""
+    """Defaults + user config (sectioned or flat). Every unknown key is reported at once
+    (InputError, or InputErrors for several), each under its own name as ``field``."""
     if config is not None and not isinstance(config, dict):
-        raise ValueError(f"a config must be a mapping; got {type(config).__name__}")
+        raise InputError(f"a config must be a mapping; got {type(config).__name__}")
     section_of = {key: section for section, keys in defaults.items() for key in keys}
     sectioned: dict[str, dict[str, Any]] = {}
+    errors: dict[str | None, str] = {}
     for key, value in (config or {}).items():
         if key in defaults:
             if not isinstance(value, dict):
-                raise ValueError(f"config section {key!r} must be a mapping")
-            unknown = sorted(set(value) - set(defaults[key]))
-            if unknown:
-                raise ValueError(f"unknown key(s) {unknown} in {key}; valid: "
-                                 f"{sorted(defaults[key])}")
+                errors[key] = f"config section {key!r} must be a mapping"
+                continue
+            for unknown in sorted(set(value) - set(defaults[key]), key=str):
+                errors[unknown] = (f"unknown key(s) {[unknown]} in {key}; valid: "
+                                   f"{sorted(defaults[key])}")
             sectioned.setdefault(key, {}).update(value)
         elif key in section_of:
             sectioned.setdefault(section_of[key], {})[key] = value
         else:
-            raise ValueError(f"unknown config key {key!r}; sections: {sorted(defaults)}")
+            errors[key] = f"unknown config key {key!r}; sections: {sorted(defaults)}"
+    raise_collected(errors)
     return deep_merge(defaults, sectioned)
+
+
+class Checks:
+    """Runs several checks and keeps every InputError instead of stopping at the first,
+    so a form can show all of a config's mistakes at once: ``value = check(size,
+    section, "n_envs")`` gives the checked value (None when it failed), and
+    :meth:`raise_any` raises what was found."""
+
+    def __init__(self) -> None:
+        self.errors: dict[str | None, str] = {}
+
+    def __call__(self, check: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        try:
+            return check(*args, **kwargs)
+        except InputError as exc:
+            self.errors.update(exc.errors)
+            return None
+
+    def raise_any(self) -> None:
+        raise_collected(self.errors)
 
 
 def checked(section: dict[str, Any], name: str, kind: type, *, low: float | None = None,
             high: float | None = None, optional: bool = False) -> Any:
-    """``section[name]`` checked for type and range; errors name the key."""
+    """``section[name]`` checked for type and range; InputError(field=name)."""
     value = section[name]
     if value is None and optional:
         return None
@@ -79,13 +107,14 @@ def checked(section: dict[str, Any], name: str, kind: type, *, low: float | None
           else isinstance(value, int | float) and not isinstance(value, bool) if kind is float
           else isinstance(value, kind))
     if not ok:
-        raise ValueError(f"{name} must be {kind.__name__ if kind is not float else 'a number'}"
-                         f"; got {value!r}")
+        raise InputError(f"{name} must be "
+                         f"{kind.__name__ if kind is not float else 'a number'}; got {value!r}",
+                         field=name)
     if kind is float and not math.isfinite(value):
-        raise ValueError(f"{name} must be a finite number; got {value!r}")
+        raise InputError(f"{name} must be a finite number; got {value!r}", field=name)
     if (low is not None and value < low) or (high is not None and value > high):
         bounds = f"in [{low}, {high}]" if high is not None else f">= {low}"
-        raise ValueError(f"{name} must be {bounds}; got {value!r}")
+        raise InputError(f"{name} must be {bounds}; got {value!r}", field=name)
     return kind(value)
 
 
@@ -97,7 +126,8 @@ def size(section: dict[str, Any], name: str, *, low: int = 1, optional: bool = F
 
 
 def choice(section: dict[str, Any], name: str, valid: tuple[str, ...]) -> str:
-    """``section[name]`` if it is one of ``valid``; the error lists them."""
+    """``section[name]`` if it is one of ``valid``; the error lists them (field=name)."""
     if section[name] not in valid:
-        raise ValueError(f"{name} must be one of {list(valid)}; got {section[name]!r}")
+        raise InputError(f"{name} must be one of {list(valid)}; got {section[name]!r}",
+                         field=name)
     return str(section[name])

@@ -29,12 +29,8 @@ import torch
 
 from NetworkConfigs.base import Callback, notify_iteration, run_with_callbacks
 from NetworkConfigs.ppo_config import PPOSettings
-from NetworkConfigs.ppo_network import (
-    ActorCritic,
-    gumbel_noise,
-    resolve_device,
-    seed_everything,
-)
+from NetworkConfigs.ppo_network import ActorCritic
+from NetworkConfigs.torch_utils import gumbel_noise, resolve_device, seed_everything
 
 log = logging.getLogger(__name__)
 

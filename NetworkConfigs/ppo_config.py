@@ -18,9 +18,12 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from NetworkConfigs.config_sections import checked, choice, normalise_sections, size
-from NetworkConfigs.ppo_network import ENCODERS
-from NetworkConfigs.trading_env import EnvParams
+from NetworkConfigs.config_sections import Checks, checked, choice, normalise_sections, size
+from Utilities.accounting import EnvParams
+from Utilities.input_errors import InputError
+
+# How the network reads the feature window (see ppo_network's docstring).
+ENCODERS = ("mlp", "conv", "gru")
 
 DEFAULTS: dict[str, dict[str, Any]] = {
     "model_params": {"input_dim": None, "hidden_dim": 64, "num_layers": 2, "num_actions": 3,
@@ -46,7 +49,7 @@ SMOKE = {"train_params": {"total_timesteps": 8_192, "n_envs": 4, "n_steps": 256,
 
 
 def normalise(config: dict[str, Any] | None) -> dict[str, Any]:
-    """Defaults + user config (sectioned or flat); unknown keys raise ValueError."""
+    """Defaults + user config (sectioned or flat); unknown keys raise InputError(s)."""
     return normalise_sections(config, DEFAULTS)
 
 
@@ -90,37 +93,41 @@ class PPOSettings:
 
 
 def settings_from(config: dict[str, Any]) -> PPOSettings:
-    """Map a normalised config to PPOSettings; ``epochs`` (seed) counts iterations."""
+    """Map a normalised config to PPOSettings; ``epochs`` (seed) counts iterations.
+    Every bad key is reported at once (InputErrors, field = the key)."""
     train, model = config["train_params"], config["model_params"]
-    n_envs, n_steps = size(train, "n_envs"), size(train, "n_steps")
-    epochs = size(train, "epochs", optional=True)
-    total = epochs * n_envs * n_steps if epochs else size(train, "total_timesteps")
-    settings = PPOSettings(
-        total_timesteps=total, n_envs=n_envs, n_steps=n_steps,
-        learning_rate=checked(train, "learning_rate", float, low=1e-12),
-        anneal_lr=checked(train, "anneal_lr", bool),
-        anneal_clip=checked(train, "anneal_clip", bool),
-        gamma=checked(train, "gamma", float, low=0, high=1),
-        gae_lambda=checked(train, "gae_lambda", float, low=0, high=1),
-        minibatch_size=size(train, "batch_size", low=2),
-        update_epochs=size(train, "ppo_epochs"),
-        clip_coef=checked(train, "clip_ratio", float, low=1e-9),
-        clip_vloss=checked(train, "clip_value_loss", bool),
-        ent_coef=checked(train, "entropy_coef", float, low=0),
-        vf_coef=checked(train, "value_coef", float, low=0),
-        max_grad_norm=checked(train, "max_grad_norm", float, low=1e-9),
-        target_kl=checked(train, "target_kl", float, low=0, optional=True),
-        norm_adv=checked(train, "norm_adv", bool),
-        seed=checked(train, "seed", int, low=0, high=2**32 - 1),
-        device=choice(train, "device", ("auto", "cpu", "cuda")),
-        hidden_dim=size(model, "hidden_dim"),
-        depth=size(model, "num_layers"),
-        encoder=choice(model, "encoder", ENCODERS))
+    check = Checks()
+    n_envs, n_steps = check(size, train, "n_envs"), check(size, train, "n_steps")
+    epochs = check(size, train, "epochs", optional=True)
+    total = None if epochs else check(size, train, "total_timesteps")
+    values = dict(
+        n_envs=n_envs, n_steps=n_steps,
+        learning_rate=check(checked, train, "learning_rate", float, low=1e-12),
+        anneal_lr=check(checked, train, "anneal_lr", bool),
+        anneal_clip=check(checked, train, "anneal_clip", bool),
+        gamma=check(checked, train, "gamma", float, low=0, high=1),
+        gae_lambda=check(checked, train, "gae_lambda", float, low=0, high=1),
+        minibatch_size=check(size, train, "batch_size", low=2),
+        update_epochs=check(size, train, "ppo_epochs"),
+        clip_coef=check(checked, train, "clip_ratio", float, low=1e-9),
+        clip_vloss=check(checked, train, "clip_value_loss", bool),
+        ent_coef=check(checked, train, "entropy_coef", float, low=0),
+        vf_coef=check(checked, train, "value_coef", float, low=0),
+        max_grad_norm=check(checked, train, "max_grad_norm", float, low=1e-9),
+        target_kl=check(checked, train, "target_kl", float, low=0, optional=True),
+        norm_adv=check(checked, train, "norm_adv", bool),
+        seed=check(checked, train, "seed", int, low=0, high=2**32 - 1),
+        device=check(choice, train, "device", ("auto", "cpu", "cuda")),
+        hidden_dim=check(size, model, "hidden_dim"),
+        depth=check(size, model, "num_layers"),
+        encoder=check(choice, model, "encoder", ENCODERS))
     for name in ("checkpoint_every", "eval_every"):
-        checked(train, name, int, low=1)
-    size(model, "lookback_window")
+        check(checked, train, name, int, low=1)
+    check(size, model, "lookback_window")
+    check.raise_any()
+    settings = PPOSettings(total_timesteps=epochs * n_envs * n_steps if epochs else total,
+                           **values)
     if settings.minibatch_size > settings.batch_size:
-        raise ValueError(f"batch_size (minibatch) {settings.minibatch_size} exceeds "
-                         f"n_envs*n_steps = {settings.batch_size}")
+        raise InputError(f"batch_size (minibatch) {settings.minibatch_size} exceeds "
+                         f"n_envs*n_steps = {settings.batch_size}", field="batch_size")
     return settings
-

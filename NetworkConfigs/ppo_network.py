@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import torch
 from torch import nn
 
-ENCODERS = ("mlp", "conv", "gru")
+from NetworkConfigs.ppo_config import ENCODERS
+from NetworkConfigs.torch_utils import gumbel_noise
 
 
 def layer_init(layer: nn.Linear, std: float = math.sqrt(2), bias: float = 0.0) -> nn.Linear:
@@ -38,16 +38,6 @@ def _run(layers: tuple[nn.Module, ...], x: torch.Tensor) -> torch.Tensor:
     for layer in layers:
         x = layer.forward(x)
     return x
-
-
-def gumbel_noise(shape: tuple[int, ...], device: torch.device | str = "cpu") -> torch.Tensor:
-    """Gumbel(0, 1) noise ``-log E``, ``E ~ Exp(1)``, from torch's generator.
-
-    The Gumbel-max trick: ``argmax(log p + g)`` over the last axis is a draw from the
-    categorical ``p`` (``torch.multinomial`` draws one sample the same way, as an
-    exponential race). Drawing a rollout's noise at once saves ops on every step.
-    """
-    return -torch.empty(shape, device=device).exponential_().log()
 
 
 def _mlp(inputs: int, hidden: int, depth: int) -> nn.Sequential:
@@ -143,9 +133,9 @@ class ActorCritic(nn.Module):
 
     def act(self, obs: torch.Tensor, noise: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Rollout step, no grad, actor only: actions drawn with the Gumbel ``noise`` (see
-        :func:`gumbel_noise`; same shape as the log-probs) and the log-probabilities of
-        all actions. (Values do not steer a rollout; PPO computes them for the whole
-        rollout in one batch.)"""
+        :func:`~NetworkConfigs.torch_utils.gumbel_noise`; same shape as the log-probs) and
+        the log-probabilities of all actions. (Values do not steer a rollout; PPO computes
+        them for the whole rollout in one batch.)"""
         with torch.no_grad():
             log_probs = torch.log_softmax(_run(self._actor_layers, self.encode(obs)), dim=-1)
             return (log_probs + noise).argmax(-1), log_probs
@@ -156,20 +146,3 @@ class ActorCritic(nn.Module):
         hidden = self.encode(obs)
         return (torch.softmax(_run(self._actor_layers, hidden), dim=-1),
                 _run(self._critic_layers, hidden).squeeze(-1))
-
-
-def resolve_device(name: str = "auto") -> torch.device:
-    """'auto' picks CUDA when available, else CPU; 'cuda' without a GPU is an error."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device 'cuda' requested but no CUDA GPU is available; use auto or cpu")
-    if name not in ("cpu", "cuda"):
-        raise ValueError(f"unknown device {name!r}; use auto, cpu or cuda")
-    return torch.device(name)
-
-
-def seed_everything(seed: int) -> None:
-    """Seed torch and numpy's global generator (env randomness is seeded separately)."""
-    torch.manual_seed(seed)
-    np.random.seed(seed)

@@ -11,7 +11,7 @@ backtesting alike, so the three can never disagree:
   up 1 → Buy, down 2 → Sell. A classifier's action is its most likely class; a
   regressor's predicted return goes through the same threshold rule as the labels.
 - **Semantics.** The action is an order on the account, exactly as for PPO and the
-  env (``trading_env.target_positions``): Buy steps the position up one (short → flat →
+  env (``accounting.target_positions``): Buy steps the position up one (short → flat →
   long), Sell steps it down, Hold keeps it. So two "down" bars take a long account to
   short, and a /predict client that applies the actions to its account sees what the
   backtest books. (A signal read as a target position would make the API and the
@@ -27,7 +27,7 @@ import pandas as pd
 from scipy.special import ndtr
 
 from NetworkConfigs.base import ACTION_NAMES, Prediction
-from NetworkConfigs.trading_env import BUY, HOLD, SELL
+from Utilities.accounting import BUY, HOLD, SELL
 from Utilities.data_utils import PreparedData, windows_ending_at
 
 DIRECTIONS = ("flat", "up", "down")  # index == the action it maps to (Hold, Buy, Sell)

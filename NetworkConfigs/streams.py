@@ -4,7 +4,7 @@ A client that receives one bar at a time pushes it to a stream it names. Each st
 keeps its own rolling window (``loader.window_size`` bars) and its own simulated
 account, so clients never share state. Once the window is full, every bar is answered
 with the model's prediction for that bar (given the stream's account) and the predicted
-action is filled at the bar's Close by ``trading_env.apply_actions``, the one
+action is filled at the bar's Close by ``accounting.apply_actions``, the one
 accounting rule, with the model's ``env_params``.
 
 Decisions:
@@ -41,7 +41,7 @@ import numpy as np
 import pandas as pd
 
 from NetworkConfigs.base import ACCOUNT_FIELDS, ACTION_NAMES, ModelLoader, Prediction
-from NetworkConfigs.trading_env import Accounts, EnvParams, apply_actions
+from Utilities.accounting import Accounts, EnvParams, apply_actions
 from Utilities.data_utils import (
     WINDOW_ROWS,
     DataError,

@@ -30,7 +30,7 @@ import torch
 
 from NetworkConfigs.artifacts import ModelWriter, ensure_available, file_sha256, write_model
 from NetworkConfigs.base import Callback, Trainer, notify_iteration, run_with_callbacks
-from NetworkConfigs.config_sections import checked, choice, normalise_sections, size
+from NetworkConfigs.config_sections import Checks, checked, choice, normalise_sections, size
 from NetworkConfigs.signals import (
     DIRECTIONS,
     TARGETS,
@@ -39,7 +39,7 @@ from NetworkConfigs.signals import (
     majority_accuracy,
     samples,
 )
-from NetworkConfigs.trading_env import EnvParams
+from Utilities.accounting import EnvParams
 from Utilities.data_utils import DataError, PreparedData, prepare_from_params
 
 log = logging.getLogger(__name__)
@@ -72,15 +72,17 @@ class SupervisedTrainer(Trainer):
                  callbacks: list[Callback] | tuple = ()) -> None:
         super().__init__(normalise_sections(config, self.defaults), callbacks)
         model, train = self.config["model_params"], self.config["train_params"]
-        self.lookback = size(model, "lookback_window")
-        self.target = choice(model, "target", self.targets)
-        self.threshold = checked(model, "threshold", float, low=0)
-        self.epochs = size(train, "epochs")
-        self.patience = size(train, "patience", optional=True)
-        self.seed = checked(train, "seed", int, low=0, high=2**32 - 1)
-        checked(train, "checkpoint_every", int, low=1)
-        EnvParams.from_dict(self.config["env_params"])  # a bad cost fails now, not later
-        self._check_params()
+        check = Checks()  # every bad key at once, so a form shows them all
+        self.lookback = check(size, model, "lookback_window")
+        self.target = check(choice, model, "target", self.targets)
+        self.threshold = check(checked, model, "threshold", float, low=0)
+        self.epochs = check(size, train, "epochs")
+        self.patience = check(size, train, "patience", optional=True)
+        self.seed = check(checked, train, "seed", int, low=0, high=2**32 - 1)
+        check(checked, train, "checkpoint_every", int, low=1)
+        check(EnvParams.from_dict, self.config["env_params"])  # a bad cost fails now
+        self._check_params(check)
+        check.raise_any()
         self.iteration = self.global_step = 0
         self._status = "new"
         self.best_epoch, self.best_loss, self.best = 0, float("inf"), None
@@ -92,8 +94,9 @@ class SupervisedTrainer(Trainer):
 
     # ---------------------------------------------------------------- subclass hooks
 
-    def _check_params(self) -> None:
-        """Check the type's own keys (raise ValueError naming the key)."""
+    def _check_params(self, check: Checks) -> None:
+        """Check the type's own keys through ``check`` (which keeps every InputError;
+        each names its key as ``field``)."""
 
     @abstractmethod
     def _build(self, n_features: int, train: Samples) -> None:
@@ -153,13 +156,13 @@ class SupervisedTrainer(Trainer):
         return int(self.config["train_params"]["checkpoint_every"])
 
     def check_data(self, bars: pd.DataFrame, source: str | None = None) -> None:
-        self.prepare(bars, source)
+        self.prepared(bars, source)
 
     def check_resume(self, state: dict[str, Any], bars: pd.DataFrame,
                      source: str | None = None) -> None:
         """Build the model for this config and data and load ``state`` into it: a window
         or network that changed since the checkpoint fails here, before a run starts."""
-        data = self.prepare(bars, source)
+        data = self.prepared(bars, source)
         self.features = list(data.spec.features)
         self._build(len(self.features), samples(data, "train", self.threshold))
         self.load_state(state)
@@ -173,7 +176,7 @@ class SupervisedTrainer(Trainer):
             resume_state: dict[str, Any] | None = None) -> Path:
         """Train on the train part, stop early on the validation loss, save the best."""
         ensure_available(models_dir, self.prefix, model_name, overwrite)
-        data = self.prepare(bars, source=Path(data_file).name if data_file else None)
+        data = self.prepared(bars, Path(data_file).name if data_file else None, keep=False)
         parts = {name: samples(data, name, self.threshold) for name in PARTS}
         if len(parts["validation"]) == 0:
             raise DataError("data_params.val_fraction must leave a validation part: early "

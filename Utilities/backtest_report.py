@@ -18,9 +18,11 @@ import pandas as pd
 
 from NetworkConfigs.artifacts import file_sha256
 from NetworkConfigs.base import ACTION_NAMES
-from NetworkConfigs.trading_env import EnvParams
 from Utilities import performance
+from Utilities.accounting import EnvParams
 from Utilities.backtester import BacktestResult
+from Utilities.data_loading import parse_time
+from Utilities.input_errors import InputError
 from Utilities.serialization import to_plain
 
 log = logging.getLogger(__name__)
@@ -28,8 +30,10 @@ log = logging.getLogger(__name__)
 BASELINE_COLORS = ("#6b7280", "#f59e0b")  # grey, amber: apart from the strategy's blue
 
 
-class BacktestInputError(ValueError):
-    """A backtest request that cannot run (date range, costs); the message says why."""
+class BacktestInputError(InputError):
+    """A backtest request that cannot run (date range, costs); the message says why and
+    ``field`` what it is about (``start``, ``end``, a cost, ``model`` for the model's own
+    env_params; None for the file's default period)."""
 
 
 @dataclass(frozen=True)
@@ -48,13 +52,16 @@ def choose_period(index: pd.Index, earliest: int, *, config: dict[str, Any],
     default never scores the model on bars it learned from; else the whole file.
     ``earliest``: the first row with a full lookback window."""
     start, end = _timestamp(start, "start"), _timestamp(end, "end", whole_day=True)
+    # What a period that cannot run is blamed on: the bound a person gave (the end
+    # first), else nothing in particular (the file's own default period is too short).
+    blamed = "end" if end is not None else "start" if start is not None else None
     if len(index) == 0:
         raise BacktestInputError("the file has no bars left after the feature warm-up")
-    if start is not None or end is not None:
-        first, last, source = *_rows_between(index, start, end), "custom range"
+    if blamed:
+        first, last, source = *_rows_between(index, start, end, blamed), "custom range"
     elif _is_training_file(config, csv_path) and "test" in config.get("split", {}):
         test = config["split"]["test"]
-        first, last, source = *_rows_between(index, test["start"], test["end"]), \
+        first, last, source = *_rows_between(index, test["start"], test["end"], None), \
             "held-out test slice"
     else:
         first, last, source = 0, len(index) - 1, "whole file"
@@ -63,39 +70,30 @@ def choose_period(index: pd.Index, earliest: int, *, config: dict[str, Any],
         raise BacktestInputError(
             f"the period {index[min(first, len(index) - 1)]} .. {index[last]} leaves "
             f"{max(last - first + 1, 0)} bar(s) with a full {earliest + 1}-bar window; "
-            "a backtest needs at least 2")
+            "a backtest needs at least 2", field=blamed)
     return Period(first, last, source)
 
 
-def _rows_between(index: pd.Index, start: Any, end: Any) -> tuple[int, int]:
+def _rows_between(index: pd.Index, start: Any, end: Any,
+                  blamed: str | None) -> tuple[int, int]:
     lo, hi = _timestamp(start, "start"), _timestamp(end, "end")
     if lo is not None and hi is not None and lo > hi:
-        raise BacktestInputError(f"start {lo} is after end {hi}")
+        raise BacktestInputError(f"start {lo} is after end {hi}", field="end")
     first = 0 if lo is None else int(index.searchsorted(lo, side="left"))
     last = len(index) - 1 if hi is None else int(index.searchsorted(hi, side="right")) - 1
     if first > last:
         raise BacktestInputError(f"no bars between {lo or index[0]} and {hi or index[-1]} "
-                                 f"(the file covers {index[0]} .. {index[-1]})")
+                                 f"(the file covers {index[0]} .. {index[-1]})", field=blamed)
     return first, last
 
 
 def _timestamp(value: Any, label: str, whole_day: bool = False) -> pd.Timestamp | None:
-    """A bound as a naive UTC timestamp (how load_bars stores times); blank is no bound.
-    ``whole_day``: a date without a time means the end of that day (intraday bars)."""
-    if value is None or (isinstance(value, str) and not value.strip()):
-        return None
+    """A bound as a naive UTC timestamp (how load_bars stores times), by the one date
+    rule (:func:`~Utilities.data_loading.parse_time`); blank is no bound."""
     try:
-        stamp = pd.Timestamp(value)
-    except (ValueError, TypeError):
-        stamp = pd.NaT
-    if pd.isna(stamp):
-        raise BacktestInputError(f"{label} {value!r} is not a date (use YYYY-MM-DD or "
-                                 "YYYY-MM-DD HH:MM)")
-    if stamp.tzinfo is not None:
-        stamp = stamp.tz_convert("UTC").tz_localize(None)
-    if whole_day and isinstance(value, str) and ":" not in value and stamp == stamp.normalize():
-        stamp += pd.Timedelta(days=1) - pd.Timedelta(seconds=1)  # indexes may be in s
-    return stamp
+        return parse_time(value, label, whole_day=whole_day)
+    except InputError as exc:
+        raise BacktestInputError(str(exc), field=exc.field) from None
 
 
 def _is_training_file(config: dict[str, Any], csv_path: Path) -> bool:
@@ -109,8 +107,9 @@ def env_params_for(config: dict[str, Any], **overrides: Any) -> EnvParams:
     values.update({k: v for k, v in overrides.items() if v is not None})
     try:
         return EnvParams.from_dict(values)
-    except ValueError as exc:
-        raise BacktestInputError(str(exc)) from None
+    except InputError as exc:  # a cost the backtest chose, else the model's own env_params
+        chosen = exc.field in overrides and overrides[exc.field] is not None
+        raise BacktestInputError(str(exc), field=exc.field if chosen else "model") from None
 
 
 def decision_frame(index: pd.Index, actions: np.ndarray,

@@ -14,7 +14,7 @@ Timing, the same as the training env and as backtesting.py with ``trade_on_close
   (backtesting.py's ``finalize_trades=True``). With ``finalize=False`` it is left open
   and reported as ``open_trade``.
 
-Accounting goes through :func:`NetworkConfigs.trading_env.apply_actions`, the env's own
+Accounting goes through :func:`Utilities.accounting.apply_actions`, the env's own
 rule. Because the position path of a tape is known in advance and the rule is linear in
 equity, trades are replayed all at once: every trade runs in its own account of unit
 equity (one vectorised call opens them all, one closes them all) and the real account's
@@ -37,7 +37,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from NetworkConfigs.trading_env import (
+from Utilities import performance
+from Utilities.accounting import (
     BUY,
     HOLD,
     SELL,
@@ -46,7 +47,6 @@ from NetworkConfigs.trading_env import (
     apply_actions,
     position_path,
 )
-from Utilities import performance
 from Utilities.data_loading import MAX_LISTED, DataError, describe_rows, time_order_problem
 
 FILL_MODES = ("close", "next_open")

@@ -58,6 +58,7 @@ _TIME_FORMATS = (
     "%Y%m%d %H:%M:%S", "%Y%m%d",
 )
 _FORMAT_PROBE_ROWS = 200
+DATE_FORMS = "YYYY-MM-DD or YYYY-MM-DD HH:MM"  # what messages ask a person to type
 # Cells that float() or pandas would silently turn into 1.0 or nanoseconds.
 _NOT_NUMBERS = (bool, np.bool_, dt.date, dt.time, dt.timedelta, np.datetime64, np.timedelta64)
 
@@ -364,6 +365,29 @@ def _yyyymmdd_text(values: pd.Series, name: str) -> pd.Series:
             "(2024-01-31), or name a column of Unix times 'timestamp'",
             source=name, column=str(values.name), rows=rows)
     return values.astype("Int64").astype("string")
+
+
+def parse_time(value: Any, field: str, *, whole_day: bool = False) -> pd.Timestamp | None:
+    """A date or date-time a person gave (a backtest's start or end, a split bound in a
+    model config) as the naive UTC timestamp bars are indexed by, read with the formats a
+    file's time column is read with; blank or None is no bound. ``whole_day``: a date
+    without a time means the last second of that day (an end bound over intraday bars).
+    InputError(field=field) when it is not a date."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    if isinstance(value, dt.date | np.datetime64):
+        stamp = pd.Timestamp(value)
+        stamp = stamp.tz_convert("UTC").tz_localize(None) if stamp.tzinfo else stamp
+    elif isinstance(value, str):
+        stamp = _parse_text_times(pd.Series([value.strip()])).iloc[0]
+        stamp = stamp if pd.isna(stamp) else stamp.tz_localize(None)
+    else:
+        raise InputError(f"{field} must be a date string ({DATE_FORMS}); got {value!r}", field)
+    if pd.isna(stamp):
+        raise InputError(f"{field} {value[:40]!r} is not a date (use {DATE_FORMS})", field)
+    if whole_day and isinstance(value, str) and ":" not in value and stamp == stamp.normalize():
+        stamp += pd.Timedelta(days=1) - pd.Timedelta(seconds=1)  # bar times may be in s
+    return stamp
 
 
 def _parse_text_times(raw: pd.Series) -> pd.Series:

@@ -40,9 +40,10 @@ __all__ = [
     "FILE_LINES", "MIN_SAMPLES", "OHLC", "PRICE_LEVEL_TOLERANCE", "PRICE_MAX_RELATIVE_MOVE",
     "SCALERS", "TIME_INDEX", "TRANSFORMS", "VOLUME", "WINDOW_ROWS", "DataError",
     "FeatureSpec", "PreparedData", "Source", "Split", "build_feature_spec",
-    "check_lookback", "chronological_split", "detect_price_columns", "fit_scaler",
-    "load_bars", "min_rows_for", "prepare_data", "read_window", "require_rows", "scale_frame",
-    "scale_window", "select_features", "transform_features", "window_cells", "window_frame",
+    "check_data_params", "check_lookback", "chronological_split", "detect_price_columns",
+    "fit_scaler", "load_bars", "min_rows_for", "prepare_data", "read_window", "require_rows",
+    "scale_frame", "scale_window", "select_features", "transform_features", "window_cells",
+    "window_frame",
 ]
 
 TRANSFORMS = ("raw", "diff", "returns")
@@ -62,7 +63,8 @@ PRICE_MAX_RELATIVE_MOVE = 2.0
 def check_lookback(lookback: int) -> None:
     """Refuse a lookback that would silently select the wrong rows (``iloc[-0:]`` is all)."""
     if isinstance(lookback, bool) or not isinstance(lookback, int | np.integer) or lookback < 1:
-        raise DataError(f"lookback must be an integer >= 1; got {lookback!r}")
+        raise DataError(f"lookback must be an integer >= 1; got {lookback!r}",
+                        field="lookback_window")
 
 
 def min_rows_for(lookback: int, spec: FeatureSpec | None = None) -> int:
@@ -92,9 +94,10 @@ class FeatureSpec:
 
     def __post_init__(self) -> None:
         if self.transform not in TRANSFORMS:
-            raise DataError(f"unknown feature transform {self.transform!r}; valid: {TRANSFORMS}")
+            raise DataError(f"unknown feature transform {self.transform!r}; valid: {TRANSFORMS}",
+                            field="transform")
         if not self.features:
-            raise DataError("no features selected")
+            raise DataError("no features selected", field="features")
         _check_names("features", self.features)
         _check_names("price_columns", self.price_columns)
         stray = [c for c in self.price_columns if c not in self.features]
@@ -143,7 +146,8 @@ def select_features(bars: pd.DataFrame, features: Iterable[str] | None = None,
     missing = [c for c in wanted if c not in bars.columns]
     if missing:
         raise DataError(f"feature column(s) {missing} not in the data; available: "
-                        f"{list(bars.columns)}", source=source, column=missing[0])
+                        f"{list(bars.columns)}", source=source, column=missing[0],
+                        field="features")
     return wanted
 
 
@@ -233,23 +237,35 @@ def chronological_split(n_rows: int, *, lookback: int = 1, val_fraction: float =
     """
     for label, frac in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
         if not 0.0 <= frac < 1.0:
-            raise DataError(f"{label} must be in [0, 1); got {frac}")
+            raise DataError(f"{label} must be in [0, 1); got {frac}", field=label)
+    if val_fraction + test_fraction >= 1.0:
+        raise DataError(f"val_fraction + test_fraction must be below 1, leaving a training "
+                        f"part; got {val_fraction} + {test_fraction}", field="val_fraction")
     n_test = round(n_rows * test_fraction)
     n_val = round(n_rows * val_fraction)
     n_train = n_rows - n_val - n_test
-    require_rows(n_train, lookback + MIN_SAMPLES, source=source,
-                 why=f"training part of {n_rows} rows after a {val_fraction:.0%}/"
-                     f"{test_fraction:.0%} validation/test split, lookback {lookback}")
-    for label, n, frac in (("validation", n_val, val_fraction), ("test", n_test, test_fraction)):
-        if frac > 0:
-            require_rows(n, MIN_SAMPLES, source=source, why=f"{label} part")
+    # Enough rows in all (prepare_data checks that first): a part too small is the
+    # fractions' doing, so the error is about the fraction to change.
+    if n_train < lookback + MIN_SAMPLES:
+        raise DataError(f"a {val_fraction:.0%}/{test_fraction:.0%} validation/test split of "
+                        f"{n_rows} rows leaves {n_train} for training; at least "
+                        f"{lookback + MIN_SAMPLES} are needed (lookback {lookback} + "
+                        f"{MIN_SAMPLES}): lower val_fraction or test_fraction",
+                        field="val_fraction" if val_fraction >= test_fraction
+                        else "test_fraction")
+    for key, part, n, frac in (("val_fraction", "validation", n_val, val_fraction),
+                               ("test_fraction", "test", n_test, test_fraction)):
+        if frac > 0 and n < MIN_SAMPLES:
+            raise DataError(f"{key} {frac} of {n_rows} rows leaves {n} for the {part} part; "
+                            f"at least {MIN_SAMPLES} are needed: raise it, or set it to 0 "
+                            f"for no {part} part", field=key)
     return Split((0, n_train), (n_train, n_train + n_val), (n_train + n_val, n_rows))
 
 
 def fit_scaler(train_features: pd.DataFrame | np.ndarray, kind: str = "standard") -> Any:
     """A scaler fitted on the training part only."""
     if kind not in SCALERS:
-        raise DataError(f"unknown scaler {kind!r}; valid: {sorted(SCALERS)}")
+        raise DataError(f"unknown scaler {kind!r}; valid: {sorted(SCALERS)}", field="scaler")
     return SCALERS[kind]().fit(np.asarray(train_features, dtype=np.float64))
 
 
@@ -302,23 +318,32 @@ def windows_ending_at(scaled: np.ndarray, lookback: int, first: int, stop: int) 
     return every[first - lookback + 1:stop - lookback + 1, 0]
 
 
-def prepare_from_params(bars: pd.DataFrame, data_params: dict[str, Any], *, lookback: int,
-                        source: str | None = None) -> PreparedData:
-    """:func:`prepare_data` as a model config's ``data_params`` section asks for it
-    (features, transform, val/test fractions, scaler): the same for every model type."""
+def check_data_params(data_params: dict[str, Any]) -> None:
+    """The types of a ``data_params`` section, checked without the data (a form checks
+    them before any file is read); each DataError's ``field`` is the key."""
     for key in ("val_fraction", "test_fraction"):
         value = data_params[key]
         if isinstance(value, bool) or not isinstance(value, int | float):
-            raise DataError(f"data_params.{key} must be a number in [0, 1); got {value!r}")
+            raise DataError(f"data_params.{key} must be a number in [0, 1); got {value!r}",
+                            field=key)
     for key in ("transform", "scaler"):
         if not isinstance(data_params[key], str):
-            raise DataError(f"data_params.{key} must be a name; got {data_params[key]!r}")
+            raise DataError(f"data_params.{key} must be a name; got {data_params[key]!r}",
+                            field=key)
     features = data_params["features"]
     if features is not None and (not isinstance(features, list)
                                  or not all(isinstance(f, str) for f in features)):
         raise DataError(f"data_params.features must be a list of column names or null; "
-                        f"got {features!r}")
-    spec = build_feature_spec(bars, features, data_params["transform"], source=source)
+                        f"got {features!r}", field="features")
+
+
+def prepare_from_params(bars: pd.DataFrame, data_params: dict[str, Any], *, lookback: int,
+                        source: str | None = None) -> PreparedData:
+    """:func:`prepare_data` as a model config's ``data_params`` section asks for it
+    (features, transform, val/test fractions, scaler): the same for every model type."""
+    check_data_params(data_params)
+    spec = build_feature_spec(bars, data_params["features"], data_params["transform"],
+                              source=source)
     return prepare_data(bars, spec, lookback=lookback, scaler=data_params["scaler"],
                         val_fraction=data_params["val_fraction"],
                         test_fraction=data_params["test_fraction"], source=source)

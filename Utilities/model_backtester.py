@@ -20,7 +20,7 @@ import pandas as pd
 
 from NetworkConfigs import load_model, model_type_of
 from NetworkConfigs.base import ModelLoader
-from NetworkConfigs.trading_env import EnvParams
+from Utilities.accounting import EnvParams
 from Utilities.backtest_report import BacktestReport, choose_period, env_params_for
 from Utilities.backtester import baselines, run_backtest
 from Utilities.data_utils import load_bars, transform_features, windows_ending_at

@@ -64,6 +64,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from Utilities.number_format import figure, is_missing
 from Utilities.serialization import to_plain
 
 log = logging.getLogger(__name__)
@@ -89,7 +90,6 @@ _PERIOD_SAMPLE = 100
 _CALENDARS: dict[int, tuple[float, str]] = {7: (52.0, "W"), 31: (12.0, "ME"), 365: (1.0, "YE")}
 # More than 60 % of the weekend's natural share of bars: the market trades every day.
 _WEEKEND_SHARE = 2 / 7 * 0.6
-_MISSING = "-"
 # Equity this close to its running peak (as a fraction of the peak) is at the peak.
 # Float64 arithmetic leaves an account that closed a trade at a new high a few ulps
 # (~1e-16) below the mark it was valued at a bar earlier; read exactly, that dip would
@@ -252,7 +252,7 @@ def compute_statistics(
 
 def jsonable_statistics(stats: Mapping[str, Any]) -> dict[str, Any]:
     """The same keys with JSON-safe values: ISO timestamps, "3 days 04:00:00", None."""
-    return {key: None if _is_missing(value) else to_plain(value) for key, value in stats.items()}
+    return {key: None if is_missing(value) else to_plain(value) for key, value in stats.items()}
 
 
 def format_statistics(
@@ -261,8 +261,8 @@ def format_statistics(
     """A plain-text table: one row per statistic, the strategy then each baseline."""
     columns = {"Strategy": stats, **(baselines or {})}
     rows = [["", *columns]]
-    rows += [[key, *(_format_value(col[key]) if key in col else "" for col in columns.values())]
-             for key in stats]
+    rows += [[key, *(figure(col[key], _kind(key)) if key in col else ""
+                     for col in columns.values())] for key in stats]
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     return "\n".join(_format_row(row, widths) for row in rows)
 
@@ -393,7 +393,7 @@ def _mean(values: np.ndarray) -> float:
 
 def _duration(value: Any, period: Any) -> Any:
     """A Timedelta rounded up to the bars' resolution; bar counts as numbers; None if undefined."""
-    if _is_missing(value):
+    if is_missing(value):
         return None
     if isinstance(value, pd.Timedelta) and isinstance(period, pd.Timedelta):
         return value.ceil(period.resolution_string)
@@ -405,19 +405,11 @@ def _plain(value: Any) -> Any:
     return value.item() if isinstance(value, np.generic) else value
 
 
-def _is_missing(value: Any) -> bool:
-    if value is None or value is pd.NaT:
-        return True
-    return isinstance(value, float | np.floating) and math.isnan(value)
-
-
-def _format_value(value: Any) -> str:
-    if _is_missing(value):
-        return _MISSING
-    if isinstance(value, bool | int | np.integer):
-        return str(int(value))
-    if isinstance(value, float | np.floating):
-        return f"{float(value):,.2f}"
-    if isinstance(value, pd.Timestamp):
-        return value.isoformat(sep=" ")
-    return str(value)
+def _kind(key: str) -> str:
+    """How a statistic is written (:func:`Utilities.number_format.figure`), by the unit
+    in its name: [$] money, [%] percent points, # a count, anything else a metric."""
+    if key.endswith("[$]"):
+        return "money"
+    if key.endswith("[%]"):
+        return "pct_points"
+    return "int" if key.startswith("#") else "num"

@@ -31,7 +31,7 @@ import pandas as pd
 from NetworkConfigs.base import ACTION_NAMES
 from NetworkConfigs.PPO_loader import PPOModelLoader
 from NetworkConfigs.ppo_replay_policy import ReplayPolicy, softmax
-from NetworkConfigs.trading_env import (
+from Utilities.accounting import (
     ACCOUNT_FEATURES,
     BUY,
     HOLD,
@@ -75,7 +75,7 @@ def play(policy: ReplayPolicy, close: np.ndarray, fill_price: np.ndarray, params
     """The closed loop over ``len(close)`` bars: (actions, probabilities, values).
 
     Bar ``i`` is the policy's row ``i``; its account entries come from
-    ``trading_env.account_features`` of the :class:`LoopAccount`, whose fills follow
+    ``accounting.account_features`` of the :class:`LoopAccount`, whose fills follow
     ``apply_actions``, so the agent sees exactly what the training env would show it.
     Only the actor runs inside the loop; probabilities and values are computed for all
     bars at the end, from the logits and account entries the loop recorded.

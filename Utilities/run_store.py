@@ -77,6 +77,7 @@ SORT_FIELDS = ("created_at", "started_at", "ended_at", "name", "status", "model_
 MAX_PAGE_SIZE = 1000
 MAX_EVENTS_PAGE = 100_000
 TRANSITIONS: dict[str, frozenset[str]] = {
+    "starting": frozenset({"running", "stopped", "failed"}),
     "running": frozenset({"paused", "completed", "stopped", "failed"}),
     "paused": frozenset({"running", "stopped", "failed"}),
     **{status: frozenset() for status in TERMINAL_STATUSES},
@@ -238,15 +239,16 @@ def _tag_list(tags: object) -> list[str]:
 def _new_run_row(*, name: str, model_type: str, algorithm: str = "",
                  config: dict | None = None, tags: list[str] | tuple[str, ...] | None = (),
                  description: str = "", data_file: str = "", model_dir: str = "",
-                 run_id: str | None = None) -> Run:
-    """A validated, unsaved running Run (every timestamp now)."""
+                 run_id: str | None = None, status: str = "running") -> Run:
+    """A validated, unsaved Run, running or starting (every timestamp now)."""
+    _check("status", [status], ("starting", "running"))
     fields = {label: _str_arg(label, value, required=label in ("name", "model_type"))
               for label, value in (("name", name), ("model_type", model_type),
                                    ("algorithm", algorithm), ("description", description),
                                    ("data_file", data_file), ("model_dir", model_dir))}
     tag_rows = [RunTag(tag=tag) for tag in _tag_list(tags)]
     now = utcnow()
-    return Run(id=_uuid_arg(run_id), status="running", config=json_value("config", config),
+    return Run(id=_uuid_arg(run_id), status=status, config=json_value("config", config),
                created_at=now, started_at=now, heartbeat_at=now, summary={}, tags=tag_rows,
                **fields)
 
@@ -440,7 +442,9 @@ class RunStore:
     def claim_run(self, *, name: str, model_type: str, max_active: int | None = None,
                   **fields: Any) -> str:
         """create_run, unless the model (model_type + name) is training already or
-        ``max_active`` runs are live; then RunBusy. Live: running or paused with a fresh
+        ``max_active`` runs are live; then RunBusy. A launcher claims with
+        ``status="starting"`` before it starts the process that will :meth:`adopt_run` it.
+        Live: starting, running or paused with a fresh
         heartbeat (stale ones are marked lost first). Atomic across threads and
         processes: claims are serialised by a lock (SQLite's write lock, a PostgreSQL
         advisory lock), so two launchers cannot both pass the check."""
@@ -470,7 +474,8 @@ class RunStore:
         """The launched trainer takes over the run its launcher claimed for it: its
         fields are rewritten as the trainer's own create_run would have written them
         (so launched and shell runs are recorded alike) and it is heartbeat now.
-        Refused (RunStoreError) unless the run is running under the same model."""
+        Refused (RunStoreError) unless the run is starting or running under the same
+        model; a starting run turns running."""
         update = _new_run_row(name=name, model_type=model_type, algorithm=algorithm,
                               config=config, tags=tags, description=description,
                               data_file=data_file, run_id=run_id)
@@ -478,9 +483,10 @@ class RunStore:
             run = self._require(s, update.id, lock=True)
             self._mark_lost(s, [run.id])
             s.refresh(run)
-            if run.status != "running" or (run.model_type, run.name) != (model_type, name):
+            adoptable = run.status in ("starting", "running")
+            if not adoptable or (run.model_type, run.name) != (model_type, name):
                 reason = (f"it is {run.status}" + (f" ({run.error})" if run.error else "")
-                          if run.status != "running" else
+                          if not adoptable else
                           f"it is a run of the {run.model_type} model {run.name!r}")
                 raise RunStoreError(f"run {run.id} cannot be taken over: {reason}")
             for column in ("algorithm", "config", "description", "data_file"):
@@ -489,6 +495,10 @@ class RunStore:
             if sorted(tag.tag for tag in run.tags) != tags:
                 run.tags = [RunTag(tag=tag) for tag in tags]
             run.started_at = run.heartbeat_at = utcnow()
+            if run.status == "starting":
+                run.status = "running"
+                s.execute(insert(_EVENTS), [_event_row(run.id, "status", {
+                    "status": "running", "previous": "starting"}, time.time())])
             s.flush()
             logger.info("adopted run %s (%s, %s)", run.id, name, model_type)
             return run_as_dict(run)
@@ -501,7 +511,7 @@ class RunStore:
             session.flush()  # the event's foreign key needs the run row first
         except IntegrityError:  # only a chosen run id can collide
             raise RunStoreError(f"a run with id {run.id!r} already exists") from None
-        session.execute(insert(_EVENTS), [_event_row(run.id, "status", {"status": "running"},
+        session.execute(insert(_EVENTS), [_event_row(run.id, "status", {"status": run.status},
                                                      time.time())])
 
     def _lock_claims(self, session: Session) -> None:

@@ -28,7 +28,9 @@ from Utilities.serialization import to_plain
 
 logger = logging.getLogger(__name__)
 
-RUN_STATUSES = ("running", "paused", "completed", "stopped", "failed")
+# "starting": recorded by a launcher (the dashboard) before its training process
+# starts; the process takes it over (RunStore.adopt_run) and it turns "running".
+RUN_STATUSES = ("starting", "running", "paused", "completed", "stopped", "failed")
 TERMINAL_STATUSES = frozenset({"completed", "stopped", "failed"})
 EVENT_KINDS = ("episode", "trade", "decision", "checkpoint", "alert", "status", "log",
                "importance")

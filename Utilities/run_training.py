@@ -15,11 +15,12 @@ Bad arguments or data: one line on stderr, exit status 2, nothing written.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import math
 import sys
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -43,7 +44,6 @@ from NetworkConfigs.artifacts import (
     find_config,
     validate_name,
 )
-from NetworkConfigs.base import deep_merge
 from NetworkConfigs.callbacks import (
     Checkpoints,
     Heartbeat,
@@ -53,6 +53,7 @@ from NetworkConfigs.callbacks import (
     StoreLogger,
 )
 from Utilities.data_utils import DataError, load_bars
+from Utilities.input_errors import InputError
 from Utilities.logging_setup import configure_logging, one_line
 from Utilities.run_store import (
     LOST_PREFIX,
@@ -64,13 +65,12 @@ from Utilities.run_store import (
     heartbeat_seconds,
     lost_after_seconds,
 )
+from Utilities.training_request import TrainingRequest, UsageError
+
+__all__ = ["TrainingRequest", "UsageError", "main", "parse_args", "prepare", "train"]
 
 log = logging.getLogger("run_training")
 EXIT_USAGE, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_TERMINATED = 2, 1, 130, 143
-
-
-class UsageError(Exception):
-    """A problem with the command line or its files: reported in one line, exit 2."""
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -96,51 +96,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def _read_mapping(text: str, what: str, loader: Any) -> dict[str, Any]:
-    try:
-        value = loader(text)
-    except (json.JSONDecodeError, yaml.YAMLError) as exc:
-        raise UsageError(f"{what} is not valid: {exc}") from None
-    if not isinstance(value, dict):
-        raise UsageError(f"{what} must be a mapping (an object), not {type(value).__name__}")
-    return value
-
-
-def build_config(args: argparse.Namespace, default: dict[str, Any],
-                 smoke: dict[str, Any]) -> dict[str, Any]:
-    """Defaults ← smoke preset ← --config file ← --training_params ← single flags."""
-    config = deep_merge(default, smoke if args.mode == "smoke" else {})
-    if args.config:
-        if not args.config.is_file():
-            raise UsageError(f"config file not found: {args.config}")
-        config = deep_merge(config, _read_mapping(args.config.read_text(), str(args.config),
-                                                  yaml.safe_load))
-    config = deep_merge(config, _read_mapping(args.training_params, "--training_params",
-                                              json.loads))
-    for flag, key in ((args.total_timesteps, "total_timesteps"), (args.seed, "seed")):
-        if flag is not None:
-            config = deep_merge(config, {"train_params": {key: flag}})
-    return config
-
-
 def load_resume(target: str, store: RunStore | None) -> dict[str, Any]:
     """A checkpoint from a file, a model/checkpoint folder, or a run id in the store."""
     path = Path(target)
     if path.is_dir():
         found = sorted(path.glob("*_checkpoint.pt")) or sorted(path.glob("last.pt"))
         if not found:
-            raise UsageError(f"no checkpoint (*_checkpoint.pt or last.pt) in {path}")
+            raise UsageError(f"no checkpoint (*_checkpoint.pt or last.pt) in {path}", "resume")
         path = found[0]
     elif not path.is_file():
-        path = _checkpoint_of_run(target, store)
+        path = checkpoint_of_run(target, store)
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # a corrupt or foreign file: tell the user which one
         raise UsageError(f"cannot read checkpoint {path}: not a torch checkpoint file "
-                         f"({type(exc).__name__})") from None
+                         f"({type(exc).__name__})", "resume") from None
     if not isinstance(state, dict) or any(k not in state for k in ("model", "iteration")):
         raise UsageError(f"{path} is not a training checkpoint (a weights-only file cannot "
-                         "be resumed; use the model folder or its *_checkpoint.pt)")
+                         "be resumed; use the model folder or its *_checkpoint.pt)", "resume")
     return state
 
 
@@ -149,19 +122,21 @@ def check_resume(state: dict[str, Any], csv_path: str, data_hash: str) -> None:
     trained_on = state.get("data_hash")
     if trained_on and data_hash != trained_on:
         raise UsageError(f"{csv_path} is not the data this checkpoint was trained on (SHA-256 "
-                         "differs); resume with the same file, or train a new model")
+                         "differs); resume with the same file, or train a new model", "csv_path")
 
 
-def _checkpoint_of_run(run_id: str, store: RunStore | None) -> Path:
+def checkpoint_of_run(run_id: str, store: RunStore | None) -> Path:
+    """The run's newest checkpoint still on disk; UsageError (field ``resume``) if none."""
     if store is None:
-        raise UsageError(f"--resume {run_id}: not a file or folder, and no run store to look in")
+        raise UsageError(f"--resume {run_id}: not a file or folder, and no run store to look "
+                         "in", "resume")
     try:
         events = store.events_after(0, run_id=run_id, kinds=["checkpoint"], limit=100_000)
     except RunStoreError as exc:
-        raise UsageError(f"--resume {run_id}: {exc}") from None
+        raise UsageError(f"--resume {run_id}: {exc}", "resume") from None
     existing = [Path(e["payload"]["path"]) for e in events if Path(e["payload"]["path"]).is_file()]
     if not existing:
-        raise UsageError(f"--resume {run_id}: the run has no checkpoint left on disk")
+        raise UsageError(f"--resume {run_id}: the run has no checkpoint left on disk", "resume")
     return existing[-1]
 
 
@@ -197,40 +172,53 @@ def make_callbacks(job: dict[str, Any], store: RunStore | None, run_id: str | No
     return callbacks
 
 
-def prepare(args: argparse.Namespace, store: RunStore | None) -> dict[str, Any]:
-    """Everything that can fail on bad input, before any run is recorded."""
-    try:
-        resume = load_resume(args.resume, store) if args.resume else None
-        model_type = get_model_type(_type_name(args.model, resume))
-        trainer_class = model_type.trainer_class()
-        if resume is not None:
-            _check_checkpoint(resume, trainer_class.checkpoint_keys, args.resume)
-        base = resume["config"] if resume and "config" in resume else model_type.default_config
-        config = build_config(args, base, trainer_class.smoke_config)
-        name = validate_name(args.model_name or _default_name(args, resume))
-        if args.run_id is not None:
-            args.run_id = _run_id(args.run_id)
-        trainer = trainer_class(config, [])
-        bars = load_bars(args.csv_path)
-        data_hash = file_sha256(Path(args.csv_path))  # load_bars proved the file exists
-        if resume is not None:
-            check_resume(resume, args.csv_path, data_hash)
-        trainer.check_data(bars, Path(args.csv_path).name)
-        if resume is not None:
-            trainer.check_resume(resume, bars, Path(args.csv_path).name)
-    except (UnknownModelType, DataError, ArtifactError, ValueError, TypeError, OSError) as exc:
-        raise UsageError(str(exc)) from None
+def prepare(request: TrainingRequest, store: RunStore | None) -> dict[str, Any]:
+    """Everything that can fail on bad input, before any run is recorded. The data is
+    read and checked here, once: the trainer keeps its preparation for ``fit``."""
+    resume = load_resume(request.resume, store) if request.resume else None
+    with _field("model"):
+        model_type = get_model_type(_type_name(request.model_type, resume))
+    trainer_class = model_type.trainer_class()
+    if resume is not None:
+        _check_checkpoint(resume, trainer_class.checkpoint_keys, request.resume)
+    base = resume["config"] if resume and "config" in resume else model_type.default_config
+    with _field("model_name"):
+        name = validate_name(request.model_name or _default_name(request, resume))
+    with _field(None):  # a config error names its key (its field) itself
+        trainer = trainer_class(request.config_over(base, trainer_class.smoke_config), [])
+    source = request.csv_path.name
+    with _field("csv_path"):
+        bars = load_bars(request.csv_path)
+        data_hash = file_sha256(request.csv_path)  # load_bars proved the file exists
+    if resume is not None:
+        check_resume(resume, request.csv_path, data_hash)
+    with _field("csv_path"):  # or the config key a DataError names (val_fraction, …)
+        trainer.check_data(bars, source)
+    if resume is not None:
+        with _field("resume"):
+            trainer.check_resume(resume, bars, source)
     same_model = resume is not None and resume.get("model_name") == name
     return {"model_type": model_type, "trainer": trainer, "config": trainer.config,
             "name": name, "bars": bars, "resume": resume, "overwrite": same_model,
             "data_hash": data_hash}
 
 
+@contextmanager
+def _field(field: str | None) -> Iterator[None]:
+    """Bad input raised inside as a UsageError about ``field`` (unless it names its own)."""
+    try:
+        yield
+    except UsageError:
+        raise
+    except (InputError, UnknownModelType, ArtifactError, ValueError, TypeError, OSError) as exc:
+        raise UsageError.of(exc, field) from None
+
+
 def _check_checkpoint(state: dict[str, Any], keys: tuple[str, ...], target: str) -> None:
     missing = [key for key in keys if key not in state]
     if missing:
         raise UsageError(f"--resume {target}: the checkpoint lacks {missing}; it is damaged or "
-                         "was written by another version")
+                         "was written by another version", "resume")
 
 
 def _type_name(requested: str | None, resume: dict[str, Any] | None) -> str:
@@ -238,28 +226,21 @@ def _type_name(requested: str | None, resume: dict[str, Any] | None) -> str:
     saved = resume.get("model_type") if resume else None
     if requested and saved and get_model_type(requested).name != saved:
         raise UsageError(f"the checkpoint is of a {saved!r} model; resume it with --model "
-                         f"{saved} (or leave --model out)")
+                         f"{saved} (or leave --model out)", "model")
     return requested or saved or DEFAULT_MODEL_TYPE
 
 
-def _default_name(args: argparse.Namespace, resume: dict[str, Any] | None) -> str:
+def _default_name(request: TrainingRequest, resume: dict[str, Any] | None) -> str:
     if resume and resume.get("model_name"):
         return str(resume["model_name"])
-    return f"{Path(args.csv_path).stem}_{datetime.now(UTC):%Y%m%d_%H%M%S}"
+    return f"{request.csv_path.stem}_{datetime.now(UTC):%Y%m%d_%H%M%S}"
 
 
-def _run_id(text: str) -> str:
-    try:
-        return str(uuid.UUID(text))
-    except ValueError:
-        raise UsageError(f"--run-id must be a UUID; got {text!r}") from None
-
-
-def _run_fields(job: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
+def _run_fields(job: dict[str, Any], request: TrainingRequest) -> dict[str, Any]:
     """How a run is recorded, whether the CLI creates it or takes over a launcher's."""
     return {"name": job["name"], "model_type": job["model_type"].name,
             "algorithm": job["model_type"].label, "config": job["config"],
-            "data_file": str(args.csv_path), "tags": ["smoke"] if args.mode == "smoke" else []}
+            "data_file": str(request.csv_path), "tags": request.tags}
 
 
 def _launcher_claim(store: RunStore | None, run_id: str | None) -> str | None:
@@ -268,31 +249,33 @@ def _launcher_claim(store: RunStore | None, run_id: str | None) -> str | None:
         return None
     try:
         run = store.get_run(str(uuid.UUID(run_id)))
-    except (ValueError, RunStoreError):  # not a UUID (prepare says so), unknown, no store
+    except (ValueError, RunStoreError):  # not a UUID (the request says so), unknown, no store
         return None
-    return run["run_id"] if run["status"] == "running" else None
+    return run["run_id"] if run["status"] in ("starting", "running") else None
 
 
-def _record_run(store: RunStore | None, job: dict[str, Any], args: argparse.Namespace,
+def _record_run(store: RunStore | None, job: dict[str, Any], request: TrainingRequest,
                 claimed: str | None) -> str | None:
     """Take over the launcher's claimed run, or claim a new one (refused while the same
     model is training)."""
     if store is None:
         return None
-    fields = _run_fields(job, args)
+    fields = _run_fields(job, request)
     try:
         if claimed is not None:
             return store.adopt_run(claimed, **fields)["run_id"]
-        return store.claim_run(**fields, run_id=args.run_id)
+        return store.claim_run(**fields, run_id=request.run_id)
     except RunBusy as exc:
         raise UsageError(f"{exc}; wait for it to end or stop it (a run whose process died "
                          f"frees its model {store.lost_after:g} s after its last "
-                         "heartbeat)") from None
+                         "heartbeat)", "model_name") from None
     except RunStoreError as exc:
-        raise UsageError(f"cannot record the run: {exc}") from None
+        raise UsageError(f"cannot record the run: {exc}", "run_id") from None
 
 
 def train(args: argparse.Namespace) -> int:
+    """The training a command line asks for (the request is built, checked and its data
+    read once, here); the exit status."""
     try:  # the liveness settings, checked before anything is recorded
         heartbeat_seconds(), lost_after_seconds()
     except ValueError as exc:
@@ -302,8 +285,9 @@ def train(args: argparse.Namespace) -> int:
         claimed = _launcher_claim(store, args.run_id)
         heartbeat.start(claimed)  # alive while the data loads
         try:
-            job = prepare(args, store)
-            run_id = _record_run(store, job, args, claimed)
+            request = TrainingRequest.from_args(args)
+            job = prepare(request, store)
+            run_id = _record_run(store, job, request, claimed)
         except UsageError as exc:
             _finish(store, claimed, "failed", error=str(exc))  # the claim must not linger
             raise
@@ -315,24 +299,24 @@ def train(args: argparse.Namespace) -> int:
             _finish(store, run_id, "stopped", error="interrupted before training started")
             print("interrupted before training started", file=sys.stderr)
             return EXIT_TERMINATED if stop.terminated else EXIT_INTERRUPTED
-        models_dir = args.models_dir or default_models_dir()
+        models_dir = request.models_dir or default_models_dir()
         # Keyed by run, so a later run of the same name cannot replace this run's checkpoint.
         checkpoints = (models_dir / ".checkpoints"
                        / (run_id or f"{job['model_type'].prefix}_{job['name']}"))
         job["trainer"].callbacks.extend(make_callbacks(job, store, run_id, checkpoints,
-                                                       not args.no_progress, stop))
-        code = _fit(job["trainer"], job, args, models_dir, store, run_id)
+                                                       request.progress, stop))
+        code = _fit(job["trainer"], job, request, models_dir, store, run_id)
     # Terminated from outside: 128 + SIGTERM, as a shell reports it, so a supervisor or
     # a script sees that the budget was not trained (the run itself is stopped, saved).
     return EXIT_TERMINATED if stop.terminated and code in (0, EXIT_INTERRUPTED) else code
 
 
-def _fit(trainer: Any, job: dict[str, Any], args: argparse.Namespace, models_dir: Path,
+def _fit(trainer: Any, job: dict[str, Any], request: TrainingRequest, models_dir: Path,
          store: RunStore | None, run_id: str | None) -> int:
-    overwrite = args.overwrite or job["overwrite"]  # resuming replaces its own model only
+    overwrite = request.overwrite or job["overwrite"]  # resuming replaces its own model only
     try:
         model_dir = trainer.fit(job["bars"], model_name=job["name"], models_dir=models_dir,
-                                data_file=str(args.csv_path), overwrite=overwrite,
+                                data_file=str(request.csv_path), overwrite=overwrite,
                                 resume_state=job["resume"])
     except KeyboardInterrupt:
         _finish(store, run_id, "stopped", error="interrupted")

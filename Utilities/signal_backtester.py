@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from NetworkConfigs.base import ACTION_NAMES
-from NetworkConfigs.trading_env import EnvParams
+from Utilities.accounting import EnvParams
 from Utilities.backtest_report import BacktestInputError, decision_frame
 from Utilities.model_backtester import ModelBacktester
 

@@ -14,9 +14,9 @@ import pandas as pd
 import pytest
 import torch
 
-from NetworkConfigs.trading_env import EnvParams
 from tests.bt_reference import flat_ending_tape, noise_free_stats, run_reference
 from tests.conftest import SAMPLE_CSV
+from Utilities.accounting import EnvParams
 from Utilities.backtester import run_backtest
 from Utilities.performance import compute_statistics, drawdown, drawdown_periods
 

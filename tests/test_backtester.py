@@ -8,17 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from NetworkConfigs.trading_env import (
-    BUY,
-    HOLD,
-    SELL,
-    Accounts,
-    EnvParams,
-    TradingEnvironment,
-    VecTradingEnv,
-    apply_actions,
-)
+from NetworkConfigs.trading_env import TradingEnvironment, VecTradingEnv
 from tests.bt_reference import flat_ending_tape, ibm_bars, periodic_tape, run_reference
+from Utilities.accounting import BUY, HOLD, SELL, Accounts, EnvParams, apply_actions
 from Utilities.backtester import baselines, buy_and_hold, random_policy, run_backtest
 from Utilities.data_utils import load_bars
 

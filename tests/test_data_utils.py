@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from Utilities.data_loading import parse_time
 from Utilities.data_utils import (
     DataError,
     FeatureSpec,
@@ -25,6 +26,7 @@ from Utilities.data_utils import (
     window_frame,
 )
 from Utilities.indicators import add_indicators
+from Utilities.input_errors import InputError
 
 GOOD = """Date,Open,High,Low,Close,Volume
 2024-01-01,10,11,9,10.5,100
@@ -482,3 +484,67 @@ def test_short_window_names_the_requirement(bars: pd.DataFrame) -> None:
     data = prepare_data(bars, spec, lookback=20)
     with pytest.raises(DataError, match=r"has 10 rows; at least 21 are needed"):
         scale_window(bars[["Close"]].iloc[:10], spec, data.scaler, 20)
+
+
+# ------------------------------------------------------------ dates a person types
+
+
+@pytest.mark.parametrize(("value", "start", "end"), [
+    ("2024-01-31", "2024-01-31 00:00:00", "2024-01-31 23:59:59"),  # a date: its whole day
+    (" 2024-01-31 10:05 ", "2024-01-31 10:05:00", "2024-01-31 10:05:00"),
+    ("01/31/2024", "2024-01-31 00:00:00", "2024-01-31 23:59:59"),  # a file's format too
+    ("2024-01-31T10:05:00+02:00", "2024-01-31 08:05:00", "2024-01-31 08:05:00"),  # to UTC
+    (pd.Timestamp("2024-01-31 09:00", tz="US/Eastern"), "2024-01-31 14:00:00",
+     "2024-01-31 14:00:00"),
+    (dt.date(2024, 1, 31), "2024-01-31 00:00:00", "2024-01-31 00:00:00"),
+])
+def test_parse_time_reads_bounds_as_naive_utc(value, start: str, end: str) -> None:
+    assert str(parse_time(value, "start")) == start
+    assert str(parse_time(value, "end", whole_day=True)) == end
+
+
+@pytest.mark.parametrize("value", [None, "", "   "])
+def test_parse_time_blank_is_no_bound(value) -> None:
+    assert parse_time(value, "start") is None
+
+
+@pytest.mark.parametrize(("value", "message"), [
+    ("yesterday-ish", "end 'yesterday-ish' is not a date (use YYYY-MM-DD or YYYY-MM-DD HH:MM)"),
+    ("2024-13-45", "end '2024-13-45' is not a date"),
+    (20240131, "end must be a date string (YYYY-MM-DD or YYYY-MM-DD HH:MM); got 20240131"),
+])
+def test_parse_time_names_the_field(value, message: str) -> None:
+    with pytest.raises(InputError) as caught:
+        parse_time(value, "end")
+    assert str(caught.value).startswith(message) and caught.value.field == "end"
+
+
+def test_one_date_rule_for_the_backtest_request_and_report() -> None:
+    """The web form and the backtest (CLI, jobs) read a bound the same way."""
+    from Utilities.backtest_report import BacktestInputError, choose_period
+    from web.backtest_request import validate
+
+    index = pd.date_range("2024-01-01", periods=10, freq="D")
+    period = choose_period(index, 0, config={}, csv_path=Path("none.csv"),
+                           start="01/03/2024", end="2024-01-05")
+    assert (period.first, period.last) == (2, 4)
+    with pytest.raises(BacktestInputError) as caught:
+        choose_period(index, 0, config={}, csv_path=Path("none.csv"), end="soon")
+    web = validate({"end": "soon"}, models=[])[1]["end"]
+    assert str(caught.value) == web and caught.value.field == "end"
+
+
+@pytest.mark.parametrize(("fractions", "field", "message"), [
+    ({"val_fraction": 0.9, "test_fraction": 0.5}, "val_fraction",
+     r"val_fraction \+ test_fraction must leave rows to train on"),
+    ({"val_fraction": 1.5}, "val_fraction", r"val_fraction must be in \[0, 1\)"),
+    ({"test_fraction": -0.1}, "test_fraction", r"test_fraction must be in \[0, 1\)"),
+    ({"val_fraction": 0.8, "test_fraction": 0.1}, "val_fraction", "training part"),
+    ({"val_fraction": 0.05}, "val_fraction", "validation part"),
+])
+def test_a_bad_split_names_its_fraction_not_the_file(fractions: dict, field: str,
+                                                     message: str) -> None:
+    """Not "sample.csv: has -163 rows" beside the data field: the fraction to change."""
+    with pytest.raises(DataError, match=message) as caught:
+        chronological_split(100, lookback=5, source="sample.csv", **fractions)
+    assert caught.value.field == field

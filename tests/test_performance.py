@@ -361,6 +361,6 @@ def test_format_statistics_is_one_row_per_key_with_a_column_per_baseline() -> No
     rows = {line[:24].strip(): line[24:].split() for line in lines[1:]}
     assert list(rows) == list(STAT_KEYS)
     assert rows["# Trades"] == ["1", "1", "40"]
-    assert rows["Return [%]"] == ["20.00", "2.00"]
-    assert rows["SQN"] == ["-", "-"]
+    assert rows["Return [%]"] == ["20.00%", "2.00%"]  # number_format.figure's rule
+    assert rows["SQN"] == ["—", "—"]
     assert rows["Start"] == ["2024-01-01", "00:00:00"] * 2

@@ -15,16 +15,9 @@ from NetworkConfigs.base import deep_merge
 from NetworkConfigs.ppo_network import ActorCritic
 from NetworkConfigs.ppo_replay_policy import ReplayPolicy
 from NetworkConfigs.PPOTrainer import PPOTrainer
-from NetworkConfigs.trading_env import (
-    ACCOUNT_FEATURES,
-    BUY,
-    HOLD,
-    SELL,
-    EnvParams,
-    TradingEnvironment,
-    env_arrays,
-)
+from NetworkConfigs.trading_env import TradingEnvironment, env_arrays
 from Utilities import run_backtest as backtest_cli
+from Utilities.accounting import ACCOUNT_FEATURES, BUY, HOLD, SELL, EnvParams
 from Utilities.backtest_report import BacktestInputError, choose_period
 from Utilities.backtester import run_backtest
 from Utilities.data_utils import load_bars, prepare_data
@@ -138,7 +131,7 @@ def test_sampling_is_seeded(trained) -> None:
     ({"start": "2003-01-01", "end": "2002-01-01"}, "is after end"),
     ({"start": "2030-01-01"}, "no bars between"),
     ({"start": "yesterday-ish"}, "is not a date"),
-    ({"commission": -0.1}, "commission must be"),
+    ({"commission": -0.1}, "commission cannot be negative"),
     ({"start": "2000-03-21", "end": "2000-03-25"}, "a backtest needs at least 2"),
 ])
 def test_bad_requests_are_refused(trained, kwargs, message) -> None:

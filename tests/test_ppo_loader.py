@@ -257,5 +257,5 @@ def test_bad_env_params_in_the_config_are_named(folder: Path) -> None:
     config = yaml.safe_load(config_path.read_text())
     config["env_params"]["commission"] = 2
     config_path.write_text(yaml.safe_dump(config))
-    with pytest.raises(ArtifactError, match=r"invalid env_params .* commission must be in"):
+    with pytest.raises(ArtifactError, match=r"invalid env_params .* commission must be a "):
         load_model(folder)

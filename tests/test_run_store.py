@@ -36,6 +36,7 @@ from Utilities.serialization import to_plain
 
 # The transition table, written out independently of the module's own.
 ALLOWED = {
+    "starting": {"running", "stopped", "failed"},  # recorded by a launcher, not yet adopted
     "running": {"paused", "completed", "stopped", "failed"},
     "paused": {"running", "stopped", "failed"},
     "completed": set(),
@@ -66,6 +67,8 @@ def make_run(store: RunStore, name: str = "agent", model_type: str = "ppo", **kw
 
 
 def run_in_status(store: RunStore, status: str) -> str:
+    if status == "starting":
+        return store.claim_run(name="agent", model_type="ppo", status="starting")
     run_id = make_run(store)
     if status != "running":
         store.set_status(run_id, status)  # every status is reachable straight from running

@@ -197,13 +197,17 @@ def test_the_launchers_claimed_run_is_taken_over_or_failed(tmp_path: Path, monke
     store = RunStore(url)
     common = ["--csv_path", str(ROOT / "sample.csv"), "--models-dir", str(tmp_path),
               "--mode", "smoke", "--no-progress", "--model", "xgboost"]
-    claimed = store.claim_run(name="web", model_type="xgboost", config={"partial": True})
+    claimed = store.claim_run(name="web", model_type="xgboost", config={"partial": True},
+                              status="starting")
     assert run_training.main([*common, "--model_name", "web", "--run-id", claimed]) == 0
     run = store.get_run(claimed)
     assert run["status"] == "completed" and run["tags"] == ["smoke"]
+    statuses = [e["payload"]["status"] for e in store.events_after(0, run_id=claimed,
+                                                                    kinds=["status"])]
+    assert statuses == ["starting", "running", "completed"]
     assert "partial" not in run["config"] and run["algorithm"] == get_model_type("xgboost").label
     assert store.list_runs()[1] == 1  # the same run, not a second one
-    bad = store.claim_run(name="bad", model_type="xgboost")
+    bad = store.claim_run(name="bad", model_type="xgboost", status="starting")
     assert run_training.main([*common, "--model_name", "bad", "--run-id", bad,
                               "--training_params", '{"train_params": {"gama": 1}}']) == 2
     refused = store.get_run(bad)
@@ -221,3 +225,72 @@ def test_a_bad_liveness_setting_is_one_line_and_exit_2(variable: str, tmp_path: 
                               str(tmp_path / "M"), "--mode", "smoke", "--no-progress"])
     err = capsys.readouterr().err.strip()
     assert code == 2 and err == f"error: {variable} must be a number of seconds > 0; got 'soon'"
+
+
+@pytest.mark.parametrize(("model", "params"), [
+    ("xgboost", {}),
+    ("ppo", {"train_params": {"total_timesteps": 512, "n_envs": 2, "n_steps": 256}}),
+])
+def test_the_data_is_read_and_prepared_once(model: str, params: dict, sample_path: Path,
+                                            tmp_path: Path, monkeypatch, capsys) -> None:
+    """The CLI checks the data before it records a run, and fit trains on that very
+    preparation: one parse of the CSV and one transform/split/scale per training."""
+    from NetworkConfigs import PPOTrainer, supervised
+
+    calls = {"load_bars": 0, "prepare_from_params": 0}
+
+    def counted(module, name):
+        real = getattr(module, name)
+
+        def wrapper(*args, **kwargs):
+            calls[name] += 1
+            return real(*args, **kwargs)
+        monkeypatch.setattr(module, name, wrapper)
+
+    counted(run_training, "load_bars")
+    for module in (PPOTrainer, supervised):
+        counted(module, "prepare_from_params")
+    monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path}/runs.db")
+    assert run_training.main(["--csv_path", str(sample_path), "--model", model, "--mode",
+                              "smoke", "--model_name", "once", "--models-dir", str(tmp_path),
+                              "--training_params", json.dumps(params), "--no-progress"]) == 0
+    assert calls == {"load_bars": 1, "prepare_from_params": 1}
+    capsys.readouterr()
+
+
+@pytest.mark.parametrize(("params", "field", "message"), [
+    ({"val_fraction": 0.9, "test_fraction": 0.9}, "val_fraction",
+     "val_fraction + test_fraction must be below 1"),
+    ({"test_fraction": 1.5}, "test_fraction", "test_fraction must be in [0, 1)"),
+    ({"val_fraction": 0.001}, "val_fraction", "val_fraction 0.001 of"),
+])
+def test_a_bad_fraction_is_reported_on_its_field(params: dict, field: str, message: str,
+                                                 sample_path: Path, tmp_path: Path,
+                                                 monkeypatch, capsys) -> None:
+    args = ["--csv_path", str(sample_path), "--model", "xgboost", "--mode", "smoke",
+            "--models-dir", str(tmp_path), "--training_params",
+            json.dumps({"data_params": params})]
+    with pytest.raises(run_training.UsageError) as caught:
+        run_training.prepare(run_training.TrainingRequest.from_args(
+            run_training.parse_args(args)), store=None)
+    assert caught.value.field == field and message in str(caught.value)
+    monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path}/runs.db")
+    assert run_training.main(args) == 2
+    err = capsys.readouterr().err
+    assert message in err and "rows;" not in err.replace(message, ""), err
+
+
+def test_usage_errors_name_their_option(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    cases = {"csv_path": ["--csv_path", "missing.csv"],
+             "model": ["--model", "lstm"],
+             "training_params": ["--training_params", "{not json"],
+             "config": ["--config", "nope.yaml"],
+             "model_name": ["--model_name", "../escape"],
+             "n_envs": ["--training_params", '{"train_params": {"n_envs": 0}}'],
+             "run_id": ["--run-id", "x"]}
+    for field, extra in cases.items():
+        args = run_training.parse_args(["--csv_path", str(ROOT / "sample.csv"), *extra])
+        with pytest.raises(run_training.UsageError) as caught:
+            run_training.prepare(run_training.TrainingRequest.from_args(args), store=None)
+        assert caught.value.field == field, (field, caught.value)

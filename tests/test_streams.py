@@ -14,9 +14,9 @@ import pytest
 from NetworkConfigs import load_model
 from NetworkConfigs.base import ACTION_NAMES
 from NetworkConfigs.streams import READY, WARMING_UP, StreamNotFound, StreamRegistry
-from NetworkConfigs.trading_env import Accounts, EnvParams, apply_actions
 from tests.fake_model_type import FrequencyLoader, FrequencyTrainer
 from tests.test_ppo_loader import train_tiny
+from Utilities.accounting import Accounts, EnvParams, apply_actions
 from Utilities.data_utils import DataError
 
 # Non-default accounting, so a test can tell the model's env_params from the defaults.

@@ -11,19 +11,18 @@ import pandas as pd
 import pytest
 from gymnasium.utils.env_checker import check_env
 
-from NetworkConfigs.trading_env import (
+from NetworkConfigs.trading_env import TradingEnvironment, VecTradingEnv, env_arrays
+from Utilities.accounting import (
     BUY,
     HOLD,
     SELL,
     Accounts,
     EnvParams,
-    TradingEnvironment,
-    VecTradingEnv,
     apply_actions,
-    env_arrays,
     target_positions,
 )
 from Utilities.data_utils import build_feature_spec, prepare_data
+from Utilities.input_errors import InputError, InputErrors
 
 LOOKBACK = 8
 # Round numbers for hand computation: 0.1% commission, 10 bps slippage.
@@ -184,14 +183,18 @@ def test_accounts_reset_reopens_masked_accounts_only() -> None:
 def test_params_round_trip_and_unknown_keys() -> None:
     params = EnvParams.from_dict({"commission": 0.001, "episode_length": None})
     assert EnvParams.from_dict(params.to_dict()) == params
-    with pytest.raises(ValueError, match=r"unknown env_params key\(s\) \['comission'\].*slippage"):
+    with pytest.raises(InputError, match=r"unknown env_params key\(s\) \['comission'\].*slippage"
+                       ) as caught:
         EnvParams.from_dict({"comission": 0.001})
+    assert caught.value.field == "comission"
 
 
 @pytest.mark.parametrize(("key", "value", "message"), [
-    ("initial_balance", 0, "initial_balance must be > 0"),
-    ("commission", -0.1, r"commission must be in \[0, 1\)"),
-    ("slippage", float("nan"), "slippage must be"),
+    ("initial_balance", 0, "initial_balance must be at least 1"),
+    ("initial_balance", 0.5, "initial_balance must be at least 1"),
+    ("commission", -0.1, "commission cannot be negative"),
+    ("commission", 1, r"commission must be a fraction of the traded value in \[0, 1\)"),
+    ("slippage", float("nan"), "slippage must be a finite number"),
     ("position_fraction", 1.5, r"position_fraction must be in \(0, 1\]"),
     ("position_fraction", "0.5", "position_fraction must be a number"),
     ("allow_short", "yes", "allow_short must be true or false"),
@@ -201,8 +204,16 @@ def test_params_round_trip_and_unknown_keys() -> None:
     ("reward_scale", 0, "reward_scale must be > 0"),
 ])
 def test_params_reject_bad_values(key: str, value: object, message: str) -> None:
-    with pytest.raises(ValueError, match=message):
+    """Each error is an InputError whose field is the key, so a form can place it."""
+    with pytest.raises(InputError, match=message) as caught:
         EnvParams.from_dict({key: value})
+    assert caught.value.field == key
+
+
+def test_params_report_every_bad_value_at_once() -> None:
+    with pytest.raises(InputErrors) as caught:
+        EnvParams(commission=-1, slippage=2e4, reward_scale=0)
+    assert set(caught.value.errors) == {"commission", "slippage", "reward_scale"}
 
 
 # ------------------------------------------------------------------------- env

@@ -21,34 +21,28 @@ import pandas as pd
 
 from NetworkConfigs import UnknownModelType, type_label
 from NetworkConfigs.artifacts import ArtifactError, file_sha256, list_models, read_config
-from NetworkConfigs.trading_env import EnvParams
+from Utilities.accounting import COSTS, EnvParams, cost_errors
 from Utilities.backtest_report import BacktestInputError, BacktestReport
 from Utilities.backtester import FILL_MODES
+from Utilities.data_loading import parse_time
 from Utilities.data_utils import DataError
+from Utilities.input_errors import InputError, InputErrors
 from Utilities.model_backtester import Progress, backtest_model
 from Utilities.safe_paths import shown as shown_path
 from web.datafiles import client_message, list_csv_files, models_dir, resolve_csv, shown_name
+from web.json_io import ApiError
 
 log = logging.getLogger(__name__)
 
 FIELDS = ("model", "csv", "start", "end", "commission", "slippage", "initial_balance", "fill")
-COSTS = ("commission", "slippage", "initial_balance")
 
 
-class FieldError(ValueError):
-    """A request value that cannot run; ``field`` names the form/JSON field."""
-
-    def __init__(self, field: str | None, message: str, status: int = 422) -> None:
-        super().__init__(message)
-        self.field, self.status = field, status
-
-
-class FieldErrors(ValueError):
+class FieldErrors(InputErrors):
     """Errors by field (``form``: not tied to one field), with the HTTP status."""
 
     def __init__(self, errors: dict[str, str], status: int = 422) -> None:
-        super().__init__("; ".join(f"{k}: {v}" for k, v in errors.items()))
-        self.errors, self.status = errors, status
+        super().__init__(errors)
+        self.status = status
 
 
 @dataclass(frozen=True)
@@ -114,10 +108,10 @@ def find_model(dir_name: str, models: list[dict[str, Any]]) -> dict[str, Any]:
     for row in models:
         if row["dir_name"] == dir_name:
             if row["error"]:
-                raise FieldError("model", f"model {dir_name!r} is unreadable: {row['error']}")
+                raise InputError(f"model {dir_name!r} is unreadable: {row['error']}", "model")
             return row
-    raise FieldError("model", f"no model {dir_name!r} in the library; choose one of the list",
-                     status=404)
+    raise ApiError(404, f"no model {dir_name!r} in the library; choose one of the list",
+                   "model")
 
 
 # --------------------------------------------------------------------------- validation
@@ -131,44 +125,24 @@ def _number(field: str, value: Any) -> float | None:
     if blank(value):
         return None
     if isinstance(value, bool) or not isinstance(value, int | float | str):
-        raise FieldError(field, f"{field} must be a number; got {value!r}")
+        raise InputError(field=field, message=f"{field} must be a number; got {value!r}")
     try:
         number = float(value)
     except (ValueError, OverflowError):
-        raise FieldError(field, f"{field} must be a number; got {value!r}") from None
+        raise InputError(field=field, message=f"{field} must be a number; got {value!r}") from None
     if not math.isfinite(number):
-        raise FieldError(field, f"{field} must be a finite number; got {value!r}")
-    rules = {"commission": (0 <= number < 1, "a fraction of the traded value in [0, 1), "
-                                            "e.g. 0.0005 for 0.05 % per fill"),
-             "slippage": (0 <= number < 1e4, "in basis points, from 0 to below 10000"),
-             # Below one unit of money the statistics lose their meaning (a balance of
-             # 5e-324 made every trade's return NaN).
-             "initial_balance": (number >= 1, "at least 1")}
-    ok, rule = rules[field]
-    if not ok:
-        reason = "cannot be negative" if number < 0 else f"must be {rule}"
-        raise FieldError(field, f"{field} {reason}; got {value}")
+        raise InputError(field=field, message=f"{field} must be a finite number; got {value!r}")
+    problem = cost_errors(**{field: number}).get(field)  # the one cost rule (accounting)
+    if problem:
+        raise InputError(field=field, message=problem)
     return number
 
 
 def _date(field: str, value: Any) -> pd.Timestamp | None:
-    if blank(value):
-        return None
-    if not isinstance(value, str):
-        raise FieldError(field, f"{field} must be a date string (YYYY-MM-DD or "
-                                f"YYYY-MM-DD HH:MM); got {value!r}")
-    try:
-        stamp = pd.Timestamp(value.strip())
-    except (ValueError, TypeError, OverflowError):
-        stamp = pd.NaT
-    if pd.isna(stamp):
-        raise FieldError(field, f"{field} {value[:40]!r} is not a date (use YYYY-MM-DD or "
-                                "YYYY-MM-DD HH:MM)")
-    if stamp.tzinfo is not None:
-        stamp = stamp.tz_convert("UTC").tz_localize(None)
-    if field == "end" and ":" not in value and stamp == stamp.normalize():
-        stamp += pd.Timedelta(days=1) - pd.Timedelta(seconds=1)  # a date: its whole day
-    return stamp
+    try:  # the one date rule (data_loading); an end date alone means its whole day
+        return parse_time(value, field, whole_day=field == "end")
+    except InputError as exc:
+        raise InputError(field=field, message=str(exc)) from None
 
 
 def validate(values: dict[str, Any], models: list[dict[str, Any]], upload: Path | None = None
@@ -181,14 +155,14 @@ def validate(values: dict[str, Any], models: list[dict[str, Any]], upload: Path 
     def check(field: str, func: Any) -> None:
         try:
             args[field] = func()
-        except FieldError as exc:
+        except InputError as exc:
             errors[exc.field or field] = str(exc)
 
     def model() -> dict[str, Any]:
         if blank(values.get("model")):
-            raise FieldError("model", "choose a model")
+            raise InputError(field="model", message="choose a model")
         if not isinstance(values["model"], str):
-            raise FieldError("model", f"model must be a model folder name; got "
+            raise InputError(field="model", message=f"model must be a model folder name; got "
                                       f"{values['model']!r}")
         return find_model(values["model"], models)
 
@@ -197,18 +171,18 @@ def validate(values: dict[str, Any], models: list[dict[str, Any]], upload: Path 
             return upload
         name = values.get("csv")
         if blank(name) or not isinstance(name, str):
-            raise FieldError("csv", "choose a data file or upload one")
+            raise InputError(field="csv", message="choose a data file or upload one")
         try:
             return resolve_csv(name)
         except DataError as exc:
-            raise FieldError("csv", client_message(exc)) from None
+            raise InputError(field="csv", message=client_message(exc)) from None
 
     def fill() -> str:
         mode = values.get("fill")
         if blank(mode):
             return "close"
         if mode not in FILL_MODES:
-            raise FieldError("fill", f"fill must be one of {list(FILL_MODES)}; got {mode!r}")
+            raise InputError(f"fill must be one of {list(FILL_MODES)}; got {mode!r}", "fill")
         return str(mode)
 
     check("model", model)
@@ -321,20 +295,15 @@ def _shown_time(stamp: pd.Timestamp) -> str:
 
 
 def _field_of(exc: Exception, values: dict[str, Any]) -> str | None:
-    """The field a failed backtest's error belongs to."""
-    if isinstance(exc, DataError):
-        return "csv"
+    """The field a failed backtest's error belongs to: the error says (``exc.field``);
+    a model folder's trouble is ``model``, the data's ``csv``."""
     if isinstance(exc, ArtifactError | UnknownModelType):
         return "model"
-    text = str(exc)
-    for field in (*COSTS, "start", "end"):
-        if text.startswith(field):
-            return field
-    if not isinstance(exc, BacktestInputError):
-        return None
-    if any(text.startswith(name) for name in EnvParams.__dataclass_fields__):
-        return "model"  # a bad value in the model's own env_params
-    for field in ("end", "start"):  # an empty or too short period
-        if not blank(values.get(field)):
-            return field
-    return "csv"  # the default period of this file is too short
+    field = exc.field if isinstance(exc, InputError) else None
+    if isinstance(exc, DataError) and field not in FIELDS:
+        return "csv"
+    if field in FIELDS:
+        return field
+    if field is not None:  # a key of the model's own env_params
+        return "model"
+    return "csv" if isinstance(exc, BacktestInputError) else None  # the file's period

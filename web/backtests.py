@@ -60,6 +60,7 @@ from flask import (
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from Utilities.data_utils import DataError
+from Utilities.input_errors import InputError
 from Utilities.number_format import figure
 from Utilities.run_store import RunStoreError
 from Utilities.serialization import to_plain
@@ -67,7 +68,6 @@ from web.backtest_jobs import QueueFull, jobs
 from web.backtest_request import (
     COSTS,
     FIELDS,
-    FieldError,
     FieldErrors,
     blank,
     find_model,
@@ -140,7 +140,7 @@ def render_form(source: dict[str, Any], errors: dict[str, str] | None = None,
     if values["model"] and not errors.get("model") and request.method == "GET":
         try:  # a link to a model that is gone or broken says so
             find_model(values["model"], models)
-        except FieldError as exc:
+        except InputError as exc:
             errors["model"] = str(exc)
     kept = uploads()
     return render_template("backtests/index.html", models=models, files=files,

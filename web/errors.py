@@ -110,6 +110,8 @@ def _page_for(exc: HTTPException) -> tuple[str, int] | Response:
     title, message = PAGE_TEXT.get(code, (exc.name, exc.description or exc.name))
     message = message.format(path=request.path, method=request.method,
                              limit=size_text(request.max_content_length))
+    if exc.description and exc.description != type(exc).description:
+        message = exc.description  # said by the route (abort(404, "no backtest …")): exact
     return error_page(code, title, message)
 
 

@@ -53,7 +53,6 @@ from web.run_progress import progress, resumable
 from web.run_series import live_series, series
 from web.run_stats import ROLLING_WINDOW, RunData, list_metrics, overview
 from web.store import get_store
-from web.training_jobs import launched_here
 
 log = logging.getLogger(__name__)
 bp = Blueprint("history", __name__)
@@ -99,8 +98,6 @@ def _run_not_found(exc: RunNotFound) -> tuple[Response, int] | tuple[str, int]:
     run_id = (request.view_args or {}).get("run_id", "")
     if _wants_json():
         return error_reply(404, f"no training run has the id {run_id!r}", "run_id")
-    if launched_here(run_id):  # started from the Train page; its process is starting
-        return render_template("history/starting.html", run_id=run_id), 202
     return render_template("history/problem.html", title="Run not found", run_id=run_id,
                            message=f"No training run has the id {run_id}."), 404
 

@@ -1,8 +1,11 @@
 """The training form of each model type: its fields come from the type's defaults (the
 same dict the CLI merges over), its help text from the type's commented example config
-(``NetworkConfigs/example_<type>_config.yaml``), so the form, the CLI and the docs can
-never disagree. Only the values a user changed are passed on, so ``--mode smoke`` still
-applies its preset to everything left at the default.
+(``NetworkConfigs/example_<type>_config.yaml``), its choices and number bounds from the
+rules that check them, so the form, the CLI and the docs can never disagree.
+
+Each field shows the value the chosen preset will really use (smoke's 8,192 steps, not
+the full default's 200,000). Only the values a person changed from that preset are
+passed on, so the preset still applies to everything left as shown.
 """
 
 from __future__ import annotations
@@ -14,9 +17,23 @@ from pathlib import Path
 from typing import Any
 
 from NetworkConfigs import get_model_type, model_type_names
+from NetworkConfigs.base import deep_merge
+from NetworkConfigs.config_sections import LIMITS
+from NetworkConfigs.ppo_config import ENCODERS
+from Utilities.accounting import COSTS, cost_errors
+from Utilities.data_utils import SCALERS, TRANSFORMS
+from Utilities.input_errors import InputError
+from Utilities.training_request import MODES
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "NetworkConfigs"
 _COMMENTED_KEY = re.compile(r"^  (\w+):[^#]*#\s*(.+)$")
+# The names ppo_config's and the Transformer's ``choice(train, "device", …)`` accept.
+DEVICES = ("auto", "cpu", "cuda")
+# Shown first, outside the folded "all parameters": the budget and the window.
+COMMON_KEYS = ("total_timesteps", "epochs", "lookback_window")
+# Form inputs of the request's own fields (a TrainingRequest error's ``field``).
+REQUEST_INPUTS = {"csv_path": "csv", "model": "model_type", "model_name": "model_name",
+                  "mode": "mode", "resume": "form", "config": "form", "run_id": "form"}
 
 
 @dataclass(frozen=True)
@@ -25,10 +42,29 @@ class Field:
     key: str
     default: Any
     help: str
+    smoke: Any = None               # the smoke preset's value (the default where it has none)
+    choices: tuple[str, ...] = ()   # a fixed set of names: a <select>
 
     @property
     def name(self) -> str:
         return f"{self.section}.{self.key}"
+
+    def preset(self, mode: str) -> Any:
+        """The value this field has under a preset (``smoke`` or ``full``)."""
+        return self.smoke if mode == "smoke" else self.default
+
+    @property
+    def bounds(self) -> dict[str, str]:
+        """``min``/``max``/``step`` of its number input, from the rules that check it."""
+        if self.kind == "int":
+            found = {"step": "1"}
+            if self.key in LIMITS:
+                found.update(min="1", max=str(LIMITS[self.key]))
+            return found
+        if self.kind == "float":
+            fraction = self.key in ("val_fraction", "test_fraction")
+            return {"step": "any", **({"min": "0", "max": "1"} if fraction else {})}
+        return {}
 
     @property
     def kind(self) -> str:
@@ -66,24 +102,51 @@ def help_texts(type_name: str) -> dict[str, str]:
 
 @cache
 def fields_of(type_name: str) -> tuple[Field, ...]:
-    """Every parameter of a type, section by section, with its default and help."""
-    defaults = get_model_type(type_name).trainer_class()(None).config
+    """Every parameter of a type, section by section, with its default, its smoke
+    preset value, its help and its choices."""
+    trainer_class = get_model_type(type_name).trainer_class()
+    defaults = trainer_class(None).config
+    smoke = deep_merge(defaults, trainer_class.smoke_config)
     help_for = help_texts(type_name)
-    return tuple(Field(section, key, default, help_for.get(key, ""))
+    choices = {"encoder": ENCODERS, "transform": TRANSFORMS, "scaler": tuple(SCALERS),
+               "device": DEVICES, "target": tuple(getattr(trainer_class, "targets", ()))}
+    return tuple(Field(section, key, default, help_for.get(key, ""), smoke[section][key],
+                       choices.get(key, ()))
                  for section, keys in defaults.items() if isinstance(keys, dict)
                  for key, default in keys.items())
+
+
+def common_fields(type_name: str) -> list[Field]:
+    """The budget (total steps, else epochs) and the lookback: shown first."""
+    by_key = {field.key: field for field in fields_of(type_name)}
+    budget = "total_timesteps" if "total_timesteps" in by_key else "epochs"
+    return [by_key[key] for key in (budget, "lookback_window") if key in by_key]
 
 
 def form_types() -> list[str]:
     return model_type_names()
 
 
-class FieldError(ValueError):
-    """A form value that cannot be read; ``field`` is the input's name."""
+def preset_values(type_name: str, mode: str) -> dict[str, str]:
+    """Every input's text under a preset, as the form shows it."""
+    return {field.name: field.shown(field.preset(mode)) for field in fields_of(type_name)}
 
-    def __init__(self, field: str, message: str) -> None:
-        super().__init__(message)
-        self.field = field
+
+def input_of(type_name: str, field: str | None) -> str:
+    """The form input an error's ``field`` is about: a config key's ``section.key``, a
+    request option's input (``csv_path`` is the data choice), else the form itself."""
+    for spec in fields_of(type_name):
+        if field in (spec.key, spec.name):
+            return spec.name
+    return REQUEST_INPUTS.get(field or "", "form")
+
+
+def errors_by_input(type_name: str, exc: InputError) -> dict[str, str]:
+    """An InputError (one or several) as ``{input: message}``, placed by field."""
+    placed: dict[str, str] = {}
+    for field, message in exc.errors.items():
+        placed.setdefault(input_of(type_name, field), message)
+    return placed
 
 
 def parse_value(field: Field, text: str) -> Any:
@@ -108,7 +171,7 @@ def parse_value(field: Field, text: str) -> Any:
             return _number_or_text(text)
         return text
     except ValueError:
-        raise FieldError(field.name, f"{field.key} must be {_expected(kind)}; got {text!r}") \
+        raise InputError(f"{field.key} must be {_expected(kind)}; got {text!r}", field.name) \
             from None
 
 
@@ -137,10 +200,10 @@ def _expected(kind: str) -> str:
         kind, "text")
 
 
-def changed_config(type_name: str, form: dict[str, str]) -> tuple[dict[str, Any],
-                                                                   dict[str, str]]:
-    """The sections and keys whose submitted value differs from the default, and an
-    error per input that could not be read (all of them, not just the first)."""
+def changed_config(type_name: str, form: dict[str, str],
+                   mode: str = "full") -> tuple[dict[str, Any], dict[str, str]]:
+    """The sections and keys whose submitted value differs from what the preset
+    (``mode``) uses, and an error per input that could not be read (all of them)."""
     config: dict[str, dict[str, Any]] = {}
     errors: dict[str, str] = {}
     for field in fields_of(type_name):
@@ -148,18 +211,30 @@ def changed_config(type_name: str, form: dict[str, str]) -> tuple[dict[str, Any]
             continue
         try:
             value = parse_value(field, form[field.name])
-        except FieldError as exc:
-            errors[exc.field] = str(exc)
+        except InputError as exc:
+            errors[str(exc.field)] = str(exc)
             continue
-        if value != field.default:
+        if value != field.preset(mode):
             config.setdefault(field.section, {})[field.key] = value
+    costs = {k: v for k, v in config.get("env_params", {}).items() if k in COSTS}
+    for key, problem in cost_errors(**costs).items():  # the one cost rule (accounting)
+        errors.setdefault(f"env_params.{key}", problem)
     return config, errors
 
 
-def field_of_message(type_name: str, message: str) -> str | None:
-    """The input a validation message is about: the longest key it names."""
-    names = sorted(fields_of(type_name), key=lambda f: -len(f.key))
-    for field in names:
-        if re.search(rf"\b{re.escape(field.key)}\b", message):
-            return field.name
-    return None
+def form_values(type_name: str, config: dict[str, Any]) -> dict[str, str]:
+    """The inputs' text for a recorded config (a run's, to train again)."""
+    values = {}
+    for field in fields_of(type_name):
+        section = config.get(field.section)
+        if isinstance(section, dict) and field.key in section:
+            values[field.name] = field.shown(section[field.key])
+    return values
+
+
+def mode_of(form: dict[str, str]) -> tuple[str, str | None]:
+    """The preset a form chose, and an error when it is none of :data:`MODES`."""
+    mode = form.get("mode", "smoke")
+    if mode in MODES:
+        return mode, None
+    return "smoke", f"mode must be one of {list(MODES)}; got {mode!r}"

@@ -1,13 +1,15 @@
 """Training started from the web: the CLI's own entry point in a child process.
 
-``python Utilities/run_training.py …`` with a run id chosen here, so the page can open
-the run at once. The launch first claims its run in the run store (one training per
-model type + name, at most one per CPU, counted over the store's live runs: they
-survive a dashboard restart, and every dashboard process on the store sees them); the
-child takes that run over and records it exactly like a shell run. The child's output
-goes to ``<instance>/train_logs/<run_id>.log``. A reaper thread waits for each child;
-one that ends without recording the end of its run (a crash at start-up, a kill -9) is
-recorded as failed with the end of its log, so no launch ever disappears silently.
+``python Utilities/run_training.py …`` given a :class:`TrainingRequest` as its command
+line, with a run id chosen here. The launch first records its run in the run store as
+"starting" (one training per model type + name, at most one per CPU, counted over the
+store's live runs: they survive a dashboard restart, and every dashboard process on the
+store sees them), and only then starts the child, so the run's page exists from the
+first moment. The child reads and checks the data, takes the run over ("running") and
+records it exactly like a shell run. Its output goes to
+``<instance>/train_logs/<run_id>.log``. A reaper thread waits for each child; one that
+ends without recording the end of its run (a crash at start-up, a kill -9) is recorded
+as failed with the end of its log, so no launch ever disappears silently.
 """
 
 from __future__ import annotations
@@ -18,13 +20,14 @@ import subprocess
 import sys
 import threading
 import uuid
-from dataclasses import dataclass
+from dataclasses import replace
 from pathlib import Path
 
 import yaml
-from flask import Flask, current_app
+from flask import Flask
 
 from NetworkConfigs import type_label
+from Utilities.input_errors import InputError
 from Utilities.run_store import (
     TERMINAL_STATUSES,
     RunBusy,
@@ -33,25 +36,13 @@ from Utilities.run_store import (
     RunStoreError,
     StoreUnavailable,
 )
+from Utilities.training_request import TrainingRequest
 
 log = logging.getLogger(__name__)
 
 EXTENSION = "training_jobs"  # where an app keeps its TrainingJobs
 ENTRY_POINT = Path(__file__).resolve().parent.parent / "Utilities" / "run_training.py"
 LOG_TAIL_CHARS = 2000
-
-
-@dataclass(frozen=True)
-class Launch:
-    """What to train: everything the CLI is given."""
-
-    model_type: str
-    model_name: str
-    csv_path: Path
-    mode: str
-    config: dict
-    models_dir: Path
-    database_url: str
 
 
 class TrainingJobs:
@@ -65,24 +56,25 @@ class TrainingJobs:
         self._stores: dict[str, RunStore] = {}
         self._lock = threading.Lock()
 
-    def command(self, launch: Launch, run_id: str, config_file: Path) -> list[str]:
+    def command(self, request: TrainingRequest, config_file: Path | None) -> list[str]:
         # The store's URL (it may hold a password) goes by environment, not argv: argv is
         # visible to every user in `ps`.
-        return [sys.executable, str(ENTRY_POINT), "--csv_path", str(launch.csv_path),
-                "--model", launch.model_type, "--model_name", launch.model_name,
-                "--mode", launch.mode, "--config", str(config_file),
-                "--models-dir", str(launch.models_dir), "--run-id", run_id, "--no-progress"]
+        return [sys.executable, str(ENTRY_POINT), *request.argv(config_file)]
 
-    def start(self, launch: Launch) -> str:
-        """Claim the run and start training; the run id. Raises Busy when the same model
-        is already training, or too many trainings run (both read from the store)."""
+    def start(self, request: TrainingRequest, config: dict | None = None) -> str:
+        """Record the run ("starting", with ``config``, the config the training will use
+        when known, else the request's overrides), then start its training; the run id.
+        Raises Busy when the same model is already training, or too many trainings run
+        (both read from the store). ``request.database_url`` names the store."""
+        request = replace(request, run_id=request.run_id or str(uuid.uuid4()),
+                          progress=False)
         try:
-            store = self.store(launch.database_url)
-            run_id = self._claim(store, launch)
+            store = self.store(request.database_url)
+            run_id = self._claim(store, request, config)
         except StoreUnavailable as exc:  # a training nobody could see or stop: refused
-            raise Busy("form", f"cannot start a training now: {exc}") from None
+            raise Busy(None, f"cannot start a training now: {exc}") from None
         try:
-            return self._spawn(launch, run_id)
+            return self._spawn(request, run_id)
         except BaseException as exc:
             try:
                 store.set_status(run_id, "failed", error=f"the training process could not "
@@ -98,39 +90,40 @@ class TrainingJobs:
                 self._stores[url] = RunStore(url)
             return self._stores[url]
 
-    def _claim(self, store: RunStore, launch: Launch) -> str:
-        """The launch's run, created before the child starts, so that a second launch of
-        the model (from this or another dashboard) is refused at once."""
+    def _claim(self, store: RunStore, request: TrainingRequest, config: dict | None) -> str:
+        """The request's run, recorded as starting before the child starts, so its page
+        exists at once and a second launch of the model (from this or another
+        dashboard) is refused."""
+        type_name, name = request.type_name(), request.model_name or ""
         try:
             return store.claim_run(
-                name=launch.model_name, model_type=launch.model_type,
-                algorithm=type_label(launch.model_type), config=launch.config,
-                data_file=str(launch.csv_path), tags=["smoke"] if launch.mode == "smoke" else [],
-                run_id=str(uuid.uuid4()), max_active=self.max_running)
+                name=name, model_type=type_name, algorithm=type_label(type_name),
+                config=config or dict(request.overrides), data_file=str(request.csv_path),
+                tags=request.tags, run_id=request.run_id, max_active=self.max_running,
+                status="starting")
         except RunBusy as exc:
             if exc.reason == "duplicate":
-                raise Busy("model_name", f"a {launch.model_type} model named "
-                                         f"{launch.model_name!r} is already training (run "
-                                         f"{exc.run['run_id']})") from None
-            raise Busy("form", f"{exc.limit} trainings are already running (one per CPU); "
-                               "wait for one to finish") from None
+                raise Busy("model_name", f"a {type_name} model named {name!r} is already "
+                                         f"training (run {exc.run['run_id']})") from None
+            raise Busy(None, f"{exc.limit} trainings are already running (one per CPU); "
+                             "wait for one to finish") from None
 
-    def _spawn(self, launch: Launch, run_id: str) -> str:
+    def _spawn(self, request: TrainingRequest, run_id: str) -> str:
         logs = self.work_dir / "train_logs"
         logs.mkdir(parents=True, exist_ok=True)
         config_file = logs / f"{run_id}.yaml"
-        config_file.write_text(yaml.safe_dump(launch.config))
+        config_file.write_text(yaml.safe_dump(dict(request.overrides)))
         log_file = logs / f"{run_id}.log"
         with log_file.open("wb") as out:
-            child = subprocess.Popen(self.command(launch, run_id, config_file), stdout=out,
+            child = subprocess.Popen(self.command(request, config_file), stdout=out,
                                      stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                     env={**os.environ, "DATABASE_URL": launch.database_url})
-        reaper = threading.Thread(target=self._reap, args=(run_id, child, launch, log_file),
+                                     env={**os.environ, "DATABASE_URL": request.database_url})
+        reaper = threading.Thread(target=self._reap, args=(run_id, child, request, log_file),
                                   daemon=True, name=f"reap-{run_id[:8]}")
         with self._lock:
             self._children[run_id], self._reapers[run_id] = child, reaper
         reaper.start()
-        log.info("started training %s (%s, pid %d)", run_id, launch.model_type, child.pid)
+        log.info("started training %s (%s, pid %d)", run_id, request.type_name(), child.pid)
         return run_id
 
     def wait(self, run_id: str, timeout: float | None = None) -> int:
@@ -150,10 +143,10 @@ class TrainingJobs:
         with self._lock:
             return [run_id for run_id, child in self._children.items() if child.poll() is None]
 
-    def _reap(self, run_id: str, child: subprocess.Popen, launch: Launch,
+    def _reap(self, run_id: str, child: subprocess.Popen, request: TrainingRequest,
               log_file: Path) -> None:
         code = child.wait()
-        _record_end(self.store(launch.database_url), run_id, code, launch, log_file)
+        _record_end(self.store(request.database_url), run_id, code, log_file)
 
     def close(self) -> None:
         """Release the stores' connections (tests, shutdown)."""
@@ -161,12 +154,6 @@ class TrainingJobs:
             stores, self._stores = list(self._stores.values()), {}
         for store in stores:
             store.close()
-
-
-def launched_here(run_id: str) -> bool:
-    """Whether this app started ``run_id`` (its run may not be recorded yet)."""
-    jobs = current_app.extensions.get(EXTENSION)
-    return jobs is not None and jobs.knows(run_id)
 
 
 def sweep_lost_runs(app: Flask) -> list[str]:
@@ -188,19 +175,18 @@ def sweep_lost_runs(app: Flask) -> list[str]:
     return marked
 
 
-def _record_end(store: RunStore, run_id: str, code: int, launch: Launch,
-                log_file: Path) -> None:
+def _record_end(store: RunStore, run_id: str, code: int, log_file: Path) -> None:
     """A child that ended without recording the end of its run leaves a failed run: one
     that died before taking over its run (a crash at start-up), and one killed mid-run
     (SIGKILL, the OOM killer) that could not record its end, alike. A child that
-    recorded its own end is left as it is."""
+    recorded its own end is left as it is; a run deleted meanwhile stays deleted (it was
+    recorded before the child started, so there is nothing to create)."""
     try:
         try:
             status = store.get_run(run_id)["status"]
-        except RunNotFound:  # deleted meanwhile: record the launch again
-            store.create_run(name=launch.model_name, model_type=launch.model_type,
-                             data_file=str(launch.csv_path), run_id=run_id)
-            status = "running"
+        except RunNotFound:
+            log.info("training %s ended (exit %d); its run was deleted meanwhile", run_id, code)
+            return
         if status not in TERMINAL_STATUSES:
             tail = log_file.read_text(errors="replace")[-LOG_TAIL_CHARS:].strip()
             store.set_status(run_id, "failed", error=f"exit {code}: {tail}")
@@ -209,9 +195,8 @@ def _record_end(store: RunStore, run_id: str, code: int, launch: Launch,
                   run_id, code, exc)
 
 
-class Busy(RuntimeError):
-    """A launch refused for now; ``field`` is the form input it is about."""
+class Busy(InputError):
+    """A launch refused for now (409); ``field`` is the input it is about, or None."""
 
-    def __init__(self, field: str, message: str) -> None:
-        super().__init__(message)
-        self.field = field
+    def __init__(self, field: str | None, message: str) -> None:
+        super().__init__(message, field)
