@@ -1,6 +1,8 @@
 # Two commands for a new user: `make run` and `make test` (README.md).
 # Both create .venv and install the pinned requirements the first time, and again
 # only when a requirements file changes (stamp files record what is installed).
+# The shell tools run with .venv's python through `make train|backtest|api ARGS="…"`,
+# so a command pasted right after `make run` finds torch (a bare `python` does not).
 
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   := .venv
@@ -8,11 +10,24 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip install --disable-pip-version-check --quiet
 HOST   ?= 127.0.0.1
 PORT   ?= 5000
+ARGS   ?=
 
-.PHONY: run test lint bench bench-ppo sample clean
+.PHONY: run train backtest api test lint bench bench-ppo sample clean
 
 run: $(VENV)/.runtime
-	$(PY) Main.py --host $(HOST) --port $(PORT)
+	$(PY) Main.py --host $(HOST) --port $(PORT) $(ARGS)
+
+# make train ARGS="--csv_path sample.csv --model ppo --mode smoke"
+train: $(VENV)/.runtime
+	$(PY) Utilities/run_training.py $(ARGS)
+
+# make backtest ARGS="--model-dir Models/PPO_demo --csv_path sample.csv"
+backtest: $(VENV)/.runtime
+	$(PY) Utilities/run_backtest.py $(ARGS)
+
+# The standalone prediction server: make api ARGS="--model-dir Models/PPO_demo --port 8001"
+api: $(VENV)/.runtime
+	$(PY) Api_Loader.py $(ARGS)
 
 test: $(VENV)/.dev
 	$(VENV)/bin/ruff check .
