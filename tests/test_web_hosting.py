@@ -91,7 +91,8 @@ def test_the_page_lists_models_and_preselects_the_query_model(client, library) -
     # the playground targets the chosen model until one is hosted
     assert f"POST /api/models/{library['ppo']}/predict" in page
     assert f"--model-dir {library['ppo']}" not in page  # the library is outside the repo
-    assert re.search(rf"python Api_Loader.py --model-dir \S+/{library['ppo']} --port 8001", page)
+    assert re.search(rf"\.venv/bin/python Api_Loader.py --model-dir \S+/{library['ppo']} "
+                     r"--port 8001", page)
 
 
 def test_hosting_a_model_serves_it_as_the_standalone_app_does(client, library, trained,
@@ -101,7 +102,7 @@ def test_hosting_a_model_serves_it_as_the_standalone_app_does(client, library, t
     page = client.get("/hosting").get_data(as_text=True)
     assert 'id="hosted-name">PPO_tiny<' in page and "serving" in page
     assert "Hosted model (PPO_tiny) → /predict" in page
-    assert re.search(r"python Api_Loader.py --model-dir \S+/PPO_tiny --port 8001", page)
+    assert re.search(r"\.venv/bin/python Api_Loader.py --model-dir \S+/PPO_tiny --port 8001", page)
 
     standalone = create_api_app(trained["ppo"], {"TESTING": True}).test_client()
     body = {"window": window_for(sample_bars, trained["ppo"])}

@@ -218,9 +218,9 @@ class _State:
             return self._credentials
 
 
-DASHBOARD_HINT = ("create a token (python Main.py tokens create NAME) or a login "
-                  "(python Main.py users set-password NAME) first")
-TOKEN_SERVER_HINT = ("create a token (python Main.py tokens create NAME, with the same "
+DASHBOARD_HINT = ("create a token (.venv/bin/python Main.py tokens create NAME) or a login "
+                  "(.venv/bin/python Main.py users set-password NAME) first")
+TOKEN_SERVER_HINT = ("create a token (.venv/bin/python Main.py tokens create NAME, with the same "
                      "DATABASE_URL) or list one in a --token-file first")
 
 
@@ -367,7 +367,8 @@ def _challenge(state: _State, bad_token: bool) -> Response | tuple[Response, int
         challenge = f'Bearer realm="{REALM}", error="invalid_token"'
     else:
         message = ("authentication required: send Authorization: Bearer <token> (create a "
-                   "token on the settings page or with: python Main.py tokens create NAME)")
+                   "token on the settings page or with: .venv/bin/python Main.py tokens "
+                   "create NAME)")
         challenge = f'Bearer realm="{REALM}"'
     reply = _reply(state, 401, message)
     reply[0].headers["WWW-Authenticate"] = challenge

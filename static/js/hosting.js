@@ -34,7 +34,7 @@
       "  -H 'Content-Type: application/json' \\\n" + auth + "  -d " + shellQuote(compactBody());
     var option = target.options[target.selectedIndex];
     var dir = option ? option.getAttribute("data-model-dir") : "";
-    standalone.textContent = dir ? "python Api_Loader.py --model-dir " + dir + " --port 8001"
+    standalone.textContent = dir ? ".venv/bin/python Api_Loader.py --model-dir " + dir + " --port 8001"
                                  : "(choose a model)";
   }
 

@@ -68,7 +68,7 @@ def test_host_fill_send_and_copy(live_server: str, page, library: str) -> None:
     assert curl.startswith(f"curl -s -X POST '{live_server}/predict'")
     assert "Content-Type: application/json" in curl and '"window":[{"Open":' in curl
     standalone = page.locator("#pg-standalone").inner_text()
-    assert standalone.startswith("python Api_Loader.py --model-dir ")
+    assert standalone.startswith(".venv/bin/python Api_Loader.py --model-dir ")
     assert standalone.endswith(f"/{library} --port 8001")
     screenshot(page, "hosting_playground_reply")
     assert problems == []
