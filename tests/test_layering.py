@@ -54,6 +54,7 @@ UTILITIES = {
     "Utilities.ppo_backtester": APPLICATION,   # NetworkConfigs.PPO_loader
     "Utilities.run_backtest": APPLICATION,     # the backtest CLI
     "Utilities.run_training": APPLICATION,     # the training CLI
+    "Utilities.training_request": APPLICATION,  # one training, from the CLI or the form
 }
 ENTRY_FILES = {"Api_Loader", "Main"}
 
