@@ -190,6 +190,16 @@ def test_no_module_imports_a_higher_layer() -> None:
     assert not new, "imports against the layers:\n" + "\n".join(map(describe, new))
 
 
+def test_test_modules_share_helpers_not_each_other() -> None:
+    """Tests import tests/helpers, never another test module or a conftest (pytest
+    loads those itself; importing one runs its fixtures' module twice)."""
+    found = [f"{name}:{line} imports {target}"
+             for name in source_files() if is_test(name)
+             for target, line, _ in imported_modules(name)
+             if re.search(r"(^|\.)(test_\w+|conftest)$", target)]
+    assert not found, "\n".join(found)
+
+
 def test_known_violations_are_still_real() -> None:
     """Fixed ones leave the list, so it can only shrink."""
     fixed = sorted(KNOWN_VIOLATIONS - layer_violations())

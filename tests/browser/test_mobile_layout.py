@@ -13,7 +13,7 @@ import pytest
 
 from NetworkConfigs.base import deep_merge
 from NetworkConfigs.ppo_config import SMOKE
-from tests.browser.conftest import CHROMIUM_ARGS, screenshot
+from tests.helpers.browser import CHROMIUM_ARGS, screenshot
 from Utilities.metrics_logger import MetricsLogger
 from web.navigation import AREAS
 from web.store import get_store

@@ -7,6 +7,11 @@ from pathlib import Path
 
 from tests.helpers.paths import ROOT
 
+CHROMIUM = "/usr/bin/chromium"
+# Without the background-networking flags chromium keeps dialing out of a closed network.
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                 "--no-first-run", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync"]
 ARTIFACTS = ROOT / "test-artifacts" / "screenshots"
 
 
