@@ -56,8 +56,8 @@ def cost_errors(**costs: Any) -> dict[str, str]:
             continue
         ok, rule = _COST_RULES[name]
         problem = _number_problem(value, name) or (
-            None if ok(value) else f"{name} cannot be negative; got {value!r}" if value < 0
-            else f"{name} must be {rule}; got {value!r}")
+            None if ok(value) else f"{name} cannot be negative; got {value:g}" if value < 0
+            else f"{name} must be {rule}; got {value:g}")  # as typed: -1, not -1.0
         if problem:
             errors[name] = problem
     return errors

@@ -187,9 +187,10 @@ def checked_trainer(trainer_class: type, config_of: Callable[[dict], dict],
             if isinstance(trainer.config.get("data_params"), dict):
                 check_data_params(trainer.config["data_params"])
             return trainer, errors
-        except InputError as exc:
-            errors[exc.field] = str(exc)
-            if exc.field is None or not _drop_key(remaining, exc.field):
+        except InputError as exc:  # one problem, or several (InputErrors) at once
+            errors.update(exc.errors)
+            dropped = [field is not None and _drop_key(remaining, field) for field in exc.errors]
+            if not all(dropped):
                 return None, errors
         except (ValueError, TypeError) as exc:  # a rule across keys: the config as a whole
             errors.setdefault(None, str(exc))

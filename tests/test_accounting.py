@@ -44,7 +44,7 @@ def backtest_form_errors(values: dict[str, str]) -> dict[str, str]:
     ({"commission": 1}, {"commission": "commission must be a fraction of the traded value "
                                         "in [0, 1), e.g. 0.0005 for 0.05 % per fill; got 1"}),
     ({"slippage": 1e4}, {"slippage": "slippage must be in basis points, from 0 to below "
-                                     "10000; got 10000.0"}),
+                                     "10000; got 10000"}),
     ({"initial_balance": 0.5}, {"initial_balance": "initial_balance must be at least 1; "
                                                    "got 0.5"}),
     ({"slippage": float("inf")}, {"slippage": "slippage must be a finite number; got inf"}),

@@ -98,7 +98,7 @@ def test_an_upload_is_kept_when_the_form_is_refused(app, live_server, page, samp
     run_id = page.url.rsplit("/", 1)[1]
     with app.app_context():
         run = get_store().get_run(run_id)
-    assert run["name"] == "from_upload" and run["data_file"].endswith("-my_bars.csv")
+    assert run["name"] == "from_upload" and run["data_file"].endswith("-my bars.csv")
     assert Path(run["data_file"]).is_file()
     expect(page.locator("#run-status-badge")).to_have_text("starting")
     shot(page, "train_run_starting")
