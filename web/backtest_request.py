@@ -286,8 +286,7 @@ def in_sample(request: BacktestRequest, start: str, end: str) -> dict[str, Any] 
 
 def _end_of(text: str) -> pd.Timestamp:
     """A training part's last time; a bare date is that whole day."""
-    stamp = pd.Timestamp(text)
-    return stamp + pd.Timedelta(days=1) - pd.Timedelta(seconds=1) if ":" not in text else stamp
+    return parse_time(text, "end", whole_day=True)
 
 
 def _shown_time(stamp: pd.Timestamp) -> str:

@@ -32,7 +32,6 @@ import functools
 import math
 import re
 import shlex
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -51,7 +50,9 @@ from flask.blueprints import BlueprintSetupState
 
 from NetworkConfigs import type_label
 from NetworkConfigs.artifacts import list_models
+from Utilities.data_loading import parse_time
 from Utilities.data_utils import DataError, load_bars
+from Utilities.input_errors import InputError
 from web.datafiles import list_csv_files, models_dir, resolve_csv
 from web.hosted import Cached, Hosting
 from web.json_io import ApiError, read_json_body
@@ -242,19 +243,12 @@ def _end_index(text: str, index: pd.DatetimeIndex) -> int:
             raise ApiError(422, f"end {end} is out of range: the file has bars 0 to {n - 1}",
                            "end")
         return end
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            when = pd.Timestamp(text)
-    except (ValueError, TypeError, OverflowError):
-        when = pd.NaT
-    if when is pd.NaT:
+    try:  # the one date rule: as a CSV's time column is read, a date alone is that day
+        when = parse_time(text, "end", whole_day=True)
+    except InputError:
         raise ApiError(422, f"end must be a bar index (0 to {n - 1}) or a date/time; got "
-                            f"{text!r}", "end")
-    if when.tzinfo is not None:  # bars are indexed in naive UTC
-        when = when.tz_convert("UTC").tz_localize(None)
-    whole_day = ":" not in text and when == when.normalize()  # a date alone: that day
-    upto = index < when + pd.Timedelta(days=1) if whole_day else index <= when
+                            f"{text!r}", "end") from None
+    upto = index <= when
     if not upto.any() or when > index[-1]:
         raise ApiError(422, f"end {text!r} is out of range: the file runs from "
                             f"{_iso(index[0])} to {_iso(index[-1])}", "end")
