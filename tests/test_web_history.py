@@ -263,7 +263,7 @@ def test_run_page_shows_information_statistics_config_and_checkpoints(client, ru
     page = response.get_data(as_text=True)
     assert runs["ppo"] in page and "PPO (clipped, GAE)" in page
     assert '<a href="/models/PPO_demo"' in page
-    assert 'title="/data/sample.csv">sample.csv' in page
+    assert "<code>sample.csv</code>" in page and "/data/sample.csv" not in page
     for label in ("Episodes", "Average reward", "Max reward", "Final win rate, last 100",
                   "Updates", "Final policy loss"):
         assert f'<span class="stat-label">{label}</span>' in page
