@@ -15,7 +15,7 @@ from torch import nn
 
 from NetworkConfigs.artifacts import ModelWriter
 from NetworkConfigs.base import deep_merge
-from NetworkConfigs.config_sections import Checks, checked, choice, size
+from NetworkConfigs.config_sections import DEVICES, Checks, checked, choice, size
 from NetworkConfigs.signals import Samples
 from NetworkConfigs.supervised import COMMON_DEFAULTS, SupervisedTrainer
 from NetworkConfigs.torch_utils import resolve_device, seed_everything
@@ -78,7 +78,7 @@ class TransformerTrainer(SupervisedTrainer):
         self.learning_rate = check(checked, train, "learning_rate", float, low=1e-12)
         self.weight_decay = check(checked, train, "weight_decay", float, low=0)
         self.max_grad_norm = check(checked, train, "max_grad_norm", float, low=1e-9)
-        self.device = check(_device, check(choice, train, "device", ("auto", "cpu", "cuda")))
+        self.device = check(_device, check(choice, train, "device", DEVICES))
         self.net: DirectionTransformer | None = None
 
     def _build(self, n_features: int, train: Samples) -> None:

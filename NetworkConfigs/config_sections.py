@@ -50,6 +50,10 @@ LIMITS: dict[str, int] = {
 }
 
 
+# Where a torch model type may train: "auto" is CUDA when a GPU is there, else the CPU
+# (torch_utils.resolve_device); here, without torch, so a form can offer the choices.
+DEVICES = ("auto", "cpu", "cuda")
+
 def normalise_sections(config: dict[str, Any] | None,
                        defaults: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """Defaults + user config (sectioned or flat). Every unknown key is reported at once

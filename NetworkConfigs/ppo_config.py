@@ -18,7 +18,14 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from NetworkConfigs.config_sections import Checks, checked, choice, normalise_sections, size
+from NetworkConfigs.config_sections import (
+    DEVICES,
+    Checks,
+    checked,
+    choice,
+    normalise_sections,
+    size,
+)
 from Utilities.accounting import EnvParams
 from Utilities.input_errors import InputError
 
@@ -117,7 +124,7 @@ def settings_from(config: dict[str, Any]) -> PPOSettings:
         target_kl=check(checked, train, "target_kl", float, low=0, optional=True),
         norm_adv=check(checked, train, "norm_adv", bool),
         seed=check(checked, train, "seed", int, low=0, high=2**32 - 1),
-        device=check(choice, train, "device", ("auto", "cpu", "cuda")),
+        device=check(choice, train, "device", DEVICES),
         hidden_dim=check(size, model, "hidden_dim"),
         depth=check(size, model, "num_layers"),
         encoder=check(choice, model, "encoder", ENCODERS))

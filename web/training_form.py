@@ -18,7 +18,7 @@ from typing import Any
 
 from NetworkConfigs import get_model_type, model_type_names
 from NetworkConfigs.base import deep_merge
-from NetworkConfigs.config_sections import LIMITS
+from NetworkConfigs.config_sections import DEVICES, LIMITS
 from NetworkConfigs.ppo_config import ENCODERS
 from Utilities.accounting import COSTS, cost_errors
 from Utilities.data_utils import SCALERS, TRANSFORMS
@@ -28,7 +28,6 @@ from Utilities.training_request import MODES
 EXAMPLES = Path(__file__).resolve().parent.parent / "NetworkConfigs"
 _COMMENTED_KEY = re.compile(r"^  (\w+):[^#]*#\s*(.+)$")
 # The names ppo_config's and the Transformer's ``choice(train, "device", …)`` accept.
-DEVICES = ("auto", "cpu", "cuda")
 # Shown first, outside the folded "all parameters": the budget and the window.
 COMMON_KEYS = ("total_timesteps", "epochs", "lookback_window")
 # Form inputs of the request's own fields (a TrainingRequest error's ``field``).
