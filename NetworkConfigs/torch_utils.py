@@ -35,3 +35,11 @@ def gumbel_noise(shape: tuple[int, ...], device: torch.device | str = "cpu") -> 
     exponential race). Drawing a rollout's noise at once saves ops on every step.
     """
     return -torch.empty(shape, device=device).exponential_().log()
+
+
+def set_threads(threads: int) -> None:
+    """Let torch use ``threads`` CPU threads for its operations. More threads than the
+    cores left free by other processes make every step wait on the slowest thread (a
+    Transformer smoke training took 6x longer with a second busy process), so each
+    training takes the budget it is given (run_training's ``--threads``)."""
+    torch.set_num_threads(threads)

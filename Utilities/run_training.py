@@ -52,6 +52,7 @@ from NetworkConfigs.callbacks import (
     StopOnSignal,
     StoreLogger,
 )
+from NetworkConfigs.torch_utils import set_threads
 from Utilities.data_utils import DataError, load_bars
 from Utilities.input_errors import InputError
 from Utilities.logging_setup import configure_logging, one_line
@@ -65,7 +66,7 @@ from Utilities.run_store import (
     heartbeat_seconds,
     lost_after_seconds,
 )
-from Utilities.training_request import TrainingRequest, UsageError
+from Utilities.training_request import TrainingRequest, UsageError, thread_budget
 
 __all__ = ["TrainingRequest", "UsageError", "main", "parse_args", "prepare", "train"]
 
@@ -93,6 +94,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--run-id", help="record the run under this UUID (launchers that "
                                          "must know the id before training starts)")
+    parser.add_argument("--threads", help="CPU threads torch may use (default: TRAIN_THREADS, "
+                        "else every CPU); a second busy process makes more threads than "
+                        "cores several times slower")
     return parser.parse_args(argv)
 
 
@@ -286,6 +290,7 @@ def train(args: argparse.Namespace) -> int:
         heartbeat.start(claimed)  # alive while the data loads
         try:
             request = TrainingRequest.from_args(args)
+            set_threads(request.threads or thread_budget())
             job = prepare(request, store)
             run_id = _record_run(store, job, request, claimed)
         except UsageError as exc:

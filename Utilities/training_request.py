@@ -22,6 +22,7 @@ import argparse
 import copy
 import csv
 import json
+import os
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -86,6 +87,7 @@ class TrainingRequest:
     run_id: str | None = None
     database_url: str | None = None     # never on a command line (it may hold a password)
     progress: bool = True
+    threads: int | None = None          # torch's CPU threads; None: thread_budget()
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> TrainingRequest:
@@ -105,7 +107,9 @@ class TrainingRequest:
                    model_name=args.model_name, mode=args.mode, overrides=overrides,
                    resume=args.resume, models_dir=args.models_dir, overwrite=args.overwrite,
                    run_id=_run_id(args.run_id), database_url=args.database_url,
-                   progress=not args.no_progress)
+                   progress=not args.no_progress,
+                   threads=None if args.threads is None else parse_threads(args.threads,
+                                                                           "--threads"))
 
     def config_over(self, base: dict[str, Any], smoke: dict[str, Any],
                     overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
@@ -120,7 +124,8 @@ class TrainingRequest:
         args = ["--csv_path", str(self.csv_path), "--mode", self.mode]
         for option, value in (("--model", self.model_type), ("--model_name", self.model_name),
                               ("--resume", self.resume), ("--run-id", self.run_id),
-                              ("--models-dir", self.models_dir), ("--config", config_file)):
+                              ("--models-dir", self.models_dir), ("--config", config_file),
+                              ("--threads", self.threads)):
             if value is not None:
                 args += [option, str(value)]
         if config_file is None and self.overrides:
@@ -278,6 +283,26 @@ def _read_mapping(text: str, what: str, loader: Callable[[str], Any],
         raise UsageError(f"{what} must be a mapping (an object), not {type(value).__name__}",
                          option)
     return value
+
+
+def thread_budget() -> int:
+    """The CPU threads one training may use when nobody said: ``TRAIN_THREADS``, else
+    every CPU (a shell run has the machine; the dashboard gives each of its trainings
+    its own budget, see web.training_jobs)."""
+    text = os.environ.get("TRAIN_THREADS")
+    return parse_threads(text, "TRAIN_THREADS") if text else max(1, os.cpu_count() or 1)
+
+
+def parse_threads(text: str | int, where: str) -> int:
+    """A thread count (1-1024); UsageError naming ``where`` for anything else."""
+    try:
+        threads = int(text)
+    except (TypeError, ValueError):
+        threads = 0
+    if not 1 <= threads <= 1024:
+        raise UsageError(f"{where} must be a whole number of CPU threads from 1 to 1024; "
+                         f"got {text!r}", "threads")
+    return threads
 
 
 def _run_id(text: str | None) -> str | None:

@@ -100,6 +100,8 @@ def test_resume_from_a_model_folder_continues_training(tmp_path: Path, monkeypat
     (["--total-timesteps", "0"], "total_timesteps must be in [1, 10000000000]"),
     (["--training_params", '{"model_params": {"lookback_window": 5000}}'],
      "lookback_window must be in [1, 2000]"),
+    (["--threads", "0"], "--threads must be a whole number of CPU threads from 1 to 1024"),
+    (["--threads", "two"], "--threads must be a whole number of CPU threads"),
 ])
 def test_bad_input_is_one_line_and_exit_2(args: list[str], message: str, tmp_path: Path,
                                           monkeypatch, capsys) -> None:
@@ -294,3 +296,40 @@ def test_usage_errors_name_their_option(tmp_path: Path, monkeypatch) -> None:
         with pytest.raises(run_training.UsageError) as caught:
             run_training.prepare(run_training.TrainingRequest.from_args(args), store=None)
         assert caught.value.field == field, (field, caught.value)
+
+
+def test_a_bad_thread_budget_in_the_environment_is_named(tmp_path: Path, monkeypatch,
+                                                         capsys) -> None:
+    monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path}/runs.db")
+    monkeypatch.setenv("TRAIN_THREADS", "-3")
+    code = run_training.main(["--csv_path", str(ROOT / "sample.csv"), "--models-dir",
+                              str(tmp_path / "M"), "--model", "xgboost", "--mode", "smoke"])
+    assert code == 2
+    assert "TRAIN_THREADS must be a whole number of CPU threads" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("option", "environment", "expected"), [
+    (["--threads", "1"], None, 1),
+    ([], "1", 1),                 # TRAIN_THREADS when the command line says nothing
+    (["--threads", "2"], "1", 2),  # the command line wins
+])
+def test_a_training_uses_the_thread_budget_it_is_given(option: list[str], environment,
+                                                       expected: int, tmp_path: Path,
+                                                       monkeypatch) -> None:
+    import torch
+
+    monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path}/runs.db")
+    if environment is None:
+        monkeypatch.delenv("TRAIN_THREADS", raising=False)
+    else:
+        monkeypatch.setenv("TRAIN_THREADS", environment)
+    before = torch.get_num_threads()
+    torch.set_num_threads(3)  # neither budget, so the training must have set it
+    try:
+        code = run_training.main(["--csv_path", str(ROOT / "sample.csv"), "--models-dir",
+                                  str(tmp_path / "M"), "--model", "xgboost", "--mode",
+                                  "smoke", "--no-progress", *option])
+        assert code == 0
+        assert torch.get_num_threads() == expected
+    finally:
+        torch.set_num_threads(before)

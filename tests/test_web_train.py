@@ -563,3 +563,33 @@ def test_resume_continues_a_run_from_its_checkpoint(app, sample_path: Path,
     (command,) = commands
     assert command[command.index("--resume") + 1] == first["run_id"]
     assert command[command.index("--csv_path") + 1] == str(sample_path)
+
+
+@pytest.mark.parametrize(("cpus", "threads", "running"), [(2, None, 2), (8, 2, 4), (2, 4, 1)])
+def test_trainings_at_once_and_their_threads_are_one_budget(cpus: int, threads, running: int,
+                                                            tmp_path: Path,
+                                                            monkeypatch) -> None:
+    monkeypatch.setattr(training_jobs.os, "cpu_count", lambda: cpus)
+    if threads is None:
+        monkeypatch.delenv("TRAIN_THREADS", raising=False)
+    else:
+        monkeypatch.setenv("TRAIN_THREADS", str(threads))
+    jobs_here = training_jobs.TrainingJobs(tmp_path)
+    assert (jobs_here.threads, jobs_here.max_running) == (threads or 1, running)
+
+
+def test_a_web_training_is_started_with_its_thread_budget(app, monkeypatch) -> None:
+    seen = {}
+    real_popen = training_jobs.subprocess.Popen
+
+    def popen(command, **kwargs):
+        seen["threads"] = command[command.index("--threads") + 1]
+        return real_popen([sys.executable, "-c", "pass"], **kwargs)
+
+    monkeypatch.setattr(training_jobs.subprocess, "Popen", popen)
+    form = {"model_type": "xgboost", "model_name": "budget", "csv": "sample.csv"}
+    assert app.test_client().post("/train", data=form).status_code == 302
+    with app.app_context():
+        (run_id,) = jobs()._children
+        jobs().wait(run_id, timeout=60)
+        assert seen == {"threads": str(jobs().threads)}

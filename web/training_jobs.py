@@ -36,7 +36,7 @@ from Utilities.run_store import (
     RunStoreError,
     StoreUnavailable,
 )
-from Utilities.training_request import TrainingRequest
+from Utilities.training_request import TrainingRequest, parse_threads
 
 log = logging.getLogger(__name__)
 
@@ -48,9 +48,15 @@ LOG_TAIL_CHARS = 2000
 class TrainingJobs:
     """The children this app started, by run id."""
 
-    def __init__(self, work_dir: Path, max_running: int | None = None) -> None:
+    def __init__(self, work_dir: Path, max_running: int | None = None,
+                 threads: int | None = None) -> None:
         self.work_dir = Path(work_dir)
-        self.max_running = max_running or max(1, os.cpu_count() or 1)
+        # Each training gets a CPU budget (TRAIN_THREADS, default 1) and its torch uses
+        # that many threads; as many trainings run at once as budgets fit in the CPUs.
+        # The two rules are one: N trainings never ask for more threads than there are
+        # cores (oversubscribed, a training ran 6x slower).
+        self.threads = threads or _web_threads()
+        self.max_running = max_running or max(1, (os.cpu_count() or 1) // self.threads)
         self._children: dict[str, subprocess.Popen] = {}
         self._reapers: dict[str, threading.Thread] = {}
         self._stores: dict[str, RunStore] = {}
@@ -67,7 +73,7 @@ class TrainingJobs:
         Raises Busy when the same model is already training, or too many trainings run
         (both read from the store). ``request.database_url`` names the store."""
         request = replace(request, run_id=request.run_id or str(uuid.uuid4()),
-                          progress=False)
+                          progress=False, threads=request.threads or self.threads)
         try:
             store = self.store(request.database_url)
             run_id = self._claim(store, request, config)
@@ -105,7 +111,8 @@ class TrainingJobs:
             if exc.reason == "duplicate":
                 raise Busy("model_name", f"a {type_name} model named {name!r} is already "
                                          f"training (run {exc.run['run_id']})") from None
-            raise Busy(None, f"{exc.limit} trainings are already running (one per CPU); "
+            raise Busy(None, f"{exc.limit} trainings are already running ({self.threads} "
+                             f"CPU thread(s) each, TRAIN_THREADS, on {os.cpu_count()} CPUs); "
                              "wait for one to finish") from None
 
     def _spawn(self, request: TrainingRequest, run_id: str) -> str:
@@ -200,3 +207,9 @@ class Busy(InputError):
 
     def __init__(self, field: str | None, message: str) -> None:
         super().__init__(message, field)
+
+
+def _web_threads() -> int:
+    """A web-started training's CPU budget: ``TRAIN_THREADS``, else 1 (one per CPU)."""
+    text = os.environ.get("TRAIN_THREADS")
+    return parse_threads(text, "TRAIN_THREADS") if text else 1
