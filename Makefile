@@ -44,6 +44,7 @@ bench: $(VENV)/.dev
 	$(PY) bench/predict_latency.py
 	$(PY) bench/model_types.py
 	$(PY) bench/upload_memory.py
+	$(PY) bench/training_threads.py
 
 # Our PPO against stable-baselines3's (a bench-only dependency) on the same trading env;
 # prints JSON. Options: make bench-ppo BENCH_PPO_ARGS="--steps 131072 --repeats 5 --sb3-vec"
