@@ -9,7 +9,9 @@ interval. It also heartbeats the run every ``heartbeat_interval`` seconds
 :mod:`Utilities.run_store`). A store failure never reaches the training loop: it
 is logged, counted in :meth:`MetricsLogger.get_statistics`, and the batch is retried at
 the next flush (up to ``max_pending`` rows; beyond that the oldest rows are dropped and
-counted, so a dead database cannot exhaust memory).
+counted, so a dead database cannot exhaust memory). A store that answers but more slowly
+than rows arrive loses nothing: the logger says it is falling behind (``behind_peak``
+counts the most rows that waited) and keeps writing; only an unreachable store sheds.
 
 Keys are grouped SB3-style: ``episode/<field>`` (step = episode number) and
 ``train/<field>`` (step = update number). Episodes also become ``episode`` events so a
@@ -75,7 +77,9 @@ class MetricsLogger:
         self._pending_metrics: list[tuple] = []
         self._pending_events: list[tuple] = []
         self._counts = {"written_metrics": 0, "written_events": 0, "write_failures": 0,
-                        "dropped": 0, "flushes": 0}
+                        "dropped": 0, "flushes": 0, "behind_peak": 0}
+        self._store_failing = False  # the last write failed: only then are rows shed
+        self._behind_said = -math.inf
         self._writer_cpu = 0.0  # CPU seconds spent writing (the logger's true cost)
         self._last_error: str | None = None
         self._last_heartbeat = -math.inf  # the first write heartbeats
@@ -258,6 +262,13 @@ class MetricsLogger:
                 self._pending_metrics.append((run, item[1], item[2], item[3], item[4]))
             else:  # payloads are dicts the log calls built; the store makes them plain
                 self._pending_events.append((run, item[1], item[2], item[3]))
+        if self._store_failing:
+            self._shed()
+        else:
+            self._note_backlog()
+
+    def _shed(self) -> None:
+        """Beyond ``max_pending`` rows while the store is unreachable: drop the oldest."""
         overflow = len(self._pending_metrics) + len(self._pending_events) - self.max_pending
         if overflow > 0:
             cut = min(overflow, len(self._pending_metrics))
@@ -265,6 +276,16 @@ class MetricsLogger:
             del self._pending_events[:overflow - cut]
             self._counts["dropped"] += overflow
             log.error("metrics store unreachable; dropped %d oldest rows", overflow)
+
+    def _note_backlog(self) -> None:
+        """A healthy store slower than the training: say so (every 10 s), drop nothing."""
+        waiting = len(self._pending_metrics) + len(self._pending_events)
+        self._counts["behind_peak"] = max(self._counts["behind_peak"], waiting)
+        now = time.monotonic()
+        if waiting > self.max_pending and now - self._behind_said >= 10.0:
+            self._behind_said = now
+            log.warning("metrics writer falling behind: %d rows waiting (the store answers, "
+                        "more slowly than rows arrive); none dropped", waiting)
 
     def _write(self) -> bool:
         metrics, events = self._pending_metrics, self._pending_events
@@ -283,7 +304,10 @@ class MetricsLogger:
                 self._counts["write_failures"] += 1
                 self._last_error = f"{type(exc).__name__}: {exc}"
                 log.warning("metrics write failed (will retry): %s", self._last_error)
+                self._store_failing = True
+                self._shed()
                 return False
+            self._store_failing = False
             if beat:
                 self._last_heartbeat, heartbeats = now, []
             del self._pending_metrics[:len(metrics)]

@@ -127,6 +127,37 @@ def test_a_dead_store_cannot_exhaust_memory(store, run_id: str) -> None:
     metrics.close()  # logs an error, does not raise
 
 
+def test_a_store_that_answers_slowly_loses_nothing_and_says_it_is_behind(
+        store, run_id: str, caplog) -> None:
+    # More rows wait than max_pending, but the store answers: nothing may be dropped.
+    metrics = MetricsLogger(store, run_id, flush_interval=NEVER, max_pending=50)
+    for episode in range(100):
+        metrics.log_episode(episode, reward=float(episode))
+    with caplog.at_level("WARNING", logger="Utilities.metrics_logger"):
+        assert metrics.flush() is True
+    stats = metrics.get_statistics()
+    assert stats["dropped"] == 0 and stats["behind_peak"] == 200  # 100 metrics + 100 events
+    assert "falling behind: 200 rows waiting" in caplog.text
+    assert "unreachable" not in caplog.text
+    metrics.close()
+    assert len(store.metric_series(run_id, "episode/reward")) == 100
+
+
+def test_a_store_that_comes_back_stops_the_shedding(store, run_id: str) -> None:
+    metrics = MetricsLogger(FlakyStore(store, failures=1), run_id, flush_interval=NEVER,
+                            max_pending=50)
+    for episode in range(40):
+        metrics.log_episode(episode, reward=1.0)
+    assert metrics.flush() is False  # down: 80 rows, the oldest 30 shed
+    assert metrics.get_statistics()["dropped"] == 30
+    assert metrics.flush() is True   # back
+    for episode in range(40, 100):
+        metrics.log_episode(episode, reward=1.0)
+    assert metrics.flush() is True
+    assert metrics.get_statistics()["dropped"] == 30  # nothing more once it answers
+    metrics.close()
+
+
 def test_queries(store, run_id: str) -> None:
     metrics = MetricsLogger(None)
     for episode, reward in enumerate([3.0, 9.0, -2.0, 5.0], start=1):
