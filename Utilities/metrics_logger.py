@@ -79,6 +79,7 @@ class MetricsLogger:
         self._counts = {"written_metrics": 0, "written_events": 0, "write_failures": 0,
                         "dropped": 0, "flushes": 0, "behind_peak": 0}
         self._store_failing = False  # the last write failed: only then are rows shed
+        self._dropped_told = 0  # dropped rows the run's own log already reports
         self._behind_said = -math.inf
         self._writer_cpu = 0.0  # CPU seconds spent writing (the logger's true cost)
         self._last_error: str | None = None
@@ -308,6 +309,7 @@ class MetricsLogger:
                 self._shed()
                 return False
             self._store_failing = False
+            self._tell_dropped()
             if beat:
                 self._last_heartbeat, heartbeats = now, []
             del self._pending_metrics[:len(metrics)]
@@ -317,6 +319,17 @@ class MetricsLogger:
             if not self._pending_metrics and not self._pending_events:
                 return True
             time.sleep(0)  # release the GIL between slices of a burst
+
+    def _tell_dropped(self) -> None:
+        """Once the store answers again, the rows it lost go on the run's record (an
+        alert event, shown on the run page), not only in this process's log."""
+        lost = self._counts["dropped"] - self._dropped_told
+        if lost > 0:
+            self._dropped_told = self._counts["dropped"]
+            self._pending_events.append((self.run_id, "alert", {
+                "level": "warning", "title": "metrics lost",
+                "message": f"{lost} metric rows were dropped while the run store was "
+                           "unreachable", "dropped": lost}, time.time()))
 
     def close(self) -> None:
         """Stop the writer thread and flush what is left. Safe to call twice."""

@@ -156,6 +156,9 @@ def test_a_store_that_comes_back_stops_the_shedding(store, run_id: str) -> None:
     assert metrics.flush() is True
     assert metrics.get_statistics()["dropped"] == 30  # nothing more once it answers
     metrics.close()
+    # The loss is on the run's record (its page shows alerts), said once.
+    alerts = [e["payload"] for e in store.events_after(0, run_id=run_id, kinds=["alert"])]
+    assert [(a["title"], a["dropped"]) for a in alerts] == [("metrics lost", 30)]
 
 
 def test_queries(store, run_id: str) -> None:
