@@ -13,6 +13,10 @@ The numpy trunk replays the network's own layers (Linear and Tanh, as
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import numpy as np
 import torch
 from torch import nn
@@ -20,6 +24,7 @@ from torch import nn
 from NetworkConfigs.ppo_network import ActorCritic
 
 _BATCH = 4096  # bars per block of the one-off market pass (bounds its memory)
+_THREADS = threading.Lock()  # one thread-count change at a time (see _one_torch_thread)
 
 
 class ReplayPolicy:
@@ -31,7 +36,7 @@ class ReplayPolicy:
                       else agent.window_dim)
         self._actor = _Trunk(agent._actor_layers, market_dim)
         self._critic = _Trunk(agent._critic_layers, market_dim)
-        with torch.no_grad():
+        with torch.no_grad(), _one_torch_thread():
             for start in range(0, len(windows), _BATCH):
                 # a contiguous copy: the windows are a read-only strided view, which
                 # torch refuses to wrap (and copies element by element if asked to)
@@ -48,6 +53,12 @@ class ReplayPolicy:
         """Actor logits (k, actions): argmax of these is the greedy action."""
         return self._actor(rows, account.astype(np.float32, copy=False))
 
+    def flat_logits(self, rows: slice | np.ndarray, equity_entry: float) -> np.ndarray:
+        """:meth:`logits` for a flat account, whose entries are ``[equity_entry, 0, 0,
+        0]`` on every row (see :meth:`_Trunk.flat`): the same numbers, without building
+        the account rows and their matrix product."""
+        return self._actor.flat(rows, equity_entry)
+
     def values(self, rows: slice | np.ndarray, account: np.ndarray) -> np.ndarray:
         """Critic values (k,)."""
         return self._critic(rows, account.astype(np.float32, copy=False))[:, 0]
@@ -57,6 +68,25 @@ class ReplayPolicy:
         """(probabilities (k, actions), values (k,)) at bars ``rows`` with ``account``
         (k, account entries), float32 like the network."""
         return softmax(self.logits(rows, account)), self.values(rows, account)
+
+
+@contextmanager
+def _one_torch_thread() -> Iterator[None]:
+    """Run the block inside on one torch thread, then restore the count.
+
+    The market pass is ~25 ms of matrix products on one core. With a second torch
+    thread and a busy machine (a training, another backtest) each product waited for
+    the descheduled thread: 0.4-0.8 s instead of 0.08 s on the 2-core machine of issue
+    13, the same numbers either way (a row's product does not depend on the split).
+    The lock keeps two backtests in one process from restoring each other's count.
+    """
+    with _THREADS:
+        before = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            yield
+        finally:
+            torch.set_num_threads(before)
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -90,7 +120,20 @@ class _Trunk:
         self._blocks = []
 
     def __call__(self, rows: slice | np.ndarray, account: np.ndarray) -> np.ndarray:
-        x = self._market[rows] + account @ self._account_weight
+        return self._tail(self._market[rows] + account @ self._account_weight)
+
+    def flat(self, rows: slice | np.ndarray, equity_entry: float) -> np.ndarray:
+        """:meth:`__call__` where every account row is ``[equity_entry, 0, 0, 0]``.
+
+        A row's product with the account weights is then ``equity_entry * weight[0]``
+        exactly, one rounding as in the matrix product (the zero terms add nothing), so
+        it is computed once for the block; ``+ 0.0`` turns a ``-0.0`` product into the
+        ``+0.0`` a matrix product's sum gives.
+        """
+        shift = np.float32(equity_entry) * self._account_weight[0] + np.float32(0.0)
+        return self._tail(self._market[rows] + shift)
+
+    def _tail(self, x: np.ndarray) -> np.ndarray:
         for layer in self._rest:
             x = layer(x)
         return x

@@ -38,7 +38,6 @@ from Utilities.accounting import (
     SELL,
     Accounts,
     EnvParams,
-    account_features,
     apply_actions,
     target_positions,
 )
@@ -74,18 +73,24 @@ def play(policy: ReplayPolicy, close: np.ndarray, fill_price: np.ndarray, params
          ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The closed loop over ``len(close)`` bars: (actions, probabilities, values).
 
-    Bar ``i`` is the policy's row ``i``; its account entries come from
-    ``accounting.account_features`` of the :class:`LoopAccount`, whose fills follow
+    Bar ``i`` is the policy's row ``i``; its account entries are those of
+    ``accounting.account_features`` for the :class:`LoopAccount`, whose fills follow
     ``apply_actions``, so the agent sees exactly what the training env would show it.
     Only the actor runs inside the loop; probabilities and values are computed for all
     bars at the end, from the logits and account entries the loop recorded.
     ``progress(fraction)`` hears how far the loop is, at most ``_REPORTS`` times.
+
+    The loop runs once per fill (a quarter of the bars for an active agent), so each
+    pass is kept to a few numpy calls: a flat account's entries are one row for the
+    whole block (:meth:`ReplayPolicy.flat_logits`), an open one's are written straight
+    into the float32 rows the network reads (:meth:`LoopAccount.position_features`).
     """
     n = len(close)
     actions = np.zeros(n, dtype=np.int64)
     logits = np.zeros((n, len(ACTION_NAMES)), dtype=np.float32)
     account = np.zeros((n, ACCOUNT_FEATURES), dtype=np.float32)
     acc = LoopAccount(fill_price, params)
+    balance = params.initial_balance
     t, block = 0, _FIRST_BLOCK
     step = max(1, n // _REPORTS)
     next_report = step
@@ -93,19 +98,27 @@ def play(policy: ReplayPolicy, close: np.ndarray, fill_price: np.ndarray, params
         if progress is not None and t >= next_report:
             progress(t / n)
             next_report = t + step
-        stop = min(n, t + block)
-        current = acc.accounts()
-        equity = current.equity(close[t:stop])
-        seen = account_features(current, close[t:stop], params.initial_balance, equity)
-        scores = policy.logits(slice(t, stop), seen)
-        chosen = (scores + noise[t:stop] if noise is not None else scores).argmax(1)
-        fills = acc.fill_offsets(chosen, equity)
-        end = t + int(fills[0]) + 1 if fills.size else stop
-        actions[t:end], logits[t:end] = chosen[:end - t], scores[:end - t]
-        account[t:end] = seen[:end - t]
-        if fills.size and end < n:  # the last bar's decision never fills
+        rows = slice(t, min(n, t + block))
+        if acc.side == 0:
+            # The equity of a flat account is its cash at every mark.
+            entry = acc.equity / balance - 1.0
+            seen: np.ndarray | float = entry
+            scores, equity = policy.flat_logits(rows, entry), None
+        else:
+            equity, seen = acc.position_features(close[rows], balance)
+            scores = policy.logits(rows, seen)
+        chosen = (scores + noise[rows] if noise is not None else scores).argmax(1)
+        fill = acc.first_fill(chosen, equity)
+        end = rows.stop if fill is None else t + fill + 1
+        used = end - t
+        actions[t:end], logits[t:end] = chosen[:used], scores[:used]
+        if acc.side == 0:
+            account[t:end, 0] = seen  # the other entries stay 0
+        else:
+            account[t:end] = seen[:used]
+        if fill is not None and end < n:  # the last bar's decision never fills
             acc.fill(int(actions[end - 1]), end - 1)
-        block = _FIRST_BLOCK if fills.size else min(2 * block, _MAX_BLOCK)
+        block = _FIRST_BLOCK if fill is not None else min(2 * block, _MAX_BLOCK)
         t = end
     return actions, softmax(logits), policy.values(slice(0, n), account)
 
@@ -146,6 +159,37 @@ class LoopAccount:
         return Accounts(unit.cash[bar] * scale, unit.units[bar] * scale, unit.position[bar],
                         unit.entry_price[bar], unit.entry_cost[bar] * scale,
                         unit.trades[bar], unit.wins[bar])
+
+    def position_features(self, close: np.ndarray, balance: float) -> tuple[np.ndarray,
+                                                                             np.ndarray]:
+        """(equity marked at ``close``, the observation's account entries as float32
+        rows) of the open position: ``account_features(self.accounts(), close, balance)``
+        term by term (the same float64 operations, then the same cast), written
+        straight into the rows the network reads. A test pins the two together."""
+        unit, bar, scale = self.opened[self.side], self.entry, self.equity
+        units, entry_price = unit.units[bar] * scale, unit.entry_price[bar]
+        equity = unit.cash[bar] * scale + units * close
+        seen = np.empty((len(close), ACCOUNT_FEATURES), dtype=np.float32)
+        seen[:, 0] = equity / balance - 1.0
+        seen[:, 1] = self.side
+        seen[:, 2] = (units * (close - entry_price) - unit.entry_cost[bar] * scale) / balance
+        seen[:, 3] = self.side * (close / entry_price - 1.0)
+        return equity, seen
+
+    def first_fill(self, chosen: np.ndarray, equity: np.ndarray | None) -> int | None:
+        """The first offset in ``chosen`` whose action trades, or None; ``equity`` is
+        the marks of an open position (None when flat). As :meth:`fill_offsets`, whose
+        first entry it is, including the forced close at ruin."""
+        if self.side == 0:
+            if self.equity <= 0:
+                return None
+            trades = self.moves[1][chosen]
+        else:
+            if equity.min() <= 0:  # rare: test before searching
+                chosen[np.flatnonzero(equity <= 0)[0]] = SELL if self.side > 0 else BUY
+            trades = self.moves[self.side + 1][chosen]
+        first = int(trades.argmax())  # the first True, or 0 when there is none
+        return first if trades[first] else None
 
     def fill_offsets(self, chosen: np.ndarray, equity: np.ndarray) -> np.ndarray:
         """Where in ``chosen`` an action would trade (a flat account needs equity > 0).

@@ -17,7 +17,7 @@ from NetworkConfigs.ppo_replay_policy import ReplayPolicy
 from NetworkConfigs.PPOTrainer import PPOTrainer
 from NetworkConfigs.trading_env import TradingEnvironment, env_arrays
 from Utilities import run_backtest as backtest_cli
-from Utilities.accounting import ACCOUNT_FEATURES, BUY, HOLD, SELL, EnvParams
+from Utilities.accounting import ACCOUNT_FEATURES, BUY, HOLD, SELL, EnvParams, account_features
 from Utilities.backtest_report import BacktestInputError, choose_period
 from Utilities.backtester import run_backtest
 from Utilities.data_utils import load_bars, prepare_data
@@ -212,3 +212,53 @@ def test_the_loop_liquidates_at_ruin_like_the_engine() -> None:
     account.fill(BUY, 2)
     assert account.side == 0 and account.equity <= 0
     assert account.fill_offsets(np.array([BUY, SELL]), np.array([1.0, 1.0])).size == 0
+
+
+def test_the_loops_fast_paths_equal_the_general_ones_bit_for_bit() -> None:
+    """play() builds a flat account's rows once per block and an open one's straight into
+    float32: the same numbers as account_features and the general logits, exactly."""
+    torch.manual_seed(1)
+    lookback, n_features, n = 5, 3, 64
+    agent = ActorCritic(lookback * n_features + ACCOUNT_FEATURES, 3, hidden_dim=16,
+                        lookback=lookback, n_features=n_features)
+    rng = np.random.default_rng(1)
+    policy = ReplayPolicy(agent, rng.normal(size=(n, lookback, n_features)).astype(np.float32))
+    close = 100.0 * np.exp(np.cumsum(rng.normal(0.0, 0.01, n)))
+    params = EnvParams(commission=0.001, slippage=2.0, initial_balance=1_000.0)
+    rows = slice(10, 40)
+    for equity in (1_000.0, 1_234.5, 0.0, -5.0):  # untouched, grown, ruined, below zero
+        account = LoopAccount(close, params)
+        account.equity = equity
+        seen = account_features(account.accounts(), close[rows], params.initial_balance)
+        assert not seen[:, 1:].any()
+        assert_identical(policy.flat_logits(rows, seen[0, 0]), policy.logits(rows, seen))
+    for side, action in ((1, BUY), (-1, SELL)):
+        account = LoopAccount(close, params)
+        account.equity = 1_500.0
+        account.fill(action, 7)
+        assert account.side == side
+        marks = account.accounts().equity(close[rows])
+        equity, fast = account.position_features(close[rows], params.initial_balance)
+        assert_identical(equity, marks)
+        assert_identical(fast, account_features(account.accounts(), close[rows],
+                                                params.initial_balance, marks
+                                                ).astype(np.float32))
+        chosen = rng.integers(0, 3, rows.stop - rows.start)
+        offsets = account.fill_offsets(chosen.copy(), equity)
+        assert account.first_fill(chosen, equity) == (offsets[0] if offsets.size else None)
+
+
+def assert_identical(a: np.ndarray, b: np.ndarray) -> None:
+    assert a.dtype == b.dtype and a.shape == b.shape
+    assert a.tobytes() == b.tobytes()
+
+
+def test_the_market_pass_leaves_torchs_thread_count_as_it_was() -> None:
+    agent = ActorCritic(2 * 2 + ACCOUNT_FEATURES, 3, hidden_dim=8, lookback=2, n_features=2)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        ReplayPolicy(agent, np.zeros((10, 2, 2), dtype=np.float32))
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
