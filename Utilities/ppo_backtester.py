@@ -150,6 +150,10 @@ class LoopAccount:
                                        params.allow_short).reshape(3, 3)
         self.moves = self.target != positions.reshape(3, 3)
         self.equity, self.side, self.entry = params.initial_balance, 0, -1
+        self._rows = {side: np.zeros((_MAX_BLOCK, ACCOUNT_FEATURES), dtype=np.float32)
+                      for side in (-1, 1)}
+        for side, rows in self._rows.items():
+            rows[:, 1] = side
 
     def accounts(self) -> Accounts:
         """The account now, as the one-entry ``Accounts`` the observation is built from."""
@@ -166,14 +170,15 @@ class LoopAccount:
         rows) of the open position: ``account_features(self.accounts(), close, balance)``
         term by term (the same float64 operations, then the same cast), written
         straight into the rows the network reads. A test pins the two together."""
-        unit, bar, scale = self.opened[self.side], self.entry, self.equity
+        side, bar, scale = self.side, self.entry, self.equity
+        unit = self.opened[side]
         units, entry_price = unit.units[bar] * scale, unit.entry_price[bar]
         equity = unit.cash[bar] * scale + units * close
-        seen = np.empty((len(close), ACCOUNT_FEATURES), dtype=np.float32)
+        seen = self._rows[side][:len(close)]  # its position column is filled already
         seen[:, 0] = equity / balance - 1.0
-        seen[:, 1] = self.side
         seen[:, 2] = (units * (close - entry_price) - unit.entry_cost[bar] * scale) / balance
-        seen[:, 3] = self.side * (close / entry_price - 1.0)
+        trade_return = close / entry_price - 1.0
+        seen[:, 3] = trade_return if side > 0 else -trade_return  # exactly side * it
         return equity, seen
 
     def first_fill(self, chosen: np.ndarray, equity: np.ndarray | None) -> int | None:
