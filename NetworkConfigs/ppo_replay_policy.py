@@ -24,6 +24,7 @@ from torch import nn
 from NetworkConfigs.ppo_network import ActorCritic
 
 _BATCH = 4096  # bars per block of the one-off market pass (bounds its memory)
+_BIAS_ROWS = 64  # a closed-loop block has this many rows or fewer, nearly always
 _THREADS = threading.Lock()  # one thread-count change at a time (see _one_torch_thread)
 
 
@@ -53,15 +54,32 @@ class ReplayPolicy:
         """Actor logits (k, actions): argmax of these is the greedy action."""
         return self._actor(rows, account.astype(np.float32, copy=False))
 
-    def flat_logits(self, rows: slice | np.ndarray, equity_entry: float) -> np.ndarray:
+    def flat_logits(self, rows: slice | np.ndarray, equity_entry: float,
+                    out: np.ndarray | None = None) -> np.ndarray:
         """:meth:`logits` for a flat account, whose entries are ``[equity_entry, 0, 0,
         0]`` on every row (see :meth:`_Trunk.flat`): the same numbers, without building
         the account rows and their matrix product."""
-        return self._actor.flat(rows, equity_entry)
+        return self._actor.flat(rows, equity_entry, out)
+
+    def account_terms(self, coefficients: np.ndarray) -> np.ndarray:
+        """(2, hidden) float64: what account rows ``coefficients[0] + price *
+        coefficients[1]`` (each (account entries,) float64) add to the actor's first layer,
+        as its constant and its slope in the price (see :meth:`affine_logits`)."""
+        return coefficients @ self._actor.account_weight64
+
+    def affine_logits(self, start: int, stop: int, terms: np.ndarray, price: np.ndarray,
+                      out: np.ndarray | None = None) -> np.ndarray:
+        """:meth:`logits` at bars ``start:stop`` for account rows that are affine in the
+        bar's price (an open position's are): ``terms`` from :meth:`account_terms`,
+        ``price`` the (bars, 1) float64 column. Three array operations instead of the
+        rows and their product; within float32 rounding of :meth:`logits` (the account
+        part is summed in float64 before its one cast)."""
+        return self._actor.affine(start, stop, terms, price, out)
 
     def values(self, rows: slice | np.ndarray, account: np.ndarray) -> np.ndarray:
-        """Critic values (k,)."""
-        return self._critic(rows, account.astype(np.float32, copy=False))[:, 0]
+        """Critic values (k,): one batch over all of a backtest's bars, so the trunk's
+        own torch layers on one thread (faster than numpy's for many rows)."""
+        return self._critic.batch(rows, account.astype(np.float32, copy=False))[:, 0]
 
     def __call__(self, rows: slice | np.ndarray,
                  account: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -107,7 +125,11 @@ class _Trunk:
         weight = first.weight.detach()
         self._market_weight, self._bias = weight[:, :market_dim], first.bias.detach()
         self._account_weight = weight[:, market_dim:].T.numpy().copy()
+        self.account_weight64 = self._account_weight.astype(np.float64)
+        self._flat_entry, self._flat_shift = np.nan, self._account_weight[0]
+        self._input = np.empty((0, len(self._bias)), dtype=np.float32)
         self._rest = [_numpy_layer(layer) for layer in layers[1:]]
+        self._torch_rest = layers[1:]
         self._blocks: list[np.ndarray] = []
         self._market = np.empty((0, len(self._bias)), dtype=np.float32)
 
@@ -122,7 +144,18 @@ class _Trunk:
     def __call__(self, rows: slice | np.ndarray, account: np.ndarray) -> np.ndarray:
         return self._tail(self._market[rows] + account @ self._account_weight)
 
-    def flat(self, rows: slice | np.ndarray, equity_entry: float) -> np.ndarray:
+    def batch(self, rows: slice | np.ndarray, account: np.ndarray) -> np.ndarray:
+        """:meth:`__call__` through torch on one thread (see ``_one_torch_thread``): for
+        many rows at once, where numpy's products would start threads of their own."""
+        with torch.no_grad(), _one_torch_thread():
+            x = torch.addmm(torch.from_numpy(np.ascontiguousarray(self._market[rows])),
+                            torch.from_numpy(account), torch.from_numpy(self._account_weight))
+            for layer in self._torch_rest:
+                x = layer(x)
+        return x.numpy()
+
+    def flat(self, rows: slice | np.ndarray, equity_entry: float,
+             out: np.ndarray | None = None) -> np.ndarray:
         """:meth:`__call__` where every account row is ``[equity_entry, 0, 0, 0]``.
 
         A row's product with the account weights is then ``equity_entry * weight[0]``
@@ -130,28 +163,50 @@ class _Trunk:
         it is computed once for the block; ``+ 0.0`` turns a ``-0.0`` product into the
         ``+0.0`` a matrix product's sum gives.
         """
-        shift = np.float32(equity_entry) * self._account_weight[0] + np.float32(0.0)
-        return self._tail(self._market[rows] + shift)
+        if equity_entry != self._flat_entry:  # it changes once per closed trade
+            self._flat_shift = (np.float32(equity_entry) * self._account_weight[0]
+                                + np.float32(0.0))
+            self._flat_entry = equity_entry
+        return self._tail(self._market[rows] + self._flat_shift, out)
 
-    def _tail(self, x: np.ndarray) -> np.ndarray:
-        for layer in self._rest:
-            x = layer(x)
-        return x
+    def affine(self, start: int, stop: int, terms: np.ndarray, price: np.ndarray,
+               out: np.ndarray | None = None) -> np.ndarray:
+        """See :meth:`ReplayPolicy.affine_logits`. The sum lands in a kept float32
+        buffer (the trunk's first step works in place on it and then makes new arrays)."""
+        part = price[start:stop] * terms[1]
+        part += terms[0]
+        if len(self._input) < stop - start:
+            self._input = np.empty((2 * (stop - start), self._input.shape[1]), np.float32)
+        return self._tail(np.add(self._market[start:stop], part,
+                                 out=self._input[:stop - start]), out)
+
+    def _tail(self, x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """The layers after the first; the last one writes into ``out`` if given (the
+        closed loop's logits rows: no copy afterwards)."""
+        for layer in self._rest[:-1]:
+            x = layer(x, None)
+        return self._rest[-1](x, out)
 
 
-def _numpy_layer(layer: nn.Module) -> Callable[[np.ndarray], np.ndarray]:
+def _numpy_layer(layer: nn.Module) -> Callable[[np.ndarray, np.ndarray | None], np.ndarray]:
     """The layer as a numpy function. In place where it can be: the trunk's input is a
     fresh array (a sum) and so is every product, and the closed loop calls these once
-    per fill, where an allocation is a fair part of a 16-row operation."""
+    per fill, on blocks of a few rows, where each numpy call's fixed cost is most of
+    the time: ``np.dot`` costs half of ``@`` there (the same BLAS product), and the bias
+    is added from rows of its own shape (broadcasting one row costs twice as much)."""
     if isinstance(layer, nn.Tanh):
-        return lambda x: np.tanh(x, out=x)
+        return lambda x, out: np.tanh(x, out=x if out is None else out)
     if isinstance(layer, nn.Linear):
         weight = layer.weight.detach().T.numpy().copy()
         bias = layer.bias.detach().numpy().copy()
+        bias_rows = np.tile(bias, (_BIAS_ROWS, 1))
 
-        def linear(x: np.ndarray) -> np.ndarray:
-            out = x @ weight
-            out += bias
+        def linear(x: np.ndarray, out: np.ndarray | None) -> np.ndarray:
+            out = np.dot(x, weight, out=out)
+            if len(out) <= _BIAS_ROWS:
+                np.add(out, bias_rows[:len(out)], out=out)
+            else:
+                out += bias
             return out
 
         return linear
