@@ -19,9 +19,9 @@ seconds and process CPU seconds (CPU time is steadier on a shared machine):
 Ratios are of the medians, and per round (each baseline run against the run of ours
 beside it). ``closed_loop_breakdown`` is one more closed-loop run with timers around
 its parts: the market pass (``ReplayPolicy``: the first layer of every bar's window, one
-batch), the loop (one pass per fill), the values and probabilities of every bar at the
-end, scoring with the engine and the baselines, and the rest (features, scaling,
-decision frame).
+batch), the loop (one pass per fill), the account entries, values and probabilities of
+every bar at the end, scoring with the engine and the baselines, and the rest (features,
+scaling, decision frame).
 
 Goals: engine >= 20x reference (issue 4); closed loop >= 2x backtesting.py on the
 agent's own tape (issue 13; it was >= 1x of the random tape's reference in issue 4).
@@ -176,6 +176,8 @@ def breakdown(backtester: PPOBacktester) -> dict[str, Any]:
                                                  ppo_backtester.softmax)),
                (ReplayPolicy, "values", timed("final_probabilities_values",
                                               ReplayPolicy.values)),
+               (ppo_backtester.LoopAccount, "rows", timed("final_probabilities_values",
+                                                          ppo_backtester.LoopAccount.rows)),
                (model_backtester, "run_backtest", timed("engine_scoring",
                                                         model_backtester.run_backtest)),
                (model_backtester, "baselines", timed("baselines", model_backtester.baselines)),
