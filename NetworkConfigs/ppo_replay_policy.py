@@ -14,7 +14,7 @@ The numpy trunk replays the network's own layers (Linear and Tanh, as
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 
 import numpy as np
@@ -24,7 +24,7 @@ from torch import nn
 from NetworkConfigs.ppo_network import ActorCritic
 
 _BATCH = 4096  # bars per block of the one-off market pass (bounds its memory)
-_BIAS_ROWS = 64  # a closed-loop block has this many rows or fewer, nearly always
+_KEPT_ROWS = 4096  # the closed loop's blocks are at most 2048 rows: their buffers are kept
 _THREADS = threading.Lock()  # one thread-count change at a time (see _one_torch_thread)
 
 
@@ -67,14 +67,14 @@ class ReplayPolicy:
         as its constant and its slope in the price (see :meth:`affine_logits`)."""
         return coefficients @ self._actor.account_weight64
 
-    def affine_logits(self, start: int, stop: int, terms: np.ndarray, price: np.ndarray,
+    def affine_logits(self, start: int, stop: int, terms: np.ndarray, basis: np.ndarray,
                       out: np.ndarray | None = None) -> np.ndarray:
         """:meth:`logits` at bars ``start:stop`` for account rows that are affine in the
         bar's price (an open position's are): ``terms`` from :meth:`account_terms`,
-        ``price`` the (bars, 1) float64 column. Three array operations instead of the
-        rows and their product; within float32 rounding of :meth:`logits` (the account
+        ``basis`` the bars' (bars, 2) float64 rows ``[1, close]``. One product instead
+        of the rows and theirs; within float32 rounding of :meth:`logits` (the account
         part is summed in float64 before its one cast)."""
-        return self._actor.affine(start, stop, terms, price, out)
+        return self._actor.affine(start, stop, terms, basis, out)
 
     def values(self, rows: slice | np.ndarray, account: np.ndarray) -> np.ndarray:
         """Critic values (k,): one batch over all of a backtest's bars, so the trunk's
@@ -127,9 +127,10 @@ class _Trunk:
         self._account_weight = weight[:, market_dim:].T.numpy().copy()
         self.account_weight64 = self._account_weight.astype(np.float64)
         self._flat_entry, self._flat_shift = np.nan, self._account_weight[0]
-        self._input = np.empty((0, len(self._bias)), dtype=np.float32)
-        self._rest = [_numpy_layer(layer) for layer in layers[1:]]
+        self._weights = _augmented(layers[1:])
         self._torch_rest = layers[1:]
+        self._kept_rows, self._kept = 0, self._make_views(0)
+        self._view_cache: dict[int, list[tuple[np.ndarray, ...]]] = {}
         self._blocks: list[np.ndarray] = []
         self._market = np.empty((0, len(self._bias)), dtype=np.float32)
 
@@ -142,7 +143,10 @@ class _Trunk:
         self._blocks = []
 
     def __call__(self, rows: slice | np.ndarray, account: np.ndarray) -> np.ndarray:
-        return self._tail(self._market[rows] + account @ self._account_weight)
+        x = self._market[rows]
+        views = self._views(len(x))
+        np.add(x, account @ self._account_weight, out=views[0][1])
+        return self._tail(views)
 
     def batch(self, rows: slice | np.ndarray, account: np.ndarray) -> np.ndarray:
         """:meth:`__call__` through torch on one thread (see ``_one_torch_thread``): for
@@ -167,47 +171,69 @@ class _Trunk:
             self._flat_shift = (np.float32(equity_entry) * self._account_weight[0]
                                 + np.float32(0.0))
             self._flat_entry = equity_entry
-        return self._tail(self._market[rows] + self._flat_shift, out)
+        x = self._market[rows]
+        views = self._views(len(x))
+        np.add(x, self._flat_shift, out=views[0][1])
+        return self._tail(views, out)
 
-    def affine(self, start: int, stop: int, terms: np.ndarray, price: np.ndarray,
+    def affine(self, start: int, stop: int, terms: np.ndarray, basis: np.ndarray,
                out: np.ndarray | None = None) -> np.ndarray:
-        """See :meth:`ReplayPolicy.affine_logits`. The sum lands in a kept float32
-        buffer (the trunk's first step works in place on it and then makes new arrays)."""
-        part = price[start:stop] * terms[1]
-        part += terms[0]
-        if len(self._input) < stop - start:
-            self._input = np.empty((2 * (stop - start), self._input.shape[1]), np.float32)
-        return self._tail(np.add(self._market[start:stop], part,
-                                 out=self._input[:stop - start]), out)
+        """See :meth:`ReplayPolicy.affine_logits`: the account part is one product of
+        the bars' ``[1, close]`` rows with the two terms, in float64."""
+        views = self._views(stop - start)
+        np.add(self._market[start:stop], np.dot(basis[start:stop], terms), out=views[0][1])
+        return self._tail(views, out)
 
-    def _tail(self, x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
-        """The layers after the first; the last one writes into ``out`` if given (the
-        closed loop's logits rows: no copy afterwards)."""
-        for layer in self._rest[:-1]:
-            x = layer(x, None)
-        return self._rest[-1](x, out)
+    def _tail(self, views: list[tuple[np.ndarray, ...]], out: np.ndarray | None = None
+              ) -> np.ndarray:
+        """The layers after the first, from the first layer's output in ``views``; the
+        last one writes into ``out`` if given (the closed loop's logits rows)."""
+        last = len(self._weights) - 1
+        np.tanh(views[0][1], out=views[0][1])
+        for i, weight in enumerate(self._weights):
+            full, _, product = views[i]
+            if i == last:
+                return np.dot(full, weight) if out is None else np.dot(full, weight, out=out)
+            np.dot(full, weight, out=product)
+            np.tanh(product, out=views[i + 1][1])  # the next layer's input columns
+        raise AssertionError("a trunk has a last layer")
+
+    def _views(self, k: int) -> list[tuple[np.ndarray, ...]]:
+        """Per Linear after the first: (its input rows with the ones column, the input
+        columns alone, a contiguous block for its product) for ``k`` rows. Kept and
+        reused for the closed loop's few block sizes; a large batch gets its own."""
+        views = self._view_cache.get(k)
+        if views is not None:
+            return views
+        if k > _KEPT_ROWS:
+            return self._make_views(k)
+        if k > self._kept_rows:
+            self._kept_rows, self._view_cache = max(k, 2 * self._kept_rows, 64), {}
+            self._kept = self._make_views(self._kept_rows)
+        views = [tuple(a[:k] for a in layer) for layer in self._kept]
+        self._view_cache[k] = views
+        return views
+
+    def _make_views(self, k: int) -> list[tuple[np.ndarray, ...]]:
+        views = []
+        for weight in self._weights:
+            full = np.ones((k, len(weight)), dtype=np.float32)
+            views.append((full, full[:, :-1], np.empty((k, weight.shape[1]), np.float32)))
+        return views
 
 
-def _numpy_layer(layer: nn.Module) -> Callable[[np.ndarray, np.ndarray | None], np.ndarray]:
-    """The layer as a numpy function. In place where it can be: the trunk's input is a
-    fresh array (a sum) and so is every product, and the closed loop calls these once
-    per fill, on blocks of a few rows, where each numpy call's fixed cost is most of
-    the time: ``np.dot`` costs half of ``@`` there (the same BLAS product), and the bias
-    is added from rows of its own shape (broadcasting one row costs twice as much)."""
-    if isinstance(layer, nn.Tanh):
-        return lambda x, out: np.tanh(x, out=x if out is None else out)
-    if isinstance(layer, nn.Linear):
-        weight = layer.weight.detach().T.numpy().copy()
-        bias = layer.bias.detach().numpy().copy()
-        bias_rows = np.tile(bias, (_BIAS_ROWS, 1))
-
-        def linear(x: np.ndarray, out: np.ndarray | None) -> np.ndarray:
-            out = np.dot(x, weight, out=out)
-            if len(out) <= _BIAS_ROWS:
-                np.add(out, bias_rows[:len(out)], out=out)
-            else:
-                out += bias
-            return out
-
-        return linear
-    raise TypeError(f"unsupported trunk layer {type(layer).__name__}")
+def _augmented(layers: tuple[nn.Module, ...]) -> list[np.ndarray]:
+    """The Linear layers after a trunk's first, each as its (inputs + 1, outputs)
+    float32 weight with the bias as the last row: one product per layer for rows that
+    end in a 1 (the closed loop calls the trunk once per fill, on blocks of a few rows,
+    where each numpy call's fixed cost is most of the time). The layers must alternate
+    Tanh, Linear, as ``ppo_network._mlp`` and its head build them."""
+    pairs = list(zip(layers[0::2], layers[1::2], strict=False))
+    if len(layers) % 2 or not all(isinstance(a, nn.Tanh) and isinstance(b, nn.Linear)
+                                  for a, b in pairs):
+        names = [type(layer).__name__ for layer in layers]
+        raise TypeError(f"a trunk after its first layer must alternate Tanh, Linear; got "
+                        f"{names}")
+    return [np.vstack([linear.weight.detach().T.numpy(),
+                       linear.bias.detach().numpy()[None]]).astype(np.float32)
+            for _, linear in pairs]

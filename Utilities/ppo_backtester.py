@@ -93,7 +93,7 @@ def play(policy: ReplayPolicy, close: np.ndarray, fill_price: np.ndarray, params
     actions = np.zeros(n, dtype=np.int64)
     logits = np.zeros((n, len(ACTION_NAMES)), dtype=np.float32)
     acc = LoopAccount(fill_price, params, close)
-    price = close[:, None]  # the (bars, 1) column affine_logits scales by
+    basis = np.column_stack((np.ones(n), close))  # the [1, close] rows of affine_logits
     balance = params.initial_balance
     terms = np.empty(0)
     t, block = 0, _FIRST_BLOCK
@@ -110,7 +110,7 @@ def play(policy: ReplayPolicy, close: np.ndarray, fill_price: np.ndarray, params
         if acc.side == 0:
             policy.flat_logits(slice(t, stop), acc.equity / balance - 1.0, out=scores)
         else:
-            policy.affine_logits(t, stop, terms, price, out=scores)
+            policy.affine_logits(t, stop, terms, basis, out=scores)
         chosen = (scores + noise[t:stop] if noise is not None else scores).argmax(
             1, out=actions[t:stop])
         if acc.side != 0 and not acc.safe_from_ruin(t):

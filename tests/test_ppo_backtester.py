@@ -247,7 +247,7 @@ def test_the_loops_fast_paths_equal_the_general_ones() -> None:
                                    rtol=1e-12, atol=1e-12)
         out = np.full((rows.stop - rows.start, 3), np.nan, dtype=np.float32)
         fast = policy.affine_logits(rows.start, rows.stop, policy.account_terms(entries),
-                                    close[:, None], out=out)
+                                    np.column_stack((np.ones(n), close)), out=out)
         assert fast is out
         np.testing.assert_allclose(fast, policy.logits(rows, expected.astype(np.float32)),
                                    rtol=1e-5, atol=1e-6)
