@@ -397,17 +397,17 @@ class RunReads:
         """As :meth:`RunStore.series_statistics`: one query for every run."""
         return metric_reads.series_of_runs(self._session, [_uuid_arg(r) for r in run_ids])
 
-    def episode_windows(self, run_ids: Iterable[str], episodes: int, *,
+    def episode_windows(self, stats: dict[str, dict[str, dict]], episodes: int, *,
                         win_episodes: int | None = None, keys: Iterable[str] | None = None,
                         ) -> dict[str, dict[str, list[dict]]]:
-        """The runs' last ``episodes`` episodes per ``episode/*`` key, in one statement
+        """The last ``episodes`` episodes per ``episode/*`` key of the runs whose
+        :meth:`series_statistics` are ``stats``, in one statement
         (:func:`Utilities.run_list_reads.episode_windows`)."""
         episodes = _int_arg("episodes", episodes, 0)
         if win_episodes is not None:
             win_episodes = _int_arg("win_episodes", win_episodes, 0)
-        return run_list_reads.episode_windows(
-            self._session, [_uuid_arg(r) for r in run_ids], episodes,
-            win_episodes=win_episodes, keys=keys)
+        return run_list_reads.episode_windows(self._session, stats, episodes,
+                                              win_episodes=win_episodes, keys=keys)
 
 
 class RunStore:

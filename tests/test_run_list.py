@@ -100,7 +100,8 @@ def test_episode_windows_equal_a_full_read(any_store: RunStore, episodes: int,
     log_supervised_run(any_store, run_ids[-2], 3)  # no episodes at all; the last is empty
 
     with any_store.reading() as reads:
-        windows = reads.episode_windows(run_ids, episodes, win_episodes=win_episodes)
+        windows = reads.episode_windows(reads.series_statistics(run_ids), episodes,
+                                        win_episodes=win_episodes)
 
     for run_id in run_ids:
         expected: dict[str, list[dict]] = {}

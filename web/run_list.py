@@ -34,8 +34,8 @@ def overviews(reads: RunReads, runs: list[dict]) -> list[dict[str, Any]]:
     """What each run's row shows beside its fields, for a page of runs (two statements)."""
     ids = [run["run_id"] for run in runs]
     stats = reads.series_statistics(ids)
-    windows = reads.episode_windows(ids, ROLLING_WINDOW, keys=[key for key, _, _ in
-                                                               RECENT_FIGURES])
+    windows = reads.episode_windows(stats, ROLLING_WINDOW,
+                                    keys=[key for key, _, _ in RECENT_FIGURES])
     return [overview(stats[run_id], windows[run_id]) for run_id in ids]
 
 
@@ -73,7 +73,8 @@ def episode_metrics(reads: RunReads, runs: list[dict], episodes: int) -> list[di
     stats = reads.series_statistics(ids)
     # The win series reaches back a window further: the first episode's rolling rate
     # covers a full window.
-    windows = (reads.episode_windows(ids, episodes, win_episodes=episodes + ROLLING_WINDOW - 1)
+    windows = (reads.episode_windows(stats, episodes,
+                                     win_episodes=episodes + ROLLING_WINDOW - 1)
                if episodes else {})
     return [list_metrics(stats[run_id], windows.get(run_id, {}), episodes) for run_id in ids]
 
