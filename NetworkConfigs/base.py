@@ -236,9 +236,20 @@ class ModelLoader(ABC):
     def _load_model(self) -> None:
         """Read the type's own model file(s) from ``self.model_dir``."""
 
-    @abstractmethod
-    def predict(self, window: Any, state: dict[str, Any] | None = None) -> Prediction:
-        """One prediction from a window of bars (+ optional account state)."""
+    def predict(self, window: Any, state: dict[str, Any] | None = None,
+                **options: Any) -> Prediction:
+        """One prediction from a window of bars (+ optional account state): by default
+        :meth:`answers` of :meth:`model_inputs`, the path batches take too. A type that
+        defines neither hook overrides this instead (and answers batches one by one)."""
+        return self.answers([self.model_inputs(window, state)], **options)[0]
+
+    def model_inputs(self, window: Any, state: dict[str, Any] | None = None) -> Any:
+        """One item's model input, every check done (DataError names a problem)."""
+        raise NotImplementedError
+
+    def answers(self, inputs: list[Any], **options: Any) -> list[Prediction]:
+        """The predictions for inputs of :meth:`model_inputs`, in one model call."""
+        raise NotImplementedError
 
     def predict_with(self, window: Any, state: dict[str, Any] | None = None, *,
                      sample: bool = False, rng: np.random.Generator | None = None) -> Prediction:
@@ -246,18 +257,49 @@ class ModelLoader(ABC):
         reach only types that can sample, and asking another type is a DataError. An
         output that is not finite (inputs far beyond training) is a DataError naming the
         window or, when the window alone gives a finite answer, the account_state."""
+        prediction = self.predict(window, state, **self._options(sample, rng))
+        if not _is_finite(prediction):  # JSON has no NaN; a client must not get one either
+            raise self._not_finite(window, state)
+        return prediction
+
+    def predict_many(self, items: Sequence[tuple[Any, dict[str, Any] | None]], *,
+                     sample: bool = False,
+                     rng: np.random.Generator | None = None) -> list[Prediction | DataError]:
+        """:meth:`predict_with` of many (window, state) items: each item's Prediction, or
+        the DataError :meth:`predict_with` would raise for it alone. Valid items go
+        through the model in one call (types with :meth:`answers`); a sampled batch
+        draws its actions with ``rng`` in item order, as one call per item would."""
+        options = self._options(sample, rng)
+        if type(self).answers is ModelLoader.answers:  # no batch hooks: one at a time
+            return [_caught(self.predict_with, window, state, sample=sample, rng=rng)
+                    for window, state in items]
+        out: list[Prediction | DataError | None] = [None] * len(items)
+        ready: list[tuple[int, Any]] = []
+        for i, (window, state) in enumerate(items):
+            try:
+                ready.append((i, self.model_inputs(window, state)))
+            except DataError as exc:
+                out[i] = exc
+        if ready:
+            answered = self.answers([x for _, x in ready], **options)
+            for (i, _), prediction in zip(ready, answered, strict=True):
+                out[i] = prediction if _is_finite(prediction) else self._not_finite(*items[i])
+        return out  # type: ignore[return-value]  (every slot is filled)
+
+    def _options(self, sample: bool, rng: np.random.Generator | None) -> dict[str, Any]:
         if sample and not self.can_sample:
             raise DataError(f"{self.config['Type']} models cannot sample their action; "
                             "leave 'sample' out", source="sample")
-        options = {"sample": True, "rng": rng} if sample else {}
-        prediction = self.predict(window, state, **options)
-        if not _is_finite(prediction):  # JSON has no NaN; a client must not get one either
-            blamed = "window" if state is None or not _is_finite(self.predict(window)) \
-                else "account_state"
-            raise DataError(f"the model's output is not a finite number for this {blamed}: "
-                            "its values are far outside what the model was trained on",
-                            source=blamed)
-        return prediction
+        return {"sample": True, "rng": rng} if sample else {}
+
+    def _not_finite(self, window: Any, state: dict[str, Any] | None) -> DataError:
+        """Whose fault a non-finite output is: the window's, unless it alone gives a
+        finite answer (then the account_state's)."""
+        blamed = "window" if state is None or not _is_finite(self.predict(window)) \
+            else "account_state"
+        return DataError(f"the model's output is not a finite number for this {blamed}: "
+                         "its values are far outside what the model was trained on",
+                         source=blamed)
 
     @property
     def window_size(self) -> int:
@@ -272,6 +314,13 @@ class ModelLoader(ABC):
         return {"name": self.name, "type": self.config["Type"],
                 "features": list(self.spec.features), "lookback": self.lookback,
                 "window_size": self.window_size, "action_names": list(ACTION_NAMES)}
+
+
+def _caught(call: Callable[..., Prediction], *args: Any, **kwargs: Any) -> Prediction | DataError:
+    try:
+        return call(*args, **kwargs)
+    except DataError as exc:
+        return exc
 
 
 def _is_finite(prediction: Prediction) -> bool:
