@@ -317,7 +317,7 @@ def prediction_blueprint(get_loader: Callable[[], ModelLoader | None], *,
     @bp.get("/openapi.json")
     def openapi() -> Response:
         base = url_for(".health")[: -len("/health")]
-        return jsonify(openapi_document(hosted.get_loader(), base))
+        return jsonify(openapi_document(hosted.get_loader(), base, MAX_BATCH))
 
     install_error_handlers(bp, every_path)
     return bp
