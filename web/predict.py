@@ -135,9 +135,9 @@ def answer(body: dict[str, Any], loader: ModelLoader, streams: StreamRegistry) -
     a batch with refused items is a :class:`BatchRefused`."""
     check_request(body)
     sample, rng = _sampling(body)
-    if "batch" in body:
-        return _answer_batch(body["batch"], loader, streams, sample, rng)
     try:
+        if "batch" in body:
+            return _answer_batch(body["batch"], loader, streams, sample, rng)
         if "features" in body:
             return streams.push(body["stream_id"], body["features"], sample=sample, rng=rng)
         return loader.predict_with(body["window"], body.get("account_state"), sample=sample,
@@ -154,7 +154,7 @@ def reply(body: dict[str, Any], loader: ModelLoader, streams: StreamRegistry) ->
     try:
         return json_reply(answer(body, loader, streams))
     except BatchRefused as exc:
-        return error_reply(422, str(exc), exc.field, errors=exc.errors,
+        return error_reply(422, str(exc), exc.field, errors=exc.item_errors,
                            predictions=exc.predictions)
 
 
@@ -167,7 +167,7 @@ class BatchRefused(ApiError):
         super().__init__(422, f"{len(errors)} of {len(predictions)} batch items refused; "
                               f"the first, batch[{first['index']}]: {first['error']}",
                          first["field"])
-        self.errors, self.predictions = errors, predictions
+        self.item_errors, self.predictions = errors, predictions
 
 
 def _answer_batch(batch: list[Any], loader: ModelLoader, streams: StreamRegistry,
