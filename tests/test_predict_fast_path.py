@@ -250,3 +250,18 @@ def test_window_values_and_frame_agree(sample_bars) -> None:
         np.testing.assert_array_equal(values, frame.to_numpy())
         pd.testing.assert_frame_equal(window_frame(window, columns),
                                       frame.reset_index(drop=True))
+
+
+def test_the_envelope_is_every_field_that_is_set() -> None:
+    """``Prediction.to_dict`` is written out for speed: it must stay ``asdict`` minus
+    the None fields, whatever fields the envelope gains."""
+    from dataclasses import asdict
+
+    from NetworkConfigs.base import Prediction
+
+    for prediction in (Prediction(1, "Buy", 0.5, {"Hold": 0.2, "Buy": 0.5, "Sell": 0.3}, 0.7),
+                       Prediction(2, "Sell", 0.6, predicted_return=-0.01),
+                       Prediction(0, "Hold", 0.9)):
+        expected = {k: v for k, v in asdict(prediction).items() if v is not None}
+        assert prediction.to_dict() == expected
+        assert list(prediction.to_dict()) == list(expected)

@@ -101,15 +101,17 @@ _LONG_DIGIT_BYTES = re.compile(rb"[0-9]{19}")
 
 
 def _within_depth(body: Any, limit: int) -> bool:
-    """Whether no list or object in ``body`` sits deeper than ``limit`` (no recursion)."""
+    """Whether no list or object in ``body`` sits deeper than ``limit`` (no recursion).
+    A container of scalars, the bulk of any body, costs one C-level pass."""
     stack = [(body, 1)] if type(body) in (dict, list) else []
     while stack:
         value, depth = stack.pop()
         if depth > limit:
             return False
-        for item in value.values() if type(value) is dict else value:
-            if type(item) in (dict, list):
-                stack.append((item, depth + 1))
+        items = value.values() if type(value) is dict else value
+        kinds = set(map(type, items))
+        if dict in kinds or list in kinds:
+            stack.extend((item, depth + 1) for item in items if type(item) in (dict, list))
     return True
 
 
