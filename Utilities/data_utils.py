@@ -449,12 +449,14 @@ def _plain_values(window: Any, columns: Sequence[str]) -> np.ndarray | None:
         return window.astype(np.float64) if plain else None
     if not isinstance(window, list | tuple) or not window:
         return None
-    if all(type(row) is dict for row in window):
-        names = set(columns)
-        if not all(row.keys() == names for row in window):
+    if set(map(type, window)) == {dict}:
+        if set(map(len, window)) != {len(columns)}:
             return None
         take = itemgetter(*columns)
-        window = [take(row) for row in window]
+        try:  # every column there, and no other key (the counts are equal)
+            window = [take(row) for row in window]
+        except KeyError:
+            return None
         if len(columns) == 1:  # itemgetter of one key gives the cell, not a tuple
             window = [(cell,) for cell in window]
     elif not all(isinstance(row, list | tuple) and len(row) == len(columns) for row in window):

@@ -82,8 +82,7 @@ def parse_json(raw: bytes | str) -> Any:
     beyond MAX_DEPTH) is read again by :func:`_parse_strict`, so every answer, error
     message included, is the one ``json`` gives.
     """
-    long_digits = _LONG_DIGIT_BYTES if isinstance(raw, bytes | bytearray) else _LONG_DIGITS
-    if long_digits.search(raw) is None:
+    if not _has_long_digits(raw):
         try:
             body = orjson.loads(raw)
         except orjson.JSONDecodeError:
@@ -94,10 +93,17 @@ def parse_json(raw: bytes | str) -> Any:
     return _parse_strict(raw)
 
 
-# A run of digits orjson may read as a float where json reads an integer (beyond
-# 64 bits); also matches long fractions, which then merely take the slower path.
-_LONG_DIGITS = re.compile(r"[0-9]{19}")
-_LONG_DIGIT_BYTES = re.compile(rb"[0-9]{19}")
+# Digits as "0", every other byte as " ": a run of LONG_DIGITS digits is then a
+# substring search (C speed; a regex took ~1 ms per 100 KB).
+_DIGITS_AS_ZERO = bytes(0x30 if 0x30 <= b <= 0x39 else 0x20 for b in range(256))
+# orjson reads an integer beyond 64 bits (19 digits and more) as a float where json
+# reads an int; long fractions match too, and merely take the slower path.
+_LONG_DIGITS = b"0" * 19
+
+
+def _has_long_digits(raw: bytes | str) -> bool:
+    data = raw.encode("utf-8", "surrogatepass") if isinstance(raw, str) else bytes(raw)
+    return _LONG_DIGITS in data.translate(_DIGITS_AS_ZERO)
 
 
 def _within_depth(body: Any, limit: int) -> bool:
