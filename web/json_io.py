@@ -17,6 +17,7 @@ import json
 import math
 import re
 from collections.abc import Iterable
+from itertools import chain
 from pathlib import Path
 from typing import Any
 
@@ -108,16 +109,22 @@ def _has_long_digits(raw: bytes | str) -> bool:
 
 def _within_depth(body: Any, limit: int) -> bool:
     """Whether no list or object in ``body`` sits deeper than ``limit`` (no recursion).
-    A container of scalars, the bulk of any body, costs one C-level pass."""
-    stack = [(body, 1)] if type(body) in (dict, list) else []
-    while stack:
-        value, depth = stack.pop()
+    Level by level: the cells of every container of a level are typed in one C-level
+    pass, so a window of 31 rows costs a few passes, not one per row."""
+    level, depth = ([body] if type(body) in (dict, list) else []), 1
+    while level:
         if depth > limit:
             return False
-        items = value.values() if type(value) is dict else value
-        kinds = set(map(type, items))
-        if dict in kinds or list in kinds:
-            stack.extend((item, depth + 1) for item in items if type(item) in (dict, list))
+        dicts = [value for value in level if type(value) is dict]
+        lists = [value for value in level if type(value) is list]
+        cells = chain(chain.from_iterable(map(dict.values, dicts)), chain.from_iterable(lists))
+        kinds = set(map(type, cells))
+        if dict not in kinds and list not in kinds:
+            return True
+        level = [cell for cell in chain(chain.from_iterable(map(dict.values, dicts)),
+                                        chain.from_iterable(lists))
+                 if type(cell) in (dict, list)]
+        depth += 1
     return True
 
 
