@@ -29,7 +29,7 @@ from NetworkConfigs.base import (
 from NetworkConfigs.config_sections import size
 from NetworkConfigs.ppo_network import ActorCritic
 from NetworkConfigs.weights_file import read_state_dict
-from Utilities.accounting import ACCOUNT_FEATURES, account_features
+from Utilities.accounting import ACCOUNT_FEATURES, Accounts, account_features
 from Utilities.data_utils import DataError, scale_values, window_values
 
 __all__ = ["ACCOUNT_FIELDS", "PPOModelLoader", "account_from_state"]
@@ -95,10 +95,38 @@ class PPOModelLoader(ModelLoader):
     def model_inputs(self, window: Any, state: dict[str, Any] | None = None) -> np.ndarray:
         """One observation: the scaled window, flat, then the account's entries (float32)."""
         values = window_values(window, self.spec.features)
-        features = scale_values(values, self.spec, self.scaler, self.lookback)
-        price = float(values[-1, self._close]) if self._close is not None else None
+        return self.input_from(scale_values(values, self.spec, self.scaler, self.lookback),
+                               values[-1], state)
+
+    def input_from(self, features: np.ndarray, last_bar: np.ndarray,
+                   state: dict[str, Any] | None) -> np.ndarray:
+        """The observation of a scaled window: flat, then the account's entries marked
+        at the newest bar's Close (float32)."""
+        price = float(last_bar[self._close]) if self._close is not None else None
         return np.concatenate([features.reshape(-1), self.account(state, price)]) \
             .astype(np.float32)
+
+    def inputs_from(self, scaled: np.ndarray, last_bars: np.ndarray,
+                    states: list[dict[str, Any] | None]) -> list[Any]:
+        """:meth:`input_from` of a scaled stack. The items without an account state (a
+        flat account: the usual request) get their account entries in one pass, the
+        same float operations as :meth:`account` item by item."""
+        flat = np.array([state is None for state in states])
+        out: list[Any] = [None] * len(states)
+        if flat.any():
+            n = int(flat.sum())
+            prices = last_bars[flat, self._close] if self._close is not None else np.ones(n)
+            balance = self.env_params.initial_balance
+            accounts = account_features(Accounts.open(n, balance), prices, balance)
+            rows = np.concatenate([scaled[flat].reshape(n, -1), accounts], axis=1) \
+                .astype(np.float32)
+            for i, row in zip(np.flatnonzero(flat), rows, strict=True):
+                out[i] = row
+        held = np.flatnonzero(~flat)
+        given = super().inputs_from(scaled[held], last_bars[held], [states[i] for i in held])
+        for i, item in zip(held, given, strict=True):
+            out[i] = item
+        return out
 
     def answers(self, inputs: list[np.ndarray], *, sample: bool = False,
                 rng: np.random.Generator | None = None) -> list[Prediction]:

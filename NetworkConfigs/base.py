@@ -28,7 +28,14 @@ import pandas as pd
 
 from NetworkConfigs import artifacts
 from Utilities.accounting import EnvParams
-from Utilities.data_utils import DataError, FeatureSpec, check_lookback, scale_window
+from Utilities.data_utils import (
+    DataError,
+    FeatureSpec,
+    check_lookback,
+    scale_stack,
+    scale_window,
+    stacked_values,
+)
 
 # Trading actions, shared by the env, the backtester and the API (ARCHITECTURE.md).
 ACTION_NAMES = ("Hold", "Buy", "Sell")
@@ -257,6 +264,46 @@ class ModelLoader(ABC):
         """One item's model input, every check done (DataError names a problem)."""
         raise NotImplementedError
 
+    def input_from(self, features: np.ndarray, last_bar: np.ndarray,
+                   state: dict[str, Any] | None) -> Any:
+        """One item's model input from its scaled window (lookback x features, float32),
+        its newest bar's values and its account state: what :meth:`model_inputs` returns
+        once the window is read and scaled. A type that defines it gets batches read and
+        scaled as one stack (:meth:`model_inputs_many`)."""
+        raise NotImplementedError
+
+    def model_inputs_many(self, items: Sequence[tuple[Any, dict[str, Any] | None]]
+                          ) -> list[Any]:
+        """:meth:`model_inputs` of every (window, state) item, or the DataError it raises.
+        When every window is plain and of one length (:func:`stacked_values`), they are
+        checked, transformed and scaled as one stack, bit for bit what each alone gives;
+        otherwise (or for a type without :meth:`input_from`) one by one, which names
+        each window's problem."""
+        if type(self).input_from is not ModelLoader.input_from:
+            values = stacked_values([window for window, _ in items], self.spec.features)
+            if values is not None:
+                scaled = scale_stack(values, self.spec, self.scaler, self.lookback)
+                if scaled is not None:
+                    return self.inputs_from(scaled, values[:, -1], [s for _, s in items])
+        out: list[Any] = []
+        for window, state in items:
+            try:
+                out.append(self.model_inputs(window, state))
+            except DataError as exc:
+                out.append(exc)
+        return out
+
+    def inputs_from(self, scaled: np.ndarray, last_bars: np.ndarray,
+                    states: list[dict[str, Any] | None]) -> list[Any]:
+        """:meth:`input_from` of every window of a scaled stack, or its DataError."""
+        out: list[Any] = []
+        for features, last_bar, state in zip(scaled, last_bars, states, strict=True):
+            try:
+                out.append(self.input_from(features, last_bar, state))
+            except DataError as exc:
+                out.append(exc)
+        return out
+
     def answers(self, inputs: list[Any], **options: Any) -> list[Prediction]:
         """The predictions for inputs of :meth:`model_inputs`, in one model call."""
         raise NotImplementedError
@@ -285,11 +332,11 @@ class ModelLoader(ABC):
                     for window, state in items]
         out: list[Prediction | DataError | None] = [None] * len(items)
         ready: list[tuple[int, Any]] = []
-        for i, (window, state) in enumerate(items):
-            try:
-                ready.append((i, self.model_inputs(window, state)))
-            except DataError as exc:
-                out[i] = exc
+        for i, given in enumerate(self.model_inputs_many(items)):
+            if isinstance(given, DataError):
+                out[i] = given
+            else:
+                ready.append((i, given))
         if ready:
             answered = self.answers([x for _, x in ready], **options)
             for (i, _), prediction in zip(ready, answered, strict=True):

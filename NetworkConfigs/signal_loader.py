@@ -51,6 +51,12 @@ class SignalLoader(ModelLoader):
         account_from_state(state, self.env_params.initial_balance)
         return self.model_input(window)
 
+    def input_from(self, features: np.ndarray, last_bar: np.ndarray,
+                   state: dict[str, Any] | None) -> np.ndarray:
+        """The scaled window itself; ``state`` checked as :meth:`model_inputs` does."""
+        account_from_state(state, self.env_params.initial_balance)
+        return features
+
     def answers(self, inputs: list[np.ndarray], **options: Any) -> list[Prediction]:
         """One envelope per window, from one :meth:`outputs` call over all of them."""
         return [prediction_from(output, self.target, self.threshold, self.residual_std)

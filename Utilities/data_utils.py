@@ -198,17 +198,19 @@ def feature_values(values: np.ndarray, spec: FeatureSpec) -> np.ndarray:
     left in place for the caller to name (:func:`transform_features` does).
 
     Training, backtests (through :func:`transform_features`) and every prediction
-    (:func:`scale_values`) run this one function; ``values`` is not changed.
+    (:func:`scale_values`, :func:`scale_stack`) run this one function; ``values`` is not
+    changed. Rows are the second-to-last axis: a stack of windows (windows x rows x
+    columns) gets, element for element, the same operations as each window alone.
     """
     if not spec.warmup:
         return values
     cols = spec.price_index
-    level = values[:, cols]
+    level = values[..., cols]
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        moved = (np.diff(level, axis=0) if spec.transform == "diff"
-                 else np.log(level[1:] / level[:-1]))
-    out = values[spec.warmup:].copy()
-    out[:, cols] = moved
+        moved = (np.diff(level, axis=-2) if spec.transform == "diff"
+                 else np.log(level[..., 1:, :] / level[..., :-1, :]))
+    out = values[..., spec.warmup:, :].copy()
+    out[..., cols] = moved
     return out
 
 
@@ -401,6 +403,21 @@ def read_window(window: Any, columns: Sequence[str], *,
     return frame.to_numpy(dtype=np.float64), times
 
 
+def stacked_values(windows: Sequence[Any], columns: Sequence[str]) -> np.ndarray | None:
+    """:func:`window_values` of many windows at once, as one (windows x rows x columns)
+    array, when every window is a list of plainly well-formed rows (see
+    :func:`_plain_values`), all of one length, every cell finite and every price passing;
+    else None (read each window alone: that names its problem). Every check is row by
+    row, so all rows pass together exactly when each window would pass alone."""
+    if not windows or any(type(window) is not list for window in windows) \
+            or len(set(map(len, windows))) != 1:
+        return None
+    values = _plain_values(list(chain.from_iterable(windows)), columns)
+    if values is None or not np.isfinite(values).all() or not _prices_pass(values, columns):
+        return None
+    return values.reshape(len(windows), -1, len(columns))
+
+
 def _prices_pass(values: np.ndarray, columns: Sequence[str]) -> bool:
     present = [c for c in OHLC if c in columns]
     if not present:
@@ -537,6 +554,30 @@ def scale_values(values: np.ndarray, spec: FeatureSpec, scaler: Any,
         raise DataError("a value is too large for the model (it overflows after scaling)",
                         source="window", column=column)
     return scaled
+
+
+def scale_stack(values: np.ndarray, spec: FeatureSpec, scaler: Any,
+                lookback: int) -> np.ndarray | None:
+    """:func:`scale_values` of every window of a :func:`stacked_values` stack at once:
+    (windows x lookback x columns) float32, equal bit for bit to each window's own
+    (the feature rule and the scikit-learn scalers work element by element along rows).
+    None where any window would be refused (too few rows, a non-finite feature or
+    scaled value) or the scaler is not one of :data:`SCALERS`: scale each alone, which
+    names the problem."""
+    check_lookback(lookback)
+    needed = lookback + spec.warmup
+    if values.ndim != 3 or values.shape[1] < needed \
+            or type(scaler) not in SCALERS.values():
+        return None
+    features = feature_values(values[:, values.shape[1] - needed:], spec)[:, -lookback:]
+    if not np.isfinite(features).all():
+        return None
+    with np.errstate(over="ignore"):
+        scaled = apply_scaler(scaler, features.reshape(-1, features.shape[-1])) \
+            .astype(np.float32)
+    if not np.isfinite(scaled).all():
+        return None
+    return scaled.reshape(features.shape)
 
 
 def apply_scaler(scaler: Any, values: np.ndarray) -> np.ndarray:

@@ -10,11 +10,19 @@ import numpy as np
 import pandas as pd
 import pytest
 from flask import Flask
+from sklearn.preprocessing import MaxAbsScaler, MinMaxScaler, RobustScaler, StandardScaler
 
 from Api_Loader import create_api_app
 from NetworkConfigs import load_model
 from NetworkConfigs.base import ModelLoader
 from tests.helpers.apps import error_of
+from Utilities.data_utils import (
+    DataError,
+    FeatureSpec,
+    feature_values,
+    scale_stack,
+    scale_values,
+)
 from web.predict import MAX_BATCH
 
 
@@ -193,3 +201,92 @@ def test_the_limit_is_in_the_openapi_document(apps) -> None:
     responses = doc["paths"]["/predict"]["post"]["responses"]
     assert {"$ref": "#/components/schemas/BatchReply"} in \
         responses["200"]["content"]["application/json"]["schema"]["oneOf"]
+
+
+# ------------------------------------------------- a batch's windows as one stack
+
+
+def assert_inputs_equal(got: list, expected: list, name: str) -> None:
+    """Item by item: the same array bit for bit, or a DataError with the same message."""
+    assert len(got) == len(expected)
+    for i, (a, b) in enumerate(zip(got, expected, strict=True)):
+        if isinstance(b, DataError):
+            assert isinstance(a, DataError) and str(a) == str(b), f"{name} item {i}"
+        else:
+            assert a.dtype == b.dtype, f"{name} item {i}"
+            np.testing.assert_array_equal(a, b, err_msg=f"{name} item {i}")
+
+
+def one_by_one(loader: ModelLoader, items: list) -> list:
+    out = []
+    for window, state in items:
+        try:
+            out.append(loader.model_inputs(window, state))
+        except DataError as exc:
+            out.append(exc)
+    return out
+
+
+def flat_and_held(items: list[list[dict]]) -> list[tuple[list[dict], dict | None]]:
+    """Every other window with an open long position marked at its last Close."""
+    return [(w, {"position": 1, "units": 10.0, "cash": 9000.0,
+                 "entry_price": w[-1]["Close"] * 0.98} if i % 2 else None)
+            for i, w in enumerate(items)]
+
+
+def test_a_batch_of_plain_windows_is_scaled_as_one_stack_bit_for_bit(loaders, sample_bars,
+                                                                     monkeypatch) -> None:
+    for name, loader in loaders.items():
+        extra = windows(sample_bars, loader, 1)[0][:5]  # longer windows: older rows too
+        for items in (windows(sample_bars, loader, 37, start=300),
+                      [extra + w for w in windows(sample_bars, loader, 9, start=900)]):
+            items = flat_and_held(items)
+            expected = one_by_one(loader, items)
+            if type(loader).input_from is not ModelLoader.input_from:  # the stack is taken
+                def refuse(*_args: object) -> None:
+                    raise AssertionError("read one by one")
+                monkeypatch.setattr(loader, "model_inputs", refuse)
+            assert_inputs_equal(loader.model_inputs_many(items), expected, name)
+            monkeypatch.undo()
+
+
+def test_a_batch_that_cannot_be_one_stack_is_read_one_by_one(loaders, sample_bars) -> None:
+    loader = loaders["ppo"]
+    good = windows(sample_bars, loader, 6, start=700)
+    nan_cell = [dict(row) for row in good[1]]
+    nan_cell[3]["Volume"] = float("nan")
+    above_high = [dict(row) for row in good[2]]
+    above_high[-1]["Close"] = above_high[-1]["High"] * 2
+    cases = {"a NaN": [good[0], nan_cell, good[3]],
+             "a price above High": [good[0], above_high, good[4]],
+             "windows of two lengths": [good[0], good[5][1:], good[3]],
+             "too few rows": [good[0][:5], good[1][:5]],
+             "rows of numbers and records": [good[0], [list(r.values()) for r in good[1]]],
+             "a bad account": [good[0], good[1]]}
+    for case, items in cases.items():
+        states = [None, {"position": 7}] if case == "a bad account" else [None] * len(items)
+        pairs = list(zip(items, states, strict=False))
+        expected = one_by_one(loader, pairs)
+        assert_inputs_equal(loader.model_inputs_many(pairs), expected, case)
+        if case in ("a NaN", "a price above High", "a bad account"):
+            assert isinstance(expected[1], DataError) and not isinstance(expected[0], DataError)
+
+
+@pytest.mark.parametrize("transform", ["raw", "diff", "returns"])
+def test_scale_stack_is_scale_values_of_each_window(sample_bars, transform) -> None:
+    bars = sample_bars.iloc[:400]
+    spec = FeatureSpec(tuple(bars.columns), transform, ("Open", "High", "Low", "Close"))
+    train = feature_values(bars.to_numpy(dtype=np.float64), spec)
+    lookback = 12
+    stack = np.stack([bars.iloc[i:i + 20].to_numpy(dtype=np.float64) for i in range(0, 300, 7)])
+    for scaler in (StandardScaler().fit(train), RobustScaler().fit(train),
+                   MinMaxScaler(feature_range=(-1, 1)).fit(train),
+                   MinMaxScaler(clip=True).fit(train)):
+        got = scale_stack(stack, spec, scaler, lookback)
+        expected = np.stack([scale_values(w, spec, scaler, lookback) for w in stack])
+        assert got.dtype == expected.dtype == np.float32
+        np.testing.assert_array_equal(got, expected, err_msg=repr(scaler))
+    if spec.warmup:  # too few rows for the warm-up: each window alone names it
+        assert scale_stack(stack[:, :lookback], spec, StandardScaler().fit(train),
+                           lookback) is None
+    assert scale_stack(stack, spec, MaxAbsScaler().fit(train), lookback) is None
