@@ -12,15 +12,17 @@ else ran then). Medians over the rounds are reported, each round's numbers too.
    hands over from JSON; also as rows of numbers and as a DataFrame), each side in a
    fresh process (``bench/predict_worker.py``), torch on one thread as the server runs
    it. Goal: p50 <= 0.3 ms.
-2. HTTP: each side's ``python Api_Loader.py`` (waitress) in a subprocess on a free port;
-   ``--clients`` threads, each with one keep-alive ``http.client`` connection, send
-   requests for ``--seconds``: ``GET /health`` (the bare app: what waitress + Flask
-   alone can do, the ceiling), ``POST /predict`` with a full window, with one bar per
-   request to the client's own stream (warmed up first), and (this code only) a batch
-   of ``--batch`` windows per request. Requests/s, latency p50/p99, non-200 count and
-   the server process's CPU time per request (Linux). Goals: window >= 1,000
-   requests/s and >= 50 % of the bare app's; batch >= 5,000 predictions/s. The clients
-   run on the same machine and take part of its CPU.
+2. HTTP: each side's ``python Api_Loader.py`` (waitress) in a subprocess on a free port,
+   and the bare app: the same waitress set-up around a WSGI app that does nothing
+   (``bench/predict_worker.py bare-server``: the ceiling). ``--clients`` threads, each
+   with one keep-alive ``http.client`` connection, send requests for ``--seconds``:
+   the window body to the bare app, ``GET /health`` (Flask and our request hooks, no
+   work), ``POST /predict`` with a full window, with one bar per request to the
+   client's own stream (warmed up first), and (this code only) a batch of ``--batch``
+   windows per request. Requests/s, latency p50/p99, non-200 count and the server
+   process's CPU time per request (Linux). Goals: window >= 1,000 requests/s and
+   >= 50 % of the bare app's; batch >= 5,000 predictions/s. The clients run on the
+   same machine and take part of its CPU.
 3. Equality: the same windows and stream bars sent to both servers get the same
    replies (parsed JSON, float for float); a batch's answers against single requests'
    (equal actions; probabilities to float32 rounding: batched matrix products round the
@@ -110,7 +112,7 @@ def median_of(rounds: list[dict[str, Any]], *keys: str) -> float:
 
 def worker(root: Path, model_dir: Path, calls: int) -> dict[str, Any]:
     out = subprocess.run([sys.executable, str(ROOT / "bench" / "predict_worker.py"),
-                          "--root", str(root), "--model-dir", str(model_dir),
+                          "latency", "--root", str(root), "--model-dir", str(model_dir),
                           "--calls", str(calls)], check=True, capture_output=True, text=True)
     return json.loads(out.stdout)
 
@@ -135,23 +137,31 @@ def in_process(sides: dict[str, Path], model_dir: Path, calls: int,
 # ------------------------------------------------------------------------------ HTTP
 
 
+def api_command(root: Path, model_dir: Path, threads: int) -> list[str]:
+    """``Api_Loader.py`` of ``root`` on a free port."""
+    return [sys.executable, str(root / "Api_Loader.py"), "--model-dir", str(model_dir),
+            "--port", "0", "--threads", str(threads)]
+
+
+def bare_command(threads: int) -> list[str]:
+    """The do-nothing WSGI app on the same waitress set-up."""
+    return [sys.executable, str(ROOT / "bench" / "predict_worker.py"), "bare-server",
+            "--threads", str(threads)]
+
+
 @contextmanager
-def server(root: Path, model_dir: Path, threads: int):
-    """``Api_Loader.py`` of ``root`` on a free port: yields (process, port) once it
-    listens. Its stderr goes to a temporary file (waitress warns on every request that
-    waits for a thread)."""
+def server(command: list[str], cwd: Path):
+    """A server process: yields (process, port) once it listens. Its stderr goes to a
+    temporary file (waitress warns on every request that waits for a thread)."""
     with tempfile.TemporaryFile("w+") as log:
-        process = subprocess.Popen(
-            [sys.executable, str(root / "Api_Loader.py"), "--model-dir", str(model_dir),
-             "--port", "0", "--threads", str(threads)],
-            stdout=subprocess.PIPE, stderr=log, text=True, cwd=root)
+        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=log, text=True,
+                                   cwd=cwd)
         line = process.stdout.readline()  # printed once the socket is bound
         found = re.search(r":(\d+)\s", line)
         try:
             if not found:
                 log.seek(0)
-                raise RuntimeError(f"the server under {root} did not start: "
-                                   f"{log.read()[-2000:]}")
+                raise RuntimeError(f"{command[1]} did not start: {log.read()[-2000:]}")
             yield process, int(found.group(1))
         finally:
             process.terminate()
@@ -232,9 +242,10 @@ def http_rounds(servers: dict[str, tuple[subprocess.Popen, int]], bodies: dict[s
                 args: Any) -> dict[str, Any]:
     """Every phase on both servers, alternating, ``args.rounds`` times."""
     clients, seconds = args.clients, args.seconds
-    for process, port in servers.values():  # warm the streams up: every later bar predicts
-        load_test(process, port, bodies["streams"], 0.5)
-    phases = [("bare_health", "current", [[None]] * clients),
+    for side in ("baseline", "current"):  # warm the streams up: every later bar predicts
+        load_test(*servers[side], bodies["streams"], 0.5)
+    phases = [("bare_app", "bare", [[bodies["window"]]] * clients),
+              ("health", "current", [[None]] * clients),
               ("window", "baseline", [[bodies["window"]]] * clients),
               ("window", "current", [[bodies["window"]]] * clients),
               ("stream_bar", "baseline", bodies["streams"]),
@@ -250,11 +261,12 @@ def http_rounds(servers: dict[str, tuple[subprocess.Popen, int]], bodies: dict[s
     for name, phase_runs in runs.items():
         result[name] = {key: median_of(phase_runs, key) for key in phase_runs[0]}
         result[name]["requests_per_s_by_round"] = [r["requests_per_s"] for r in phase_runs]
-    bare = runs["bare_health.current"]
-    for side in ("baseline", "current"):
-        shares = [w["requests_per_s"] / b["requests_per_s"]
-                  for w, b in zip(runs[f"window.{side}"], bare, strict=True)]
-        result[f"window.{side}"]["share_of_bare"] = round(statistics.median(shares), 3)
+    for side in ("baseline", "current"):  # each round's share, against that round's ceiling
+        for ceiling, key in (("bare_app.bare", "share_of_bare"),
+                             ("health.current", "share_of_health")):
+            shares = [w["requests_per_s"] / b["requests_per_s"]
+                      for w, b in zip(runs[f"window.{side}"], runs[ceiling], strict=True)]
+            result[f"window.{side}"][key] = round(statistics.median(shares), 3)
     result["batch.current"]["predictions_per_s"] = round(
         result["batch.current"]["requests_per_s"] * args.batch, 1)
     result["batch.current"]["windows_per_request"] = args.batch
@@ -267,8 +279,8 @@ def equality(servers: dict[str, tuple[subprocess.Popen, int]], bodies: dict[str,
              stream_bars: list[bytes]) -> dict[str, Any]:
     """Both servers' replies to the same windows and the same stream, and the current
     server's batch answers against its single answers."""
-    conns = {side: http.client.HTTPConnection("127.0.0.1", port, timeout=60)
-             for side, (_, port) in servers.items()}
+    conns = {side: http.client.HTTPConnection("127.0.0.1", servers[side][1], timeout=60)
+             for side in ("baseline", "current")}
 
     def replies(side: str, payloads: list[bytes]) -> list[Any]:
         return [json.loads(request(conns[side], body)[1]) for body in payloads]
@@ -292,8 +304,10 @@ def http_bench(sides: dict[str, Path], model_dir: Path, bars: pd.DataFrame,
                features: list[str], size: int, args: Any) -> dict[str, Any]:
     bodies = http_bodies(bars, features, size, args.clients, args.batch)
     with ExitStack() as stack:
-        servers = {side: stack.enter_context(server(root, model_dir, args.server_threads))
+        servers = {side: stack.enter_context(server(
+                       api_command(root, model_dir, args.server_threads), root))
                    for side, root in sides.items()}
+        servers["bare"] = stack.enter_context(server(bare_command(args.server_threads), ROOT))
         result = http_rounds(servers, bodies, args)
         result["equality"] = equality(servers, bodies, bodies["streams"][0][:60])
     return result
