@@ -19,7 +19,8 @@ else ran then). Medians over the rounds are reported, each round's numbers too.
    the window body to the bare app, ``GET /health`` (Flask and our request hooks, no
    work), ``POST /predict`` with a full window, with one bar per request to the
    client's own stream (warmed up first), and (this code only) a batch of ``--batch``
-   windows per request. Requests/s, latency p50/p99, non-200 count and the server
+   windows per request, read as one stack, and the same batch read window by window
+   (its first window one row longer: windows of two lengths take that path). Requests/s, latency p50/p99, non-200 count and the server
    process's CPU time per request (Linux). Goals: window >= 1,000 requests/s and
    >= 50 % of the bare app's; batch >= 5,000 predictions/s. The clients run on the
    same machine and take part of its CPU.
@@ -231,10 +232,14 @@ def http_bodies(bars: pd.DataFrame, features: list[str], size: int, clients: int
     stream_bars = bars[keys].iloc[2000:2400].to_dict("records")
     windows = [bars[features].iloc[2000 + i:2000 + i + size].to_dict("records")
                for i in range(batch)]
+    # The same batch, its first window one (older, unused) row longer: windows of two
+    # lengths are read one by one, the path every batch took before the stack.
+    uneven = [bars[features].iloc[1999:2000 + size].to_dict("records"), *windows[1:]]
     return {"window": json.dumps({"window": window}).encode(),
             "streams": [[json.dumps({"features": bar, "stream_id": f"bench-{c}"}).encode()
                          for bar in stream_bars] for c in range(clients)],
             "batch": json.dumps({"batch": [{"window": w} for w in windows]}).encode(),
+            "batch_one_by_one": json.dumps({"batch": [{"window": w} for w in uneven]}).encode(),
             "windows": windows}
 
 
@@ -250,6 +255,7 @@ def http_rounds(servers: dict[str, tuple[subprocess.Popen, int]], bodies: dict[s
               ("window", "current", [[bodies["window"]]] * clients),
               ("stream_bar", "baseline", bodies["streams"]),
               ("stream_bar", "current", bodies["streams"]),
+              ("batch_one_by_one", "current", [[bodies["batch_one_by_one"]]] * clients),
               ("batch", "current", [[bodies["batch"]]] * clients)]
     runs: dict[str, list[dict[str, Any]]] = {}
     for _ in range(args.rounds):
@@ -267,9 +273,11 @@ def http_rounds(servers: dict[str, tuple[subprocess.Popen, int]], bodies: dict[s
             shares = [w["requests_per_s"] / b["requests_per_s"]
                       for w, b in zip(runs[f"window.{side}"], runs[ceiling], strict=True)]
             result[f"window.{side}"][key] = round(statistics.median(shares), 3)
-    result["batch.current"]["predictions_per_s"] = round(
-        result["batch.current"]["requests_per_s"] * args.batch, 1)
-    result["batch.current"]["windows_per_request"] = args.batch
+    for phase in ("batch_one_by_one.current", "batch.current"):
+        result[phase]["predictions_per_s"] = round(result[phase]["requests_per_s"] * args.batch, 1)
+        result[phase]["windows_per_request"] = args.batch
+    result["batch_stack_speedup"] = round(result["batch.current"]["requests_per_s"]
+                                          / result["batch_one_by_one.current"]["requests_per_s"], 2)
     result["window_speedup"] = round(result["window.current"]["requests_per_s"]
                                      / result["window.baseline"]["requests_per_s"], 2)
     return result
