@@ -20,10 +20,11 @@ else ran then). Medians over the rounds are reported, each round's numbers too.
    work), ``POST /predict`` with a full window, with one bar per request to the
    client's own stream (warmed up first), and (this code only) a batch of ``--batch``
    windows per request, read as one stack, and the same batch read window by window
-   (its first window one row longer: windows of two lengths take that path). Requests/s, latency p50/p99, non-200 count and the server
-   process's CPU time per request (Linux). Goals: window >= 1,000 requests/s and
-   >= 50 % of the bare app's; batch >= 5,000 predictions/s. The clients run on the
-   same machine and take part of its CPU.
+   (its first window one row longer: windows of two lengths take that path).
+   Requests/s, latency p50/p99, non-200 count and the server process's CPU time per
+   request (Linux). Goals: window >= 1,000 requests/s and >= 50 % of the bare app's;
+   batch >= 5,000 predictions/s. The clients run on the same machine and take part of
+   its CPU.
 3. Equality: the same windows and stream bars sent to both servers get the same
    replies (parsed JSON, float for float); a batch's answers against single requests'
    (equal actions; probabilities to float32 rounding: batched matrix products round the
