@@ -179,3 +179,107 @@ def points_after(session: Session, series: dict[int, str], after_id: int,
         found.setdefault(series[row.series_id], []).append(
             point(row.step, row.value, row.wall_time))
     return found, int(rows[-1].id) if rows else after_id
+
+
+def bucket_sums(session: Session, stats: dict, max_buckets: int) -> tuple[int, list[dict]]:
+    """(level, buckets) of a whole series at the finest rollup level with at most
+    ``max_buckets`` buckets: each bucket's ``bucket`` number, ``first``/``last`` step it
+    covers (clipped to the series' steps), ``points``, ``finite`` and ``total``, in step
+    order. What a trailing mean over a long series is computed from (a mean of whole
+    buckets), reading at most ``max_buckets + 1`` rows per level tried."""
+    if not stats["points"]:
+        return 1, []
+    r = _ROLLUPS.c
+    level = level_for(stats["points"], max_buckets)
+    while True:
+        rows = session.execute(
+            select(r.bucket, r.points, r.finite, r.total)
+            .where(r.series_id == stats["id"], r.level == level)
+            .order_by(r.bucket).limit(max_buckets + 1)).all()
+        if len(rows) <= max_buckets or level == ROLLUP_LEVELS:
+            break
+        level += 1
+    shift = ROLLUP_SHIFT * level
+    low, high = stats["first_step"], stats["last_step"]
+    return level, [{"bucket": int(row.bucket), "first": max(low, int(row.bucket) << shift),
+                    "last": min(high, ((int(row.bucket) + 1) << shift) - 1),
+                    "points": int(row.points), "finite": int(row.finite),
+                    "total": float(row.total)} for row in rows]
+
+
+def points_before(session: Session, series_id: int, end: int, count: int) -> list[dict]:
+    """The last ``count`` points of a series with a step at most ``end``, oldest first
+    (an index-bounded read: the window a trailing mean of new points needs)."""
+    p = _POINTS.c
+    rows = session.execute(
+        select(p.step, p.value, p.wall_time).where(p.series_id == series_id, p.step <= end)
+        .order_by(p.step.desc(), p.id.desc()).limit(count)).all()
+    return [point(*row) for row in reversed(rows)]
+
+
+def last_point_ids(session: Session, series_ids: Iterable[int]) -> int:
+    """The highest id among the last point (by step) of each series, 0 if none: a point
+    cursor for :func:`points_after` read in one statement of index lookups.
+
+    A series' points are written by one writer, one transaction after another, so every
+    point of theirs committed later has a higher id; a series whose last step was
+    written before an earlier step's rewrite gives a lower id, which only re-sends points
+    a reader already has."""
+    wanted = sorted(set(series_ids))
+    if not wanted:
+        return 0
+    p = _POINTS.c
+    parts = [select(p.id).where(p.series_id == sid).order_by(p.step.desc(), p.id.desc())
+             .limit(1).subquery() for sid in wanted]
+    query = sa.union_all(*(select(part) for part in parts))
+    return max((int(row.id) for row in session.execute(query)), default=0)
+
+
+def steps_reached(session: Session, stats: dict, times: list[float]) -> list[int | None]:
+    """For each wall time, the step of the last point written at or before it (None when
+    none was), by a binary search over steps: one statement of index lookups per halving
+    for all times together, so the cost grows with log(steps), not with the points.
+
+    Assumes wall times do not decrease with the step (a training's log), as the bisection
+    over the whole series' wall times it replaces did."""
+    found: list[int | None] = [None] * len(times)
+    if not stats["points"] or not times:
+        return found
+    first_wall = _walls_at_or_after(session, stats["id"], [stats["first_step"]])[0]
+    # Invariant: the first point at or after low[i] was written by times[i]; the first
+    # at or after high[i] was not (or there is none). So when they meet, a point sits at
+    # low[i] and it is the last one written by then.
+    reached = [i for i, t in enumerate(times) if first_wall is not None and first_wall <= t]
+    low = {i: stats["first_step"] for i in reached}
+    high = {i: stats["last_step"] + 1 for i in reached}
+    while searching := [i for i in reached if high[i] - low[i] > 1]:
+        middles = [(low[i] + high[i]) // 2 for i in searching]
+        walls = _walls_at_or_after(session, stats["id"], middles)
+        for i, middle, wall in zip(searching, middles, walls, strict=True):
+            if wall is not None and wall <= times[i]:
+                low[i] = middle
+            else:
+                high[i] = middle
+    for i in reached:
+        found[i] = low[i]
+    return found
+
+
+# SQLite refuses a compound SELECT of more than 500 terms (SQLITE_MAX_COMPOUND_SELECT).
+_MAX_UNION = 400
+
+
+def _walls_at_or_after(session: Session, series_id: int,
+                       steps: list[int]) -> list[float | None]:
+    """The wall time of the first point at or after each step (None past the end)."""
+    p = _POINTS.c
+    found: list[float | None] = [None] * len(steps)
+    for offset in range(0, len(steps), _MAX_UNION):
+        parts = []
+        for i, step in enumerate(steps[offset:offset + _MAX_UNION], start=offset):
+            part = (select(p.wall_time).where(p.series_id == series_id, p.step >= step)
+                    .order_by(p.step, p.id).limit(1).subquery())
+            parts.append(select(sa.literal(i).label("i"), part.c.wall_time).select_from(part))
+        for row in session.execute(sa.union_all(*parts)):
+            found[int(row.i)] = float(row.wall_time)
+    return found
