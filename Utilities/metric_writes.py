@@ -115,6 +115,10 @@ def _pyformat(sql: str) -> str:
     return re.sub(r"(?<![:\w]):(\w+)", r"%(\1)s", sql)
 
 
+class SeriesGone(LookupError):
+    """A batch names a series that was deleted (with its run) after its id was cached."""
+
+
 class MetricWriter:
     """The metric half of a batch, on one DB-API cursor in an open transaction.
 
@@ -171,7 +175,12 @@ class MetricWriter:
                    "first_step": delta.first_step.tolist(), "last_step": delta.last_step.tolist(),
                    "last_value": finite_or_none(delta.last_value),
                    "last_wall_time": delta.last_wall.tolist()}
-        self._executemany(self.cursor, self._sql["series"], _records(columns))
+        # One statement per series (a batch touches a few): each must find its row, or
+        # the run was deleted since its id was cached, and the batch must not land.
+        for record in _records(columns):
+            self.cursor.execute(self._sql["series"], record)
+            if self.cursor.rowcount != 1:
+                raise SeriesGone(f"metric series {record['id']} no longer exists")
 
     def _merge_rollups(self, series: np.ndarray, step: np.ndarray, value: np.ndarray,
                        wall: np.ndarray) -> None:
@@ -188,6 +197,23 @@ class MetricWriter:
                 "max_step": where_finite(g.max_step, g.max_value),
                 "max_wall_time": where_finite(g.max_wall, g.max_value)})
         self._executemany(self.cursor, self._sql["rollups"], records)
+
+
+_VALUES = re.compile(r"^(INSERT .*? VALUES )(\(.*?\))( ON CONFLICT .*)?$", re.DOTALL)
+
+
+def postgres_executemany(cursor: Any, sql: str, rows: list) -> None:
+    """executemany for psycopg2, whose own runs one statement per row: an INSERT becomes
+    multi-row INSERTs (execute_values, ON CONFLICT kept), anything else is sent in pages
+    of statements (execute_batch)."""
+    from psycopg2.extras import execute_batch, execute_values
+
+    match = _VALUES.match(sql)
+    if match is None:
+        execute_batch(cursor, sql, rows, page_size=1000)
+        return
+    head, template, tail = match.groups()
+    execute_values(cursor, f"{head}%s{tail or ''}", rows, template=template, page_size=5000)
 
 
 def _records(columns: dict[str, list]) -> list[dict[str, Any]]:

@@ -43,7 +43,13 @@ from sqlalchemy.orm import Session
 
 from Utilities import metric_reads
 from Utilities.downsample import MIN_POINTS
-from Utilities.metric_writes import MetricBatch, MetricWriter, replay
+from Utilities.metric_writes import (
+    MetricBatch,
+    MetricWriter,
+    SeriesGone,
+    postgres_executemany,
+    replay,
+)
 from Utilities.run_store_schema import (
     CONTROL_ACTIONS,
     EVENT_KINDS,
@@ -860,6 +866,11 @@ class RunStore:
                 self._metric_writer(cursor).write(metric_params)
                 self._write_events_and_beats(cursor, event_params, beats)
                 raw.commit()
+            except SeriesGone as exc:
+                raw.rollback()
+                self._series_ids.clear()
+                self._release_batch_connection(raw, keep=True)
+                raise IntegrityError(str(exc), None, exc) from exc
             except dbapi_error as exc:
                 raw.rollback()
                 self._series_ids.clear()  # rolled back: ids created in it are gone
@@ -877,12 +888,7 @@ class RunStore:
 
     def _metric_writer(self, cursor: Any) -> MetricWriter:
         dialect = self.engine.dialect
-        executemany = None
-        if dialect.name == "postgresql":  # one round trip per page, not per row
-            from psycopg2.extras import execute_batch
-
-            def executemany(cur: Any, sql: str, rows: list) -> None:
-                execute_batch(cur, sql, rows, page_size=1000)
+        executemany = postgres_executemany if dialect.name == "postgresql" else None
         return MetricWriter(cursor, dialect.paramstyle, self._series_ids, executemany)
 
     def _write_events_and_beats(self, cursor: Any, event_params: list[dict],

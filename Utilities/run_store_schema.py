@@ -111,8 +111,10 @@ class MetricPoint(Base):
     __tablename__ = "metric_points"
     __table_args__ = (sa.Index("ix_metric_points_series_step", "series_id", "step"),)
     id: Mapped[int] = mapped_column(_BIG_ID, primary_key=True, autoincrement=True)
-    series_id: Mapped[int] = mapped_column(
-        sa.ForeignKey("metric_series.id", ondelete="CASCADE"))
+    # No foreign key: its check was half of PostgreSQL's cost per point. The writer
+    # proves the series exists by updating its row in the same transaction, and
+    # RunStore.delete_run deletes a run's points and rollups itself.
+    series_id: Mapped[int] = mapped_column(sa.BigInteger)
     step: Mapped[int] = mapped_column(sa.BigInteger)
     # NULL stands for NaN: SQLite silently stores NaN as NULL, so every engine does that.
     value: Mapped[float | None] = mapped_column(sa.Float)
@@ -127,8 +129,7 @@ class MetricRollup(Base):
 
     __tablename__ = "metric_rollups"
     __table_args__ = ({"sqlite_with_rowid": False},)
-    series_id: Mapped[int] = mapped_column(
-        sa.ForeignKey("metric_series.id", ondelete="CASCADE"), primary_key=True)
+    series_id: Mapped[int] = mapped_column(sa.BigInteger, primary_key=True)  # as points'
     level: Mapped[int] = mapped_column(sa.SmallInteger, primary_key=True)
     bucket: Mapped[int] = mapped_column(sa.BigInteger, primary_key=True)
     points: Mapped[int] = mapped_column(sa.BigInteger)
