@@ -181,30 +181,35 @@ def points_after(session: Session, series: dict[int, str], after_id: int,
     return found, int(rows[-1].id) if rows else after_id
 
 
-def bucket_sums(session: Session, stats: dict, max_buckets: int) -> tuple[int, list[dict]]:
-    """(level, buckets) of a whole series at the finest rollup level with at most
-    ``max_buckets`` buckets: each bucket's ``bucket`` number, ``first``/``last`` step it
-    covers (clipped to the series' steps), ``points``, ``finite`` and ``total``, in step
-    order. What a trailing mean over a long series is computed from (a mean of whole
-    buckets), reading at most ``max_buckets + 1`` rows per level tried."""
+def bucket_sums(session: Session, stats: dict, max_buckets: int, level: int | None = None,
+                start: int | None = None) -> tuple[int, list[dict]]:
+    """(level, buckets) of a series: each bucket's ``bucket`` number, ``first``/``last``
+    step it covers (clipped to the series' steps), ``points``, ``finite`` and ``total``,
+    in step order. What a trailing mean over a long series is computed from.
+
+    Without ``level``: the whole series at the finest level with at most ``max_buckets``
+    buckets (at most ``max_buckets + 1`` rows read per level tried). With ``level``: that
+    level's buckets from the one holding step ``start`` on, at most ``max_buckets + 1`` of
+    them (one more than asked tells a caller there were too many)."""
     if not stats["points"]:
-        return 1, []
+        return level or 1, []
     r = _ROLLUPS.c
-    level = level_for(stats["points"], max_buckets)
+    chosen = level or level_for(stats["points"], max_buckets)
     while True:
-        rows = session.execute(
-            select(r.bucket, r.points, r.finite, r.total)
-            .where(r.series_id == stats["id"], r.level == level)
-            .order_by(r.bucket).limit(max_buckets + 1)).all()
-        if len(rows) <= max_buckets or level == ROLLUP_LEVELS:
+        query = select(r.bucket, r.points, r.finite, r.total).where(
+            r.series_id == stats["id"], r.level == chosen)
+        if start is not None:
+            query = query.where(r.bucket >= start >> (ROLLUP_SHIFT * chosen))
+        rows = session.execute(query.order_by(r.bucket).limit(max_buckets + 1)).all()
+        if level is not None or len(rows) <= max_buckets or chosen == ROLLUP_LEVELS:
             break
-        level += 1
-    shift = ROLLUP_SHIFT * level
+        chosen += 1
+    shift = ROLLUP_SHIFT * chosen
     low, high = stats["first_step"], stats["last_step"]
-    return level, [{"bucket": int(row.bucket), "first": max(low, int(row.bucket) << shift),
-                    "last": min(high, ((int(row.bucket) + 1) << shift) - 1),
-                    "points": int(row.points), "finite": int(row.finite),
-                    "total": float(row.total)} for row in rows]
+    return chosen, [{"bucket": int(row.bucket), "first": max(low, int(row.bucket) << shift),
+                     "last": min(high, ((int(row.bucket) + 1) << shift) - 1),
+                     "points": int(row.points), "finite": int(row.finite),
+                     "total": float(row.total or 0.0)} for row in rows]
 
 
 def points_before(session: Session, series_id: int, end: int, count: int) -> list[dict]:

@@ -1007,17 +1007,23 @@ class RunStore:
     # ---- bounded reads for a run's page (add-only; the write path is above) -------------
 
     @_guarded
-    def series_buckets(self, run_id: str, key: str, max_buckets: int) -> dict[str, Any]:
-        """A whole series as rollup buckets, at the finest level with at most
-        ``max_buckets`` of them (:func:`Utilities.metric_reads.bucket_sums`):
-        ``{"level", "points", "buckets": [{bucket, first, last, points, finite, total}]}``
-        (no buckets for a key the run does not have)."""
+    def series_buckets(self, run_id: str, key: str, max_buckets: int, *,
+                       level: int | None = None, start_step: int | None = None,
+                       ) -> dict[str, Any]:
+        """A series as rollup buckets (:func:`Utilities.metric_reads.bucket_sums`): the
+        whole of it at the finest level with at most ``max_buckets`` of them, or, given
+        ``level``, that level's buckets from the one holding ``start_step`` on (at most
+        ``max_buckets + 1``): ``{"level", "points", "buckets": [{bucket, first, last,
+        points, finite, total}]}`` (no buckets for a key the run does not have)."""
         max_buckets = _int_arg("max_buckets", max_buckets, 1, MAX_EVENTS_PAGE)
+        if level is not None:
+            level = _int_arg("level", level, 1, metric_reads.ROLLUP_LEVELS)
+        start = None if start_step is None else _int_arg("start_step", start_step)
         with self._tx() as s:
             stats = self._series(s, run_id).get(key)
             if stats is None:
-                return {"level": 1, "points": 0, "buckets": []}
-            level, buckets = metric_reads.bucket_sums(s, stats, max_buckets)
+                return {"level": level or 1, "points": 0, "buckets": []}
+            level, buckets = metric_reads.bucket_sums(s, stats, max_buckets, level, start)
             return {"level": level, "points": stats["points"], "buckets": buckets}
 
     @_guarded
