@@ -270,21 +270,24 @@ def steps_reached(session: Session, stats: dict, times: list[float]) -> list[int
     return found
 
 
-# SQLite refuses a compound SELECT of more than 500 terms (SQLITE_MAX_COMPOUND_SELECT).
-_MAX_UNION = 400
+# Probes per statement: well under SQLite's 2,000 result columns and 32,766 variables.
+_PROBES = 400
 
 
 def _walls_at_or_after(session: Session, series_id: int,
                        steps: list[int]) -> list[float | None]:
-    """The wall time of the first point at or after each step (None past the end)."""
-    p = _POINTS.c
-    found: list[float | None] = [None] * len(steps)
-    for offset in range(0, len(steps), _MAX_UNION):
-        parts = []
-        for i, step in enumerate(steps[offset:offset + _MAX_UNION], start=offset):
-            part = (select(p.wall_time).where(p.series_id == series_id, p.step >= step)
-                    .order_by(p.step, p.id).limit(1).subquery())
-            parts.append(select(sa.literal(i).label("i"), part.c.wall_time).select_from(part))
-        for row in session.execute(sa.union_all(*parts)):
-            found[int(row.i)] = float(row.wall_time)
+    """The wall time of the first point at or after each step (None past the end): one
+    row of scalar subqueries (each an index lookup) per statement. Written as text: the
+    same statement built from SQLAlchemy constructs cost ~0.5 ms of Python per probe."""
+    table = _POINTS.name
+    found: list[float | None] = []
+    for offset in range(0, len(steps), _PROBES):
+        chunk = steps[offset:offset + _PROBES]
+        columns = ", ".join(
+            f"(SELECT wall_time FROM {table} WHERE series_id = :series AND step >= :s{i} "
+            "ORDER BY step, id LIMIT 1)" for i in range(len(chunk)))
+        values = {f"s{i}": int(step) for i, step in enumerate(chunk)}
+        row = session.execute(sa.text(f"SELECT {columns}"),
+                              {"series": series_id, **values}).one()
+        found += [None if wall is None else float(wall) for wall in row]
     return found
