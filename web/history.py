@@ -55,6 +55,7 @@ from web.run_progress import progress, resumable
 from web.run_series import LiveCursor, live_feed, series
 from web.run_stats import (
     PAGE_CHECKPOINTS,
+    PAGE_EVENTS,
     ROLLING_WINDOW,
     RunData,
     list_metrics,
@@ -283,5 +284,6 @@ def live(run_id: str) -> Response:
         "run": {**_run_json(data.run), "error": data.run["error"], **state,
                 "summary": data.run["summary"]},
         "keys": data.keys, "smooth": smooth, "rolling_window": ROLLING_WINDOW,
-        "statistics": statistics, "page_checkpoints": PAGE_CHECKPOINTS, **feed,
+        "statistics": statistics, "page_checkpoints": PAGE_CHECKPOINTS,
+        "page_events": PAGE_EVENTS, **feed,
     })
