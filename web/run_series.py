@@ -102,10 +102,9 @@ def smoothed(data: RunData, key: str, window: int, max_points: int) -> tuple[lis
 def smoothed_tail(data: RunData, key: str, window: int, level: int,
                   new_points: list[dict]) -> dict[str, Any] | None:
     """The average from the first new point's step on, ``{"from": step, "points"}``,
-    computed as :func:`smoothed` did at ``level`` (0: exact); None when there is nothing
-    new or too much for one update (the caller sends a snapshot)."""
-    if not new_points:
-        return {"from": None, "points": []}
+    computed as :func:`smoothed` did at ``level`` (0: exact: the ``window - 1`` points
+    before the new ones are read for their means). ``new_points`` is not empty. None when
+    the tail spans more buckets than one update sends (the caller sends a snapshot)."""
     first = min(p["step"] for p in new_points)
     if level == 0:
         before = (data.store.points_before(data.run_id, key, first - 1, window - 1)
@@ -118,7 +117,7 @@ def smoothed_tail(data: RunData, key: str, window: int, level: int,
     k = max(1, math.ceil(window / (1 << shift)))
     first_bucket = first >> shift
     found = data.store.series_buckets(data.run_id, key, DELTA_POINTS, level=level,
-                                      start_step=max(0, first_bucket - k + 1) << shift)
+                                      start_step=(first_bucket - k + 1) << shift)
     if len(found["buckets"]) > DELTA_POINTS:
         return None
     return {"from": first_bucket << shift,
