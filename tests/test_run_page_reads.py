@@ -154,15 +154,21 @@ def test_bucket_means_of_buckets_without_finite_values_are_none() -> None:
     assert [p["value"] for p in bucket_means(buckets, 16, 1)] == [None, 1.5, None]
 
 
-def test_steps_at_times_equal_a_bisection_of_the_full_series(any_store: RunStore) -> None:
+PACES = {"steady": lambda s: s / 10, "plateaus": lambda s: float(s // 700),
+         "speeding up": lambda s: (s / 1000) ** 0.5, "slowing down": lambda s: (s / 300) ** 2}
+
+
+@pytest.mark.parametrize("pace", sorted(PACES))
+def test_steps_at_times_equal_a_bisection_of_the_full_series(any_store: RunStore,
+                                                             pace: str) -> None:
     run_id = any_store.create_run(name="times", model_type="ppo")
     steps = sorted(random.Random(3).sample(range(1, 50_000), 3000))
-    any_store.write_batch(metrics=[(run_id, "episode/reward", s, 1.0, WALL + s / 10)
+    any_store.write_batch(metrics=[(run_id, "episode/reward", s, 1.0, WALL + PACES[pace](s))
                                    for s in steps])
     points = any_store.metric_series(run_id, "episode/reward")
     walls = [p["wall_time"] for p in points]
-    times = [WALL - 5, WALL + steps[0] / 10, WALL + 777.77, WALL + steps[-1] / 10, WALL + 1e6]
-    times += [WALL + random.Random(i).uniform(0, 5000) for i in range(40)]
+    times = [WALL - 5, walls[0], walls[len(walls) // 3], walls[-1], WALL + 1e9]
+    times += [random.Random(i).uniform(walls[0], walls[-1]) for i in range(40)]
     expected = [points[i - 1]["step"] if (i := bisect_right(walls, t)) else None
                 for t in times]
     assert any_store.steps_at_times(run_id, "episode/reward", times) == expected
