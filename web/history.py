@@ -48,19 +48,13 @@ from Utilities.run_store import (
 )
 from Utilities.safe_paths import shown
 from web import query_params as params
+from web import run_list
 from web.formatting import basename, duration, parse_time, when
 from web.json_io import ApiError, error_reply, hide_paths, path_roots
 from web.query_params import DEFAULT_PER_PAGE, PER_PAGE_CHOICES, is_run_id
 from web.run_progress import progress, resumable
 from web.run_series import LiveCursor, live_feed, series
-from web.run_stats import (
-    PAGE_CHECKPOINTS,
-    PAGE_EVENTS,
-    ROLLING_WINDOW,
-    RunData,
-    list_metrics,
-    overview,
-)
+from web.run_stats import PAGE_CHECKPOINTS, PAGE_EVENTS, ROLLING_WINDOW, RunData
 from web.store import get_store
 
 log = logging.getLogger(__name__)
@@ -172,11 +166,12 @@ def api_list() -> Response:
     limit = params.int_param("limit", DEFAULT_LIMIT, 1, MAX_PAGE_SIZE)
     offset = params.int_param("offset", 0, 0, 2**62)
     episodes = params.int_param("episodes", LIST_EPISODES, 0, MAX_LIST_EPISODES)
-    store = get_store()
-    runs, total = store.list_runs(name=agent_id, status=status, model_type=model_type,
-                                  limit=limit, offset=offset)
+    with get_store().reading() as reads:  # one snapshot, statements whatever the page size
+        runs, total = reads.list_runs(name=agent_id, status=status, model_type=model_type,
+                                      limit=limit, offset=offset)
+        metrics = run_list.episode_metrics(reads, runs, episodes)
     body = [{**_run_json(run), "tags": run["tags"], "error": hide_paths(run["error"]),
-             "metrics": list_metrics(store, run["run_id"], episodes)} for run in runs]
+             "metrics": found} for run, found in zip(runs, metrics, strict=True)]
     response = jsonify(body)
     response.headers["X-Total-Count"] = str(total)
     return response
@@ -228,13 +223,14 @@ def index() -> tuple[str, int]:
                                "default_per_page": DEFAULT_PER_PAGE, "runs": [], "total": 0,
                                "agents": [], "store_error": None}
     try:
-        store = get_store()
-        context["agents"] = store.agent_names()
-        runs, total = store.list_runs(name=args["agent_id"], status=args["status"],
-                                      limit=args["per_page"],
-                                      offset=(args["page"] - 1) * args["per_page"])
-        context["runs"] = [{**run, **overview(store, run), "display": _display(run)}
-                           for run in runs]
+        with get_store().reading() as reads:  # one snapshot, statements whatever the page size
+            context["agents"] = reads.agent_names()
+            runs, total = reads.list_runs(name=args["agent_id"], status=args["status"],
+                                          limit=args["per_page"],
+                                          offset=(args["page"] - 1) * args["per_page"])
+            rows = run_list.overviews(reads, runs)
+        context["runs"] = [{**run, **row, "display": _display(run)}
+                           for run, row in zip(runs, rows, strict=True)]
         context["total"] = total
     except RunStoreError as exc:
         log.error("run store unavailable: %s", exc)
