@@ -1088,6 +1088,88 @@ class RunStore:
         with self._tx() as s:
             return int(s.scalar(select(func.max(_POINTS.c.id))) or 0)
 
+    # ---- bounded reads for a run's page (add-only; the write path is above) -------------
+
+    @_guarded
+    def series_buckets(self, run_id: str, key: str, max_buckets: int, *,
+                       level: int | None = None, start_step: int | None = None,
+                       ) -> dict[str, Any]:
+        """A series as rollup buckets (:func:`Utilities.metric_reads.bucket_sums`): the
+        whole of it at the finest level with at most ``max_buckets`` of them, or, given
+        ``level``, that level's buckets from the one holding ``start_step`` on (at most
+        ``max_buckets + 1``): ``{"level", "points", "buckets": [{bucket, first, last,
+        points, finite, total}]}`` (no buckets for a key the run does not have)."""
+        max_buckets = _int_arg("max_buckets", max_buckets, 1, MAX_EVENTS_PAGE)
+        if level is not None:
+            level = _int_arg("level", level, 1, metric_reads.ROLLUP_LEVELS)
+        start = None if start_step is None else _int_arg("start_step", start_step)
+        with self._tx() as s:
+            stats = self._series(s, run_id).get(key)
+            if stats is None:
+                return {"level": level or 1, "points": 0, "buckets": []}
+            level, buckets = metric_reads.bucket_sums(s, stats, max_buckets, level, start)
+            return {"level": level, "points": stats["points"], "buckets": buckets}
+
+    @_guarded
+    def points_before(self, run_id: str, key: str, end_step: int, count: int) -> list[dict]:
+        """The last ``count`` points of a key with a step at most ``end_step``, oldest
+        first (index-bounded)."""
+        end_step = _int_arg("end_step", end_step)
+        count = _int_arg("count", count, 1, MAX_EVENTS_PAGE)
+        with self._tx() as s:
+            stats = self._series(s, run_id).get(key)
+            return [] if stats is None else metric_reads.points_before(
+                s, stats["id"], end_step, count)
+
+    @_guarded
+    def point_cursor(self, run_id: str) -> int:
+        """A point id to pass to :meth:`metric_points_after` for everything the run's
+        series get after this call (:func:`Utilities.metric_reads.last_point_ids`). Read
+        it before the figures it goes with: what lands in between is sent twice, never
+        lost."""
+        with self._tx() as s:
+            series = self._series(s, run_id)
+            return metric_reads.last_point_ids(s, [st["id"] for st in series.values()])
+
+    @_guarded
+    def steps_at_times(self, run_id: str, key: str, times: Iterable[float]) -> list[int | None]:
+        """For each wall time, the step of the key's last point written by then (None
+        before its first), in O(log steps) index lookups
+        (:func:`Utilities.metric_reads.steps_reached`)."""
+        wanted = [float(t) for t in times]
+        with self._tx() as s:
+            stats = self._series(s, run_id).get(key)
+            if stats is None:
+                return [None] * len(wanted)
+            return metric_reads.steps_reached(s, stats, wanted)
+
+    @_guarded
+    def latest_events(self, run_id: str, kinds: Iterable[str], limit: int) -> list[dict]:
+        """A run's last ``limit`` events of the given kinds, newest first (read newest
+        first with a limit, however many the run has), each with its ``seq``."""
+        kinds = list(kinds)
+        _check("event kind", kinds, EVENT_KINDS)
+        limit = _int_arg("limit", limit, 1, MAX_EVENTS_PAGE)
+        e = _EVENTS.c
+        with self._tx() as s:
+            self._require_ids(s, [run_id])
+            rows = s.execute(select(_EVENTS).where(e.run_id == run_id, e.kind.in_(kinds))
+                             .order_by(e.seq.desc()).limit(limit)).all()
+        return [{"seq": int(r.seq), "run_id": r.run_id, "kind": r.kind, "payload": r.payload,
+                 "wall_time": float(r.wall_time)} for r in rows]
+
+    @_guarded
+    def event_count(self, run_id: str, kinds: Iterable[str]) -> tuple[int, int]:
+        """(how many events of the given kinds the run has, the highest seq among them
+        or 0): a count for a page and the seq to read its new events after."""
+        kinds = list(kinds)
+        _check("event kind", kinds, EVENT_KINDS)
+        e = _EVENTS.c
+        with self._tx() as s:
+            count, last = s.execute(select(func.count(), func.max(e.seq)).where(
+                e.run_id == run_id, e.kind.in_(kinds))).one()
+        return int(count or 0), int(last or 0)
+
     @_guarded
     def events_after(self, seq: int = 0, *, run_id: str | None = None,
                      kinds: Iterable[str] | None = None, limit: int = 1000) -> list[dict]:

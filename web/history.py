@@ -13,8 +13,10 @@ run's name, ``algorithm`` its model type's label)
         ``X-Total-Count`` header. Each run's ``metrics`` holds its LAST ``episodes``
         (default 100) episodes and their rolling win rate, plus ``episode_count``:
         a run of 100,000 episodes must not turn a list into megabytes.
-  ``GET /api/training-runs/<run_id>``  one run with config, every episode, rolling win
-        rate, checkpoint_paths, metadata and statistics
+  ``GET /api/training-runs/<run_id>?episodes=``  one run with config, its LAST
+        ``episodes`` (default 1,000) episodes and their rolling win rate with
+        ``episode_count``, its last 1,000 checkpoint_paths with ``checkpoint_count``,
+        metadata and statistics (read in time independent of the run's length)
   ``GET /api/training-runs/agents/list``   ``{"agent_ids": [...]}``
   ``GET /api/training-runs/<run_id>/metrics?keys=a,b&max_points=N&smooth=W``
         metric series (min/max downsampled to at most N points), optionally with
@@ -51,8 +53,8 @@ from web.formatting import basename, duration, parse_time, when
 from web.json_io import ApiError, error_reply, hide_paths, path_roots
 from web.query_params import DEFAULT_PER_PAGE, PER_PAGE_CHOICES, is_run_id
 from web.run_progress import progress, resumable
-from web.run_series import live_series, series
-from web.run_stats import ROLLING_WINDOW, RunData
+from web.run_series import LiveCursor, live_feed, series
+from web.run_stats import PAGE_CHECKPOINTS, PAGE_EVENTS, ROLLING_WINDOW, RunData
 from web.store import get_store
 
 log = logging.getLogger(__name__)
@@ -62,6 +64,8 @@ __all__ = ["bp", "is_run_id", "public_run"]
 
 LIST_EPISODES = 100           # episodes per run in the list API, unless asked otherwise
 MAX_LIST_EPISODES = 100_000
+RUN_EPISODES = 1000           # episodes of one run in the run API, unless asked otherwise
+RUN_CHECKPOINTS = 1000        # checkpoints of one run in the run API (the newest)
 DEFAULT_LIMIT = 50
 DEFAULT_POINTS = 1000         # points per chart series
 MAX_POINTS = 20_000
@@ -180,13 +184,16 @@ def api_agents() -> Response:
 
 @bp.get("/api/training-runs/<run_id>")
 def api_run(run_id: str) -> Response:
+    limit = params.int_param("episodes", RUN_EPISODES, 0, MAX_LIST_EPISODES)
     store = get_store()
-    data = RunData(store, public_run(store.get_run(run_id)))
-    episodes, rolling = data.episodes()
+    data = RunData(store, public_run(store.get_run(run_id)), checkpoint_limit=RUN_CHECKPOINTS)
+    episodes, rolling = data.episodes(limit)
     return jsonify({
         **_run_json(data.run), "config": data.run["config"],
-        "metrics": {"episodes": episodes, "rolling_win_rate": rolling},
-        "checkpoint_paths": data.checkpoints(), "metadata": _metadata(data.run),
+        "metrics": {"episodes": episodes, "rolling_win_rate": rolling,
+                    "episode_count": data.episode_count()},
+        "checkpoint_paths": data.checkpoints(), "checkpoint_count": data.checkpoint_count(),
+        "metadata": _metadata(data.run),
         "statistics": {s["key"]: s["value"] for s in data.statistics()},
     })
 
@@ -250,6 +257,7 @@ def detail(run_id: str) -> str:
     return render_template(
         "history/detail.html", run=data.run, data_keys=data.keys, **_page_state(data),
         statistics=data.statistics(), checkpoints=data.checkpoints(), events=data.events(),
+        checkpoint_count=data.checkpoint_count(),
         config_text=json.dumps(config, indent=2, sort_keys=True, default=str) if config else "",
         default_smooth=DEFAULT_SMOOTH, rolling_window=ROLLING_WINDOW)
 
@@ -257,17 +265,21 @@ def detail(run_id: str) -> str:
 @bp.get("/runs/<run_id>/live.json")
 def live(run_id: str) -> Response:
     """What the run page redraws: status, progress, statistics, the saved model's metrics,
-    checkpoints, events and every metric series (reward and win also as averages)."""
+    checkpoints, events and every metric series (reward and win also as averages); with
+    ``after=<cursor>`` only what came after it (:func:`web.run_series.live_feed`)."""
     max_points = params.int_param("max_points", DEFAULT_POINTS, MIN_POINTS, MAX_POINTS)
     smooth = params.int_param("smooth", DEFAULT_SMOOTH, 1, MAX_SMOOTH)
+    after = request.args.get("after")
+    cursor = None if after is None else LiveCursor.parse(after)
     store = get_store()
     data = RunData(store, public_run(store.get_run(run_id)))
+    feed = live_feed(data, cursor, max_points, smooth)
     state = _page_state(data)
     statistics = [{k: s[k] for k in ("key", "label", "text", "note")} for s in data.statistics()]
     return jsonify({
         "run": {**_run_json(data.run), "error": data.run["error"], **state,
                 "summary": data.run["summary"]},
         "keys": data.keys, "smooth": smooth, "rolling_window": ROLLING_WINDOW,
-        "statistics": statistics, "checkpoints": data.checkpoints(), "events": data.events(),
-        **live_series(data, max_points, smooth),
+        "statistics": statistics, "page_checkpoints": PAGE_CHECKPOINTS,
+        "page_events": PAGE_EVENTS, **feed,
     })
