@@ -41,19 +41,29 @@ from sqlalchemy.exc import (
 )
 from sqlalchemy.orm import Session
 
-from Utilities.downsample import MIN_POINTS, minmax_indices
+from Utilities import metric_reads
+from Utilities.downsample import MIN_POINTS
+from Utilities.metric_writes import (
+    MetricBatch,
+    MetricWriter,
+    SeriesGone,
+    postgres_executemany,
+    replay,
+)
 from Utilities.run_store_schema import (
     CONTROL_ACTIONS,
     EVENT_KINDS,
+    LEGACY_METRICS_TABLE,
     RUN_STATUSES,
     TERMINAL_STATUSES,
     Base,
     Event,
-    Metric,
+    MetricPoint,
+    MetricRollup,
+    MetricSeries,
     Run,
     RunTag,
     create_schema,
-    finite_or_none,
     iso_z,
     json_value,
     metadata,
@@ -66,7 +76,8 @@ __all__ = [
     "ACTIVE_STATUSES", "CONTROL_ACTIONS", "DEFAULT_HEARTBEAT_SECONDS",
     "DEFAULT_LOST_AFTER_SECONDS", "EVENT_KINDS", "LOST_PREFIX", "MAX_EVENTS_PAGE",
     "MAX_PAGE_SIZE", "MIN_POINTS", "RUN_STATUSES", "SORT_FIELDS", "TERMINAL_STATUSES",
-    "TRANSITIONS", "Base", "Event", "InvalidTransition", "Metric", "Run", "RunBusy",
+    "TRANSITIONS", "Base", "Event", "InvalidTransition", "MetricPoint", "MetricRollup",
+    "MetricSeries", "Run", "RunBusy",
     "RunNotFound", "RunStore", "RunStoreError", "RunTag", "StoreUnavailable",
     "default_database_url", "heartbeat_seconds", "lost_after_seconds", "metadata",
 ]
@@ -130,7 +141,8 @@ class RunBusy(RunStoreError):
         self.reason, self.run, self.limit = reason, run, limit
 
 
-_RUNS, _TAGS, _METRICS, _EVENTS = (m.__table__ for m in (Run, RunTag, Metric, Event))
+_RUNS, _TAGS, _EVENTS = (m.__table__ for m in (Run, RunTag, Event))
+_SERIES, _POINTS, _ROLLUPS = (m.__table__ for m in (MetricSeries, MetricPoint, MetricRollup))
 
 
 def default_database_url() -> str:
@@ -258,40 +270,9 @@ def _was_lost(run: Run) -> bool:
     return run.status == "failed" and (run.error or "").startswith(LOST_PREFIX)
 
 
-_METRIC_COLUMNS = ("run_id", "key", "step", "value", "wall_time")
-# DB-API placeholder per paramstyle; drivers with named styles take the Core path.
-_PLACEHOLDER = {"qmark": "?", "format": "%s", "pyformat": "%s"}
-
-
-def _metric_row(run_id: str, key: str, step: int, value: float, wall_time: float) -> tuple:
-    """Insert parameters for one metric sample, in _METRIC_COLUMNS order."""
-    return (run_id, str(key), int(step), finite_or_none(float(value)), float(wall_time))
-
-
-def _insert_metrics(connection: sa.Connection, rows: list[tuple]) -> None:
-    """Bulk-insert metric rows with one driver executemany.
-
-    Metrics are the logger's bulk (4 of 5 rows) and hold only strings and numbers, so
-    they skip SQLAlchemy's per-row parameter processing: 2.5x faster on SQLite, which
-    keeps the background writer's share of a training loop's CPU small.
-    """
-    if not rows:  # an empty executemany would insert one row of defaults
-        return
-    mark = _PLACEHOLDER.get(connection.dialect.paramstyle)
-    if mark is None:
-        connection.execute(insert(_METRICS), [dict(zip(_METRIC_COLUMNS, r, strict=True))
-                                              for r in rows])
-        return
-    sql = (f"INSERT INTO {_METRICS.name} ({', '.join(_METRIC_COLUMNS)}) "
-           f"VALUES ({', '.join([mark] * len(_METRIC_COLUMNS))})")
-    connection.exec_driver_sql(sql, rows)
-
-
-_SQLITE_SQL = {
-    "metrics": f"INSERT INTO {_METRICS.name} ({', '.join(_METRIC_COLUMNS)}) "
-               f"VALUES ({', '.join('?' * len(_METRIC_COLUMNS))})",
-    "events": f"INSERT INTO {_EVENTS.name} (run_id, kind, payload, wall_time) VALUES (?, ?, ?, ?)",
-    "beat": f"UPDATE {_RUNS.name} SET heartbeat_at = ? WHERE id = ?",
+_BATCH_SQL = {
+    "events": "INSERT INTO events (run_id, kind, payload, wall_time) VALUES ({0}, {0}, {0}, {0})",
+    "beat": "UPDATE runs SET heartbeat_at = {0} WHERE id = {0}",
 }
 
 
@@ -304,11 +285,6 @@ def _event_row(run_id: str, kind: str, payload: dict | None, wall_time: float) -
     _check("event kind", [kind], EVENT_KINDS)
     return {"run_id": run_id, "kind": kind, "payload": json_value("event payload", payload),
             "wall_time": float(wall_time)}
-
-
-def _point(step: float, value: float | None, wall_time: float) -> dict[str, Any]:
-    """One series point; NaN values come back as None."""
-    return {"step": int(step), "value": finite_or_none(value), "wall_time": float(wall_time)}
 
 
 def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
@@ -361,18 +337,80 @@ class RunStore:
                                   else _positive_seconds("lost_after", lost_after))
         url = url or default_database_url()
         self._batch_lock = threading.Lock()
-        self._batch_connection: Any = None  # SQLite: the DB-API connection batches reuse
+        self._batch_connection: Any = None  # the DB-API connection batches reuse
+        self._series_ids: dict[tuple[str, str], int] = {}  # (run_id, key) -> series id
         self.url: str = _masked(url)  # as the caller wrote it, for messages and logs
         self.engine: sa.Engine = self._create_engine(url)
         try:
             if self.engine.dialect.name == "sqlite":
                 _prepare_sqlite(self.engine)
             create_schema(self.engine)
+            self._migrate_legacy_metrics()
         except (DBAPIError, OSError) as exc:
             self.engine.dispose()
             reason = getattr(exc, "orig", None) or exc  # the driver's words, without the SQL
             raise StoreUnavailable(f"cannot open run store at {self.url}: {reason}") from exc
         logger.debug("run store opened at %s", self.url)
+
+    def _migrate_legacy_metrics(self) -> None:
+        """Move the points of a pre-issue-13 ``metrics`` table into the series tables,
+        with their statistics and rollups, then drop it: once, in one transaction that
+        holds the write lock (SQLite) or an advisory lock (PostgreSQL), so a concurrent
+        opener waits and then finds nothing left to move."""
+        if not sa.inspect(self.engine).has_table(LEGACY_METRICS_TABLE):
+            return
+        sqlite = self.engine.dialect.name == "sqlite"
+        raw = self.engine.raw_connection()
+        try:
+            cursor = raw.cursor()
+            if sqlite:
+                cursor.execute("PRAGMA busy_timeout = 600000")  # a big move takes a while
+                cursor.execute("BEGIN IMMEDIATE")
+            else:
+                cursor.execute("SELECT pg_advisory_xact_lock(%s)", (_CLAIM_LOCK_KEY + 1,))
+            moved = self._move_legacy_points(raw, cursor)
+            raw.commit()
+            if moved:
+                logger.info("run store %s: moved %d metric points to the series tables",
+                            self.url, moved)
+        except BaseException:
+            raw.rollback()
+            self._series_ids.clear()
+            raise
+        finally:
+            if sqlite:
+                raw.cursor().execute("PRAGMA busy_timeout = 5000")
+            raw.close()
+
+    def _move_legacy_points(self, raw: Any, cursor: Any) -> int:
+        """Replay the legacy table's points through the writer, oldest first; 0 when
+        another opener moved them first."""
+        exists = ("SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = ?"
+                  if self.engine.dialect.name == "sqlite" else
+                  "SELECT count(*) FROM pg_tables WHERE tablename = %s")
+        cursor.execute(exists, (LEGACY_METRICS_TABLE,))
+        if not cursor.fetchone()[0]:
+            return 0
+        mark = "?" if self.engine.dialect.paramstyle == "qmark" else "%s"
+        page = (f"SELECT id, run_id, key, step, value, wall_time FROM {LEGACY_METRICS_TABLE} "
+                f"WHERE id > {mark} AND run_id IN (SELECT id FROM runs) ORDER BY id LIMIT 50000")
+
+        def rows() -> Iterator[tuple]:
+            last = 0
+            while True:
+                reader = raw.cursor()
+                reader.execute(page, (last,))
+                chunk = reader.fetchall()
+                reader.close()
+                if not chunk:
+                    return
+                last = chunk[-1][0]
+                for row in chunk:
+                    yield row[1:]
+
+        moved = replay(self._metric_writer(cursor), rows())
+        cursor.execute(f"DROP TABLE {LEGACY_METRICS_TABLE}")
+        return moved
 
     def _create_engine(self, url: str) -> sa.Engine:
         """The engine for url; an unparseable URL or a missing driver is StoreUnavailable."""
@@ -753,9 +791,14 @@ class RunStore:
         with self._tx() as s:
             self._require_ids(s, [run_id])
             # Explicit deletes rather than ON DELETE CASCADE: correct even with FKs off.
-            for table in (_METRICS, _EVENTS, _TAGS):
+            series = select(_SERIES.c.id).where(_SERIES.c.run_id == run_id)
+            for table in (_POINTS, _ROLLUPS):
+                s.execute(delete(table).where(table.c.series_id.in_(series)))
+            for table in (_SERIES, _EVENTS, _TAGS):
                 s.execute(delete(table).where(table.c.run_id == run_id))
             s.execute(delete(_RUNS).where(_RUNS.c.id == run_id))
+        for pair in [pair for pair in self._series_ids if pair[0] == run_id]:
+            self._series_ids.pop(pair, None)
         logger.info("deleted run %s", run_id)
 
     # ---- metrics and events -------------------------------------------------------------
@@ -763,10 +806,12 @@ class RunStore:
     @_guarded
     def log_metrics(self, run_id: str, rows: Iterable[tuple[str, int, float, float]]) -> int:
         """Append (key, step, value, wall_time) samples to a run; return how many."""
-        params = [_metric_row(run_id, *row) for row in rows]
-        with self._tx() as s:
-            self._require_ids(s, [run_id])
-            _insert_metrics(s.connection(), params)
+        params = [(run_id, *row) for row in rows]
+        if params:
+            self.write_batch(metrics=params)
+        else:
+            with self._tx() as s:
+                self._require_ids(s, [run_id])
         return len(params)
 
     @_guarded
@@ -783,85 +828,88 @@ class RunStore:
         self, metrics: Iterable[tuple[str, str, int, float, float]] = (),
         events: Iterable[tuple[str, str, dict, float]] = (), heartbeats: Iterable[str] = (),
     ) -> None:
-        """Write metric rows, event rows and heartbeats in one transaction (all or nothing)."""
-        metric_params = [_metric_row(*row) for row in metrics]
-        event_params = [_event_row(*row) for row in events]  # validated before any write
-        beats = [{"beat_id": run_id} for run_id in sorted(set(heartbeats))]
-        if not metric_params and not event_params and not beats:
+        """Write metric rows, event rows and heartbeats in one transaction (all or nothing);
+        the metrics' series statistics and rollups are updated in the same transaction."""
+        metric_params = MetricBatch.of(metrics)  # validated before any write
+        event_params = [_event_row(*row) for row in events]
+        beats = sorted(set(heartbeats))
+        if not len(metric_params) and not event_params and not beats:
             return
         try:
             self._write_rows(metric_params, event_params, beats)
         except IntegrityError:
+            self._series_ids.clear()  # a cached series may belong to a deleted run
             # Foreign keys caught a row for a missing run (checked here, off the hot
             # path, so a normal batch costs no extra query); name the missing ids.
-            run_ids = {row[0] for row in metric_params} | {p["run_id"] for p in event_params}
+            run_ids = set(metric_params.runs) | {p["run_id"] for p in event_params}
             with self._tx() as s:
-                self._require_ids(s, run_ids | {b["beat_id"] for b in beats})
+                self._require_ids(s, run_ids | set(beats))
             raise
         logger.debug("batch: %d metrics, %d events, %d heartbeats",
                      len(metric_params), len(event_params), len(beats))
 
-    def _write_rows(self, metric_params: list[tuple], event_params: list[dict],
-                    beats: list[dict]) -> None:
-        if self.engine.dialect.name == "sqlite":
-            self._write_rows_dbapi(metric_params, event_params, beats)
-            return
-        # Other engines keep Core's executemany, which batches rows into one round trip.
-        with self.engine.begin() as connection:
-            _insert_metrics(connection, metric_params)
-            if event_params:
-                connection.execute(insert(_EVENTS), event_params)
-            now = utcnow()
-            for beat in beats:  # one statement each: multi-row rowcount is driver-specific
-                stmt = update(_RUNS).where(_RUNS.c.id == beat["beat_id"]).values(heartbeat_at=now)
-                if not connection.execute(stmt).rowcount:
-                    raise IntegrityError("heartbeat for a missing run", None, Exception())
+    def _write_rows(self, metric_params: MetricBatch, event_params: list[dict],
+                    beats: list[str]) -> None:
+        """One batch's transaction on a bare DB-API connection, on every engine.
 
-    def _write_rows_dbapi(self, metric_params: list[tuple], event_params: list[dict],
-                          beats: list[dict]) -> None:
-        """The same transaction on a bare DB-API connection (SQLite, in-process).
-
-        The logger writes every 200 ms, often a handful of rows; SQLAlchemy's
-        per-statement set-up and the pool's checkout were most of such a batch's cost,
-        so batches go through one connection kept for them (SQLite has one writer at a
-        time anyway). Values are converted by the columns' own SQLAlchemy type
-        processors, so rows are stored exactly as Core would store them, and driver
+        The logger writes every 200 ms, often a handful of rows, and a tight training
+        loop hundreds of thousands a second; SQLAlchemy's per-statement set-up and the
+        pool's checkout were most of a small batch's cost, so batches go through one
+        connection kept for them. Values are converted by the columns' own SQLAlchemy
+        type processors, so rows are stored exactly as Core would store them, and driver
         errors are raised as SQLAlchemy's."""
-        processors = self._sqlite_processors
+        dbapi_error = self.engine.dialect.loaded_dbapi.Error
         with self._batch_lock:
             raw = self._batch_connection or self.engine.raw_connection()
             cursor = raw.cursor()
             try:
-                if metric_params:
-                    cursor.executemany(_SQLITE_SQL["metrics"], metric_params)
-                if event_params:
-                    payload = processors["payload"]
-                    cursor.executemany(_SQLITE_SQL["events"], [
-                        (p["run_id"], p["kind"], payload(p["payload"]), p["wall_time"])
-                        for p in event_params])
-                stamp = processors["time"](utcnow()) if beats else None
-                for beat in beats:
-                    cursor.execute(_SQLITE_SQL["beat"], (stamp, beat["beat_id"]))
-                    if not cursor.rowcount:
-                        raise IntegrityError("heartbeat for a missing run", None, Exception())
+                self._metric_writer(cursor).write(metric_params)
+                self._write_events_and_beats(cursor, event_params, beats)
                 raw.commit()
-            except self.engine.dialect.loaded_dbapi.Error as exc:
+            except SeriesGone as exc:
                 raw.rollback()
+                self._series_ids.clear()
+                self._release_batch_connection(raw, keep=True)
+                raise IntegrityError(str(exc), None, exc) from exc
+            except dbapi_error as exc:
+                raw.rollback()
+                self._series_ids.clear()  # rolled back: ids created in it are gone
                 self._release_batch_connection(raw, keep=False)  # a fresh one next time
-                raise DBAPIError.instance(None, None, exc,
-                                          self.engine.dialect.loaded_dbapi.Error,
+                raise DBAPIError.instance(None, None, exc, dbapi_error,
                                           dialect=self.engine.dialect) from exc
             except BaseException:
                 raw.rollback()
+                self._series_ids.clear()
                 self._release_batch_connection(raw, keep=True)
                 raise
             finally:
                 cursor.close()
             self._release_batch_connection(raw, keep=True)
 
+    def _metric_writer(self, cursor: Any) -> MetricWriter:
+        dialect = self.engine.dialect
+        executemany = postgres_executemany if dialect.name == "postgresql" else None
+        return MetricWriter(cursor, dialect.paramstyle, self._series_ids, executemany)
+
+    def _write_events_and_beats(self, cursor: Any, event_params: list[dict],
+                                beats: list[str]) -> None:
+        processors = self._batch_processors
+        mark = "?" if self.engine.dialect.paramstyle == "qmark" else "%s"
+        if event_params:
+            payload = processors["payload"]
+            cursor.executemany(_BATCH_SQL["events"].format(mark), [
+                (p["run_id"], p["kind"], payload(p["payload"]), p["wall_time"])
+                for p in event_params])
+        stamp = processors["time"](utcnow()) if beats else None
+        for run_id in beats:  # one statement each: multi-row rowcount is driver-specific
+            cursor.execute(_BATCH_SQL["beat"].format(mark), (stamp, run_id))
+            if not cursor.rowcount:
+                raise IntegrityError("heartbeat for a missing run", None, Exception())
+
     def _release_batch_connection(self, raw: Any, *, keep: bool) -> None:
-        """Keep a file database's batch connection for the next batch, else return it.
-        (An in-memory database is one per connection: its pool hands out per thread.)"""
+        """Keep a file or server database's batch connection for the next batch, else
+        return it. (An in-memory database is one per connection: its pool hands out
+        per thread.)"""
         if keep and isinstance(self.engine.pool, sa.pool.QueuePool):
             self._batch_connection = raw
             return
@@ -869,60 +917,92 @@ class RunStore:
         raw.close()  # back to the pool
 
     @functools.cached_property
-    def _sqlite_processors(self) -> dict[str, Callable[[Any], Any]]:
+    def _batch_processors(self) -> dict[str, Callable[[Any], Any]]:
         dialect = self.engine.dialect
         return {name: column.type.dialect_impl(dialect).bind_processor(dialect) or _same
                 for name, column in (("payload", _EVENTS.c.payload),
                                      ("time", _RUNS.c.heartbeat_at))}
 
+    def _series(self, session: Session, run_id: str) -> dict[str, dict]:
+        """{key: statistics} of a run's series; RunNotFound if there is no such run."""
+        self._require_ids(session, [run_id])
+        return metric_reads.series_of_runs(session, [run_id])[run_id]
+
     @_guarded
     def metric_keys(self, run_id: str) -> list[str]:
         """Distinct metric keys of a run, sorted."""
         with self._tx() as s:
-            self._require_ids(s, [run_id])
-            query = select(_METRICS.c.key).where(_METRICS.c.run_id == run_id).distinct()
-            return list(s.scalars(query.order_by(_METRICS.c.key)))
+            return sorted(self._series(s, run_id))
 
     @_guarded
     def metric_series(self, run_id: str, key: str, *, max_points: int | None = None,
                       start_step: int | None = None, end_step: int | None = None) -> list[dict]:
         """Samples of one key ordered by step, optionally step-bounded and downsampled.
 
-        Downsampling (only when more than max_points points match) is
-        :func:`Utilities.downsample.minmax_indices`: each bucket keeps its min- and
-        max-value points and both ends are kept, so spikes survive and at most max_points
-        points come back. max_points must be >= MIN_POINTS.
+        With max_points (>= MIN_POINTS), a range of more points comes back as the min and
+        max point of each rollup bucket plus both ends
+        (:func:`Utilities.metric_reads.chart_points`): spikes survive, at most max_points
+        points come back, and the read costs the same for a thousand points or a billion.
         """
         if max_points is not None:
             max_points = _int_arg("max_points", max_points, MIN_POINTS)
-        m = _METRICS.c
-        query = select(m.step, m.value, m.wall_time).where(m.run_id == run_id, m.key == key)
-        if start_step is not None:
-            query = query.where(m.step >= _int_arg("start_step", start_step))
-        if end_step is not None:
-            query = query.where(m.step <= _int_arg("end_step", end_step))
+        start = None if start_step is None else _int_arg("start_step", start_step)
+        end = None if end_step is None else _int_arg("end_step", end_step)
         with self._tx() as s:
-            self._require_ids(s, [run_id])
-            rows = s.execute(query.order_by(m.step, m.id)).all()
-        if max_points is None or len(rows) <= max_points:
-            return [_point(*row) for row in rows]
-        # Plain tuples: numpy probes Row objects for array protocols, ~10x slower.
-        data = np.array([tuple(row) for row in rows], dtype=float)  # NULL becomes nan
-        return [_point(*data[i]) for i in minmax_indices(data[:, 1], max_points)]
+            stats = self._series(s, run_id).get(key)
+            if stats is None:
+                return []
+            if max_points is None:
+                return metric_reads.raw_points(s, stats["id"], start, end)
+            return metric_reads.chart_points(s, stats, max_points, start, end)
 
     @_guarded
     def latest_metrics(self, run_id: str) -> dict[str, dict]:
-        """For each metric key of a run, its sample with the highest step."""
-        m = _METRICS.c
-        top = (select(m.key, func.max(m.step).label("step")).where(m.run_id == run_id)
-               .group_by(m.key).subquery())
-        joined = _METRICS.join(top, sa.and_(m.key == top.c.key, m.step == top.c.step))
-        query = (select(m.key, m.step, m.value, m.wall_time).select_from(joined)
-                 .where(m.run_id == run_id).order_by(m.id))
+        """For each metric key of a run, its sample with the highest step (a step logged
+        twice reports its latest write)."""
         with self._tx() as s:
-            self._require_ids(s, [run_id])
-            # Ordered by id, so a step logged twice reports its latest write.
-            return {row.key: _point(*row[1:]) for row in s.execute(query)}
+            return {key: metric_reads.point(st["last_step"], st["last_value"],
+                                            st["last_wall_time"])
+                    for key, st in self._series(s, run_id).items()}
+
+    @_guarded
+    def series_statistics(self, run_ids: Iterable[str]) -> dict[str, dict[str, dict]]:
+        """{run_id: {key: statistics}} for many runs in one query, kept by the writer:
+        points, finite, total, mean, min/max value and step, first/last step, last
+        value and wall time, and the series ``id``. Unknown ids map to {}."""
+        ids = [_uuid_arg(run_id) for run_id in run_ids]
+        with self._tx() as s:
+            return metric_reads.series_of_runs(s, ids)
+
+    @_guarded
+    def recent_points(self, series_ids: Iterable[int], count: int) -> dict[int, list[dict]]:
+        """The last ``count`` points (by step) of each series id, oldest first, in one
+        statement of index-bounded reads (ids from :meth:`series_statistics`)."""
+        count = _int_arg("count", count, 1, MAX_EVENTS_PAGE)
+        ids = [_int_arg("series id", sid) for sid in series_ids]
+        with self._tx() as s:
+            return metric_reads.tails(s, ids, count)
+
+    @_guarded
+    def metric_points_after(self, run_id: str, after_id: int = 0, *,
+                            keys: Iterable[str] | None = None,
+                            limit: int = MAX_EVENTS_PAGE) -> tuple[dict[str, list[dict]], int]:
+        """A run's points written after point id ``after_id``, per key in write order (at
+        most ``limit`` in all), and the id to pass next time: a page's incremental
+        update reads only what is new."""
+        after_id = _int_arg("after_id", after_id, 0)
+        limit = _int_arg("limit", limit, 1, MAX_EVENTS_PAGE)
+        with self._tx() as s:
+            series = self._series(s, run_id)
+            wanted = set(series) if keys is None else set(keys) & set(series)
+            return metric_reads.points_after(
+                s, {series[key]["id"]: key for key in wanted}, after_id, limit)
+
+    @_guarded
+    def last_point_id(self) -> int:
+        """Highest metric point id in the store, 0 when there are none."""
+        with self._tx() as s:
+            return int(s.scalar(select(func.max(_POINTS.c.id))) or 0)
 
     @_guarded
     def events_after(self, seq: int = 0, *, run_id: str | None = None,

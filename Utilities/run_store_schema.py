@@ -35,6 +35,9 @@ TERMINAL_STATUSES = frozenset({"completed", "stopped", "failed"})
 EVENT_KINDS = ("episode", "trade", "decision", "checkpoint", "alert", "status", "log",
                "importance")
 CONTROL_ACTIONS = ("pause", "resume", "stop")
+# Before issue 13 every point was a row of this table (run_id, key, step, value,
+# wall_time); RunStore migrates such a table into the series tables when it opens one.
+LEGACY_METRICS_TABLE = "metrics"
 
 # SQLite only autoincrements a column declared exactly INTEGER PRIMARY KEY; PG gets BIGSERIAL.
 _BIG_ID = sa.BigInteger().with_variant(sa.Integer, "sqlite")
@@ -76,19 +79,68 @@ class RunTag(Base):
     tag: Mapped[str] = mapped_column(sa.String, primary_key=True, index=True)
 
 
-class Metric(Base):
-    """One (run, key, step, value, wall_time) sample."""
+class MetricSeries(Base):
+    """One run's metric key and the running statistics of its points.
 
-    __tablename__ = "metrics"
-    # The composite index's leading column also serves plain run_id lookups.
-    __table_args__ = (sa.Index("ix_metrics_run_key_step", "run_id", "key", "step"),)
+    The writer keeps these in the same transaction as the points
+    (:mod:`Utilities.metric_writes`), so a run's figures (count, sum, best, last) are one
+    row read, whatever the series' length. NULL ``min_*``/``max_*``: no finite value yet.
+    """
+
+    __tablename__ = "metric_series"
+    __table_args__ = (sa.UniqueConstraint("run_id", "key", name="uq_metric_series_run_key"),)
     id: Mapped[int] = mapped_column(_BIG_ID, primary_key=True, autoincrement=True)
     run_id: Mapped[str] = mapped_column(sa.ForeignKey("runs.id", ondelete="CASCADE"))
     key: Mapped[str] = mapped_column(sa.String)
+    points: Mapped[int] = mapped_column(sa.BigInteger, default=0)
+    finite: Mapped[int] = mapped_column(sa.BigInteger, default=0)
+    total: Mapped[float] = mapped_column(sa.Float, default=0.0)
+    min_value: Mapped[float | None] = mapped_column(sa.Float)
+    min_step: Mapped[int | None] = mapped_column(sa.BigInteger)
+    max_value: Mapped[float | None] = mapped_column(sa.Float)
+    max_step: Mapped[int | None] = mapped_column(sa.BigInteger)
+    first_step: Mapped[int | None] = mapped_column(sa.BigInteger)
+    last_step: Mapped[int | None] = mapped_column(sa.BigInteger)
+    last_value: Mapped[float | None] = mapped_column(sa.Float)
+    last_wall_time: Mapped[float | None] = mapped_column(sa.Float)
+
+
+class MetricPoint(Base):
+    """One (series, step, value, wall_time) sample; ``id`` orders writes."""
+
+    __tablename__ = "metric_points"
+    __table_args__ = (sa.Index("ix_metric_points_series_step", "series_id", "step"),)
+    id: Mapped[int] = mapped_column(_BIG_ID, primary_key=True, autoincrement=True)
+    # No foreign key: its check was half of PostgreSQL's cost per point. The writer
+    # proves the series exists by updating its row in the same transaction, and
+    # RunStore.delete_run deletes a run's points and rollups itself.
+    series_id: Mapped[int] = mapped_column(sa.BigInteger)
     step: Mapped[int] = mapped_column(sa.BigInteger)
     # NULL stands for NaN: SQLite silently stores NaN as NULL, so every engine does that.
     value: Mapped[float | None] = mapped_column(sa.Float)
     wall_time: Mapped[float] = mapped_column(sa.Float)
+
+
+class MetricRollup(Base):
+    """Min/max/sum of one series' points whose step falls in one bucket of one level.
+
+    Level L's buckets are ``step >> (ROLLUP_SHIFT * L)`` (:mod:`Utilities.metric_rollups`):
+    a pyramid, so a chart of any range reads a few hundred rows, never the points."""
+
+    __tablename__ = "metric_rollups"
+    __table_args__ = ({"sqlite_with_rowid": False},)
+    series_id: Mapped[int] = mapped_column(sa.BigInteger, primary_key=True)  # as points'
+    level: Mapped[int] = mapped_column(sa.SmallInteger, primary_key=True)
+    bucket: Mapped[int] = mapped_column(sa.BigInteger, primary_key=True)
+    points: Mapped[int] = mapped_column(sa.BigInteger)
+    finite: Mapped[int] = mapped_column(sa.BigInteger)
+    total: Mapped[float] = mapped_column(sa.Float)
+    min_value: Mapped[float | None] = mapped_column(sa.Float)
+    min_step: Mapped[int | None] = mapped_column(sa.BigInteger)
+    min_wall_time: Mapped[float | None] = mapped_column(sa.Float)
+    max_value: Mapped[float | None] = mapped_column(sa.Float)
+    max_step: Mapped[int | None] = mapped_column(sa.BigInteger)
+    max_wall_time: Mapped[float | None] = mapped_column(sa.Float)
 
 
 class Event(Base):

@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 
 from tests.helpers.apps import drop_all, make_app
+from tests.helpers.engines import postgres_url
 from tests.helpers.paths import NQ_CSV, SAMPLE_CSV
 from Utilities.data_utils import load_bars
 
@@ -43,6 +44,25 @@ def bars(sample_bars: pd.DataFrame) -> pd.DataFrame:
 def database_url(tmp_path: Path) -> str:
     """DATABASE_URL from the environment (e.g. PostgreSQL), else a temporary SQLite file."""
     return os.environ.get("DATABASE_URL") or f"sqlite:///{tmp_path}/runs.db"
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[str | None]:
+    """A PostgreSQL URL for the session (DATABASE_URL or a throw-away local server), or
+    None where this machine has none."""
+    with postgres_url() as url:
+        yield url
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def engine_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Each engine in turn, whatever DATABASE_URL says: for tests that prove both."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path}/engine.db"
+    url = request.getfixturevalue("postgres_server")
+    if url is None:
+        pytest.skip("no PostgreSQL on this machine (set DATABASE_URL or install postgresql)")
+    return url
 
 
 @pytest.fixture()

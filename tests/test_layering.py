@@ -46,7 +46,10 @@ UTILITIES = {
     "Utilities.performance": FOUNDATION,       # number_format, serialization
     "Utilities.backtester": FOUNDATION,        # accounting, performance, data_loading
     "Utilities.run_store_schema": FOUNDATION,  # serialization
-    "Utilities.run_store": FOUNDATION,         # run_store_schema
+    "Utilities.metric_rollups": FOUNDATION,    # nothing (numpy)
+    "Utilities.metric_writes": FOUNDATION,     # metric_rollups
+    "Utilities.metric_reads": FOUNDATION,      # run_store_schema, metric_rollups, downsample
+    "Utilities.run_store": FOUNDATION,         # run_store_schema, metric_reads/_writes
     "Utilities.metrics_logger": FOUNDATION,    # run_store, serialization
     "Utilities.backtest_report": APPLICATION,  # NetworkConfigs.artifacts, .base
     "Utilities.model_backtester": APPLICATION,  # the registry, loaders

@@ -1,0 +1,230 @@
+"""The store's running statistics and rollup pyramid equal a full recomputation from the
+points written: random series (duplicate, out-of-order and negative steps, NaN, None,
+infinities, tied values), on SQLite and PostgreSQL, after a reopen, a delete, concurrent
+writer processes and the migration of a pre-rollup store."""
+
+from __future__ import annotations
+
+import math
+import multiprocessing
+import random
+from collections import defaultdict
+from collections.abc import Iterator
+
+import pytest
+from sqlalchemy import text
+
+from tests.helpers.apps import drop_all
+from tests.helpers.engines import write_rows
+from Utilities.metric_rollups import ROLLUP_LEVELS, ROLLUP_SHIFT
+from Utilities.run_store import RunNotFound, RunStore
+
+KEYS = ("episode/reward", "episode/win", "train/loss")
+
+
+@pytest.fixture()
+def any_store(engine_url: str) -> Iterator[RunStore]:
+    store = RunStore(engine_url)
+    yield store
+    drop_all(store)
+
+
+def random_rows(rng: random.Random, run_ids: list[str], count: int) -> list[tuple]:
+    """(run_id, key, step, value, wall_time) rows in write order."""
+    step = {pair: rng.randint(-50, 50) for pair in ((r, k) for r in run_ids for k in KEYS)}
+    rows = []
+    for index in range(count):
+        pair = rng.choice(sorted(step))
+        roll = rng.random()
+        if roll < 0.05:
+            at = step[pair] - rng.randint(0, 300)        # out of order (or a duplicate)
+        else:
+            step[pair] += rng.choice((1, 1, 1, 2, 7, 4096))
+            at = step[pair]
+        value = round(rng.gauss(0, 3), 1)                   # rounding makes ties
+        special = rng.random()
+        if special < 0.03:
+            value = math.nan
+        elif special < 0.05:
+            value = rng.choice((math.inf, -math.inf))
+        rows.append((*pair, at, value, 1000.0 + index))
+    return rows
+
+
+def _summary(points: list[tuple[int, int, float, float]]) -> dict:
+    """points: (write order, step, value, wall). The figures the store keeps."""
+    finite = [(step, value) for _, step, value, _ in points if math.isfinite(value)]
+    low = min(finite, key=lambda sv: (sv[1], sv[0]), default=(None, None))
+    high = min(finite, key=lambda sv: (-sv[1], sv[0]), default=(None, None))
+    return {"points": len(points), "finite": len(finite),
+            "total": sum(value for _, value in finite),
+            "min_value": low[1], "min_step": low[0], "max_value": high[1], "max_step": high[0]}
+
+
+def recomputed(rows: list[tuple]) -> tuple[dict, dict]:
+    """({(run, key): statistics}, {(run, key, level, bucket): rollup}) from the rows."""
+    series: dict[tuple, list] = defaultdict(list)
+    for order, (run_id, key, step, value, wall) in enumerate(rows):
+        series[run_id, key].append((order, step, value, wall))
+    stats, rollups = {}, {}
+    for pair, points in series.items():
+        last = max(points, key=lambda p: (p[1], p[0]))
+        stats[pair] = {**_summary(points), "first_step": min(p[1] for p in points),
+                       "last_step": last[1],
+                       "last_value": last[2] if math.isfinite(last[2]) else None}
+        for level in range(1, ROLLUP_LEVELS + 1):
+            buckets = defaultdict(list)
+            for point in points:
+                buckets[point[1] >> (ROLLUP_SHIFT * level)].append(point)
+            for bucket, inside in buckets.items():
+                rollups[(*pair, level, bucket)] = _summary(inside)
+    return stats, rollups
+
+
+def stored(store: RunStore, run_ids: list[str]) -> tuple[dict, dict]:
+    """The same two dicts as the store holds them."""
+    stats = {(run_id, key): figures for run_id, by_key in store.series_statistics(run_ids).items()
+             for key, figures in by_key.items()}
+    rollups = {}
+    with store.engine.connect() as conn:
+        for row in conn.execute(text(
+                "SELECT s.run_id, s.key, r.level, r.bucket, r.points, r.finite, r.total, "
+                "r.min_value, r.min_step, r.max_value, r.max_step FROM metric_rollups r "
+                "JOIN metric_series s ON s.id = r.series_id")):
+            if row.run_id in run_ids:
+                rollups[row.run_id, row.key, row.level, row.bucket] = {
+                    name: getattr(row, name) for name in (
+                        "points", "finite", "total", "min_value", "min_step", "max_value",
+                        "max_step")}
+    return stats, rollups
+
+
+def assert_equal(store: RunStore, run_ids: list[str], rows: list[tuple]) -> None:
+    want_stats, want_rollups = recomputed(rows)
+    got_stats, got_rollups = stored(store, run_ids)
+    assert set(got_stats) == set(want_stats)
+    for pair, want in want_stats.items():
+        got = got_stats[pair]
+        assert got["total"] == pytest.approx(want.pop("total"), rel=1e-9, abs=1e-6), pair
+        assert {name: got[name] for name in want} == want, pair
+    assert set(got_rollups) == set(want_rollups)
+    for where, want in want_rollups.items():
+        got = got_rollups[where]
+        assert got.pop("total") == pytest.approx(want.pop("total"), rel=1e-9, abs=1e-6), where
+        assert got == want, where
+
+
+def write_in_random_batches(store: RunStore, rng: random.Random, rows: list[tuple]) -> None:
+    start = 0
+    while start < len(rows):
+        size = rng.choice((1, 3, 50, 700))
+        store.write_batch(metrics=rows[start:start + size])
+        start += size
+
+
+def test_statistics_and_rollups_equal_a_full_recomputation(any_store):
+    rng = random.Random(13)
+    run_ids = [any_store.create_run(name=f"r{i}", model_type="ppo") for i in range(2)]
+    rows = random_rows(rng, run_ids, 4000)
+    write_in_random_batches(any_store, rng, rows)
+    assert_equal(any_store, run_ids, rows)
+    latest = any_store.latest_metrics(run_ids[0])
+    want, _ = recomputed(rows)
+    assert {k: p["step"] for k, p in latest.items()} == {
+        k: s["last_step"] for (r, k), s in want.items() if r == run_ids[0]}
+
+
+def test_rollups_survive_a_reopen_and_a_resumed_writer(any_store, engine_url):
+    rng = random.Random(7)
+    run_id = any_store.create_run(name="resumed", model_type="ppo")
+    rows = random_rows(rng, [run_id], 3000)
+    write_in_random_batches(any_store, rng, rows[:1500])
+    any_store.close()
+    reopened = RunStore(engine_url)  # a resumed trainer: a new process, an empty cache
+    try:
+        write_in_random_batches(reopened, rng, rows[1500:])
+        assert_equal(reopened, [run_id], rows)
+    finally:
+        reopened.close()
+
+
+def test_delete_removes_a_runs_summaries_and_leaves_the_others_equal(any_store):
+    rng = random.Random(3)
+    doomed, kept = (any_store.create_run(name=n, model_type="ppo") for n in ("doomed", "kept"))
+    rows = random_rows(rng, [doomed, kept], 2000)
+    write_in_random_batches(any_store, rng, rows)
+    any_store.delete_run(doomed)
+    assert_equal(any_store, [kept], [row for row in rows if row[0] == kept])
+    with any_store.engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM metric_rollups WHERE series_id NOT IN "
+                                 "(SELECT id FROM metric_series)")).scalar() == 0
+    with pytest.raises(RunNotFound):  # the writer's cached series ids died with the run
+        any_store.write_batch(metrics=[(doomed, KEYS[0], 1, 1.0, 1.0)])
+    more = random_rows(rng, [kept], 300)
+    any_store.write_batch(metrics=more)
+    assert_equal(any_store, [kept], [row for row in rows if row[0] == kept] + more)
+
+
+def test_concurrent_writer_processes_keep_exact_summaries(any_store, engine_url):
+    rng = random.Random(11)
+    run_ids = [any_store.create_run(name=f"c{i}", model_type="ppo") for i in range(2)]
+    writers = []
+    for index in range(4):
+        # Distinct steps per writer (step = 4n + index): "last" needs no write order.
+        rows = [(run, key, 4 * step + index, value, wall) for run, key, step, value, wall
+                in random_rows(random.Random(index), run_ids, 1500) if step >= 0]
+        writers.append(rows)
+    context = multiprocessing.get_context("spawn")
+    processes = [context.Process(target=write_rows, args=(engine_url, rows, rng.choice((5, 60))))
+                 for rows in writers]
+    for process in processes:
+        process.start()
+    for process in processes:
+        process.join(timeout=300)
+        assert process.exitcode == 0
+    assert_equal(any_store, run_ids, [row for rows in writers for row in rows])
+
+
+def test_a_pre_rollup_store_is_migrated_when_opened(engine_url):
+    rng = random.Random(5)
+    store = RunStore(engine_url)
+    run_id = store.create_run(name="old", model_type="ppo")
+    rows = random_rows(rng, [run_id], 1500)
+    store.close()
+    big_id = "INTEGER PRIMARY KEY" if engine_url.startswith("sqlite") else "BIGSERIAL PRIMARY KEY"
+    with store.engine.begin() as conn:  # the table every store had before issue 13
+        conn.execute(text(f"CREATE TABLE metrics (id {big_id}, run_id VARCHAR(36), key VARCHAR,"
+                          " step BIGINT, value FLOAT, wall_time FLOAT)"))
+        conn.execute(text("INSERT INTO metrics (run_id, key, step, value, wall_time) VALUES "
+                          "(:run_id, :key, :step, :value, :wall)"),
+                     [{"run_id": r, "key": k, "step": s, "wall": w,
+                       "value": None if math.isnan(v) else v} for r, k, s, v, w in rows])
+    reopened = RunStore(engine_url)
+    try:
+        assert_equal(reopened, [run_id], rows)
+        with reopened.engine.connect() as conn:
+            assert not reopened.engine.dialect.has_table(conn, "metrics")
+        steps = [p["step"] for p in reopened.metric_series(run_id, KEYS[0])]
+        assert steps == sorted(r[2] for r in rows if r[1] == KEYS[0])
+    finally:
+        drop_all(reopened)
+
+
+def test_tails_and_incremental_reads_match_the_full_series(any_store):
+    rng = random.Random(9)
+    run_id = any_store.create_run(name="tails", model_type="ppo")
+    rows = random_rows(rng, [run_id], 2000)
+    any_store.write_batch(metrics=rows[:1200])
+    mark = any_store.last_point_id()
+    any_store.write_batch(metrics=rows[1200:])
+    stats = any_store.series_statistics([run_id])[run_id]
+    tails = any_store.recent_points([s["id"] for s in stats.values()], 25)
+    for key, figures in stats.items():
+        assert tails[figures["id"]] == any_store.metric_series(run_id, key)[-25:]
+    new, cursor = any_store.metric_points_after(run_id, mark)
+    assert cursor == any_store.last_point_id()
+    for key in KEYS:
+        expected = [(r[2], r[4]) for r in rows[1200:] if r[1] == key]
+        assert [(p["step"], p["wall_time"]) for p in new.get(key, [])] == expected
+    again, same = any_store.metric_points_after(run_id, cursor)
+    assert again == {} and same == cursor
