@@ -29,10 +29,13 @@ import math
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+from Utilities.metric_writes import MetricBatch
 from Utilities.run_store import RunStore, heartbeat_seconds
 from Utilities.serialization import to_plain
 
@@ -342,9 +345,10 @@ class MetricsLogger:
         while True:
             if not self._batch:
                 self._take_batch(_BATCH_ROWS)
-            metrics, events = self._rows(self._batch)
             try:
-                self.store.write_batch(metrics=metrics, events=events, heartbeats=heartbeats)
+                metrics = self._metric_batch(self._batch)
+                self.store.write_batch(metrics=metrics, events=self._events(self._batch),
+                                       heartbeats=heartbeats)
             except Exception as exc:  # the training loop must never see a store failure
                 self._counts["write_failures"] += 1
                 self._last_error = f"{type(exc).__name__}: {exc}"
@@ -352,6 +356,7 @@ class MetricsLogger:
                 self._store_failing = True
                 self._shed()
                 return False
+            events = self._batch_rows - len(metrics)  # every other row is an event
             self._batch.clear()
             self._batch_rows = 0
             self._store_failing = False
@@ -359,8 +364,8 @@ class MetricsLogger:
             if beat:
                 self._last_heartbeat, heartbeats, beat = now, [], False
             self._counts["written_metrics"] += len(metrics)
-            self._counts["written_events"] += len(events)
-            del metrics, events  # before the next slice is built: fewer live objects
+            self._counts["written_events"] += events
+            del metrics  # before the next slice is built: fewer live objects
             if not self._pending:
                 return True
             time.sleep(0)  # let the training thread in between slices of a backlog
@@ -377,36 +382,56 @@ class MetricsLogger:
         self._pending_rows -= rows
         self._batch_rows += rows
 
-    def _rows(self, items: Iterable[tuple]) -> tuple[list[tuple], list[tuple]]:
-        """write_batch's metric and event rows of queued items.
+    def _metric_batch(self, items: Iterable[tuple]) -> MetricBatch:
+        """The metric rows of queued items, as the columns write_batch stores.
 
-        An episode item becomes its metric rows (reward, extra metrics, steps, win: the
-        record's order) and its ``episode`` event, whose payload is the record
-        log_episode kept in memory, rebuilt from the same values."""
-        run = self.run_id
-        metrics: list[tuple] = []
-        events: list[tuple] = []
-        metric, event = metrics.append, events.append
+        An episode item gives its reward, extra metrics, steps and win (the record's
+        order), at step = episode. Columns rather than a tuple per row, which the store
+        would only take apart again: about 1 µs less per episode on the writer thread."""
+        keys: list[str] = []
+        steps: list[int] = []
+        values: list[float] = []
+        walls: list[float] = []
+        key, step, value, wall = keys.append, steps.append, values.append, walls.append
         for item in items:
             if item[0] == "E":
-                _, episode, reward, steps, win, extra, now = item
+                _, episode, reward, episode_steps, win, extra, now = item
+                key("episode/reward"), step(episode), value(reward), wall(now)
+                for name, number in extra:
+                    key("episode/" + name), step(episode), value(float(number)), wall(now)
+                if episode_steps is not None:
+                    key("episode/steps"), step(episode), value(float(episode_steps)), wall(now)
+                if win is not None:
+                    key("episode/win"), step(episode), value(float(win)), wall(now)
+            elif item[0] == "m":
+                key(item[1]), step(item[2]), value(item[3]), wall(item[4])
+        return MetricBatch(runs=[self.run_id] * len(keys), keys=keys,
+                           step=np.array(steps, dtype=np.int64),
+                           value=np.array(values, dtype=float),
+                           wall=np.array(walls, dtype=float))
+
+    def _events(self, items: Iterable[tuple]) -> Iterator[tuple]:
+        """The event rows of queued items, made as write_batch consumes them.
+
+        An episode's ``episode`` event carries the record log_episode kept in memory,
+        rebuilt from the same values. A generator, not a list: a row holding a dict stays
+        tracked by the cyclic GC, and a batch's worth of them living through the metrics'
+        write was promoted to the old generation, triggering full collections (each tens
+        of ms with a big backlog queued)."""
+        run = self.run_id
+        for item in items:
+            if item[0] == "E":
+                _, episode, reward, episode_steps, win, extra, now = item
                 payload = {"episode": episode, "reward": reward}
-                metric((run, "episode/reward", episode, reward, now))
-                for key, value in extra:
-                    payload[key] = value
-                    metric((run, "episode/" + key, episode, float(value), now))
-                if steps is not None:
-                    payload["steps"] = steps
-                    metric((run, "episode/steps", episode, float(steps), now))
+                for name, number in extra:
+                    payload[name] = number
+                if episode_steps is not None:
+                    payload["steps"] = episode_steps
                 if win is not None:
                     payload["win"] = win
-                    metric((run, "episode/win", episode, float(win), now))
-                event((run, "episode", payload, now))
-            elif item[0] == "m":
-                metric((run, item[1], item[2], item[3], item[4]))
-            else:  # payload items the log calls gave; the store makes the values plain
-                event((run, item[1], dict(zip(item[2], item[3], strict=True)), item[4]))
-        return metrics, events
+                yield run, "episode", payload, now
+            elif item[0] != "m":  # payload items the log calls gave; the store makes
+                yield run, item[1], dict(zip(item[2], item[3], strict=True)), item[4]
 
     def _tell_dropped(self) -> None:
         """Once the store answers again, the rows it lost go on the run's record (an
