@@ -121,14 +121,14 @@ class MetricsLogger:
         episode, reward = int(episode), float(reward)
         record = {"episode": episode, "reward": reward}
         series = self._episode_series
-        extra = ()
+        names = values = ()  # extra metrics: two flat tuples (a tuple of pairs nests)
         if metrics:  # checked before anything is kept: a bad value leaves no trace
-            extra = tuple(metrics.items())
-            numbers = [_number(f"episode/{key}", value) for key, value in extra]
+            names, values = tuple(metrics), tuple(metrics.values())
+            numbers = [_number(f"episode/{key}", value) for key, value in metrics.items()]
             record.update(metrics)
         series["reward"].append(reward)
-        if extra:
-            for (key, _), number in zip(extra, numbers, strict=True):
+        if names:
+            for key, number in zip(names, numbers, strict=True):
                 series[key].append(number)
         if steps is not None:
             record["steps"] = steps = int(steps)
@@ -137,7 +137,7 @@ class MetricsLogger:
             record["win"] = win = bool(win)
             series["win"].append(1.0 if win else 0.0)
         self._episodes.append(record)
-        self._append(("E", episode, reward, steps, win, extra, now))
+        self._append(("E", episode, reward, steps, win, names, values, now))
 
     def log_update(self, step: int | None = None, **metrics: float) -> None:
         """Optimisation metrics of one update (loss, entropy, KL, learning rate, …)."""
@@ -395,9 +395,9 @@ class MetricsLogger:
         key, step, value, wall = keys.append, steps.append, values.append, walls.append
         for item in items:
             if item[0] == "E":
-                _, episode, reward, episode_steps, win, extra, now = item
+                _, episode, reward, episode_steps, win, names, numbers, now = item
                 key("episode/reward"), step(episode), value(reward), wall(now)
-                for name, number in extra:
+                for name, number in zip(names, numbers, strict=True):
                     key("episode/" + name), step(episode), value(float(number)), wall(now)
                 if episode_steps is not None:
                     key("episode/steps"), step(episode), value(float(episode_steps)), wall(now)
@@ -421,9 +421,9 @@ class MetricsLogger:
         run = self.run_id
         for item in items:
             if item[0] == "E":
-                _, episode, reward, episode_steps, win, extra, now = item
+                _, episode, reward, episode_steps, win, names, numbers, now = item
                 payload = {"episode": episode, "reward": reward}
-                for name, number in extra:
+                for name, number in zip(names, numbers, strict=True):
                     payload[name] = number
                 if episode_steps is not None:
                     payload["steps"] = episode_steps
@@ -534,7 +534,7 @@ def _number(key: str, value: Any) -> float:
 
 def _rows_of(item: tuple) -> int:
     """Rows a queued item becomes: an episode's metrics and its event, else one."""
-    if item[0] == "E":  # ("E", episode, reward, steps, win, extra, wall_time)
+    if item[0] == "E":  # ("E", episode, reward, steps, win, names, values, wall_time)
         return 2 + len(item[5]) + (item[3] is not None) + (item[4] is not None)
     return 1
 

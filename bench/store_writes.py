@@ -9,11 +9,12 @@ one, e.g. ``export DATABASE_URL=$(tools/local_postgres.sh start)``), interleaved
 repeat measuring all three in turn so a busy machine hits them alike:
 
 1. ``baseline``: the engine's ceiling: the same rows through the bare driver (sqlite3
-   ``executemany``; psycopg2 ``execute_values``) into two plain tables with the same
-   columns (metrics: id, run_id, key, step, value, wall_time, indexed on
-   (run_id, key, step) as a series read needs; events: seq, run_id, kind, payload as
-   JSON text, wall_time), one transaction per ``--batch`` rows, SQLite with the store's
-   PRAGMAs (WAL, synchronous=NORMAL).
+   ``executemany``; psycopg2 ``execute_values``) into plain tables shaped like the
+   store's (points: id, series_id, step, value, wall_time, indexed on (series_id,
+   step); events: seq, run_id, kind, payload as JSON text, wall_time, indexed on
+   run_id), one transaction per ``--batch`` rows, SQLite with the store's PRAGMAs
+   (WAL, synchronous=NORMAL). No series statistics, no rollups, no validation: what
+   the store adds to this is its price for reads that do not grow with a series.
 2. ``write_batch``: ``RunStore.write_batch`` of the same rows in the same slices: the
    store as it is in this checkout (whatever its tables, rollups and checks).
 3. ``logger``: ``MetricsLogger.log_episode`` in a tight loop for ``--episodes``
@@ -36,7 +37,9 @@ Usage: python bench/store_writes.py [--episodes 1000000] [--rows 400000]
 from __future__ import annotations
 
 import argparse
+import gc
 import json
+import logging
 import os
 import platform
 import sqlite3
@@ -101,21 +104,39 @@ def rates(rows: int, spent: dict[str, float]) -> dict[str, float]:
 # ------------------------------------------------------------------------- baselines
 
 SQLITE_TABLES = (
-    "CREATE TABLE bench_metrics (id INTEGER PRIMARY KEY, run_id TEXT, key TEXT, "
-    "step INTEGER, value REAL, wall_time REAL)",
-    "CREATE INDEX bench_metrics_series ON bench_metrics (run_id, key, step)",
+    "CREATE TABLE bench_points (id INTEGER PRIMARY KEY, series_id INTEGER, step INTEGER, "
+    "value REAL, wall_time REAL)",
+    "CREATE INDEX bench_points_series_step ON bench_points (series_id, step)",
     "CREATE TABLE bench_events (seq INTEGER PRIMARY KEY AUTOINCREMENT, run_id TEXT, "
     "kind TEXT, payload TEXT, wall_time REAL)",
+    "CREATE INDEX bench_events_run ON bench_events (run_id)",
 )
 POSTGRES_TABLES = (
-    "CREATE TABLE bench_metrics (id BIGSERIAL PRIMARY KEY, run_id TEXT, key TEXT, "
-    "step BIGINT, value DOUBLE PRECISION, wall_time DOUBLE PRECISION)",
-    "CREATE INDEX bench_metrics_series ON bench_metrics (run_id, key, step)",
+    "CREATE TABLE bench_points (id BIGSERIAL PRIMARY KEY, series_id BIGINT, step BIGINT, "
+    "value DOUBLE PRECISION, wall_time DOUBLE PRECISION)",
+    "CREATE INDEX bench_points_series_step ON bench_points (series_id, step)",
     "CREATE TABLE bench_events (seq BIGSERIAL PRIMARY KEY, run_id TEXT, kind TEXT, "
     "payload JSON, wall_time DOUBLE PRECISION)",
+    "CREATE INDEX bench_events_run ON bench_events (run_id)",
 )
-METRICS_SQL = "INSERT INTO bench_metrics (run_id, key, step, value, wall_time) VALUES "
+POINTS_SQL = "INSERT INTO bench_points (series_id, step, value, wall_time) VALUES "
 EVENTS_SQL = "INSERT INTO bench_events (run_id, kind, payload, wall_time) VALUES "
+
+
+def point_rows(metrics: list[tuple]) -> list[tuple]:
+    """The metric rows as the store's points: (series_id, step, value, wall_time)."""
+    series = {key: number for number, key in enumerate(METRIC_KEYS, start=1)}
+    return [(series[key], step, value, wall) for _, key, step, value, wall in metrics]
+
+
+def baseline_batches(points: list[tuple], events: list[tuple],
+                     batch: int) -> Iterator[tuple[list[tuple], list[tuple]]]:
+    """Slices of points and events; the payloads are encoded as the slices are taken,
+    inside the timing (storing an event is writing its JSON); the points are made
+    before it (the ceiling)."""
+    for metric_rows, event_rows in slices(points, events, batch):
+        yield metric_rows, [(run, kind, json.dumps(payload), wall)
+                            for run, kind, payload, wall in event_rows]
 
 
 def sqlite_baseline(folder: str, metrics: list[tuple], events: list[tuple],
@@ -130,12 +151,11 @@ def sqlite_baseline(folder: str, metrics: list[tuple], events: list[tuple],
         for statement in SQLITE_TABLES:
             connection.execute(statement)
         connection.commit()
+        batches = baseline_batches(point_rows(metrics), events, batch)
         with clocks() as spent:
-            for metric_rows, event_rows in slices(metrics, events, batch):
-                connection.executemany(METRICS_SQL + "(?, ?, ?, ?, ?)", metric_rows)
-                connection.executemany(EVENTS_SQL + "(?, ?, ?, ?)", [
-                    (run, kind, json.dumps(payload), wall) for run, kind, payload, wall
-                    in event_rows])
+            for point_batch, event_batch in batches:
+                connection.executemany(POINTS_SQL + "(?, ?, ?, ?)", point_batch)
+                connection.executemany(EVENTS_SQL + "(?, ?, ?, ?)", event_batch)
                 connection.commit()
     finally:
         connection.close()
@@ -150,18 +170,17 @@ def postgres_baseline(store: RunStore, metrics: list[tuple], events: list[tuple]
     raw = store.engine.raw_connection()
     try:
         cursor = raw.cursor()
-        cursor.execute("DROP TABLE IF EXISTS bench_metrics, bench_events")
+        cursor.execute("DROP TABLE IF EXISTS bench_points, bench_events")
         for statement in POSTGRES_TABLES:
             cursor.execute(statement)
         raw.commit()
+        batches = baseline_batches(point_rows(metrics), events, batch)
         with clocks() as spent:
-            for metric_rows, event_rows in slices(metrics, events, batch):
-                execute_values(cursor, METRICS_SQL + "%s", metric_rows, page_size=1000)
-                execute_values(cursor, EVENTS_SQL + "%s", [
-                    (run, kind, json.dumps(payload), wall) for run, kind, payload, wall
-                    in event_rows], page_size=1000)
+            for point_batch, event_batch in batches:
+                execute_values(cursor, POINTS_SQL + "%s", point_batch, page_size=5000)
+                execute_values(cursor, EVENTS_SQL + "%s", event_batch, page_size=5000)
                 raw.commit()
-        cursor.execute("DROP TABLE bench_metrics, bench_events")
+        cursor.execute("DROP TABLE bench_points, bench_events")
         raw.commit()
     finally:
         raw.close()
@@ -186,6 +205,14 @@ def store_write_batch(store: RunStore, episodes: int, batch: int) -> dict[str, f
 def logger_end_to_end(store: RunStore, episodes: int) -> dict[str, Any]:
     """log_episode in a tight loop, then close(): the time until every row is stored."""
     run_id = store.create_run(name="bench-logger", model_type="ppo")
+    said = _Said()
+    logging.getLogger("Utilities.metrics_logger").addHandler(said)
+    full_collections = [0]
+
+    def count_full(phase: str, info: dict[str, int]) -> None:
+        full_collections[0] += phase == "start" and info["generation"] == 2
+
+    gc.callbacks.append(count_full)
     try:
         seq_before = store.last_seq()
         with clocks() as spent:
@@ -203,12 +230,27 @@ def logger_end_to_end(store: RunStore, episodes: int) -> dict[str, Any]:
                     and store.last_seq() - seq_before == episodes
                     and latest.get("step") == episodes - 1)
     finally:
+        gc.callbacks.remove(count_full)
+        logging.getLogger("Utilities.metrics_logger").removeHandler(said)
         store.delete_run(run_id)
     rows = stats["written_metrics"] + stats["written_events"]
     return {**rates(rows, spent), "episodes": episodes, "log_loop_s": round(loop_s, 3),
+            "log_episode_mean_us": round(loop_s / episodes * 1e6, 3),
             "dropped": stats["dropped"], "write_failures": stats["write_failures"],
-            "behind_peak": stats["behind_peak"], "flushes": stats["flushes"],
+            "behind_peak": stats["behind_peak"], "said_falling_behind": said.behind,
+            "flushes": stats["flushes"], "full_gc_collections": full_collections[0],
             "complete": complete}
+
+
+class _Said(logging.Handler):
+    """Counts the logger's 'falling behind' warnings."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.behind = 0
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.behind += "falling behind" in record.getMessage()
 
 
 # ---------------------------------------------------------------------------- running
