@@ -41,11 +41,12 @@ from Utilities.serialization import to_plain
 
 log = logging.getLogger(__name__)
 
-# Most rows per transaction. A trickle (a few rows per 200 ms tick) is written as it is;
-# a backlog (a tight loop outrunning the store) in slices this large, so the per-batch
-# cost (transaction, commit, statement set-up) is spread over many rows. Larger slices
-# gained nothing measurable on SQLite and keep more rows alive per batch (GC work).
-_BATCH_ROWS = 20_000
+# Most rows per transaction (the default of ``batch_rows``). A trickle (a few rows per
+# 200 ms tick) is written as it is; a backlog (a tight loop outrunning the store) in
+# slices this large, so the per-batch cost (transaction, commit, statement set-up) is
+# spread over many rows. Larger slices gained nothing measurable on SQLite and keep
+# more rows alive per batch.
+BATCH_ROWS = 20_000
 
 _now = time.time
 
@@ -61,9 +62,13 @@ class MetricsLogger:
     def __init__(self, store: RunStore | None = None, run_id: str | None = None, *,
                  flush_interval: float = 0.2, history: int = 100_000,
                  max_pending: int = 1_000_000, output_dir: str | Path | None = None,
-                 close_timeout: float = 30.0, heartbeat_interval: float | None = None) -> None:
+                 close_timeout: float = 30.0, heartbeat_interval: float | None = None,
+                 batch_rows: int = BATCH_ROWS) -> None:
         """``heartbeat_interval``: seconds between heartbeats of the run (default
-        heartbeat_seconds()); ``math.inf`` when something else heartbeats it."""
+        heartbeat_seconds()); ``math.inf`` when something else heartbeats it.
+        ``close_timeout``: how long close() waits for a writer that writes nothing (a
+        hung store); one that keeps writing a backlog is waited for.
+        ``batch_rows``: most rows per transaction."""
         if store is not None and not run_id:
             raise ValueError("a run_id is needed to log to a store")
         self.store, self.run_id = store, run_id
@@ -74,6 +79,9 @@ class MetricsLogger:
             raise ValueError(f"heartbeat_interval must be > 0 seconds; got {heartbeat_interval}")
         self.output_dir = Path(output_dir) if output_dir else None
         self.close_timeout = close_timeout
+        if batch_rows < 1:
+            raise ValueError(f"batch_rows must be >= 1; got {batch_rows}")
+        self.batch_rows = batch_rows
         self._queue: deque[tuple] = deque()
         # Memory-only loggers keep their in-memory history and queue nothing.
         self._append = self._queue.append if store is not None else _discard
@@ -344,7 +352,7 @@ class MetricsLogger:
         self._counts["flushes"] += 1
         while True:
             if not self._batch:
-                self._take_batch(_BATCH_ROWS)
+                self._take_batch(self.batch_rows)
             try:
                 metrics = self._metric_batch(self._batch)
                 self.store.write_batch(metrics=metrics, events=self._events(self._batch),
@@ -452,16 +460,30 @@ class MetricsLogger:
         self._closed = True
         self._append = self._after_close
         self._stop.set()
-        if self._thread is not None:
-            self._thread.join(self.close_timeout)
-            if self._thread.is_alive():  # a hung store must not hang the trainer's exit
-                log.error("metrics writer still busy after %.0f s; leaving it", self.close_timeout)
-                return
+        if self._thread is not None and not self._join_writer(self._thread):
+            return
         if not self.flush():
             log.error("metrics logger closed with %d rows unwritten: %s",
                       self.get_statistics()["queued"], self._last_error)
         if self.output_dir is not None:
             self.save_metrics("json")
+
+    def _join_writer(self, thread: threading.Thread) -> bool:
+        """Wait for the writer thread to end while it makes progress; False when it wrote
+        nothing for ``close_timeout`` seconds: a hung store must not hang the trainer's
+        exit, but a healthy one writing a backlog (a tight loop's million episodes take
+        longer than any fixed timeout) must not lose it."""
+        while True:
+            written = self._counts["written_metrics"] + self._counts["written_events"]
+            thread.join(self.close_timeout)
+            if not thread.is_alive():
+                return True
+            if self._counts["written_metrics"] + self._counts["written_events"] == written:
+                log.error("metrics writer wrote nothing for %.0f s; leaving it",
+                          self.close_timeout)
+                return False
+            log.info("metrics writer still writing: %d rows left",
+                     self.get_statistics()["queued"])
 
     def _after_close(self, item: tuple) -> None:
         if not self._counts.get("after_close"):

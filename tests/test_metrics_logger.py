@@ -7,6 +7,7 @@ import gc
 import json
 import math
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -40,6 +41,19 @@ class BlockedStore:
     def write_batch(self, **batch) -> None:
         self.entered.set()
         self.release.wait()
+        self.store.write_batch(**batch)
+
+
+class SlowStore:
+    """A store that answers, slowly: every batch takes ``seconds_per_batch`` (a slow disk;
+    the sleep stands for the disk, it synchronises nothing)."""
+
+    def __init__(self, store, seconds_per_batch: float) -> None:
+        self.store, self.seconds, self.started = store, seconds_per_batch, threading.Event()
+
+    def write_batch(self, **batch) -> None:
+        self.started.set()
+        time.sleep(self.seconds)
         self.store.write_batch(**batch)
 
 
@@ -327,6 +341,21 @@ def test_close_gives_up_on_a_hung_store(store, run_id: str) -> None:
     assert metrics._thread.is_alive()
     blocked.release.set()
     metrics._thread.join(30)
+
+
+def test_close_waits_for_a_slow_store_that_keeps_writing(store, run_id: str) -> None:
+    # A backlog that takes longer than close_timeout to write, but makes progress all the
+    # time (a tight loop's million episodes into a healthy store), is written whole.
+    slow = SlowStore(store, seconds_per_batch=0.02)
+    metrics = MetricsLogger(slow, run_id, close_timeout=0.5, batch_rows=20)
+    for episode in range(400):  # 800 rows: 40 batches, 0.8 s of writing
+        metrics.log_episode(episode, reward=float(episode))
+    assert slow.started.wait(30), "writer never started"
+    metrics.close()
+    assert not metrics._thread.is_alive()  # close() waited for the writer to finish
+    stats = metrics.get_statistics()
+    assert stats["dropped"] == 0 and stats["queued"] == 0 and stats["written_metrics"] == 400
+    assert len(store.metric_series(run_id, "episode/reward")) == 400
 
 
 def test_series_are_keyed_by_full_name() -> None:
