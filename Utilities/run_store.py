@@ -901,7 +901,11 @@ class RunStore:
         processors = self._batch_processors
         mark = "?" if self.engine.dialect.paramstyle == "qmark" else "%s"
         if event_params:
-            cursor.executemany(_BATCH_SQL["events"].format(mark), event_params)
+            sql = _BATCH_SQL["events"].format(mark)
+            if self.engine.dialect.name == "postgresql":  # psycopg2's: a statement per row
+                postgres_executemany(cursor, sql, event_params)
+            else:
+                cursor.executemany(sql, event_params)
         stamp = processors["time"](utcnow()) if beats else None
         for run_id in beats:  # one statement each: multi-row rowcount is driver-specific
             cursor.execute(_BATCH_SQL["beat"].format(mark), (stamp, run_id))
