@@ -46,6 +46,7 @@ bench: $(VENV)/.dev
 	$(PY) bench/model_types.py
 	$(PY) bench/upload_memory.py
 	$(PY) bench/training_threads.py
+	$(PY) bench/store_reads.py
 
 # Our PPO against stable-baselines3's (a bench-only dependency) on the same trading env;
 # prints JSON. Options: make bench-ppo BENCH_PPO_ARGS="--steps 131072 --repeats 5 --sb3-vec"

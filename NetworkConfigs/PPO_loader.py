@@ -5,7 +5,7 @@ checked tensor by tensor against the network the config describes, so a folder w
 pieces disagree fails at load with the file and the mismatch named, never at the first
 request. The network class is the trainer's own (``ppo_network.ActorCritic``); the
 window goes through the very feature transform and scaler used in training
-(``window_frame`` + ``scale_frame``: ``ModelLoader.model_input`` in two steps, so the
+(``window_values`` + ``scale_values``: ``ModelLoader.model_input`` in two steps, so the
 window is validated once and its last Close read from it). The account part of the
 observation comes from ``accounting.account_features``, as in the training env.
 """
@@ -29,8 +29,8 @@ from NetworkConfigs.base import (
 from NetworkConfigs.config_sections import size
 from NetworkConfigs.ppo_network import ActorCritic
 from NetworkConfigs.weights_file import read_state_dict
-from Utilities.accounting import ACCOUNT_FEATURES, account_features
-from Utilities.data_utils import DataError, scale_frame, window_frame
+from Utilities.accounting import ACCOUNT_FEATURES, Accounts, account_features
+from Utilities.data_utils import DataError, scale_values, window_values
 
 __all__ = ["ACCOUNT_FIELDS", "PPOModelLoader", "account_from_state"]
 
@@ -92,21 +92,65 @@ class PPOModelLoader(ModelLoader):
             price = 1.0  # a flat account's entries do not depend on the price
         return account_features(accounts, np.array([price]), self.env_params.initial_balance)[0]
 
-    def predict(self, window: Any, state: dict[str, Any] | None = None, *,
-                sample: bool = False, rng: np.random.Generator | None = None) -> Prediction:
-        """Action probabilities and value for the window's last bar; the most likely
-        action, or with ``sample`` one drawn from the probabilities with ``rng``."""
-        frame = window_frame(window, self.spec.features)
-        features = scale_frame(frame, self.spec, self.scaler, self.lookback)
-        price = float(frame["Close"].iat[-1]) if "Close" in frame.columns else None
-        obs = np.concatenate([features.reshape(-1), self.account(state, price)])
+    def model_inputs(self, window: Any, state: dict[str, Any] | None = None) -> np.ndarray:
+        """One observation: the scaled window, flat, then the account's entries (float32)."""
+        values = window_values(window, self.spec.features)
+        return self.input_from(scale_values(values, self.spec, self.scaler, self.lookback),
+                               values[-1], state)
+
+    def input_from(self, features: np.ndarray, last_bar: np.ndarray,
+                   state: dict[str, Any] | None) -> np.ndarray:
+        """The observation of a scaled window: flat, then the account's entries marked
+        at the newest bar's Close (float32)."""
+        price = float(last_bar[self._close]) if self._close is not None else None
+        return np.concatenate([features.reshape(-1), self.account(state, price)]) \
+            .astype(np.float32)
+
+    def inputs_from(self, scaled: np.ndarray, last_bars: np.ndarray,
+                    states: list[dict[str, Any] | None]) -> list[Any]:
+        """:meth:`input_from` of a scaled stack. The items without an account state (a
+        flat account: the usual request) get their account entries in one pass, the
+        same float operations as :meth:`account` item by item."""
+        flat = np.array([state is None for state in states])
+        out: list[Any] = [None] * len(states)
+        if flat.any():
+            n = int(flat.sum())
+            prices = last_bars[flat, self._close] if self._close is not None else np.ones(n)
+            balance = self.env_params.initial_balance
+            accounts = account_features(Accounts.open(n, balance), prices, balance)
+            rows = np.concatenate([scaled[flat].reshape(n, -1), accounts], axis=1) \
+                .astype(np.float32)
+            for i, row in zip(np.flatnonzero(flat), rows, strict=True):
+                out[i] = row
+        held = np.flatnonzero(~flat)
+        given = super().inputs_from(scaled[held], last_bars[held], [states[i] for i in held])
+        for i, item in zip(held, given, strict=True):
+            out[i] = item
+        return out
+
+    def answers(self, inputs: list[np.ndarray], *, sample: bool = False,
+                rng: np.random.Generator | None = None) -> list[Prediction]:
+        """Action probabilities and value for each observation, in one forward pass; the
+        most likely action, or with ``sample`` one drawn from the probabilities with
+        ``rng`` (in order)."""
         with torch.inference_mode():
-            probs, value = self.agent.policy(torch.from_numpy(obs.astype(np.float32))[None])
-        probs = probs[0].numpy()
-        action = choose_action(probs, sample, rng)
-        return Prediction(action, ACTION_NAMES[action], float(probs[action]),
-                          probabilities=dict(zip(ACTION_NAMES, map(float, probs), strict=True)),
-                          value_estimate=float(value[0]))
+            probs, values = self.agent.policy(torch.from_numpy(np.stack(inputs)))
+        return [_prediction(p, float(v), sample, rng)
+                for p, v in zip(probs.numpy(), values.numpy().tolist(), strict=True)]
+
+    @property
+    def _close(self) -> int | None:
+        """Where Close is among the features (the account's mark price), if it is."""
+        features = self.spec.features
+        return features.index("Close") if "Close" in features else None
+
+
+def _prediction(probs: np.ndarray, value: float, sample: bool,
+                rng: np.random.Generator | None) -> Prediction:
+    action = choose_action(probs, sample, rng)
+    named = dict(zip(ACTION_NAMES, probs.tolist(), strict=True))
+    return Prediction(action, ACTION_NAMES[action], named[ACTION_NAMES[action]],
+                      probabilities=named, value_estimate=value)
 
 
 def _check_weights(found: dict[str, torch.Tensor], expected: dict[str, torch.Tensor],

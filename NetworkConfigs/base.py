@@ -19,7 +19,7 @@ import importlib
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Self
 
@@ -28,7 +28,14 @@ import pandas as pd
 
 from NetworkConfigs import artifacts
 from Utilities.accounting import EnvParams
-from Utilities.data_utils import DataError, FeatureSpec, check_lookback, scale_window
+from Utilities.data_utils import (
+    DataError,
+    FeatureSpec,
+    check_lookback,
+    scale_stack,
+    scale_window,
+    stacked_values,
+)
 
 # Trading actions, shared by the env, the backtester and the API (ARCHITECTURE.md).
 ACTION_NAMES = ("Hold", "Buy", "Sell")
@@ -50,7 +57,17 @@ class Prediction:
     predicted_return: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: v for k, v in asdict(self).items() if v is not None}
+        """The JSON envelope: what ``asdict`` gives, without the fields left None (built
+        by hand: ``asdict`` deep-copies field by field, a tenth of a batched answer)."""
+        out: dict[str, Any] = {"prediction": self.prediction, "action_name": self.action_name,
+                               "confidence": self.confidence}
+        if self.probabilities is not None:
+            out["probabilities"] = dict(self.probabilities)
+        for key in ("value_estimate", "predicted_return"):
+            value = getattr(self, key)
+            if value is not None:
+                out[key] = value
+        return out
 
 
 class Callback:
@@ -236,9 +253,60 @@ class ModelLoader(ABC):
     def _load_model(self) -> None:
         """Read the type's own model file(s) from ``self.model_dir``."""
 
-    @abstractmethod
-    def predict(self, window: Any, state: dict[str, Any] | None = None) -> Prediction:
-        """One prediction from a window of bars (+ optional account state)."""
+    def predict(self, window: Any, state: dict[str, Any] | None = None,
+                **options: Any) -> Prediction:
+        """One prediction from a window of bars (+ optional account state): by default
+        :meth:`answers` of :meth:`model_inputs`, the path batches take too. A type that
+        defines neither hook overrides this instead (and answers batches one by one)."""
+        return self.answers([self.model_inputs(window, state)], **options)[0]
+
+    def model_inputs(self, window: Any, state: dict[str, Any] | None = None) -> Any:
+        """One item's model input, every check done (DataError names a problem)."""
+        raise NotImplementedError
+
+    def input_from(self, features: np.ndarray, last_bar: np.ndarray,
+                   state: dict[str, Any] | None) -> Any:
+        """One item's model input from its scaled window (lookback x features, float32),
+        its newest bar's values and its account state: what :meth:`model_inputs` returns
+        once the window is read and scaled. A type that defines it gets batches read and
+        scaled as one stack (:meth:`model_inputs_many`)."""
+        raise NotImplementedError
+
+    def model_inputs_many(self, items: Sequence[tuple[Any, dict[str, Any] | None]]
+                          ) -> list[Any]:
+        """:meth:`model_inputs` of every (window, state) item, or the DataError it raises.
+        When every window is plain and of one length (:func:`stacked_values`), they are
+        checked, transformed and scaled as one stack, bit for bit what each alone gives;
+        otherwise (or for a type without :meth:`input_from`) one by one, which names
+        each window's problem."""
+        if type(self).input_from is not ModelLoader.input_from:
+            values = stacked_values([window for window, _ in items], self.spec.features)
+            if values is not None:
+                scaled = scale_stack(values, self.spec, self.scaler, self.lookback)
+                if scaled is not None:
+                    return self.inputs_from(scaled, values[:, -1], [s for _, s in items])
+        out: list[Any] = []
+        for window, state in items:
+            try:
+                out.append(self.model_inputs(window, state))
+            except DataError as exc:
+                out.append(exc)
+        return out
+
+    def inputs_from(self, scaled: np.ndarray, last_bars: np.ndarray,
+                    states: list[dict[str, Any] | None]) -> list[Any]:
+        """:meth:`input_from` of every window of a scaled stack, or its DataError."""
+        out: list[Any] = []
+        for features, last_bar, state in zip(scaled, last_bars, states, strict=True):
+            try:
+                out.append(self.input_from(features, last_bar, state))
+            except DataError as exc:
+                out.append(exc)
+        return out
+
+    def answers(self, inputs: list[Any], **options: Any) -> list[Prediction]:
+        """The predictions for inputs of :meth:`model_inputs`, in one model call."""
+        raise NotImplementedError
 
     def predict_with(self, window: Any, state: dict[str, Any] | None = None, *,
                      sample: bool = False, rng: np.random.Generator | None = None) -> Prediction:
@@ -246,18 +314,49 @@ class ModelLoader(ABC):
         reach only types that can sample, and asking another type is a DataError. An
         output that is not finite (inputs far beyond training) is a DataError naming the
         window or, when the window alone gives a finite answer, the account_state."""
+        prediction = self.predict(window, state, **self._options(sample, rng))
+        if not _is_finite(prediction):  # JSON has no NaN; a client must not get one either
+            raise self._not_finite(window, state)
+        return prediction
+
+    def predict_many(self, items: Sequence[tuple[Any, dict[str, Any] | None]], *,
+                     sample: bool = False,
+                     rng: np.random.Generator | None = None) -> list[Prediction | DataError]:
+        """:meth:`predict_with` of many (window, state) items: each item's Prediction, or
+        the DataError :meth:`predict_with` would raise for it alone. Valid items go
+        through the model in one call (types with :meth:`answers`); a sampled batch
+        draws its actions with ``rng`` in item order, as one call per item would."""
+        options = self._options(sample, rng)
+        if type(self).answers is ModelLoader.answers:  # no batch hooks: one at a time
+            return [_caught(self.predict_with, window, state, sample=sample, rng=rng)
+                    for window, state in items]
+        out: list[Prediction | DataError | None] = [None] * len(items)
+        ready: list[tuple[int, Any]] = []
+        for i, given in enumerate(self.model_inputs_many(items)):
+            if isinstance(given, DataError):
+                out[i] = given
+            else:
+                ready.append((i, given))
+        if ready:
+            answered = self.answers([x for _, x in ready], **options)
+            for (i, _), prediction in zip(ready, answered, strict=True):
+                out[i] = prediction if _is_finite(prediction) else self._not_finite(*items[i])
+        return out  # type: ignore[return-value]  (every slot is filled)
+
+    def _options(self, sample: bool, rng: np.random.Generator | None) -> dict[str, Any]:
         if sample and not self.can_sample:
             raise DataError(f"{self.config['Type']} models cannot sample their action; "
                             "leave 'sample' out", source="sample")
-        options = {"sample": True, "rng": rng} if sample else {}
-        prediction = self.predict(window, state, **options)
-        if not _is_finite(prediction):  # JSON has no NaN; a client must not get one either
-            blamed = "window" if state is None or not _is_finite(self.predict(window)) \
-                else "account_state"
-            raise DataError(f"the model's output is not a finite number for this {blamed}: "
-                            "its values are far outside what the model was trained on",
-                            source=blamed)
-        return prediction
+        return {"sample": True, "rng": rng} if sample else {}
+
+    def _not_finite(self, window: Any, state: dict[str, Any] | None) -> DataError:
+        """Whose fault a non-finite output is: the window's, unless it alone gives a
+        finite answer (then the account_state's)."""
+        blamed = "window" if state is None or not _is_finite(self.predict(window)) \
+            else "account_state"
+        return DataError(f"the model's output is not a finite number for this {blamed}: "
+                         "its values are far outside what the model was trained on",
+                         source=blamed)
 
     @property
     def window_size(self) -> int:
@@ -272,6 +371,13 @@ class ModelLoader(ABC):
         return {"name": self.name, "type": self.config["Type"],
                 "features": list(self.spec.features), "lookback": self.lookback,
                 "window_size": self.window_size, "action_names": list(ACTION_NAMES)}
+
+
+def _caught(call: Callable[..., Prediction], *args: Any, **kwargs: Any) -> Prediction | DataError:
+    try:
+        return call(*args, **kwargs)
+    except DataError as exc:
+        return exc
 
 
 def _is_finite(prediction: Prediction) -> bool:

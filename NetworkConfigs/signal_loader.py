@@ -45,12 +45,22 @@ class SignalLoader(ModelLoader):
     def actions(self, outputs: np.ndarray) -> np.ndarray:
         return actions_from(outputs, self.target, self.threshold)
 
-    def predict(self, window: Any, state: dict[str, Any] | None = None) -> Prediction:
-        """``state`` (the account) is checked like PPO's and not used: a direction
-        model's view of the next bar does not depend on the position held."""
+    def model_inputs(self, window: Any, state: dict[str, Any] | None = None) -> np.ndarray:
+        """The scaled window. ``state`` (the account) is checked like PPO's and not used:
+        a direction model's view of the next bar does not depend on the position held."""
         account_from_state(state, self.env_params.initial_balance)
-        output = self.outputs(self.model_input(window)[None])[0]
-        return prediction_from(output, self.target, self.threshold, self.residual_std)
+        return self.model_input(window)
+
+    def input_from(self, features: np.ndarray, last_bar: np.ndarray,
+                   state: dict[str, Any] | None) -> np.ndarray:
+        """The scaled window itself; ``state`` checked as :meth:`model_inputs` does."""
+        account_from_state(state, self.env_params.initial_balance)
+        return features
+
+    def answers(self, inputs: list[np.ndarray], **options: Any) -> list[Prediction]:
+        """One envelope per window, from one :meth:`outputs` call over all of them."""
+        return [prediction_from(output, self.target, self.threshold, self.residual_std)
+                for output in self.outputs(np.stack(inputs))]
 
     def info(self) -> dict[str, Any]:
         return {**super().info(), "target": self.target, "threshold": self.threshold,

@@ -173,12 +173,13 @@ class StreamRegistry:
                             "(it is not a model feature, so add it beside them)",
                             source="features", column=PRICE)
         features = {k: v for k, v in bar.items() if price_is_feature or k != PRICE}
-        frame, times = read_window([features], self.features, source="features")
-        row = frame.to_numpy()[0]
+        values, times = read_window([features], self.features, source="features")
+        row = values[0]
         if price_is_feature:
             price = row[self.features.index(PRICE)]
         else:  # the data contract's price checks, Close included
             price = _price(bar[PRICE])
+            frame = pd.DataFrame(values, columns=list(self.features))
             check_prices(frame.assign(**{PRICE: price}), "features", WINDOW_ROWS)
         return Bar(row, float(price), times)
 

@@ -467,11 +467,9 @@ def check_prices(frame: pd.DataFrame, source: str | None,
         return
     # One array for the frame, not a Series per column: this runs on every prediction.
     values = frame.to_numpy(dtype=np.float64)[:, [frame.columns.get_loc(c) for c in present]]
-    prices = dict(zip(present, values.T, strict=True))
-    low = np.maximum(prices.get("Low", MIN_PRICE), MIN_PRICE).reshape(-1, 1)
-    high = np.minimum(prices.get("High", MAX_PRICE), MAX_PRICE).reshape(-1, 1)
-    if ((values >= low) & (values <= high)).all():  # every rule at once: the usual case
+    if prices_pass(values, present):
         return
+    prices = dict(zip(present, values.T, strict=True))
 
     def refuse(col: str, bad: np.ndarray, problem: str) -> None:
         if bad.any():
@@ -491,6 +489,16 @@ def check_prices(frame: pd.DataFrame, source: str | None,
             refuse(col, prices[col] > high, "above 'High'")
         if col in prices and low is not None:
             refuse(col, prices[col] < low, "below 'Low'")
+
+
+def prices_pass(values: np.ndarray, present: Sequence[str]) -> bool:
+    """Whether price columns ``values`` (one per name in ``present``, each of OHLC) keep
+    every rule of :func:`check_prices` at once: the usual case, checked without a frame
+    (serving checks its windows' arrays with it; :func:`check_prices` names a failure)."""
+    prices = dict(zip(present, values.T, strict=True))
+    low = np.maximum(prices.get("Low", MIN_PRICE), MIN_PRICE).reshape(-1, 1)
+    high = np.minimum(prices.get("High", MAX_PRICE), MAX_PRICE).reshape(-1, 1)
+    return bool(((values >= low) & (values <= high)).all())
 
 
 def time_order_problem(values: np.ndarray) -> tuple[np.ndarray, str, str] | None:

@@ -13,6 +13,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
+from itertools import chain
+from operator import itemgetter
 from typing import Any
 
 import numpy as np
@@ -32,18 +35,20 @@ from Utilities.data_loading import (
     check_prices,
     load_bars,
     non_numeric_error,
+    prices_pass,
     require_rows,
     window_times,
 )
 
 __all__ = [
-    "FILE_LINES", "MIN_SAMPLES", "OHLC", "PRICE_LEVEL_TOLERANCE", "PRICE_MAX_RELATIVE_MOVE",
-    "SCALERS", "TIME_INDEX", "TRANSFORMS", "VOLUME", "WINDOW_ROWS", "DataError",
-    "FeatureSpec", "PreparedData", "Source", "Split", "build_feature_spec",
-    "check_data_params", "check_lookback", "chronological_split", "detect_price_columns",
-    "fit_scaler", "load_bars", "min_rows_for", "prepare_data", "read_window", "require_rows",
-    "scale_frame", "scale_window", "select_features", "transform_features", "window_cells",
-    "window_frame",
+    "FILE_LINES", "MIN_SAMPLES", "OHLC", "PRICE_LEVEL_TOLERANCE",
+    "PRICE_MAX_RELATIVE_MOVE", "SCALERS", "TIME_INDEX", "TRANSFORMS", "VOLUME",
+    "WINDOW_ROWS", "DataError", "FeatureSpec", "PreparedData", "Source", "Split",
+    "apply_scaler", "build_feature_spec", "check_data_params", "check_lookback",
+    "chronological_split", "detect_price_columns", "feature_values", "fit_scaler",
+    "load_bars", "min_rows_for", "prepare_data", "read_window", "require_rows",
+    "scale_values", "scale_window", "select_features", "transform_features",
+    "window_cells", "window_frame", "window_values",
 ]
 
 TRANSFORMS = ("raw", "diff", "returns")
@@ -103,6 +108,11 @@ class FeatureSpec:
         stray = [c for c in self.price_columns if c not in self.features]
         if stray:
             raise DataError(f"price columns {stray} are not among the features")
+
+    @cached_property
+    def price_index(self) -> list[int]:
+        """Positions of ``price_columns`` among ``features`` (the transform's columns)."""
+        return [self.features.index(c) for c in self.price_columns]
 
     @property
     def warmup(self) -> int:
@@ -182,24 +192,35 @@ def build_feature_spec(
     return FeatureSpec(tuple(chosen), transform, tuple(prices))
 
 
+def feature_values(values: np.ndarray, spec: FeatureSpec) -> np.ndarray:
+    """THE feature rule: float rows whose columns are ``spec.features`` in order, to
+    model features; the first ``spec.warmup`` rows are consumed. Non-finite results are
+    left in place for the caller to name (:func:`transform_features` does).
+
+    Training, backtests (through :func:`transform_features`) and every prediction
+    (:func:`scale_values`, :func:`scale_stack`) run this one function; ``values`` is not
+    changed. Rows are the second-to-last axis: a stack of windows (windows x rows x
+    columns) gets, element for element, the same operations as each window alone.
+    """
+    if not spec.warmup:
+        return values
+    cols = spec.price_index
+    level = values[..., cols]
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        moved = (np.diff(level, axis=-2) if spec.transform == "diff"
+                 else np.log(level[..., 1:, :] / level[..., :-1, :]))
+    out = values[..., spec.warmup:, :].copy()
+    out[..., cols] = moved
+    return out
+
+
 def transform_features(bars: pd.DataFrame, spec: FeatureSpec,
                        *, source: str | None = None) -> pd.DataFrame:
-    """Apply the spec to bars; the first ``spec.warmup`` rows are consumed.
-
-    The single implementation of the feature rule, used by every trainer and loader.
-    """
+    """Apply the spec to bars (:func:`feature_values`); the first ``spec.warmup`` rows
+    are consumed, and a non-finite result is a DataError naming its rows."""
     select_features(bars, spec.features, source=source)
-    # numpy, not pandas column ops: this runs on every prediction, where pandas'
-    # per-operation overhead was ~0.9 ms for a 31-row window.
     values = np.column_stack([bars[c].to_numpy(dtype=np.float64) for c in spec.features])
-    if spec.warmup:
-        cols = [spec.features.index(c) for c in spec.price_columns]
-        level = values[:, cols]
-        with np.errstate(divide="ignore", invalid="ignore"):
-            moved = (np.diff(level, axis=0) if spec.transform == "diff"
-                     else np.log(level[1:] / level[:-1]))
-        values = values[spec.warmup:]
-        values[:, cols] = moved
+    values = feature_values(values, spec)
     frame = pd.DataFrame(values, index=bars.index[spec.warmup:], columns=list(spec.features))
     if not np.isfinite(values).all():
         numbering = ("bar", 0) if isinstance(frame.index, pd.DatetimeIndex) else WINDOW_ROWS
@@ -355,22 +376,53 @@ def prepare_from_params(bars: pd.DataFrame, data_params: dict[str, Any], *, look
 def window_frame(window: Any, columns: Sequence[str], *, source: str = "window") -> pd.DataFrame:
     """A request's window (DataFrame, list of dicts, or 2-D array in ``columns`` order)
     as a float frame with exactly ``columns``; DataError names anything wrong."""
+    return pd.DataFrame(window_values(window, columns, source=source), columns=list(columns))
+
+
+def window_values(window: Any, columns: Sequence[str], *, source: str = "window") -> np.ndarray:
+    """:func:`window_frame` as a float array (rows x ``columns``): what serving uses."""
     return read_window(window, columns, source=source)[0]
 
 
 def read_window(window: Any, columns: Sequence[str], *,
-                source: str = "window") -> tuple[pd.DataFrame, pd.Series | None]:
-    """:func:`window_frame` and the bars' times, if they came with any: rows copied from
+                source: str = "window") -> tuple[np.ndarray, pd.Series | None]:
+    """:func:`window_values` and the bars' times, if they came with any: rows copied from
     a CSV keep its time column (Date, Datetime, timestamp, Date + Time), which is no
     feature but is read and checked to increase. Prices are held to the data contract
-    (positive, in range, Low <= Open/Close <= High)."""
+    (positive, in range, Low <= Open/Close <= High).
+
+    A plainly well-formed window (see :func:`_plain_values`) whose cells are finite and
+    whose prices pass is taken as an array, with no frame built; anything else goes the
+    general way, which names every problem. Both give the same floats.
+    """
     values = _plain_values(window, columns)
-    if values is not None and np.isfinite(values).all():
-        frame, times = pd.DataFrame(values, columns=list(columns)), None
-    else:
-        frame, times = _checked_window(window, columns, source)
+    if values is not None and np.isfinite(values).all() and _prices_pass(values, columns):
+        return values, None
+    frame, times = _checked_window(window, columns, source)
     check_prices(frame, source, WINDOW_ROWS)
-    return frame, times
+    return frame.to_numpy(dtype=np.float64), times
+
+
+def stacked_values(windows: Sequence[Any], columns: Sequence[str]) -> np.ndarray | None:
+    """:func:`window_values` of many windows at once, as one (windows x rows x columns)
+    array, when every window is a list of plainly well-formed rows (see
+    :func:`_plain_values`), all of one length, every cell finite and every price passing;
+    else None (read each window alone: that names its problem). Every check is row by
+    row, so all rows pass together exactly when each window would pass alone."""
+    if not windows or any(type(window) is not list for window in windows) \
+            or len(set(map(len, windows))) != 1:
+        return None
+    values = _plain_values(list(chain.from_iterable(windows)), columns)
+    if values is None or not np.isfinite(values).all() or not _prices_pass(values, columns):
+        return None
+    return values.reshape(len(windows), -1, len(columns))
+
+
+def _prices_pass(values: np.ndarray, columns: Sequence[str]) -> bool:
+    present = [c for c in OHLC if c in columns]
+    if not present:
+        return True
+    return prices_pass(values[:, [columns.index(c) for c in present]], present)
 
 
 def _checked_window(window: Any, columns: Sequence[str],
@@ -392,7 +444,7 @@ def _checked_window(window: Any, columns: Sequence[str],
 
 
 # Cell types taken as they are on the fast path (bool is not among them: type(True) is bool).
-_PLAIN_NUMBERS = (float, int)
+_PLAIN_NUMBERS = frozenset((float, int))
 
 
 def _plain_values(window: Any, columns: Sequence[str]) -> np.ndarray | None:
@@ -414,14 +466,19 @@ def _plain_values(window: Any, columns: Sequence[str]) -> np.ndarray | None:
         return window.astype(np.float64) if plain else None
     if not isinstance(window, list | tuple) or not window:
         return None
-    if all(isinstance(row, dict) for row in window):
-        names = set(columns)
-        if not all(row.keys() == names for row in window):
+    if set(map(type, window)) == {dict}:
+        if set(map(len, window)) != {len(columns)}:
             return None
-        window = [[row[c] for c in columns] for row in window]
+        take = itemgetter(*columns)
+        try:  # every column there, and no other key (the counts are equal)
+            window = [take(row) for row in window]
+        except KeyError:
+            return None
+        if len(columns) == 1:  # itemgetter of one key gives the cell, not a tuple
+            window = [(cell,) for cell in window]
     elif not all(isinstance(row, list | tuple) and len(row) == len(columns) for row in window):
         return None
-    if not all(type(cell) in _PLAIN_NUMBERS for row in window for cell in row):
+    if not set(map(type, chain.from_iterable(window))) <= _PLAIN_NUMBERS:
         return None
     try:
         return np.array(window, dtype=np.float64)
@@ -471,24 +528,87 @@ def window_cells(cells: Sequence[Any]) -> tuple[np.ndarray, np.ndarray]:
 
 def scale_window(window: Any, spec: FeatureSpec, scaler: Any, lookback: int) -> np.ndarray:
     """The model input for one prediction: the last ``lookback`` transformed, scaled rows."""
-    return scale_frame(window_frame(window, spec.features), spec, scaler, lookback)
+    return scale_values(window_values(window, spec.features), spec, scaler, lookback)
 
 
-def scale_frame(frame: pd.DataFrame, spec: FeatureSpec, scaler: Any,
-                lookback: int) -> np.ndarray:
-    """:func:`scale_window` of a frame that :func:`window_frame` returned (a loader that
-    also reads the window's prices validates it once, not twice)."""
+def scale_values(values: np.ndarray, spec: FeatureSpec, scaler: Any,
+                 lookback: int) -> np.ndarray:
+    """:func:`scale_window` of rows that :func:`window_values` returned (a loader that
+    also reads the window's prices validates it once, not twice): the last
+    ``lookback + warmup`` rows through :func:`feature_values` and :func:`apply_scaler`,
+    as float32."""
     check_lookback(lookback)
     needed = lookback + spec.warmup
-    require_rows(len(frame), needed, source="window",
+    require_rows(len(values), needed, source="window",
                  why=f"lookback {lookback} + {spec.warmup} warm-up bar(s)")
-    if len(frame) > needed:  # older rows do not reach the model; row numbers are kept
-        frame = frame.iloc[-needed:]
-    features = transform_features(frame, spec, source="window").to_numpy()
+    tail = values[len(values) - needed:]  # older rows do not reach the model
+    features = feature_values(tail, spec)
+    if not np.isfinite(features).all():  # named by the frame path, rows numbered as sent
+        rows = pd.RangeIndex(len(values) - needed, len(values))
+        transform_features(pd.DataFrame(tail, index=rows, columns=list(spec.features)), spec,
+                           source="window")
     with np.errstate(over="ignore"):  # checked just below, with a message
-        scaled = scaler.transform(features[-lookback:]).astype(np.float32)
+        scaled = apply_scaler(scaler, features[-lookback:]).astype(np.float32)
     if not np.isfinite(scaled).all():  # e.g. 1e308 overflows float32 after scaling
         column = spec.features[int(np.argwhere(~np.isfinite(scaled))[0][1])]
         raise DataError("a value is too large for the model (it overflows after scaling)",
                         source="window", column=column)
     return scaled
+
+
+def scale_stack(values: np.ndarray, spec: FeatureSpec, scaler: Any,
+                lookback: int) -> np.ndarray | None:
+    """:func:`scale_values` of every window of a :func:`stacked_values` stack at once:
+    (windows x lookback x columns) float32, equal bit for bit to each window's own
+    (the feature rule and the scikit-learn scalers work element by element along rows).
+    None where any window would be refused (too few rows, a non-finite feature or
+    scaled value) or the scaler is not one of :data:`SCALERS`: scale each alone, which
+    names the problem."""
+    check_lookback(lookback)
+    needed = lookback + spec.warmup
+    if values.ndim != 3 or values.shape[1] < needed \
+            or type(scaler) not in SCALERS.values():
+        return None
+    features = feature_values(values[:, values.shape[1] - needed:], spec)[:, -lookback:]
+    if not np.isfinite(features).all():
+        return None
+    with np.errstate(over="ignore"):
+        scaled = apply_scaler(scaler, features.reshape(-1, features.shape[-1])) \
+            .astype(np.float32)
+    if not np.isfinite(scaled).all():
+        return None
+    return scaled.reshape(features.shape)
+
+
+def apply_scaler(scaler: Any, values: np.ndarray) -> np.ndarray:
+    """``scaler.transform(values)`` for finite float64 ``values``, computed from the
+    fitted arrays when the scaler is one of :data:`SCALERS` in a form recognised here
+    (the same float64 operations, in the same order, as scikit-learn's ``transform``,
+    without its per-call input checks: ~0.2 ms per prediction); any other scaler, or
+    any other shape, goes through ``scaler.transform``."""
+    kind = type(scaler)
+    n = getattr(scaler, "n_features_in_", None)
+    if values.ndim != 2 or values.dtype != np.float64 or values.shape[1] != n \
+            or getattr(scaler, "copy", None) is not True:
+        return scaler.transform(values)
+    if kind is StandardScaler and _fitted(scaler, "mean_", "scale_", n):
+        out = values - scaler.mean_ if scaler.with_mean else values.copy()
+        if scaler.with_std:
+            out /= scaler.scale_
+        return out
+    if kind is RobustScaler and _fitted(scaler, "center_", "scale_", n):
+        out = values - scaler.center_ if scaler.with_centering else values.copy()
+        if scaler.with_scaling:
+            out /= scaler.scale_
+        return out
+    if kind is MinMaxScaler and _fitted(scaler, "min_", "scale_", n) and not scaler.clip:
+        out = values * scaler.scale_
+        out += scaler.min_
+        return out
+    return scaler.transform(values)
+
+
+def _fitted(scaler: Any, first: str, second: str, n: int) -> bool:
+    """Both fitted arrays are float64 vectors of ``n`` entries (else: sklearn's way)."""
+    return all(isinstance(a, np.ndarray) and a.dtype == np.float64 and a.shape == (n,)
+               for a in (getattr(scaler, first, None), getattr(scaler, second, None)))

@@ -179,3 +179,134 @@ def points_after(session: Session, series: dict[int, str], after_id: int,
         found.setdefault(series[row.series_id], []).append(
             point(row.step, row.value, row.wall_time))
     return found, int(rows[-1].id) if rows else after_id
+
+
+def bucket_sums(session: Session, stats: dict, max_buckets: int, level: int | None = None,
+                start: int | None = None) -> tuple[int, list[dict]]:
+    """(level, buckets) of a series: each bucket's ``bucket`` number, ``first``/``last``
+    step it covers (clipped to the series' steps), ``points``, ``finite`` and ``total``,
+    in step order. What a trailing mean over a long series is computed from.
+
+    Without ``level``: the whole series at the finest level with at most ``max_buckets``
+    buckets (at most ``max_buckets + 1`` rows read per level tried). With ``level``: that
+    level's buckets from the one holding step ``start`` on, at most ``max_buckets + 1`` of
+    them (one more than asked tells a caller there were too many)."""
+    if not stats["points"]:
+        return level or 1, []
+    r = _ROLLUPS.c
+    chosen = level or level_for(stats["points"], max_buckets)
+    while True:
+        query = select(r.bucket, r.points, r.finite, r.total).where(
+            r.series_id == stats["id"], r.level == chosen)
+        if start is not None:
+            query = query.where(r.bucket >= start >> (ROLLUP_SHIFT * chosen))
+        rows = session.execute(query.order_by(r.bucket).limit(max_buckets + 1)).all()
+        if level is not None or len(rows) <= max_buckets or chosen == ROLLUP_LEVELS:
+            break
+        chosen += 1
+    shift = ROLLUP_SHIFT * chosen
+    low, high = stats["first_step"], stats["last_step"]
+    return chosen, [{"bucket": int(row.bucket), "first": max(low, int(row.bucket) << shift),
+                     "last": min(high, ((int(row.bucket) + 1) << shift) - 1),
+                     "points": int(row.points), "finite": int(row.finite),
+                     "total": float(row.total or 0.0)} for row in rows]
+
+
+def points_before(session: Session, series_id: int, end: int, count: int) -> list[dict]:
+    """The last ``count`` points of a series with a step at most ``end``, oldest first
+    (an index-bounded read: the window a trailing mean of new points needs)."""
+    p = _POINTS.c
+    rows = session.execute(
+        select(p.step, p.value, p.wall_time).where(p.series_id == series_id, p.step <= end)
+        .order_by(p.step.desc(), p.id.desc()).limit(count)).all()
+    return [point(*row) for row in reversed(rows)]
+
+
+def last_point_ids(session: Session, series_ids: Iterable[int]) -> int:
+    """The highest id among the last point (by step) of each series, 0 if none: a point
+    cursor for :func:`points_after` read in one statement of index lookups.
+
+    A series' points are written by one writer, one transaction after another, so every
+    point of theirs committed later has a higher id; a series whose last step was
+    written before an earlier step's rewrite gives a lower id, which only re-sends points
+    a reader already has."""
+    wanted = sorted(set(series_ids))
+    if not wanted:
+        return 0
+    p = _POINTS.c
+    parts = [select(p.id).where(p.series_id == sid).order_by(p.step.desc(), p.id.desc())
+             .limit(1).subquery() for sid in wanted]
+    query = sa.union_all(*(select(part) for part in parts))
+    return max((int(row.id) for row in session.execute(query)), default=0)
+
+
+def steps_reached(session: Session, stats: dict, times: list[float]) -> list[int | None]:
+    """For each wall time, the step of the last point written at or before it (None when
+    none was), by a search over steps: one statement of index lookups per round for all
+    times together. Each round probes where the wall times say the answer lies
+    (interpolation: a training logs at a steady pace, so two to four rounds usually do),
+    and halves the range instead after a round that did not halve it, so the rounds stay
+    within twice log2(steps) whatever the pace.
+
+    Assumes wall times do not decrease with the step (a training's log), as the bisection
+    over the whole series' wall times it replaces did."""
+    found: list[int | None] = [None] * len(times)
+    if not stats["points"] or not times:
+        return found
+    first_wall = _walls_at_or_after(session, stats["id"], [stats["first_step"]])[0]
+    # Invariant: the first point at or after low[i] was written by times[i]; the first
+    # at or after high[i] was not (or there is none). So when they meet, a point sits at
+    # low[i] and it is the last one written by then. Walls ride along to interpolate.
+    reached = [i for i, t in enumerate(times) if first_wall is not None and first_wall <= t]
+    low = {i: (stats["first_step"], first_wall) for i in reached}
+    high = {i: (stats["last_step"] + 1, stats["last_wall_time"]) for i in reached}
+    before: dict[int, int | None] = {i: None for i in reached}  # width a round ago
+    while searching := [i for i in reached if high[i][0] - low[i][0] > 1]:
+        middles = [_probe(low[i], high[i], times[i], before[i]) for i in searching]
+        walls = _walls_at_or_after(session, stats["id"], middles)
+        for i, middle, wall in zip(searching, middles, walls, strict=True):
+            before[i] = high[i][0] - low[i][0]
+            if wall is not None and wall <= times[i]:
+                low[i] = (middle, wall)
+            else:
+                high[i] = (middle, high[i][1] if wall is None else wall)
+    for i in reached:
+        found[i] = low[i][0]
+    return found
+
+
+def _probe(low: tuple[int, float], high: tuple[int, float], time: float,
+           before: int | None) -> int:
+    """The step to probe next, strictly between low and high: interpolated from their
+    wall times, or the middle after a round that did not halve the range."""
+    (low_step, low_wall), (high_step, high_wall) = low, high
+    middle = (low_step + high_step) // 2
+    if before is not None and high_step - low_step > before // 2:
+        return middle
+    if high_wall is None or not high_wall > low_wall:
+        return middle
+    guess = low_step + int((time - low_wall) / (high_wall - low_wall) * (high_step - low_step))
+    return min(high_step - 1, max(low_step + 1, guess))
+
+
+# Probes per statement: well under SQLite's 2,000 result columns and 32,766 variables.
+_PROBES = 400
+
+
+def _walls_at_or_after(session: Session, series_id: int,
+                       steps: list[int]) -> list[float | None]:
+    """The wall time of the first point at or after each step (None past the end): one
+    row of scalar subqueries (each an index lookup) per statement. Written as text: the
+    same statement built from SQLAlchemy constructs cost ~0.5 ms of Python per probe."""
+    table = _POINTS.name
+    found: list[float | None] = []
+    for offset in range(0, len(steps), _PROBES):
+        chunk = steps[offset:offset + _PROBES]
+        columns = ", ".join(
+            f"(SELECT wall_time FROM {table} WHERE series_id = :series AND step >= :s{i} "
+            "ORDER BY step, id LIMIT 1)" for i in range(len(chunk)))
+        values = {f"s{i}": int(step) for i, step in enumerate(chunk)}
+        row = session.execute(sa.text(f"SELECT {columns}"),
+                              {"series": series_id, **values}).one()
+        found += [None if wall is None else float(wall) for wall in row]
+    return found

@@ -41,7 +41,7 @@ from sqlalchemy.exc import (
 )
 from sqlalchemy.orm import Session
 
-from Utilities import metric_reads
+from Utilities import metric_reads, run_list_reads
 from Utilities.downsample import MIN_POINTS
 from Utilities.metric_writes import (
     MetricBatch,
@@ -78,7 +78,7 @@ __all__ = [
     "MAX_PAGE_SIZE", "MIN_POINTS", "RUN_STATUSES", "SORT_FIELDS", "TERMINAL_STATUSES",
     "TRANSITIONS", "Base", "Event", "InvalidTransition", "MetricPoint", "MetricRollup",
     "MetricSeries", "Run", "RunBusy",
-    "RunNotFound", "RunStore", "RunStoreError", "RunTag", "StoreUnavailable",
+    "RunNotFound", "RunReads", "RunStore", "RunStoreError", "RunTag", "StoreUnavailable",
     "default_database_url", "heartbeat_seconds", "lost_after_seconds", "metadata",
 ]
 
@@ -305,24 +305,109 @@ def _prepare_sqlite(engine: sa.Engine) -> None:
     sa.event.listen(engine, "connect", _sqlite_on_connect)
 
 
+@contextmanager
+def _unavailable_as_store_error(url: str) -> Iterator[None]:
+    """Turn driver connection failures into StoreUnavailable so callers see one error type."""
+    try:
+        yield
+    except (OperationalError, InterfaceError) as exc:
+        logger.warning("run store %s unavailable: %s", url, exc.orig)
+        raise StoreUnavailable(f"run store {url} is unavailable: {exc.orig}") from exc
+    except DBAPIError as exc:
+        if not exc.connection_invalidated:
+            raise
+        raise StoreUnavailable(f"run store {url} lost its connection") from exc
+
+
 def _guarded(
     method: Callable[Concatenate[RunStore, P], R],
 ) -> Callable[Concatenate[RunStore, P], R]:
-    """Turn driver connection failures into StoreUnavailable so callers see one error type."""
+    """A store method whose driver connection failures are StoreUnavailable."""
 
     @functools.wraps(method)
     def wrapper(self: RunStore, /, *args: P.args, **kwargs: P.kwargs) -> R:
-        try:
+        with _unavailable_as_store_error(self.url):
             return method(self, *args, **kwargs)
-        except (OperationalError, InterfaceError) as exc:
-            logger.warning("run store %s unavailable: %s", self.url, exc.orig)
-            raise StoreUnavailable(f"run store {self.url} is unavailable: {exc.orig}") from exc
-        except DBAPIError as exc:
-            if not exc.connection_invalidated:
-                raise
-            raise StoreUnavailable(f"run store {self.url} lost its connection") from exc
 
     return wrapper
+
+
+def _filtered_runs(model_type: str | None, name: str | None,
+                   status: str | Iterable[str] | None, tag: str | None) -> sa.Select:
+    """select(Run) narrowed by the exact-match filters that are not None."""
+    query = select(Run)
+    for column, value in ((Run.model_type, model_type), (Run.name, name)):
+        if value is not None:
+            query = query.where(column == value)
+    if status is not None:
+        statuses = [status] if isinstance(status, str) else list(status)
+        _check("status", statuses, RUN_STATUSES)
+        query = query.where(Run.status.in_(statuses))
+    if tag is not None:
+        query = query.join(RunTag).where(RunTag.tag == tag)
+    return query
+
+
+def _runs_page(
+    session: Session, *, model_type: str | None = None, name: str | None = None,
+    status: str | Iterable[str] | None = None, tag: str | None = None,
+    sort: str = "created_at", descending: bool = True, limit: int = 50, offset: int = 0,
+) -> tuple[list[dict], int]:
+    """One page of runs matching every given filter, and the total number of matches."""
+    _check("sort field", [sort], SORT_FIELDS)
+    limit = _int_arg("limit", limit, 1, MAX_PAGE_SIZE)
+    offset = _int_arg("offset", offset, 0)
+    query = _filtered_runs(model_type, name, status, tag)
+    column, direction = getattr(Run, sort), sa.desc if descending else sa.asc
+    # NULLs last on every engine (SQLite and PG disagree by default); id makes ties stable.
+    order = (sa.case((column.is_(None), 1), else_=0), direction(column), direction(Run.id))
+    total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
+    runs = session.scalars(query.order_by(*order).limit(limit).offset(offset)).all()
+    return [run_as_dict(run) for run in runs], int(total)
+
+
+def _agent_names(session: Session) -> list[str]:
+    return list(session.scalars(select(Run.name).distinct().order_by(Run.name)))
+
+
+class RunReads:
+    """The reads of one request (a page of runs and what its rows show), all in one
+    Session and one read-only snapshot: the count, the page and the metrics agree.
+    Opened by :meth:`RunStore.reading`; valid only inside its ``with`` block."""
+
+    def __init__(self, session: Session) -> None:
+        self._session = session
+
+    def list_runs(
+        self, *, model_type: str | None = None, name: str | None = None,
+        status: str | Iterable[str] | None = None, tag: str | None = None,
+        sort: str = "created_at", descending: bool = True, limit: int = 50, offset: int = 0,
+    ) -> tuple[list[dict], int]:
+        """As :meth:`RunStore.list_runs` (stale runs were marked lost when the scope
+        opened)."""
+        return _runs_page(self._session, model_type=model_type, name=name, status=status,
+                          tag=tag, sort=sort, descending=descending, limit=limit,
+                          offset=offset)
+
+    def agent_names(self) -> list[str]:
+        """Distinct run names, sorted."""
+        return _agent_names(self._session)
+
+    def series_statistics(self, run_ids: Iterable[str]) -> dict[str, dict[str, dict]]:
+        """As :meth:`RunStore.series_statistics`: one query for every run."""
+        return metric_reads.series_of_runs(self._session, [_uuid_arg(r) for r in run_ids])
+
+    def episode_windows(self, stats: dict[str, dict[str, dict]], episodes: int, *,
+                        win_episodes: int | None = None, keys: Iterable[str] | None = None,
+                        ) -> dict[str, dict[str, list[dict]]]:
+        """The last ``episodes`` episodes per ``episode/*`` key of the runs whose
+        :meth:`series_statistics` are ``stats``, in one statement
+        (:func:`Utilities.run_list_reads.episode_windows`)."""
+        episodes = _int_arg("episodes", episodes, 0)
+        if win_episodes is not None:
+            win_episodes = _int_arg("win_episodes", win_episodes, 0)
+        return run_list_reads.episode_windows(self._session, stats, episodes,
+                                              win_episodes=win_episodes, keys=keys)
 
 
 class RunStore:
@@ -623,40 +708,39 @@ class RunStore:
     ) -> tuple[list[dict], int]:
         """One page of runs matching every given filter, and the total number of matches
         (live runs with a stale heartbeat are marked lost first)."""
-        _check("sort field", [sort], SORT_FIELDS)
-        limit = _int_arg("limit", limit, 1, MAX_PAGE_SIZE)
-        offset = _int_arg("offset", offset, 0)
-        query = self._filtered_runs(model_type, name, status, tag)
-        column, direction = getattr(Run, sort), sa.desc if descending else sa.asc
-        # NULLs last on every engine (SQLite and PG disagree by default); id makes ties stable.
-        order = (sa.case((column.is_(None), 1), else_=0), direction(column), direction(Run.id))
         with self._tx() as s:
             self._mark_lost(s)  # before filtering: a lost run must not count as running
-            total = s.scalar(select(func.count()).select_from(query.subquery())) or 0
-            runs = s.scalars(query.order_by(*order).limit(limit).offset(offset)).all()
-            return [run_as_dict(run) for run in runs], int(total)
-
-    @staticmethod
-    def _filtered_runs(model_type: str | None, name: str | None,
-                       status: str | Iterable[str] | None, tag: str | None) -> sa.Select:
-        """select(Run) narrowed by the exact-match filters that are not None."""
-        query = select(Run)
-        for column, value in ((Run.model_type, model_type), (Run.name, name)):
-            if value is not None:
-                query = query.where(column == value)
-        if status is not None:
-            statuses = [status] if isinstance(status, str) else list(status)
-            _check("status", statuses, RUN_STATUSES)
-            query = query.where(Run.status.in_(statuses))
-        if tag is not None:
-            query = query.join(RunTag).where(RunTag.tag == tag)
-        return query
+            return _runs_page(s, model_type=model_type, name=name, status=status, tag=tag,
+                              sort=sort, descending=descending, limit=limit, offset=offset)
 
     @_guarded
     def agent_names(self) -> list[str]:
         """Distinct run names, sorted."""
         with self._tx() as s:
-            return list(s.scalars(select(Run.name).distinct().order_by(Run.name)))
+            return _agent_names(s)
+
+    @contextmanager
+    def reading(self) -> Iterator[RunReads]:
+        """A scope for one request's reads (a list page: its runs, their count, their
+        statistics and latest episodes), all in one Session and one read-only snapshot.
+
+        Live runs with a stale heartbeat are marked lost first, in a short transaction
+        of their own (usually one indexed SELECT), so a lost run does not count as
+        running and the snapshot never has to turn into a write: a SQLite read
+        transaction that writes after another connection committed fails at once. The
+        snapshot is a deferred ``BEGIN`` on SQLite (its driver starts transactions only
+        for writes) and REPEATABLE READ, READ ONLY on PostgreSQL (whose default gives
+        each statement its own). Driver connection failures are StoreUnavailable."""
+        with _unavailable_as_store_error(self.url):
+            with self._tx() as s:
+                self._mark_lost(s)
+            with Session(self.engine) as session, session.begin():
+                if self.engine.dialect.name == "sqlite":
+                    session.connection().exec_driver_sql("BEGIN")
+                elif self.engine.dialect.name == "postgresql":
+                    session.connection(execution_options={
+                        "isolation_level": "REPEATABLE READ", "postgresql_readonly": True})
+                yield RunReads(session)
 
     @_guarded
     def run_of_model_dir(self, folder: str | Path) -> dict | None:
@@ -1009,6 +1093,88 @@ class RunStore:
         """Highest metric point id in the store, 0 when there are none."""
         with self._tx() as s:
             return int(s.scalar(select(func.max(_POINTS.c.id))) or 0)
+
+    # ---- bounded reads for a run's page (add-only; the write path is above) -------------
+
+    @_guarded
+    def series_buckets(self, run_id: str, key: str, max_buckets: int, *,
+                       level: int | None = None, start_step: int | None = None,
+                       ) -> dict[str, Any]:
+        """A series as rollup buckets (:func:`Utilities.metric_reads.bucket_sums`): the
+        whole of it at the finest level with at most ``max_buckets`` of them, or, given
+        ``level``, that level's buckets from the one holding ``start_step`` on (at most
+        ``max_buckets + 1``): ``{"level", "points", "buckets": [{bucket, first, last,
+        points, finite, total}]}`` (no buckets for a key the run does not have)."""
+        max_buckets = _int_arg("max_buckets", max_buckets, 1, MAX_EVENTS_PAGE)
+        if level is not None:
+            level = _int_arg("level", level, 1, metric_reads.ROLLUP_LEVELS)
+        start = None if start_step is None else _int_arg("start_step", start_step)
+        with self._tx() as s:
+            stats = self._series(s, run_id).get(key)
+            if stats is None:
+                return {"level": level or 1, "points": 0, "buckets": []}
+            level, buckets = metric_reads.bucket_sums(s, stats, max_buckets, level, start)
+            return {"level": level, "points": stats["points"], "buckets": buckets}
+
+    @_guarded
+    def points_before(self, run_id: str, key: str, end_step: int, count: int) -> list[dict]:
+        """The last ``count`` points of a key with a step at most ``end_step``, oldest
+        first (index-bounded)."""
+        end_step = _int_arg("end_step", end_step)
+        count = _int_arg("count", count, 1, MAX_EVENTS_PAGE)
+        with self._tx() as s:
+            stats = self._series(s, run_id).get(key)
+            return [] if stats is None else metric_reads.points_before(
+                s, stats["id"], end_step, count)
+
+    @_guarded
+    def point_cursor(self, run_id: str) -> int:
+        """A point id to pass to :meth:`metric_points_after` for everything the run's
+        series get after this call (:func:`Utilities.metric_reads.last_point_ids`). Read
+        it before the figures it goes with: what lands in between is sent twice, never
+        lost."""
+        with self._tx() as s:
+            series = self._series(s, run_id)
+            return metric_reads.last_point_ids(s, [st["id"] for st in series.values()])
+
+    @_guarded
+    def steps_at_times(self, run_id: str, key: str, times: Iterable[float]) -> list[int | None]:
+        """For each wall time, the step of the key's last point written by then (None
+        before its first), in O(log steps) index lookups
+        (:func:`Utilities.metric_reads.steps_reached`)."""
+        wanted = [float(t) for t in times]
+        with self._tx() as s:
+            stats = self._series(s, run_id).get(key)
+            if stats is None:
+                return [None] * len(wanted)
+            return metric_reads.steps_reached(s, stats, wanted)
+
+    @_guarded
+    def latest_events(self, run_id: str, kinds: Iterable[str], limit: int) -> list[dict]:
+        """A run's last ``limit`` events of the given kinds, newest first (read newest
+        first with a limit, however many the run has), each with its ``seq``."""
+        kinds = list(kinds)
+        _check("event kind", kinds, EVENT_KINDS)
+        limit = _int_arg("limit", limit, 1, MAX_EVENTS_PAGE)
+        e = _EVENTS.c
+        with self._tx() as s:
+            self._require_ids(s, [run_id])
+            rows = s.execute(select(_EVENTS).where(e.run_id == run_id, e.kind.in_(kinds))
+                             .order_by(e.seq.desc()).limit(limit)).all()
+        return [{"seq": int(r.seq), "run_id": r.run_id, "kind": r.kind, "payload": r.payload,
+                 "wall_time": float(r.wall_time)} for r in rows]
+
+    @_guarded
+    def event_count(self, run_id: str, kinds: Iterable[str]) -> tuple[int, int]:
+        """(how many events of the given kinds the run has, the highest seq among them
+        or 0): a count for a page and the seq to read its new events after."""
+        kinds = list(kinds)
+        _check("event kind", kinds, EVENT_KINDS)
+        e = _EVENTS.c
+        with self._tx() as s:
+            count, last = s.execute(select(func.count(), func.max(e.seq)).where(
+                e.run_id == run_id, e.kind.in_(kinds))).one()
+        return int(count or 0), int(last or 0)
 
     @_guarded
     def events_after(self, seq: int = 0, *, run_id: str | None = None,

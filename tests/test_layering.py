@@ -49,7 +49,8 @@ UTILITIES = {
     "Utilities.metric_rollups": FOUNDATION,    # nothing (numpy)
     "Utilities.metric_writes": FOUNDATION,     # metric_rollups
     "Utilities.metric_reads": FOUNDATION,      # run_store_schema, metric_rollups, downsample
-    "Utilities.run_store": FOUNDATION,         # run_store_schema, metric_reads/_writes
+    "Utilities.run_list_reads": FOUNDATION,    # run_store_schema, metric_reads
+    "Utilities.run_store": FOUNDATION,         # schema, metric_reads/_writes, run_list_reads
     "Utilities.metrics_logger": FOUNDATION,    # run_store, serialization
     "Utilities.backtest_report": APPLICATION,  # NetworkConfigs.artifacts, .base
     "Utilities.model_backtester": APPLICATION,  # the registry, loaders

@@ -146,7 +146,7 @@ def test_run_api_has_every_episode_config_and_checkpoints(client, runs) -> None:
 
 def test_supervised_run_api_reports_best_validation(client, runs) -> None:
     run = get_json(client, f"/api/training-runs/{runs['xgb']}")
-    assert run["metrics"] == {"episodes": [], "rolling_win_rate": []}
+    assert run["metrics"] == {"episodes": [], "rolling_win_rate": [], "episode_count": 0}
     stats = run["statistics"]
     assert stats["epochs"] == 10 and stats["best_val_loss"] == pytest.approx(0.2)
     assert stats["best_val_accuracy"] == pytest.approx(0.7)

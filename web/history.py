@@ -13,8 +13,10 @@ run's name, ``algorithm`` its model type's label)
         ``X-Total-Count`` header. Each run's ``metrics`` holds its LAST ``episodes``
         (default 100) episodes and their rolling win rate, plus ``episode_count``:
         a run of 100,000 episodes must not turn a list into megabytes.
-  ``GET /api/training-runs/<run_id>``  one run with config, every episode, rolling win
-        rate, checkpoint_paths, metadata and statistics
+  ``GET /api/training-runs/<run_id>?episodes=``  one run with config, its LAST
+        ``episodes`` (default 1,000) episodes and their rolling win rate with
+        ``episode_count``, its last 1,000 checkpoint_paths with ``checkpoint_count``,
+        metadata and statistics (read in time independent of the run's length)
   ``GET /api/training-runs/agents/list``   ``{"agent_ids": [...]}``
   ``GET /api/training-runs/<run_id>/metrics?keys=a,b&max_points=N&smooth=W``
         metric series (min/max downsampled to at most N points), optionally with
@@ -46,12 +48,13 @@ from Utilities.run_store import (
 )
 from Utilities.safe_paths import shown
 from web import query_params as params
+from web import run_list
 from web.formatting import basename, duration, parse_time, when
 from web.json_io import ApiError, error_reply, hide_paths, path_roots
 from web.query_params import DEFAULT_PER_PAGE, PER_PAGE_CHOICES, is_run_id
 from web.run_progress import progress, resumable
-from web.run_series import live_series, series
-from web.run_stats import ROLLING_WINDOW, RunData, list_metrics, overview
+from web.run_series import LiveCursor, live_feed, series
+from web.run_stats import PAGE_CHECKPOINTS, PAGE_EVENTS, ROLLING_WINDOW, RunData
 from web.store import get_store
 
 log = logging.getLogger(__name__)
@@ -61,6 +64,8 @@ __all__ = ["bp", "is_run_id", "public_run"]
 
 LIST_EPISODES = 100           # episodes per run in the list API, unless asked otherwise
 MAX_LIST_EPISODES = 100_000
+RUN_EPISODES = 1000           # episodes of one run in the run API, unless asked otherwise
+RUN_CHECKPOINTS = 1000        # checkpoints of one run in the run API (the newest)
 DEFAULT_LIMIT = 50
 DEFAULT_POINTS = 1000         # points per chart series
 MAX_POINTS = 20_000
@@ -161,11 +166,12 @@ def api_list() -> Response:
     limit = params.int_param("limit", DEFAULT_LIMIT, 1, MAX_PAGE_SIZE)
     offset = params.int_param("offset", 0, 0, 2**62)
     episodes = params.int_param("episodes", LIST_EPISODES, 0, MAX_LIST_EPISODES)
-    store = get_store()
-    runs, total = store.list_runs(name=agent_id, status=status, model_type=model_type,
-                                  limit=limit, offset=offset)
+    with get_store().reading() as reads:  # one snapshot, statements whatever the page size
+        runs, total = reads.list_runs(name=agent_id, status=status, model_type=model_type,
+                                      limit=limit, offset=offset)
+        metrics = run_list.episode_metrics(reads, runs, episodes)
     body = [{**_run_json(run), "tags": run["tags"], "error": hide_paths(run["error"]),
-             "metrics": list_metrics(store, run["run_id"], episodes)} for run in runs]
+             "metrics": found} for run, found in zip(runs, metrics, strict=True)]
     response = jsonify(body)
     response.headers["X-Total-Count"] = str(total)
     return response
@@ -178,13 +184,16 @@ def api_agents() -> Response:
 
 @bp.get("/api/training-runs/<run_id>")
 def api_run(run_id: str) -> Response:
+    limit = params.int_param("episodes", RUN_EPISODES, 0, MAX_LIST_EPISODES)
     store = get_store()
-    data = RunData(store, public_run(store.get_run(run_id)))
-    episodes, rolling = data.episodes()
+    data = RunData(store, public_run(store.get_run(run_id)), checkpoint_limit=RUN_CHECKPOINTS)
+    episodes, rolling = data.episodes(limit)
     return jsonify({
         **_run_json(data.run), "config": data.run["config"],
-        "metrics": {"episodes": episodes, "rolling_win_rate": rolling},
-        "checkpoint_paths": data.checkpoints(), "metadata": _metadata(data.run),
+        "metrics": {"episodes": episodes, "rolling_win_rate": rolling,
+                    "episode_count": data.episode_count()},
+        "checkpoint_paths": data.checkpoints(), "checkpoint_count": data.checkpoint_count(),
+        "metadata": _metadata(data.run),
         "statistics": {s["key"]: s["value"] for s in data.statistics()},
     })
 
@@ -214,13 +223,14 @@ def index() -> tuple[str, int]:
                                "default_per_page": DEFAULT_PER_PAGE, "runs": [], "total": 0,
                                "agents": [], "store_error": None}
     try:
-        store = get_store()
-        context["agents"] = store.agent_names()
-        runs, total = store.list_runs(name=args["agent_id"], status=args["status"],
-                                      limit=args["per_page"],
-                                      offset=(args["page"] - 1) * args["per_page"])
-        context["runs"] = [{**run, **overview(store, run), "display": _display(run)}
-                           for run in runs]
+        with get_store().reading() as reads:  # one snapshot, statements whatever the page size
+            context["agents"] = reads.agent_names()
+            runs, total = reads.list_runs(name=args["agent_id"], status=args["status"],
+                                          limit=args["per_page"],
+                                          offset=(args["page"] - 1) * args["per_page"])
+            rows = run_list.overviews(reads, runs)
+        context["runs"] = [{**run, **row, "display": _display(run)}
+                           for run, row in zip(runs, rows, strict=True)]
         context["total"] = total
     except RunStoreError as exc:
         log.error("run store unavailable: %s", exc)
@@ -247,6 +257,7 @@ def detail(run_id: str) -> str:
     return render_template(
         "history/detail.html", run=data.run, data_keys=data.keys, **_page_state(data),
         statistics=data.statistics(), checkpoints=data.checkpoints(), events=data.events(),
+        checkpoint_count=data.checkpoint_count(),
         config_text=json.dumps(config, indent=2, sort_keys=True, default=str) if config else "",
         default_smooth=DEFAULT_SMOOTH, rolling_window=ROLLING_WINDOW)
 
@@ -254,17 +265,21 @@ def detail(run_id: str) -> str:
 @bp.get("/runs/<run_id>/live.json")
 def live(run_id: str) -> Response:
     """What the run page redraws: status, progress, statistics, the saved model's metrics,
-    checkpoints, events and every metric series (reward and win also as averages)."""
+    checkpoints, events and every metric series (reward and win also as averages); with
+    ``after=<cursor>`` only what came after it (:func:`web.run_series.live_feed`)."""
     max_points = params.int_param("max_points", DEFAULT_POINTS, MIN_POINTS, MAX_POINTS)
     smooth = params.int_param("smooth", DEFAULT_SMOOTH, 1, MAX_SMOOTH)
+    after = request.args.get("after")
+    cursor = None if after is None else LiveCursor.parse(after)
     store = get_store()
     data = RunData(store, public_run(store.get_run(run_id)))
+    feed = live_feed(data, cursor, max_points, smooth)
     state = _page_state(data)
     statistics = [{k: s[k] for k in ("key", "label", "text", "note")} for s in data.statistics()]
     return jsonify({
         "run": {**_run_json(data.run), "error": data.run["error"], **state,
                 "summary": data.run["summary"]},
         "keys": data.keys, "smooth": smooth, "rolling_window": ROLLING_WINDOW,
-        "statistics": statistics, "checkpoints": data.checkpoints(), "events": data.events(),
-        **live_series(data, max_points, smooth),
+        "statistics": statistics, "page_checkpoints": PAGE_CHECKPOINTS,
+        "page_events": PAGE_EVENTS, **feed,
     })

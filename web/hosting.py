@@ -40,7 +40,6 @@ from flask import (
     Blueprint,
     Response,
     current_app,
-    jsonify,
     redirect,
     render_template,
     request,
@@ -55,8 +54,8 @@ from Utilities.data_utils import DataError, load_bars
 from Utilities.input_errors import InputError
 from web.datafiles import list_csv_files, models_dir, resolve_csv
 from web.hosted import Cached, Hosting
-from web.json_io import ApiError, read_json_body
-from web.predict import MAX_BODY_BYTES, MAX_STREAMS, answer, check_request, prediction_blueprint
+from web.json_io import ApiError, Reply, read_json_body
+from web.predict import MAX_BODY_BYTES, MAX_STREAMS, check_request, prediction_blueprint, reply
 
 bp = Blueprint("hosting", __name__)
 # JSON endpoints of this area (nested: endpoints "hosting.api.*"), under /api/: the app's
@@ -168,13 +167,13 @@ def _served(dir_name: str) -> Cached:
 
 
 @api.post("/api/models/<dir_name>/predict")
-def predict_model(dir_name: str) -> Response:
+def predict_model(dir_name: str) -> Response | Reply:
     """``POST /predict`` for any library model: same body, envelope and errors. The body
     is checked before the model is loaded: an invalid request loads nothing."""
     body = read_json_body(MAX_BODY_BYTES)
     check_request(body)
     entry = _served(dir_name)
-    return jsonify(answer(body, entry.loader, entry.streams))
+    return reply(body, entry.loader, entry.streams)
 
 
 @api.get("/api/hosting/sample-window")

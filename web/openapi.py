@@ -12,7 +12,9 @@ from typing import Any
 from NetworkConfigs.base import ACCOUNT_FIELDS, ACTION_NAMES, ModelLoader
 from NetworkConfigs.streams import PRICE
 
-API_VERSION = "1.0"
+API_VERSION = "1.1"  # 1.1: the batch form of POST /predict
+# web.predict.MAX_BATCH, which passes its own (it imports this module, not the reverse).
+DEFAULT_MAX_BATCH = 256
 
 
 def _json_content(schema: str) -> dict[str, Any]:
@@ -30,18 +32,26 @@ _NO_MODEL = _reply("no model is loaded")
 
 def _openapi_paths() -> dict[str, Any]:
     predict = {
-        "summary": "Predict from a full window, or from one bar of a named stream",
+        "summary": "Predict from a full window, from one bar of a named stream, or for a "
+                   "batch of either",
         "requestBody": {"required": True, "content": _json_content("PredictRequest")},
         "responses": {
-            "200": {"description": "the prediction (a stream's also carries its account)",
+            "200": {"description": "the prediction (a stream's also carries its account); "
+                                   "for a batch, every item's answer in item order",
                     "content": {"application/json": {"schema": {"oneOf": [
                         {"$ref": "#/components/schemas/Prediction"},
-                        {"$ref": "#/components/schemas/StreamReply"}]}}}},
+                        {"$ref": "#/components/schemas/StreamReply"},
+                        {"$ref": "#/components/schemas/BatchReply"}]}}}},
             "400": _reply("not JSON, not an object, or unknown/conflicting fields"),
-            "413": _reply("the body is larger than the limit"),
-            "422": _reply("invalid values: features, types, NaN/Infinity, prices, bar "
-                          "times, a short window, account_state, sample or seed, or an "
-                          "output that is not finite"),
+            "413": _reply("the body is larger than the limit, or a batch has more items "
+                          "than maxItems"),
+            "422": {"description": "invalid values: features, types, NaN/Infinity, prices, "
+                                   "bar times, a short window, account_state, sample or "
+                                   "seed, or an output that is not finite; for a batch, "
+                                   "every refused item by index, and the other answers",
+                    "content": {"application/json": {"schema": {"oneOf": [
+                        {"$ref": "#/components/schemas/Error"},
+                        {"$ref": "#/components/schemas/BatchRefused"}]}}}},
             "503": _NO_MODEL}}
     stream = {"parameters": [_STREAM_PARAMETER],
               "responses": {"404": _reply("no such stream"), "503": _NO_MODEL}}
@@ -83,7 +93,7 @@ def _bar_schema(loader: ModelLoader | None) -> dict[str, Any]:
             "properties": {**_TIME_KEYS, **{name: _number() for name in features}}}
 
 
-def _openapi_schemas(loader: ModelLoader | None) -> dict[str, Any]:
+def _openapi_schemas(loader: ModelLoader | None, max_batch: int) -> dict[str, Any]:
     window_rows = loader.window_size if loader is not None else 1
     probabilities = {"type": "object", "properties": {a: _number() for a in ACTION_NAMES}}
     account = {"type": "object", "properties": {
@@ -94,14 +104,34 @@ def _openapi_schemas(loader: ModelLoader | None) -> dict[str, Any]:
     if loader is not None and PRICE not in loader.spec.features:
         stream_bar = {**stream_bar, "required": [*stream_bar["required"], PRICE],
                       "properties": {**stream_bar["properties"], PRICE: _number()}}
+    item = {
+        "window": {"type": "array", "minItems": window_rows, "items": {"oneOf": [
+            _bar_schema(loader), {"type": "array", "items": _number()}]}},
+        "features": stream_bar, "stream_id": _STREAM_PARAMETER["schema"],
+        "account_state": {"type": "object", "additionalProperties": False,
+                          "properties": {k: _number() for k in (*ACCOUNT_FIELDS, "price")}}}
+    answer = {"oneOf": [{"$ref": "#/components/schemas/Prediction"},
+                        {"$ref": "#/components/schemas/StreamReply"}]}
     return {
         "PredictRequest": {"type": "object", "additionalProperties": False, "properties": {
-            "window": {"type": "array", "minItems": window_rows, "items": {"oneOf": [
-                _bar_schema(loader), {"type": "array", "items": _number()}]}},
-            "features": stream_bar, "stream_id": _STREAM_PARAMETER["schema"],
-            "account_state": {"type": "object", "additionalProperties": False,
-                              "properties": {k: _number() for k in (*ACCOUNT_FIELDS, "price")}},
-            "sample": {"type": "boolean"}, "seed": {"type": "integer", "minimum": 0}}},
+            **item, "sample": {"type": "boolean"}, "seed": {"type": "integer", "minimum": 0},
+            "batch": {"type": "array", "minItems": 1, "maxItems": max_batch,
+                      "description": "many requests in one: each item a window (with its "
+                                     "account_state) or one bar of a stream; sample and "
+                                     "seed, beside batch, apply to all",
+                      "items": {"$ref": "#/components/schemas/PredictItem"}}}},
+        "PredictItem": {"type": "object", "additionalProperties": False, "properties": item},
+        "BatchReply": {"type": "object", "required": ["predictions"], "properties": {
+            "predictions": {"type": "array", "items": answer}}},
+        "BatchRefused": {"type": "object", "required": ["error", "errors", "predictions"],
+                         "properties": {
+            "error": {"type": "string"}, "field": {"type": "string"},
+            "errors": {"type": "array", "items": {
+                "type": "object", "required": ["index", "error", "field", "status"],
+                "properties": {"index": {"type": "integer"}, "error": {"type": "string"},
+                               "field": {"type": "string"}, "status": {"type": "integer"},
+                               "column": {"type": "string"}, "rows": {"type": "array"}}}},
+            "predictions": {"type": "array", "items": {"oneOf": [answer, {"type": "null"}]}}}},
         "Prediction": {"type": "object", "required": ["prediction", "action_name",
                                                       "confidence"], "properties": {
             "prediction": _number(), "action_name": {"enum": list(ACTION_NAMES)},
@@ -129,8 +159,10 @@ def _openapi_schemas(loader: ModelLoader | None) -> dict[str, Any]:
     }
 
 
-def openapi_document(loader: ModelLoader | None, base: str = "") -> dict[str, Any]:
-    """OpenAPI 3.1 description of the prediction routes, mounted under ``base``."""
+def openapi_document(loader: ModelLoader | None, base: str = "",
+                     max_batch: int = DEFAULT_MAX_BATCH) -> dict[str, Any]:
+    """OpenAPI 3.1 description of the prediction routes, mounted under ``base``, whose
+    batches hold at most ``max_batch`` items."""
     title = f"Galaxy Models prediction API: {loader.name}" if loader else \
         "Galaxy Models prediction API"
     return {"openapi": "3.1.0",
@@ -139,7 +171,7 @@ def openapi_document(loader: ModelLoader | None, base: str = "") -> dict[str, An
             "paths": _openapi_paths(),
             # A bearer token is required beyond loopback only, hence the empty alternative.
             "security": [{"bearerAuth": []}, {}],
-            "components": {"schemas": _openapi_schemas(loader),
+            "components": {"schemas": _openapi_schemas(loader, max_batch),
                            "securitySchemes": {"bearerAuth": {
                                "type": "http", "scheme": "bearer",
                                "description": "an API token (python Main.py tokens create "

@@ -10,17 +10,24 @@ Routes (``/openapi.json``, built by :mod:`web.openapi`, describes them):
   ``account_state``) or ``{"features": {...}, "stream_id": "..."}`` (one bar of a named
   stream, created on first use; see ``NetworkConfigs/streams.py``). Optional
   ``"sample": true`` (+ ``"seed"``) draws the action instead of taking the most likely.
+  The batch form ``{"batch": [item, ...]}`` (at most MAX_BATCH items, each a body of
+  either form without ``sample``/``seed``, which apply to the whole batch) answers
+  ``{"predictions": [...]}`` in item order; its windows go through the model in one
+  call. A batch with refused items is a 422 whose body still carries every answer
+  (``predictions``, null where refused) and ``errors``: one per refused item, with its
+  ``index`` and its field (``batch[3].window[2].High``). A sampled batch draws for its
+  windows first, then for its stream bars, each in item order.
 - ``GET /info``, ``GET /health``, ``GET|DELETE /streams/<stream_id>``, ``GET /openapi.json``.
 
 Status codes: 400 malformed request (not JSON, not an object, unknown or conflicting
-top-level fields), 413 body too large, 422 well-formed but invalid values (missing or
-extra features, wrong types, NaN/Infinity, prices the data contract refuses, bar times
-out of order, a short window, a bad or out-of-range account_state, an output that is
-not finite), 404 unknown stream, 503 no model hosted. The body is checked before the
-model is asked for. Errors are raised as :class:`~web.json_io.ApiError` or
-:class:`~Utilities.input_errors.InputError` with their field (``window[3].High``,
-``features.Close``, ``account_state.cash``); :func:`web.errors.install_error_handlers`
-writes the one JSON body.
+top-level fields), 413 body too large or a batch of more than MAX_BATCH items, 422
+well-formed but invalid values (missing or extra features, wrong types, NaN/Infinity,
+prices the data contract refuses, bar times out of order, a short window, a bad or
+out-of-range account_state, an output that is not finite), 404 unknown stream, 503 no
+model hosted. The body is checked before the model is asked for. Errors are raised as
+:class:`~web.json_io.ApiError` or :class:`~Utilities.input_errors.InputError` with their
+field (``window[3].High``, ``features.Close``, ``account_state.cash``);
+:func:`web.errors.install_error_handlers` writes the one JSON body.
 """
 
 from __future__ import annotations
@@ -34,25 +41,42 @@ from flask import Blueprint, Response, jsonify, url_for
 
 from NetworkConfigs.base import ACCOUNT_FIELDS, ModelLoader
 from NetworkConfigs.streams import PRICE, StreamNotFound, StreamRegistry
-from Utilities.data_loading import DataError
+from Utilities.data_loading import MAX_LISTED, DataError
+from Utilities.input_errors import InputError
 from web.errors import every_path, install_error_handlers
-from web.json_io import ApiError, Reply, error_reply, read_json_body
+from web.json_io import ApiError, Reply, error_reply, json_reply, read_json_body
 from web.openapi import openapi_document
 
-# 1 MiB: a 1,000-bar window of ten features is about 200 KB of JSON.
-MAX_BODY_BYTES = 1 << 20
+# 4 MiB: a 1,000-bar window of ten features is about 200 KB of JSON, a batch of
+# MAX_BATCH windows of 31 bars as objects about 1.7 MB.
+MAX_BODY_BYTES = 4 << 20
 MAX_STREAMS = 1000
-BODY_FIELDS = ("window", "features", "stream_id", "account_state", "sample", "seed")
+# Items of one batch: ~256 predictions take ~50 ms, so a request stays short.
+MAX_BATCH = 256
+ITEM_FIELDS = ("window", "features", "stream_id", "account_state")
+BODY_FIELDS = (*ITEM_FIELDS, "sample", "seed", "batch")
+BATCH_FIELDS = ("batch", "sample", "seed")
 # The 503 of the standalone server; the dashboard passes its own (see web/hosting.py).
 NO_MODEL = "no model is loaded: start the server with --model-dir"
 
 
 def _check_shape(body: dict[str, Any]) -> None:
-    """The top level: known fields, and one of the two request forms (else 400)."""
+    """The top level: known fields, and one of the request forms (else 400)."""
     unknown = [k for k in body if k not in BODY_FIELDS]
     if unknown:
         raise ApiError(400, f"unknown field(s) {unknown}; valid: {list(BODY_FIELDS)}",
                        unknown[0])
+    if "batch" in body:
+        stray = [k for k in body if k not in BATCH_FIELDS]
+        if stray:
+            raise ApiError(400, f'"{stray[0]}" goes inside each item of "batch"; beside it '
+                                f"only {list(BATCH_FIELDS[1:])}", stray[0])
+        return
+    _check_form(body)
+
+
+def _check_form(body: dict[str, Any]) -> None:
+    """One request (or one batch item): a window, or one bar of a stream (else 400)."""
     if ("window" in body) == ("features" in body):
         raise ApiError(400, 'send either "window" (a full window of bars) or "features" and '
                             '"stream_id" (one bar of a named stream)')
@@ -64,6 +88,14 @@ def _check_shape(body: dict[str, Any]) -> None:
     if "features" in body and "account_state" in body:
         raise ApiError(400, 'a stream keeps its own simulated account: "account_state" goes '
                             'with "window" only', "account_state")
+
+
+def _check_window_list(body: dict[str, Any]) -> None:
+    window = body.get("window")
+    if "window" in body and (not isinstance(window, list) or not window):
+        raise ApiError(422, "window must be a non-empty list of bars: objects of feature -> "
+                            "number, or rows of numbers in the order of /info's features",
+                       "window")
 
 
 def _sampling(body: dict[str, Any]) -> tuple[bool, np.random.Generator | None]:
@@ -82,22 +114,30 @@ def _sampling(body: dict[str, Any]) -> tuple[bool, np.random.Generator | None]:
 
 def check_request(body: dict[str, Any]) -> None:
     """What can be checked of a ``POST /predict`` body without its model: the shape,
-    sampling and the window being a list. Routes call it before a model is loaded, so
-    an invalid body never costs (or triggers) a model load."""
+    sampling, the window being a list, a batch's size. Routes call it before a model is
+    loaded, so an invalid body never costs (or triggers) a model load."""
     _check_shape(body)
     _sampling(body)
-    window = body.get("window")
-    if "window" in body and (not isinstance(window, list) or not window):
-        raise ApiError(422, "window must be a non-empty list of bars: objects of feature -> "
-                            "number, or rows of numbers in the order of /info's features",
-                       "window")
+    _check_window_list(body)
+    if "batch" in body:
+        batch = body["batch"]
+        if not isinstance(batch, list) or not batch:
+            raise ApiError(422, "batch must be a non-empty list of requests, each "
+                                '{"window": [...]} or {"features": {...}, "stream_id": "..."}',
+                           "batch")
+        if len(batch) > MAX_BATCH:
+            raise ApiError(413, f"a batch holds at most {MAX_BATCH} items; got {len(batch)}: "
+                                "send it in several requests", "batch")
 
 
 def answer(body: dict[str, Any], loader: ModelLoader, streams: StreamRegistry) -> dict[str, Any]:
-    """The reply to one ``POST /predict`` body; a DataError names its place in the body."""
+    """The reply to one ``POST /predict`` body; a DataError names its place in the body,
+    a batch with refused items is a :class:`BatchRefused`."""
     check_request(body)
     sample, rng = _sampling(body)
     try:
+        if "batch" in body:
+            return _answer_batch(body["batch"], loader, streams, sample, rng)
         if "features" in body:
             return streams.push(body["stream_id"], body["features"], sample=sample, rng=rng)
         return loader.predict_with(body["window"], body.get("account_state"), sample=sample,
@@ -106,6 +146,79 @@ def answer(body: dict[str, Any], loader: ModelLoader, streams: StreamRegistry) -
         if exc.field is None:
             exc.field = body_field(exc)
         raise
+
+
+def reply(body: dict[str, Any], loader: ModelLoader, streams: StreamRegistry) -> Response | Reply:
+    """:func:`answer` as the HTTP reply (orjson); a batch with refused items is the one
+    error body with every answer and every item's error beside it."""
+    try:
+        return json_reply(answer(body, loader, streams))
+    except BatchRefused as exc:
+        return error_reply(422, str(exc), exc.field, errors=exc.item_errors,
+                           predictions=exc.predictions)
+
+
+class BatchRefused(ApiError):
+    """Some items of a batch were refused: their errors (each with its ``index``) and
+    the answers of all items (None where refused)."""
+
+    def __init__(self, errors: list[dict[str, Any]], predictions: list[Any]) -> None:
+        first = errors[0]
+        super().__init__(422, f"{len(errors)} of {len(predictions)} batch items refused; "
+                              f"the first, batch[{first['index']}]: {first['error']}",
+                         first["field"])
+        self.item_errors, self.predictions = errors, predictions
+
+
+def _answer_batch(batch: list[Any], loader: ModelLoader, streams: StreamRegistry,
+                  sample: bool, rng: np.random.Generator | None) -> dict[str, Any]:
+    """Every item's answer, in item order: the windows through the model in one call,
+    then the stream bars one by one. BatchRefused when any item was refused."""
+    answers: list[Any] = [None] * len(batch)
+    errors: dict[int, dict[str, Any]] = {}
+    windows, bars = [], []
+    for i, item in enumerate(batch):
+        try:
+            if not isinstance(item, dict):
+                raise ApiError(422, "each batch item must be an object: a request body "
+                                    "without sample/seed")
+            unknown = [k for k in item if k not in ITEM_FIELDS]
+            if unknown:
+                raise ApiError(400, f"unknown field(s) {unknown}; an item takes "
+                                    f"{list(ITEM_FIELDS)}", unknown[0])
+            _check_form(item)
+            _check_window_list(item)
+        except ApiError as exc:
+            errors[i] = _item_error(i, exc)
+            continue
+        (windows if "window" in item else bars).append(i)
+    outcomes = loader.predict_many([(batch[i]["window"], batch[i].get("account_state"))
+                                    for i in windows], sample=sample, rng=rng)
+    for i, outcome in zip(windows, outcomes, strict=True):
+        if isinstance(outcome, DataError):
+            errors[i] = _item_error(i, outcome)
+        else:
+            answers[i] = outcome.to_dict()
+    for i in bars:
+        try:
+            answers[i] = streams.push(batch[i]["stream_id"], batch[i]["features"],
+                                      sample=sample, rng=rng)
+        except InputError as exc:
+            errors[i] = _item_error(i, exc)
+    if errors:
+        raise BatchRefused([errors[i] for i in sorted(errors)], answers)
+    return {"predictions": answers}
+
+
+def _item_error(index: int, exc: InputError) -> dict[str, Any]:
+    """One refused batch item: where (its index and the field inside the body), why."""
+    field = body_field(exc) if isinstance(exc, DataError) and exc.field is None else exc.field
+    error = {"index": index, "error": str(exc),
+             "field": f"batch[{index}].{field}" if field else f"batch[{index}]",
+             "status": exc.status if isinstance(exc, ApiError) else 422}
+    if isinstance(exc, DataError):
+        error |= {"column": exc.column, "rows": [str(r) for r in exc.rows[:MAX_LISTED]]}
+    return {k: v for k, v in error.items() if v not in (None, [])}
 
 
 def body_field(exc: DataError) -> str | None:
@@ -174,11 +287,11 @@ def prediction_blueprint(get_loader: Callable[[], ModelLoader | None], *,
     hosted = _Hosted(get_loader, max_streams, no_model)
 
     @bp.post("/predict")
-    def predict() -> Response:
+    def predict() -> Response | Reply:
         body = read_json_body(max_body_bytes)
         check_request(body)
         loader = hosted.loader()
-        return jsonify(answer(body, loader, hosted.streams(loader)))
+        return reply(body, loader, hosted.streams(loader))
 
     @bp.get("/info")
     def info() -> Response:
@@ -204,7 +317,7 @@ def prediction_blueprint(get_loader: Callable[[], ModelLoader | None], *,
     @bp.get("/openapi.json")
     def openapi() -> Response:
         base = url_for(".health")[: -len("/health")]
-        return jsonify(openapi_document(hosted.get_loader(), base))
+        return jsonify(openapi_document(hosted.get_loader(), base, MAX_BATCH))
 
     install_error_handlers(bp, every_path)
     return bp

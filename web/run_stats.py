@@ -5,7 +5,6 @@ row's overview, checkpoints, alerts). Reads the store through :class:`RunData` o
 from __future__ import annotations
 
 import math
-from bisect import bisect_right
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any
@@ -20,7 +19,9 @@ from web.run_progress import is_epoch_type
 
 ROLLING_WINDOW = 100          # episodes in the rolling win rate and the "recent" figures
 PAGE_EVENTS = 50              # alerts and log lines shown on a run page
-MAX_CHECKPOINTS = 10_000
+PAGE_CHECKPOINTS = 20         # checkpoints listed on a run page (the count says how many)
+# The keys whose last ROLLING_WINDOW points the "recent" figures need.
+RECENT_KEYS = ("episode/reward", "episode/win")
 # Episode fields whose 0/1 values mean false/true.
 BOOL_FIELDS = frozenset({"win", "terminated"})
 # Stored key -> the seed's episode field name.
@@ -75,43 +76,46 @@ def trailing_means(points: list[dict], window: int) -> np.ndarray:
     return np.divide(total, count, out=np.full(len(data), np.nan), where=count > 0)
 
 
-def _best(points: list[dict], pick: Callable) -> tuple[int, float] | None:
-    """(step, value) of the min or max finite value, None when there is none."""
-    finite = [(p["step"], v) for p in points if (v := num(p["value"])) is not None]
-    return pick(finite, key=lambda sv: sv[1]) if finite else None
-
-
 class RunData:
-    """One run's stored metrics for one request; full series are read at most once."""
+    """One run's stored metrics for one request, read in time independent of the run's
+    length: figures from the series' statistics rows (kept by the writer), "recent"
+    figures from index-bounded tails, events newest first with a limit. Every read is
+    made at most once per request."""
 
-    def __init__(self, store: RunStore, run: dict) -> None:
+    def __init__(self, store: RunStore, run: dict, *,
+                 checkpoint_limit: int = PAGE_CHECKPOINTS) -> None:
         self.store, self.run, self.run_id = store, run, run["run_id"]
-        self._keys: list[str] | None = None
-        self._latest: dict[str, dict] | None = None
-        self._full: dict[str, list[dict]] = {}
+        self.checkpoint_limit = checkpoint_limit
+        self._stats: dict[str, dict] | None = None
+        self._tails: dict[str, list[dict]] | None = None
+        self._checkpoints: tuple[list[dict], int, int] | None = None
+        self._events: list[dict] | None = None
+
+    @property
+    def stats(self) -> dict[str, dict]:
+        """{key: statistics} of every series with points (one query)."""
+        if self._stats is None:
+            self._stats = self.store.series_statistics([self.run_id])[self.run_id]
+        return self._stats
 
     @property
     def keys(self) -> list[str]:
-        if self._keys is None:
-            self._keys = self.store.metric_keys(self.run_id)
-        return self._keys
+        return sorted(self.stats)
 
     @property
     def latest(self) -> dict[str, dict]:
-        """Each key's sample with the highest step."""
-        if self._latest is None:
-            self._latest = self.store.latest_metrics(self.run_id)
-        return self._latest
+        """Each key's sample with the highest step (from the statistics rows)."""
+        return {key: {"step": s["last_step"], "value": s["last_value"],
+                      "wall_time": s["last_wall_time"]} for key, s in self.stats.items()}
 
-    def full(self, key: str) -> list[dict]:
-        if key not in self.keys:
-            return []
-        if key not in self._full:
-            self._full[key] = self.store.metric_series(self.run_id, key)
-        return self._full[key]
-
-    def is_loaded(self, key: str) -> bool:
-        return key in self._full
+    def tail(self, key: str) -> list[dict]:
+        """The key's last ROLLING_WINDOW points (by step), oldest first; the recent
+        figures' keys are read together in one statement."""
+        if self._tails is None:
+            wanted = {self.stats[k]["id"]: k for k in RECENT_KEYS if k in self.stats}
+            found = self.store.recent_points(wanted, ROLLING_WINDOW) if wanted else {}
+            self._tails = {key: found[sid] for sid, key in wanted.items()}
+        return self._tails.get(key, [])
 
     @property
     def supervised(self) -> bool:
@@ -122,9 +126,27 @@ class RunData:
             return by_type
         return "episode/reward" not in self.keys and any(k in self.keys for k in EPOCH_KEYS)
 
-    def episodes(self) -> tuple[list[dict], list[dict]]:
-        """Every episode as the seed's records, and the rolling win rate."""
-        return episode_records({k: self.full(k) for k in self.keys if k.startswith("episode/")})
+    def episode_count(self) -> int:
+        """Episodes logged: the reward series' points."""
+        reward = self.stats.get("episode/reward")
+        return reward["points"] if reward else 0
+
+    def episodes(self, limit: int) -> tuple[list[dict], list[dict]]:
+        """The last ``limit`` episodes (by episode number) as the seed's records, and
+        their rolling win rate (each over a full window: the win series is read
+        ROLLING_WINDOW - 1 points further back)."""
+        keys = [k for k in self.keys if k.startswith("episode/")]
+        if not limit or "episode/reward" not in keys:
+            return [], []
+        ids = {self.stats[k]["id"]: k for k in keys}
+        tails = self.store.recent_points(ids, limit + ROLLING_WINDOW - 1)
+        columns = {key: tails[sid] for sid, key in ids.items()}
+        rewards = columns["episode/reward"][-limit:]
+        first = rewards[0]["step"]
+        columns = {key: points if key == "episode/win" else
+                   [p for p in points if p["step"] >= first]
+                   for key, points in columns.items()}
+        return episode_records(columns, first)
 
     def statistics(self) -> list[dict]:
         """{key, label, value, text, note} of the run's summary figures, in display order."""
@@ -140,76 +162,142 @@ class RunData:
         self._training_statistics(add)
         return stats
 
+    def _recent_mean(self, key: str) -> tuple[int, float] | None:
+        """(finite values, their mean) among the key's last ROLLING_WINDOW points."""
+        recent = values(self.tail(key))
+        return (len(recent), sum(recent) / len(recent)) if recent else None
+
     def _episode_statistics(self, add: Callable[..., None]) -> None:
-        rewards = self.full("episode/reward")
+        rewards = self.stats.get("episode/reward")
         if rewards:
-            add("total_episodes", "Episodes", len(rewards), "int")
-        rewarded = values(rewards)
-        if rewarded:
-            recent = rewarded[-ROLLING_WINDOW:]
-            best_step, best = _best(rewards, max)
-            add("average_reward", "Average reward", sum(rewarded) / len(rewarded))
-            add("max_reward", "Max reward", best, note=f"episode {best_step:,}")
-            add("recent_reward", f"Mean reward, last {len(recent)}", sum(recent) / len(recent))
-        wins = values(self.full("episode/win"))
-        if wins:
-            recent = wins[-ROLLING_WINDOW:]
-            add("final_win_rate", f"Final win rate, last {len(recent)}",
-                sum(recent) / len(recent), "pct")
-            add("win_rate", "Overall win rate", sum(wins) / len(wins), "pct")
-        lengths = values(self.full("episode/steps"))
-        if lengths:
-            add("mean_episode_length", "Mean episode length", sum(lengths) / len(lengths))
+            add("total_episodes", "Episodes", rewards["points"], "int")
+        if rewards and rewards["finite"]:
+            add("average_reward", "Average reward", rewards["mean"])
+            add("max_reward", "Max reward", rewards["max_value"],
+                note=f"episode {rewards['max_step']:,}")
+            if recent := self._recent_mean("episode/reward"):
+                add("recent_reward", f"Mean reward, last {recent[0]}", recent[1])
+        wins = self.stats.get("episode/win")
+        if wins and wins["finite"]:
+            if recent := self._recent_mean("episode/win"):
+                add("final_win_rate", f"Final win rate, last {recent[0]}", recent[1], "pct")
+            add("win_rate", "Overall win rate", wins["mean"], "pct")
+        lengths = self.stats.get("episode/steps")
+        if lengths and lengths["finite"]:
+            add("mean_episode_length", "Mean episode length", lengths["mean"])
 
     def _training_statistics(self, add: Callable[..., None]) -> None:
         train_keys = [k for k in self.keys if k.startswith("train/")]
         if not train_keys:
             return
         latest = self.latest
-        last_step = max((latest[k]["step"] for k in train_keys if k in latest), default=0)
+        last_step = max(latest[k]["step"] for k in train_keys)
         add("epochs" if self.supervised else "updates",
             "Epochs" if self.supervised else "Updates", last_step, "int")
-        if best := _best(self.full("train/val_loss"), min):
-            add("best_val_loss", "Best val. loss", best[1], note=f"epoch {best[0]:,}")
-        if best := _best(self.full("train/val_accuracy"), max):
-            add("best_val_accuracy", "Best val. accuracy", best[1], "pct", f"epoch {best[0]:,}")
+        loss = self.stats.get("train/val_loss")
+        if loss and loss["finite"]:
+            add("best_val_loss", "Best val. loss", loss["min_value"],
+                note=f"epoch {loss['min_step']:,}")
+        accuracy = self.stats.get("train/val_accuracy")
+        if accuracy and accuracy["finite"]:
+            add("best_val_accuracy", "Best val. accuracy", accuracy["max_value"], "pct",
+                f"epoch {accuracy['max_step']:,}")
             add("final_val_accuracy", "Final val. accuracy",
-                values(self.full("train/val_accuracy"))[-1], "pct")
+                self._last_finite("train/val_accuracy"), "pct")
         for key, label in FINAL_TRAINING:
             if key in latest:
                 add(key.split("/", 1)[1] if key != "train/train_loss" else "final_train_loss",
                     label, num(latest[key]["value"]))
 
-    def checkpoint_events(self) -> list[dict]:
-        return self.store.events_after(0, run_id=self.run_id, kinds=["checkpoint"],
-                                       limit=MAX_CHECKPOINTS)
+    def _last_finite(self, key: str) -> float | None:
+        """The key's last finite value: its last point's, else (rarely: it was NaN) the
+        last finite one among its last ROLLING_WINDOW points."""
+        stats = self.stats[key]
+        if num(stats["last_value"]) is not None:
+            return stats["last_value"]
+        found = values(self.store.recent_points([stats["id"]], ROLLING_WINDOW)[stats["id"]])
+        return found[-1] if found else None
 
-    def checkpoints(self) -> list[dict]:
-        """Saved checkpoints, oldest first, each with the episode reached when it was saved."""
-        rewards = self.full("episode/reward")
-        times = [p["wall_time"] for p in rewards]
+    def checkpoint_events(self) -> list[dict]:
+        """The run's last ``checkpoint_limit`` checkpoint events, oldest first."""
+        return self._checkpoint_read()[0]
+
+    def checkpoint_count(self) -> int:
+        """How many checkpoints the run saved (all of them, not only those listed)."""
+        return self._checkpoint_read()[1]
+
+    def _checkpoint_read(self) -> tuple[list[dict], int, int]:
+        """(the last checkpoint_limit checkpoint events, oldest first; how many the run
+        has; the highest checkpoint seq)."""
+        if self._checkpoints is None:
+            count, last = self.store.event_count(self.run_id, ["checkpoint"])
+            events = (self.store.latest_events(self.run_id, ["checkpoint"],
+                                               self.checkpoint_limit) if count else [])
+            self._checkpoints = (events[::-1], count, last)
+        return self._checkpoints
+
+    def checkpoints(self, events: list[dict] | None = None) -> list[dict]:
+        """Saved checkpoints (the last ``checkpoint_limit``, or the given checkpoint
+        events), oldest first, each with the episode reached when it was saved: its
+        payload's, else the last episode logged by its time (a binary search over the
+        reward series' steps, not a read of it)."""
+        events = self.checkpoint_events() if events is None else events
+        missing = [e for e in events if (e["payload"] or {}).get("episode") is None]
+        reached: dict[int, int] = {}
+        if missing and "episode/reward" in self.stats:
+            steps = self.store.steps_at_times(self.run_id, "episode/reward",
+                                              [e["wall_time"] for e in missing])
+            reached = {e["seq"]: step or 0 for e, step in zip(missing, steps, strict=True)}
         result = []
-        for event in self.checkpoint_events():
+        for event in events:
             payload = event["payload"] or {}
             episode = payload.get("episode")
-            if episode is None and rewards:
-                reached = bisect_right(times, event["wall_time"])
-                episode = rewards[reached - 1]["step"] if reached else 0
+            if episode is None:
+                episode = reached.get(event["seq"])
             path = str(payload.get("path", ""))
-            result.append({"episode": whole(episode),
+            result.append({"seq": event["seq"], "episode": whole(episode),
                            "path": shown(path, path_roots()) if path else "",
                            "step": whole(payload.get("step")), "time": iso(event["wall_time"])})
         return result
 
     def events(self) -> list[dict]:
-        """The latest alerts and log lines of the run (newest last)."""
-        events = self.store.events_after(0, run_id=self.run_id, kinds=["alert", "log"],
-                                         limit=10_000)[-PAGE_EVENTS:]
-        return hide_paths([{"kind": e["kind"], "time": iso(e["wall_time"]),
-                            "level": str((e["payload"] or {}).get("level", "info")),
-                            "title": str((e["payload"] or {}).get("title", "")),
-                            "message": str((e["payload"] or {}).get("message", ""))}
-                           for e in events])
+        """The latest PAGE_EVENTS alerts and log lines of the run (newest last)."""
+        return shown_events(self._latest_events()[::-1])
+
+    def _latest_events(self) -> list[dict]:
+        if self._events is None:
+            self._events = self.store.latest_events(self.run_id, ["alert", "log"], PAGE_EVENTS)
+        return self._events
+
+    def event_cursor(self) -> int:
+        """The highest seq among the events the page shows (0 if none): its feed sends
+        the alerts, log lines and checkpoints after it."""
+        latest = self._latest_events()
+        return max(self._checkpoint_read()[2], latest[0]["seq"] if latest else 0)
+
+    def events_after(self, seq: int) -> tuple[list[dict], list[dict], int]:
+        """(alerts and log lines, checkpoint rows) saved after ``seq``, each at most as
+        many as the page lists (the newest), oldest first; and the seq to ask after next."""
+        found = []
+        for kinds, limit in ((["alert", "log"], PAGE_EVENTS),
+                             (["checkpoint"], self.checkpoint_limit)):
+            events = self.store.events_after(seq, run_id=self.run_id, kinds=kinds,
+                                             limit=limit + 1)
+            if len(events) > limit:  # more than the page shows: the newest of them
+                events = self.store.latest_events(self.run_id, kinds, limit)[::-1]
+            found.append(events)
+        alerts, checkpoints = found
+        last = max([seq] + [e["seq"] for e in alerts + checkpoints])
+        return shown_events(alerts), self.checkpoints(checkpoints), last
+
+
+def shown_events(events: list[dict]) -> list[dict]:
+    """Alert and log events as the run page lists them (``seq`` orders them)."""
+    return hide_paths([{"seq": e["seq"], "kind": e["kind"], "time": iso(e["wall_time"]),
+                        "level": str((e["payload"] or {}).get("level", "info")),
+                        "title": str((e["payload"] or {}).get("title", "")),
+                        "message": str((e["payload"] or {}).get("message", ""))}
+                       for e in events])
 
 
 def episode_records(columns: dict[str, list[dict]], first: int | None = None,
@@ -246,49 +334,3 @@ def _join_field(records: dict[int, dict], field: str, points: list[dict]) -> Non
         elif value is not None and field == "steps":
             value = int(value)
         record[field] = value
-
-
-def list_metrics(store: RunStore, run_id: str, episodes: int) -> dict[str, Any]:
-    """A run's last ``episodes`` episodes, their rolling win rate and the episode count."""
-    latest = store.latest_metrics(run_id)
-    if "episode/reward" not in latest:
-        return {"episode_count": 0, "episodes": [], "rolling_win_rate": []}
-    last = latest["episode/reward"]["step"]
-    result: dict[str, Any] = {"episode_count": last}
-    if episodes == 0:
-        return {**result, "episodes": [], "rolling_win_rate": []}
-    first = max(1, last - episodes + 1)
-    columns = {}
-    for key in (k for k in latest if k.startswith("episode/")):
-        start = max(1, first - ROLLING_WINDOW + 1) if key == "episode/win" else first
-        columns[key] = store.metric_series(run_id, key, start_step=start)
-    found, rolling = episode_records(columns, first)
-    return {**result, "episodes": found, "rolling_win_rate": rolling}
-
-
-def overview(store: RunStore, run: dict) -> dict[str, Any]:
-    """What a list row shows beside the run's fields: episodes and one final metric."""
-    latest = store.latest_metrics(run["run_id"])
-    result: dict[str, Any] = {"episodes": None, "epochs": None, "final": None}
-    if "episode/reward" in latest:
-        last = latest["episode/reward"]["step"]
-        start = max(1, last - ROLLING_WINDOW + 1)
-        parts = []
-        for key, label, kind in (("episode/reward", "mean reward", "num"),
-                                 ("episode/win", "win rate", "pct")):
-            recent = values(store.metric_series(run["run_id"], key, start_step=start)
-                            if key in latest else [])
-            if recent:
-                parts.append((label, figure(sum(recent) / len(recent), kind),
-                              f"{label} of the last {len(recent)} episodes"))
-        return {**result, "episodes": last, "final": parts or None}
-    epoch_keys = [k for k in latest if k.startswith("train/")]
-    if epoch_keys:
-        result["epochs"] = max(latest[k]["step"] for k in epoch_keys)
-    for key, label, kind in (("train/val_accuracy", "val. accuracy", "pct"),
-                             ("train/val_loss", "val. loss", "num")):
-        if key in latest and num(latest[key]["value"]) is not None:
-            result["final"] = [(label, figure(latest[key]["value"], kind),
-                                f"{label} of the last epoch")]
-            break
-    return result

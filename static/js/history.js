@@ -1,10 +1,14 @@
 // Training history pages. The list: filters apply as soon as a select changes. A run
 // page: draws its charts from /runs/<id>/live.json and, while the run is running or
 // paused, polls it every 2 s (less often when answers are slow), updating progress,
-// charts, statistics and status in place. When the run ends, one more poll picks up what
-// the trainer wrote last (final statistics, the saved model's metrics), the notes that
-// only made sense while it ran are cleared, and polling stops. Needs charts.js (and
-// Chart.js) on run pages.
+// charts, statistics and status in place. Polls after the first send the reply's cursor
+// (live.json?after=<cursor>) and get only what came after it: new points are appended to
+// the charts, each average's tail replaced from its "from" step, new checkpoints and
+// events added to the (bounded) tables. A snapshot is asked for again when the smoothing
+// changes, a new metric appears, or a series grows past twice the points a chart needs.
+// When the run ends, one more poll picks up what the trainer wrote last (final
+// statistics, the saved model's metrics), the notes that only made sense while it ran
+// are cleared, and polling stops. Needs charts.js (and Chart.js) on run pages.
 (function () {
   "use strict";
   var POLL_MS = 2000;
@@ -66,7 +70,8 @@
   function initRun(root) {
     var smoothing = byId("smoothing");
     var charts = {};
-    var last = null;            // the latest live.json reply, to redraw on theme change
+    var last = null;            // the page's data: the last snapshot with every delta applied
+    var cursor = null;          // where the feed stands; null asks for a snapshot
     var timer = null;
     var inFlight = false;
     var again = false;
@@ -315,12 +320,17 @@
       return td;
     }
 
-    function renderCheckpoints(checkpoints) {
+    // The latest checkpoints (the page lists a bounded number; the count is all of them).
+    function renderCheckpoints(checkpoints, total) {
       var body = byId("checkpoint-rows");
-      byId("checkpoint-count").textContent = checkpoints.length;
+      byId("checkpoint-count").textContent = count(total);
+      var note = byId("checkpoints-shown");
+      note.textContent = total > checkpoints.length ? "latest " + checkpoints.length + " shown" : "";
       show(body.parentElement, checkpoints.length > 0);
       show(byId("checkpoints-empty"), checkpoints.length === 0);
-      if (body.children.length === checkpoints.length) return;
+      var seqs = checkpoints.map(function (c) { return c.seq; }).join(",");
+      if (body.dataset.seqs === seqs) return;
+      body.dataset.seqs = seqs;
       body.textContent = "";
       checkpoints.forEach(function (c) {
         var row = document.createElement("tr");
@@ -348,16 +358,53 @@
       }));
     }
 
-    function render(data) {
-      var ended = active && !data.run.active;
+    // A delta reply on the page's data: points appended, averages' tails replaced,
+    // tables extended and cut to what the page lists; the rest replaced.
+    function merge(data, reply) {
+      Object.keys(reply.series).forEach(function (key) {
+        data.series[key] = (data.series[key] || []).concat(reply.series[key]);
+      });
+      Object.keys(reply.smoothed).forEach(function (key) {
+        var tail = reply.smoothed[key];
+        var kept = (data.smoothed[key] || []).filter(function (p) {
+          return tail.from === null || p.step < tail.from;
+        });
+        data.smoothed[key] = kept.concat(tail.points);
+      });
+      data.checkpoints = data.checkpoints.concat(reply.checkpoints).slice(-reply.page_checkpoints);
+      data.events = data.events.concat(reply.events).slice(-reply.page_events);
+      ["run", "keys", "smooth", "statistics", "checkpoint_count", "cursor"].forEach(function (k) {
+        data[k] = reply[k];
+      });
+      return data;
+    }
+
+    // Whether the next poll must ask for a snapshot: a metric the page has no history of,
+    // or a series grown past what a chart needs (a snapshot thins it again).
+    function needsSnapshot(data, reply) {
+      var grown = Object.keys(data.series).concat(Object.keys(data.smoothed)).some(function (k) {
+        return (data.series[k] || []).length > 2 * MAX_POINTS ||
+               (data.smoothed[k] || []).length > 2 * MAX_POINTS;
+      });
+      return grown || reply.keys.some(function (k) { return last.keys.indexOf(k) < 0; });
+    }
+
+    function render(reply) {
+      var ended = active && !reply.run.active;
+      var snapshotNext = reply.mode === "delta" && needsSnapshot(last, reply);
+      var data = reply.mode === "delta" ? merge(last, reply) : reply;
       last = data;
+      cursor = snapshotNext ? null : data.cursor;
+      // Asked with another smoothing than the select shows now: its averages are stale.
+      if (String(reply.smooth) !== smoothing.value) cursor = null;
       active = data.run.active;
       renderStatus(data.run);
       if (!active) clearTransientNotes();
       renderStats(data.statistics);
-      renderCheckpoints(data.checkpoints);
+      renderCheckpoints(data.checkpoints, data.checkpoint_count);
       renderEvents(data.events);
       drawCharts(data);
+      root.dataset.feed = reply.mode;  // for people and tests to see
       show(byId("charts-error"), false);
       byId("live-updated").textContent = "Updated " + new Date().toLocaleTimeString();
       return ended;
@@ -383,7 +430,7 @@
       inFlight = true;
       clearTimeout(timer);
       var url = root.dataset.liveUrl + "?smooth=" + encodeURIComponent(smoothing.value) +
-                "&max_points=" + MAX_POINTS;
+                "&max_points=" + MAX_POINTS + (cursor ? "&after=" + cursor : "");
       var started = Date.now();
       fetch(url, {headers: {Accept: "application/json"}, cache: "no-store"})
         .then(function (response) {
@@ -402,6 +449,7 @@
         })
         .catch(function (error) {
           failures += 1;
+          cursor = null;  // whatever went wrong, the next answer starts from a snapshot
           showError(error.message);
           schedule(Math.min(MAX_RETRY_MS, POLL_MS * Math.pow(2, failures)));
           show(byId("live-note"), active);
@@ -414,6 +462,7 @@
 
     smoothing.addEventListener("change", function () {
       try { localStorage.setItem(SMOOTH_KEY, smoothing.value); } catch (e) { /* ignore */ }
+      cursor = null;  // the averages' tails follow the window they were drawn with
       load();
     });
 
