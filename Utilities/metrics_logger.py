@@ -1,8 +1,9 @@
 """Trainer-side metrics API: cheap calls in the training loop, batched writes behind it.
 
 A call only appends a tuple to an in-memory deque (a few microseconds, no lock, no
-I/O). A background thread drains the deque every ``flush_interval`` seconds (200 ms)
-whenever it holds anything and writes one transaction to the run store, so a process
+I/O; ``log_episode`` about 1 µs). A background thread drains the deque every
+``flush_interval`` seconds (200 ms) whenever it holds anything and writes it to the run
+store, one transaction per ``batch_rows`` rows (a backlog in big batches), so a process
 killed outright (``kill -9``, the OOM killer) loses at most the rows of the last
 interval. It also heartbeats the run every ``heartbeat_interval`` seconds
 (``RUN_HEARTBEAT_SECONDS``, 5), which keeps the run from being marked lost (see
@@ -11,7 +12,8 @@ is logged, counted in :meth:`MetricsLogger.get_statistics`, and the batch is ret
 the next flush (up to ``max_pending`` rows; beyond that the oldest rows are dropped and
 counted, so a dead database cannot exhaust memory). A store that answers but more slowly
 than rows arrive loses nothing: the logger says it is falling behind (``behind_peak``
-counts the most rows that waited) and keeps writing; only an unreachable store sheds.
+counts the most rows that waited) and keeps writing, and close() waits for it as long
+as it keeps writing; only an unreachable store sheds.
 
 Keys are grouped SB3-style: ``episode/<field>`` (step = episode number) and
 ``train/<field>`` (step = update number). Episodes also become ``episode`` events so a
