@@ -40,6 +40,7 @@ lint: $(VENV)/.dev
 # a dev requirement, hence .dev.
 bench: $(VENV)/.dev
 	$(PY) bench/logger_overhead.py
+	$(PY) bench/store_writes.py
 	$(PY) bench/backtest_speed.py
 	$(PY) bench/predict_latency.py
 	$(PY) bench/model_types.py

@@ -22,7 +22,7 @@ steps, past which a chart cuts the top level with :func:`Utilities.downsample.mi
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -99,7 +99,13 @@ def rollups(series: np.ndarray, step: np.ndarray, value: np.ndarray,
     level = _points(series, step, value, wall)
     pyramid = []
     for _ in range(ROLLUP_LEVELS):
-        level = _merge(level, level.bucket >> ROLLUP_SHIFT)
+        if pyramid and (level.series[1:] != level.series[:-1]).all():
+            # One group per series (sorted by series): every higher level holds the same
+            # groups, only their buckets shift. A small batch (the logger's 200 ms
+            # trickle) stops sorting here, after level 1.
+            level = replace(level, bucket=level.bucket >> ROLLUP_SHIFT)
+        else:
+            level = _merge(level, level.bucket >> ROLLUP_SHIFT)
         pyramid.append(level)
     return pyramid
 

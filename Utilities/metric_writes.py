@@ -37,8 +37,10 @@ class MetricBatch:
     wall: np.ndarray   # float64
 
     @classmethod
-    def of(cls, rows: Iterable[MetricRow]) -> MetricBatch:
+    def of(cls, rows: Iterable[MetricRow] | MetricBatch) -> MetricBatch:
         """Columns of the rows; ValueError/TypeError/OverflowError naming a bad column."""
+        if isinstance(rows, MetricBatch):  # columns already (MetricsLogger builds them)
+            return rows
         rows = list(rows)
         if not rows:
             empty = np.zeros(0)

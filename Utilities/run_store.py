@@ -915,7 +915,12 @@ class RunStore:
         """Write metric rows, event rows and heartbeats in one transaction (all or nothing);
         the metrics' series statistics and rollups are updated in the same transaction."""
         metric_params = MetricBatch.of(metrics)  # validated before any write
-        event_params = [_event_row(*row) for row in events]
+        # Event rows as plain values at once (payload as the column's JSON text): a list of
+        # dicts holding dicts stays tracked by the cyclic GC through the whole write, is
+        # promoted to its old generation and triggers full collections (issue 13).
+        payload = self._batch_processors["payload"]
+        event_params = [(p["run_id"], p["kind"], payload(p["payload"]), p["wall_time"])
+                        for p in (_event_row(*row) for row in events)]
         beats = sorted(set(heartbeats))
         if not len(metric_params) and not event_params and not beats:
             return
@@ -925,14 +930,14 @@ class RunStore:
             self._series_ids.clear()  # a cached series may belong to a deleted run
             # Foreign keys caught a row for a missing run (checked here, off the hot
             # path, so a normal batch costs no extra query); name the missing ids.
-            run_ids = set(metric_params.runs) | {p["run_id"] for p in event_params}
+            run_ids = set(metric_params.runs) | {p[0] for p in event_params}
             with self._tx() as s:
                 self._require_ids(s, run_ids | set(beats))
             raise
         logger.debug("batch: %d metrics, %d events, %d heartbeats",
                      len(metric_params), len(event_params), len(beats))
 
-    def _write_rows(self, metric_params: MetricBatch, event_params: list[dict],
+    def _write_rows(self, metric_params: MetricBatch, event_params: list[tuple],
                     beats: list[str]) -> None:
         """One batch's transaction on a bare DB-API connection, on every engine.
 
@@ -975,15 +980,16 @@ class RunStore:
         executemany = postgres_executemany if dialect.name == "postgresql" else None
         return MetricWriter(cursor, dialect.paramstyle, self._series_ids, executemany)
 
-    def _write_events_and_beats(self, cursor: Any, event_params: list[dict],
+    def _write_events_and_beats(self, cursor: Any, event_params: list[tuple],
                                 beats: list[str]) -> None:
         processors = self._batch_processors
         mark = "?" if self.engine.dialect.paramstyle == "qmark" else "%s"
         if event_params:
-            payload = processors["payload"]
-            cursor.executemany(_BATCH_SQL["events"].format(mark), [
-                (p["run_id"], p["kind"], payload(p["payload"]), p["wall_time"])
-                for p in event_params])
+            sql = _BATCH_SQL["events"].format(mark)
+            if self.engine.dialect.name == "postgresql":  # psycopg2's: a statement per row
+                postgres_executemany(cursor, sql, event_params)
+            else:
+                cursor.executemany(sql, event_params)
         stamp = processors["time"](utcnow()) if beats else None
         for run_id in beats:  # one statement each: multi-row rowcount is driver-specific
             cursor.execute(_BATCH_SQL["beat"].format(mark), (stamp, run_id))

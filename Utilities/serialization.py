@@ -23,6 +23,8 @@ def to_plain(value: Any) -> Any:
     numpy scalars/arrays → Python numbers/lists; tuples/sets → lists; paths, dates and
     enums → strings; NaN/inf → None; anything else → ``str(value)``.
     """
+    if value.__class__ is dict and _flat_and_plain(value):
+        return value.copy()  # the common case (event payloads): no walk, no new values
     if value is None or isinstance(value, bool | str):
         return value
     if isinstance(value, int | np.integer | np.bool_):
@@ -43,3 +45,17 @@ def to_plain(value: Any) -> Any:
     if isinstance(value, PurePath):
         return str(value)
     return str(value)
+
+
+_PLAIN_SCALARS = frozenset({str, int, bool, type(None)})
+
+
+def _flat_and_plain(mapping: dict) -> bool:
+    """Every key a str and every value a str, int, bool, None or finite float (exact
+    types, no subclasses): what to_plain would return unchanged."""
+    for key, value in mapping.items():
+        kind = value.__class__
+        if key.__class__ is not str or (
+                kind not in _PLAIN_SCALARS and not (kind is float and value - value == 0.0)):
+            return False
+    return True

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import csv
+import gc
 import json
 import math
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -42,6 +44,19 @@ class BlockedStore:
         self.store.write_batch(**batch)
 
 
+class SlowStore:
+    """A store that answers, slowly: every batch takes ``seconds_per_batch`` (a slow disk;
+    the sleep stands for the disk, it synchronises nothing)."""
+
+    def __init__(self, store, seconds_per_batch: float) -> None:
+        self.store, self.seconds, self.started = store, seconds_per_batch, threading.Event()
+
+    def write_batch(self, **batch) -> None:
+        self.started.set()
+        time.sleep(self.seconds)
+        self.store.write_batch(**batch)
+
+
 @pytest.fixture()
 def run_id(store) -> str:
     return store.create_run(name="agent", model_type="ppo")
@@ -68,6 +83,53 @@ def test_everything_logged_reaches_the_store(store, run_id: str) -> None:
     assert events[6]["payload"] == {"side": "long", "price": 101.5, "pnl": 2.5}
     assert events[8]["payload"]["path"] == "Models/x/ckpt_2.pt"
     assert store.get_run(run_id)["heartbeat_at"] is not None
+
+
+def test_an_episode_is_stored_as_the_record_it_keeps(store, run_id: str) -> None:
+    # log_episode queues one compact item; the writer makes its metric rows and its
+    # event. They must be what the in-memory record says, in logging order, between
+    # the other calls' rows.
+    with MetricsLogger(store, run_id, flush_interval=NEVER) as metrics:
+        metrics.log_episode(7, reward=np.float32(1.5), steps=np.int64(30), win=False,
+                            pnl=np.float64(-2.25), trades=3)
+        metrics.log_update(loss=0.5)
+        metrics.log_trade(side="short", pnl=1.0)
+        metrics.log_episode(8, reward=2, win=True)  # no steps, no extras
+        metrics.log_metrics(8, prefix="eval", score=0.75)
+        records = [dict(e) for e in metrics._episodes]
+    assert records == [
+        {"episode": 7, "reward": 1.5, "pnl": -2.25, "trades": 3, "steps": 30, "win": False},
+        {"episode": 8, "reward": 2.0, "win": True}]
+    for key, expected in {"episode/reward": [(7, 1.5), (8, 2.0)],
+                          "episode/pnl": [(7, -2.25)], "episode/trades": [(7, 3.0)],
+                          "episode/steps": [(7, 30.0)], "episode/win": [(7, 0.0), (8, 1.0)],
+                          "train/loss": [(1, 0.5)], "eval/score": [(8, 0.75)]}.items():
+        assert [(p["step"], p["value"]) for p in store.metric_series(run_id, key)] == expected
+    # An episode's rows share one wall time, the episode event's.
+    events = store.events_after(0, run_id=run_id)[1:]  # after the run's 'status'
+    assert [e["kind"] for e in events] == ["episode", "trade", "episode"]
+    assert [e["payload"] for e in events] == [records[0], {"side": "short", "pnl": 1.0},
+                                              records[1]]
+    first = {store.metric_series(run_id, key)[0]["wall_time"]
+             for key in ("episode/reward", "episode/pnl", "episode/steps", "episode/win")}
+    assert first == {events[0]["wall_time"]}
+
+
+def test_a_backlog_is_invisible_to_the_cyclic_gc(store, run_id: str) -> None:
+    # Queued items hold only plain values, so a young collection untracks them: a
+    # million-episode backlog adds nothing to the full collections a training pays for.
+    # (An item holding a dict, as queued before, stays tracked: 10,000 objects here.)
+    metrics = MetricsLogger(store, run_id, flush_interval=NEVER)
+    gc.collect()
+    before = len(gc.get_objects())
+    for episode in range(10_000):
+        metrics.log_episode(episode, reward=1.0, steps=10, win=True, pnl=0.5)
+        metrics.log_trade(side="long", price=100.0)
+    gc.collect()
+    assert len(gc.get_objects()) - before < 1_000
+    assert metrics.get_statistics()["queued"] == 10_000 * 6
+    metrics.close()
+    assert len(store.metric_series(run_id, "episode/pnl")) == 10_000
 
 
 def test_the_background_thread_writes_without_close(store, run_id: str) -> None:
@@ -279,6 +341,21 @@ def test_close_gives_up_on_a_hung_store(store, run_id: str) -> None:
     assert metrics._thread.is_alive()
     blocked.release.set()
     metrics._thread.join(30)
+
+
+def test_close_waits_for_a_slow_store_that_keeps_writing(store, run_id: str) -> None:
+    # A backlog that takes longer than close_timeout to write, but makes progress all the
+    # time (a tight loop's million episodes into a healthy store), is written whole.
+    slow = SlowStore(store, seconds_per_batch=0.02)
+    metrics = MetricsLogger(slow, run_id, close_timeout=0.5, batch_rows=20)
+    for episode in range(400):  # 800 rows: 40 batches, 0.8 s of writing
+        metrics.log_episode(episode, reward=float(episode))
+    assert slow.started.wait(30), "writer never started"
+    metrics.close()
+    assert not metrics._thread.is_alive()  # close() waited for the writer to finish
+    stats = metrics.get_statistics()
+    assert stats["dropped"] == 0 and stats["queued"] == 0 and stats["written_metrics"] == 400
+    assert len(store.metric_series(run_id, "episode/reward")) == 400
 
 
 def test_series_are_keyed_by_full_name() -> None:
