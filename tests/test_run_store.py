@@ -282,6 +282,7 @@ ODD_VALUES = {
     "i64": np.int64(7), "flag": np.bool_(True), "array": np.array([[1.5, np.nan], [np.inf, 2]]),
     "when": datetime(2024, 5, 1, 12, 30), "nested": {"x": [np.float32(2.5), math.nan], 3: "k"},
     "pair": (1, np.float64(-math.inf)),
+    "huge": 2**70, "unicode": "é\u2028😀",  # beyond orjson's integers; JSON text escapes
 }
 
 
