@@ -49,6 +49,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from bench.timing import Clock
 from NetworkConfigs.ppo_config import SMOKE
 from NetworkConfigs.ppo_replay_policy import ReplayPolicy
 from NetworkConfigs.PPOTrainer import PPOTrainer
@@ -72,18 +73,6 @@ def random_walk_bars(n: int, seed: int = 0) -> pd.DataFrame:
     return pd.DataFrame({"Open": open_, "High": np.maximum(open_, close) + spread,
                          "Low": np.minimum(open_, close) - spread, "Close": close,
                          "Volume": rng.integers(100, 1000, n).astype(float)}, index=index)
-
-
-class Clock:
-    """Wall and process CPU seconds of a block."""
-
-    def __enter__(self) -> Clock:
-        self.wall, self.cpu = time.perf_counter(), time.process_time()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.wall = time.perf_counter() - self.wall
-        self.cpu = time.process_time() - self.cpu
 
 
 def interleaved(baseline: Callable[[], Any], ours: Callable[[], Any],

@@ -49,6 +49,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import NetworkConfigs.ppo_algorithm as ppo_algorithm  # noqa: E402
+from bench.timing import Clock  # noqa: E402
 from NetworkConfigs.ppo_algorithm import PPO  # noqa: E402
 from NetworkConfigs.ppo_config import normalise, settings_from  # noqa: E402
 from NetworkConfigs.PPOTrainer import PPOTrainer  # noqa: E402
@@ -84,18 +85,6 @@ def our_config(steps: int, seed: int) -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------- runs
-
-
-class Clock:
-    """Wall and process CPU time of a block (CPU time is steadier on a shared machine)."""
-
-    def __enter__(self) -> Clock:
-        self.wall, self.cpu = time.perf_counter(), time.process_time()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.wall = time.perf_counter() - self.wall
-        self.cpu = time.process_time() - self.cpu
 
 
 def run_ours(market: tuple, steps: int, seed: int) -> Clock:

@@ -66,6 +66,16 @@ def engine_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 
 @pytest.fixture()
+def any_store(engine_url: str) -> Iterator:
+    """A store on each engine in turn (see engine_url); its tables dropped after."""
+    from Utilities.run_store import RunStore
+
+    run_store = RunStore(engine_url)
+    yield run_store
+    drop_all(run_store)
+
+
+@pytest.fixture()
 def store(database_url: str) -> Iterator:
     from Utilities.run_store import RunStore
 

@@ -9,7 +9,6 @@ import math
 import multiprocessing
 import random
 from collections import defaultdict
-from collections.abc import Iterator
 
 import pytest
 from sqlalchemy import text
@@ -20,13 +19,6 @@ from Utilities.metric_rollups import ROLLUP_LEVELS, ROLLUP_SHIFT
 from Utilities.run_store import RunNotFound, RunStore
 
 KEYS = ("episode/reward", "episode/win", "train/loss")
-
-
-@pytest.fixture()
-def any_store(engine_url: str) -> Iterator[RunStore]:
-    store = RunStore(engine_url)
-    yield store
-    drop_all(store)
 
 
 def random_rows(rng: random.Random, run_ids: list[str], count: int) -> list[tuple]:

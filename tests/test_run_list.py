@@ -22,13 +22,6 @@ EPISODE_KEYS = ("episode/reward", "episode/win", "episode/pnl")
 
 
 @pytest.fixture()
-def any_store(engine_url: str) -> Iterator[RunStore]:
-    store = RunStore(engine_url)
-    yield store
-    drop_all(store)
-
-
-@pytest.fixture()
 def list_app(engine_url: str, tmp_path: Path) -> Iterator[Flask]:
     (tmp_path / "Models").mkdir()
     app = make_app(engine_url, tmp_path / "Models", tmp_path)

@@ -9,13 +9,11 @@ from __future__ import annotations
 import math
 import random
 from bisect import bisect_right
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 import pytest
 
-from tests.helpers.apps import drop_all
 from Utilities.metric_rollups import ROLLUP_SHIFT
 from Utilities.run_store import RunStore
 from web import run_series
@@ -24,13 +22,6 @@ from web.run_stats import ROLLING_WINDOW, RunData, episode_records, trailing_mea
 from web.store import get_store
 
 WALL = 1.7e9
-
-
-@pytest.fixture()
-def any_store(engine_url: str) -> Iterator[RunStore]:
-    store = RunStore(engine_url)
-    yield store
-    drop_all(store)
 
 
 def episode_rows(run_id: str, first: int, last: int, rng: random.Random) -> list[tuple]:
