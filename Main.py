@@ -54,6 +54,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         history,
         hosting,
         library,
+        live_stream,
         login,
         navigation,
         pages,
@@ -66,6 +67,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     formatting.init_app(app)
     navigation.init_app(app)
     csrf.init_app(app)
+    live_stream.init_app(app)
     for area in (pages, train, history, library, backtests, hosting, settings, login):
         app.register_blueprint(area.bp)
     install_error_handlers(app)  # JSON on is_json_path's paths, a styled page elsewhere
@@ -116,7 +118,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Serve the Galaxy Models dashboard.")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=5000)
-    parser.add_argument("--threads", type=int, default=8)
+    parser.add_argument("--threads", type=int, default=8,
+                        help="request threads, besides one per live-stream viewer allowed")
     parser.add_argument("--no-demo", action="store_true",
                         help="do not train the demo model when Models/ is empty")
     auth.add_arguments(parser)
@@ -134,7 +137,11 @@ def main(argv: list[str] | None = None) -> int:
     prepare_to_serve(app, demo=not args.no_demo)
     print(f"Galaxy Models dashboard on http://{args.host}:{args.port}  (Ctrl+C stops)",
           flush=True)
-    waitress.serve(app, host=args.host, port=args.port, threads=args.threads)
+    # Each live-stream viewer holds a thread for as long as it watches: add one per
+    # allowed viewer, so a full house of streams leaves --threads for everything else.
+    viewers = app.extensions["live_hub"].total
+    waitress.serve(app, host=args.host, port=args.port, threads=args.threads + viewers,
+                   connection_limit=max(100, 2 * (args.threads + viewers)))
     return 0
 
 

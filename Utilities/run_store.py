@@ -1128,18 +1128,20 @@ class RunStore:
 
     @_guarded
     def metric_points_after(self, run_id: str, after_id: int = 0, *,
-                            keys: Iterable[str] | None = None,
-                            limit: int = MAX_EVENTS_PAGE) -> tuple[dict[str, list[dict]], int]:
-        """A run's points written after point id ``after_id``, per key in write order (at
-        most ``limit`` in all), and the id to pass next time: a page's incremental
-        update reads only what is new."""
+                            keys: Iterable[str] | None = None, limit: int = MAX_EVENTS_PAGE,
+                            up_to: int | None = None) -> tuple[dict[str, list[dict]], int]:
+        """A run's points written after point id ``after_id`` (and, given ``up_to``, with
+        an id no higher), per key in write order (at most ``limit`` in all), and the id
+        to pass next time: a page's incremental update reads only what is new."""
         after_id = _int_arg("after_id", after_id, 0)
         limit = _int_arg("limit", limit, 1, MAX_EVENTS_PAGE)
+        if up_to is not None:
+            up_to = _int_arg("up_to", up_to, 0)
         with self._tx() as s:
             series = self._series(s, run_id)
             wanted = set(series) if keys is None else set(keys) & set(series)
             return metric_reads.points_after(
-                s, {series[key]["id"]: key for key in wanted}, after_id, limit)
+                s, {series[key]["id"]: key for key in wanted}, after_id, limit, up_to)
 
     @_guarded
     def last_point_id(self) -> int:
@@ -1231,12 +1233,16 @@ class RunStore:
 
     @_guarded
     def events_after(self, seq: int = 0, *, run_id: str | None = None,
-                     kinds: Iterable[str] | None = None, limit: int = 1000) -> list[dict]:
-        """Events with a seq greater than the given one, in seq order (at most limit)."""
+                     kinds: Iterable[str] | None = None, limit: int = 1000,
+                     up_to: int | None = None) -> list[dict]:
+        """Events with a seq greater than the given one (and, given ``up_to``, no
+        greater than it), in seq order (at most limit)."""
         seq = _int_arg("seq", seq, 0)
         limit = _int_arg("limit", limit, 1, MAX_EVENTS_PAGE)
         e = _EVENTS.c
         query = select(_EVENTS).where(e.seq > seq)
+        if up_to is not None:
+            query = query.where(e.seq <= _int_arg("up_to", up_to, 0))
         if run_id is not None:
             query = query.where(e.run_id == run_id)
         if kinds is not None:
