@@ -33,7 +33,7 @@ logger = logging.getLogger(__name__)
 RUN_STATUSES = ("starting", "running", "paused", "completed", "stopped", "failed")
 TERMINAL_STATUSES = frozenset({"completed", "stopped", "failed"})
 EVENT_KINDS = ("episode", "trade", "decision", "checkpoint", "alert", "status", "log",
-               "importance")
+               "importance", "account")
 CONTROL_ACTIONS = ("pause", "resume", "stop")
 # Before issue 13 every point was a row of this table (run_id, key, step, value,
 # wall_time); RunStore migrates such a table into the series tables when it opens one.

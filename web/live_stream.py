@@ -5,7 +5,7 @@ with ``id: <seq>-<point>`` (:class:`web.live_tail.Cursor`) and a JSON ``data`` l
 
 - ``training_metrics``: ``{"run_id", "points": {key: [{"step", "value", "wall_time"}]}}``
 - ``episode``, ``trade``, ``bot_decision``, ``checkpoint``, ``alert``,
-  ``training_status``, ``log``, ``importance``: ``{"run_id", "seq", "wall_time",
+  ``training_status``, ``log``, ``importance``, ``account``: ``{"run_id", "seq", "wall_time",
   "data": <the event's payload>}``
 - ``connection_status`` first (no id): the run's status and where the stream starts;
   ``end`` last, once the run has ended and nothing more came (or it was deleted).
