@@ -58,6 +58,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         login,
         navigation,
         pages,
+        run_api,
         settings,
         store,
         train,
@@ -68,7 +69,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     navigation.init_app(app)
     csrf.init_app(app)
     live_stream.init_app(app)
-    for area in (pages, train, history, library, backtests, hosting, settings, login):
+    for area in (pages, train, history, run_api, library, backtests, hosting, settings, login):
         app.register_blueprint(area.bp)
     install_error_handlers(app)  # JSON on is_json_path's paths, a styled page elsewhere
     return app
