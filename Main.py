@@ -54,6 +54,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         history,
         hosting,
         library,
+        live_overview,
         live_stream,
         login,
         navigation,
@@ -69,6 +70,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     navigation.init_app(app)
     csrf.init_app(app)
     live_stream.init_app(app)
+    live_overview.init_app(app)
     for area in (pages, train, history, run_api, library, backtests, hosting, settings, login):
         app.register_blueprint(area.bp)
     install_error_handlers(app)  # JSON on is_json_path's paths, a styled page elsewhere
