@@ -39,6 +39,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         # CSVs the pages offer beside sample.csv; uploads are kept in its uploads/.
         DATA_DIR=os.environ.get("DATA_DIR") or str(Path(__file__).resolve().parent / "data"),
         MAX_CONTENT_LENGTH=MAX_UPLOAD_BYTES,
+        THEME="dark",  # the theme a browser starts with (it remembers its own choice)
         # Signs the session cookie; unset, web.auth picks one (see _install_auth).
         SECRET_KEY=os.environ.get("SECRET_KEY"),
         **auth.env_config(),  # AUTH, ALLOWED_HOSTS, BIND_HOST, the cookie's flags
