@@ -29,7 +29,7 @@ def test_the_dashboard_serves_the_runs_page_and_stream_until_stopped(database_ur
     store = RunStore(database_url)
     run_id = store.create_run(name="notebook", model_type="ppo")
     with MetricsLogger(store, run_id) as metrics:
-        dashboard = TrainingDashboard(metrics, port=0, update_interval=0.05, theme="light")
+        dashboard = TrainingDashboard(metrics, port=0, update_interval=50, theme="light")
         assert not dashboard.is_running()
         url = dashboard.start()
         try:
@@ -56,7 +56,7 @@ def test_the_dashboard_serves_the_runs_page_and_stream_until_stopped(database_ur
 
 @pytest.mark.parametrize(("settings", "named"), [
     ({"port": 70000}, "port"), ({"port": "80"}, "port"),
-    ({"update_interval": 0}, "update_interval"), ({"update_interval": "1"}, "update_interval"),
+    ({"update_interval": 5}, "update_interval"), ({"update_interval": "1"}, "update_interval"),
     ({"theme": "neon"}, "theme"),
 ])
 def test_bad_settings_are_refused_by_name(database_url, settings, named):

@@ -2,7 +2,7 @@
 for people who train from a notebook or a script::
 
     metrics = MetricsLogger(store, run_id)
-    dashboard = TrainingDashboard(metrics, port=5000, update_interval=0.5, theme="dark")
+    dashboard = TrainingDashboard(metrics, port=8050, update_interval=500, theme="dark")
     dashboard.start()            # background thread; start(blocking=True) serves until stop()
     print(dashboard.url)         # the run's live page
     ...                          # train, logging through metrics
@@ -29,22 +29,27 @@ THEMES = ("dark", "light", "cyberpunk")
 
 
 def check_settings(port: Any, update_interval: Any, theme: Any) -> None:
-    """ValueError naming the first setting a dashboard cannot use."""
+    """ValueError naming the first setting a dashboard cannot use (``update_interval``
+    in milliseconds, as the seed's)."""
     if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
         raise ValueError(f"dashboard port must be a whole number from 0 to 65535, not {port!r}")
     if (isinstance(update_interval, bool) or not isinstance(update_interval, int | float)
-            or not 0.01 <= update_interval <= 60):
-        raise ValueError("dashboard update_interval must be a number of seconds from 0.01 to "
-                         f"60, not {update_interval!r}")
+            or not 10 <= update_interval <= 60_000):
+        raise ValueError("dashboard update_interval must be a number of milliseconds from 10 "
+                         f"to 60000, not {update_interval!r}")
     if theme not in THEMES:
         raise ValueError(f"dashboard theme must be one of {', '.join(THEMES)}, not {theme!r}")
 
 
 class TrainingDashboard:
-    """Serve the dashboard for ``metrics_logger``'s run from this process."""
+    """Serve the dashboard for ``metrics_logger``'s run from this process.
 
-    def __init__(self, metrics_logger: MetricsLogger, port: int = 5000,
-                 update_interval: float = 0.5, theme: str = "dark", *,
+    ``update_interval`` (milliseconds, as in the seed) is how often the server looks in
+    the store for what the logger wrote; pages get it pushed at once (the logger itself
+    writes every 200 ms)."""
+
+    def __init__(self, metrics_logger: MetricsLogger, port: int = 8050,
+                 update_interval: float = 500, theme: str = "dark", *,
                  host: str = "127.0.0.1", threads: int = 8) -> None:
         if metrics_logger.store is None:
             raise ValueError("the metrics logger has no run store to show (MetricsLogger "
@@ -72,7 +77,7 @@ class TrainingDashboard:
         # The store's own URL (its .url hides a password, for messages).
         url = self.metrics.store.engine.url.render_as_string(hide_password=False)
         app = create_app({"DATABASE_URL": url, "THEME": self.theme,
-                          "LIVE_POLL_SECONDS": self.update_interval})
+                          "LIVE_POLL_SECONDS": self.update_interval / 1000})
         self._app = app
         viewers = app.extensions["live_hub"].total
         self._server = create_server(app, host=self.host, port=self.port,
