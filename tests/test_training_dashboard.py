@@ -8,10 +8,10 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from Main import TrainingDashboard
 from tests.helpers.sse import parse
 from Utilities.metrics_logger import MetricsLogger
 from Utilities.run_store import RunStore
-from web.training_dashboard import TrainingDashboard
 
 
 def get(url: str) -> tuple[int, bytes]:
