@@ -196,7 +196,7 @@ window.GalaxyLiveCharts = (function () {
     }
     out.entropy = single("train/entropy", "entropy", C.color(2));
     out.lr = single("train/learning_rate", "learning rate", C.color(0), null,
-                    {ticks: {maxTicksLimit: 6, callback: function (v) { return Number(v).toExponential(1); }}});
+                    {ticks: {maxTicksLimit: 6, callback: function (v) { return Number(v).toExponential(2); }}});
     out.drawdown = single("episode/max_drawdown", "max drawdown %", C.color(3), "episode",
                           {ticks: {maxTicksLimit: 6, callback: function (v) { return v + "%"; }}});
 
