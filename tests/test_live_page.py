@@ -119,7 +119,9 @@ def test_runs_without_the_new_keys_get_an_empty_monitor(app, client, model_type)
     monitor = snapshot(client, run_id)["monitor"]
     assert monitor["agents"] == monitor["decisions"] == monitor["trades"] == []
     if model_type == "ppo":
-        assert monitor["loss_key"] is None and set(monitor["windows"]) == {"episode/reward"}
+        # Before issue 14 PPO logged no total loss: the plot draws the policy loss.
+        assert monitor["loss_key"] == "train/policy_loss"
+        assert set(monitor["windows"]) == {"episode/reward", "train/policy_loss"}
         assert monitor["kpis"]["sharpe"] is None and monitor["kpis"]["env_steps"] is None
     else:
         assert monitor["loss_key"] == "train/train_loss"

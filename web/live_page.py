@@ -33,8 +33,9 @@ RECENT_REWARDS = 50        # the "mean of the last 50" KPI
 TRADES = 500               # rows of the recent-trades table
 MAX_AGENTS = 4             # featured accounts ("agents") the page shows
 AGENT_EVENTS = 64          # latest account/decision events read to find each agent's last
-# The loss the loss plot draws: PPO's total loss, else a supervised run's train loss.
-LOSS_KEYS = ("train/loss", "train/train_loss")
+# The loss the loss plot draws, the first the run has: a supervised run's train loss (its
+# train/loss repeats it), PPO's total loss, else (runs before issue 14) the policy loss.
+LOSS_KEYS = ("train/train_loss", "train/loss", "train/policy_loss")
 
 
 def loss_key(keys: list[str]) -> str | None:

@@ -172,7 +172,7 @@ window.GalaxyLiveCharts = (function () {
       var sets = [];
       if (pts.length) {
         var w = s.windows[key];
-        sets.push(line(key === "train/loss" ? "loss" : "train loss", pts, alpha(C.color(0), 0.4), 1));
+        sets.push(line(key.slice(6).replace(/_/g, " "), pts, alpha(C.color(0), 0.4), 1));
         if (w) sets.push(line("moving average (" + w + ")", s.avg[key] || [], C.color(1), 2));
       }
       if (raw("train/val_loss").length) sets.push(line("val loss", raw("train/val_loss"), C.color(2), 1.5));
@@ -248,12 +248,13 @@ window.GalaxyLiveCharts = (function () {
   }
 
   // The keys the plots above draw (the rest go to "other metrics").
-  var USED = ["episode/reward", "episode/win", "train/loss", "train/train_loss", "train/val_loss",
+  var USED = ["episode/reward", "episode/win", "train/val_loss",
               "train/entropy", "train/learning_rate", "episode/sharpe", "episode/max_drawdown",
               "train/value_mean", "train/value_std"];
 
-  function extraKeys(s) {
+  function extraKeys(s, lossKey) {
     return s.keys.filter(function (k) {
+      if (k === lossKey || (lossKey === "train/train_loss" && k === "train/loss")) return false;
       return USED.indexOf(k) < 0 && NOT_CHARTED.indexOf(k) < 0 && !EQUITY.test(k) &&
              !/^train\/.*accuracy$/.test(k) && (s.raw[k] || []).length;
     }).sort();

@@ -9,7 +9,8 @@
 // opens a new EventSource from the last id it saw, after 1 s, 2 s, 4 s … (at most 30 s).
 // That is the only timer here, and it runs only while the stream is down.
 //
-// `end` closes it when the run has ended (the server sends it once nothing more comes);
+// `end` closes it when the run has ended (the server sends it once nothing more comes;
+// the stream is closed as its reply ends, so the browser does not reconnect);
 // an `end` for a run still active means only that the server closed this stream (it
 // is shutting down): the browser reconnects as after any drop.
 window.GalaxyLiveFeed = (function () {
@@ -27,6 +28,8 @@ window.GalaxyLiveFeed = (function () {
     var retryTimer = null;
     var failures = 0;
     var finished = false;
+    var ending = false;      // `end` came: close when the server finishes the reply
+    var endTimer = null;
 
     function state(name) { if (options.onState) options.onState(name); }
 
@@ -41,9 +44,13 @@ window.GalaxyLiveFeed = (function () {
         var body;
         try { body = JSON.parse(event.data); } catch (e) { return; }
         failures = 0;
-        if (type === "end") {
+        if (type === "end" && !ending) {
           if (TERMINAL.indexOf(body.status) >= 0 || body.status === undefined) {
-            finish("ended");
+            // Closed when the reply ends (onerror, before the browser would reconnect):
+            // closing now would abort a reply the server is about to finish.
+            ending = true;
+            state("ended");
+            endTimer = setTimeout(function () { finish("ended"); }, 5000);
           }
           // else: the server closed the stream; EventSource reconnects with lastId.
         }
@@ -59,6 +66,7 @@ window.GalaxyLiveFeed = (function () {
       source.onopen = function () { state("live"); };
       source.onerror = function () {
         if (finished) return;
+        if (ending) { finish("ended"); return; }
         if (source.readyState === EventSource.CLOSED) {  // the browser gave up: we retry
           source.close();
           failures += 1;
@@ -73,13 +81,14 @@ window.GalaxyLiveFeed = (function () {
     function finish(name) {
       finished = true;
       clearTimeout(retryTimer);
+      clearTimeout(endTimer);
       if (source) source.close();
       state(name);
     }
 
     connect();
     return {
-      close: function () { if (!finished) finish("closed"); },
+      close: function () { if (!finished && !ending) finish("closed"); },
       lastId: function () { return lastId; },
       readyState: function () { return source ? source.readyState : 2; }
     };

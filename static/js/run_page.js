@@ -76,7 +76,7 @@
     }
 
     function drawExtras() {
-      var keys = Charts.extraKeys(store), container = byId("extra-charts");
+      var keys = Charts.extraKeys(store, run.lossKey), container = byId("extra-charts");
       show(byId("more-charts"), keys.length > 0);
       keys.forEach(function (key, i) {
         var canvas = container.querySelector('canvas[data-key="' + key + '"]');
