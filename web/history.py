@@ -286,8 +286,10 @@ def live(run_id: str) -> Response:
     stream = live_page.stream_cursor(data) if cursor is None else None
     feed = live_feed(data, cursor, max_points, smooth)
     if feed["mode"] == "snapshot" and stream is not None:
+        # The reward's average is the feed's (same window): not computed twice.
+        known = {k: v for k, v in feed["smoothed"].items() if k == "episode/reward"}
         feed = {**feed, "stream_cursor": stream,
-                "monitor": live_page.monitor(data, win_window, max_points, smooth)}
+                "monitor": live_page.monitor(data, win_window, max_points, smooth, known)}
     state = _page_state(data)
     statistics = [{k: s[k] for k in ("key", "label", "text", "note")} for s in data.statistics()]
     return jsonify({

@@ -94,11 +94,14 @@ def kpis(data: RunData) -> dict[str, Any]:
 
 
 def monitor(data: RunData, win_window: int, max_points: int,
-            pnl_window: int = PNL_WINDOW) -> dict[str, Any]:
+            pnl_window: int = PNL_WINDOW, known: dict[str, list] | None = None,
+            ) -> dict[str, Any]:
     """The live monitor's part of a snapshot; ``data.stats`` must be read after
-    ``stream_cursor`` (the caller reads the cursor first: see the module docstring)."""
+    ``stream_cursor`` (the caller reads the cursor first: see the module docstring).
+    ``known``: averages already computed with these windows (not read again)."""
     averages = windows(data, win_window, pnl_window)
-    smooth = {key: smoothed(data, key, window, max_points)[0]
+    known = known or {}
+    smooth = {key: known[key] if key in known else smoothed(data, key, window, max_points)[0]
               for key, window in averages.items()}
     # Each average goes on, point by point, from the raw values before it: the page keeps
     # the last `window` of them (and the reward's last 50 for its KPI).

@@ -194,12 +194,16 @@
 
     // Elapsed time ticks locally once a second while the run is active (no request).
     function tick() {
-      if (!progress || !isActive()) return;
+      if (!progress) return;
+      var card = document.querySelector('.kpi[data-kpi="elapsed"] .kpi-value');
+      if (!isActive()) {  // ended: the run's whole duration, as the snapshot says
+        if (card) card.textContent = Cards.span(progress.elapsed_seconds);
+        return;
+      }
       var elapsed = (progress.elapsed_seconds || 0) + (Date.now() - loadedAt) / 1000;
       var text = Cards.span(elapsed);
       byId("progress-elapsed").textContent = text;
       byId("run-duration").textContent = text + " so far";
-      var card = document.querySelector('.kpi[data-kpi="elapsed"] .kpi-value');
       if (card) card.textContent = text;
     }
 
