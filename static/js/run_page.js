@@ -177,7 +177,8 @@
       if (!progress || !list || !list.length) return;
       var p = list[list.length - 1];
       if (!(typeof p.value === "number")) return;
-      var first = progress.rateFrom || (progress.rateFrom = {done: progress.done || 0, at: loadedAt / 1000});
+      // The rate between stream points (the trainer's clock on both ends).
+      var first = progress.rateFrom || (progress.rateFrom = {done: p.value, at: p.wall_time});
       progress.done = p.value;
       var unit = progress.unit + "s", total = progress.total;
       var done = Math.round(p.value).toLocaleString("en-US");

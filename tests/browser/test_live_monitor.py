@@ -91,6 +91,8 @@ def test_the_page_follows_a_live_run_by_push_alone(live_server: str, page, app,
     expect(page.locator("#agent-grid .agent")).to_have_count(4)
     expect(page.locator("#trade-rows tr")).to_have_count(12)
     assert page.locator("#decision-body").is_visible()
+    assert page.locator("#decision-where").inner_text().endswith("bar 1")
+    assert page.locator("#decision-bars .prob-row").count() == 3
     first_trade = page.locator("#trade-rows tr").first.get_attribute("data-seq")
 
     # The trainer goes on: everything arrives over the stream.
@@ -105,6 +107,9 @@ def test_the_page_follows_a_live_run_by_push_alone(live_server: str, page, app,
     assert steps == list(range(1, 61))  # no gap, no repeat across snapshot and stream
     assert page.evaluate(POINTS, "chart-loss") == [11, 11]
     expect(kpi(page, "env_steps")).to_have_text(f"{11 * 2048:,}")
+    expect(page.locator("#decision-where")).to_contain_text("bar 4")  # the latest decision
+    expect(page.locator('#agent-grid .agent[data-agent="3"] .agent-head')).to_contain_text(
+        "bar 4")
     newest = page.locator("#trade-rows tr").first
     assert int(newest.get_attribute("data-seq")) > int(first_trade)  # newest first
     assert page.locator('#agent-grid .agent[data-agent="0"] [data-field="trades"]').inner_text(
@@ -262,3 +267,26 @@ def test_the_page_reconnects_after_a_server_restart_with_no_gap(restartable: dic
     asked = data_requests(urls)
     assert len([u for u in asked if "/live.json" in u]) == 1, asked  # no new snapshot
     keep(page, "after_restart")
+
+
+def test_a_finished_run_needs_no_stream(live_server: str, page, app, writer) -> None:
+    from playwright.sync_api import expect
+
+    run_id = new_run(app)
+    writer(run_id).write(episodes=12, updates=3)
+    with app.app_context():
+        get_store().set_status(run_id, "completed")
+    seen = watch(page, live_server)
+    urls = requests_log(page)
+    page.goto(f"{live_server}/runs/{run_id}")
+    root = page.locator("#run-page")
+    expect(root).to_have_attribute("data-finished", "true")
+    assert root.get_attribute("data-stream") == "ended"
+    expect(kpi(page, "episode")).to_have_text("12")
+    assert kpi(page, "elapsed").inner_text() != "—"  # the run's duration
+    assert_chart_drawn(page, "chart-reward")
+    asked = data_requests(urls)
+    assert len(asked) == 2 and "/live.json" in asked[1], asked  # the page and its snapshot
+    assert not any("/events" in u for u in asked)
+    expect(page.locator('#state-machine li.current')).to_have_text("completed")
+    assert seen == {"errors": [], "outside": [], "failed": []}
