@@ -115,7 +115,8 @@ def test_runs_without_the_new_keys_get_an_empty_monitor(app, client, model_type)
                               + [("train/policy_loss", 1, 0.1, 1.7e9)])
         else:
             store.log_metrics(run_id, [("train/train_loss", e, 1.0 / e, 1.7e9) for e in (1, 2)]
-                              + [("train/val_accuracy", 2, 0.6, 1.7e9)])
+                              + [("train/val_accuracy", 2, 0.6, 1.7e9),
+                                 ("train/global_step", 2, 2.0, 1.7e9)])
     monitor = snapshot(client, run_id)["monitor"]
     assert monitor["agents"] == monitor["decisions"] == monitor["trades"] == []
     if model_type == "ppo":
@@ -127,3 +128,4 @@ def test_runs_without_the_new_keys_get_an_empty_monitor(app, client, model_type)
         assert monitor["loss_key"] == "train/train_loss"
         assert monitor["windows"] == {"train/train_loss": 20}
         assert monitor["kpis"]["episode"] is None and monitor["kpis"]["best_reward"] is None
+        assert monitor["kpis"]["env_steps"] is None  # its global step counts epochs

@@ -81,7 +81,9 @@ def kpis(data: RunData) -> dict[str, Any]:
     speed = stats.get("train/steps_per_second")
     return {
         "episode": last("episode/reward"),
-        "env_steps": last("train/env_steps") or last("train/global_step"),
+        # PPO's global step counts env steps; an epoch-trained run's counts epochs.
+        "env_steps": last("train/env_steps") or (
+            None if data.supervised else last("train/global_step")),
         "steps_per_second": last("train/steps_per_second"),
         "steps_per_second_mean": {"mean": num(speed["mean"]), "count": speed["finite"]}
         if speed else None,

@@ -118,7 +118,7 @@ window.GalaxyLiveCards = (function () {
   }
 
   // The stream's points into the KPI figures (latest of each, best, the speed's mean).
-  function updateKpis(k, points) {
+  function updateKpis(k, points, supervised) {
     function lastOf(key) {
       var list = points[key];
       if (!list || !list.length) return null;
@@ -133,8 +133,9 @@ window.GalaxyLiveCards = (function () {
         k.best_reward = {step: p.step, value: p.value};
       }
     });
+    // PPO's global step counts env steps; an epoch-trained run's counts epochs.
     k.env_steps = newer(k.env_steps, lastOf("train/env_steps") ||
-                        (points["train/env_steps"] ? null : lastOf("train/global_step")));
+                        (points["train/env_steps"] || supervised ? null : lastOf("train/global_step")));
     k.policy_loss = newer(k.policy_loss, lastOf("train/policy_loss"));
     (points["train/steps_per_second"] || []).forEach(function (p) {
       if (!finite(p.value)) return;

@@ -61,12 +61,17 @@
       }
       show(box, true);
       if (box) box.classList.remove("no-data");
+      // A line of one or two points draws nothing without markers (a run's first update).
+      spec.sets.forEach(function (d) { d.pointRadius = d.data.length < 3 ? 3 : 0; });
       var chart = charts[id];
       var same = chart && chart.data.datasets.length === spec.sets.length &&
         chart.data.datasets.every(function (d, i) { return d.label === spec.sets[i].label; }) &&
         chart.options.scales.y.type === (spec.options.scales.y.type || "linear");
       if (same) {
-        spec.sets.forEach(function (d, i) { chart.data.datasets[i].data = d.data; });
+        spec.sets.forEach(function (d, i) {
+          chart.data.datasets[i].data = d.data;
+          chart.data.datasets[i].pointRadius = d.pointRadius;
+        });
         chart.update("none");
         return;
       }
@@ -389,7 +394,7 @@
       if (type === "training_metrics") {
         var changed = store.append(body.points);
         if (changed.length) {
-          Cards.updateKpis(kpis, body.points);
+          Cards.updateKpis(kpis, body.points, run.supervised);
           advanceProgress(body.points);
           redraw("charts");
           redraw("kpis");
