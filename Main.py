@@ -39,6 +39,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         # CSVs the pages offer beside sample.csv; uploads are kept in its uploads/.
         DATA_DIR=os.environ.get("DATA_DIR") or str(Path(__file__).resolve().parent / "data"),
         MAX_CONTENT_LENGTH=MAX_UPLOAD_BYTES,
+        THEME="dark",  # the theme a browser starts with (it remembers its own choice)
         # Signs the session cookie; unset, web.auth picks one (see _install_auth).
         SECRET_KEY=os.environ.get("SECRET_KEY"),
         **auth.env_config(),  # AUTH, ALLOWED_HOSTS, BIND_HOST, the cookie's flags
@@ -54,10 +55,12 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         history,
         hosting,
         library,
+        live_overview,
         live_stream,
         login,
         navigation,
         pages,
+        run_api,
         settings,
         store,
         train,
@@ -68,7 +71,8 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     navigation.init_app(app)
     csrf.init_app(app)
     live_stream.init_app(app)
-    for area in (pages, train, history, library, backtests, hosting, settings, login):
+    live_overview.init_app(app)
+    for area in (pages, train, history, run_api, library, backtests, hosting, settings, login):
         app.register_blueprint(area.bp)
     install_error_handlers(app)  # JSON on is_json_path's paths, a styled page elsewhere
     return app

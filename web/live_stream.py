@@ -47,7 +47,8 @@ bp = Blueprint("live_stream", __name__)
 _KEY = "live_hub"
 # Settings (app config, else the environment, else these).
 DEFAULTS = {"LIVE_MAX_VIEWERS_PER_RUN": 50, "LIVE_MAX_VIEWERS": 100,
-            "LIVE_POLL_SECONDS": 0.1, "LIVE_KEEPALIVE_SECONDS": 15.0, "LIVE_BACKLOG": 5000}
+            "LIVE_POLL_SECONDS": 0.1, "LIVE_KEEPALIVE_SECONDS": 15.0, "LIVE_BACKLOG": 5000,
+            "LIVE_OVERVIEW_SECONDS": 1.0}
 RETRY_MS = 1000  # how soon a browser reconnects (its default is about 3 s)
 
 
@@ -80,9 +81,7 @@ class LiveHub:
         """Count one more viewer of the run (its tail started if none runs); 503 when
         either cap is reached."""
         with self._lock:
-            if self.viewers >= self.total:
-                raise ApiError(503, f"this server already streams to {self.viewers} viewers "
-                                    f"(LIVE_MAX_VIEWERS={self.total}); try again later")
+            self._check_total()
             tail = self._tails.get(run_id)
             if tail is not None and not tail.alive:
                 tail = None
@@ -101,6 +100,21 @@ class LiveHub:
     def detach(self, tail: RunTail) -> None:
         with self._lock:
             tail.viewers -= 1
+            self.viewers -= 1
+
+    def reserve(self) -> None:
+        """Count a viewer of another stream (the overview) against LIVE_MAX_VIEWERS."""
+        with self._lock:
+            self._check_total()
+            self.viewers += 1
+
+    def _check_total(self) -> None:
+        if self.viewers >= self.total:
+            raise ApiError(503, f"this server already streams to {self.viewers} viewers "
+                                f"(LIVE_MAX_VIEWERS={self.total}); try again later")
+
+    def release(self) -> None:
+        with self._lock:
             self.viewers -= 1
 
     def close(self) -> None:

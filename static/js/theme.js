@@ -6,7 +6,11 @@
   var THEMES = ["dark", "light", "cyberpunk"];
   var saved = null;
   try { saved = localStorage.getItem("gm-theme"); } catch (e) { /* storage disabled */ }
-  document.documentElement.setAttribute("data-theme", THEMES.indexOf(saved) >= 0 ? saved : "dark");
+  // A person's choice, else the server's default (the dashboard's `theme` setting, put on
+  // <html> by base.html), else dark.
+  var fallback = document.documentElement.getAttribute("data-theme");
+  document.documentElement.setAttribute("data-theme", THEMES.indexOf(saved) >= 0 ? saved
+    : THEMES.indexOf(fallback) >= 0 ? fallback : "dark");
 
   function label(button, theme) {
     var next = THEMES[(THEMES.indexOf(theme) + 1) % THEMES.length];
