@@ -306,7 +306,7 @@ class PPO:
             if s.target_kl is not None and approx_kl > s.target_kl:
                 break
         return {"policy_loss": pg_loss.item(), "value_loss": v_loss.item(),
-                "entropy": entropy_loss.item(), "approx_kl": approx_kl.item(),
+                "loss": loss.item(), "entropy": entropy_loss.item(), "approx_kl": approx_kl.item(),
                 "clip_fraction": float(np.mean(clipfracs)),
                 "explained_variance": explained_variance(b["values"], b["returns"])}
 
