@@ -207,13 +207,26 @@ def period_returns(values: np.ndarray, labels: np.ndarray | None) -> np.ndarray:
 
 def _period_returns(values: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(returns, the row of each return's closing value)."""
-    rows = np.flatnonzero(~np.isnan(values))  # resample().last() skips NaN
-    kept = labels[rows]
-    closes_at = rows[np.r_[kept[1:] != kept[:-1], True]] if rows.size else rows
+    nan = np.isnan(values)
+    rows = np.flatnonzero(~nan) if nan.any() else None  # resample().last() skips NaN
+    kept = labels if rows is None else labels[rows]
+    if not kept.size:
+        return np.empty(0), np.empty(0, dtype=np.int64)
+    # The last row of each period: where the next row's period differs, and the end.
+    ends = np.flatnonzero(kept[1:] != kept[:-1])
+    closes_at = np.append(ends, kept.size - 1)
+    if rows is not None:
+        closes_at = rows[closes_at]
     closes = values[closes_at]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        returns = closes[1:] / closes[:-1] - 1  # pandas' pct_change, the same arithmetic
+    before, after = closes[:-1], closes[1:]
+    if (before == 0).any() or not np.isfinite(before).all():
+        with np.errstate(divide="ignore", invalid="ignore"):
+            returns = after / before - 1
+    else:  # the common case: no zero to divide by (errstate costs more than the division)
+        returns = after / before - 1  # pandas' pct_change, the same arithmetic
     finite = np.isfinite(returns)
+    if finite.all():
+        return returns, closes_at[1:]
     return returns[finite], closes_at[1:][finite]
 
 

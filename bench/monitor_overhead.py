@@ -1,0 +1,185 @@
+"""What the live monitor costs a PPO run, and how much it writes. Prints one JSON object.
+
+Three modes of the same training (sample.csv, train part, ``bench/ppo_throughput.py``'s
+settings: 8 envs x 256 steps, 64-64 MLP, one torch thread, CPU), run interleaved
+(none, off, on, none, off, on, ...; ``--repeats`` each, after one unmeasured warm-up):
+
+- ``none``: no run store at all (the env still scores every episode: that is the env);
+- ``off``: a SQLite run store with the run's ``StoreLogger`` (episodes, updates) and
+  ``monitor.featured_accounts: 0``;
+- ``on``: the same with the monitor at its defaults (4 featured accounts, 4 account
+  snapshots + equity points and 2 decisions per account per second, every trade up to
+  20 per account per second).
+
+Throughput is env steps / wall seconds of ``learn``; ``cpu_us_per_step`` is the
+process's CPU (both threads: training and the logger's writer) per env step, steadier
+than wall time on a shared machine. Overheads compare medians, and each on-run with
+the off-run just before it. The store growth is counted in the ``on`` runs' own SQLite
+files: rows (metric points and events, by kind) and bytes (the file after a WAL
+checkpoint, less an empty store's), per second of training and per million env steps
+at the measured speed and at 20k steps/s. ``episode_stats_us``: the env's cost to score
+one finished episode (Return, Sharpe, Max. Drawdown of its equity path).
+
+Usage: python bench/monitor_overhead.py [--steps 65536] [--repeats 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.ppo_throughput import LOOKBACK, N_ENVS, our_config  # noqa: E402
+from bench.timing import Clock  # noqa: E402
+from NetworkConfigs.base import deep_merge  # noqa: E402
+from NetworkConfigs.callbacks import StoreLogger  # noqa: E402
+from NetworkConfigs.PPOTrainer import PPOTrainer  # noqa: E402
+from NetworkConfigs.trading_env import VecTradingEnv, bar_times, env_arrays  # noqa: E402
+from Utilities.data_utils import build_feature_spec, load_bars, prepare_data  # noqa: E402
+from Utilities.performance import curve_summary, period_labels, periods_per_year  # noqa: E402
+from Utilities.run_store import RunStore  # noqa: E402
+
+MODES = ("none", "off", "on")
+TARGET_SPEED = 20_000  # steps/s: the issue's reference run
+EVENT_KINDS = ("episode", "account", "trade", "decision")
+
+
+def load_market(csv: Path) -> tuple[np.ndarray, np.ndarray, Any, int]:
+    bars = load_bars(csv)
+    data = prepare_data(bars, build_feature_spec(bars), lookback=LOOKBACK)
+    features, prices = env_arrays(data, "train")
+    return features, prices, bar_times(data, "train"), features.shape[1]
+
+
+def run_once(market: tuple, steps: int, mode: str, folder: Path) -> dict[str, Any]:
+    features, prices, times, n_features = market
+    config = deep_merge(our_config(steps, seed=1),
+                        {"monitor": {"featured_accounts": 4 if mode == "on" else 0}})
+    store = run_id = None
+    callbacks: list[Any] = []
+    if mode != "none":
+        store = RunStore(f"sqlite:///{folder / f'{mode}-{time.monotonic_ns()}.db'}")
+        run_id = store.create_run(name=f"bench-{mode}", model_type="ppo")
+        callbacks.append(StoreLogger(store, run_id, heartbeat_interval=math.inf))
+    trainer = PPOTrainer(config, callbacks)
+    envs = VecTradingEnv(features, prices, LOOKBACK, trainer.env_params, num_envs=N_ENVS,
+                         times=times)
+    with Clock() as clock:  # learn() ends with the logger's close: its last flush counts
+        trainer.learn(envs, network_kwargs={"lookback": LOOKBACK, "n_features": n_features})
+    assert trainer.algorithm.global_step == steps
+    result = {"steps_per_s": steps / clock.wall, "cpu_us_per_step": clock.cpu / steps * 1e6,
+              "wall_s": clock.wall}
+    if store is not None:
+        result["store"] = store_growth(store, run_id, folder)
+        store.close()
+    return result
+
+
+def store_growth(store: RunStore, run_id: str, folder: Path) -> dict[str, Any]:
+    points = {key: len(store.metric_series(run_id, key)) for key in store.metric_keys(run_id)}
+    events = {kind: store.event_count(run_id, [kind])[0] for kind in EVENT_KINDS}
+    with store.engine.begin() as connection:  # fold the WAL into the file before sizing it
+        connection.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+    path = Path(store.engine.url.database)
+    return {"metric_points": sum(points.values()),
+            "monitor_points": sum(n for k, n in points.items() if k.startswith("agents/")),
+            "events": events, "bytes": path.stat().st_size}
+
+
+def empty_store_bytes(folder: Path) -> int:
+    store = RunStore(f"sqlite:///{folder / 'empty.db'}")
+    store.create_run(name="empty", model_type="ppo")
+    with store.engine.begin() as connection:
+        connection.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+    size = Path(store.engine.url.database).stat().st_size
+    store.close()
+    return size
+
+
+def episode_stats_cost(market: tuple, length: int = 256, n: int = 2000) -> float:
+    """Microseconds to score one episode's equity path, as the env does."""
+    _, prices, times, _ = market
+    labels, periods = period_labels(times), periods_per_year(times)
+    path = prices[:length + 1] / prices[0] * 10_000
+    start = time.perf_counter()
+    for _ in range(n):
+        curve_summary(path, labels[:length + 1], periods)
+    return (time.perf_counter() - start) / n * 1e6
+
+
+def summarise(runs: dict[str, list[dict]], steps: int, empty: int) -> dict[str, Any]:
+    speed = {m: statistics.median(r["steps_per_s"] for r in runs[m]) for m in MODES}
+    cpu = {m: statistics.median(r["cpu_us_per_step"] for r in runs[m]) for m in MODES}
+    paired = [1 - on["steps_per_s"] / off["steps_per_s"]
+              for on, off in zip(runs["on"], runs["off"], strict=True)]
+    out: dict[str, Any] = {
+        "steps_per_s": {m: round(v) for m, v in speed.items()},
+        "cpu_us_per_step": {m: round(v, 2) for m, v in cpu.items()},
+        "runs": {m: [round(r["steps_per_s"]) for r in runs[m]] for m in MODES},
+        "monitor_cost_pct": {
+            "wall_median_on_vs_off": round((1 - speed["on"] / speed["off"]) * 100, 2),
+            "wall_paired_on_vs_off": [round(p * 100, 2) for p in paired],
+            "cpu_on_vs_off": round((cpu["on"] / cpu["off"] - 1) * 100, 2),
+            "wall_median_on_vs_none": round((1 - speed["on"] / speed["none"]) * 100, 2),
+            "cpu_on_vs_none": round((cpu["on"] / cpu["none"] - 1) * 100, 2)},
+    }
+    for mode in ("off", "on"):
+        grown = [r["store"] for r in runs[mode]]
+        wall = statistics.median(r["wall_s"] for r in runs[mode])
+        rows = statistics.median(g["metric_points"] + sum(g["events"].values()) for g in grown)
+        size = statistics.median(g["bytes"] for g in grown) - empty
+        monitor_rows = statistics.median(g["monitor_points"] + g["events"]["account"]
+                                          + g["events"]["trade"] + g["events"]["decision"]
+                                          for g in grown)
+        per_million = 1e6 / steps
+        out[f"store_{mode}"] = {
+            "rows_per_run": rows, "bytes_per_run": size, "events": grown[-1]["events"],
+            "rows_per_million_steps": round(rows * per_million),
+            "bytes_per_million_steps": round(size * per_million),
+            "monitor_rows_per_s": round(monitor_rows / wall, 1),
+            # Monitor rows are per second, episode/update rows per step: at 20k steps/s a
+            # million steps is 50 s of monitor rows.
+            "monitor_rows_per_million_steps_at_20k": round(monitor_rows / wall * 1e6
+                                                           / TARGET_SPEED),
+        }
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=65_536)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    market = load_market(ROOT / "sample.csv")
+    runs: dict[str, list[dict]] = {m: [] for m in MODES}
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        empty = empty_store_bytes(folder)
+        for mode in MODES:  # warm-up: imports, allocator, first SQLite file
+            run_once(market, 2 * N_ENVS * 256, mode, folder)
+        for _ in range(args.repeats):
+            for mode in MODES:
+                runs[mode].append(run_once(market, args.steps, mode, folder))
+    result = {"bench": "monitor_overhead", "steps": args.steps, "repeats": args.repeats,
+              "n_envs": N_ENVS, "machine": platform.machine(), "python": platform.python_version(),
+              "episode_stats_us": round(episode_stats_cost(market), 1),
+              **summarise(runs, args.steps, empty)}
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
