@@ -350,11 +350,10 @@ class VecTradingEnv(gymnasium.vector.VectorEnv):
 
     def step(self, actions: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray,
                                           dict[str, Any]]:
-        self.fill_bars = self._t.copy()
-        rewards, equity, terminated, truncated, self.fills = _advance(
+        bars = self._t.copy()
+        rewards, equity, terminated, truncated, fills = _advance(
             self.accounts, np.asarray(actions), self._t, self._steps, self.market, self.params)
-        self._fees += self.fills.fee
-        self._record(equity)
+        self._keep(bars, fills, equity)
         done = terminated | truncated
         if done.any():
             obs = self._observe()
@@ -407,8 +406,11 @@ class VecTradingEnv(gymnasium.vector.VectorEnv):
             return min(self.params.episode_length, longest) + 1
         return min(_UNBOUNDED_PATH, longest + 1)
 
-    def _record(self, equity: np.ndarray) -> None:
-        """Append each account's equity after this step to its episode path."""
+    def _keep(self, bars: np.ndarray, fills: Fills, equity: np.ndarray) -> None:
+        """What a step leaves for monitors and episode statistics: its fills and their
+        bars, the fees, and each account's equity after it (its episode path)."""
+        self.fills, self.fill_bars = fills, bars
+        self._fees += fills.fee
         if self.params.episode_length is None:
             self._grow_path()
         self._path[self._rows, self._steps] = equity

@@ -20,6 +20,14 @@ checkpoint, less an empty store's), per second of training and per million env s
 at the measured speed and at 20k steps/s. ``episode_stats_us``: the env's cost to score
 one finished episode (Return, Sharpe, Max. Drawdown of its equity path).
 
+The A/B difference is within the noise of a shared machine, so the cost is also
+measured directly (``direct``), as ``bench/logger_overhead.py`` does: one more ``on``
+run with CPU timers (the calling thread's CPU, not wall time, which would also count
+the writer thread's turns at the GIL) around the monitor's calls, the env's per-step
+bookkeeping for monitors and statistics (fills, fees, equity path) and its episode
+scoring, plus the logger's writer CPU beyond the ``off`` runs', each as a share of that
+run's process CPU. The timers' own cost (~1 µs a call) is included: the figures err high.
+
 Usage: python bench/monitor_overhead.py [--steps 65536] [--repeats 3]
 """
 
@@ -46,6 +54,7 @@ from bench.ppo_throughput import LOOKBACK, N_ENVS, our_config  # noqa: E402
 from bench.timing import Clock  # noqa: E402
 from NetworkConfigs.base import deep_merge  # noqa: E402
 from NetworkConfigs.callbacks import StoreLogger  # noqa: E402
+from NetworkConfigs.live_monitor import LiveMonitor  # noqa: E402
 from NetworkConfigs.PPOTrainer import PPOTrainer  # noqa: E402
 from NetworkConfigs.trading_env import VecTradingEnv, bar_times, env_arrays  # noqa: E402
 from Utilities.data_utils import build_feature_spec, load_bars, prepare_data  # noqa: E402
@@ -62,6 +71,64 @@ def load_market(csv: Path) -> tuple[np.ndarray, np.ndarray, Any, int]:
     data = prepare_data(bars, build_feature_spec(bars), lookback=LOOKBACK)
     features, prices = env_arrays(data, "train")
     return features, prices, bar_times(data, "train"), features.shape[1]
+
+
+class Timed:
+    """Wraps methods of a class with a total of the calling thread's CPU time, for one
+    run (``with``). CPU, not wall: a call's wall time also counts the moments the
+    logger's writer thread held the GIL, which are the writer's cost (measured apart)."""
+
+    def __init__(self, owner: type, names: tuple[str, ...]) -> None:
+        self.owner, self.names, self.seconds = owner, names, dict.fromkeys(names, 0.0)
+        self.calls = dict.fromkeys(names, 0)
+
+    def __enter__(self) -> Timed:
+        self.saved = {name: getattr(self.owner, name) for name in self.names}
+        for name, method in self.saved.items():
+            setattr(self.owner, name, self._timed(name, method))
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for name, method in self.saved.items():
+            setattr(self.owner, name, method)
+
+    def _timed(self, name: str, method: Any) -> Any:
+        clock = time.thread_time
+
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            start = clock()
+            try:
+                return method(*args, **kwargs)
+            finally:
+                self.seconds[name] += clock() - start
+                self.calls[name] += 1
+        return timed
+
+
+def direct_cost(market: tuple, steps: int, folder: Path,
+                writer_off_s_per_step: float) -> dict[str, Any]:
+    """What the monitor and the env's new bookkeeping cost one ``on`` run, as shares of
+    its process CPU: the monitor's calls, the logger's extra writing (its writer CPU
+    beyond the ``off`` runs'), the env's per-step bookkeeping and episode scoring."""
+    hooks = ("on_rollout_step", "on_episode_end", "on_training_end")
+    with Timed(LiveMonitor, hooks) as monitor, \
+            Timed(VecTradingEnv, ("_keep", "_episode_stats")) as env:
+        run = run_once(market, steps, "on", folder)
+    cpu = run["cpu_us_per_step"] * steps / 1e6
+
+    def pct(seconds: float) -> float:
+        return round(seconds / cpu * 100, 3)
+
+    writer_extra = run["writer_cpu_s"] - writer_off_s_per_step * steps
+    parts = {"monitor_calls_pct": pct(sum(monitor.seconds.values())),
+             "monitor_writes_pct": pct(max(0.0, writer_extra)),
+             "env_step_bookkeeping_pct": pct(env.seconds["_keep"]),
+             "episode_scoring_pct": pct(env.seconds["_episode_stats"])}
+    return {"steps_per_s": round(run["steps_per_s"]), **parts,
+            "total_pct": round(sum(parts.values()), 3),
+            "monitor_us_per_vector_step": round(
+                monitor.seconds["on_rollout_step"] / monitor.calls["on_rollout_step"] * 1e6, 2),
+            "episode_scoring_calls": env.calls["_episode_stats"]}
 
 
 def run_once(market: tuple, steps: int, mode: str, folder: Path) -> dict[str, Any]:
@@ -81,7 +148,9 @@ def run_once(market: tuple, steps: int, mode: str, folder: Path) -> dict[str, An
         trainer.learn(envs, network_kwargs={"lookback": LOOKBACK, "n_features": n_features})
     assert trainer.algorithm.global_step == steps
     result = {"steps_per_s": steps / clock.wall, "cpu_us_per_step": clock.cpu / steps * 1e6,
-              "wall_s": clock.wall}
+              "wall_s": clock.wall,
+              "writer_cpu_s": callbacks[0].metrics.get_statistics()["writer_cpu_s"]
+              if callbacks else 0.0}
     if store is not None:
         result["store"] = store_growth(store, run_id, folder)
         store.close()
@@ -174,10 +243,12 @@ def main() -> None:
         for _ in range(args.repeats):
             for mode in MODES:
                 runs[mode].append(run_once(market, args.steps, mode, folder))
+        writer_off = statistics.median(r["writer_cpu_s"] for r in runs["off"]) / args.steps
+        direct = direct_cost(market, args.steps, folder, writer_off)
     result = {"bench": "monitor_overhead", "steps": args.steps, "repeats": args.repeats,
               "n_envs": N_ENVS, "machine": platform.machine(), "python": platform.python_version(),
               "episode_stats_us": round(episode_stats_cost(market), 1),
-              **summarise(runs, args.steps, empty)}
+              **summarise(runs, args.steps, empty), "direct": direct}
     print(json.dumps(result, indent=2))
 
 
