@@ -50,9 +50,9 @@ def bar_times(data: PreparedData, part: str) -> pd.Index:
 # Statistics of a finished episode's equity path (Utilities.performance.curve_summary),
 # in the vector env's final infos; left out (masked) where undefined (NaN).
 EPISODE_STATS = ("return_pct", "sharpe", "max_drawdown")
-# Columns of equity path kept per account when episodes have no length limit; the
-# buffer doubles when an episode outgrows it.
-_UNBOUNDED_PATH = 4_096
+# Steps of equity kept per account when episodes have no length limit at first; the
+# ring doubles when an episode may outgrow it.
+_UNBOUNDED_RING = 4_096
 
 
 # ------------------------------------------------------------ shared env mechanics
@@ -323,7 +323,12 @@ class VecTradingEnv(gymnasium.vector.VectorEnv):
         self._labels = None if self.times is None else period_labels(self.times)
         self._periods = np.nan if self.times is None else periods_per_year(self.times)
         self._rows = np.arange(num_envs)
-        self._path = np.zeros((num_envs, self._path_columns()))  # equity from the start bar
+        # Every account's equity after each of the last steps, one row per step: a row
+        # write per step (a fifth of a scattered write into per-account paths). An
+        # episode's path is its start (initial_balance) and its column's last rows.
+        self._ring = np.zeros((self._ring_rows(), num_envs))
+        self._tick = 0  # the row the next step writes
+        self._countdown = 0  # steps before the ring's size is checked (unbounded episodes)
         self._fees = np.zeros(num_envs)
         self.fills: Fills | None = None
         self.fill_bars = self._t.copy()
@@ -373,7 +378,7 @@ class VecTradingEnv(gymnasium.vector.VectorEnv):
         return {"accounts": {k: v.copy() for k, v in vars(self.accounts).items()},
                 "t": self._t.copy(), "steps": self._steps.copy(),
                 "rng": self.np_random.bit_generator.state,
-                "path": self._path.copy(), "fees": self._fees.copy()}
+                "ring": self._ring.copy(), "tick": self._tick, "fees": self._fees.copy()}
 
     def set_state(self, state: dict[str, Any]) -> None:
         """Restore :meth:`get_state`'s result (same data and num_envs)."""
@@ -382,12 +387,13 @@ class VecTradingEnv(gymnasium.vector.VectorEnv):
         self.accounts = Accounts(**{k: np.array(v) for k, v in state["accounts"].items()})
         self._t, self._steps = np.array(state["t"]), np.array(state["steps"])
         self.np_random.bit_generator.state = state["rng"]
-        if "path" in state:
-            self._path, self._fees = np.array(state["path"]), np.array(state["fees"])
+        if "ring" in state:
+            self._ring, self._fees = np.array(state["ring"]), np.array(state["fees"])
+            self._tick = int(state["tick"])
         else:  # a state saved before paths were kept: the resumed episodes' stats are NaN
-            self._path = np.full((self.num_envs, self._path_columns()), np.nan)
-            self._fees = np.zeros(self.num_envs)
-        self._grow_path()
+            self._ring = np.full((self._ring_rows(), self.num_envs), np.nan)
+            self._fees, self._tick = np.zeros(self.num_envs), 0
+        self._countdown = 0
 
     def _check_times(self, times: Any) -> pd.Index | None:
         if times is None:
@@ -398,30 +404,46 @@ class VecTradingEnv(gymnasium.vector.VectorEnv):
                              f"got {len(index)}")
         return index
 
-    def _path_columns(self) -> int:
-        """Equity path columns: the longest possible episode, plus its start, or a
-        growing buffer when episodes have no length limit."""
+    def _ring_rows(self) -> int:
+        """Rows of equity kept: the longest possible episode's steps, or a ring that
+        grows when episodes have no length limit."""
         longest = self.market.n - 1 - self.market.first
         if self.params.episode_length is not None:
-            return min(self.params.episode_length, longest) + 1
-        return min(_UNBOUNDED_PATH, longest + 1)
+            return min(self.params.episode_length, longest)
+        return min(_UNBOUNDED_RING, longest)
 
     def _keep(self, bars: np.ndarray, fills: Fills, equity: np.ndarray) -> None:
         """What a step leaves for monitors and episode statistics: its fills and their
-        bars, the fees, and each account's equity after it (its episode path)."""
+        bars, the fees, and every account's equity after it."""
         self.fills, self.fill_bars = fills, bars
         self._fees += fills.fee
+        self._ring[self._tick] = equity
+        self._tick += 1
+        if self._tick == len(self._ring):
+            self._tick = 0
         if self.params.episode_length is None:
-            self._grow_path()
-        self._path[self._rows, self._steps] = equity
+            self._countdown -= 1
+            if self._countdown <= 0:
+                self._fit_ring()
 
-    def _grow_path(self) -> None:
-        columns = self._path.shape[1]
-        longest = int(self._steps.max())
-        if longest >= columns:
-            wider = np.full((self.num_envs, max(2 * columns, longest + 1)), np.nan)
-            wider[:, :columns] = self._path
-            self._path = wider
+    def _fit_ring(self) -> None:
+        """Double the ring when the longest running episode has used half of it. No
+        episode can outgrow it before the next check, ``countdown`` steps later."""
+        rows, longest = len(self._ring), int(self._steps.max())
+        if longest > rows // 2:
+            chronological = np.concatenate([self._ring[self._tick:], self._ring[:self._tick]])
+            self._ring = np.full((2 * rows, self.num_envs), np.nan)
+            self._ring[:rows] = chronological
+            self._tick, rows = rows, 2 * rows
+        self._countdown = rows - longest
+
+    def _episode_path(self, i: int) -> np.ndarray:
+        """Account i's equity from its episode's start to now (steps + 1 values)."""
+        steps, tick = int(self._steps[i]), self._tick
+        start = tick - steps
+        column = (self._ring[start:tick, i] if start >= 0
+                  else np.concatenate([self._ring[start:, i], self._ring[:tick, i]]))
+        return np.concatenate([[self.params.initial_balance], column])
 
     def _restart(self, mask: np.ndarray, starts: np.ndarray | None = None) -> None:
         """Open fresh accounts in the masked envs at new start bars."""
@@ -436,7 +458,6 @@ class VecTradingEnv(gymnasium.vector.VectorEnv):
         self._steps[mask] = 0
         self.accounts.reset(mask, self.params.initial_balance)
         self._fees[mask] = 0.0
-        self._path[mask, 0] = self.params.initial_balance
 
     def _observe(self, rows: np.ndarray | slice = slice(None),
                  equity: np.ndarray | None = None) -> np.ndarray:
@@ -469,7 +490,7 @@ class VecTradingEnv(gymnasium.vector.VectorEnv):
             length = int(self._steps[i]) + 1
             start = int(self._t[i]) - length + 1
             labels = None if self._labels is None else self._labels[start:start + length]
-            summary = curve_summary(self._path[i, :length], labels, self._periods)
+            summary = curve_summary(self._episode_path(i), labels, self._periods)
             for key in EPISODE_STATS:
                 stats[key][i] = summary[key]
         return {key: (values, done & np.isfinite(values)) for key, values in stats.items()}

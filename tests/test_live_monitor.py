@@ -125,14 +125,20 @@ def test_without_dates_there_is_no_sharpe_but_the_rest_is_there() -> None:
 
 
 def test_an_unbounded_episode_outgrows_its_first_path_buffer() -> None:
-    n = 5000  # > the 4,096 columns an unbounded env starts with
+    """9,000 steps with no length limit (the ring starts at 4,096 and doubles) score as
+    the same episode does in an env sized for it from the start."""
+    n = 9001
     prices = 100 + np.sin(np.arange(n) / 50)
-    env = _env(prices, episode_length=None)
-    for _ in range(n - 1):
-        *_, truncated, infos = env.step(np.array([BUY]))
-    assert truncated[0]
-    assert np.isfinite(infos["return_pct"][0]) and infos["max_drawdown"][0] < 0
-    assert env.get_state()["path"].shape[1] >= n
+    times = pd.date_range("2020-01-01", periods=n, freq="D")
+    unbounded = _env(prices, times, num_envs=2, episode_length=None)
+    sized = _env(prices, times, num_envs=2, episode_length=n)
+    actions = np.random.default_rng(1).integers(0, 3, size=(n - 1, 2))
+    for step in range(n - 1):
+        *_, grown = unbounded.step(actions[step])
+        *_, truncated, fixed = sized.step(actions[step])
+    assert truncated.all() and len(unbounded.get_state()["ring"]) >= n - 1
+    for key in ("return_pct", "sharpe", "max_drawdown", "fees", "final_equity"):
+        assert np.array_equal(grown[key], fixed[key]), key
 
 
 def test_the_state_keeps_the_episode_paths_for_exact_resume() -> None:
