@@ -443,7 +443,9 @@ class VecTradingEnv(gymnasium.vector.VectorEnv):
         start = tick - steps
         column = (self._ring[start:tick, i] if start >= 0
                   else np.concatenate([self._ring[start:, i], self._ring[:tick, i]]))
-        return np.concatenate([[self.params.initial_balance], column])
+        path = np.empty(steps + 1)
+        path[0], path[1:] = self.params.initial_balance, column
+        return path
 
     def _restart(self, mask: np.ndarray, starts: np.ndarray | None = None) -> None:
         """Open fresh accounts in the masked envs at new start bars."""
@@ -485,12 +487,12 @@ class VecTradingEnv(gymnasium.vector.VectorEnv):
 
     def _episode_stats(self, done: np.ndarray) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         """:data:`EPISODE_STATS` of the ended episodes' equity paths: (values, mask)."""
-        stats = {key: np.full(self.num_envs, np.nan) for key in EPISODE_STATS}
-        for i in np.flatnonzero(done):  # episodes end rarely: a loop over them is cheap
+        table = np.full((len(EPISODE_STATS), self.num_envs), np.nan)
+        for i in np.flatnonzero(done).tolist():  # episodes end rarely: a loop is cheap
             length = int(self._steps[i]) + 1
             start = int(self._t[i]) - length + 1
             labels = None if self._labels is None else self._labels[start:start + length]
             summary = curve_summary(self._episode_path(i), labels, self._periods)
-            for key in EPISODE_STATS:
-                stats[key][i] = summary[key]
-        return {key: (values, done & np.isfinite(values)) for key, values in stats.items()}
+            table[:, i] = [summary[key] for key in EPISODE_STATS]
+        masks = np.isfinite(table) & done
+        return {key: (table[k], masks[k]) for k, key in enumerate(EPISODE_STATS)}

@@ -415,3 +415,19 @@ def test_featured_accounts_zero_turns_the_monitor_off(store, sample_bars) -> Non
     assert not store.events_after(0, run_id=run, kinds=["account", "trade", "decision"])
     assert not any(k.startswith("agents/") for k in store.metric_keys(run))
     assert "episode/sharpe" in store.metric_keys(run)  # episodes are always scored
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_the_sharpe_ratio_keeps_numpys_mean_and_std_to_the_bit(seed: int) -> None:
+    """sharpe_ratio spells out ndarray.mean / std(ddof=1) (for speed): the same bits."""
+    from Utilities.performance import sharpe_ratio
+
+    rng = np.random.default_rng(seed)
+    returns = rng.normal(0.001, 0.02, size=int(rng.integers(2, 3000)))
+    strided = returns[::3] if returns.size >= 6 else returns
+    for values in (returns, strided, returns * 1e6, returns[:2]):
+        expected = values.mean() / values.std(ddof=1) * math.sqrt(252.0)
+        assert sharpe_ratio(values, 252.0) == expected
+    with_nan = returns.copy()
+    with_nan[0] = np.nan
+    assert math.isnan(sharpe_ratio(with_nan, 252.0))
