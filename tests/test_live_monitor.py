@@ -431,3 +431,20 @@ def test_the_sharpe_ratio_keeps_numpys_mean_and_std_to_the_bit(seed: int) -> Non
     with_nan = returns.copy()
     with_nan[0] = np.nan
     assert math.isnan(sharpe_ratio(with_nan, 252.0))
+
+
+@pytest.mark.parametrize(("times", "expected"), [
+    (pd.date_range("2024-01-01 09:30", periods=3000, freq="min"), "2024-01-02T22:49:00"),
+    (pd.date_range("2024-01-01 09:30", periods=3000, freq="min", tz="America/New_York"),
+     "2024-01-03T03:49:00"),
+    (pd.date_range("2024-01-01", periods=3000, freq="250ms"), "2024-01-01T00:09:19.750000"),
+])
+def test_trade_times_are_the_bars_times(times: pd.DatetimeIndex, expected: str) -> None:
+    """Times are formatted a block of bars at a time; any bar reads as its own."""
+    monitor = LiveMonitor(Recorder(FakeClock()), MonitorSettings(featured_accounts=1))
+    monitor.set_trainer(SimpleNamespace(envs=_env(np.linspace(100, 110, 3000), times)))
+    monitor.on_training_start({})
+    assert monitor._time(2239) == expected  # bar 2,239: 2,239 steps after the first
+    utc = times.tz_convert("UTC").tz_localize(None) if times.tz is not None else times
+    for bar in (0, 1023, 1024, 2999):  # ISO-8601 that reads back as the bar's time
+        assert pd.Timestamp(monitor._time(bar)) == utc[bar]
