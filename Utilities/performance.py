@@ -112,9 +112,16 @@ def drawdown(equity: pd.Series | np.ndarray) -> np.ndarray:
 
 def max_drawdown(equity: pd.Series | np.ndarray) -> float:
     """Deepest drawdown as a positive fraction (0 when equity never falls)."""
-    dd = drawdown(equity)
-    if dd.size and not math.isnan(deepest := dd.max()):  # no NaN (and never inf): done
-        return float(deepest)
+    values = np.asarray(equity, dtype=float)
+    # A positive start (the running peak is never 0) and all finite: no 0/0 or inf/inf.
+    if values.size and values[0] > 0 and math.isfinite(np.add.reduce(values)):
+        # The deepest of drawdown()'s values without building them (an episode's score
+        # is mostly fixed costs per numpy call): at or above the tolerance it is the
+        # deepest "below", else every bar reads as at its peak.
+        deepest = (1 - values / np.maximum.accumulate(values)).max()
+        if not math.isnan(deepest):
+            return float(deepest) if deepest >= PEAK_TOLERANCE else 0.0
+    dd = drawdown(values)
     finite = dd[np.isfinite(dd)]
     return float(finite.max()) if finite.size else 0.0
 
@@ -211,20 +218,31 @@ def period_returns(values: np.ndarray, labels: np.ndarray | None) -> np.ndarray:
 
 def _period_returns(values: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(returns, the row of each return's closing value). Few numpy calls on the common
-    path (no NaN; with daily bars every bar its own period): an episode's score is
-    mostly their fixed cost."""
+    path (finite values; with daily bars every bar its own period): an episode's score
+    is mostly their fixed cost."""
     if not labels.size:
         return np.empty(0), np.empty(0, dtype=np.int64)
-    if np.isnan(values).any():  # resample().last() skips NaN: keep the other rows
+    if math.isfinite(np.add.reduce(values)):  # no NaN, no infinity
+        return _ratios(values, labels, careful=False)
+    if np.isnan(values).any():  # resample().last() skips NaN: use the other rows
         rows = np.flatnonzero(~np.isnan(values))
         returns, at = _period_returns(values[rows], labels[rows])
         return returns, rows[at]
+    return _ratios(values, labels, careful=True)
+
+
+def _ratios(values: np.ndarray, labels: np.ndarray,
+            careful: bool) -> tuple[np.ndarray, np.ndarray]:
+    """_period_returns of NaN-free values; ``careful``: infinities among them."""
     if labels[-1] - labels[0] == labels.size - 1:  # dense labels: one bar per period
         closes, closes_at = values, None
     else:  # the last row of each period: where the next row's period differs, and the end
         closes_at = np.append(np.flatnonzero(labels[1:] != labels[:-1]), labels.size - 1)
         closes = values[closes_at]
-    with np.errstate(divide="ignore", invalid="ignore"):
+    if careful or closes.min() <= 0:  # x/0, inf/inf: no warnings, dropped below
+        with np.errstate(divide="ignore", invalid="ignore"):
+            returns = closes[1:] / closes[:-1] - 1
+    else:
         returns = closes[1:] / closes[:-1] - 1  # pandas' pct_change, the same arithmetic
     rows = np.arange(1, labels.size) if closes_at is None else closes_at[1:]
     finite = np.isfinite(returns)

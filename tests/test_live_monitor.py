@@ -448,3 +448,51 @@ def test_trade_times_are_the_bars_times(times: pd.DatetimeIndex, expected: str) 
     utc = times.tz_convert("UTC").tz_localize(None) if times.tz is not None else times
     for bar in (0, 1023, 1024, 2999):  # ISO-8601 that reads back as the bar's time
         assert pd.Timestamp(monitor._time(bar)) == utc[bar]
+
+
+@pytest.mark.parametrize("case", ["plain", "nan", "zero", "inf", "flat", "ruin", "intraday"])
+def test_the_fast_episode_score_is_the_reports(case: str) -> None:
+    """curve_summary's shortcuts give what compute_statistics reports, edge cases too."""
+    rng = np.random.default_rng(7)
+    n = 300
+    freq = "h" if case == "intraday" else "D"
+    times = pd.date_range("2024-01-01", periods=n, freq=freq)
+    values = 1000 * np.exp(np.cumsum(rng.normal(0, 0.02, n)))
+    if case == "nan":
+        values[[5, 50, 51]] = np.nan
+    elif case == "zero":
+        values[100:110] = 0.0
+    elif case == "inf":
+        values[200] = np.inf
+    elif case == "flat":
+        values[:] = 1000.0
+    elif case == "ruin":
+        values[150:] = 0.0
+    bars = pd.DataFrame({"Close": np.linspace(1, 2, n)}, index=times)
+    with np.errstate(all="ignore"):
+        report = compute_statistics(pd.Series(values, index=times),
+                                    pd.DataFrame(columns=TRADE_COLUMNS), bars)
+    from Utilities.performance import curve_summary, period_labels, periods_per_year
+
+    with warnings_as_errors():
+        fast = curve_summary(values, period_labels(times), periods_per_year(times))
+    for key, name in (("sharpe", "Sharpe Ratio"), ("max_drawdown", "Max. Drawdown [%]"),
+                      ("return_pct", "Return [%]")):
+        assert fast[key] == report[name] or (math.isnan(fast[key])
+                                             and math.isnan(report[name])), (key, case)
+
+
+def warnings_as_errors() -> Any:
+    import warnings
+
+    manager = warnings.catch_warnings()
+    manager.__enter__()
+    warnings.simplefilter("error")
+
+    class Exit:
+        def __enter__(self) -> None:
+            return None
+
+        def __exit__(self, *exc: object) -> None:
+            manager.__exit__(*exc)
+    return Exit()
