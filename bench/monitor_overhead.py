@@ -147,7 +147,11 @@ def direct_cost(market: tuple, steps: int, folder: Path,
              "monitor_writes_pct": round(max(0.0, writer_extra) / cpu * 100, 3),
              "env_step_bookkeeping_pct": pct(env, "_keep"),
              "episode_scoring_pct": pct(env, "_episode_stats")}
+    training_thread = sum(v for k, v in parts.items() if k != "monitor_writes_pct")
     return {"steps_per_s": round(run["steps_per_s"]), **parts,
+            # What slows training itself: the writer thread runs beside it (another core,
+            # taking the GIL only around Python code), so its CPU is listed apart.
+            "training_thread_pct": round(training_thread, 3),
             "total_pct": round(sum(parts.values()), 3),
             "monitor_us_per_vector_step": round(
                 (monitor.seconds["on_rollout_step"] / monitor.calls["on_rollout_step"]
