@@ -46,6 +46,7 @@ bench: $(VENV)/.dev
 	$(PY) bench/model_types.py
 	$(PY) bench/upload_memory.py
 	$(PY) bench/training_threads.py
+	$(PY) bench/monitor_overhead.py
 	$(PY) bench/store_reads.py
 
 # Our PPO against stable-baselines3's (a bench-only dependency) on the same trading env;

@@ -20,11 +20,13 @@ import torch
 
 from NetworkConfigs.artifacts import ensure_available, file_sha256, write_model
 from NetworkConfigs.base import Callback, Trainer
+from NetworkConfigs.callbacks import StoreLogger
 from NetworkConfigs.config_sections import Checks
+from NetworkConfigs.live_monitor import LiveMonitor
 from NetworkConfigs.ppo_algorithm import PPO
-from NetworkConfigs.ppo_config import SMOKE, normalise, settings_from
+from NetworkConfigs.ppo_config import SMOKE, monitor_settings, normalise, settings_from
 from NetworkConfigs.ppo_network import ActorCritic
-from NetworkConfigs.trading_env import TradingEnvironment, VecTradingEnv, env_arrays
+from NetworkConfigs.trading_env import TradingEnvironment, VecTradingEnv, bar_times, env_arrays
 from Utilities.accounting import ACCOUNT_FEATURES, HOLD, EnvParams
 from Utilities.backtester import buy_and_hold, run_backtest
 from Utilities.data_utils import PreparedData, prepare_from_params
@@ -117,6 +119,7 @@ class PPOTrainer(Trainer):
         check = Checks()  # every bad key at once, so a form shows them all
         self.settings = check(settings_from, self.config)
         self.env_params = check(EnvParams.from_dict, self.config["env_params"])
+        self.monitor = check(monitor_settings, self.config)
         check.raise_any()
         self.algorithm: PPO | None = None
         self.validation: ValidationCallback | None = None
@@ -143,10 +146,21 @@ class PPOTrainer(Trainer):
 
     def learn(self, envs: gym.vector.VectorEnv, state: dict[str, Any] | None = None,
               network_kwargs: dict[str, Any] | None = None) -> ActorCritic:
-        """Train on any SAME_STEP-autoreset vector env with Box obs and Discrete actions."""
+        """Train on any SAME_STEP-autoreset vector env with Box obs and Discrete actions.
+        With a run store's logger among the callbacks and a trading env, the live monitor
+        of its featured accounts joins them (config section ``monitor``)."""
         if self.algorithm is None:
+            self._add_monitor(envs)
             self.algorithm = PPO(self.settings, self.callbacks, network_kwargs)
         return self.algorithm.learn(envs, state)
+
+    def _add_monitor(self, envs: gym.vector.VectorEnv) -> None:
+        """Last in the list, so it hears the end before the logger closes (reverse order)."""
+        logger = next((c.metrics for c in self.callbacks if isinstance(c, StoreLogger)), None)
+        if (logger is not None and self.monitor.featured_accounts
+                and isinstance(envs, VecTradingEnv)
+                and not any(isinstance(c, LiveMonitor) for c in self.callbacks)):
+            self.callbacks.append(LiveMonitor(logger, self.monitor))
 
     def prepare(self, bars: pd.DataFrame, source: str | None = None) -> PreparedData:
         data = prepare_from_params(bars, self.config["data_params"], lookback=self.lookback,
@@ -184,7 +198,7 @@ class PPOTrainer(Trainer):
         ensure_available(models_dir, PREFIX, model_name, overwrite)
         data = self.prepared(bars, Path(data_file).name if data_file else None, keep=False)
         envs = VecTradingEnv(*env_arrays(data, "train"), self.lookback, self.env_params,
-                             num_envs=self.settings.n_envs)
+                             num_envs=self.settings.n_envs, times=bar_times(data, "train"))
         self._add_validation(data)
         n_features = len(data.spec.features)
         self.learn(envs, resume_state, {"lookback": self.lookback, "n_features": n_features})

@@ -32,9 +32,12 @@ log = logging.getLogger(__name__)
 
 # Scalars forwarded to the store as train/<name> each iteration. global_step (steps for
 # PPO, epochs for the others) is how far the run is: the run page's progress and ETA.
+# env_steps (PPO's total env steps) and the rollout's value estimates (value_mean,
+# value_std) are the live monitor's (the contract in the README).
 UPDATE_KEYS = ("policy_loss", "value_loss", "entropy", "approx_kl", "clip_fraction",
                "explained_variance", "learning_rate", "steps_per_second", "loss",
-               "train_loss", "val_loss", "train_accuracy", "val_accuracy", "global_step")
+               "train_loss", "val_loss", "train_accuracy", "val_accuracy", "global_step",
+               "env_steps", "value_mean", "value_std")
 
 
 class ProgressBar(Callback):

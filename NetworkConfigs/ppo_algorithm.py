@@ -14,6 +14,10 @@ each a known correctness point:
   episode also goes, the moment it ends, to callbacks that define
   ``on_episode_end(record)`` (the run store's logger), so a process killed mid-
   iteration loses no episode that had ended; ``info["streams_episodes"]`` tells them.
+  Callbacks that define ``on_rollout_step(obs, log_probs, actions)`` hear every vector
+  step (the observations acted on, all actions' log-probabilities, the actions taken):
+  the live monitor, which must cost next to nothing per call. Without such a callback
+  the rollout pays nothing for the hook.
 """
 
 from __future__ import annotations
@@ -101,6 +105,7 @@ class PPO:
         self._ep_return = np.zeros(settings.n_envs)
         self._ep_length = np.zeros(settings.n_envs, dtype=np.int64)
         self._episode_hooks: list[Callable[[dict[str, Any]], Any]] = []
+        self._step_hooks: list[Callable[..., Any]] = []
 
     # ------------------------------------------------------------------------ set-up
 
@@ -134,6 +139,8 @@ class PPO:
         total = self.settings.num_iterations * self.settings.batch_size
         self._episode_hooks = [hook for callback in self.callbacks
                                if callable(hook := getattr(callback, "on_episode_end", None))]
+        self._step_hooks = [hook for callback in self.callbacks
+                            if callable(hook := getattr(callback, "on_rollout_step", None))]
         run_with_callbacks(self, self.callbacks, {"settings": self.settings.to_dict(),
                                                   "total": total, "streams_episodes": True},
                            self._loop)
@@ -151,9 +158,14 @@ class PPO:
             losses = self._update(batch, clip)
             self.iteration += 1
             elapsed = time.perf_counter() - started
+            values = batch["values"]
             metrics = {"iteration": self.iteration, "global_step": self.global_step,
+                       "env_steps": self.global_step,
                        "episodes": episodes, "steps_per_second": s.batch_size / elapsed,
-                       "learning_rate": self.optimizer.param_groups[0]["lr"], **losses}
+                       "learning_rate": self.optimizer.param_groups[0]["lr"],
+                       "value_mean": float(values.mean()),
+                       "value_std": float(values.std()) if len(values) > 1 else 0.0,
+                       **losses}
             if not notify_iteration(self.callbacks, metrics):
                 log.info("training stopped by a callback at iteration %d", self.iteration)
                 return "stopped"
@@ -175,6 +187,7 @@ class PPO:
         noise = gumbel_noise((s.n_steps, s.n_envs, envs.single_action_space.n), self.device)
         actions, log_probs = [], []
         episodes: list[dict[str, Any]] = []
+        step_hooks = self._step_hooks
         for step in range(s.n_steps):
             action, log_prob = agent.act(torch.from_numpy(obs[step]).to(self.device),
                                          noise[step])
@@ -189,6 +202,8 @@ class PPO:
                 rewards[step] += self._truncation_bootstrap(terminated, truncated,
                                                             infos).cpu().numpy()
             episodes += self._track_episodes(reward, terminated, truncated, infos)
+            for hook in step_hooks:
+                hook(obs[step], log_prob, action)
         all_obs = self._device(obs)  # (n_steps + 1, n_envs, ...): the last row is next_obs
         self._next_obs = all_obs[-1].clone()  # not a view: checkpoints save it
         with torch.no_grad():
@@ -243,7 +258,7 @@ class PPO:
         keys = self.envs.metadata.get("episode_info_keys", ())
         for i in done:  # only envs whose episode ended: rare, so a loop is fine here
             record = {"reward": float(self._ep_return[i]), "length": int(self._ep_length[i]),
-                      "terminated": bool(terminated[i])}
+                      "terminated": bool(terminated[i]), "account": int(i)}
             for key in keys:
                 if key in infos and infos.get(f"_{key}", ended)[i]:
                     record[key] = _plain(infos[key][i])
@@ -291,7 +306,7 @@ class PPO:
             if s.target_kl is not None and approx_kl > s.target_kl:
                 break
         return {"policy_loss": pg_loss.item(), "value_loss": v_loss.item(),
-                "entropy": entropy_loss.item(), "approx_kl": approx_kl.item(),
+                "loss": loss.item(), "entropy": entropy_loss.item(), "approx_kl": approx_kl.item(),
                 "clip_fraction": float(np.mean(clipfracs)),
                 "explained_variance": explained_variance(b["values"], b["returns"])}
 
@@ -301,6 +316,11 @@ class PPO:
             return 0.5 * ((new - returns) ** 2).mean()
         clipped = old + torch.clamp(new - old, -clip, clip)
         return 0.5 * torch.max((new - returns) ** 2, (clipped - returns) ** 2).mean()
+
+    @property
+    def episode_returns(self) -> np.ndarray:
+        """Each env's reward so far in its current episode (read-only use)."""
+        return self._ep_return
 
     # ---------------------------------------------------------------- checkpointing
 

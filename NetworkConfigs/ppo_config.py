@@ -7,6 +7,7 @@ Users write three sections (the seed's layout; its keys stay valid)::
                    entropy_coef, gamma, gae_lambda, n_envs, n_steps, total_timesteps, …}
     env_params:   {initial_balance, commission, slippage, position_fraction, …}
     data_params:  {features, transform, val_fraction, test_fraction, scaler}
+    monitor:      {featured_accounts, account_hz, decision_hz, trades_per_second}
 
 Keys may also be given flat at the top level (``{"gamma": 0.98}``); they are filed into
 their section. An unknown key is an error naming it, never silently ignored.
@@ -32,6 +33,16 @@ from Utilities.input_errors import InputError
 # How the network reads the feature window (see ppo_network's docstring).
 ENCODERS = ("mlp", "conv", "gru")
 
+# The live monitor (NetworkConfigs.live_monitor). Most featured accounts: the live page
+# has four agent cards. Above MAX_HZ a snapshot or decision per account per second is no
+# longer "a few times a second": it costs throughput and store space for nothing a
+# person can read.
+MAX_FEATURED = 4
+MAX_HZ = 50.0
+MAX_TRADES_PER_SECOND = 1_000
+MONITOR_DEFAULTS: dict[str, Any] = {"featured_accounts": 4, "account_hz": 4.0,
+                                    "decision_hz": 2.0, "trades_per_second": 20}
+
 DEFAULTS: dict[str, dict[str, Any]] = {
     "model_params": {"input_dim": None, "hidden_dim": 64, "num_layers": 2, "num_actions": 3,
                      "lookback_window": 30, "encoder": "mlp"},
@@ -46,6 +57,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "env_params": EnvParams().to_dict(),  # one source for the env's defaults
     "data_params": {"features": None, "transform": "returns", "val_fraction": 0.15,
                     "test_fraction": 0.15, "scaler": "standard"},
+    "monitor": MONITOR_DEFAULTS,
 }
 
 # Smoke mode: a complete run on sample.csv in well under a minute on two cores.
@@ -138,3 +150,33 @@ def settings_from(config: dict[str, Any]) -> PPOSettings:
         raise InputError(f"batch_size (minibatch) {settings.minibatch_size} exceeds "
                          f"n_envs*n_steps = {settings.batch_size}", field="batch_size")
     return settings
+
+
+@dataclass(frozen=True)
+class MonitorSettings:
+    """The ``monitor:`` section of a PPO config (see example_ppo_config.yaml)."""
+
+    featured_accounts: int = MONITOR_DEFAULTS["featured_accounts"]
+    account_hz: float = MONITOR_DEFAULTS["account_hz"]
+    decision_hz: float = MONITOR_DEFAULTS["decision_hz"]
+    trades_per_second: int = MONITOR_DEFAULTS["trades_per_second"]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def monitor_settings(config: dict[str, Any]) -> MonitorSettings:
+    """The checked ``monitor`` section of a normalised config; every bad key at once
+    (InputErrors, field = the key)."""
+    section = config["monitor"]
+    check = Checks()
+    values = {
+        "featured_accounts": check(checked, section, "featured_accounts", int, low=0,
+                                   high=MAX_FEATURED),
+        "account_hz": check(checked, section, "account_hz", float, low=0.01, high=MAX_HZ),
+        "decision_hz": check(checked, section, "decision_hz", float, low=0.01, high=MAX_HZ),
+        "trades_per_second": check(checked, section, "trades_per_second", int, low=1,
+                                   high=MAX_TRADES_PER_SECOND),
+    }
+    check.raise_any()
+    return MonitorSettings(**values)

@@ -15,6 +15,7 @@ from typing import Any
 
 import gymnasium
 import numpy as np
+import pandas as pd
 from gymnasium import spaces
 from gymnasium.vector.utils import batch_space
 
@@ -23,12 +24,14 @@ from Utilities.accounting import (
     HOLD,
     Accounts,
     EnvParams,
+    Fills,
     account_features,
     apply_actions,
 )
 from Utilities.data_utils import PreparedData
+from Utilities.performance import curve_summary, period_labels, periods_per_year
 
-__all__ = ["TradingEnvironment", "VecTradingEnv", "env_arrays"]
+__all__ = ["EPISODE_STATS", "TradingEnvironment", "VecTradingEnv", "bar_times", "env_arrays"]
 
 _POSITION_ENTRY = -3  # index of the position in an observation (see account_features)
 
@@ -37,6 +40,19 @@ def env_arrays(data: PreparedData, part: str) -> tuple[np.ndarray, np.ndarray]:
     """(scaled features, raw Close prices) of one part, aligned row by row, for the envs."""
     bars, scaled = data.part(part)
     return scaled, bars["Close"].to_numpy(dtype=np.float64)
+
+
+def bar_times(data: PreparedData, part: str) -> pd.Index:
+    """The bar times of one part, aligned with :func:`env_arrays` (for ``times=``)."""
+    return data.part(part)[0].index
+
+
+# Statistics of a finished episode's equity path (Utilities.performance.curve_summary),
+# in the vector env's final infos; left out (masked) where undefined (NaN).
+EPISODE_STATS = ("return_pct", "sharpe", "max_drawdown")
+# Steps of equity kept per account when episodes have no length limit at first; the
+# ring doubles when an episode may outgrow it.
+_UNBOUNDED_RING = 4_096
 
 
 # ------------------------------------------------------------ shared env mechanics
@@ -109,16 +125,17 @@ def _check_data(features: np.ndarray, prices: np.ndarray, lookback: int) -> None
 
 
 def _transition(acc: Accounts, actions: np.ndarray, t: np.ndarray, prices: np.ndarray,
-                params: EnvParams) -> tuple[np.ndarray, np.ndarray]:
-    """Fill at close[t], mark at close[t+1]; returns (rewards, equity after), float64."""
+                params: EnvParams) -> tuple[np.ndarray, np.ndarray, Fills]:
+    """Fill at close[t], mark at close[t+1]; returns (rewards, equity after) as float64,
+    and the fills."""
     price = prices[t]
     before = acc.equity(price)
-    apply_actions(acc, actions, price, params)
+    fills = apply_actions(acc, actions, price, params)
     after = acc.equity(prices[t + 1])
     reward = params.reward_scale * (after - before) / params.initial_balance
     if params.hold_penalty:
         reward -= params.hold_penalty * (np.asarray(actions) == HOLD)
-    return reward, after
+    return reward, after, fills
 
 
 def _episode_end(equity: np.ndarray, t: np.ndarray, steps: np.ndarray, last_bar: int,
@@ -131,15 +148,15 @@ def _episode_end(equity: np.ndarray, t: np.ndarray, steps: np.ndarray, last_bar:
 
 def _advance(acc: Accounts, actions: np.ndarray, t: np.ndarray, steps: np.ndarray,
              market: _Market, params: EnvParams) -> tuple[np.ndarray, np.ndarray, np.ndarray,
-                                                          np.ndarray]:
+                                                          np.ndarray, Fills]:
     """One step of N accounts, shared by both envs: trade at close[t], move to t+1 (``t``
     and ``steps`` in place), then decide the episode end. Returns (reward, equity,
-    terminated, truncated)."""
-    reward, equity = _transition(acc, actions, t, market.prices, params)
+    terminated, truncated, fills)."""
+    reward, equity, fills = _transition(acc, actions, t, market.prices, params)
     t += 1
     steps += 1
     terminated, truncated = _episode_end(equity, t, steps, market.n - 1, params.episode_length)
-    return reward, equity, terminated, truncated
+    return reward, equity, terminated, truncated, fills
 
 
 class TradingEnvironment(gymnasium.Env[np.ndarray, np.int64]):
@@ -233,7 +250,7 @@ class TradingEnvironment(gymnasium.Env[np.ndarray, np.int64]):
             raise RuntimeError("call reset() before step() (the episode has ended)")
         if not self.action_space.contains(action):
             raise ValueError(f"action must be 0 (Hold), 1 (Buy) or 2 (Sell); got {action!r}")
-        reward, _equity, terminated, truncated = _advance(
+        reward, _equity, terminated, truncated, _fills = _advance(
             self.accounts, np.full(1, int(action)), self._t, self._steps, self.market,
             self.params)
         self._done = bool(terminated[0] or truncated[0])
@@ -260,23 +277,34 @@ class VecTradingEnv(gymnasium.vector.VectorEnv):
     there is no Python loop over envs. Autoreset is SAME_STEP: an env that ends in
     ``step`` is reset at once and the returned observation is the reset one; its last
     observation is in ``infos["final_obs"]`` ((N, D), rows valid where
-    ``infos["_final_obs"]``), and ``infos["final_equity"]``, ``infos["trades"]`` and
-    ``infos["win"]`` (with ``_<key>`` masks) describe the finished episodes. These keys
-    appear only on steps where some env ended (gymnasium's vector-info convention).
-    ``infos["equity"]`` is given every step (after the autoreset, like the observation).
+    ``infos["_final_obs"]``), and the ``episode_info_keys`` (with ``_<key>`` masks)
+    describe the finished episodes: ``final_equity``, ``trades`` (closed),
+    ``profitable_trades`` (closed with pnl > 0), ``fees`` (commission paid),
+    :data:`EPISODE_STATS` (Return [%], Sharpe Ratio and Max. Drawdown [%] of the
+    episode's equity path, by the backtest report's rule; masked where undefined, e.g.
+    Sharpe without datetime ``times``) and ``win``. These keys appear only on steps where
+    some env ended (gymnasium's vector-info convention). ``infos["equity"]`` is given
+    every step (after the autoreset, like the observation).
     ``reset(options={"start": starts})`` takes N start bars (or one for all); autoresets
     draw new starts from ``self.np_random``, or use ``lookback - 1`` when ``random_start``
     is False.
+
+    ``times`` (optional, aligned with ``prices``): the bars' times, for the Sharpe ratio
+    (daily returns need dates) and for trade times. For a monitor, the last step's
+    :class:`~Utilities.accounting.Fills` are in :attr:`fills` and the bar each was made
+    at in :attr:`fill_bars`; :attr:`bars` and :attr:`fees` are the accounts' current
+    bar and the commission paid in their current episode.
     """
 
     metadata = {  # noqa: RUF012 (gymnasium's class-level convention)
         "autoreset_mode": gymnasium.vector.AutoresetMode.SAME_STEP,
-        "episode_info_keys": ("final_equity", "trades", "win"),
+        "episode_info_keys": ("final_equity", "trades", "profitable_trades", "fees",
+                              *EPISODE_STATS, "win"),
     }
 
     def __init__(self, features: np.ndarray, prices: np.ndarray, lookback: int,
                  params: EnvParams | None = None, *, num_envs: int = 8,
-                 random_start: bool = True) -> None:
+                 random_start: bool = True, times: Any = None) -> None:
         if isinstance(num_envs, bool) or not isinstance(num_envs, int) or num_envs < 1:
             raise ValueError(f"num_envs must be an integer >= 1; got {num_envs!r}")
         self.market = _Market(features, prices, lookback)
@@ -290,6 +318,30 @@ class VecTradingEnv(gymnasium.vector.VectorEnv):
         self.accounts = Accounts.open(num_envs, self.params.initial_balance)
         self._t = np.full(num_envs, self.market.first, dtype=np.int64)
         self._steps = np.zeros(num_envs, dtype=np.int64)
+        self.times = self._check_times(times)
+        # Found once for the data, so scoring an episode is a few numpy operations.
+        self._labels = None if self.times is None else period_labels(self.times)
+        self._periods = np.nan if self.times is None else periods_per_year(self.times)
+        self._rows = np.arange(num_envs)
+        # Every account's equity after each of the last steps, one row per step: a row
+        # write per step (a fifth of a scattered write into per-account paths). An
+        # episode's path is its start (initial_balance) and its column's last rows.
+        self._ring = np.zeros((self._ring_rows(), num_envs))
+        self._tick = 0  # the row the next step writes
+        self._countdown = 0  # steps before the ring's size is checked (unbounded episodes)
+        self._fees = np.zeros(num_envs)
+        self.fills: Fills | None = None
+        self.fill_bars = self._t.copy()
+
+    @property
+    def bars(self) -> np.ndarray:
+        """Each account's current bar (the bar of its next fill)."""
+        return self._t
+
+    @property
+    def fees(self) -> np.ndarray:
+        """Commission each account has paid in its current episode."""
+        return self._fees
 
     def reset(self, *, seed: int | None = None,
               options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict[str, Any]]:
@@ -303,8 +355,10 @@ class VecTradingEnv(gymnasium.vector.VectorEnv):
 
     def step(self, actions: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray,
                                           dict[str, Any]]:
-        rewards, equity, terminated, truncated = _advance(
+        bars = self._t.copy()
+        rewards, equity, terminated, truncated, fills = _advance(
             self.accounts, np.asarray(actions), self._t, self._steps, self.market, self.params)
+        self._keep(bars, fills, equity)
         done = terminated | truncated
         if done.any():
             obs = self._observe()
@@ -319,10 +373,12 @@ class VecTradingEnv(gymnasium.vector.VectorEnv):
         return obs, rewards.astype(np.float32), terminated, truncated, infos
 
     def get_state(self) -> dict[str, Any]:
-        """Everything that evolves (accounts, bar indices, RNG), for exact resume."""
+        """Everything that evolves (accounts, bar indices, RNG, episode paths and fees),
+        for exact resume."""
         return {"accounts": {k: v.copy() for k, v in vars(self.accounts).items()},
                 "t": self._t.copy(), "steps": self._steps.copy(),
-                "rng": self.np_random.bit_generator.state}
+                "rng": self.np_random.bit_generator.state,
+                "ring": self._ring.copy(), "tick": self._tick, "fees": self._fees.copy()}
 
     def set_state(self, state: dict[str, Any]) -> None:
         """Restore :meth:`get_state`'s result (same data and num_envs)."""
@@ -331,6 +387,65 @@ class VecTradingEnv(gymnasium.vector.VectorEnv):
         self.accounts = Accounts(**{k: np.array(v) for k, v in state["accounts"].items()})
         self._t, self._steps = np.array(state["t"]), np.array(state["steps"])
         self.np_random.bit_generator.state = state["rng"]
+        if "ring" in state:
+            self._ring, self._fees = np.array(state["ring"]), np.array(state["fees"])
+            self._tick = int(state["tick"])
+        else:  # a state saved before paths were kept: the resumed episodes' stats are NaN
+            self._ring = np.full((self._ring_rows(), self.num_envs), np.nan)
+            self._fees, self._tick = np.zeros(self.num_envs), 0
+        self._countdown = 0
+
+    def _check_times(self, times: Any) -> pd.Index | None:
+        if times is None:
+            return None
+        index = pd.Index(times)
+        if len(index) != self.market.n:
+            raise ValueError(f"times must give one time per bar ({self.market.n}); "
+                             f"got {len(index)}")
+        return index
+
+    def _ring_rows(self) -> int:
+        """Rows of equity kept: the longest possible episode's steps, or a ring that
+        grows when episodes have no length limit."""
+        longest = self.market.n - 1 - self.market.first
+        if self.params.episode_length is not None:
+            return min(self.params.episode_length, longest)
+        return min(_UNBOUNDED_RING, longest)
+
+    def _keep(self, bars: np.ndarray, fills: Fills, equity: np.ndarray) -> None:
+        """What a step leaves for monitors and episode statistics: its fills and their
+        bars, the fees, and every account's equity after it."""
+        self.fills, self.fill_bars = fills, bars
+        self._fees += fills.fee
+        self._ring[self._tick] = equity
+        self._tick += 1
+        if self._tick == len(self._ring):
+            self._tick = 0
+        if self.params.episode_length is None:
+            self._countdown -= 1
+            if self._countdown <= 0:
+                self._fit_ring()
+
+    def _fit_ring(self) -> None:
+        """Double the ring when the longest running episode has used half of it. No
+        episode can outgrow it before the next check, ``countdown`` steps later."""
+        rows, longest = len(self._ring), int(self._steps.max())
+        if longest > rows // 2:
+            chronological = np.concatenate([self._ring[self._tick:], self._ring[:self._tick]])
+            self._ring = np.full((2 * rows, self.num_envs), np.nan)
+            self._ring[:rows] = chronological
+            self._tick, rows = rows, 2 * rows
+        self._countdown = rows - longest
+
+    def _episode_path(self, i: int) -> np.ndarray:
+        """Account i's equity from its episode's start to now (steps + 1 values)."""
+        steps, tick = int(self._steps[i]), self._tick
+        start = tick - steps
+        column = (self._ring[start:tick, i] if start >= 0
+                  else np.concatenate([self._ring[start:, i], self._ring[:tick, i]]))
+        path = np.empty(steps + 1)
+        path[0], path[1:] = self.params.initial_balance, column
+        return path
 
     def _restart(self, mask: np.ndarray, starts: np.ndarray | None = None) -> None:
         """Open fresh accounts in the masked envs at new start bars."""
@@ -344,6 +459,7 @@ class VecTradingEnv(gymnasium.vector.VectorEnv):
         self._t[mask] = starts
         self._steps[mask] = 0
         self.accounts.reset(mask, self.params.initial_balance)
+        self._fees[mask] = 0.0
 
     def _observe(self, rows: np.ndarray | slice = slice(None),
                  equity: np.ndarray | None = None) -> np.ndarray:
@@ -357,8 +473,26 @@ class VecTradingEnv(gymnasium.vector.VectorEnv):
     def _final_info(self, obs: np.ndarray, equity: np.ndarray,
                     done: np.ndarray) -> dict[str, Any]:
         """Episode facts of the envs that ended, before they are reset."""
+        acc = self.accounts
         facts = {"final_obs": np.where(done[:, None], obs, 0.0).astype(np.float32),
                  "final_equity": np.where(done, equity, 0.0),
-                 "trades": np.where(done, self.accounts.trades, 0),
+                 "trades": np.where(done, acc.trades, 0),
+                 "profitable_trades": np.where(done, acc.wins, 0),
+                 "fees": np.where(done, self._fees, 0.0),
                  "win": done & (equity > self.params.initial_balance)}
-        return facts | {f"_{key}": done.copy() for key in facts}
+        masks = {f"_{key}": done.copy() for key in facts}
+        for key, (values, mask) in self._episode_stats(done).items():
+            facts[key], masks[f"_{key}"] = values, mask
+        return facts | masks
+
+    def _episode_stats(self, done: np.ndarray) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """:data:`EPISODE_STATS` of the ended episodes' equity paths: (values, mask)."""
+        table = np.full((len(EPISODE_STATS), self.num_envs), np.nan)
+        for i in np.flatnonzero(done).tolist():  # episodes end rarely: a loop is cheap
+            length = int(self._steps[i]) + 1
+            start = int(self._t[i]) - length + 1
+            labels = None if self._labels is None else self._labels[start:start + length]
+            summary = curve_summary(self._episode_path(i), labels, self._periods)
+            table[:, i] = [summary[key] for key in EPISODE_STATS]
+        masks = np.isfinite(table) & done
+        return {key: (table[k], masks[k]) for k, key in enumerate(EPISODE_STATS)}
