@@ -17,6 +17,7 @@ from flask import Flask
 
 from NetworkConfigs import DEFAULT_MODEL_TYPE
 from NetworkConfigs.artifacts import clean_staging, default_models_dir, list_models
+from Utilities.dashboard_settings import THEMES, check_interval, check_port, check_theme
 from Utilities.logging_setup import configure_logging
 from Utilities.metrics_logger import MetricsLogger
 from Utilities.run_store import default_database_url
@@ -126,6 +127,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=5000)
     parser.add_argument("--threads", type=int, default=8,
                         help="request threads, besides one per live-stream viewer allowed")
+    parser.add_argument("--theme", choices=THEMES, default="dark",
+                        help="the theme a browser starts with (it remembers its own choice)")
     parser.add_argument("--no-demo", action="store_true",
                         help="do not train the demo model when Models/ is empty")
     auth.add_arguments(parser)
@@ -155,7 +158,7 @@ def _serving_app(args: argparse.Namespace) -> Flask | None:
     """The app to serve as ``args`` ask, or None after a one-line error when it must not
     start (beyond loopback with no credential, a bad AUTH or ALLOWED_HOSTS)."""
     try:
-        app = create_app(auth.config_from_args(args))
+        app = create_app({**auth.config_from_args(args), "THEME": args.theme})
     except (ValueError, OSError) as exc:  # AuthConfigError, an unusable secret key file
         print(f"error: {exc}", file=sys.stderr)
         return None
@@ -181,20 +184,6 @@ def _serving_app(args: argparse.Namespace) -> Flask | None:
 # the app's usual rules (a credential beyond loopback, the Host check) apply. It lives
 # here, beside the app factory it serves, because web/ may not import this entry file.
 
-THEMES = ("dark", "light", "cyberpunk")
-
-
-def check_settings(port: Any, update_interval: Any, theme: Any) -> None:
-    """ValueError naming the first setting a dashboard cannot use (``update_interval``
-    in milliseconds, as the seed's)."""
-    if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
-        raise ValueError(f"dashboard port must be a whole number from 0 to 65535, not {port!r}")
-    if (isinstance(update_interval, bool) or not isinstance(update_interval, int | float)
-            or not 10 <= update_interval <= 60_000):
-        raise ValueError("dashboard update_interval must be a number of milliseconds from 10 "
-                         f"to 60000, not {update_interval!r}")
-    if theme not in THEMES:
-        raise ValueError(f"dashboard theme must be one of {', '.join(THEMES)}, not {theme!r}")
 
 
 class TrainingDashboard:
@@ -210,7 +199,7 @@ class TrainingDashboard:
         if metrics_logger.store is None:
             raise ValueError("the metrics logger has no run store to show (MetricsLogger "
                              "was created without one)")
-        check_settings(port, update_interval, theme)
+        check_port(port), check_interval(update_interval), check_theme(theme)  # the YAML's rule
         self.metrics, self.host, self.threads = metrics_logger, host, threads
         self.port, self.update_interval, self.theme = port, float(update_interval), theme
         self._server: Any = None

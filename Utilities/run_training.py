@@ -17,6 +17,8 @@ from __future__ import annotations
 import argparse
 import logging
 import math
+import os
+import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
@@ -53,6 +55,7 @@ from NetworkConfigs.callbacks import (
     StoreLogger,
 )
 from NetworkConfigs.torch_utils import set_threads
+from Utilities.dashboard_settings import DashboardSettings
 from Utilities.data_utils import DataError, load_bars
 from Utilities.input_errors import InputError
 from Utilities.logging_setup import configure_logging, one_line
@@ -72,6 +75,7 @@ __all__ = ["TrainingRequest", "UsageError", "main", "parse_args", "prepare", "tr
 
 log = logging.getLogger("run_training")
 EXIT_USAGE, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_TERMINATED = 2, 1, 130, 143
+MAIN_SCRIPT = Path(__file__).resolve().parent.parent / "Main.py"  # the dashboard
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -312,10 +316,39 @@ def train(args: argparse.Namespace) -> int:
                        / (run_id or f"{job['model_type'].prefix}_{job['name']}"))
         job["trainer"].callbacks.extend(make_callbacks(job, store, run_id, checkpoints,
                                                        request.progress, stop))
-        code = _fit(job["trainer"], job, request, models_dir, store, run_id)
+        with served_dashboard(request.dashboard, store, run_id):
+            code = _fit(job["trainer"], job, request, models_dir, store, run_id)
     # Terminated from outside: 128 + SIGTERM, as a shell reports it, so a supervisor or
     # a script sees that the budget was not trained (the run itself is stopped, saved).
     return EXIT_TERMINATED if stop.terminated and code in (0, EXIT_INTERRUPTED) else code
+
+
+@contextmanager
+def served_dashboard(settings: DashboardSettings, store: RunStore | None,
+                     run_id: str | None) -> Iterator[None]:
+    """With the config's ``training_dashboard.auto_start``, the dashboard
+    (``python Main.py``, its own process on the run's store) beside the training while it
+    runs, its run page's address printed. A process, not an import: this module sits
+    below the web layer. A dashboard that cannot start (its port taken) says so on
+    stderr and the training goes on."""
+    if not settings.auto_start or store is None or run_id is None:
+        yield
+        return
+    env = {**os.environ, "DATABASE_URL": store.engine.url.render_as_string(hide_password=False),
+           "LIVE_POLL_SECONDS": str(settings.update_interval_ms / 1000)}
+    child = subprocess.Popen([sys.executable, str(MAIN_SCRIPT), "--no-demo", "--port",
+                              str(settings.port), "--theme", settings.theme],
+                             env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+    print(f"live dashboard: http://127.0.0.1:{settings.port}/runs/{run_id}", file=sys.stderr)
+    try:
+        yield
+    finally:
+        child.terminate()
+        try:
+            child.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()
 
 
 def _fit(trainer: Any, job: dict[str, Any], request: TrainingRequest, models_dir: Path,

@@ -34,6 +34,8 @@ import yaml
 from NetworkConfigs import DEFAULT_MODEL_TYPE, UnknownModelType, get_model_type
 from NetworkConfigs.artifacts import ArtifactError, default_models_dir, validate_name
 from NetworkConfigs.base import deep_merge
+from Utilities.dashboard_settings import SECTION as DASHBOARD_SECTION
+from Utilities.dashboard_settings import DashboardSettings, dashboard_settings
 from Utilities.data_utils import (
     OHLC,
     VOLUME,
@@ -88,6 +90,8 @@ class TrainingRequest:
     database_url: str | None = None     # never on a command line (it may hold a password)
     progress: bool = True
     threads: int | None = None          # torch's CPU threads; None: thread_budget()
+    # The config's training_dashboard section (how the run is watched, not the model's).
+    dashboard: DashboardSettings = field(default_factory=DashboardSettings)
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> TrainingRequest:
@@ -103,7 +107,11 @@ class TrainingRequest:
         for flag, key in ((args.total_timesteps, "total_timesteps"), (args.seed, "seed")):
             if flag is not None:
                 overrides = deep_merge(overrides, {"train_params": {key: flag}})
-        return cls(csv_path=Path(args.csv_path), model_type=args.model,
+        try:
+            dashboard = dashboard_settings(overrides.pop(DASHBOARD_SECTION, None))
+        except InputError as exc:
+            raise UsageError.of(exc) from None
+        return cls(dashboard=dashboard, csv_path=Path(args.csv_path), model_type=args.model,
                    model_name=args.model_name, mode=args.mode, overrides=overrides,
                    resume=args.resume, models_dir=args.models_dir, overwrite=args.overwrite,
                    run_id=_run_id(args.run_id), database_url=args.database_url,

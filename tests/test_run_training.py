@@ -102,6 +102,10 @@ def test_resume_from_a_model_folder_continues_training(tmp_path: Path, monkeypat
      "lookback_window must be in [1, 2000]"),
     (["--threads", "0"], "--threads must be a whole number of CPU threads from 1 to 1024"),
     (["--threads", "two"], "--threads must be a whole number of CPU threads"),
+    (["--training_params", '{"training_dashboard": {"theme": "neon"}}'],
+     "training_dashboard.theme must be one of dark, light, cyberpunk"),
+    (["--training_params", '{"training_dashboard": {"auto_start": true, "port": 0}}'],
+     "training_dashboard.port must be a fixed port"),
 ])
 def test_bad_input_is_one_line_and_exit_2(args: list[str], message: str, tmp_path: Path,
                                           monkeypatch, capsys) -> None:
