@@ -18,7 +18,7 @@ from NetworkConfigs import DEFAULT_MODEL_TYPE
 from NetworkConfigs.artifacts import clean_staging, default_models_dir, list_models
 from Utilities.logging_setup import configure_logging
 from Utilities.run_store import default_database_url
-from web import auth, auth_cli
+from web import auth, auth_cli, serving
 from web.errors import install_error_handlers, is_json_path
 from web.json_io import StrictJSONProvider
 
@@ -126,15 +126,13 @@ def main(argv: list[str] | None = None) -> int:
         return auth_cli.run(args)
     configure_logging()
 
-    import waitress
-
     app = _serving_app(args)
     if app is None:
         return 2
     prepare_to_serve(app, demo=not args.no_demo)
     print(f"Galaxy Models dashboard on http://{args.host}:{args.port}  (Ctrl+C stops)",
           flush=True)
-    waitress.serve(app, host=args.host, port=args.port, threads=args.threads)
+    serving.serve(app, args.threads, host=args.host, port=args.port)
     return 0
 
 
