@@ -33,7 +33,9 @@ in the log once: a before-request hook without a stand-in, an after-request or
 teardown-request function or URL value preprocessor on the route, ``SERVER_NAME`` or
 ``TRUSTED_HOSTS`` set, host or subdomain matching, a rule with variables or a host, or
 another middleware installed before it. Flask's ``request_started`` and
-``request_finished`` signals with receivers send every request through Flask too.
+``request_finished`` signals with receivers send every request through Flask too, and
+so does the app setting ``PREDICT_FAST_PATH = False`` (A/B comparisons: the tests send
+the same requests both ways and compare the replies byte for byte).
 """
 
 from __future__ import annotations
@@ -183,6 +185,8 @@ class FastPath:
 
 
 def _app_problem(app: Flask) -> str | None:
+    if app.config.get("PREDICT_FAST_PATH") is False:
+        return "PREDICT_FAST_PATH is False"
     if app.url_map.host_matching or app.subdomain_matching:
         return "the app matches hosts or subdomains"
     for key in ("SERVER_NAME", "TRUSTED_HOSTS"):
