@@ -19,6 +19,11 @@ Routes (``/openapi.json``, built by :mod:`web.openapi`, describes them):
   windows first, then for its stream bars, each in item order.
 - ``GET /info``, ``GET /health``, ``GET|DELETE /streams/<stream_id>``, ``GET /openapi.json``.
 
+Every app that mounts the blueprint also gets ``POST /predict``'s WSGI fast path
+(:mod:`web.predict_wsgi`) in front of Flask: it answers well-formed predictions through
+the steps of :class:`PredictRoute`, the ones the Flask view takes, and leaves every
+refusal to Flask.
+
 Status codes: 400 malformed request (not JSON, not an object, unknown or conflicting
 top-level fields), 413 body too large or a batch of more than MAX_BATCH items, 422
 well-formed but invalid values (missing or extra features, wrong types, NaN/Infinity,
