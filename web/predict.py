@@ -302,22 +302,26 @@ class PredictRoute:
         return self.max_body_bytes if self.max_body_bytes is not None else \
             config.get("MAX_CONTENT_LENGTH")
 
-    def checked(self, req: Request, config: Any) -> tuple[dict[str, Any], ModelLoader]:
+    def checked(self, req: Request, config: Any) -> dict[str, Any]:
         """The request's body, checked (:func:`check_request`) before its model is asked
-        for, and the model (503 when none is hosted). Reads nothing else, changes
-        nothing: a refusal here can be recomputed."""
+        for. Reads nothing else and changes nothing: a refusal here can be recomputed."""
         body = json_body(req, self.body_limit(config))
         check_request(body)
-        return body, self.hosted.loader()
+        return body
 
-    def settle(self, body: dict[str, Any], loader: ModelLoader) -> dict[str, Any] | Exception:
+    def outcome(self, body: dict[str, Any]) -> dict[str, Any] | Exception:
+        """:func:`settle` with the hosted model, asked for once (the 503 when none is)."""
+        try:
+            loader = self.hosted.loader()
+        except ApiError as exc:
+            return exc
         return settle(body, loader, self.hosted.streams(loader))
 
     def view(self) -> Response | Reply:
         """The Flask view; it writes the fast path's outcome when it was handed one."""
         outcome = request.environ.pop(HANDED_OVER, None)
         if outcome is None:
-            outcome = self.settle(*self.checked(request, current_app.config))
+            outcome = self.outcome(self.checked(request, current_app.config))
         return reply_of(outcome)
 
 

@@ -19,9 +19,10 @@ Per request:
    one without a Content-Length within the body limit goes to Flask untouched, which
    answers it exactly as before.
 3. The body is read and :meth:`~web.predict.PredictRoute.checked` (JSON, the request's
-   shape, the hosted model). A refusal there reads and changes nothing else, so Flask
-   is given the same request (the body put back) and refuses it in its own words.
-4. :meth:`~web.predict.PredictRoute.settle`: the prediction, made once. An answer that
+   shape). A refusal there reads and changes nothing else, so Flask is given the same
+   request (the body put back) and refuses it in its own words.
+4. :meth:`~web.predict.PredictRoute.outcome`: the hosted model, asked for once (503
+   when there is none), and the prediction, made once. An answer that
    :func:`web.json_io.reply_bytes` writes is sent as Flask would send it (200,
    ``Content-Type: application/json``, ``Content-Length``); anything else (a refusal
    of the model or a stream, a batch with refused items, an answer only ``jsonify``
@@ -76,9 +77,9 @@ class Route(Protocol):
 
     def body_limit(self, config: Any) -> int | None: ...
 
-    def checked(self, req: Request, config: Any) -> tuple[dict[str, Any], Any]: ...
+    def checked(self, req: Request, config: Any) -> dict[str, Any]: ...
 
-    def settle(self, body: dict[str, Any], loader: Any) -> dict[str, Any] | Exception: ...
+    def outcome(self, body: dict[str, Any]) -> dict[str, Any] | Exception: ...
 
 
 @dataclass(frozen=True)
@@ -153,11 +154,11 @@ class FastPath:
             return None
         environ["wsgi.input"] = io.BytesIO(environ["wsgi.input"].read(length))
         try:
-            body, loader = served.route.checked(req, app.config)
+            body = served.route.checked(req, app.config)
         except Exception:  # refused (or broken): Flask recomputes it and says it its way
             environ["wsgi.input"].seek(0)
             return None
-        outcome = served.route.settle(body, loader)
+        outcome = served.route.outcome(body)
         if not isinstance(outcome, Exception):
             try:
                 data = reply_bytes(outcome)
