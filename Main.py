@@ -9,6 +9,7 @@ import argparse
 import logging
 import os
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -17,8 +18,9 @@ from flask import Flask
 from NetworkConfigs import DEFAULT_MODEL_TYPE
 from NetworkConfigs.artifacts import clean_staging, default_models_dir, list_models
 from Utilities.logging_setup import configure_logging
+from Utilities.metrics_logger import MetricsLogger
 from Utilities.run_store import default_database_url
-from web import auth, auth_cli, serving
+from web import auth, auth_cli
 from web.errors import install_error_handlers, is_json_path
 from web.json_io import StrictJSONProvider
 
@@ -39,6 +41,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         # CSVs the pages offer beside sample.csv; uploads are kept in its uploads/.
         DATA_DIR=os.environ.get("DATA_DIR") or str(Path(__file__).resolve().parent / "data"),
         MAX_CONTENT_LENGTH=MAX_UPLOAD_BYTES,
+        THEME="dark",  # the theme a browser starts with (it remembers its own choice)
         # Signs the session cookie; unset, web.auth picks one (see _install_auth).
         SECRET_KEY=os.environ.get("SECRET_KEY"),
         **auth.env_config(),  # AUTH, ALLOWED_HOSTS, BIND_HOST, the cookie's flags
@@ -54,9 +57,12 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         history,
         hosting,
         library,
+        live_overview,
+        live_stream,
         login,
         navigation,
         pages,
+        run_api,
         settings,
         store,
         train,
@@ -66,7 +72,9 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     formatting.init_app(app)
     navigation.init_app(app)
     csrf.init_app(app)
-    for area in (pages, train, history, library, backtests, hosting, settings, login):
+    live_stream.init_app(app)
+    live_overview.init_app(app)
+    for area in (pages, train, history, run_api, library, backtests, hosting, settings, login):
         app.register_blueprint(area.bp)
     install_error_handlers(app)  # JSON on is_json_path's paths, a styled page elsewhere
     return app
@@ -116,7 +124,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Serve the Galaxy Models dashboard.")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=5000)
-    parser.add_argument("--threads", type=int, default=8)
+    parser.add_argument("--threads", type=int, default=8,
+                        help="request threads, besides one per live-stream viewer allowed")
     parser.add_argument("--no-demo", action="store_true",
                         help="do not train the demo model when Models/ is empty")
     auth.add_arguments(parser)
@@ -126,13 +135,19 @@ def main(argv: list[str] | None = None) -> int:
         return auth_cli.run(args)
     configure_logging()
 
+    import waitress
+
     app = _serving_app(args)
     if app is None:
         return 2
     prepare_to_serve(app, demo=not args.no_demo)
     print(f"Galaxy Models dashboard on http://{args.host}:{args.port}  (Ctrl+C stops)",
           flush=True)
-    serving.serve(app, args.threads, host=args.host, port=args.port)
+    # Each live-stream viewer holds a thread for as long as it watches: add one per
+    # allowed viewer, so a full house of streams leaves --threads for everything else.
+    viewers = app.extensions["live_hub"].total
+    waitress.serve(app, host=args.host, port=args.port, threads=args.threads + viewers,
+                   connection_limit=max(100, 2 * (args.threads + viewers)))
     return 0
 
 
@@ -149,6 +164,113 @@ def _serving_app(args: argparse.Namespace) -> Flask | None:
         print(f"error: {problem}", file=sys.stderr)
         return None
     return app
+
+
+# ---- the in-process dashboard (the seed's TrainingDashboard) ---------------------------
+# For people who train from a notebook or a script::
+#
+#     metrics = MetricsLogger(store, run_id)
+#     dashboard = TrainingDashboard(metrics, port=8050, update_interval=500, theme="dark")
+#     dashboard.start()            # background thread; start(blocking=True) serves until stop()
+#     print(dashboard.url)         # the run's live page
+#     dashboard.stop()
+#
+# The same app as ``python Main.py`` (create_app) on the logger's store, so every page
+# works: the run page follows the training over its stream, the overview lists it, its
+# buttons pause, resume and stop it through the store. Loopback unless told otherwise;
+# the app's usual rules (a credential beyond loopback, the Host check) apply. It lives
+# here, beside the app factory it serves, because web/ may not import this entry file.
+
+THEMES = ("dark", "light", "cyberpunk")
+
+
+def check_settings(port: Any, update_interval: Any, theme: Any) -> None:
+    """ValueError naming the first setting a dashboard cannot use (``update_interval``
+    in milliseconds, as the seed's)."""
+    if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
+        raise ValueError(f"dashboard port must be a whole number from 0 to 65535, not {port!r}")
+    if (isinstance(update_interval, bool) or not isinstance(update_interval, int | float)
+            or not 10 <= update_interval <= 60_000):
+        raise ValueError("dashboard update_interval must be a number of milliseconds from 10 "
+                         f"to 60000, not {update_interval!r}")
+    if theme not in THEMES:
+        raise ValueError(f"dashboard theme must be one of {', '.join(THEMES)}, not {theme!r}")
+
+
+class TrainingDashboard:
+    """Serve the dashboard for ``metrics_logger``'s run from this process.
+
+    ``update_interval`` (milliseconds, as in the seed) is how often the server looks in
+    the store for what the logger wrote; pages get it pushed at once (the logger itself
+    writes every 200 ms)."""
+
+    def __init__(self, metrics_logger: MetricsLogger, port: int = 8050,
+                 update_interval: float = 500, theme: str = "dark", *,
+                 host: str = "127.0.0.1", threads: int = 8) -> None:
+        if metrics_logger.store is None:
+            raise ValueError("the metrics logger has no run store to show (MetricsLogger "
+                             "was created without one)")
+        check_settings(port, update_interval, theme)
+        self.metrics, self.host, self.threads = metrics_logger, host, threads
+        self.port, self.update_interval, self.theme = port, float(update_interval), theme
+        self._server: Any = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        """The run's live page (the port is the real one once started with port 0)."""
+        return f"http://{self.host}:{self.port}/runs/{self.metrics.run_id}"
+
+    def start(self, blocking: bool = False) -> str:
+        """Start serving; with ``blocking`` serve in this thread until :meth:`stop` (from
+        another thread) or Ctrl+C. Returns :attr:`url`."""
+        if self.is_running():
+            return self.url
+        from waitress.server import create_server
+
+        from Main import create_app
+
+        # The store's own URL (its .url hides a password, for messages).
+        url = self.metrics.store.engine.url.render_as_string(hide_password=False)
+        app = create_app({"DATABASE_URL": url, "THEME": self.theme,
+                          "LIVE_POLL_SECONDS": self.update_interval / 1000})
+        self._app = app
+        viewers = app.extensions["live_hub"].total
+        self._server = create_server(app, host=self.host, port=self.port,
+                                     threads=self.threads + viewers,
+                                     connection_limit=2 * (self.threads + viewers))
+        self.port = self._server.effective_port
+        log.info("training dashboard on %s", self.url)
+        if blocking:
+            try:
+                self._server.run()
+            except KeyboardInterrupt:
+                pass
+            finally:
+                self._close()
+            return self.url
+        self._thread = threading.Thread(target=self._server.run, name="training-dashboard",
+                                        daemon=True)
+        self._thread.start()
+        return self.url
+
+    def stop(self) -> None:
+        """Stop serving (open pages lose their stream and show it reconnecting)."""
+        self._close()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+            self._thread = None
+
+    def is_running(self) -> bool:
+        return self._server is not None
+
+    def _close(self) -> None:
+        server, self._server = self._server, None
+        if server is None:
+            return
+        self._app.extensions["live_hub"].close()
+        self._app.extensions["live_overview"].close()
+        server.close()
 
 
 if __name__ == "__main__":

@@ -161,18 +161,21 @@ def tails(session: Session, series_ids: Iterable[int], count: int) -> dict[int, 
 
 
 def points_after(session: Session, series: dict[int, str], after_id: int,
-                 limit: int) -> tuple[dict[str, list[dict]], int]:
-    """Points written after point id ``after_id`` to the given series ({id: key}), per
-    key in write order (at most ``limit``), and the id to ask after next time."""
+                 limit: int, up_to: int | None = None) -> tuple[dict[str, list[dict]], int]:
+    """Points written after point id ``after_id`` (up to id ``up_to``, if given) to the
+    given series ({id: key}), per key in write order (at most ``limit``), and the id
+    to ask after next time."""
     if not series:
         return {}, after_id
     p = _POINTS.c
+    # "+ 0": an index on series_id would read every point of the series; the primary
+    # key's range reads only the new ones.
+    where = [p.id > after_id, (p.series_id + 0).in_(sorted(series))]
+    if up_to is not None:
+        where.append(p.id <= up_to)
     rows = session.execute(
         select(p.id, p.series_id, p.step, p.value, p.wall_time)
-        # "+ 0": an index on series_id would read every point of the series; the
-        # primary key's range reads only the new ones.
-        .where(p.id > after_id, (p.series_id + 0).in_(sorted(series)))
-        .order_by(p.id).limit(limit)
+        .where(*where).order_by(p.id).limit(limit)
     ).all()
     found: dict[str, list[dict]] = {}
     for row in rows:

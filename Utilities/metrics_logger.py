@@ -180,6 +180,11 @@ class MetricsLogger:
         """A policy decision (action, probabilities, value) as a ``decision`` event."""
         self._append(("e", "decision", tuple(decision), tuple(decision.values()), _now()))
 
+    def log_account(self, **snapshot: Any) -> None:
+        """One account's state (agent, cash, position, equity, rewards, trades, …) as an
+        ``account`` event: what the live page's agent cards show."""
+        self._append(("e", "account", tuple(snapshot), tuple(snapshot.values()), _now()))
+
     def log_checkpoint(self, path: str | Path, step: int, **info: Any) -> None:
         """A saved checkpoint, so history pages can list and resume from it."""
         self._event("checkpoint", {"path": str(path), "step": int(step), **info})

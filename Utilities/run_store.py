@@ -105,6 +105,16 @@ DEFAULT_LOST_AFTER_SECONDS = 30.0
 LOST_PREFIX = "lost: "  # how the error of a run marked lost begins
 # Claims of every process take this PostgreSQL advisory lock (any fixed 64-bit key).
 _CLAIM_LOCK_KEY = 0x6A1A7_C1A1
+# Every transaction that appends events or metric points takes this one just before
+# its first such insert: PostgreSQL hands out sequence values at the insert, not at the
+# commit, so two concurrent writers could otherwise commit seq 8 after a reader saw
+# seq 9 and moved its cursor past 8 for ever. Serialised appends commit in seq order
+# (a commit is visible before its locks are released), so "after N" never skips a row.
+# Deadlock-free because a holder never waits for a lock another appender may hold
+# first: appenders update their runs rows (status, heartbeat) *before* taking it.
+# SQLite needs nothing: its one write lock already serialises writers.
+_APPEND_LOCK_KEY = _CLAIM_LOCK_KEY + 1
+_APPEND_LOCK_SQL = f"SELECT pg_advisory_xact_lock({_APPEND_LOCK_KEY})"
 _REPO_ROOT = Path(__file__).resolve().parent.parent
 _INT64 = (-(2**63), 2**63 - 1)  # BigInteger's range; larger Python ints overflow the driver
 # SQLAlchemy 2.1 would load psycopg (3) for a driver-less URL and no longer knows
@@ -478,7 +488,7 @@ class RunStore:
                 cursor.execute("PRAGMA busy_timeout = 600000")  # a big move takes a while
                 cursor.execute("BEGIN IMMEDIATE")
             else:
-                cursor.execute("SELECT pg_advisory_xact_lock(%s)", (_CLAIM_LOCK_KEY + 1,))
+                cursor.execute(_APPEND_LOCK_SQL)
             moved = self._move_legacy_points(raw, cursor)
             raw.commit()
             if moved:
@@ -647,22 +657,29 @@ class RunStore:
             run.started_at = run.heartbeat_at = utcnow()
             if run.status == "starting":
                 run.status = "running"
-                s.execute(insert(_EVENTS), [_event_row(run.id, "status", {
+                self._append_events(s, [_event_row(run.id, "status", {
                     "status": "running", "previous": "starting"}, time.time())])
             s.flush()
             logger.info("adopted run %s (%s, %s)", run.id, name, model_type)
             return run_as_dict(run)
 
-    @staticmethod
-    def _insert_run(session: Session, run: Run) -> None:
+    def _insert_run(self, session: Session, run: Run) -> None:
         """Add a new run and its first status event."""
         session.add(run)
         try:
             session.flush()  # the event's foreign key needs the run row first
         except IntegrityError:  # only a chosen run id can collide
             raise RunStoreError(f"a run with id {run.id!r} already exists") from None
-        session.execute(insert(_EVENTS), [_event_row(run.id, "status", {"status": run.status},
-                                                     time.time())])
+        self._append_events(session, [_event_row(run.id, "status", {"status": run.status},
+                                                 time.time())])
+
+    def _append_events(self, session: Session, rows: list[dict]) -> list[int]:
+        """Insert event rows under the append lock (see ``_APPEND_LOCK_KEY``); their seqs.
+        Call it after the transaction's updates of runs rows, never before."""
+        if self.engine.dialect.name == "postgresql":
+            session.execute(sa.text(_APPEND_LOCK_SQL))  # autoflushes pending updates first
+        stmt = insert(_EVENTS).returning(_EVENTS.c.seq, sort_by_parameter_order=True)
+        return [int(seq) for seq in session.execute(stmt, rows).scalars()]
 
     def _lock_claims(self, session: Session) -> None:
         """Serialise claims until the transaction ends, on every engine."""
@@ -700,7 +717,7 @@ class RunStore:
                                        last < cutoff)
             if session.execute(stmt.values(status="failed", error=error, ended_at=seen,
                                            control=None)).rowcount:
-                session.execute(insert(_EVENTS), [_event_row(
+                self._append_events(session, [_event_row(
                     run_id, "status", {"status": "failed", "previous": status,
                                        "error": error}, time.time())])
                 logger.warning("run %s marked lost: %s", run_id, error)
@@ -802,7 +819,7 @@ class RunStore:
             payload = {"status": status, "previous": previous}
             if error is not None:
                 payload["error"] = error
-            s.execute(insert(_EVENTS), [_event_row(run_id, "status", payload, time.time())])
+            self._append_events(s, [_event_row(run_id, "status", payload, time.time())])
             logger.info("run %s: %s -> %s", run_id, previous, status)
             return run_as_dict(self._require(s, run_id))
 
@@ -929,10 +946,9 @@ class RunStore:
     def log_events(self, run_id: str, rows: Iterable[tuple[str, dict, float]]) -> list[int]:
         """Append (kind, payload, wall_time) events to a run; return their seq numbers."""
         params = [_event_row(run_id, *row) for row in rows]
-        stmt = insert(_EVENTS).returning(_EVENTS.c.seq, sort_by_parameter_order=True)
         with self._tx() as s:
             self._require_ids(s, [run_id])
-            return [int(seq) for seq in s.execute(stmt, params).scalars()] if params else []
+            return self._append_events(s, params) if params else []
 
     @_guarded
     def write_batch(
@@ -978,8 +994,11 @@ class RunStore:
             raw = self._batch_connection or self.engine.raw_connection()
             cursor = raw.cursor()
             try:
+                self._write_beats(cursor, beats)  # runs rows before the append lock
+                if len(metric_params) or event_params:
+                    self._take_append_lock(cursor)
                 self._metric_writer(cursor).write(metric_params)
-                self._write_events_and_beats(cursor, event_params, beats)
+                self._write_events(cursor, event_params)
                 raw.commit()
             except SeriesGone as exc:
                 raw.rollback()
@@ -1006,17 +1025,25 @@ class RunStore:
         executemany = postgres_executemany if dialect.name == "postgresql" else None
         return MetricWriter(cursor, dialect.paramstyle, self._series_ids, executemany)
 
-    def _write_events_and_beats(self, cursor: Any, event_params: list[tuple],
-                                beats: list[str]) -> None:
-        processors = self._batch_processors
+    def _take_append_lock(self, cursor: Any) -> None:
+        if self.engine.dialect.name == "postgresql":
+            cursor.execute(_APPEND_LOCK_SQL)
+
+    def _write_events(self, cursor: Any, event_params: list[tuple]) -> None:
+        if not event_params:
+            return
         mark = "?" if self.engine.dialect.paramstyle == "qmark" else "%s"
-        if event_params:
-            sql = _BATCH_SQL["events"].format(mark)
-            if self.engine.dialect.name == "postgresql":  # psycopg2's: a statement per row
-                postgres_executemany(cursor, sql, event_params)
-            else:
-                cursor.executemany(sql, event_params)
-        stamp = processors["time"](utcnow()) if beats else None
+        sql = _BATCH_SQL["events"].format(mark)
+        if self.engine.dialect.name == "postgresql":  # psycopg2's: a statement per row
+            postgres_executemany(cursor, sql, event_params)
+        else:
+            cursor.executemany(sql, event_params)
+
+    def _write_beats(self, cursor: Any, beats: list[str]) -> None:
+        if not beats:
+            return
+        mark = "?" if self.engine.dialect.paramstyle == "qmark" else "%s"
+        stamp = self._batch_processors["time"](utcnow())
         for run_id in beats:  # one statement each: multi-row rowcount is driver-specific
             cursor.execute(_BATCH_SQL["beat"].format(mark), (stamp, run_id))
             if not cursor.rowcount:
@@ -1101,18 +1128,20 @@ class RunStore:
 
     @_guarded
     def metric_points_after(self, run_id: str, after_id: int = 0, *,
-                            keys: Iterable[str] | None = None,
-                            limit: int = MAX_EVENTS_PAGE) -> tuple[dict[str, list[dict]], int]:
-        """A run's points written after point id ``after_id``, per key in write order (at
-        most ``limit`` in all), and the id to pass next time: a page's incremental
-        update reads only what is new."""
+                            keys: Iterable[str] | None = None, limit: int = MAX_EVENTS_PAGE,
+                            up_to: int | None = None) -> tuple[dict[str, list[dict]], int]:
+        """A run's points written after point id ``after_id`` (and, given ``up_to``, with
+        an id no higher), per key in write order (at most ``limit`` in all), and the id
+        to pass next time: a page's incremental update reads only what is new."""
         after_id = _int_arg("after_id", after_id, 0)
         limit = _int_arg("limit", limit, 1, MAX_EVENTS_PAGE)
+        if up_to is not None:
+            up_to = _int_arg("up_to", up_to, 0)
         with self._tx() as s:
             series = self._series(s, run_id)
             wanted = set(series) if keys is None else set(keys) & set(series)
             return metric_reads.points_after(
-                s, {series[key]["id"]: key for key in wanted}, after_id, limit)
+                s, {series[key]["id"]: key for key in wanted}, after_id, limit, up_to)
 
     @_guarded
     def last_point_id(self) -> int:
@@ -1204,12 +1233,16 @@ class RunStore:
 
     @_guarded
     def events_after(self, seq: int = 0, *, run_id: str | None = None,
-                     kinds: Iterable[str] | None = None, limit: int = 1000) -> list[dict]:
-        """Events with a seq greater than the given one, in seq order (at most limit)."""
+                     kinds: Iterable[str] | None = None, limit: int = 1000,
+                     up_to: int | None = None) -> list[dict]:
+        """Events with a seq greater than the given one (and, given ``up_to``, no
+        greater than it), in seq order (at most limit)."""
         seq = _int_arg("seq", seq, 0)
         limit = _int_arg("limit", limit, 1, MAX_EVENTS_PAGE)
         e = _EVENTS.c
         query = select(_EVENTS).where(e.seq > seq)
+        if up_to is not None:
+            query = query.where(e.seq <= _int_arg("up_to", up_to, 0))
         if run_id is not None:
             query = query.where(e.run_id == run_id)
         if kinds is not None:

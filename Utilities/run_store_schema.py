@@ -33,7 +33,7 @@ logger = logging.getLogger(__name__)
 RUN_STATUSES = ("starting", "running", "paused", "completed", "stopped", "failed")
 TERMINAL_STATUSES = frozenset({"completed", "stopped", "failed"})
 EVENT_KINDS = ("episode", "trade", "decision", "checkpoint", "alert", "status", "log",
-               "importance")
+               "importance", "account")
 CONTROL_ACTIONS = ("pause", "resume", "stop")
 # Before issue 13 every point was a row of this table (run_id, key, step, value,
 # wall_time); RunStore migrates such a table into the series tables when it opens one.
@@ -146,9 +146,10 @@ class MetricRollup(Base):
 class Event(Base):
     """One event; ``seq`` is the global, monotonically increasing sequence number.
 
-    On PostgreSQL, with concurrent writers, sequence values can become visible out of
-    order (a lower seq commits after a higher one was read), so the planned live stream
-    must account for that, e.g. by re-reading a small overlap behind its last seq.
+    Rows become visible in ``seq`` order on every engine, so "everything after seq N"
+    never skips one: on PostgreSQL appenders take the store's append lock
+    (run_store.py, ``_APPEND_LOCK_KEY``), because sequence values are drawn at the
+    insert but visible only at the commit. The same holds for ``metric_points.id``.
     """
 
     __tablename__ = "events"

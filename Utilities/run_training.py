@@ -187,7 +187,7 @@ def prepare(request: TrainingRequest, store: RunStore | None) -> dict[str, Any]:
         _check_checkpoint(resume, trainer_class.checkpoint_keys, request.resume)
     base = resume["config"] if resume and "config" in resume else model_type.default_config
     with _field("model_name"):
-        name = validate_name(request.model_name or _default_name(request, resume))
+        name = validate_name(request.model_name or default_model_name(request, resume))
     with _field(None):  # a config error names its key (its field) itself
         trainer = trainer_class(request.config_over(base, trainer_class.smoke_config), [])
     source = request.csv_path.name
@@ -234,7 +234,9 @@ def _type_name(requested: str | None, resume: dict[str, Any] | None) -> str:
     return requested or saved or DEFAULT_MODEL_TYPE
 
 
-def _default_name(request: TrainingRequest, resume: dict[str, Any] | None) -> str:
+def default_model_name(request: TrainingRequest, resume: dict[str, Any] | None = None) -> str:
+    """The name of a training that was given none: the checkpoint's when resuming, else
+    ``<csv stem>_<UTC time>`` (the CLI's rule; the start API uses it too)."""
     if resume and resume.get("model_name"):
         return str(resume["model_name"])
     return f"{request.csv_path.stem}_{datetime.now(UTC):%Y%m%d_%H%M%S}"

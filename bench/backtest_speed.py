@@ -21,7 +21,10 @@ beside it). ``closed_loop_breakdown`` is one more closed-loop run with timers ar
 its parts: the market pass (``ReplayPolicy``: the first layer of every bar's window, one
 batch), the loop (one pass per fill), the account entries, values and probabilities of
 every bar at the end, scoring with the engine and the baselines, and the rest (features,
-scaling, decision frame).
+scaling, decision frame). ``policy_floor_s`` is the loop's passes times the time of
+the cheapest pass's policy evaluation alone (8 bars, 5 numpy calls), timed in place:
+the share of the loop that remains however its bookkeeping is written, as long as the
+policy runs once per fill (wall seconds, like the parts).
 
 Goals: engine >= 20x reference (issue 4); closed loop >= 2x backtesting.py on the
 agent's own tape (issue 13; it was >= 1x of the random tape's reference in issue 4).
@@ -191,7 +194,28 @@ def breakdown(backtester: PPOBacktester) -> dict[str, Any]:
             "parts_s": {k: round(v, 4) for k, v in parts.items()},
             "percent": {k: round(100 * v / clock.wall, 1) for k, v in parts.items()},
             "loop_passes": passes["count"],
-            "loop_us_per_pass": round(1e6 * parts["loop"] / max(1, passes["count"]), 1)}
+            "loop_us_per_pass": round(1e6 * parts["loop"] / max(1, passes["count"]), 1),
+            **policy_floor(backtester, passes["count"], parts["loop"])}
+
+
+def policy_floor(backtester: PPOBacktester, passes: int, loop_s: float) -> dict[str, Any]:
+    """What one pass's policy evaluation costs alone (a flat block of 8 bars: 5 numpy
+    calls, the least any pass does), timed in place, and that times the passes: the part
+    of the loop no bookkeeping change can remove while the loop runs once per fill."""
+    loader = backtester.loader
+    n_features = loader.agent.window_dim // loader.lookback
+    policy = ReplayPolicy(loader.agent, np.zeros((64, loader.lookback, n_features),
+                                                  dtype=np.float32))
+    out = np.empty((8, 3), dtype=np.float32)
+    rows, reps = slice(0, 8), 2000
+    policy.flat_logits(rows, 0.0, out=out)
+    started = time.perf_counter()  # wall, like the breakdown's parts
+    for i in range(reps):
+        policy.flat_logits(rows, 1e-6 * i, out=out)  # a new equity each pass, as after a fill
+    each = (time.perf_counter() - started) / reps
+    return {"policy_us_per_8_row_block": round(1e6 * each, 1),
+            "policy_floor_s": round(each * passes, 4),
+            "policy_floor_share_of_loop": round(each * passes / max(loop_s, 1e-9), 2)}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -7,7 +7,8 @@ from typing import Any, NamedTuple
 from flask import Flask, current_app, request
 
 # (endpoint, label) in menu order; an endpoint not registered (yet) is left out.
-AREAS = (("pages.home", "Home"), ("train.index", "Train"), ("history.index", "History"),
+AREAS = (("pages.home", "Home"), ("train.index", "Train"), ("live.page", "Live"),
+         ("history.index", "History"),
          ("library.index", "Models"), ("backtests.index", "Backtest"),
          ("hosting.index", "API"), ("settings.index", "Settings"))
 

@@ -1,7 +1,7 @@
-"""The waitress settings of every server of this project: ``python Api_Loader.py``, the
-dashboard (``python Main.py``) and the do-nothing server that
-``bench/predict_latency.py`` measures the ceiling with (so it is measured on the same
-set-up). Imports nothing heavy: the bench's do-nothing server uses it as it is.
+"""The waitress settings of the model server (``python Api_Loader.py``) and of the
+do-nothing server that ``bench/predict_latency.py`` measures the ceiling with (so that
+ceiling is measured on the same set-up). Imports nothing heavy: the bench's do-nothing
+server uses it as it is.
 
 ``send_bytes``: replies up to this size are sent by waitress's I/O thread once their
 request is done. With waitress's default (1 byte), the request's own thread sends each
@@ -13,6 +13,10 @@ against 0.11 ms with this setting). Larger replies (big batches) are still sent 
 the request's thread as they are written. waitress 3.0 marks the setting deprecated
 but keeps it; requirements.txt pins waitress, so a release that drops it is a
 deliberate upgrade (it would refuse the keyword at start, not misbehave).
+
+The dashboard (``python Main.py``) keeps waitress's default: its live pages stream
+server-sent events, and with this setting a small event would wait in the buffer until
+64 KiB had piled up or the stream ended.
 """
 
 from __future__ import annotations
@@ -26,15 +30,6 @@ SEND_BYTES = 64 * 1024
 def waitress_settings(threads: int) -> dict[str, Any]:
     """Keyword settings for ``waitress.create_server`` / ``waitress.serve``."""
     return {"threads": threads, "send_bytes": SEND_BYTES}
-
-
-def serve(app: Any, threads: int, **where: Any) -> None:
-    """``waitress.serve(app, **where)`` (``host``, ``port``) with
-    :func:`waitress_settings`, until Ctrl+C."""
-    import waitress
-
-    _accept_send_bytes()
-    waitress.serve(app, **where, **waitress_settings(threads))
 
 
 def create_server(app: Any, threads: int, **where: Any) -> Any:

@@ -38,11 +38,12 @@ from werkzeug.exceptions import RequestEntityTooLarge
 from NetworkConfigs import DEFAULT_MODEL_TYPE, get_model_type, type_label
 from Utilities import run_training
 from Utilities.data_utils import DataError
-from Utilities.run_store import ACTIVE_STATUSES, RunNotFound, RunStoreError, StoreUnavailable
+from Utilities.run_store import ACTIVE_STATUSES, RunNotFound, StoreUnavailable
 from Utilities.training_request import TrainingRequest, UsageError, precheck
 from web import datafiles
 from web.history import is_run_id
 from web.json_io import ApiError, error_reply, read_json_body
+from web.run_api import control_reply
 from web.store import get_store
 from web.training_form import (
     changed_config,
@@ -54,22 +55,14 @@ from web.training_form import (
     mode_of,
     preset_values,
 )
-from web.training_jobs import EXTENSION, Busy, TrainingJobs
+from web.training_jobs import Busy, jobs
 
 log = logging.getLogger(__name__)
 bp = Blueprint("train", __name__)
-CONTROL_ACTIONS = ("pause", "resume", "stop")
 MAX_CONTROL_BYTES = 4096  # {"action": "resume"} is 20 bytes
 STAGED_CHOICE = "@upload"  # the data choice that means "the upload this form kept"
 # A kept upload's token: the name stage_upload gave it (8 hex digits, the safe stem).
 MAX_SHOWN_NAME = 120
-
-
-def jobs() -> TrainingJobs:
-    """The app's launcher (one per app, created on first use)."""
-    if current_app.extensions.get(EXTENSION) is None:
-        current_app.extensions[EXTENSION] = TrainingJobs(Path(current_app.instance_path))
-    return current_app.extensions[EXTENSION]
 
 
 @dataclass
@@ -136,7 +129,7 @@ def _too_large(exc: RequestEntityTooLarge) -> tuple[str, int]:
 def control(run_id: str) -> Any:
     """Pause, resume or stop a running run (the trainer obeys between iterations).
     The action comes as JSON (``{"action": "stop"}``, read by the one body parser) or
-    as a form field; every reply is JSON."""
+    as a form field; every reply is JSON (the API's own, web/run_api.py)."""
     request.max_content_length = MAX_CONTROL_BYTES  # before the body is first read
     try:
         body = read_json_body() if request.is_json else request.form
@@ -146,19 +139,7 @@ def control(run_id: str) -> Any:
         return error_reply(413, f"the request body is larger than the {MAX_CONTROL_BYTES:,}-"
                                 "byte limit")
     action = body.get("action")
-    if not isinstance(action, str) or action not in CONTROL_ACTIONS:
-        return error_reply(422, f"action must be one of {list(CONTROL_ACTIONS)}", "action")
-    if not is_run_id(run_id):  # the store only makes UUIDs: nothing else can be found
-        return error_reply(404, f"run {run_id!r} not found", "run_id")
-    try:
-        run = get_store().request_control(run_id, action)
-    except KeyError:
-        return error_reply(404, f"run {run_id!r} not found", "run_id")
-    except StoreUnavailable as exc:
-        return error_reply(503, str(exc))
-    except RunStoreError as exc:
-        return error_reply(409, str(exc))
-    return jsonify(run_id=run_id, control=action, status=run.get("status"))
+    return control_reply(run_id, action if isinstance(action, str) else "")
 
 
 @bp.post("/runs/<run_id>/resume")

@@ -24,7 +24,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import yaml
-from flask import Flask
+from flask import Flask, current_app
 
 from NetworkConfigs import type_label
 from Utilities.input_errors import InputError
@@ -43,6 +43,14 @@ log = logging.getLogger(__name__)
 EXTENSION = "training_jobs"  # where an app keeps its TrainingJobs
 ENTRY_POINT = Path(__file__).resolve().parent.parent / "Utilities" / "run_training.py"
 LOG_TAIL_CHARS = 2000
+
+
+def jobs() -> TrainingJobs:
+    """The app's launcher (one per app, created on first use): the Train form, resumes
+    and the start API share it."""
+    if current_app.extensions.get(EXTENSION) is None:
+        current_app.extensions[EXTENSION] = TrainingJobs(Path(current_app.instance_path))
+    return current_app.extensions[EXTENSION]
 
 
 class TrainingJobs:

@@ -2,7 +2,7 @@
 (function () {
   var saved = null;
   try { saved = localStorage.getItem("gm-theme"); } catch (e) { /* storage disabled */ }
-  document.documentElement.setAttribute("data-theme", saved || "dark");
+  document.documentElement.setAttribute("data-theme", saved || document.documentElement.getAttribute("data-theme") || "dark");
   document.addEventListener("DOMContentLoaded", function () {
     var button = document.getElementById("theme-toggle");
     if (!button) return;

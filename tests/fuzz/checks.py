@@ -207,12 +207,25 @@ def _has_json_body(case: Case, reply: Reply) -> bool:
 
 
 def _json_problem(reply: Reply) -> str | None:
+    if reply.mimetype == "text/event-stream" and reply.status == 200:
+        return _stream_problem(reply)
     if reply.mimetype != "application/json" and not reply.mimetype.endswith("+json"):
         return f"{reply.status} answered as {reply.mimetype or 'no content type'}"
     try:
         strict_json(reply.body)
     except InvalidJson as exc:
         return f"{reply.status}: {str(exc)[:120]}"
+    return None
+
+
+def _stream_problem(reply: Reply) -> str | None:
+    """Every ``data:`` line of a server-sent-event stream's opening messages is JSON."""
+    for line in reply.body.split(b"\n"):
+        if line.startswith(b"data: "):
+            try:
+                strict_json(line[6:])
+            except InvalidJson as exc:
+                return f"event stream: {str(exc)[:120]}"
     return None
 
 

@@ -1,0 +1,210 @@
+"""The training runs' control API (JSON), for programs and the live pages alike:
+
+- ``GET  /api/training-runs/<id>/state``  the run's whole live state (the seed's
+  ``/api/state``): status and the moves allowed from it, headline figures, the latest
+  update metrics, the featured accounts ("agents"), the latest decision, recent trades,
+  and the stream cursor to follow it from (``/api/training-runs/<id>/events``).
+- ``POST /api/training-runs``  start a training from a JSON body: ``{"model_type": "ppo",
+  "data": "<a listed data file>", "model_name": "...", "mode": "smoke" | "full",
+  "config": {<overrides, as in a config file>}}``; 202 with the run's id and URLs.
+- ``POST /api/training-runs/<id>/pause`` / ``resume`` / ``stop``: ask the trainer (it
+  obeys between iterations); 409 when the run's state does not allow the move.
+
+Errors are the one JSON body (``{"error", "field"}``): 400 unreadable JSON, 404 unknown
+run, 409 a move or start the state refuses, 413 too large, 422 a bad value, 503 the
+store is down.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+from flask import Blueprint, Response, current_app, request, url_for
+from werkzeug.exceptions import RequestEntityTooLarge
+
+from NetworkConfigs import DEFAULT_MODEL_TYPE
+from Utilities.data_loading import DataError
+from Utilities.run_store import (
+    RunNotFound,
+    RunStoreError,
+    StoreUnavailable,
+)
+from Utilities.run_training import default_model_name
+from Utilities.training_request import MODES, TrainingRequest, UsageError, precheck
+from web import datafiles
+from web.history import public_run
+from web.json_io import ApiError, error_reply, json_reply, read_json_body
+from web.live_tail import stream_start
+from web.query_params import is_run_id
+from web.run_stats import RunData
+from web.store import get_store
+from web.training_form import form_types
+from web.training_jobs import Busy, jobs
+
+bp = Blueprint("run_api", __name__)
+
+CONTROL_ACTIONS = ("pause", "resume", "stop")
+# The moves a run accepts in each state. "stopping" is a live run with a stop pending
+# (the trainer stops at its next iteration's end); terminal states accept none.
+_MOVES = {"starting": ("stop",), "running": ("pause", "stop"), "paused": ("resume", "stop"),
+          "stopping": ()}
+MAX_START_BYTES = 64 * 1024
+STATE_TRADES = 20   # recent trades in a state reply
+STATE_EVENTS = 200  # newest account events read to find each agent's latest
+
+
+def live_state(run: dict) -> str:
+    """The state a person sees: the run's status, or "stopping" while a stop is pending."""
+    if run["status"] in ("running", "paused") and run.get("control") == "stop":
+        return "stopping"
+    return run["status"]
+
+
+def allowed_actions(run: dict) -> list[str]:
+    """The control moves the run accepts now (what the pages' buttons enable)."""
+    return list(_MOVES.get(live_state(run), ()))
+
+
+def control_reply(run_id: str, action: str) -> Response | tuple[Response, int]:
+    """Ask the run's trainer to pause, resume or stop: the reply of both control routes
+    (the run page's and the API's). 409 when the run's state does not allow the move."""
+    if action not in CONTROL_ACTIONS:
+        return error_reply(422, f"action must be one of {list(CONTROL_ACTIONS)}", "action")
+    if not is_run_id(run_id):  # the store only makes UUIDs: nothing else can be found
+        return error_reply(404, f"run {run_id!r} not found", "run_id")
+    store = get_store()
+    try:
+        run = store.get_run(run_id)
+        if action not in allowed_actions(run):
+            moves = ", ".join(allowed_actions(run)) or "none"
+            return error_reply(409, f"run {run_id[:8]} is {live_state(run)}: {action} is not "
+                                    f"a move it allows now (allowed: {moves})", "action",
+                               state=live_state(run), allowed_actions=allowed_actions(run))
+        run = store.request_control(run_id, action)
+    except RunNotFound:
+        return error_reply(404, f"run {run_id!r} not found", "run_id")
+    except StoreUnavailable as exc:
+        return error_reply(503, str(exc))
+    except RunStoreError as exc:  # it turned terminal meanwhile
+        return error_reply(409, str(exc), "action")
+    return json_reply({"run_id": run_id, "control": action, "status": run.get("status"),
+                       "state": live_state(run), "allowed_actions": allowed_actions(run)})
+
+
+@bp.post("/api/training-runs/<run_id>/<any(pause, resume, stop):action>")
+def control(run_id: str, action: str) -> Response | tuple[Response, int]:
+    return control_reply(run_id, action)
+
+
+@bp.get("/api/training-runs/<run_id>/state")
+def state(run_id: str) -> Response:
+    if not is_run_id(run_id):
+        raise ApiError(404, f"no training run has the id {run_id!r}", "run_id")
+    store = get_store()
+    try:
+        cursor = stream_start(store, run_id)  # first: what lands meanwhile is streamed
+        run = public_run(store.get_run(run_id))
+        data = RunData(store, run)
+        body = run_state(data, store.latest_events(run_id, ["account"], STATE_EVENTS),
+                         store.latest_events(run_id, ["trade"], STATE_TRADES),
+                         store.latest_events(run_id, ["decision"], 1))
+    except RunNotFound:
+        raise ApiError(404, f"no training run has the id {run_id!r}", "run_id") from None
+    except RunStoreError as exc:
+        raise ApiError(503, f"run store unavailable: {exc}") from exc
+    body["cursor"] = cursor.text()
+    body["events_url"] = url_for("live_stream.events", run_id=run_id)
+    return json_reply(body)
+
+
+def run_state(data: RunData, accounts: list[dict], trades: list[dict],
+              decisions: list[dict]) -> dict[str, Any]:
+    """The state reply from a run's stored figures and its newest events."""
+    run, stats = data.run, data.stats
+    agents: dict[str, dict] = {}
+    for event in accounts:  # newest first: the first of each agent is its latest
+        agents.setdefault(str(event["payload"].get("agent")), event["payload"])
+    return {
+        "run_id": run["run_id"], "name": run["name"], "model_type": run["model_type"],
+        "status": run["status"], "state": live_state(run), "error": run["error"],
+        "control": run.get("control"), "allowed_actions": allowed_actions(run),
+        "created_at": run["created_at"], "started_at": run["started_at"],
+        "ended_at": run["ended_at"], "heartbeat_at": run["heartbeat_at"],
+        "training": {item["key"]: item["value"] for item in data.statistics()},
+        "metrics": {key: point["value"] for key, point in data.latest.items()},
+        "episodes": _count(stats.get("episode/reward")),
+        "agents": dict(sorted(agents.items())),
+        "decision": decisions[0]["payload"] if decisions else None,
+        "recent_trades": [event["payload"] for event in trades],
+    }
+
+
+def _count(stats: dict | None) -> int:
+    return int(stats["points"]) if stats else 0
+
+
+@bp.post("/api/training-runs")
+def start() -> tuple[Response, int]:
+    request.max_content_length = MAX_START_BYTES  # before the body is first read
+    try:
+        body = read_json_body()
+    except RequestEntityTooLarge:
+        raise ApiError(413, f"the request body is larger than the {MAX_START_BYTES:,}-byte "
+                            "limit") from None
+    training = _training_of(body)
+    try:
+        config = precheck(training)
+        run_id = jobs().start(training, config)
+    except UsageError as exc:
+        field, message = next(iter(exc.errors.items()))
+        return error_reply(422, message, field and _config_field(field),
+                           errors={_config_field(k or "config"): v
+                                   for k, v in exc.errors.items()})
+    except Busy as exc:
+        return error_reply(409, str(exc), exc.field)
+    urls = {"url": url_for("history.detail", run_id=run_id),
+            "state_url": url_for("run_api.state", run_id=run_id),
+            "events_url": url_for("live_stream.events", run_id=run_id)}
+    response = json_reply({"run_id": run_id, "status": "starting", **urls}, 202)
+    response.headers["Location"] = urls["url"]
+    return response, 202
+
+
+def _config_field(field: str) -> str:
+    """A request error's field as this body names it (config keys under ``config``)."""
+    top = ("model_type", "data", "model_name", "mode", "csv", "csv_path", "config")
+    return field if field in top else f"config.{field}"
+
+
+def _training_of(body: dict[str, Any]) -> TrainingRequest:
+    """The TrainingRequest of a start body; ApiError naming the first bad field."""
+    unknown = sorted(set(body) - {"model_type", "data", "model_name", "mode", "config"})
+    if unknown:
+        raise ApiError(422, f"unknown field(s) {', '.join(unknown)}; a start body has "
+                            "model_type, data, model_name, mode and config", unknown[0])
+    model_type = body.get("model_type", DEFAULT_MODEL_TYPE)
+    if model_type not in form_types():
+        raise ApiError(422, f"model_type must be one of {list(form_types())}", "model_type")
+    mode = body.get("mode", "full")
+    if mode not in MODES:
+        raise ApiError(422, f"mode must be one of {list(MODES)}", "mode")
+    name = body.get("model_name")
+    if name is not None and not isinstance(name, str):
+        raise ApiError(422, "model_name must be a string", "model_name")
+    config = body.get("config", {})
+    if not isinstance(config, dict):
+        raise ApiError(422, "config must be an object of settings, as in a config file",
+                       "config")
+    data = body.get("data")
+    if not isinstance(data, str) or not data:
+        raise ApiError(422, "data must name a listed data file (see the Train page), "
+                            "e.g. \"sample.csv\"", "data")
+    try:
+        csv_path = datafiles.resolve_csv(data)
+    except DataError as exc:
+        raise ApiError(422, str(exc), "data") from None
+    training = TrainingRequest(csv_path=csv_path, model_type=model_type, model_name=name,
+                               mode=mode, overrides=config, models_dir=datafiles.models_dir(),
+                               database_url=current_app.config["DATABASE_URL"])
+    return training if name else replace(training, model_name=default_model_name(training))
