@@ -268,8 +268,9 @@ class TrainingDashboard:
         server, self._server = self._server, None
         if server is None:
             return
-        self._app.extensions["live_hub"].close()
-        self._app.extensions["live_overview"].close()
+        from web.live_stream import close_streams
+
+        close_streams(self._app)
         server.close()
 
 

@@ -93,10 +93,12 @@ def models_dir(tmp_path: Path) -> Path:
 
 @pytest.fixture()
 def app(database_url: str, models_dir: Path, tmp_path: Path) -> Iterator:
+    from web.live_stream import close_streams
     from web.store import close_store, get_store
 
     flask_app = make_app(database_url, models_dir, tmp_path)
     yield flask_app
+    close_streams(flask_app)  # their readers would poll the tables dropped below
     with flask_app.app_context():
         drop_all(get_store())
     close_store(flask_app)

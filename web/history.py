@@ -2,9 +2,11 @@
 
 Pages
   ``GET /runs``                        runs, filtered by agent and status, paginated
-  ``GET /runs/<run_id>``               one run: information, statistics, charts, config,
-                                       checkpoints; polls ``live.json`` while it is active
-  ``GET /runs/<run_id>/live.json``     everything that page redraws, in one reply
+  ``GET /runs/<run_id>``               one run: the live monitor (KPI and agent cards, the
+                                       training plots, trades, decisions), information,
+                                       statistics, config, checkpoints
+  ``GET /runs/<run_id>/live.json``     that page's first paint in one snapshot; it then
+                                       follows the run's event stream (web.live_stream)
 
 JSON API (field names as in ../shared/seeds/training_history.md; ``agent_id`` is the
 run's name, ``algorithm`` its model type's label)
@@ -47,8 +49,8 @@ from Utilities.run_store import (
     StoreUnavailable,
 )
 from Utilities.safe_paths import shown
+from web import live_page, run_list
 from web import query_params as params
-from web import run_list
 from web.formatting import basename, duration, parse_time, when
 from web.json_io import ApiError, error_reply, hide_paths, path_roots
 from web.query_params import DEFAULT_PER_PAGE, PER_PAGE_CHOICES, is_run_id
@@ -266,18 +268,33 @@ def detail(run_id: str) -> str:
 def live(run_id: str) -> Response:
     """What the run page redraws: status, progress, statistics, the saved model's metrics,
     checkpoints, events and every metric series (reward and win also as averages); with
-    ``after=<cursor>`` only what came after it (:func:`web.run_series.live_feed`)."""
+    ``after=<cursor>`` only what came after it (:func:`web.run_series.live_feed`).
+    A snapshot also carries the run page's live monitor (:mod:`web.live_page`): the
+    ``stream_cursor`` its event stream goes on from and the ``monitor`` figures; the page
+    takes one snapshot and follows the stream, asking again only when a person changes a
+    window."""
     max_points = params.int_param("max_points", DEFAULT_POINTS, MIN_POINTS, MAX_POINTS)
     smooth = params.int_param("smooth", DEFAULT_SMOOTH, 1, MAX_SMOOTH)
+    win_window = params.int_param("win_window", live_page.WIN_WINDOW, 1,
+                                  live_page.MAX_WIN_WINDOW)
     after = request.args.get("after")
     cursor = None if after is None else LiveCursor.parse(after)
     store = get_store()
     data = RunData(store, public_run(store.get_run(run_id)))
+    # The stream's cursor before any figure (web.live_page): what is written meanwhile is
+    # in both, and the page drops the repeats; never in neither.
+    stream = live_page.stream_cursor(data) if cursor is None else None
     feed = live_feed(data, cursor, max_points, smooth)
+    if feed["mode"] == "snapshot" and stream is not None:
+        # The reward's average is the feed's (same window): not computed twice.
+        known = {k: v for k, v in feed["smoothed"].items() if k == "episode/reward"}
+        feed = {**feed, "stream_cursor": stream,
+                "monitor": live_page.monitor(data, win_window, max_points, smooth, known)}
     state = _page_state(data)
     statistics = [{k: s[k] for k in ("key", "label", "text", "note")} for s in data.statistics()]
     return jsonify({
         "run": {**_run_json(data.run), "error": data.run["error"], **state,
+                "control": data.run["control"],
                 "summary": data.run["summary"]},
         "keys": data.keys, "smooth": smooth, "rolling_window": ROLLING_WINDOW,
         "statistics": statistics, "page_checkpoints": PAGE_CHECKPOINTS,

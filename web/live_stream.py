@@ -141,6 +141,13 @@ def init_app(app: Flask) -> None:
     app.register_blueprint(bp)
 
 
+def close_streams(app: Flask) -> None:
+    """End every live stream of the app and stop their readers (shutdown, a test's end)."""
+    for key in (_KEY, "live_overview"):
+        if (feed := app.extensions.get(key)) is not None:
+            feed.close()
+
+
 def hub() -> LiveHub:
     return current_app.extensions[_KEY]
 

@@ -26,6 +26,7 @@ from werkzeug.exceptions import RequestEntityTooLarge
 from NetworkConfigs import DEFAULT_MODEL_TYPE
 from Utilities.data_loading import DataError
 from Utilities.run_store import (
+    TERMINAL_STATUSES,
     RunNotFound,
     RunStoreError,
     StoreUnavailable,
@@ -76,7 +77,9 @@ def control_reply(run_id: str, action: str) -> Response | tuple[Response, int]:
     store = get_store()
     try:
         run = store.get_run(run_id)
-        if action not in allowed_actions(run):
+        # An ended run is left to the store, which refuses it, except a stop of a run
+        # whose trainer was found gone: that answers with the run (it is not running).
+        if run["status"] not in TERMINAL_STATUSES and action not in allowed_actions(run):
             moves = ", ".join(allowed_actions(run)) or "none"
             return error_reply(409, f"run {run_id[:8]} is {live_state(run)}: {action} is not "
                                     f"a move it allows now (allowed: {moves})", "action",

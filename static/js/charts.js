@@ -1,5 +1,7 @@
 // Shared Chart.js set-up for every page: theme colours from the CSS variables, compact
-// defaults, and one way to draw a line chart. Needs vendor/chartjs/chart.umd.min.js.
+// defaults, one way to draw a line chart, and reference lines (a zero line, a 50 % line)
+// drawn by a small plugin from `options.plugins.refLines: [{y, label?}]`, so they span
+// the chart whatever its x range. Needs vendor/chartjs/chart.umd.min.js.
 window.GalaxyCharts = (function () {
   "use strict";
   var PALETTE = ["--accent", "--warn", "--ok", "--bad", "--muted"];
@@ -14,8 +16,35 @@ window.GalaxyCharts = (function () {
     Chart.defaults.color = cssVar("--muted");
     Chart.defaults.borderColor = cssVar("--border");
     Chart.defaults.font.family = getComputedStyle(document.body).fontFamily;
-    Chart.defaults.animation = false;  // charts update by polling; no re-animation
+    Chart.defaults.animation = false;  // charts update live; no re-animation
   }
+
+  // Dashed horizontal lines at fixed values, under the datasets.
+  var refLines = {
+    id: "refLines",
+    beforeDatasetsDraw: function (chart, args, options) {
+      var lines = (options && options.lines) || [];
+      var y = chart.scales.y, area = chart.chartArea;
+      if (!y || !lines.length) return;
+      var ctx = chart.ctx;
+      ctx.save();
+      ctx.setLineDash([5, 4]);
+      ctx.lineWidth = 1;
+      ctx.font = "11px " + Chart.defaults.font.family;
+      lines.forEach(function (line) {
+        if (line.y < y.min || line.y > y.max) return;
+        var py = y.getPixelForValue(line.y);
+        ctx.strokeStyle = ctx.fillStyle = line.color || cssVar("--muted");
+        ctx.beginPath();
+        ctx.moveTo(area.left, py);
+        ctx.lineTo(area.right, py);
+        ctx.stroke();
+        if (line.label) ctx.fillText(line.label, area.left + 4, py - 3);
+      });
+      ctx.restore();
+    }
+  };
+  if (window.Chart) Chart.register(refLines);
 
   // line(canvas, labels, series[, options]): series = [{label, data, color?, ...}]
   function line(canvas, labels, series, options) {
@@ -49,8 +78,8 @@ window.GalaxyCharts = (function () {
     chart.update("none");
   }
 
-  document.addEventListener("click", function (event) {
-    if (!event.target || event.target.id !== "theme-toggle") return;
+  // theme.js announces a new theme before any click listener of a page runs.
+  document.addEventListener("gm-theme", function () {
     applyTheme();
     Object.values(Chart.instances).forEach(recolour);
   });

@@ -42,7 +42,8 @@ def test_list_filter_and_run_charts(live_server: str, page, app) -> None:
     assert page.locator("#extra-charts canvas").count() >= 3  # entropy, approx_kl, equity …
     assert page.locator('.stat[data-key="total_episodes"] .stat-value').inner_text() == "200"
     assert page.locator("#checkpoint-rows tr").count() == 2
-    assert page.locator("#run-page").get_attribute("data-polling") == "false"
+    # A finished run: one snapshot, no stream (nothing more will come).
+    assert page.locator("#run-page").get_attribute("data-stream") == "ended"
     screenshot(page, "history_run_completed")
 
     page.select_option("#smoothing", "100")  # redrawn in place
@@ -55,12 +56,14 @@ def test_list_filter_and_run_charts(live_server: str, page, app) -> None:
     page.goto(f"{live_server}/runs/{runs['xgb']}")
     for canvas in ("chart-loss", "chart-accuracy"):
         assert_chart_drawn(page, canvas)
-    assert page.locator("#box-reward").is_hidden()
+    # No episodes in an epoch-trained run: the plot says so in a line.
+    assert "No data: no episodes logged" in page.locator("#box-reward").inner_text()
+    assert page.locator("#chart-reward").is_hidden()
     screenshot(page, "history_run_supervised")
     assert seen == {"errors": [], "outside": [], "failed": []}
 
 
-def test_active_run_page_polls_until_the_run_ends(live_server: str, page, app) -> None:
+def test_active_run_page_streams_until_the_run_ends(live_server: str, page, app) -> None:
     runs = seed_runs(app)
     seen = watch(page, live_server)
     page.goto(f"{live_server}/runs/{runs['live']}")
@@ -72,18 +75,20 @@ def test_active_run_page_polls_until_the_run_ends(live_server: str, page, app) -
     assert page.locator("#progress-done").inner_text().endswith(" steps planned")
     assert page.locator("#resume-form").is_hidden()  # a live run is not resumed
     assert_chart_drawn(page, "chart-reward")
-    assert page.locator("#run-page").get_attribute("data-polling") == "true"
-    screenshot(page, "history_run_live")
-
     from playwright.sync_api import expect
+
+    expect(page.locator("#run-page")).to_have_attribute("data-stream", "live")
+    screenshot(page, "history_run_live")
 
     with app.app_context():
         store = get_store()
         with MetricsLogger(store, runs["live"], flush_interval=3600) as metrics:
             for episode in range(31, 61):
                 metrics.log_episode(episode, reward=reward(episode), steps=50, win=won(episode))
-    episodes = page.locator('.stat[data-key="total_episodes"] .stat-value')
-    expect(episodes).to_have_text("60", timeout=10_000)  # the next poll redraws in place
+    episodes = page.locator('.kpi[data-kpi="episode"] .kpi-value')
+    expect(episodes).to_have_text("60", timeout=10_000)  # pushed, drawn in place
+    page.wait_for_function("""() => Chart.getChart(document.getElementById('chart-reward'))
+        .data.datasets[0].data.length === 60""")
     assert page.evaluate(POINTS, "chart-reward") == [60, 60]
 
     with app.app_context():
@@ -92,14 +97,17 @@ def test_active_run_page_polls_until_the_run_ends(live_server: str, page, app) -
     expect(status).to_have_text("completed", timeout=10_000)
     expect(status).to_have_class("badge completed")
     expect(page.locator("#run-status-badge")).to_have_text("completed")
-    expect(page.locator("#run-page")).to_have_attribute("data-polling", "false")
+    expect(page.locator("#run-page")).to_have_attribute("data-finished", "true")
+    assert page.locator("#run-page").get_attribute("data-stream") == "ended"
+    # The run's end brings its final statistics (one more snapshot, not a poll).
+    expect(page.locator('.stat[data-key="total_episodes"] .stat-value')).to_have_text("60")
     assert page.locator("#live-note").is_hidden() and page.locator("#run-progress").is_hidden()
     assert "so far" not in page.locator("#run-duration").inner_text()
     # The saved model's metrics, written as the run completed, appear without a reload.
     assert page.locator('#summary-items .metric[data-key="test_return_pct"] b').inner_text(
         ) == "2.5"
     assert page.locator("#run-ended").inner_text().endswith("UTC")
-    screenshot(page, "history_run_finished_after_polling")
+    screenshot(page, "history_run_finished_after_streaming")
     assert seen == {"errors": [], "outside": [], "failed": []}
 
 
@@ -162,11 +170,11 @@ def test_epoch_run_shows_progress_eta_and_refreshes_its_metrics_on_completion(
     expect(page.locator('.stat[data-key="epochs"] .stat-value')).to_have_text("10")
     expect(page.locator('#summary-items .metric[data-key="validation_accuracy"] b')
            ).to_have_text("0.6123")
-    expect(page.locator("#run-page")).to_have_attribute("data-polling", "false")
+    expect(page.locator("#run-page")).to_have_attribute("data-finished", "true")
     assert page.locator("#run-progress").is_hidden() and page.locator("#live-note").is_hidden()
     assert page.locator("#control-note").inner_text() == ""
     assert page.locator("#stats-empty").is_hidden()
-    assert page.evaluate(POINTS, "chart-loss") == [10]
+    assert page.evaluate(POINTS, "chart-loss") == [10, 10]  # the loss and its average
     assert page.locator("#resume-form").is_hidden()  # completed: nothing left to resume
     screenshot(page, "history_run_completed_without_reload")
     assert seen == {"errors": [], "outside": [], "failed": []}
@@ -187,6 +195,9 @@ def test_a_stopped_run_with_a_checkpoint_offers_resume(live_server: str, page, a
     assert form.is_visible() and page.locator("#train-again").is_visible()
     assert form.get_attribute("method") == "post"
     assert form.get_attribute("action") == f"/runs/{run_id}/resume"
-    assert page.get_by_role("button", name="Resume").is_visible()
+    assert page.get_by_role("button", name="Resume from checkpoint").is_visible()
+    # The run's controls: only "train again" is a legal move for a stopped run.
+    assert page.locator('#run-controls [data-action="resume"]').is_disabled()
+    assert page.locator("#train-again").get_attribute("aria-disabled") == "false"
     assert page.locator("#run-progress").is_hidden()
     screenshot(page, "history_run_stopped_resumable")

@@ -1,5 +1,6 @@
-"""A long live run's page grows as its trainer writes: after the first snapshot each poll
-asks live.json for what came after its cursor and appends it (Debian's chromium)."""
+"""A long live run's page grows as its trainer writes: after the first (downsampled)
+snapshot, the run's event stream brings what comes after its cursor and the page appends
+it, re-bucketing a chart that grows past twice its points (Debian's chromium)."""
 
 from __future__ import annotations
 
@@ -53,11 +54,12 @@ def test_a_live_run_page_appends_what_the_trainer_writes(live_server: str, page,
                                   for i in range(1, 25)])
     seen = watch(page, live_server)
     feeds: list[str] = []
-    page.on("request", lambda r: "/live.json" in r.url and feeds.append(r.url))
+    page.on("request", lambda r: ("/live.json" in r.url or "/events" in r.url)
+            and feeds.append(r.url))
     page.goto(f"{live_server}/runs/{run_id}")
     assert_chart_drawn(page, "chart-reward")
     root = page.locator("#run-page")
-    expect(root).to_have_attribute("data-feed", "snapshot")
+    expect(root).to_have_attribute("data-stream", "live")
     raw, average = page.evaluate(POINTS, "chart-reward")
     assert raw <= 1000 and 0 < average <= 1000
     assert page.locator("#checkpoint-count").inner_text() == "24"
@@ -75,10 +77,10 @@ def test_a_live_run_page_appends_what_the_trainer_writes(live_server: str, page,
                                             "step": 2048 * 25}, time.time()),
                     (run_id, "alert", {"level": "warning", "title": "Reward plateau",
                                        "message": "no improvement"}, time.time())])
-    episodes_stat = page.locator('.stat[data-key="total_episodes"] .stat-value')
-    expect(episodes_stat).to_have_text(f"{EPISODES + 500:,}", timeout=10_000)
-    expect(root).to_have_attribute("data-feed", "delta")
-    assert page.evaluate(POINTS, "chart-reward")[0] == raw + 500  # appended, not refetched
+    episode_card = page.locator('.kpi[data-kpi="episode"] .kpi-value')
+    expect(episode_card).to_have_text(f"{EPISODES + 500:,}", timeout=10_000)
+    page.wait_for_function(f"""() => Chart.getChart(document.getElementById('chart-reward'))
+        .data.datasets[0].data.length === {raw + 500}""")  # appended, not refetched
     last_step = page.evaluate("""() => {
         const d = Chart.getChart(document.getElementById('chart-reward')).data.datasets;
         return [d[0].data.at(-1).x, d[1].data.at(-1).x];
@@ -89,11 +91,21 @@ def test_a_live_run_page_appends_what_the_trainer_writes(live_server: str, page,
     assert "c25.pt" in page.locator("#checkpoint-rows tr").last.inner_text()
     expect(page.locator("#event-rows li")).to_have_count(1)
     assert "Reward plateau" in page.locator("#event-rows").inner_text()
-    assert any("after=" in url for url in feeds)
+    assert len(feeds) == 2 and "last_event_id=" in feeds[1], feeds  # one snapshot, one stream
     shot = screenshot(page, "run_page_live_long_appended")
     keep("live_long_appended", shot)
 
+    # Past twice the chart's points, the page re-buckets: a long watch stays light.
+    with app.app_context():
+        get_store().write_batch(metrics=episodes(run_id, EPISODES + 501, EPISODES + 2000))
+    expect(episode_card).to_have_text(f"{EPISODES + 2000:,}", timeout=10_000)
+    drawn = page.evaluate(POINTS, "chart-reward")
+    assert max(drawn) <= 2000 and drawn[0] < raw + 2000, drawn
+    last_step = page.evaluate("""() => Chart.getChart(document.getElementById('chart-reward'))
+        .data.datasets[0].data.at(-1).x""")
+    assert last_step == EPISODES + 2000
+
     with app.app_context():
         get_store().set_status(run_id, "completed")
-    expect(root).to_have_attribute("data-polling", "false", timeout=10_000)
+    expect(root).to_have_attribute("data-finished", "true", timeout=10_000)
     assert seen == {"errors": [], "outside": [], "failed": []}
