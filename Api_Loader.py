@@ -20,7 +20,7 @@ from flask import Flask
 
 from NetworkConfigs import load_model
 from Utilities.logging_setup import configure_logging, one_line
-from web import auth, csrf
+from web import auth, csrf, serving
 from web.errors import every_path, install_error_handlers
 from web.json_io import StrictJSONProvider
 from web.predict import MAX_BODY_BYTES, MAX_STREAMS, prediction_blueprint
@@ -92,7 +92,6 @@ def main(argv: list[str] | None = None) -> int:
     auth.add_arguments(parser, token_file=True)
     args = parser.parse_args(argv)
     import torch
-    import waitress
 
     # One intra-op thread: a request's tensors are tiny, and waitress already runs
     # requests on their own threads; torch's second thread only added contention.
@@ -111,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as exc:
         return _usage_error(f"cannot listen on {args.host}:{args.port}: "
                             f"{exc.strerror or exc}")
-    server = waitress.create_server(app, sockets=[sock], threads=args.threads)
+    server = serving.create_server(app, args.threads, sockets=[sock])
     configure_logging()
     print(f"Serving {args.model_dir} on http://{args.host}:{server.effective_port}  "
           "(Ctrl+C stops)", flush=True)

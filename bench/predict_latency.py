@@ -13,8 +13,10 @@ else ran then). Medians over the rounds are reported, each round's numbers too.
    fresh process (``bench/predict_worker.py``), torch on one thread as the server runs
    it. Goal: p50 <= 0.3 ms.
 2. HTTP: each side's ``python Api_Loader.py`` (waitress) in a subprocess on a free port,
-   and the bare app: the same waitress set-up around a WSGI app that does nothing
-   (``bench/predict_worker.py bare-server``: the ceiling). ``--clients`` threads, each
+   and the bare app: this code's waitress set-up (``web.serving``: threads,
+   ``send_bytes``) around a WSGI app that does nothing (``bench/predict_worker.py
+   bare-server``: the ceiling). Ours answers ``POST /predict`` through its WSGI fast
+   path (``web/predict_wsgi.py``), the baseline through Flask. ``--clients`` threads, each
    with one keep-alive ``http.client`` connection, send requests for ``--seconds``:
    the window body to the bare app, ``GET /health`` (Flask and our request hooks, no
    work), ``POST /predict`` with a full window, with one bar per request to the

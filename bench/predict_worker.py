@@ -7,8 +7,9 @@ unpacked), on the same model and windows. A fresh process per side and round, so
 code bases never share a module cache; torch on one thread, as the API server runs it.
 
 ``bare-server``: the ceiling of the HTTP numbers: waitress with the settings
-``Api_Loader.py`` serves with (a socket bound the same way, ``--threads``) around a WSGI
-app that does nothing but answer ``200 {}``, no Flask. Prints
+``Api_Loader.py`` serves with (``web.serving.create_server``: a socket bound the
+same way, ``--threads``, ``send_bytes``) around a WSGI app that does nothing but answer
+``200 {}``, no Flask. Prints
 ``Serving bare on http://127.0.0.1:PORT`` once it listens, as ``Api_Loader.py`` does.
 
 Usage: python bench/predict_worker.py latency --root DIR --model-dir DIR [--calls 2000]
@@ -73,10 +74,11 @@ def bare_app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Ite
 
 
 def bare_server(threads: int) -> None:
-    import waitress
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    from web.serving import create_server  # the model server's own waitress settings
 
     sock = socket.create_server(("127.0.0.1", 0))
-    server = waitress.create_server(bare_app, sockets=[sock], threads=threads)
+    server = create_server(bare_app, threads, sockets=[sock])
     print(f"Serving bare on http://127.0.0.1:{server.effective_port}  (Ctrl+C stops)",
           flush=True)
     try:

@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
-from flask import Flask, Response, current_app, g, redirect, request, session, url_for
+from flask import Flask, Request, Response, current_app, g, redirect, request, session, url_for
 from markupsafe import escape
 
 from Utilities.run_store import StoreUnavailable
@@ -238,7 +238,7 @@ def init_app(app: Flask, open_credentials: Callable[[], Credentials], *,
                                   setup_hint)
     if sessions:
         _ensure_secret_key(app, policy)
-    app.before_request(_gate)
+    app.before_request(gate)
     app.context_processor(_template_values)
     return policy
 
@@ -321,7 +321,9 @@ def _ensure_secret_key(app: Flask, current: Policy) -> None:
     app.config["SECRET_KEY"] = secret_key.load_or_create(Path(path))
 
 
-def _gate() -> Response | tuple[Response, int] | None:
+def gate() -> Response | tuple[Response, int] | None:
+    """The before-request hook: the Host check, then the credential check (a reply
+    refuses the request; None lets it through)."""
     state = _state()
     if not state.policy.host_allowed(request.host):
         return _refuse_host(state)
@@ -342,13 +344,41 @@ def _authenticate(creds: Credentials) -> tuple[Principal | None, bool]:
     """(who, whether a bearer token was sent and refused)."""
     header = request.headers.get("Authorization")
     if header is not None:
-        scheme, _, token = header.strip().partition(" ")
-        info = creds.verify_token(token.strip()) if scheme.lower() == "bearer" else None
-        return (Principal("token", info.name), False) if info else (None, True)
+        return bearer_principal(creds, header)
     username, stamp = session.get("user"), session.get("stamp")
     if isinstance(username, str) and stamp and creds.session_stamp(username) == stamp:
         return Principal("user", username), False
     return None, False
+
+
+def bearer_principal(creds: Credentials, header: str) -> tuple[Principal | None, bool]:
+    """(who, whether refused) for an ``Authorization`` header: a valid bearer token is
+    its token's name; anything else is refused."""
+    scheme, _, token = header.strip().partition(" ")
+    info = creds.verify_token(token.strip()) if scheme.lower() == "bearer" else None
+    return (Principal("token", info.name), False) if info else (None, True)
+
+
+def admits(app: Flask, req: Request) -> bool:
+    """Whether :func:`gate` would let ``req`` through without a word and without
+    reading a session: its Host is one of the server's names and, where credentials
+    are required, it carries a valid bearer token. For a caller outside Flask's request
+    handling (``POST /predict``'s fast path, :mod:`web.predict_wsgi`), which hands
+    every other request to Flask, so that the gate answers it."""
+    state: _State = app.extensions[_KEY]
+    if not state.policy.host_allowed(req.host):
+        return False
+    if not state.policy.required:
+        return True
+    header = req.headers.get("Authorization")
+    if header is None:
+        return False
+    try:
+        with app.app_context():  # the dashboard's credentials live in the app's store
+            principal, _ = bearer_principal(state.credentials(), header)
+    except StoreUnavailable:
+        return False
+    return principal is not None
 
 
 def _is_json_path(state: _State) -> bool:

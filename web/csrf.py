@@ -14,24 +14,35 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit
 
-from flask import Flask, abort, request
+from flask import Flask, Request, abort, request
 
 WRITES = ("POST", "PUT", "PATCH", "DELETE")
 
 
-def cross_site() -> bool:
-    """A request sent by a page of another site."""
-    origin = request.headers.get("Origin")
+def cross_site(req: Request | None = None) -> bool:
+    """A request (default: the current one) sent by a page of another site."""
+    req = request if req is None else req
+    origin = req.headers.get("Origin")
     if origin and origin != "null":
         try:
-            return urlsplit(origin).netloc != request.host
+            return urlsplit(origin).netloc != req.host
         except ValueError:  # "http://[" and the like: no page of ours sends that
             return True
-    return request.headers.get("Sec-Fetch-Site") == "cross-site"
+    return req.headers.get("Sec-Fetch-Site") == "cross-site"
+
+
+def refuse_cross_site_writes() -> None:
+    """The before-request hook: 403 for a write from another site's page."""
+    if request.method in WRITES and cross_site():
+        abort(403, description="a write from another site's page is refused (CSRF)")
+
+
+def admits(app: Flask, req: Request) -> bool:
+    """Whether :func:`refuse_cross_site_writes` lets ``req`` through (for
+    ``POST /predict``'s fast path, :mod:`web.predict_wsgi`, which has no request
+    context)."""
+    return not (req.method in WRITES and cross_site(req))
 
 
 def init_app(app: Flask) -> None:
-    @app.before_request
-    def refuse_cross_site_writes() -> None:
-        if request.method in WRITES and cross_site():
-            abort(403, description="a write from another site's page is refused (CSRF)")
+    app.before_request(refuse_cross_site_writes)

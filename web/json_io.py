@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 import orjson
-from flask import Response, current_app, has_app_context, jsonify, request
+from flask import Request, Response, current_app, has_app_context, jsonify, request
 from flask.json.provider import DefaultJSONProvider
 
 from Utilities.input_errors import InputError
@@ -63,11 +63,18 @@ class _Constant:
 
 def read_json_body(max_bytes: int | None = None) -> dict[str, Any]:
     """The request's JSON object; ApiError (400/422) or 413 for anything else."""
+    return json_body(request, max_bytes)
+
+
+def json_body(req: Request, max_bytes: int | None = None) -> dict[str, Any]:
+    """:func:`read_json_body` of a given request object: the same rules for a route and
+    for ``POST /predict``'s WSGI fast path (:mod:`web.predict_wsgi`), which has no
+    request context."""
     if max_bytes is not None:  # before the body is first read
-        request.max_content_length = max_bytes
-    if not request.is_json:
+        req.max_content_length = max_bytes
+    if not req.is_json:
         raise ApiError(400, "send a JSON body with Content-Type: application/json")
-    body = parse_json(request.get_data(cache=False))
+    body = parse_json(req.get_data(cache=False))
     if not isinstance(body, dict):
         raise ApiError(400, f"the body must be a JSON object; got a JSON {type(body).__name__}")
     return body
@@ -258,14 +265,23 @@ def json_reply(value: Any, status: int = 200) -> Response:
     a NaN or infinity raises ValueError instead of becoming ``null`` (orjson's way)
     or a ``NaN`` token. Keys sorted, as Flask's provider writes them; a value orjson
     cannot write (a non-text key, a lone surrogate) goes through ``jsonify``."""
+    data = reply_bytes(value)
+    if data is None:
+        return _with_status(jsonify(value), status)
+    return Response(data, status, mimetype="application/json")
+
+
+def reply_bytes(value: Any) -> bytes | None:
+    """The body :func:`json_reply` sends for ``value``, or None where only ``jsonify``
+    can write it; ValueError for a NaN or infinity."""
     try:
         data = orjson.dumps(value, default=_numpy_scalar,
                             option=orjson.OPT_SORT_KEYS | orjson.OPT_SERIALIZE_NUMPY)
     except TypeError:
-        return _with_status(jsonify(value), status)
+        return None
     if b"null" in data:  # a None, or a NaN/inf that orjson wrote as null
         _refuse_non_finite(value)
-    return Response(data, status, mimetype="application/json")
+    return data
 
 
 def _with_status(response: Response, status: int) -> Response:

@@ -19,6 +19,11 @@ Routes (``/openapi.json``, built by :mod:`web.openapi`, describes them):
   windows first, then for its stream bars, each in item order.
 - ``GET /info``, ``GET /health``, ``GET|DELETE /streams/<stream_id>``, ``GET /openapi.json``.
 
+Every app that mounts the blueprint also gets ``POST /predict``'s WSGI fast path
+(:mod:`web.predict_wsgi`) in front of Flask: it answers well-formed predictions through
+the steps of :class:`PredictRoute`, the ones the Flask view takes, and leaves every
+refusal to Flask.
+
 Status codes: 400 malformed request (not JSON, not an object, unknown or conflicting
 top-level fields), 413 body too large or a batch of more than MAX_BATCH items, 422
 well-formed but invalid values (missing or extra features, wrong types, NaN/Infinity,
@@ -37,15 +42,18 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-from flask import Blueprint, Response, jsonify, url_for
+from flask import Blueprint, Request, Response, current_app, jsonify, request, url_for
+from flask.blueprints import BlueprintSetupState
 
 from NetworkConfigs.base import ACCOUNT_FIELDS, ModelLoader
 from NetworkConfigs.streams import PRICE, StreamNotFound, StreamRegistry
 from Utilities.data_loading import MAX_LISTED, DataError
 from Utilities.input_errors import InputError
+from web import predict_wsgi
 from web.errors import every_path, install_error_handlers
-from web.json_io import ApiError, Reply, error_reply, json_reply, read_json_body
+from web.json_io import ApiError, Reply, error_reply, json_body, json_reply
 from web.openapi import openapi_document
+from web.predict_wsgi import HANDED_OVER
 
 # 4 MiB: a 1,000-bar window of ten features is about 200 KB of JSON, a batch of
 # MAX_BATCH windows of 31 bars as objects about 1.7 MB.
@@ -151,11 +159,29 @@ def answer(body: dict[str, Any], loader: ModelLoader, streams: StreamRegistry) -
 def reply(body: dict[str, Any], loader: ModelLoader, streams: StreamRegistry) -> Response | Reply:
     """:func:`answer` as the HTTP reply (orjson); a batch with refused items is the one
     error body with every answer and every item's error beside it."""
+    return reply_of(settle(body, loader, streams))
+
+
+def settle(body: dict[str, Any], loader: ModelLoader,
+           streams: StreamRegistry) -> dict[str, Any] | Exception:
+    """:func:`answer`, or the exception it raised: what :func:`reply_of` answers. Apart,
+    so that ``POST /predict``'s fast path (:mod:`web.predict_wsgi`) computes an answer
+    once and hands a refusal to Flask to write, never asking the model twice."""
     try:
-        return json_reply(answer(body, loader, streams))
-    except BatchRefused as exc:
-        return error_reply(422, str(exc), exc.field, errors=exc.item_errors,
-                           predictions=exc.predictions)
+        return answer(body, loader, streams)
+    except Exception as exc:  # re-raised by reply_of, inside Flask's error handling
+        return exc
+
+
+def reply_of(outcome: dict[str, Any] | Exception) -> Response | Reply:
+    """The HTTP reply to what :func:`settle` gave: the answer, or its refusal (raised
+    for the error handlers, except a batch's, whose body carries every item)."""
+    if isinstance(outcome, BatchRefused):
+        return error_reply(422, str(outcome), outcome.field, errors=outcome.item_errors,
+                           predictions=outcome.predictions)
+    if isinstance(outcome, Exception):
+        raise outcome
+    return json_reply(outcome)
 
 
 class BatchRefused(ApiError):
@@ -241,7 +267,7 @@ def model_info(loader: ModelLoader, max_streams: int = MAX_STREAMS) -> dict[str,
             "can_sample": loader.can_sample, "max_streams": max_streams}
 
 
-class _Hosted:
+class Hosted:
     """The model a blueprint serves, and the streams that belong to that model."""
 
     def __init__(self, get_loader: Callable[[], ModelLoader | None], max_streams: int,
@@ -264,6 +290,41 @@ class _Hosted:
             return self._streams
 
 
+class PredictRoute:
+    """``POST /predict`` of one blueprint: the steps its Flask view and its WSGI fast
+    path (:mod:`web.predict_wsgi`) share, so both apply the same rules."""
+
+    def __init__(self, hosted: Hosted, max_body_bytes: int | None) -> None:
+        self.hosted, self.max_body_bytes = hosted, max_body_bytes
+
+    def body_limit(self, config: Any) -> int | None:
+        """The body size limit: the blueprint's own, else the app's MAX_CONTENT_LENGTH."""
+        return self.max_body_bytes if self.max_body_bytes is not None else \
+            config.get("MAX_CONTENT_LENGTH")
+
+    def checked(self, req: Request, config: Any) -> dict[str, Any]:
+        """The request's body, checked (:func:`check_request`) before its model is asked
+        for. Reads nothing else and changes nothing: a refusal here can be recomputed."""
+        body = json_body(req, self.body_limit(config))
+        check_request(body)
+        return body
+
+    def outcome(self, body: dict[str, Any]) -> dict[str, Any] | Exception:
+        """:func:`settle` with the hosted model, asked for once (the 503 when none is)."""
+        try:
+            loader = self.hosted.loader()
+        except ApiError as exc:
+            return exc
+        return settle(body, loader, self.hosted.streams(loader))
+
+    def view(self) -> Response | Reply:
+        """The Flask view; it writes the fast path's outcome when it was handed one."""
+        outcome = request.environ.pop(HANDED_OVER, None)
+        if outcome is None:
+            outcome = self.outcome(self.checked(request, current_app.config))
+        return reply_of(outcome)
+
+
 def _stream_call(call: Callable[[str], Any], stream_id: str) -> Any:
     try:
         return call(stream_id)
@@ -284,14 +345,16 @@ def prediction_blueprint(get_loader: Callable[[], ModelLoader | None], *,
     unknown URLs, wrong methods).
     """
     bp = Blueprint(name, __name__)
-    hosted = _Hosted(get_loader, max_streams, no_model)
+    hosted = Hosted(get_loader, max_streams, no_model)
+    route = PredictRoute(hosted, max_body_bytes)
 
     @bp.post("/predict")
     def predict() -> Response | Reply:
-        body = read_json_body(max_body_bytes)
-        check_request(body)
-        loader = hosted.loader()
-        return reply(body, loader, hosted.streams(loader))
+        return route.view()
+
+    @bp.record
+    def fast_path(state: BlueprintSetupState) -> None:  # every app mounting it: see above
+        predict_wsgi.install(state.app).add(predict, route)
 
     @bp.get("/info")
     def info() -> Response:
