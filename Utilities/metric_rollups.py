@@ -29,6 +29,18 @@ import numpy as np
 
 ROLLUP_SHIFT = 3
 ROLLUP_LEVELS = 10
+# Up to this many points a batch is summarised in plain Python: numpy's fixed cost per
+# call (~40 calls for a pyramid, a sort and their conversions) was most of a small
+# batch's write, and the logger's 200 ms trickle is a few dozen points (issue 13).
+SMALL_BATCH = 96
+
+# What :func:`summaries` returns, field by field (the writer's statements use these
+# orders). ``None`` where a value is not finite: a min/max of a group without a finite
+# value, or a last point whose value is NaN or infinite.
+SERIES_FIELDS = ("id", "points", "finite", "total", "min_value", "min_step", "max_value",
+                 "max_step", "first_step", "last_step", "last_value", "last_wall_time")
+ROLLUP_FIELDS = ("series_id", "level", "bucket", "points", "finite", "total", "min_value",
+                 "min_step", "min_wall_time", "max_value", "max_step", "max_wall_time")
 
 
 @dataclass(frozen=True)
@@ -120,6 +132,117 @@ def series_delta(series: np.ndarray, step: np.ndarray, value: np.ndarray,
     last, first = by_last[ends], by_last[np.r_[0, ends[:-1] + 1]]
     return SeriesDelta(groups=whole, first_step=step[first], last_step=step[last],
                        last_value=value[last], last_wall=wall[last])
+
+
+def summaries(series: np.ndarray, step: np.ndarray, value: np.ndarray,
+              wall: np.ndarray) -> tuple[list[tuple], list[tuple]]:
+    """A batch's contribution to its series' statistics and to the rollup pyramid, as
+    rows of :data:`SERIES_FIELDS` (one per series, by id) and :data:`ROLLUP_FIELDS` (by
+    level, series, bucket). Arrays as for :func:`rollups`."""
+    if len(step) <= SMALL_BATCH:
+        return _small_summaries(series.tolist(), step.tolist(), value.tolist(), wall.tolist())
+    delta = series_delta(series, step, value, wall)
+    g = delta.groups
+    stats = list(zip(g.series.tolist(), g.points.tolist(), g.finite.tolist(), g.total.tolist(),
+                     finite_or_none(g.min_value), where_finite(g.min_step, g.min_value),
+                     finite_or_none(g.max_value), where_finite(g.max_step, g.max_value),
+                     delta.first_step.tolist(), delta.last_step.tolist(),
+                     finite_or_none(delta.last_value), delta.last_wall.tolist(), strict=True))
+    rows: list[tuple] = []
+    for level, g in enumerate(rollups(series, step, value, wall), start=1):
+        rows += zip(g.series.tolist(), [level] * len(g), g.bucket.tolist(), g.points.tolist(),
+                    g.finite.tolist(), g.total.tolist(), finite_or_none(g.min_value),
+                    where_finite(g.min_step, g.min_value), where_finite(g.min_wall, g.min_value),
+                    finite_or_none(g.max_value), where_finite(g.max_step, g.max_value),
+                    where_finite(g.max_wall, g.max_value), strict=True)
+    return stats, rows
+
+
+# A group in the plain-Python path: [bucket, points, finite, total, low, high], where low
+# is (value, step, write index, wall) of its min point and high (-value, step, write
+# index, wall, value) of its max point, so that min() of either picks the winner by the rules
+# above (lowest value / highest value, then lowest step, then earliest write); None
+# without a finite value.
+_Group = list
+
+
+def _small_summaries(series: list[int], step: list[int], value: list[float],
+                     wall: list[float]) -> tuple[list[tuple], list[tuple]]:
+    """:func:`summaries` in plain Python, the same figures (a group's total may differ
+    in its last bits: it is summed in another order)."""
+    members: dict[int, list[int]] = {}
+    for index, sid in enumerate(series):
+        members.setdefault(sid, []).append(index)
+    stats, levels = [], [[] for _ in range(ROLLUP_LEVELS)]
+    for sid in sorted(members):
+        pyramid = _small_pyramid(members[sid], step, value, wall)
+        for rows, (level, groups) in zip(levels, enumerate(pyramid, start=1), strict=True):
+            rows += [(sid, level, *_group_row(group)) for group in groups]
+        top = _merged(pyramid[-1])
+        points = members[sid]
+        last = max(points, key=lambda i: (step[i], i))  # highest step, then latest write
+        last_value = value[last] if value[last] - value[last] == 0.0 else None
+        _, count, finite, total, low, high = top
+        stats.append((sid, count, finite, total,
+                      *(low[:2] if low else (None, None)),
+                      *((high[4], high[1]) if high else (None, None)),
+                      min(step[i] for i in points), step[last], last_value, wall[last]))
+    return stats, [row for rows in levels for row in rows]
+
+
+def _small_pyramid(points: list[int], step: list[int], value: list[float],
+                   wall: list[float]) -> list[list[_Group]]:
+    """One series' groups at every level, each level's sorted by bucket."""
+    groups: dict[int, _Group] = {}
+    for i in points:
+        v, s = value[i], step[i]
+        finite = v - v == 0.0  # False for nan and +/-inf
+        group = groups.get(s >> ROLLUP_SHIFT)
+        if group is None:
+            groups[s >> ROLLUP_SHIFT] = [s >> ROLLUP_SHIFT, 1, int(finite), v if finite else 0.0,
+                                         (v, s, i, wall[i]) if finite else None,
+                                         (-v, s, i, wall[i], v) if finite else None]
+        else:
+            group[1] += 1
+            if finite:
+                group[2] += 1
+                group[3] += v
+                low, high = (v, s, i, wall[i]), (-v, s, i, wall[i], v)
+                if group[4] is None or low < group[4]:
+                    group[4] = low
+                if group[5] is None or high < group[5]:
+                    group[5] = high
+    level = [groups[bucket] for bucket in sorted(groups)]
+    pyramid = [level]
+    for _ in range(ROLLUP_LEVELS - 1):
+        if len(level) == 1:  # every higher level holds the same group, its bucket shifted
+            level = [[level[0][0] >> ROLLUP_SHIFT, *level[0][1:]]]
+        else:
+            merged: dict[int, list[_Group]] = {}
+            for group in level:
+                merged.setdefault(group[0] >> ROLLUP_SHIFT, []).append(group)
+            level = [_merged(parts, bucket) for bucket, parts in merged.items()]
+        pyramid.append(level)
+    return pyramid
+
+
+def _merged(groups: list[_Group], bucket: int | None = None) -> _Group:
+    """One group of several (its bucket ``bucket``)."""
+    if len(groups) == 1:
+        return [groups[0][0] if bucket is None else bucket, *groups[0][1:]]
+    lows = [g[4] for g in groups if g[4] is not None]
+    highs = [g[5] for g in groups if g[5] is not None]
+    return [bucket, sum(g[1] for g in groups), sum(g[2] for g in groups),
+            sum(g[3] for g in groups), min(lows) if lows else None,
+            min(highs) if highs else None]
+
+
+def _group_row(group: _Group) -> tuple:
+    """(bucket, points, finite, total, min value/step/wall, max value/step/wall)."""
+    bucket, count, finite, total, low, high = group
+    return (bucket, count, finite, total,
+            *((low[0], low[1], low[3]) if low else (None, None, None)),
+            *((high[4], high[1], high[3]) if high else (None, None, None)))
 
 
 def finite_or_none(values: np.ndarray) -> list[float | None]:

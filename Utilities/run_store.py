@@ -51,6 +51,7 @@ from Utilities.metric_writes import (
     SeriesGone,
     postgres_executemany,
     replay,
+    sqlite_insert_rows,
 )
 from Utilities.run_store_schema import (
     CONTROL_ACTIONS,
@@ -284,6 +285,7 @@ def _was_lost(run: Run) -> bool:
 
 _BATCH_SQL = {
     "events": "INSERT INTO events (run_id, kind, payload, wall_time) VALUES ({0}, {0}, {0}, {0})",
+    "events_head": "INSERT INTO events (run_id, kind, payload, wall_time) VALUES ",
     "beat": "UPDATE runs SET heartbeat_at = {0} WHERE id = {0}",
 }
 
@@ -961,8 +963,8 @@ class RunStore:
         # Event rows as plain values at once (payload as the column's JSON text): a list of
         # dicts holding dicts stays tracked by the cyclic GC through the whole write, is
         # promoted to its old generation and triggers full collections (issue 13).
-        payload = self._batch_processors["payload"]
-        event_params = [_event_tuple(row, payload) for row in events]
+        # json_text is what the payload column's own bind processor calls for a dict.
+        event_params = [_event_tuple(row, json_text) for row in events]
         beats = sorted(set(heartbeats))
         if not len(metric_params) and not event_params and not beats:
             return
@@ -1036,8 +1038,8 @@ class RunStore:
         sql = _BATCH_SQL["events"].format(mark)
         if self.engine.dialect.name == "postgresql":  # psycopg2's: a statement per row
             postgres_executemany(cursor, sql, event_params)
-        else:
-            cursor.executemany(sql, event_params)
+        else:  # multi-row statements (sqlite_insert_rows says why)
+            sqlite_insert_rows(cursor, _BATCH_SQL["events_head"], event_params)
 
     def _write_beats(self, cursor: Any, beats: list[str]) -> None:
         if not beats:
