@@ -30,9 +30,12 @@ import numpy as np
 ROLLUP_SHIFT = 3
 ROLLUP_LEVELS = 10
 # Up to this many points a batch is summarised in plain Python: numpy's fixed cost per
-# call (~40 calls for a pyramid, a sort and their conversions) was most of a small
-# batch's write, and the logger's 200 ms trickle is a few dozen points (issue 13).
-SMALL_BATCH = 96
+# call (~40 calls for a pyramid, a sort and their conversions, ~290 µs) was most of a
+# small batch's write, and the logger's 200 ms trickle is a few dozen points (issue 13).
+# Measured: the logger's shape (4 series, consecutive steps) 27 against 287 µs at 12
+# points, 226 against 479 µs at 256; points far apart (a group each on several levels)
+# break even near 256.
+SMALL_BATCH = 256
 
 # What :func:`summaries` returns, field by field (the writer's statements use these
 # orders). ``None`` where a value is not finite: a min/max of a group without a finite
@@ -138,9 +141,10 @@ def summaries(series: np.ndarray, step: np.ndarray, value: np.ndarray,
               wall: np.ndarray) -> tuple[list[tuple], list[tuple]]:
     """A batch's contribution to its series' statistics and to the rollup pyramid, as
     rows of :data:`SERIES_FIELDS` (one per series, by id) and :data:`ROLLUP_FIELDS` (by
-    level, series, bucket). Arrays as for :func:`rollups`."""
+    level, series, bucket). Arrays as for :func:`rollups`; a batch of up to
+    :data:`SMALL_BATCH` points goes to :func:`small_summaries`."""
     if len(step) <= SMALL_BATCH:
-        return _small_summaries(series.tolist(), step.tolist(), value.tolist(), wall.tolist())
+        return small_summaries(series.tolist(), step.tolist(), value.tolist(), wall.tolist())
     delta = series_delta(series, step, value, wall)
     g = delta.groups
     stats = list(zip(g.series.tolist(), g.points.tolist(), g.finite.tolist(), g.total.tolist(),
@@ -160,70 +164,89 @@ def summaries(series: np.ndarray, step: np.ndarray, value: np.ndarray,
 
 # A group in the plain-Python path: [bucket, points, finite, total, low, high], where low
 # is (value, step, write index, wall) of its min point and high (-value, step, write
-# index, wall, value) of its max point, so that min() of either picks the winner by the rules
-# above (lowest value / highest value, then lowest step, then earliest write); None
-# without a finite value.
+# index, wall, value) of its max point, so that min() of either picks the winner by the
+# rules above (lowest value / highest value, then lowest step, then earliest write);
+# None without a finite value.
 _Group = list
 
 
-def _small_summaries(series: list[int], step: list[int], value: list[float],
-                     wall: list[float]) -> tuple[list[tuple], list[tuple]]:
-    """:func:`summaries` in plain Python, the same figures (a group's total may differ
-    in its last bits: it is summed in another order)."""
+def small_summaries(series: list[int], step: list[int], value: list[float],
+                    wall: list[float]) -> tuple[list[tuple], list[tuple]]:
+    """:func:`summaries` of a small batch in plain Python (lists, nan for a NULL value):
+    the same rows and figures, except that a total may differ in its last bits (it is
+    summed in another order). The series' figures are its top level's groups merged."""
     members: dict[int, list[int]] = {}
     for index, sid in enumerate(series):
-        members.setdefault(sid, []).append(index)
+        if sid in members:
+            members[sid].append(index)
+        else:
+            members[sid] = [index]
     stats, levels = [], [[] for _ in range(ROLLUP_LEVELS)]
     for sid in sorted(members):
-        pyramid = _small_pyramid(members[sid], step, value, wall)
-        for rows, (level, groups) in zip(levels, enumerate(pyramid, start=1), strict=True):
-            rows += [(sid, level, *_group_row(group)) for group in groups]
-        top = _merged(pyramid[-1])
         points = members[sid]
-        last = max(points, key=lambda i: (step[i], i))  # highest step, then latest write
+        _, count, finite, total, low, high = _small_pyramid(sid, points, step, value, wall,
+                                                            levels)
+        last = points[0]
+        for i in points:  # highest step, then latest write
+            if step[i] >= step[last]:
+                last = i
         last_value = value[last] if value[last] - value[last] == 0.0 else None
-        _, count, finite, total, low, high = top
         stats.append((sid, count, finite, total,
-                      *(low[:2] if low else (None, None)),
+                      *((low[0], low[1]) if low else (None, None)),
                       *((high[4], high[1]) if high else (None, None)),
-                      min(step[i] for i in points), step[last], last_value, wall[last]))
+                      min([step[i] for i in points]), step[last], last_value, wall[last]))
     return stats, [row for rows in levels for row in rows]
 
 
-def _small_pyramid(points: list[int], step: list[int], value: list[float],
-                   wall: list[float]) -> list[list[_Group]]:
-    """One series' groups at every level, each level's sorted by bucket."""
+def _small_pyramid(sid: int, points: list[int], step: list[int], value: list[float],
+                   wall: list[float], levels: list[list[tuple]]) -> _Group:
+    """Append one series' rollup rows to ``levels`` (one list per level, by bucket) and
+    return the series' groups merged into one."""
     groups: dict[int, _Group] = {}
     for i in points:
         v, s = value[i], step[i]
-        finite = v - v == 0.0  # False for nan and +/-inf
-        group = groups.get(s >> ROLLUP_SHIFT)
-        if group is None:
-            groups[s >> ROLLUP_SHIFT] = [s >> ROLLUP_SHIFT, 1, int(finite), v if finite else 0.0,
-                                         (v, s, i, wall[i]) if finite else None,
-                                         (-v, s, i, wall[i], v) if finite else None]
+        bucket = s >> ROLLUP_SHIFT
+        group = groups.get(bucket)
+        if v - v != 0.0:  # nan or +/-inf: counted, nothing else
+            if group is None:
+                groups[bucket] = [bucket, 1, 0, 0.0, None, None]
+            else:
+                group[1] += 1
+        elif group is None:
+            groups[bucket] = [bucket, 1, 1, v, (v, s, i, wall[i]), (-v, s, i, wall[i], v)]
         else:
             group[1] += 1
-            if finite:
-                group[2] += 1
-                group[3] += v
-                low, high = (v, s, i, wall[i]), (-v, s, i, wall[i], v)
-                if group[4] is None or low < group[4]:
-                    group[4] = low
-                if group[5] is None or high < group[5]:
-                    group[5] = high
+            group[2] += 1
+            group[3] += v
+            low, high = (v, s, i, wall[i]), (-v, s, i, wall[i], v)
+            if group[4] is None or low < group[4]:
+                group[4] = low
+            if group[5] is None or high < group[5]:
+                group[5] = high
     level = [groups[bucket] for bucket in sorted(groups)]
-    pyramid = [level]
-    for _ in range(ROLLUP_LEVELS - 1):
-        if len(level) == 1:  # every higher level holds the same group, its bucket shifted
-            level = [[level[0][0] >> ROLLUP_SHIFT, *level[0][1:]]]
-        else:
-            merged: dict[int, list[_Group]] = {}
-            for group in level:
-                merged.setdefault(group[0] >> ROLLUP_SHIFT, []).append(group)
-            level = [_merged(parts, bucket) for bucket, parts in merged.items()]
-        pyramid.append(level)
-    return pyramid
+    number = 1
+    while True:
+        levels[number - 1] += [(sid, number, *_group_row(group)) for group in level]
+        if number == ROLLUP_LEVELS:
+            return _merged(level)
+        if len(level) == 1:
+            break
+        merged: dict[int, list[_Group]] = {}
+        for group in level:
+            bucket = group[0] >> ROLLUP_SHIFT
+            if bucket in merged:
+                merged[bucket].append(group)
+            else:
+                merged[bucket] = [group]
+        level = [_merged(parts, bucket) for bucket, parts in merged.items()]
+        number += 1
+    # One group from here up: every higher level holds it, its bucket shifted.
+    row = levels[number - 1][-1]
+    bucket = row[2]
+    for above in range(number + 1, ROLLUP_LEVELS + 1):
+        bucket >>= ROLLUP_SHIFT
+        levels[above - 1].append((sid, above, bucket, *row[3:]))
+    return level[0]
 
 
 def _merged(groups: list[_Group], bucket: int | None = None) -> _Group:
@@ -240,9 +263,9 @@ def _merged(groups: list[_Group], bucket: int | None = None) -> _Group:
 def _group_row(group: _Group) -> tuple:
     """(bucket, points, finite, total, min value/step/wall, max value/step/wall)."""
     bucket, count, finite, total, low, high = group
-    return (bucket, count, finite, total,
-            *((low[0], low[1], low[3]) if low else (None, None, None)),
-            *((high[4], high[1], high[3]) if high else (None, None, None)))
+    if low is None:
+        return bucket, count, finite, total, None, None, None, None, None, None
+    return bucket, count, finite, total, low[0], low[1], low[3], high[4], high[1], high[3]
 
 
 def finite_or_none(values: np.ndarray) -> list[float | None]:

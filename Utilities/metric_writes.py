@@ -21,7 +21,13 @@ from typing import Any
 
 import numpy as np
 
-from Utilities.metric_rollups import ROLLUP_FIELDS, SERIES_FIELDS, summaries
+from Utilities.metric_rollups import (
+    ROLLUP_FIELDS,
+    SERIES_FIELDS,
+    SMALL_BATCH,
+    small_summaries,
+    summaries,
+)
 
 # A metric row as callers give it: (run_id, key, step, value, wall_time).
 MetricRow = tuple[str, str, int, float | None, float]
@@ -204,13 +210,19 @@ class MetricWriter:
         if not len(batch):
             return
         ids = self._resolve(batch)
-        series = np.array([ids[pair] for pair in zip(batch.runs, batch.keys, strict=True)],
-                          dtype=np.int64)
-        stored = batch.value.astype(object)
-        stored[np.isnan(batch.value)] = None  # NULL stands for NaN on every engine
-        points = list(zip(series.tolist(), batch.step.tolist(), stored.tolist(),
-                          batch.wall.tolist(), strict=True))
-        stats, rollup_rows = summaries(series, batch.step, batch.value, batch.wall)
+        series = [ids[pair] for pair in zip(batch.runs, batch.keys, strict=True)]
+        step, wall = batch.step.tolist(), batch.wall.tolist()
+        if len(series) <= SMALL_BATCH:  # plain Python: numpy's cost per call is not worth it
+            value = batch.value.tolist()
+            stats, rollup_rows = small_summaries(series, step, value, wall)
+            stored = [v if v == v else None for v in value]  # NULL stands for NaN
+        else:
+            stats, rollup_rows = summaries(np.array(series, dtype=np.int64), batch.step,
+                                           batch.value, batch.wall)
+            values = batch.value.astype(object)
+            values[np.isnan(batch.value)] = None
+            stored = values.tolist()
+        points = list(zip(series, step, stored, wall, strict=True))
         self._insert(self._sql["points"], points)
         self._merge_series(stats)
         self._insert(self._sql["rollups"], rollup_rows, self._sql["rollups_merge"])
