@@ -15,21 +15,30 @@ Usage: python bench/flush_cost.py [--rounds 5] [--rev 4428e43] [--loops]
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import statistics
 import subprocess
 import sys
+import tarfile
 import tempfile
 from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from predict_latency import unpack_baseline  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 BASELINE_COMMIT = "4428e43"
 SHAPES = {"trickle": ["--episodes", "4"], "loop": ["--episodes", "4", "--updates", "4"]}
 LOOPS = {"numpy_loop": ["--loop", "numpy", "--steps", "200000"],
          "torch_loop": ["--loop", "torch", "--steps", "50000"]}
+
+
+def unpack_baseline(rev: str, into: Path) -> Path:
+    """The tree of commit ``rev`` (tracked files only) under ``into`` (as
+    bench/predict_latency.py does; importing that bench would load torch and pandas)."""
+    archive = subprocess.run(["git", "-C", str(ROOT), "archive", "--format=tar", rev],
+                             check=True, capture_output=True).stdout
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        tar.extractall(into, filter="data")
+    return into
 
 
 def worker(root: Path, options: list[str]) -> dict[str, float]:
