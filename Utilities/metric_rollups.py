@@ -218,11 +218,12 @@ def _small_pyramid(sid: int, points: list[int], step: list[int], value: list[flo
             group[1] += 1
             group[2] += 1
             group[3] += v
-            low, high = (v, s, i, wall[i]), (-v, s, i, wall[i], v)
-            if group[4] is None or low < group[4]:
-                group[4] = low
-            if group[5] is None or high < group[5]:
-                group[5] = high
+            # The tuple comparisons of _merged, without making a tuple for every point.
+            low, high = group[4], group[5]
+            if low is None or v < low[0] or (v == low[0] and s < low[1]):
+                group[4] = (v, s, i, wall[i])
+            if high is None or v > high[4] or (v == high[4] and s < high[1]):
+                group[5] = (-v, s, i, wall[i], v)
     level = [groups[bucket] for bucket in sorted(groups)]
     number = 1
     while True:

@@ -4,9 +4,11 @@ store rewrite (commit 4428e43, unpacked from git), interleaved. Prints one JSON 
 Why: the training loop's logging overhead (bench/logger_overhead.py, goal <= 1 %) is
 mostly the writer's fixed cost per 200 ms flush, which a whole-loop A/B on a shared
 machine cannot resolve. Each round runs bench/flush_worker.py once per side, in turn,
-in a fresh process: ``trickle`` (4 episodes per flush: 12 metric rows and 4 events) and
-``loop`` (4 episodes and 4 updates per flush: 20 metric rows, 4 events), flushes
-called on a quiet thread and timed by the thread's CPU clock; then, with ``--loops``,
+in a fresh process: ``trickle`` (4 episodes per flush: 12 metric rows and 4 events),
+``loop`` (4 episodes and 4 updates per flush: 20 metric rows, 4 events; the torch loop
+on a quiet machine) and ``burst`` (40 and 40: 200 metric rows, 40 events; the numpy
+loop's 200 ms on a quiet machine), flushes called on a quiet thread and timed by the
+thread's CPU clock; then, with ``--loops``,
 logger_overhead's simulated numpy and torch loops with the writer on its real grid.
 
 Usage: python bench/flush_cost.py [--rounds 5] [--rev 4428e43] [--loops]
@@ -26,7 +28,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 BASELINE_COMMIT = "4428e43"
-SHAPES = {"trickle": ["--episodes", "4"], "loop": ["--episodes", "4", "--updates", "4"]}
+SHAPES = {"trickle": ["--episodes", "4"], "loop": ["--episodes", "4", "--updates", "4"],
+          "burst": ["--episodes", "40", "--updates", "40", "--flushes", "200"]}
 LOOPS = {"numpy_loop": ["--loop", "numpy", "--steps", "200000"],
          "torch_loop": ["--loop", "torch", "--steps", "50000"]}
 
