@@ -8,7 +8,10 @@ one statement that reads the row it changes (``x = x + delta``, CASE for min/max
 so concurrent writers of one series never lose an update and need no locks of ours.
 
 Statements run in a fixed order (series by id, rollups by level, series, bucket), so two
-writers lock the same rows in the same order and cannot deadlock on PostgreSQL.
+writers lock the same rows in the same order and cannot deadlock on PostgreSQL. On SQLite
+(one writer at a time) each table gets as few statements as possible, many rows each:
+every call into SQLite releases the GIL, and a training thread holding it makes the
+writer wait to get it back (issue 13: the logger's cost per 200 ms flush).
 """
 
 from __future__ import annotations
