@@ -8,11 +8,15 @@ one statement that reads the row it changes (``x = x + delta``, CASE for min/max
 so concurrent writers of one series never lose an update and need no locks of ours.
 
 Statements run in a fixed order (series by id, rollups by level, series, bucket), so two
-writers lock the same rows in the same order and cannot deadlock on PostgreSQL.
+writers lock the same rows in the same order and cannot deadlock on PostgreSQL. On SQLite
+(one writer at a time) each table gets as few statements as possible, many rows each:
+every call into SQLite releases the GIL, and a training thread holding it makes the
+writer wait to get it back (issue 13: the logger's cost per 200 ms flush).
 """
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -20,7 +24,13 @@ from typing import Any
 
 import numpy as np
 
-from Utilities.metric_rollups import finite_or_none, rollups, series_delta, where_finite
+from Utilities.metric_rollups import (
+    ROLLUP_FIELDS,
+    SERIES_FIELDS,
+    SMALL_BATCH,
+    small_summaries,
+    summaries,
+)
 
 # A metric row as callers give it: (run_id, key, step, value, wall_time).
 MetricRow = tuple[str, str, int, float | None, float]
@@ -45,8 +55,19 @@ class MetricBatch:
         if not rows:
             empty = np.zeros(0)
             return cls([], [], empty.astype(np.int64), empty, empty)
+        # One pass into five lists, not zip(*rows): that makes an iterator per row, and
+        # in a big batch those allocations set off full collections of the cyclic GC
+        # (~10 ms per 15k rows with a big backlog alive).
+        runs: list[str] = []
+        keys: list[str] = []
+        steps: list = []
+        values: list = []
+        walls: list = []
+        run, key, step, value, wall = (runs.append, keys.append, steps.append, values.append,
+                                       walls.append)
         try:
-            runs, keys, steps, values, walls = zip(*rows, strict=True)
+            for row_run, row_key, row_step, row_value, row_wall in rows:
+                run(row_run), key(row_key), step(row_step), value(row_value), wall(row_wall)
         except ValueError as exc:
             raise ValueError("a metric row is (run_id, key, step, value, wall_time)") from exc
         columns = {}
@@ -56,7 +77,7 @@ class MetricBatch:
                 columns[name] = np.array(data, dtype=dtype)
             except (TypeError, ValueError, OverflowError) as exc:
                 raise type(exc)(f"metric {name}: {exc}") from exc
-        return cls(list(runs), [k if k.__class__ is str else str(k) for k in keys],
+        return cls(runs, [k if k.__class__ is str else str(k) for k in keys],
                    columns["step"], columns["value"], columns["wall_time"])
 
     def __len__(self) -> int:
@@ -83,38 +104,88 @@ def _merge_sets(new: str, old: str, columns: dict[str, tuple[str, ...]]) -> str:
     return ", ".join(sets)
 
 
-_ROLLUP_COLUMNS = ("series_id", "level", "bucket", "points", "finite", "total", "min_value",
-                   "min_step", "min_wall_time", "max_value", "max_step", "max_wall_time")
+def _series_sets(new: str, old: str) -> str:
+    """SET clauses merging a batch's figures of a series (``new``) into its row."""
+    return (_merge_sets(new, old, {"min": ("step",), "max": ("step",)})
+            + f", first_step = CASE WHEN {old}first_step IS NULL OR {new}first_step < "
+              f"{old}first_step THEN {new}first_step ELSE {old}first_step END"
+            + "".join(f", last_{c} = CASE WHEN {old}last_step IS NULL OR {new}last_step >= "
+                      f"{old}last_step THEN {new}last_{c} ELSE {old}last_{c} END"
+                      for c in ("value", "wall_time", "step")))
+
+
+_POINT_COLUMNS = ("series_id", "step", "value", "wall_time")
 _SQL = {
     "new_series": "INSERT INTO metric_series (run_id, key, points, finite, total) "
                   "VALUES (:run_id, :key, 0, 0, 0) ON CONFLICT (run_id, key) DO NOTHING",
     "series_of_run": "SELECT id, key FROM metric_series WHERE run_id = :run_id",
-    "points": "INSERT INTO metric_points (series_id, step, value, wall_time) "
-              "VALUES (:series_id, :step, :value, :wall_time)",
-    "series": (
-        "UPDATE metric_series SET "
-        + _merge_sets(":", "", {"min": ("step",), "max": ("step",)})
-        + ", first_step = CASE WHEN first_step IS NULL OR :first_step < first_step "
-          "THEN :first_step ELSE first_step END"
-        + "".join(f", last_{c} = CASE WHEN last_step IS NULL OR :last_step >= last_step "
-                  f"THEN :last_{c} ELSE last_{c} END" for c in ("value", "wall_time", "step"))
-        + " WHERE id = :id"),
-    "rollups": (
-        f"INSERT INTO metric_rollups ({', '.join(_ROLLUP_COLUMNS)}) "
-        f"VALUES ({', '.join(':' + c for c in _ROLLUP_COLUMNS)}) "
-        "ON CONFLICT (series_id, level, bucket) DO UPDATE SET "
-        + _merge_sets("excluded.", "metric_rollups.",
-                      {"min": ("step", "wall_time"), "max": ("step", "wall_time")})),
+    "points": f"INSERT INTO metric_points ({', '.join(_POINT_COLUMNS)}) VALUES ",
+    # One series per statement, in id order (PostgreSQL locks the rows in that order).
+    "series": "UPDATE metric_series SET " + _series_sets(":", "") + " WHERE id = :id",
+    "rollups": f"INSERT INTO metric_rollups ({', '.join(ROLLUP_FIELDS)}) VALUES ",
+    "rollups_merge": (" ON CONFLICT (series_id, level, bucket) DO UPDATE SET "
+                      + _merge_sets("excluded.", "metric_rollups.",
+                                    {"min": ("step", "wall_time"),
+                                     "max": ("step", "wall_time")})),
 }
+# SQLite: every series of a batch in one statement (its write lock orders writers, so
+# the order rows are updated in does not matter there).
+# (Not a WITH: sqlite3 counts the rows of statements that start with UPDATE only.)
+_SQLITE_SERIES = ("UPDATE metric_series SET " + _series_sets("d.", "metric_series.")
+                  + " FROM (SELECT " + ", ".join(f"? AS {c}" for c in SERIES_FIELDS)
+                  + "{more}) AS d WHERE metric_series.id = d.id")
+# Most rows of one multi-row SQLite statement (a multiple of nothing in particular: 32
+# rows or more gained little more, and a rollup row has 12 parameters).
+SQLITE_ROWS_PER_STATEMENT = 64
 
 
-def _positional(sql: str, mark: str) -> str:
-    """A ``:name`` statement in a positional paramstyle (``?`` or ``%s``), for tuples."""
-    return re.sub(r"(?<![:\w]):(\w+)", mark, sql)
+def _values(width: int, count: int, mark: str = "?") -> str:
+    """``(?, ?), (?, ?)`` for ``count`` rows of ``width`` values."""
+    row = "(" + ", ".join([mark] * width) + ")"
+    return ", ".join([row] * count)
+
+
+@functools.cache
+def _sqlite_statement(head: str, width: int, count: int, tail: str = "") -> str:
+    return head + _values(width, count) + tail
+
+
+@functools.cache
+def _sqlite_series_statement(count: int) -> str:
+    more = count - 1
+    return _SQLITE_SERIES.format(
+        more=" UNION ALL VALUES " + _values(len(SERIES_FIELDS), more) if more else "")
+
+
+def sqlite_insert_rows(cursor: Any, head: str, rows: list[tuple], tail: str = "") -> None:
+    """Rows (tuples of equal width) through multi-row SQLite statements ``head`` VALUES
+    (…), (…) ``tail``: one statement per 64 rows instead of one per row, which takes
+    about 40 % less CPU for a big batch, and makes a small batch one call into SQLite
+    (a training thread holding the GIL makes each call the writer thread makes cost
+    a wait for it)."""
+    if not rows:
+        return
+    width, per = len(rows[0]), SQLITE_ROWS_PER_STATEMENT
+    full = len(rows) - len(rows) % per
+    if full:
+        cursor.executemany(_sqlite_statement(head, width, per, tail),
+                           [[value for row in rows[start:start + per] for value in row]
+                            for start in range(0, full, per)])
+    if full < len(rows):
+        cursor.execute(_sqlite_statement(head, width, len(rows) - full, tail),
+                       [value for row in rows[full:] for value in row])
 
 
 def _pyformat(sql: str) -> str:
     return re.sub(r"(?<![:\w]):(\w+)", r"%(\1)s", sql)
+
+
+@functools.cache
+def _statements(paramstyle: str) -> dict[str, str]:
+    """The statements in the driver's paramstyle (sqlite3 takes ":name" whatever its
+    declared one; psycopg2 does not)."""
+    native = paramstyle in ("named", "qmark")
+    return {name: text if native else _pyformat(text) for name, text in _SQL.items()}
 
 
 class SeriesGone(LookupError):
@@ -125,80 +196,84 @@ class MetricWriter:
     """The metric half of a batch, on one DB-API cursor in an open transaction.
 
     ``series_ids`` caches (run_id, key) -> series id across batches (a store's
-    ``_series_ids``); the caller drops entries when it deletes a run or a batch fails."""
+    ``_series_ids``); the caller drops entries when it deletes a run or a batch fails.
+    ``executemany``: the driver's way of running an INSERT for many rows (default: the
+    cursor's own; see :func:`postgres_executemany`); ``None`` on SQLite, which gets
+    multi-row statements (:func:`sqlite_insert_rows`)."""
 
     def __init__(self, cursor: Any, paramstyle: str, series_ids: dict[tuple[str, str], int],
                  executemany: Callable[[Any, str, list], None] | None = None) -> None:
         self.cursor, self.series_ids = cursor, series_ids
-        self._executemany = executemany or (lambda cur, sql, rows: cur.executemany(sql, rows))
-        # sqlite3 takes ":name" parameters whatever its declared paramstyle; psycopg2 does not.
-        native = paramstyle in ("named", "qmark")
-        self._sql = {name: sql if native else _pyformat(sql) for name, sql in _SQL.items()}
-        self._points_sql = _positional(_SQL["points"], "?" if paramstyle == "qmark" else "%s")
+        self._executemany = executemany
+        self._sql = _statements(paramstyle)
+        self._mark = "?" if paramstyle == "qmark" else "%s"
 
     def write(self, batch: MetricBatch) -> None:
         """Insert the points and merge them into their series' statistics and rollups."""
         if not len(batch):
             return
-        pairs = list(zip(batch.runs, batch.keys, strict=True))
-        ids = self._resolve(set(pairs))
-        series = np.array([ids[pair] for pair in pairs], dtype=np.int64)
-        stored = batch.value.astype(object)
-        stored[np.isnan(batch.value)] = None  # NULL stands for NaN on every engine
-        self._executemany(self.cursor, self._points_sql, list(zip(
-            series.tolist(), batch.step.tolist(), stored.tolist(), batch.wall.tolist(),
-            strict=True)))
-        self._merge_series(series, batch.step, batch.value, batch.wall)
-        self._merge_rollups(series, batch.step, batch.value, batch.wall)
+        ids = self._resolve(batch)
+        series = [ids[pair] for pair in zip(batch.runs, batch.keys, strict=True)]
+        step, wall = batch.step.tolist(), batch.wall.tolist()
+        if len(series) <= SMALL_BATCH:  # plain Python: numpy's cost per call is not worth it
+            value = batch.value.tolist()
+            stats, rollup_rows = small_summaries(series, step, value, wall)
+            stored = [v if v == v else None for v in value]  # NULL stands for NaN
+        else:
+            stats, rollup_rows = summaries(np.array(series, dtype=np.int64), batch.step,
+                                           batch.value, batch.wall)
+            values = batch.value.astype(object)
+            values[np.isnan(batch.value)] = None
+            stored = values.tolist()
+        points = list(zip(series, step, stored, wall, strict=True))
+        self._insert(self._sql["points"], points)
+        self._merge_series(stats)
+        self._insert(self._sql["rollups"], rollup_rows, self._sql["rollups_merge"])
 
-    def _resolve(self, pairs: set[tuple[str, str]]) -> dict[tuple[str, str], int]:
-        """Series ids of the pairs, creating the series rows that do not exist yet."""
-        missing = sorted(pair for pair in pairs if pair not in self.series_ids)
+    def _insert(self, head: str, rows: list[tuple], tail: str = "") -> None:
+        if self._executemany is None:
+            sqlite_insert_rows(self.cursor, head, rows, tail)
+        elif rows:
+            self._executemany(self.cursor, head + "(" + ", ".join(
+                [self._mark] * len(rows[0])) + ")" + tail, rows)
+
+    def _resolve(self, batch: MetricBatch) -> dict[tuple[str, str], int]:
+        """Series ids of the batch's pairs, creating the series rows that do not exist."""
+        known = self.series_ids
+        missing = sorted({pair for pair in zip(batch.runs, batch.keys, strict=True)
+                          if pair not in known})
         if missing:
             # A write first, so SQLite's transaction takes the write lock before it reads.
-            self._executemany(self.cursor, self._sql["new_series"],
-                              [{"run_id": run, "key": key} for run, key in missing])
+            self._executemany_dicts(self._sql["new_series"],
+                                    [{"run_id": run, "key": key} for run, key in missing])
             for run_id in sorted({run for run, _ in missing}):
                 self.cursor.execute(self._sql["series_of_run"], {"run_id": run_id})
-                self.series_ids.update(((run_id, key), int(sid))
-                                       for sid, key in self.cursor.fetchall())
-        return self.series_ids
+                known.update(((run_id, key), int(sid)) for sid, key in self.cursor.fetchall())
+        return known
 
-    def _merge_series(self, series: np.ndarray, step: np.ndarray, value: np.ndarray,
-                      wall: np.ndarray) -> None:
-        delta = series_delta(series, step, value, wall)
-        g = delta.groups
-        columns = {"id": g.series.tolist(), "points": g.points.tolist(),
-                   "finite": g.finite.tolist(), "total": g.total.tolist(),
-                   "min_value": finite_or_none(g.min_value),
-                   "min_step": where_finite(g.min_step, g.min_value),
-                   "max_value": finite_or_none(g.max_value),
-                   "max_step": where_finite(g.max_step, g.max_value),
-                   "first_step": delta.first_step.tolist(), "last_step": delta.last_step.tolist(),
-                   "last_value": finite_or_none(delta.last_value),
-                   "last_wall_time": delta.last_wall.tolist()}
-        # One statement per series (a batch touches a few): each must find its row, or
-        # the run was deleted since its id was cached, and the batch must not land.
-        for record in _records(columns):
-            self.cursor.execute(self._sql["series"], record)
+    def _executemany_dicts(self, sql: str, rows: list[dict]) -> None:
+        if self._executemany is None:
+            self.cursor.executemany(sql, rows)
+        else:
+            self._executemany(self.cursor, sql, rows)
+
+    def _merge_series(self, stats: list[tuple]) -> None:
+        """Each series' row must be found, or the run was deleted since its id was cached,
+        and the batch must not land."""
+        if self._executemany is None:  # SQLite: up to 64 series in one statement
+            per = SQLITE_ROWS_PER_STATEMENT
+            for part in (stats[start:start + per] for start in range(0, len(stats), per)):
+                self.cursor.execute(_sqlite_series_statement(len(part)),
+                                    [value for row in part for value in row])
+                if self.cursor.rowcount != len(part):
+                    raise SeriesGone(f"a metric series of {[row[0] for row in part]} no "
+                                     "longer exists")
+            return
+        sql = self._sql["series"]
+        for row in stats:  # a batch touches a few series
+            self.cursor.execute(sql, dict(zip(SERIES_FIELDS, row, strict=True)))
             if self.cursor.rowcount != 1:
-                raise SeriesGone(f"metric series {record['id']} no longer exists")
-
-    def _merge_rollups(self, series: np.ndarray, step: np.ndarray, value: np.ndarray,
-                       wall: np.ndarray) -> None:
-        records: list[dict[str, Any]] = []
-        for level, g in enumerate(rollups(series, step, value, wall), start=1):
-            records += _records({
-                "series_id": g.series.tolist(), "level": [level] * len(g),
-                "bucket": g.bucket.tolist(), "points": g.points.tolist(),
-                "finite": g.finite.tolist(), "total": g.total.tolist(),
-                "min_value": finite_or_none(g.min_value),
-                "min_step": where_finite(g.min_step, g.min_value),
-                "min_wall_time": where_finite(g.min_wall, g.min_value),
-                "max_value": finite_or_none(g.max_value),
-                "max_step": where_finite(g.max_step, g.max_value),
-                "max_wall_time": where_finite(g.max_wall, g.max_value)})
-        self._executemany(self.cursor, self._sql["rollups"], records)
+                raise SeriesGone(f"metric series {row[0]} no longer exists")
 
 
 _VALUES = re.compile(r"^(INSERT .*? VALUES )(\(.*?\))( ON CONFLICT .*)?$", re.DOTALL)
@@ -216,13 +291,6 @@ def postgres_executemany(cursor: Any, sql: str, rows: list) -> None:
         return
     head, template, tail = match.groups()
     execute_values(cursor, f"{head}%s{tail or ''}", rows, template=template, page_size=5000)
-
-
-def _records(columns: dict[str, list]) -> list[dict[str, Any]]:
-    """Column lists as one dict per row."""
-    names = list(columns)
-    return [dict(zip(names, values, strict=True))
-            for values in zip(*columns.values(), strict=True)]
 
 
 def replay(writer: MetricWriter, rows: Iterable[MetricRow], chunk: int = 50_000) -> int:

@@ -36,9 +36,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import orjson
 
 from Utilities.metric_writes import MetricBatch
-from Utilities.run_store import RunStore, heartbeat_seconds
+from Utilities.run_store import EncodedPayload, RunStore, heartbeat_seconds
 from Utilities.serialization import to_plain
 
 log = logging.getLogger(__name__)
@@ -411,6 +412,12 @@ class MetricsLogger:
         for item in items:
             if item[0] == "E":
                 _, episode, reward, episode_steps, win, names, numbers, now = item
+                if win is not None and episode_steps is not None and not names:
+                    keys += _EPISODE_KEYS  # the usual episode: three rows at once
+                    steps += (episode, episode, episode)
+                    values += (reward, float(episode_steps), float(win))
+                    walls += (now, now, now)
+                    continue
                 key("episode/reward"), step(episode), value(reward), wall(now)
                 for name, number in zip(names, numbers, strict=True):
                     key("episode/" + name), step(episode), value(float(number)), wall(now)
@@ -437,6 +444,11 @@ class MetricsLogger:
         for item in items:
             if item[0] == "E":
                 _, episode, reward, episode_steps, win, names, numbers, now = item
+                if not names:  # plain values only: encoded here (EncodedPayload says why)
+                    encoded = _episode_json(episode, reward, episode_steps, win)
+                    if encoded is not None:
+                        yield run, "episode", encoded, now
+                        continue
                 payload = {"episode": episode, "reward": reward}
                 for name, number in zip(names, numbers, strict=True):
                     payload[name] = number
@@ -559,6 +571,25 @@ def _number(key: str, value: Any) -> float:
     except (TypeError, ValueError):
         raise TypeError(f"metric {key!r} must be a number, got {type(value).__name__}; "
                         "log summaries (mean, std) of arrays instead") from None
+
+
+_EPISODE_KEYS = ("episode/reward", "episode/steps", "episode/win")
+
+
+def _episode_json(episode: int, reward: float, steps: int | None,
+                  win: bool | None) -> EncodedPayload | None:
+    """The record of an episode without extra metrics as its payload's JSON text, what
+    the store would make of the dict (orjson writes a NaN or infinite reward as null,
+    as to_plain makes it None); None for what orjson refuses (an int past 64 bits)."""
+    record = {"episode": episode, "reward": reward}
+    if steps is not None:
+        record["steps"] = steps
+    if win is not None:
+        record["win"] = win
+    try:
+        return EncodedPayload(orjson.dumps(record).decode())
+    except TypeError:
+        return None
 
 
 def _rows_of(item: tuple) -> int:

@@ -51,6 +51,7 @@ from Utilities.metric_writes import (
     SeriesGone,
     postgres_executemany,
     replay,
+    sqlite_insert_rows,
 )
 from Utilities.run_store_schema import (
     CONTROL_ACTIONS,
@@ -78,8 +79,8 @@ __all__ = [
     "ACTIVE_STATUSES", "CONTROL_ACTIONS", "DEFAULT_HEARTBEAT_SECONDS",
     "DEFAULT_LOST_AFTER_SECONDS", "EVENT_KINDS", "LOST_PREFIX", "MAX_EVENTS_PAGE",
     "MAX_PAGE_SIZE", "MIN_POINTS", "RUN_STATUSES", "SORT_FIELDS", "TERMINAL_STATUSES",
-    "TRANSITIONS", "Base", "Event", "InvalidTransition", "MetricPoint", "MetricRollup",
-    "MetricSeries", "Run", "RunBusy",
+    "TRANSITIONS", "Base", "EncodedPayload", "Event", "InvalidTransition", "MetricPoint",
+    "MetricRollup", "MetricSeries", "Run", "RunBusy",
     "RunNotFound", "RunReads", "RunStore", "RunStoreError", "RunTag", "StoreUnavailable",
     "default_database_url", "heartbeat_seconds", "lost_after_seconds", "metadata",
 ]
@@ -284,6 +285,7 @@ def _was_lost(run: Run) -> bool:
 
 _BATCH_SQL = {
     "events": "INSERT INTO events (run_id, kind, payload, wall_time) VALUES ({0}, {0}, {0}, {0})",
+    "events_head": "INSERT INTO events (run_id, kind, payload, wall_time) VALUES ",
     "beat": "UPDATE runs SET heartbeat_at = {0} WHERE id = {0}",
 }
 
@@ -302,6 +304,19 @@ def _event_row(run_id: str, kind: str, payload: dict | None, wall_time: float) -
 _KNOWN_KINDS = frozenset(EVENT_KINDS)
 
 
+class EncodedPayload:
+    """An event payload that its writer already encoded: the JSON text of a plain object
+    (what :func:`json_text` makes of a dict of str, int, finite float, bool and None).
+    ``write_batch`` stores it as it is: MetricsLogger encodes its episode records this
+    way, skipping a dict copy and a check per event (a tight loop's events were the
+    largest part of the writer's CPU, issue 13)."""
+
+    __slots__ = ("text",)
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+
 def _event_tuple(row: tuple[str, str, dict | None, float],
                  encode: Callable[[Any], Any]) -> tuple[str, str, Any, float]:
     """One event of a batch as its insert values (payload as the column's JSON text): the
@@ -310,6 +325,8 @@ def _event_tuple(row: tuple[str, str, dict | None, float],
     run_id, kind, payload, wall_time = row
     if kind not in _KNOWN_KINDS:
         _check("event kind", [kind], EVENT_KINDS)
+    if payload.__class__ is EncodedPayload:
+        return run_id, kind, payload.text, float(wall_time)
     return run_id, kind, encode(json_value("event payload", payload)), float(wall_time)
 
 
@@ -961,8 +978,8 @@ class RunStore:
         # Event rows as plain values at once (payload as the column's JSON text): a list of
         # dicts holding dicts stays tracked by the cyclic GC through the whole write, is
         # promoted to its old generation and triggers full collections (issue 13).
-        payload = self._batch_processors["payload"]
-        event_params = [_event_tuple(row, payload) for row in events]
+        # json_text is what the payload column's own bind processor calls for a dict.
+        event_params = [_event_tuple(row, json_text) for row in events]
         beats = sorted(set(heartbeats))
         if not len(metric_params) and not event_params and not beats:
             return
@@ -1036,8 +1053,8 @@ class RunStore:
         sql = _BATCH_SQL["events"].format(mark)
         if self.engine.dialect.name == "postgresql":  # psycopg2's: a statement per row
             postgres_executemany(cursor, sql, event_params)
-        else:
-            cursor.executemany(sql, event_params)
+        else:  # multi-row statements (sqlite_insert_rows says why)
+            sqlite_insert_rows(cursor, _BATCH_SQL["events_head"], event_params)
 
     def _write_beats(self, cursor: Any, beats: list[str]) -> None:
         if not beats:

@@ -85,6 +85,33 @@ def test_everything_logged_reaches_the_store(store, run_id: str) -> None:
     assert store.get_run(run_id)["heartbeat_at"] is not None
 
 
+def test_encoded_episode_payloads_are_the_text_the_store_makes_of_the_record(
+        any_store) -> None:
+    # The writer encodes a plain episode record itself (EncodedPayload); the stored JSON
+    # text must be what write_batch makes of the same dict: NaN and infinities as null,
+    # and a length past 64 bits (which orjson refuses) through the dict path.
+    from sqlalchemy import text
+
+    from Utilities.run_store import json_text
+    from Utilities.serialization import to_plain
+
+    calls = [(1, 1.5, 200, True), (2, math.nan, 10, False), (3, math.inf, None, None),
+             (4, -0.0, 5, None), (5, 1e300, 2**70, True)]
+    store = any_store
+    run_id = store.create_run(name="agent", model_type="ppo")
+    with MetricsLogger(store, run_id, flush_interval=NEVER) as metrics:
+        for episode, reward, steps, win in calls:
+            metrics.log_episode(episode, reward=reward, steps=steps, win=win)
+        records = [dict(e) for e in metrics._episodes]
+    with store.engine.connect() as conn:
+        stored = conn.execute(text("SELECT payload FROM events WHERE run_id = :run AND "
+                                   "kind = 'episode' ORDER BY seq"), {"run": run_id}).all()
+    texts = [row[0] if isinstance(row[0], str) else json.dumps(row[0]) for row in stored]
+    assert [json.loads(t) for t in texts] == [to_plain(record) for record in records]
+    if store.engine.dialect.name == "sqlite":  # the very text (PostgreSQL re-renders JSON)
+        assert texts == [json_text(to_plain(record)) for record in records]
+
+
 def test_an_episode_is_stored_as_the_record_it_keeps(store, run_id: str) -> None:
     # log_episode queues one compact item; the writer makes its metric rows and its
     # event. They must be what the in-memory record says, in logging order, between
