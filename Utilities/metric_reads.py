@@ -160,27 +160,32 @@ def tails(session: Session, series_ids: Iterable[int], count: int) -> dict[int, 
     return result
 
 
-def points_after(session: Session, series: dict[int, str], after_id: int,
+def points_after(session: Session, run_id: str, keys: list[str] | None, after_id: int,
                  limit: int, up_to: int | None = None) -> tuple[dict[str, list[dict]], int]:
-    """Points written after point id ``after_id`` (up to id ``up_to``, if given) to the
-    given series ({id: key}), per key in write order (at most ``limit``), and the id
-    to ask after next time."""
-    if not series:
-        return {}, after_id
-    p = _POINTS.c
+    """A run's points (of ``keys``, default all) written after point id ``after_id`` (up
+    to id ``up_to``, if given), per key in write order (at most ``limit``), and the id to
+    ask after next time.
+
+    One statement, points joined to their series: read apart (the run's series, then
+    their points) a reader could miss a series created after its first read together
+    with points whose ids it then passed for ever (SQLite's driver gives each SELECT
+    its own snapshot)."""
+    p, s = _POINTS.c, _SERIES.c
     # "+ 0": an index on series_id would read every point of the series; the primary
-    # key's range reads only the new ones.
-    where = [p.id > after_id, (p.series_id + 0).in_(sorted(series))]
+    # key's range reads only the new ones, each joined to its series by that key.
+    where = [p.id > after_id, s.run_id == run_id]
+    if keys is not None:
+        where.append(s.key.in_(keys))
     if up_to is not None:
         where.append(p.id <= up_to)
     rows = session.execute(
-        select(p.id, p.series_id, p.step, p.value, p.wall_time)
+        select(p.id, s.key, p.step, p.value, p.wall_time)
+        .select_from(_POINTS.join(_SERIES, s.id == p.series_id + 0))
         .where(*where).order_by(p.id).limit(limit)
     ).all()
     found: dict[str, list[dict]] = {}
     for row in rows:
-        found.setdefault(series[row.series_id], []).append(
-            point(row.step, row.value, row.wall_time))
+        found.setdefault(row.key, []).append(point(row.step, row.value, row.wall_time))
     return found, int(rows[-1].id) if rows else after_id
 
 

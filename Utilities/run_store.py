@@ -1155,10 +1155,8 @@ class RunStore:
         if up_to is not None:
             up_to = _int_arg("up_to", up_to, 0)
         with self._tx() as s:
-            series = self._series(s, run_id)
-            wanted = set(series) if keys is None else set(keys) & set(series)
-            return metric_reads.points_after(
-                s, {series[key]["id"]: key for key in wanted}, after_id, limit, up_to)
+            return metric_reads.points_after(s, run_id, None if keys is None else list(keys),
+                                             after_id, limit, up_to)
 
     @_guarded
     def last_point_id(self) -> int:
