@@ -48,6 +48,8 @@ bench: $(VENV)/.dev
 	$(PY) bench/training_threads.py
 	$(PY) bench/monitor_overhead.py
 	$(PY) bench/store_reads.py
+	$(PY) bench/flush_cost.py
+	$(PY) bench/live_latency.py
 
 # Our PPO against stable-baselines3's (a bench-only dependency) on the same trading env;
 # prints JSON. Options: make bench-ppo BENCH_PPO_ARGS="--steps 131072 --repeats 5 --sb3-vec"

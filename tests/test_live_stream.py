@@ -163,3 +163,38 @@ def test_bad_requests_get_a_json_error_naming_the_field(client, live, url, heade
     assert reply.status_code == status
     assert reply.get_json()["field"] == field
     assert hub.viewers == 0
+
+
+def test_the_stream_resumes_with_no_gap_on_each_engine(engine_url, models_dir, tmp_path):
+    from tests.helpers.apps import drop_all, make_app
+    from web.live_stream import close_streams
+    from web.store import close_store
+
+    app = make_app(engine_url, models_dir, tmp_path)
+    app.extensions["live_hub"] = LiveHub({"LIVE_POLL_SECONDS": 0.02,
+                                          "LIVE_KEEPALIVE_SECONDS": 0.2, "LIVE_BACKLOG": 2})
+    client = app.test_client()
+    try:
+        with app.app_context():
+            store = get_store()
+            run_id = store.create_run(name="engines", model_type="ppo")
+        stream = Stream(client, f"/api/training-runs/{run_id}/events")
+        stream.collect(1)
+        write(store, run_id, range(0, 6))
+        messages = []
+        while received(messages) != (list(range(6)), list(range(6))):
+            messages += stream.collect(1, {"trade", "training_metrics"})
+        stream.close()
+        write(store, run_id, range(6, 9))  # while nobody watches
+        again = Stream(client, f"/api/training-runs/{run_id}/events",
+                       **{"Last-Event-ID": messages[2]["id"]})
+        rest = []
+        while received(messages[:3] + rest) != (list(range(9)), list(range(9))):
+            rest += again.collect(1, {"trade", "training_metrics"})
+            assert len(rest) <= 20
+        again.close()
+    finally:
+        close_streams(app)
+        with app.app_context():
+            drop_all(get_store())
+        close_store(app)
