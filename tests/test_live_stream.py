@@ -45,6 +45,16 @@ def received(messages: list[dict]) -> tuple[list[int], list[int]]:
     return trades, steps
 
 
+def read_until(stream: Stream, episodes: int, before: list[dict] | None = None) -> list[dict]:
+    """Trade and metric messages until, with ``before``, episodes 0..episodes-1 of both
+    have come (a bounded number of messages)."""
+    wanted, messages = (list(range(episodes)), list(range(episodes))), []
+    while received((before or []) + messages) != wanted:
+        messages += stream.collect(1, {"trade", "training_metrics"})
+        assert len(messages) <= 4 * episodes + 4
+    return messages
+
+
 def test_a_viewer_gets_what_is_written_after_it_connected_in_order(client, live):
     hub, store, run_id = live
     write(store, run_id, range(0, 3))  # before: not sent to a viewer without a cursor
@@ -72,19 +82,13 @@ def test_a_reconnect_resumes_with_no_gap_and_no_repeat(client, live):
     stream = Stream(client, f"/api/training-runs/{run_id}/events")
     stream.collect(1)
     write(store, run_id, range(0, 12))
-    messages = []
-    while received(messages) != (list(range(12)), list(range(12))):
-        messages += stream.collect(1, {"trade", "training_metrics"})
+    messages = read_until(stream, 12)
     stream.close()
     write(store, run_id, range(12, 15))
-    everything = (list(range(15)), list(range(15)))
     for index, message in enumerate(messages):
         again = Stream(client, f"/api/training-runs/{run_id}/events",
                        **{"Last-Event-ID": message["id"]})
-        rest = []
-        while received(messages[:index + 1] + rest) != everything:
-            rest += again.collect(1, {"trade", "training_metrics"})
-            assert len(rest) <= 2 * len(messages)
+        read_until(again, 15, messages[:index + 1])
         again.close()
 
 
@@ -181,17 +185,12 @@ def test_the_stream_resumes_with_no_gap_on_each_engine(engine_url, models_dir, t
         stream = Stream(client, f"/api/training-runs/{run_id}/events")
         stream.collect(1)
         write(store, run_id, range(0, 6))
-        messages = []
-        while received(messages) != (list(range(6)), list(range(6))):
-            messages += stream.collect(1, {"trade", "training_metrics"})
+        messages = read_until(stream, 6)
         stream.close()
         write(store, run_id, range(6, 9))  # while nobody watches
         again = Stream(client, f"/api/training-runs/{run_id}/events",
                        **{"Last-Event-ID": messages[2]["id"]})
-        rest = []
-        while received(messages[:3] + rest) != (list(range(9)), list(range(9))):
-            rest += again.collect(1, {"trade", "training_metrics"})
-            assert len(rest) <= 20
+        read_until(again, 9, messages[:3])
         again.close()
     finally:
         close_streams(app)

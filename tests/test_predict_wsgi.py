@@ -134,13 +134,19 @@ def test_a_stream_and_a_batch_are_answered_fast(pair: Pair, window, bars) -> Non
     assert len(reply.get_json()["predictions"]) == 3
 
 
-def test_a_same_site_page_and_a_bearer_token_are_answered_fast(model_dir: Path, window,
-                                                               tmp_path: Path) -> None:
+@pytest.fixture()
+def token_file(tmp_path: Path) -> Path:
+    """A token file holding TOKEN, private to its owner as the server requires."""
     tokens = tmp_path / "tokens.txt"
     tokens.write_text(f"{TOKEN}\n")
     tokens.chmod(0o600)
+    return tokens
+
+
+def test_a_same_site_page_and_a_bearer_token_are_answered_fast(model_dir: Path, window,
+                                                               token_file: Path) -> None:
     pair = Pair(lambda extra: create_api_app(model_dir, {
-        "TESTING": True, "AUTH": "required", "TOKEN_FILE": str(tokens), **extra}))
+        "TESTING": True, "AUTH": "required", "TOKEN_FILE": str(token_file), **extra}))
     pair.answered_fast(json={"window": window}, headers={
         "Authorization": f"Bearer {TOKEN}", "Origin": "http://localhost"})
 
@@ -212,12 +218,9 @@ def test_a_wrong_host_a_cross_site_page_and_a_cookie_go_to_flask(pair: Pair, win
 
 
 def test_a_missing_or_wrong_token_is_refused_by_flask(model_dir: Path, window,
-                                                      tmp_path: Path) -> None:
-    tokens = tmp_path / "tokens.txt"
-    tokens.write_text(f"{TOKEN}\n")
-    tokens.chmod(0o600)
+                                                      token_file: Path) -> None:
     pair = Pair(lambda extra: create_api_app(model_dir, {
-        "TESTING": True, "BIND_HOST": "0.0.0.0", "TOKEN_FILE": str(tokens), **extra}))
+        "TESTING": True, "BIND_HOST": "0.0.0.0", "TOKEN_FILE": str(token_file), **extra}))
     for headers in ({}, {"Authorization": "Bearer " + "u" * 32}, {"Authorization": TOKEN}):
         reply = pair.answered_by_flask(401, json={"window": window}, headers=headers)
         assert reply.headers["WWW-Authenticate"].startswith("Bearer")
