@@ -44,8 +44,14 @@ def test_a_snapshot_carries_the_monitor_and_where_its_stream_starts(app, client,
         reward = store.metric_series(ppo_run, "episode/reward")
     assert body["stream_cursor"] == end.text()  # nothing written since: the run's end
     monitor = body["monitor"]
+    # Every series the page may average has its window, present yet or not (a key that
+    # first comes over the stream is averaged as it comes); averages of those present.
     assert monitor["windows"] == {"episode/reward": 20, "episode/win": 20,
-                                  "episode/sharpe": 10, "train/loss": 20}
+                                  "episode/sharpe": 10, "train/train_loss": 20,
+                                  "train/loss": 20, "train/policy_loss": 20}
+    assert set(monitor["averages"]) == {"episode/reward", "episode/win", "episode/sharpe",
+                                        "train/loss", "train/policy_loss"}
+    assert monitor["loss_keys"] == ["train/train_loss", "train/loss", "train/policy_loss"]
     assert monitor["loss_key"] == "train/loss"
     # The averages are the trailing means of the raw values; each tail is what the page
     # needs to go on (the reward's 50 for its KPI).
@@ -122,10 +128,10 @@ def test_runs_without_the_new_keys_get_an_empty_monitor(app, client, model_type)
     if model_type == "ppo":
         # Before issue 14 PPO logged no total loss: the plot draws the policy loss.
         assert monitor["loss_key"] == "train/policy_loss"
-        assert set(monitor["windows"]) == {"episode/reward", "train/policy_loss"}
+        assert set(monitor["averages"]) == {"episode/reward", "train/policy_loss"}
         assert monitor["kpis"]["sharpe"] is None and monitor["kpis"]["env_steps"] is None
     else:
         assert monitor["loss_key"] == "train/train_loss"
-        assert monitor["windows"] == {"train/train_loss": 20}
+        assert set(monitor["averages"]) == {"train/train_loss"}
         assert monitor["kpis"]["episode"] is None and monitor["kpis"]["best_reward"] is None
         assert monitor["kpis"]["env_steps"] is None  # its global step counts epochs

@@ -43,13 +43,12 @@ def loss_key(keys: list[str]) -> str | None:
     return next((k for k in LOSS_KEYS if k in keys), None)
 
 
-def windows(data: RunData, win_window: int, pnl_window: int = PNL_WINDOW) -> dict[str, int]:
-    """{key: window} of the averages the page draws, for the keys the run has."""
-    wanted = {"episode/reward": pnl_window, "episode/win": win_window,
-              "episode/sharpe": SHARPE_WINDOW}
-    if (loss := loss_key(data.keys)) is not None:
-        wanted[loss] = LOSS_WINDOW
-    return {k: w for k, w in wanted.items() if k in data.stats}
+def windows(win_window: int, pnl_window: int = PNL_WINDOW) -> dict[str, int]:
+    """{key: window} of the averages the page draws: for every key it may draw, so a
+    series that first appears over the stream (a page opened as training starts) is
+    averaged as it comes."""
+    return {"episode/reward": pnl_window, "episode/win": win_window,
+            "episode/sharpe": SHARPE_WINDOW, **dict.fromkeys(LOSS_KEYS, LOSS_WINDOW)}
 
 
 def _latest_per_agent(events: list[dict]) -> list[dict]:
@@ -101,13 +100,14 @@ def monitor(data: RunData, win_window: int, max_points: int,
     """The live monitor's part of a snapshot; ``data.stats`` must be read after
     ``stream_cursor`` (the caller reads the cursor first: see the module docstring).
     ``known``: averages already computed with these windows (not read again)."""
-    averages = windows(data, win_window, pnl_window)
+    averages = windows(win_window, pnl_window)
+    present = {key: window for key, window in averages.items() if key in data.stats}
     known = known or {}
     smooth = {key: known[key] if key in known else smoothed(data, key, window, max_points)[0]
-              for key, window in averages.items()}
+              for key, window in present.items()}
     # Each average goes on, point by point, from the raw values before it: the page keeps
     # the last `window` of them (and the reward's last 50 for its KPI).
-    tail_sizes = dict(averages)
+    tail_sizes = dict(present)
     if "episode/reward" in tail_sizes:
         tail_sizes["episode/reward"] = max(tail_sizes["episode/reward"], RECENT_REWARDS)
     tails = {}
@@ -121,7 +121,8 @@ def monitor(data: RunData, win_window: int, max_points: int,
     decisions = store.latest_events(run_id, ["decision"], AGENT_EVENTS)
     trades = store.latest_events(run_id, ["trade"], TRADES)
     return {"windows": averages, "averages": smooth, "tails": tails, "kpis": kpis(data),
-            "loss_key": loss_key(data.keys), "agents": _latest_per_agent(accounts),
+            "loss_key": loss_key(data.keys), "loss_keys": list(LOSS_KEYS),
+            "agents": _latest_per_agent(accounts),
             "decisions": _latest_per_agent(decisions),
             "trades": [_shown(e) for e in trades]}
 

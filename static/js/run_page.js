@@ -36,7 +36,8 @@
     var trades = Cards.trades();
     var feed = null;
     var loading = false, buffered = null;   // stream messages held while a snapshot loads
-    var run = {status: root.dataset.status, control: null, supervised: root.dataset.supervised === "true"};
+    var run = {status: root.dataset.status, control: null, lossKeys: [],
+               supervised: root.dataset.supervised === "true"};
     var progress = null, loadedAt = Date.now();
     var eventSeq = 0, checkpointSeq = 0;
     var dirty = {}, frame = null;
@@ -81,7 +82,7 @@
     }
 
     function drawExtras() {
-      var keys = Charts.extraKeys(store, run.lossKey), container = byId("extra-charts");
+      var keys = Charts.extraKeys(store, lossKey()), container = byId("extra-charts");
       show(byId("more-charts"), keys.length > 0);
       keys.forEach(function (key, i) {
         var canvas = container.querySelector('canvas[data-key="' + key + '"]');
@@ -108,10 +109,16 @@
       });
     }
 
+    // The loss plot's key: the snapshot's, else the first of the server's candidates
+    // that has come over the stream since (a page opened before the first update).
+    function lossKey() {
+      return run.lossKey || run.lossKeys.filter(function (k) { return store.keys.indexOf(k) >= 0; })[0] || null;
+    }
+
     var PLOTS = ["reward", "loss", "entropy", "lr", "winrate", "sharpe", "drawdown", "value", "equity", "accuracy"];
 
     function drawAll() {
-      var plots = Charts.plots({store: store, supervised: run.supervised, lossKey: run.lossKey});
+      var plots = Charts.plots({store: store, supervised: run.supervised, lossKey: lossKey()});
       PLOTS.forEach(function (id) { draw(id, plots[id]()); });
       drawExtras();
       var total = Object.keys(store.raw).reduce(function (n, k) { return n + store.raw[k].length; }, 0);
@@ -329,6 +336,7 @@
       run.control = reply.run.control || null;
       run.supervised = Boolean(reply.run.supervised);
       run.lossKey = m.loss_key || null;
+      run.lossKeys = m.loss_keys || [];
       root.dataset.supervised = run.supervised ? "true" : "false";
       progress = reply.run.progress ? Object.assign({}, reply.run.progress) : null;
       loadedAt = Date.now();

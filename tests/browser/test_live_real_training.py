@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.helpers.browser import assert_chart_drawn, screenshot, watch
+from tests.helpers.browser import INKED_PIXELS, assert_chart_drawn, screenshot, watch
 from web.training_jobs import jobs
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -38,6 +38,11 @@ def test_a_real_training_fills_the_live_page_by_push(app, live_server: str, page
     assert page.locator("#decision-bars .prob-row").count() == 3
     expect(page.locator('.kpi[data-kpi="episode"] .kpi-value')).not_to_have_text("—",
                                                                               timeout=60_000)
+    # Series that first came over the stream (the page opened before the first update)
+    # are drawn with their averages while the run trains, not only after it ends.
+    for canvas in ("chart-loss", "chart-winrate", "chart-sharpe"):
+        page.wait_for_function(f"({INKED_PIXELS})('{canvas}') > 2000", timeout=120_000)
+    assert "undefined" not in page.locator("#charts").inner_text()
     screenshot(page, "live_real_training_running")
 
     expect(page.locator("#run-status-badge")).to_have_text("completed", timeout=240_000)
