@@ -120,6 +120,15 @@ def test_nan_and_infinity_are_422_naming_the_field(client, window, constant: str
     assert error["error"].startswith(f"window[3].Close is {constant}: JSON has no NaN")
 
 
+@pytest.mark.parametrize("encoding", ["utf-8", "utf-16"])
+def test_a_nan_a_repeated_key_replaced_is_still_422(client, window, encoding: str) -> None:
+    """Python's parser keeps the last of a repeated key, so the NaN is in no path of the
+    parsed body; it was a 500 (a fuzz case: a UTF-16 body read by json, not orjson)."""
+    text = '{"window": NaN, "window": ' + json.dumps(window) + "}"
+    error = error_of(post_raw(client, text.encode(encoding)), 422)
+    assert error["error"].startswith("the body holds NaN: JSON has no NaN")
+
+
 def test_nan_in_a_stream_bar_is_named(client, window) -> None:
     text = json_with_literal({"features": {**window[0], "RSI_14": 123456.5}, "stream_id": "s"},
                              "NaN")

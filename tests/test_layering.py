@@ -34,6 +34,7 @@ LAYER_NAMES = ("foundation", "NetworkConfigs", "applications", "web", "entry fil
 UTILITIES = {
     "Utilities": FOUNDATION,
     "Utilities.input_errors": FOUNDATION,      # imports nothing of ours
+    "Utilities.dashboard_settings": FOUNDATION,  # input_errors
     "Utilities.number_format": FOUNDATION,     # nothing
     "Utilities.safe_paths": FOUNDATION,        # nothing
     "Utilities.serialization": FOUNDATION,     # nothing

@@ -155,9 +155,12 @@ def _parse_strict(raw: bytes | str) -> Any:
     except (ValueError, RecursionError) as exc:  # JSONDecodeError, UnicodeDecodeError
         raise ApiError(400, f"the body is not valid JSON: {exc}") from None
     if found:
-        path, name = _constant_path(body)
-        raise ApiError(422, f"{path} is {name}: JSON has no NaN or Infinity; send finite "
-                            "numbers", field=path)
+        # A constant a later duplicate key replaced is in no path of the body, and still
+        # not JSON: named by what it was.
+        path, name = _constant_path(body) or (None, found[0])
+        where = f"{path} is {name}" if path else f"the body holds {name}"
+        raise ApiError(422, f"{where}: JSON has no NaN or Infinity; send finite numbers",
+                       field=path)
     return body
 
 
@@ -193,8 +196,9 @@ _OPENS = np.frombuffer(b"[{", dtype=np.uint8)
 _CLOSES = np.frombuffer(b"]}", dtype=np.uint8)
 
 
-def _constant_path(body: Any) -> tuple[str, str]:
-    """Path (``window[3].Close``) and name of the first NaN/Infinity, without recursion."""
+def _constant_path(body: Any) -> tuple[str, str] | None:
+    """Path (``window[3].Close``) and name of the first NaN/Infinity, without recursion;
+    None when the body holds none."""
     stack: list[tuple[str, Any]] = [("body", body)]
     while stack:
         path, value = stack.pop()
@@ -205,7 +209,7 @@ def _constant_path(body: Any) -> tuple[str, str]:
             stack.extend((f"{prefix}{k}", v) for k, v in reversed(value.items()))
         elif isinstance(value, list):
             stack.extend((f"{path}[{i}]", v) for i, v in reversed(list(enumerate(value))))
-    raise AssertionError("parse_constant was called but no constant is in the body")
+    return None
 
 
 def error_reply(code: int, message: str, field: str | None = None, **extra: Any) -> Reply:

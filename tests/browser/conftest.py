@@ -33,6 +33,9 @@ def live_server(app) -> Iterator[str]:
     try:
         yield f"http://127.0.0.1:{server.effective_port}"
     finally:
+        from web.live_stream import close_streams
+
+        close_streams(app)  # a stream still open would write to the closed server
         server.close()
         thread.join(timeout=10)
 

@@ -103,19 +103,20 @@ def test_the_run_page_pauses_and_stops_an_active_run(app, live_server, page) -> 
     with app.app_context():
         run_id = get_store().create_run(name="live-agent", model_type="ppo")
     page.goto(f"{live_server}/runs/{run_id}")
-    controls = page.locator("#run-controls")
-    expect(controls.locator("[data-action=pause]")).to_be_visible()
-    expect(controls.locator("[data-action=resume]")).to_be_hidden()
+    controls = page.locator("#run-controls")  # enabled where the state allows the move
+    expect(controls.locator("[data-action=pause]")).to_be_enabled()
+    expect(controls.locator("[data-action=resume]")).to_be_disabled()
     controls.locator("[data-action=pause]").click()
     expect(page.locator("#control-note")).to_contain_text("pause requested")
     with app.app_context():
         assert get_store().get_control(run_id) == "pause"
         get_store().set_status(run_id, "paused")  # what RunControl does when it obeys
-    expect(controls.locator("[data-action=resume]")).to_be_visible(timeout=10_000)
+    expect(controls.locator("[data-action=resume]")).to_be_enabled(timeout=10_000)
     page.once("dialog", lambda dialog: dialog.accept())
     controls.locator("[data-action=stop]").click()
     expect(page.locator("#control-note")).to_contain_text("stop requested")
     with app.app_context():
         assert get_store().get_control(run_id) == "stop"
         get_store().set_status(run_id, "stopped")
-    expect(controls).to_be_hidden(timeout=10_000)
+    for action in ("pause", "resume", "stop"):  # an ended run takes no control
+        expect(controls.locator(f"[data-action={action}]")).to_be_disabled(timeout=10_000)
