@@ -87,7 +87,8 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-SORT_FIELDS = ("created_at", "started_at", "ended_at", "name", "status", "model_type")
+SORT_FIELDS = ("created_at", "started_at", "ended_at", "name", "status", "model_type",
+               "experiment")
 MAX_PAGE_SIZE = 1000
 MAX_EVENTS_PAGE = 100_000
 TRANSITIONS: dict[str, frozenset[str]] = {
@@ -146,7 +147,8 @@ class InvalidTransition(RunStoreError, ValueError):
 
 class RunBusy(RunStoreError):
     """A claim refused: the same model is training (``reason`` "duplicate", ``run`` the
-    live run) or ``limit`` live runs already exist (``reason`` "limit")."""
+    live run) or ``limit`` live runs already exist (``reason`` "limit"); or an archive or
+    delete refused because the run is live (``reason`` "active")."""
 
     def __init__(self, message: str, reason: str, *, run: dict | None = None,
                  limit: int | None = None) -> None:
@@ -264,13 +266,15 @@ def _tag_list(tags: object) -> list[str]:
 def _new_run_row(*, name: str, model_type: str, algorithm: str = "",
                  config: dict | None = None, tags: list[str] | tuple[str, ...] | None = (),
                  description: str = "", data_file: str = "", model_dir: str = "",
-                 run_id: str | None = None, status: str = "running") -> Run:
+                 experiment: str = "", run_id: str | None = None,
+                 status: str = "running") -> Run:
     """A validated, unsaved Run, running or starting (every timestamp now)."""
     _check("status", [status], ("starting", "running"))
     fields = {label: _str_arg(label, value, required=label in ("name", "model_type"))
               for label, value in (("name", name), ("model_type", model_type),
                                    ("algorithm", algorithm), ("description", description),
-                                   ("data_file", data_file), ("model_dir", model_dir))}
+                                   ("data_file", data_file), ("model_dir", model_dir),
+                                   ("experiment", experiment))}
     tag_rows = [RunTag(tag=tag) for tag in _tag_list(tags)]
     now = utcnow()
     return Run(id=_uuid_arg(run_id), status=status, config=json_value("config", config),
@@ -386,10 +390,16 @@ def _guarded(
 
 
 def _filtered_runs(model_type: str | None, name: str | None,
-                   status: str | Iterable[str] | None, tag: str | None) -> sa.Select:
-    """select(Run) narrowed by the exact-match filters that are not None."""
+                   status: str | Iterable[str] | None, tag: str | None,
+                   experiment: str | None = None, archived: bool | None = False) -> sa.Select:
+    """select(Run) narrowed by the exact-match filters that are not None; archived runs
+    only with ``archived=True``, both kinds with ``archived=None``."""
     query = select(Run)
-    for column, value in ((Run.model_type, model_type), (Run.name, name)):
+    if archived is not None:
+        query = query.where(Run.archived_at.is_not(None) if archived
+                            else Run.archived_at.is_(None))
+    for column, value in ((Run.model_type, model_type), (Run.name, name),
+                          (Run.experiment, experiment)):
         if value is not None:
             query = query.where(column == value)
     if status is not None:
@@ -404,13 +414,16 @@ def _filtered_runs(model_type: str | None, name: str | None,
 def _runs_page(
     session: Session, *, model_type: str | None = None, name: str | None = None,
     status: str | Iterable[str] | None = None, tag: str | None = None,
+    experiment: str | None = None, archived: bool | None = False,
     sort: str = "created_at", descending: bool = True, limit: int = 50, offset: int = 0,
 ) -> tuple[list[dict], int]:
     """One page of runs matching every given filter, and the total number of matches."""
     _check("sort field", [sort], SORT_FIELDS)
     limit = _int_arg("limit", limit, 1, MAX_PAGE_SIZE)
     offset = _int_arg("offset", offset, 0)
-    query = _filtered_runs(model_type, name, status, tag)
+    if archived not in (True, False, None):
+        raise ValueError(f"archived must be True, False or None; got {archived!r}")
+    query = _filtered_runs(model_type, name, status, tag, experiment, archived)
     column, direction = getattr(Run, sort), sa.desc if descending else sa.asc
     # NULLs last on every engine (SQLite and PG disagree by default); id makes ties stable.
     order = (sa.case((column.is_(None), 1), else_=0), direction(column), direction(Run.id))
@@ -421,6 +434,16 @@ def _runs_page(
 
 def _agent_names(session: Session) -> list[str]:
     return list(session.scalars(select(Run.name).distinct().order_by(Run.name)))
+
+
+def _experiment_names(session: Session) -> list[str]:
+    """Distinct non-empty experiment names, sorted (archived runs' too)."""
+    query = select(Run.experiment).where(Run.experiment != "").distinct()
+    return list(session.scalars(query.order_by(Run.experiment)))
+
+
+def _tag_names(session: Session) -> list[str]:
+    return list(session.scalars(select(RunTag.tag).distinct().order_by(RunTag.tag)))
 
 
 class RunReads:
@@ -434,17 +457,26 @@ class RunReads:
     def list_runs(
         self, *, model_type: str | None = None, name: str | None = None,
         status: str | Iterable[str] | None = None, tag: str | None = None,
+        experiment: str | None = None, archived: bool | None = False,
         sort: str = "created_at", descending: bool = True, limit: int = 50, offset: int = 0,
     ) -> tuple[list[dict], int]:
         """As :meth:`RunStore.list_runs` (stale runs were marked lost when the scope
         opened)."""
         return _runs_page(self._session, model_type=model_type, name=name, status=status,
-                          tag=tag, sort=sort, descending=descending, limit=limit,
-                          offset=offset)
+                          tag=tag, experiment=experiment, archived=archived, sort=sort,
+                          descending=descending, limit=limit, offset=offset)
 
     def agent_names(self) -> list[str]:
         """Distinct run names, sorted."""
         return _agent_names(self._session)
+
+    def experiment_names(self) -> list[str]:
+        """Distinct non-empty experiment names, sorted."""
+        return _experiment_names(self._session)
+
+    def tag_names(self) -> list[str]:
+        """Distinct tags, sorted."""
+        return _tag_names(self._session)
 
     def series_statistics(self, run_ids: Iterable[str]) -> dict[str, dict[str, dict]]:
         """As :meth:`RunStore.series_statistics`: one query for every run."""
@@ -601,7 +633,7 @@ class RunStore:
     def create_run(
         self, *, name: str, model_type: str, algorithm: str = "", config: dict | None = None,
         tags: list[str] | tuple[str, ...] | None = (), description: str = "", data_file: str = "",
-        model_dir: str = "", run_id: str | None = None,
+        model_dir: str = "", experiment: str = "", run_id: str | None = None,
     ) -> str:
         """Create a running run plus its first status event; return the run id.
 
@@ -609,7 +641,8 @@ class RunStore:
         web form opens the run's page at once); by default a new one is drawn."""
         row = _new_run_row(name=name, model_type=model_type, algorithm=algorithm,
                            config=config, tags=tags, description=description,
-                           data_file=data_file, model_dir=model_dir, run_id=run_id)
+                           data_file=data_file, model_dir=model_dir, experiment=experiment,
+                           run_id=run_id)
         with self._tx() as s:
             self._insert_run(s, row)
         logger.info("created run %s (%s, %s)", row.id, name, model_type)
@@ -647,7 +680,7 @@ class RunStore:
     @_guarded
     def adopt_run(self, run_id: str, *, name: str, model_type: str, algorithm: str = "",
                   config: dict | None = None, tags: list[str] | tuple[str, ...] | None = (),
-                  description: str = "", data_file: str = "") -> dict:
+                  description: str = "", data_file: str = "", experiment: str = "") -> dict:
         """The launched trainer takes over the run its launcher claimed for it: its
         fields are rewritten as the trainer's own create_run would have written them
         (so launched and shell runs are recorded alike) and it is heartbeat now.
@@ -655,7 +688,7 @@ class RunStore:
         model; a starting run turns running."""
         update = _new_run_row(name=name, model_type=model_type, algorithm=algorithm,
                               config=config, tags=tags, description=description,
-                              data_file=data_file, run_id=run_id)
+                              data_file=data_file, experiment=experiment, run_id=run_id)
         with self._tx() as s:
             run = self._require(s, update.id, lock=True)
             self._mark_lost(s, [run.id])
@@ -666,7 +699,7 @@ class RunStore:
                           if not adoptable else
                           f"it is a run of the {run.model_type} model {run.name!r}")
                 raise RunStoreError(f"run {run.id} cannot be taken over: {reason}")
-            for column in ("algorithm", "config", "description", "data_file"):
+            for column in ("algorithm", "config", "description", "data_file", "experiment"):
                 setattr(run, column, getattr(update, column))
             tags = sorted(tag.tag for tag in update.tags)
             if sorted(tag.tag for tag in run.tags) != tags:
@@ -765,20 +798,35 @@ class RunStore:
     def list_runs(
         self, *, model_type: str | None = None, name: str | None = None,
         status: str | Iterable[str] | None = None, tag: str | None = None,
+        experiment: str | None = None, archived: bool | None = False,
         sort: str = "created_at", descending: bool = True, limit: int = 50, offset: int = 0,
     ) -> tuple[list[dict], int]:
         """One page of runs matching every given filter, and the total number of matches
-        (live runs with a stale heartbeat are marked lost first)."""
+        (live runs with a stale heartbeat are marked lost first). Archived runs are left
+        out unless ``archived`` is True (only them) or None (every run)."""
         with self._tx() as s:
             self._mark_lost(s)  # before filtering: a lost run must not count as running
             return _runs_page(s, model_type=model_type, name=name, status=status, tag=tag,
-                              sort=sort, descending=descending, limit=limit, offset=offset)
+                              experiment=experiment, archived=archived, sort=sort,
+                              descending=descending, limit=limit, offset=offset)
 
     @_guarded
     def agent_names(self) -> list[str]:
         """Distinct run names, sorted."""
         with self._tx() as s:
             return _agent_names(s)
+
+    @_guarded
+    def experiment_names(self) -> list[str]:
+        """Distinct non-empty experiment names, sorted."""
+        with self._tx() as s:
+            return _experiment_names(s)
+
+    @_guarded
+    def tag_names(self) -> list[str]:
+        """Distinct tags, sorted."""
+        with self._tx() as s:
+            return _tag_names(s)
 
     @contextmanager
     def reading(self) -> Iterator[RunReads]:
@@ -911,30 +959,66 @@ class RunStore:
 
     @_guarded
     def update_run(self, run_id: str, *, summary: dict | None = None,
-                   model_dir: str | None = None, description: str | None = None) -> dict:
-        """Merge summary into the run's (shallow), set the other given fields; return the run."""
+                   model_dir: str | None = None, description: str | None = None,
+                   experiment: str | None = None, notes: str | None = None,
+                   tags: list[str] | tuple[str, ...] | None = None) -> dict:
+        """Merge summary into the run's (shallow), set the other given fields (``tags``
+        replaces the run's tags); return the run. None leaves a field as it is."""
         if summary is not None:
             summary = json_value("summary", summary)
-        for label, value in (("model_dir", model_dir), ("description", description)):
-            if value is not None:
-                _str_arg(label, value)
+        texts = {label: _str_arg(label, value) for label, value in (
+            ("model_dir", model_dir), ("description", description),
+            ("experiment", experiment), ("notes", notes)) if value is not None}
+        new_tags = None if tags is None else _tag_list(tags)
         with self._tx() as s:
             # Row lock on PG keeps concurrent summary merges from losing keys.
             run = self._require(s, run_id, lock=True)
             if summary is not None:
                 run.summary = {**(run.summary or {}), **summary}  # new object: ORM sees change
-            if model_dir is not None:
-                run.model_dir = model_dir
-            if description is not None:
-                run.description = description
+            for label, value in texts.items():
+                setattr(run, label, value)
+            if new_tags is not None and sorted(t.tag for t in run.tags) != new_tags:
+                run.tags = [RunTag(tag=tag) for tag in new_tags]
             s.flush()
             return run_as_dict(run)
 
     @_guarded
-    def delete_run(self, run_id: str) -> None:
-        """Delete a run with its tags, metrics and events."""
+    def archive_run(self, run_id: str) -> dict:
+        """Hide a finished run from lists (restorable); RunBusy for a live run. Archiving
+        an archived run keeps its first archive time."""
         with self._tx() as s:
-            self._require_ids(s, [run_id])
+            run = self._finished_run(s, run_id, "archived")
+            if run.archived_at is None:
+                run.archived_at = utcnow()
+            s.flush()
+            return run_as_dict(run)
+
+    @_guarded
+    def restore_run(self, run_id: str) -> dict:
+        """Show an archived run in lists again (a no-op for one that is not archived)."""
+        with self._tx() as s:
+            run = self._require(s, run_id, lock=True)
+            run.archived_at = None
+            s.flush()
+            return run_as_dict(run)
+
+    def _finished_run(self, session: Session, run_id: str, verb: str) -> Run:
+        """The run, locked, unless it is live (a stale one is marked lost first)."""
+        run = self._require(session, run_id, lock=True)
+        self._mark_lost(session, [run.id])
+        session.refresh(run)
+        if run.status in ACTIVE_STATUSES:
+            raise RunBusy(f"run {run.id} is {run.status}: stop it before it can be {verb}",
+                          "active", run=run_as_dict(run))
+        return run
+
+    @_guarded
+    def delete_run(self, run_id: str) -> None:
+        """Delete a finished run with its tags, metrics and events (RunBusy for a live
+        one: its trainer would go on writing into a run that no longer exists). Saved
+        models are never touched here."""
+        with self._tx() as s:
+            self._finished_run(s, run_id, "deleted")
             # Explicit deletes rather than ON DELETE CASCADE: correct even with FKs off.
             series = select(_SERIES.c.id).where(_SERIES.c.run_id == run_id)
             for table in (_POINTS, _ROLLUPS):

@@ -58,6 +58,13 @@ class Run(Base):
     status: Mapped[str] = mapped_column(sa.String(16), index=True)
     config: Mapped[dict[str, Any]] = mapped_column(sa.JSON, default=dict)
     description: Mapped[str] = mapped_column(sa.String, default="")
+    # Issue 15's curation columns. server_default: RunStore adds them to a store created
+    # before them (ALTER TABLE ... ADD COLUMN needs a default for a NOT NULL column).
+    experiment: Mapped[str] = mapped_column(sa.String, default="", server_default="",
+                                            index=True)
+    notes: Mapped[str] = mapped_column(sa.String, default="", server_default="")
+    # Archived runs are hidden from lists unless asked for; NULL: not archived.
+    archived_at: Mapped[datetime | None] = mapped_column(sa.DateTime, index=True)
     data_file: Mapped[str] = mapped_column(sa.String, default="")
     model_dir: Mapped[str] = mapped_column(sa.String, default="")
     created_at: Mapped[datetime] = mapped_column(sa.DateTime, index=True)
@@ -193,8 +200,9 @@ metadata = Base.metadata
 # busy timeout does not apply then). That loser creates nothing, so allow more tries.
 _CREATE_ATTEMPTS = 4 * (len(metadata.tables) + 1)
 # PostgreSQL SQLSTATEs of a lost CREATE race: duplicate_table, duplicate_object, and
-# unique_violation on the pg_type catalogue when both transactions create one table.
-_DUPLICATE_STATES = frozenset({"42P07", "42710", "23505"})
+# unique_violation on the pg_type catalogue when both transactions create one table,
+# and duplicate_column when both add a missing column (add_missing_columns).
+_DUPLICATE_STATES = frozenset({"42P07", "42710", "23505", "42701"})
 
 
 def _lost_creation_race(exc: DBAPIError) -> bool:
@@ -202,20 +210,45 @@ def _lost_creation_race(exc: DBAPIError) -> bool:
     state = getattr(exc.orig, "pgcode", None) or getattr(exc.orig, "sqlstate", None)
     message = str(exc.orig)
     return (state in _DUPLICATE_STATES or "already exists" in message
-            or "database is locked" in message)
+            or "database is locked" in message or "duplicate column" in message)
 
 
 def create_schema(engine: sa.Engine) -> None:
-    """create_all, tolerating processes that create the same tables at the same moment."""
+    """create_all, tolerating processes that create the same tables at the same moment,
+    then add the columns an older store's tables lack."""
     for attempt in range(1, _CREATE_ATTEMPTS + 1):
         try:
             metadata.create_all(engine)  # checkfirst: skips what a winner already created
+            add_missing_columns(engine)
             return
         except DBAPIError as exc:
             if attempt == _CREATE_ATTEMPTS or not _lost_creation_race(exc):
                 raise
             logger.debug("concurrent schema creation (attempt %d): %s", attempt, exc.orig)
             time.sleep(random.uniform(0, 0.01 * attempt))  # back off so openers interleave
+
+
+def add_missing_columns(engine: sa.Engine) -> None:
+    """ALTER TABLE ... ADD COLUMN for every model column an existing table lacks.
+
+    Only additive changes are migrated this way (a new column with a default or NULL),
+    which is all the schema has needed; a concurrent opener that adds the column first
+    makes this one's ALTER fail with "duplicate column", which create_schema's retry
+    treats as a lost race (the next attempt finds the column)."""
+    inspector = sa.inspect(engine)
+    for table in metadata.sorted_tables:
+        present = {column["name"] for column in inspector.get_columns(table.name)}
+        missing = [column for column in table.columns if column.name not in present]
+        if not missing:
+            continue
+        with engine.begin() as connection:
+            for column in missing:
+                spec = sa.schema.CreateColumn(column).compile(dialect=engine.dialect)
+                connection.exec_driver_sql(f"ALTER TABLE {table.name} ADD COLUMN {spec}")
+                logger.info("added column %s.%s to an older store", table.name, column.name)
+            for index in table.indexes:
+                if any(column in missing for column in index.columns):
+                    index.create(connection, checkfirst=True)
 
 
 def utcnow() -> datetime:
@@ -248,6 +281,8 @@ def run_as_dict(run: Run) -> dict[str, Any]:
         "run_id": run.id, "name": run.name, "model_type": run.model_type,
         "algorithm": run.algorithm, "status": run.status, "config": dict(run.config or {}),
         "tags": sorted(t.tag for t in run.tags), "description": run.description,
+        "experiment": run.experiment or "", "notes": run.notes or "",
+        "archived": run.archived_at is not None, "archived_at": iso_z(run.archived_at),
         "data_file": run.data_file, "model_dir": run.model_dir,
         "created_at": iso_z(run.created_at), "started_at": iso_z(run.started_at),
         "ended_at": iso_z(run.ended_at), "heartbeat_at": iso_z(run.heartbeat_at),

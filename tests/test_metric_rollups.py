@@ -145,6 +145,7 @@ def test_delete_removes_a_runs_summaries_and_leaves_the_others_equal(any_store):
     doomed, kept = (any_store.create_run(name=n, model_type="ppo") for n in ("doomed", "kept"))
     rows = random_rows(rng, [doomed, kept], 2000)
     write_in_random_batches(any_store, rng, rows)
+    any_store.set_status(doomed, "completed")
     any_store.delete_run(doomed)
     assert_equal(any_store, [kept], [row for row in rows if row[0] == kept])
     with any_store.engine.connect() as conn:

@@ -250,7 +250,8 @@ def test_create_get_round_trip(store):
     assert run["created_at"] == run["started_at"] == run["heartbeat_at"]
     assert set(run) == {"run_id", "name", "model_type", "algorithm", "status", "config",
                         "tags", "description", "data_file", "model_dir", "created_at",
-                        "started_at", "ended_at", "heartbeat_at", "control", "error", "summary"}
+                        "started_at", "ended_at", "heartbeat_at", "control", "error", "summary",
+                        "experiment", "notes", "archived", "archived_at"}
 
 
 def test_create_run_appends_running_status_event(store):
@@ -556,6 +557,7 @@ def test_delete_run_removes_tags_metrics_and_events(store):
     for run_id in (doomed, kept):
         store.log_metrics(run_id, [("loss", step, 1.0, 0.0) for step in range(5)])
         store.log_events(run_id, [("log", {"i": i}, 0.0) for i in range(3)])
+    store.set_status(doomed, "completed")  # a live run is refused (test_run_curation)
     store.delete_run(doomed)
     with pytest.raises(RunNotFound):
         store.get_run(doomed)
@@ -744,6 +746,7 @@ def test_seq_strictly_increasing_across_runs(store):
 
 def test_seq_never_reused_after_deleting_the_newest_events(store):
     doomed = make_run(store)
+    store.set_status(doomed, "completed")  # only a finished run can be deleted
     highest = store.log_events(doomed, [("log", {}, 0.0)] * 3)[-1]
     store.delete_run(doomed)  # removes the rows holding the highest seq numbers
     fresh = make_run(store)
@@ -1071,5 +1074,6 @@ def test_run_of_model_dir_is_the_newest_run_of_that_exact_folder(store, tmp_path
     newer = make_run(store, name="newer", model_dir=str(tmp_path / "Models" / ".." / "Models"
                                                         / "XGB_a_b"))
     assert store.run_of_model_dir(folder)["run_id"] == newer
+    store.set_status(newer, "completed")
     store.delete_run(newer)
     assert store.run_of_model_dir(str(folder))["run_id"] == older

@@ -482,6 +482,7 @@ def test_a_run_deleted_while_its_child_runs_stays_deleted(app, tmp_path: Path,
     store = RunStore(app.config["DATABASE_URL"])
     with app.app_context():
         (run_id,) = jobs()._children
+    store.set_status(run_id, "failed")  # only a finished run can be deleted
     store.delete_run(run_id)
     gate.touch()
     with app.app_context():
