@@ -32,8 +32,9 @@ logger = logging.getLogger(__name__)
 # starts; the process takes it over (RunStore.adopt_run) and it turns "running".
 RUN_STATUSES = ("starting", "running", "paused", "completed", "stopped", "failed")
 TERMINAL_STATUSES = frozenset({"completed", "stopped", "failed"})
+# "delivery": an alert's outcome on one channel (Utilities/alert_system.py).
 EVENT_KINDS = ("episode", "trade", "decision", "checkpoint", "alert", "status", "log",
-               "importance", "account")
+               "importance", "account", "delivery")
 CONTROL_ACTIONS = ("pause", "resume", "stop")
 # Before issue 13 every point was a row of this table (run_id, key, step, value,
 # wall_time); RunStore migrates such a table into the series tables when it opens one.
