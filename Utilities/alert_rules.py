@@ -10,7 +10,7 @@ An episode is a dict of the seed's shape (``{"episode": 12, "profit": -40.0, "lo
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -108,14 +108,18 @@ def first_number(episode: Mapping[str, Any], keys: Iterable[str]) -> tuple[str, 
     return None
 
 
-def non_finite(episode: Mapping[str, Any]) -> Finding | None:
+def _where(values: Mapping[str, Any], where: str | None) -> str:
+    return where or f"episode {values.get('episode', '?')}"
+
+
+def non_finite(episode: Mapping[str, Any], where: str | None = None) -> Finding | None:
     """Critical: a NaN or infinite number anywhere in the episode (nested dicts too)."""
     bad = sorted(_non_finite_keys(episode))
     if not bad:
         return None
     return Finding("non_finite", "critical", "Non-finite metric",
-                   f"{', '.join(bad)} is NaN or infinite at episode "
-                   f"{episode.get('episode', '?')}: training has probably diverged",
+                   f"{', '.join(bad)} is NaN or infinite at {_where(episode, where)}: "
+                   "training has probably diverged",
                    {"keys": bad, "episode": episode.get("episode")})
 
 
@@ -127,15 +131,16 @@ def _non_finite_keys(values: Mapping[str, Any], prefix: str = "") -> Iterable[st
             yield f"{prefix}{key}"
 
 
-def critical_loss(episode: Mapping[str, Any], thresholds: Thresholds) -> Finding | None:
-    """Critical: the episode's loss above ``critical_loss_threshold``."""
+def critical_loss(episode: Mapping[str, Any], thresholds: Thresholds,
+                  where: str | None = None) -> Finding | None:
+    """Critical: the episode's (or update's) loss above ``critical_loss_threshold``."""
     found = first_number(episode, LOSS_KEYS)
     if found is None or not found[1] > thresholds.critical_loss_threshold:
         return None
     key, loss = found
     return Finding("critical_loss", "critical", "Loss above the critical threshold",
-                   f"{key} {loss:g} > {thresholds.critical_loss_threshold:g} at episode "
-                   f"{episode.get('episode', '?')}",
+                   f"{key} {loss:g} > {thresholds.critical_loss_threshold:g} at "
+                   f"{_where(episode, where)}",
                    {"key": key, "value": loss, "threshold": thresholds.critical_loss_threshold,
                     "episode": episode.get("episode")})
 
@@ -153,46 +158,50 @@ def profit_floor(episode: Mapping[str, Any], thresholds: Thresholds) -> Finding 
                     "episode": episode.get("episode")})
 
 
-def plateau(history: Sequence[Mapping[str, Any]], thresholds: Thresholds,
-            ) -> tuple[int, float, int] | None:
-    """(index of the best episode, its P/L, episodes since) when the last
-    ``no_improvement_episodes`` episodes of ``history`` (oldest first) brought no new
-    best; None while the run still improves or the history is too short to say."""
-    values = [found[1] if (found := first_number(e, PROFIT_KEYS)) else math.nan
-              for e in history]
-    finite = [(v, i) for i, v in enumerate(values) if math.isfinite(v)]
-    if not finite:
-        return None
-    best_value = max(v for v, _ in finite)
-    best_index = min(i for v, i in finite if v == best_value)  # the first time it was hit
-    since = len(history) - 1 - best_index
-    if since < thresholds.no_improvement_episodes:
-        return None
-    return best_index, best_value, since
+@dataclass
+class Plateau:
+    """The run's best P/L so far and how many episodes came since: what the
+    no-improvement rule reads. Tracked across calls, so the best is the run's, not the
+    best inside whatever window of recent episodes a caller keeps."""
+
+    best: float | None = None
+    best_episode: Any = None
+    since: int = 0
+    told: bool = False  # a warning named this plateau already
+
+    def observe(self, episode: Mapping[str, Any]) -> None:
+        found = first_number(episode, PROFIT_KEYS)
+        if found is not None and math.isfinite(found[1]) and (
+                self.best is None or found[1] > self.best):
+            self.best, self.best_episode, self.since, self.told = (
+                found[1], episode.get("episode"), 0, False)
+        elif self.best is not None:
+            self.since += 1
+
+    def finding(self, thresholds: Thresholds) -> Finding | None:
+        """Warning: no new best P/L in ``no_improvement_episodes`` episodes (once per
+        plateau: ``told`` is set by whoever sends it)."""
+        if self.told or self.best is None or self.since < thresholds.no_improvement_episodes:
+            return None
+        return Finding("no_improvement", "warning", "No improvement",
+                       f"no new best P/L in {self.since} episodes (best {self.best:g} at "
+                       f"episode {self.best_episode})",
+                       {"episodes_since_best": self.since, "best": self.best,
+                        "best_episode": self.best_episode,
+                        "threshold": thresholds.no_improvement_episodes})
 
 
-def no_improvement(history: Sequence[Mapping[str, Any]], thresholds: Thresholds,
-                   ) -> Finding | None:
-    """Warning: no new best P/L in ``no_improvement_episodes`` episodes."""
-    found = plateau(history, thresholds)
-    if found is None:
-        return None
-    index, best, since = found
-    best_episode = history[index].get("episode", index)
-    return Finding("no_improvement", "warning", "No improvement",
-                   f"no new best P/L in {since} episodes (best {best:g} at episode "
-                   f"{best_episode})",
-                   {"episodes_since_best": since, "best": best, "best_episode": best_episode,
-                    "threshold": thresholds.no_improvement_episodes})
-
-
-def health_findings(latest: Mapping[str, Any], recent: Sequence[Mapping[str, Any]],
-                    thresholds: Thresholds) -> list[Finding]:
-    """Every rule's finding for the latest episode; ``recent`` are the episodes before
-    it, oldest first (the latest may or may not be its last item)."""
-    history = list(recent)
-    if not history or history[-1] is not latest:
-        history.append(latest)
+def episode_findings(latest: Mapping[str, Any], thresholds: Thresholds) -> list[Finding]:
+    """The rules that read one episode alone: NaN, critical loss, the P/L floor."""
     checks = (non_finite(latest), critical_loss(latest, thresholds),
-              profit_floor(latest, thresholds), no_improvement(history, thresholds))
+              profit_floor(latest, thresholds))
+    return [finding for finding in checks if finding is not None]
+
+
+def update_findings(metrics: Mapping[str, Any], step: int | None,
+                    thresholds: Thresholds) -> list[Finding]:
+    """The rules that apply to one optimisation update's metrics (loss, entropy, …):
+    non-finite values and the critical loss."""
+    where = f"update {step if step is not None else '?'}"
+    checks = (non_finite(metrics, where), critical_loss(metrics, thresholds, where))
     return [finding for finding in checks if finding is not None]

@@ -25,7 +25,14 @@ from typing import Any
 
 from Utilities.alert_channels import Alert, DeliveryError
 from Utilities.alert_config import AlertSettings, settings_from
-from Utilities.alert_rules import LEVELS, AlertThresholds, health_findings
+from Utilities.alert_rules import (
+    LEVELS,
+    AlertThresholds,
+    Finding,
+    Plateau,
+    episode_findings,
+    update_findings,
+)
 from Utilities.run_store import RunStore, RunStoreError
 
 __all__ = ["Alert", "AlertSystem", "AlertThresholds"]
@@ -53,7 +60,7 @@ class AlertSystem:
         self._clock = clock
         self._lock = threading.Lock()
         self._last_fired: dict[tuple[str | None, str], float] = {}
-        self._plateaus_told: set[Any] = set()  # best episodes a no-improvement alert named
+        self._plateau: Plateau | None = None  # the run's best P/L (check_training_health)
         self._queue: queue.Queue[Alert | None] = queue.Queue(MAX_QUEUED)
         self._thread: threading.Thread | None = None
         self._closing = threading.Event()
@@ -75,24 +82,33 @@ class AlertSystem:
     def check_training_health(self, latest_episode: Mapping[str, Any],
                               recent_history: Sequence[Mapping[str, Any]]) -> list[Alert]:
         """Run every health rule on the latest episode (``recent_history``: the
-        episodes before it, oldest first) and send what they find; the alerts sent.
+        episodes before it, oldest first; only the first call's is read, to learn the
+        best so far: later calls keep count themselves) and send what they find.
 
         The no-improvement warning is told once per plateau: again only after a new
-        best has itself stopped improving (and the throttle window allows)."""
-        sent = []
-        for finding in health_findings(latest_episode, recent_history, self.thresholds):
-            plateau = None
-            if finding.rule == "no_improvement":
-                plateau = (finding.data["best_episode"], finding.data["best"])
-                if plateau in self._plateaus_told:
-                    continue
-            alert = self._send(finding.level, finding.title, finding.message, finding.data,
-                               False, finding.rule)
-            if alert is not None:
-                sent.append(alert)
-                if plateau is not None:
-                    self._plateaus_told.add(plateau)
+        best has itself stopped improving."""
+        if self._plateau is None:
+            self._plateau = Plateau()
+            for episode in recent_history:
+                if episode is not latest_episode:
+                    self._plateau.observe(episode)
+        self._plateau.observe(latest_episode)
+        sent = self._send_findings(episode_findings(latest_episode, self.thresholds))
+        finding = self._plateau.finding(self.thresholds)
+        if finding is not None and (told := self._send_findings([finding])):
+            self._plateau.told = True
+            sent += told
         return sent
+
+    def check_update(self, metrics: Mapping[str, Any], step: int | None = None,
+                     ) -> list[Alert]:
+        """NaN/infinity and the critical loss on one update's metrics; the alerts sent."""
+        return self._send_findings(update_findings(metrics, step, self.thresholds))
+
+    def _send_findings(self, findings: list[Finding]) -> list[Alert]:
+        sent = [self._send(f.level, f.title, f.message, f.data, False, f.rule)
+                for f in findings]
+        return [alert for alert in sent if alert is not None]
 
     def send_training_complete(self, total_episodes: int | None = None,
                                best_profit: float | None = None,

@@ -143,10 +143,8 @@ def test_no_improvement_is_told_once_per_plateau_not_every_episode() -> None:
         clock.now += 60
     assert [(a.rule, a.data["best_episode"], a.data["episodes_since_best"]) for a in told] == [
         ("no_improvement", 3, 5)]
-    latest = {"episode": 30, "profit": 9.0}  # a new best, then a new plateau
-    history.append(latest)
-    for episode in range(31, 37):
-        latest = {"episode": episode, "profit": 0.0}
+    for episode in range(30, 37):  # a new best, then a new plateau
+        latest = {"episode": episode, "profit": 9.0 if episode == 30 else 0.0}
         told += alerts.check_training_health(latest, history)
         history.append(latest)
     assert [a.data["best_episode"] for a in told] == [3, 30]
