@@ -15,8 +15,9 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from Utilities.input_errors import InputError
+from Utilities.run_store_schema import ALERT_LEVELS
 
-LEVELS = ("info", "warning", "critical")
+LEVELS = ALERT_LEVELS
 PROFIT_KEYS = ("profit", "reward", "pnl")  # the first present is an episode's P/L
 LOSS_KEYS = ("loss", "total_loss")
 

@@ -23,6 +23,9 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict
 from typing import Any
 
+from sqlalchemy.exc import SQLAlchemyError
+
+from Utilities import alert_records
 from Utilities.alert_channels import Alert, DeliveryError
 from Utilities.alert_config import AlertSettings, settings_from
 from Utilities.alert_rules import (
@@ -248,18 +251,28 @@ class AlertSystem:
                    "channel": channel.name, "ok": error is None, "attempts": attempt,
                    "error": error, "seconds": round(time.monotonic() - started, 3)}
         self.deliveries.append(outcome)
-        self._event("delivery", outcome, time.time())
+        self._stored("delivery", self._record_delivery, outcome)
 
     def _record(self, alert: Alert) -> None:
-        self._event("alert", alert.as_dict(), alert.created)
+        self._stored("alert", self._store.record_alert if self._store else None,
+                     alert.as_dict())
 
-    def _event(self, kind: str, payload: dict[str, Any], wall_time: float) -> None:
-        if self._store is None or self._run_id is None:
+    def _record_delivery(self, outcome: dict[str, Any]) -> None:
+        alert_records.record_delivery(self._store, outcome["alert_id"], outcome)
+        if self._run_id is not None:
+            self._store.log_events(self._run_id, [("delivery", outcome, time.time())])
+
+    def _stored(self, what: str, write: Callable[[dict[str, Any]], Any] | None,
+                payload: dict[str, Any]) -> None:
+        """Write to the store, if there is one; a store problem is logged, never raised
+        (the alert is still delivered)."""
+        if self._store is None or write is None:
             return
         try:
-            self._store.log_events(self._run_id, [(kind, payload, wall_time)])
-        except (RunStoreError, ValueError) as exc:
-            log.warning("could not record %s of run %s: %s", kind, self._run_id, exc)
+            write(payload)
+        except (RunStoreError, SQLAlchemyError, ValueError) as exc:
+            log.warning("could not record the %s of alert %r: %s", what,
+                        payload.get("title"), exc)
 
 
 def _shown(value: Any) -> str:

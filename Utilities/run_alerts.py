@@ -21,6 +21,9 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
+from sqlalchemy.exc import SQLAlchemyError
+
+from Utilities import alert_records
 from Utilities.alert_system import AlertSystem
 from Utilities.run_store import LOST_PREFIX, TERMINAL_STATUSES, RunStore, RunStoreError
 
@@ -188,10 +191,10 @@ def _seconds(start: str | None, end: str | None) -> float | None:
 def failure_told(store: RunStore, run_id: str) -> bool:
     """Whether a run-failed alert of the run is recorded (by any process)."""
     try:
-        alerts = store.latest_events(run_id, ["alert"], 50)
-    except RunStoreError:
+        _, count = alert_records.list_alerts(store, run_id=run_id, rule=FAILED_RULE, limit=1)
+    except (RunStoreError, SQLAlchemyError):
         return False
-    return any(event["payload"].get("rule") == FAILED_RULE for event in alerts)
+    return count > 0
 
 
 def send_failed(alerts: AlertSystem, run: dict[str, Any]) -> bool:
