@@ -17,13 +17,15 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy.exc import SQLAlchemyError
 
 from Utilities import alert_records
+from Utilities.alert_config import AlertSettings
 from Utilities.alert_system import AlertSystem
 from Utilities.run_store import LOST_PREFIX, TERMINAL_STATUSES, RunStore, RunStoreError
 
@@ -203,6 +205,24 @@ def send_failed(alerts: AlertSystem, run: dict[str, Any]) -> bool:
     return alerts.send_alert("critical", title, run.get("error") or "the run failed",
                              {"status": run["status"], "ended_at": run["ended_at"]},
                              force=True, rule=FAILED_RULE)
+
+
+@contextmanager
+def watching(store: RunStore | None, run_id: str | None, settings: AlertSettings, *,
+             name: str | None = None) -> Iterator[RunAlertWatcher | None]:
+    """The run's alert watcher for the length of a training (nothing without a store):
+    started before the trainer's first episode, stopped after the run's end is recorded
+    (its last check sends complete / stopped / failed, then waits for delivery, at most
+    AlertSystem.close's timeout)."""
+    if store is None or run_id is None:
+        yield None
+        return
+    alerts = AlertSystem(settings, store=store, run_id=run_id, run_name=name)
+    watcher = RunAlertWatcher(store, run_id, alerts).start()
+    try:
+        yield watcher
+    finally:
+        watcher.stop()
 
 
 def alert_lost_runs(store: RunStore, alerts_of: Callable[[dict[str, Any]], AlertSystem],

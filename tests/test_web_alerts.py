@@ -7,6 +7,7 @@ import json
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 
@@ -93,7 +94,7 @@ def test_the_page_shows_alerts_and_the_nav_badge_and_acks(app, client) -> None:
 
 
 class Hook(BaseHTTPRequestHandler):
-    received: list = []
+    received: ClassVar[list] = []
 
     def do_POST(self) -> None:
         Hook.received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
