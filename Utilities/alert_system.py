@@ -67,7 +67,7 @@ class AlertSystem:
         self._queue: queue.Queue[Alert | None] = queue.Queue(MAX_QUEUED)
         self._thread: threading.Thread | None = None
         self._closing = threading.Event()
-        self.alerts: deque[dict[str, Any]] = deque(maxlen=KEPT)
+        self.alerts: deque[Alert] = deque(maxlen=KEPT)
         self.deliveries: deque[dict[str, Any]] = deque(maxlen=KEPT)
         self.throttled = 0
         self.dropped = 0
@@ -209,7 +209,7 @@ class AlertSystem:
             log.warning("alert %r dropped: %d alerts already wait for delivery", alert.title,
                         MAX_QUEUED)
             return False
-        self.alerts.append(alert.as_dict())
+        self.alerts.append(alert)
         return True
 
     def _start(self) -> None:
@@ -242,14 +242,17 @@ class AlertSystem:
                 break
             except DeliveryError as exc:
                 error = str(exc)
-                log.warning("alert %r to %s, attempt %d: %s", alert.title, channel.name,
-                            attempt, error)
+                log.debug("alert %r to %s, attempt %d: %s", alert.title, channel.name,
+                          attempt, error)
                 if attempt > delivery.retries or self._closing.wait(
                         delivery.backoff_seconds * 2 ** (attempt - 1)):
                     break
         outcome = {"alert_id": alert.id, "title": alert.title, "level": alert.level,
                    "channel": channel.name, "ok": error is None, "attempts": attempt,
                    "error": error, "seconds": round(time.monotonic() - started, 3)}
+        if error is not None:
+            log.warning("alert %r not delivered to %s after %d attempt(s): %s", alert.title,
+                        channel.name, attempt, error)
         self.deliveries.append(outcome)
         self._stored("delivery", self._record_delivery, outcome)
 
