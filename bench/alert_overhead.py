@@ -1,8 +1,8 @@
 """What alerts cost a training loop when their channels are down. Prints one JSON object.
 
-A simulated training loop (a 64×64 numpy step, a few µs: a worst case) sends an alert every ``--every``
-steps (force=True, so throttling never hides the cost) through an AlertSystem whose
-channel is, in turn: none (the baseline: the dashboard only), a webhook that hangs (an
+A simulated training loop (a 64×64 numpy step, a few µs: a worst case) sends an alert
+every ``--every`` steps (force=True, so throttling never hides the cost) through an AlertSystem
+whose channel is, in turn: none (the baseline: the dashboard only), a webhook that hangs (an
 HTTP server that accepts and never answers), one that answers 500, and an SMTP host
 that refuses connections. Each mode runs ``--repeats`` times, interleaved; the figure is
 the loop's wall time per step against the baseline's, plus the calling thread's CPU
