@@ -496,19 +496,15 @@ def test_log_model_metrics_summarises_lists_and_flattens_dicts(store, run_id: st
         metrics.log_model_metrics(q_values=["a", "b"])
 
 
-def test_seed_constructor_records_its_own_run(database_url: str, tmp_path: Path) -> None:
+def test_seed_constructor_records_its_own_run(database_url: str, store, tmp_path: Path) -> None:
     with MetricsLogger(experiment_name="sweep-1", database_url=database_url,
                        output_dir=tmp_path, buffer_size=100, auto_save_interval=50,
                        enable_async=True, config={"lr": 0.1}) as metrics:
         metrics.log_episode(1, profit=3.0)
-    from Utilities.run_store import RunStore
-
-    store = RunStore(database_url)
     run = store.get_run(metrics.run_id)
     assert (run["name"], run["experiment"], run["model_type"], run["config"], run["status"]) == (
         "sweep-1", "sweep-1", "experiment", {"lr": 0.1}, "completed")
     assert (tmp_path / f"{metrics.run_id}.json").is_file()
-    store.close()
 
 
 def test_seed_constructor_without_a_store_uses_database_url(monkeypatch, database_url: str,
@@ -528,7 +524,8 @@ def test_seed_constructor_without_a_store_uses_database_url(monkeypatch, databas
     ({"enable_async": "yes"}, TypeError, "enable_async must be True or False"),
     ({"experiment_name": "  "}, ValueError, "experiment_name must be a non-empty string"),
 ])
-def test_seed_constructor_refuses_bad_arguments(kwargs, error, message, database_url) -> None:
+def test_seed_constructor_refuses_bad_arguments(kwargs, error, message, database_url,
+                                                store) -> None:
     with pytest.raises(error, match=message):
         MetricsLogger(database_url=database_url, **kwargs)
 

@@ -236,7 +236,7 @@ class StandInDashboard:
 
 
 @pytest.fixture()
-def seed(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, database_url: str):
+def seed(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, database_url: str, store):
     """Run snippets as the seed's user would: its module names, a fresh working folder,
     and DATABASE_URL at a temporary store (every run a script makes lands there)."""
     package = types.ModuleType("nexlify")
@@ -250,9 +250,7 @@ def seed(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, database_url: str):
         monkeypatch.setitem(sys.modules, name, module)
     monkeypatch.setenv("DATABASE_URL", database_url)
     monkeypatch.chdir(tmp_path)
-    store = RunStore(database_url)
-    yield store
-    store.close()
+    return store  # its tables are dropped after the test (PostgreSQL's outlive it)
 
 
 def run(snippet: str, names: dict) -> dict:
