@@ -234,7 +234,10 @@ class MetricsLogger:
         names = values = ()  # extra metrics: two flat tuples (a tuple of pairs nests)
         if metrics:  # checked before anything is kept: a bad value leaves no trace
             names, values = tuple(metrics), tuple(metrics.values())
-            numbers = [_number(f"episode/{key}", value) for key, value in metrics.items()]
+            try:  # the usual case, without a key's name built per value
+                numbers = [float(value) for value in values]
+            except (TypeError, ValueError):  # say which metric, in the caller's frame
+                numbers = [_number(f"episode/{key}", value) for key, value in metrics.items()]
             record.update(metrics)
         if reward is not None:
             series["reward"].append(reward)
