@@ -53,6 +53,7 @@ from NetworkConfigs.callbacks import (
     RunControl,
     StopOnSignal,
     StoreLogger,
+    latest_checkpoint,
 )
 from NetworkConfigs.torch_utils import set_threads
 from Utilities.dashboard_settings import DashboardSettings
@@ -108,9 +109,10 @@ def load_resume(target: str, store: RunStore | None) -> dict[str, Any]:
     """A checkpoint from a file, a model/checkpoint folder, or a run id in the store."""
     path = Path(target)
     if path.is_dir():
-        found = sorted(path.glob("*_checkpoint.pt")) or sorted(path.glob("last.pt"))
-        if not found:
-            raise UsageError(f"no checkpoint (*_checkpoint.pt or last.pt) in {path}", "resume")
+        found = sorted(path.glob("*_checkpoint.pt")) or [latest_checkpoint(path)]
+        if found[0] is None:
+            raise UsageError(f"no checkpoint (*_checkpoint.pt, iteration-*.pt or last.pt) in "
+                             f"{path}", "resume")
         path = found[0]
     elif not path.is_file():
         path = checkpoint_of_run(target, store)
@@ -173,7 +175,7 @@ def make_callbacks(job: dict[str, Any], store: RunStore | None, run_id: str | No
     extra = {"config": job["config"], "model_name": job["name"], "data_hash": job["data_hash"],
              "model_type": job["model_type"].name}
     callbacks += [Checkpoints(checkpoint_dir, job["trainer"].checkpoint_every, on_saved=saved,
-                              extra=extra), stop]
+                              extra=extra, keep=job["trainer"].keep_checkpoints), stop]
     if progress:
         callbacks.insert(0, ProgressBar(job["trainer"].progress_total,
                                         unit=job["trainer"].progress_unit))

@@ -59,6 +59,7 @@ UTILITIES = {
     "Utilities.alert_system": FOUNDATION,      # alert_config, run_store
     "Utilities.run_alerts": FOUNDATION,        # alert_system, run_store
     "Utilities.alert_records": FOUNDATION,     # run_store
+    "Utilities.experiment_tracker": FOUNDATION,  # metrics_logger, run_store, (run_figures)
     "Utilities.backtest_report": APPLICATION,  # NetworkConfigs.artifacts, .base
     "Utilities.model_backtester": APPLICATION,  # the registry, loaders
     "Utilities.signal_backtester": APPLICATION,  # model_backtester

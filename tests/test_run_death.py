@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
+from NetworkConfigs.callbacks import latest_checkpoint
 from tests.helpers.training_stubs import slow_child
 from Utilities import alert_records
 from Utilities.alert_system import AlertSystem
@@ -156,8 +157,8 @@ def test_sigterm_stops_the_run_with_a_checkpoint_and_exit_143(tmp_path: Path,
     assert "stopped: model saved to" in output
     run = store.get_run(run["run_id"])
     assert run["status"] == "stopped" and run["summary"]["status"] == "stopped"
-    checkpoint = tmp_path / "Models" / ".checkpoints" / run["run_id"] / "last.pt"
-    assert checkpoint.is_file()
+    checkpoint = latest_checkpoint(tmp_path / "Models" / ".checkpoints" / run["run_id"])
+    assert checkpoint is not None and checkpoint.is_file()
     events = store.events_after(0, run_id=run["run_id"], kinds=["checkpoint"])
     assert events[-1]["payload"]["step"] == run["summary"]["timesteps"]  # saved at the stop
     assert (tmp_path / "Models" / "PPO_terminated" / "terminated_model.pt").is_file()
