@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import orjson
@@ -31,7 +31,7 @@ _P = MetricPoint.__table__.c
 
 
 def series_pages(store: RunStore, series_id: int, page: int | None = None,
-                 ) -> Iterator[list[tuple[int, float | None, float]]]:
+                 ) -> Iterator[Sequence[Sequence[Any]]]:
     """(step, value, wall_time) rows of one series, ``page`` (default :data:`PAGE`) at a
     time (a page ending inside a repeated step is completed with the rest of that step)."""
     page = page or PAGE
@@ -41,13 +41,15 @@ def series_pages(store: RunStore, series_id: int, page: int | None = None,
         if after is not None:
             query = query.where(_P.step > after)
         with Session(store.engine) as session:
-            rows = [tuple(row) for row in session.execute(
-                query.order_by(_P.step, _P.id).limit(page))]
+            rows = session.execute(query.order_by(_P.step, _P.id).limit(page)).all()
             if len(rows) == page:  # the last step may go on past the page: read it whole
                 last = rows[-1][0]
-                rows = [row for row in rows if row[0] != last] + [tuple(row) for row in (
-                    session.execute(select(_P.step, _P.value, _P.wall_time).where(
-                        _P.series_id == series_id, _P.step == last).order_by(_P.id)))]
+                cut = len(rows)
+                while cut and rows[cut - 1][0] == last:
+                    cut -= 1
+                rows = rows[:cut] + session.execute(
+                    select(_P.step, _P.value, _P.wall_time).where(
+                        _P.series_id == series_id, _P.step == last).order_by(_P.id)).all()
         if not rows:
             return
         yield rows
@@ -73,8 +75,8 @@ def csv_chunks(store: RunStore, series: list[tuple[str, int, int]],
         for rows in series_pages(store, series_id, page):
             out = io.StringIO()
             writer = csv.writer(out)
-            writer.writerows((key, step, "" if value is None else repr(value), repr(wall))
-                             for step, value, wall in rows)
+            # csv writes a float as repr (exact) and None (NaN) as an empty cell
+            writer.writerows([(key, step, value, wall) for step, value, wall in rows])
             yield out.getvalue()
 
 
