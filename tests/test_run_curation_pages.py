@@ -173,3 +173,16 @@ def test_the_delete_page_deletes_the_model_when_ticked(client, runs, app) -> Non
                                                        "delete_model": "on"})
     assert done.status_code == 302 and not folder.exists()
     assert "and its model PPO_doomed." in text(client.get("/runs"))
+
+
+@pytest.mark.parametrize("path", ["edit", "archive", "restore", "delete"])
+def test_a_cross_site_form_is_refused_before_the_run_is_looked_up(client, runs, path) -> None:
+    """403 whatever the id (the fuzzer found a 404 first: URL preprocessors run before
+    the CSRF hook), and nothing changes."""
+    run_id = finished(runs)
+    evil = {"Origin": "http://evil.example"}
+    for target in (run_id, "..%2fMain.py", MISSING):
+        reply = client.post(f"/runs/{target}/{path}", data={"confirm": target}, headers=evil)
+        assert reply.status_code == 403, (target, reply.status_code)
+    assert runs.get_run(run_id) and not runs.get_run(run_id)["archived"]
+    assert client.post(f"/runs/..%2fMain.py/{path}", data={}).status_code == 404

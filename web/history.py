@@ -90,9 +90,18 @@ MAX_COMPARE = 20              # runs the compare view takes at once (its own lim
 
 @bp.url_value_preprocessor
 def _known_run_ids(endpoint: str | None, values: dict[str, Any] | None) -> None:
-    """Every run route: an id that cannot be a run's is not found, whatever the engine."""
-    if values and "run_id" in values and not is_run_id(values["run_id"]):
-        raise RunNotFound(f"run {values['run_id']!r} not found")
+    """Every run route: an id that cannot be a run's is not found, whatever the engine.
+    Reads only: URL preprocessors run before the app's request hooks, and a write from
+    another site must meet the CSRF refusal (403) first; writes call :func:`_run_id`."""
+    if request.method in ("GET", "HEAD") and values and "run_id" in values:
+        _run_id(values["run_id"])
+
+
+def _run_id(run_id: str) -> str:
+    """``run_id`` if it can name a run; RunNotFound (the page's 404) otherwise."""
+    if not is_run_id(run_id):
+        raise RunNotFound(f"run {run_id!r} not found")
+    return run_id
 
 
 def _wants_json() -> bool:
@@ -315,7 +324,7 @@ def edit(run_id: str) -> Any:
     notes; back to the page, or the page again with each problem beside its field."""
     values = {key: request.form.get(key, "") for key in ("experiment", "tags", "description",
                                                            "notes")}
-    get_store().get_run(run_id)  # an unknown run is the page's 404, before any check
+    get_store().get_run(_run_id(run_id))  # an unknown run is the page's 404, first
     try:
         fields = run_curation.form_edit(values)
     except InputError as exc:
@@ -329,7 +338,7 @@ def edit(run_id: str) -> Any:
 @bp.post("/runs/<run_id>/<any(archive, restore):move>")
 def archive(run_id: str, move: str) -> Any:
     """Archive (hidden from the list unless asked for) or restore; back to the run."""
-    get_store().get_run(run_id)  # an unknown run is the page's 404
+    get_store().get_run(_run_id(run_id))  # an unknown run is the page's 404
     try:
         run = run_curation.archive(get_store(), run_id, move == "archive")
     except run_curation.RunIsLive as exc:
@@ -343,6 +352,7 @@ def archive(run_id: str, move: str) -> Any:
 def delete(run_id: str) -> Any:
     """GET: what deleting the run removes, and the button (an opt-in box for its saved
     model); POST: delete it, back to the list."""
+    _run_id(run_id)
     store = get_store()
     error, status = None, 200
     if request.method == "POST":
