@@ -167,3 +167,29 @@ def test_labels_from_the_train_form_reach_the_run_page(live_server: str, page, a
     assert page.locator("#label-tags .tag").all_inner_texts() == ["baseline", "d3", "smoke"]
     assert page.locator("#label-description").inner_text() == "Depth 3 against the default."
     assert not seen["errors"] and not seen["outside"], seen
+
+
+def test_the_curation_pages_fit_a_phone(live_server: str, app, chromium_path: str) -> None:
+    """The run page with its labels form open, and the delete page, at 390 px: nothing
+    wider than the screen."""
+    from playwright.sync_api import sync_playwright
+
+    from tests.helpers.browser import CHROMIUM_ARGS
+
+    ids = seed(app)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=chromium_path, args=CHROMIUM_ARGS)
+        context = browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True)
+        phone = context.new_page()
+        try:
+            phone.goto(f"{live_server}/runs/{ids['alpha']}")
+            phone.click("#labels-edit summary")
+            phone.locator("#run-labels").scroll_into_view_if_needed()
+            assert phone.evaluate("document.documentElement.scrollWidth") <= 390
+            shot(phone, "curation_mobile_run_labels")
+            phone.goto(f"{live_server}/runs/{ids['alpha']}/delete")
+            assert phone.evaluate("document.documentElement.scrollWidth") <= 390
+            shot(phone, "curation_mobile_delete")
+        finally:
+            context.close()
+            browser.close()
