@@ -314,3 +314,33 @@ def test_curation_needs_credentials_where_sign_in_is_required(database_url, mode
         assert store.get_run(run_id)["notes"] == ""
     finally:
         drop_all(store)
+
+
+# ------------------------------------------------------------- a JSON start's labels
+
+
+def test_a_json_start_labels_its_run(app, client, tmp_path: Path, monkeypatch) -> None:
+    from tests.helpers.training_stubs import slow_child
+    from web.training_jobs import jobs
+
+    gate = slow_child(tmp_path, monkeypatch)
+    body = {"model_type": "xgboost", "data": "sample.csv", "model_name": "api",
+            "mode": "smoke", "experiment": "api-sweep", "tags": ["b", "a"],
+            "description": "from a script"}
+    reply = client.post("/api/training-runs", json=body)
+    assert reply.status_code == 202, reply.get_json()
+    run_id = reply.get_json()["run_id"]
+    store = RunStore(app.config["DATABASE_URL"])
+    run = store.get_run(run_id)
+    assert (run["experiment"], run["tags"], run["description"]) == (
+        "api-sweep", ["a", "b", "smoke"], "from a script")
+    gate.touch()
+    with app.app_context():
+        jobs().wait(run_id, timeout=60)
+    for bad, field in (({"tags": "a"}, "tags"), ({"experiment": 1}, "experiment"),
+                       ({"notes": "x"}, "notes")):
+        error = error_of(client.post("/api/training-runs", json={"data": "sample.csv", **bad}),
+                         422)
+        assert error["field"] == field, error
+    assert store.list_runs()[1] == 1
+    store.close()

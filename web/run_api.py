@@ -6,7 +6,8 @@
   and the stream cursor to follow it from (``/api/training-runs/<id>/events``).
 - ``POST /api/training-runs``  start a training from a JSON body: ``{"model_type": "ppo",
   "data": "<a listed data file>", "model_name": "...", "mode": "smoke" | "full",
-  "config": {<overrides, as in a config file>}}``; 202 with the run's id and URLs.
+  "config": {<overrides, as in a config file>}, "experiment": "...", "tags": [...],
+  "description": "..."}``; 202 with the run's id and URLs.
 - ``POST /api/training-runs/<id>/pause`` / ``resume`` / ``stop``: ask the trainer (it
   obeys between iterations); 409 when the run's state does not allow the move.
 - ``PATCH /api/training-runs/<id>``  set any of ``description``, ``experiment``,
@@ -35,6 +36,8 @@ from werkzeug.exceptions import RequestEntityTooLarge
 from NetworkConfigs import DEFAULT_MODEL_TYPE
 from Utilities import metric_export
 from Utilities.data_loading import DataError
+from Utilities.input_errors import InputError
+from Utilities.run_labels import check_labels
 from Utilities.run_store import (
     TERMINAL_STATUSES,
     RunNotFound,
@@ -61,6 +64,8 @@ CONTROL_ACTIONS = ("pause", "resume", "stop")
 _MOVES = {"starting": ("stop",), "running": ("pause", "stop"), "paused": ("resume", "stop"),
           "stopping": ()}
 MAX_START_BYTES = 64 * 1024
+START_FIELDS = ("model_type", "data", "model_name", "mode", "config")
+LABEL_FIELDS = ("experiment", "tags", "description")  # the run's, as on the Train form
 MAX_EDIT_BYTES = 256 * 1024  # notes may be long (run_labels.MAX_NOTES characters)
 _FLAGS = {"1": True, "true": True, "yes": True, "0": False, "false": False, "no": False,
           "": False}
@@ -195,10 +200,15 @@ def _config_field(field: str) -> str:
 
 def _training_of(body: dict[str, Any]) -> TrainingRequest:
     """The TrainingRequest of a start body; ApiError naming the first bad field."""
-    unknown = sorted(set(body) - {"model_type", "data", "model_name", "mode", "config"})
+    unknown = sorted(set(body) - {*START_FIELDS, *LABEL_FIELDS})
     if unknown:
         raise ApiError(422, f"unknown field(s) {', '.join(unknown)}; a start body has "
-                            "model_type, data, model_name, mode and config", unknown[0])
+                            f"{', '.join(START_FIELDS)} and the run's "
+                            f"{', '.join(LABEL_FIELDS)}", unknown[0])
+    try:  # the run's labels, by the one rule (422 naming the field)
+        labels = check_labels({key: body[key] for key in LABEL_FIELDS if key in body})
+    except InputError as exc:
+        raise ApiError.of(exc) from None
     model_type = body.get("model_type", DEFAULT_MODEL_TYPE)
     if model_type not in form_types():
         raise ApiError(422, f"model_type must be one of {list(form_types())}", "model_type")
@@ -222,7 +232,10 @@ def _training_of(body: dict[str, Any]) -> TrainingRequest:
         raise ApiError(422, str(exc), "data") from None
     training = TrainingRequest(csv_path=csv_path, model_type=model_type, model_name=name,
                                mode=mode, overrides=config, models_dir=datafiles.models_dir(),
-                               database_url=current_app.config["DATABASE_URL"])
+                               database_url=current_app.config["DATABASE_URL"],
+                               experiment=labels.get("experiment", ""),
+                               user_tags=tuple(labels.get("tags", ())),
+                               description=labels.get("description", ""))
     return training if name else replace(training, model_name=default_model_name(training))
 
 
