@@ -344,3 +344,12 @@ def test_a_json_start_labels_its_run(app, client, tmp_path: Path, monkeypatch) -
         assert error["field"] == field, error
     assert store.list_runs()[1] == 1
     store.close()
+
+
+def test_oversized_curation_bodies_are_413(api, runs) -> None:
+    run_id = finished(runs)
+    big = {"notes": "x" * (300 * 1024)}
+    assert error_of(api.patch(f"/api/training-runs/{run_id}", json=big), 413)
+    assert error_of(api.delete(f"/api/training-runs/{run_id}", data="x" * 5000,
+                               content_type="application/json"), 413)
+    assert runs.get_run(run_id)["notes"] == ""

@@ -66,6 +66,7 @@ _MOVES = {"starting": ("stop",), "running": ("pause", "stop"), "paused": ("resum
 MAX_START_BYTES = 64 * 1024
 START_FIELDS = ("model_type", "data", "model_name", "mode", "config")
 LABEL_FIELDS = ("experiment", "tags", "description")  # the run's, as on the Train form
+MAX_DELETE_BYTES = 4096     # {"delete_model": true} is 22 bytes
 MAX_EDIT_BYTES = 256 * 1024  # notes may be long (run_labels.MAX_NOTES characters)
 _FLAGS = {"1": True, "true": True, "yes": True, "0": False, "false": False, "no": False,
           "": False}
@@ -299,9 +300,15 @@ def _delete_model_flag() -> bool:
         if raw.strip().lower() not in _FLAGS:
             raise ApiError(422, f"delete_model must be 1 or 0; got {raw!r}", "delete_model")
         return _FLAGS[raw.strip().lower()]
-    if not request.get_data(cache=True):
+    request.max_content_length = MAX_DELETE_BYTES  # before the body is first read
+    try:
+        raw = request.get_data(cache=True)
+    except RequestEntityTooLarge:
+        raise ApiError(413, f"the request body is larger than the {MAX_DELETE_BYTES:,}-byte "
+                            "limit") from None
+    if not raw:
         return False
-    body = _body(MAX_START_BYTES) if request.is_json else parse_json(request.get_data())
+    body = read_json_body() if request.is_json else parse_json(raw)
     if not isinstance(body, dict):
         raise ApiError(400, "the body must be a JSON object, e.g. {\"delete_model\": true}")
     unknown = sorted(set(body) - {"delete_model"})
