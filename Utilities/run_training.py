@@ -2,12 +2,14 @@
 
     python Utilities/run_training.py --csv_path sample.csv --model ppo [--mode smoke]
     python -m Utilities.run_training --csv_path bars.csv --model ppo --model_name nq_agent
+    python Utilities/run_training.py --csv_path sample.csv --experiment lr-sweep --tag a --tag b
 
 Every run is recorded in the run store (config, per-episode and per-update metrics,
 checkpoints, final status) and heartbeat while the process lives. One training per
-model (type + name) at a time: a second is refused. Ctrl-C or SIGTERM stops after the
-current iteration: a checkpoint and the model trained so far are saved and the run is
-marked stopped; the exit status is 0 after Ctrl-C (the user asked) and 143 after
+model (type + name) at a time: a second is refused. ``--experiment``, ``--tag`` and
+``--description`` (or the config's ``run:`` section) label the run. Ctrl-C or SIGTERM
+stops after the current iteration: a checkpoint and the model trained so far are saved
+and the run is marked stopped; the exit status is 0 after Ctrl-C (the user asked) and 143 after
 SIGTERM (the process was terminated). A second signal aborts at once (130 / 143).
 Bad arguments or data: one line on stderr, exit status 2, nothing written.
 """
@@ -99,6 +101,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--run-id", help="record the run under this UUID (launchers that "
                                          "must know the id before training starts)")
+    parser.add_argument("--experiment", help="the experiment this run belongs to (a name "
+                        "that groups runs on the history page and in the API)")
+    parser.add_argument("--tag", action="append", help="a tag for the run (repeatable: "
+                        "--tag baseline --tag lr-3e-4)")
+    parser.add_argument("--description", help="what this run is for")
     parser.add_argument("--threads", help="CPU threads torch may use (default: TRAIN_THREADS, "
                         "else every CPU); a second busy process makes more threads than "
                         "cores several times slower")
@@ -252,7 +259,7 @@ def _run_fields(job: dict[str, Any], request: TrainingRequest) -> dict[str, Any]
     """How a run is recorded, whether the CLI creates it or takes over a launcher's."""
     return {"name": job["name"], "model_type": job["model_type"].name,
             "algorithm": job["model_type"].label, "config": job["config"],
-            "data_file": str(request.csv_path), "tags": request.tags}
+            "data_file": str(request.csv_path), **request.run_labels()}
 
 
 def _launcher_claim(store: RunStore | None, run_id: str | None) -> str | None:

@@ -35,6 +35,8 @@ UTILITIES = {
     "Utilities": FOUNDATION,
     "Utilities.input_errors": FOUNDATION,      # imports nothing of ours
     "Utilities.dashboard_settings": FOUNDATION,  # input_errors
+    "Utilities.run_labels": FOUNDATION,        # input_errors
+    "Utilities.metric_export": FOUNDATION,     # run_store, run_store_schema
     "Utilities.number_format": FOUNDATION,     # nothing
     "Utilities.safe_paths": FOUNDATION,        # nothing
     "Utilities.serialization": FOUNDATION,     # nothing
