@@ -58,10 +58,12 @@ from NetworkConfigs.callbacks import (
     latest_checkpoint,
 )
 from NetworkConfigs.torch_utils import set_threads
+from Utilities.alert_config import AlertSettings, for_run, load_settings
 from Utilities.dashboard_settings import DashboardSettings
 from Utilities.data_utils import DataError, load_bars
 from Utilities.input_errors import InputError
 from Utilities.logging_setup import configure_logging, one_line
+from Utilities.run_alerts import watching
 from Utilities.run_store import (
     LOST_PREFIX,
     TERMINAL_STATUSES,
@@ -103,6 +105,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                                          "must know the id before training starts)")
     parser.add_argument("--experiment", help="the experiment this run belongs to (a name "
                         "that groups runs on the history page and in the API)")
+    parser.add_argument("--alerts", help="this run's alert thresholds: CONSERVATIVE, "
+                        "MODERATE, AGGRESSIVE, off, or a JSON object of values (default: "
+                        "alerts.yaml's; channels always come from alerts.yaml)")
     parser.add_argument("--tag", action="append", help="a tag for the run (repeatable: "
                         "--tag baseline --tag lr-3e-4)")
     parser.add_argument("--description", help="what this run is for")
@@ -305,6 +310,7 @@ def train(args: argparse.Namespace) -> int:
         heartbeat.start(claimed)  # alive while the data loads
         try:
             request = TrainingRequest.from_args(args)
+            alerts = alert_settings(request)
             set_threads(request.threads or thread_budget())
             job = prepare(request, store)
             run_id = _record_run(store, job, request, claimed)
@@ -325,11 +331,22 @@ def train(args: argparse.Namespace) -> int:
                        / (run_id or f"{job['model_type'].prefix}_{job['name']}"))
         job["trainer"].callbacks.extend(make_callbacks(job, store, run_id, checkpoints,
                                                        request.progress, stop))
-        with served_dashboard(request.dashboard, store, run_id):
+        # The platform's alert rules watch the run from the store on their own thread.
+        with served_dashboard(request.dashboard, store, run_id), \
+                watching(store, run_id, alerts, name=job["name"]):
             code = _fit(job["trainer"], job, request, models_dir, store, run_id)
     # Terminated from outside: 128 + SIGTERM, as a shell reports it, so a supervisor or
     # a script sees that the budget was not trained (the run itself is stopped, saved).
     return EXIT_TERMINATED if stop.terminated and code in (0, EXIT_INTERRUPTED) else code
+
+
+def alert_settings(request: TrainingRequest) -> AlertSettings:
+    """The run's alert settings: alerts.yaml (or $ALERTS_CONFIG) with the run's own
+    thresholds; UsageError naming the file or ``alerts`` when they are unusable."""
+    try:
+        return for_run(load_settings(), request.alerts)
+    except InputError as exc:
+        raise UsageError.of(exc) from None
 
 
 @contextmanager

@@ -34,6 +34,7 @@ import yaml
 from NetworkConfigs import DEFAULT_MODEL_TYPE, UnknownModelType, get_model_type
 from NetworkConfigs.artifacts import ArtifactError, default_models_dir, validate_name
 from NetworkConfigs.base import deep_merge
+from Utilities.alert_config import run_choice
 from Utilities.dashboard_settings import SECTION as DASHBOARD_SECTION
 from Utilities.dashboard_settings import DashboardSettings, dashboard_settings
 from Utilities.data_utils import (
@@ -74,6 +75,9 @@ class UsageErrors(UsageError, InputErrors):
     """Several problems found in one pass (a form shows them all at once)."""
 
 
+ALERTS_SECTION = "alerts"  # the training config's per-run alert thresholds
+
+
 @dataclass(frozen=True)
 class TrainingRequest:
     """Everything a training is given. ``overrides`` are merged over the type's defaults
@@ -99,6 +103,9 @@ class TrainingRequest:
     experiment: str = ""
     user_tags: tuple[str, ...] = ()
     description: str = ""
+    # The run's alert thresholds (Utilities.alert_config.run_choice): --alerts, or the
+    # config's alerts: section; None takes alerts.yaml's.
+    alerts: str | dict[str, Any] | None = None
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> TrainingRequest:
@@ -117,9 +124,12 @@ class TrainingRequest:
         try:
             dashboard = dashboard_settings(overrides.pop(DASHBOARD_SECTION, None))
             labels = _labels_of(args, overrides.pop(RUN_SECTION, None))
+            alerts = run_choice(overrides.pop(ALERTS_SECTION, None))
+            if getattr(args, "alerts", None) is not None:
+                alerts = run_choice(args.alerts)
         except InputError as exc:
             raise UsageError.of(exc) from None
-        return cls(dashboard=dashboard, **labels, csv_path=Path(args.csv_path),
+        return cls(dashboard=dashboard, **labels, alerts=alerts, csv_path=Path(args.csv_path),
                    model_type=args.model,
                    model_name=args.model_name, mode=args.mode, overrides=overrides,
                    resume=args.resume, models_dir=args.models_dir, overwrite=args.overwrite,
@@ -153,6 +163,9 @@ class TrainingRequest:
             args += ["--tag", tag]
         if self.description:
             args += ["--description", self.description]
+        if self.alerts is not None:
+            alerts = self.alerts if isinstance(self.alerts, str) else json.dumps(self.alerts)
+            args += ["--alerts", alerts]
         return args + ["--overwrite"] * self.overwrite + ["--no-progress"] * (not self.progress)
 
     @property

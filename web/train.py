@@ -37,6 +37,7 @@ from werkzeug.exceptions import RequestEntityTooLarge
 
 from NetworkConfigs import DEFAULT_MODEL_TYPE, get_model_type, type_label
 from Utilities import run_training
+from Utilities.alert_config import RUN_CHOICES, run_choice
 from Utilities.data_utils import DataError
 from Utilities.input_errors import InputError
 from Utilities.run_labels import MAX_DESCRIPTION, MAX_EXPERIMENT, MAX_TAGS
@@ -281,7 +282,7 @@ def _request_of(type_name: str, form: dict[str, str], choice: DataChoice,
         csv_path=choice.path or datafiles.SAMPLE, model_type=type_name,
         model_name=form.get("model_name", "").strip(), mode=mode, overrides=overrides,
         models_dir=datafiles.models_dir(), database_url=current_app.config["DATABASE_URL"],
-        **labels)
+        alerts=_alerts_of(form, errors), **labels)
     try:
         config = precheck(training, data=choice.path is not None)
     except UsageError as exc:
@@ -289,6 +290,15 @@ def _request_of(type_name: str, form: dict[str, str], choice: DataChoice,
             errors.setdefault(name, message)  # a data-choice error says it better
         config = None
     return training, config
+
+
+def _alerts_of(form: dict[str, str], errors: dict[str, str]) -> str | None:
+    """The form's alert preset (Utilities.alert_config.RUN_CHOICES); a bad one named."""
+    choice = form.get("alerts", "default")
+    if choice not in RUN_CHOICES:
+        errors["alerts"] = f"choose one of {', '.join(RUN_CHOICES)}"
+        return None
+    return run_choice(choice)
 
 
 def _labels_of(form: dict[str, str], errors: dict[str, str]) -> dict[str, Any]:
@@ -370,6 +380,7 @@ def _render(type_name: str, values: dict[str, str], errors: dict[str, str],
             sections.setdefault(field.section, []).append(field)
     # Errors in page order, so the summary reads as the form does.
     order = ["form", "model_type", "csv", "model_name", "mode", *common_names, *LABEL_INPUTS,
+             "alerts",
              *(field.name for items in sections.values() for field in items)]
     errors = dict(sorted(errors.items(), key=lambda item: order.index(item[0])
                          if item[0] in order else len(order)))
@@ -381,4 +392,4 @@ def _render(type_name: str, values: dict[str, str], errors: dict[str, str],
                        and name not in common_names],
         files=datafiles.list_csv_files(), choice=choice if choice and choice.staged else None,
         staged_choice=STAGED_CHOICE, from_run=from_run, experiments=_experiment_names(),
-        label_limits=LABEL_LIMITS)
+        label_limits=LABEL_LIMITS, alert_choices=RUN_CHOICES)
