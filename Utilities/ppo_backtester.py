@@ -146,7 +146,7 @@ class WindowLoop:
         actions = np.zeros(n, dtype=np.int64)
         logits = np.zeros((n, len(ACTION_NAMES)), dtype=np.float32)
         state = self.book.state()
-        t, width = 0, _WINDOW
+        t, width, missed = 0, _WINDOW, False
         step = max(1, n // _REPORTS)
         next_report = step
         while t < n:
@@ -156,7 +156,7 @@ class WindowLoop:
             end = min(n, t + width)
             if end > self.seeded:
                 self._seed(end, state[2])
-            verified, state = self._window(t, end, state, actions, logits)
+            verified, state, missed = self._window(t, end, state, actions, logits, missed)
             t += verified
             # twice what the last window verified: a whole window grows the next one,
             # a missed guess shrinks it, so few rows are wasted past the misses
@@ -187,26 +187,49 @@ class WindowLoop:
         return scores, noisy.argmax(1)
 
     def _window(self, t: int, end: int, state: tuple[int, int, float], actions: np.ndarray,
-                logits: np.ndarray) -> tuple[int, tuple[int, int, float]]:
+                logits: np.ndarray, hedge: bool) -> tuple[int, tuple[int, int, float], bool]:
         """Evaluate bars ``[t, end)`` from the account ``state`` (side, entry bar,
-        equity) at ``t``; write the verified prefix, return its length and the account
-        after it."""
+        equity) at ``t``; write the verified prefix and return its length, the account
+        after it, and whether the guess missed.
+
+        With ``hedge`` (the last guess missed) the batch also holds the account as it
+        is past the guess's first fill: that branch is the truth up to its own first
+        fill, so a window gets at least to the next true fill however wrong the guess
+        (an agent that trades on its open profit, which the seeds cannot guess)."""
         k, book = end - t, self.book
         starts, sides, entries, equities = self._guessed_path(t, end, state)
         stretch = np.repeat(np.arange(len(starts)), np.diff(starts, append=k))
+        bars = self._bars[t:end]
+        held = int(starts[1]) if hedge and len(starts) > 1 else k
+        rows: slice | np.ndarray = slice(t, end)
+        if held < k:  # the held branch's rows follow the window's
+            stretch = np.concatenate([stretch, np.zeros(k - held, dtype=np.int64)])
+            rows = bars = np.concatenate([bars, bars[held:]])
         account = book.accounts(sides[stretch], entries[stretch], equities[stretch])
-        close = self.close[t:end]
+        close = self.close[rows]
         equity = account.equity(close)
-        scores, chosen = self._choose(slice(t, end), account, close, equity)
+        scores, chosen = self._choose(rows, account, close, equity)
         side = sides[stretch]
-        after = book.after(side, chosen, equity, t, end)  # with ruin's forced closes
-        self.guess[side + 1, self._bars[t:end]] = chosen
-        missed = np.flatnonzero(after[:-1] != side[1:])
+        after = book.after(side, chosen, equity, bars)  # with ruin's forced closes
+        self.guess[side[:k] + 1, bars[:k]] = chosen[:k]
+        self.windows += 1
+        self.rows += len(bars)
+        missed = np.flatnonzero(after[:k - 1] != side[1:k])
         verified = k if missed.size == 0 else int(missed[0]) + 1
+        if held < k:
+            self.guess[side[k:] + 1, bars[k:]] = chosen[k:]
+            branch = np.r_[0:held, k:len(bars)]  # the held account's rows, in bar order
+            moved = np.flatnonzero(after[branch] != side[0])
+            reach = k if moved.size == 0 else int(moved[0]) + 1
+            if reach > verified:
+                kept = branch[:reach]
+                actions[t:t + reach] = chosen[kept]
+                logits[t:t + reach] = scores[kept]
+                if moved.size:
+                    state = book.fill(state, int(after[kept[-1]]), t + reach - 1)
+                return reach, state, True
         actions[t:t + verified] = chosen[:verified]
         logits[t:t + verified] = scores[:verified]
-        self.windows += 1
-        self.rows += k
         # the stretches begun inside the prefix were the true ones: keep them
         last = int(stretch[verified - 1])
         if last:
@@ -215,7 +238,7 @@ class WindowLoop:
         now = (int(sides[last]), int(entries[last]), float(equities[last]))
         if after[verified - 1] != now[0]:  # the prefix's last bar fills
             now = book.fill(now, int(after[verified - 1]), t + verified - 1)
-        return verified, now
+        return verified, now, missed.size > 0
 
     def _guessed_path(self, t: int, end: int, state: tuple[int, int, float]
                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -230,8 +253,10 @@ class WindowLoop:
         trades = book.moves[self._sides, self.guess[:, t:end]]
         ahead = np.where(trades, self._bars[:k], k)
         # per side + 1: the first offset >= i whose guessed action fills (k: none)
-        nearest = np.minimum.accumulate(ahead[:, ::-1], axis=1)[:, ::-1].tolist()
-        short_next, flat_next, long_next = (row + [k] for row in nearest)
+        short_next, flat_next, long_next = np.minimum.accumulate(
+            ahead[:, ::-1], axis=1)[:, ::-1].tolist()
+        for row in (short_next, flat_next, long_next):
+            row.append(k)  # from the window's end on: none
         opens = book.target[1, self.guess[1, t:end]].tolist()
         limit = min(k, self.n - 1 - t)  # the last bar's decision never fills
         side, entry, equity = state
@@ -329,10 +354,10 @@ class LoopAccount:
         row = side + 1
         return self.cash[row, entry] + np.abs(self.units[row, entry]) * self.close_cash[row, bar]
 
-    def after(self, side: np.ndarray, chosen: np.ndarray, equity: np.ndarray, start: int,
-              stop: int) -> np.ndarray:
-        """The side after each of bars ``[start, stop)``, where the account had ``side``
-        and ``equity`` (marked at the bar's close) and the policy chose ``chosen``.
+    def after(self, side: np.ndarray, chosen: np.ndarray, equity: np.ndarray,
+              bars: np.ndarray) -> np.ndarray:
+        """The side after each row, where the account had ``side`` and ``equity``
+        (marked at the close of the row's bar, ``bars``) and the policy chose ``chosen``.
 
         Ruin (equity <= 0 at a mark while in a position) forces the closing action
         there, in ``chosen`` itself: the training env ends the episode at ruin and the
@@ -346,8 +371,9 @@ class LoopAccount:
         row = side + 1
         after = np.where(self.moves[row, chosen] & (held | (equity > 0)),
                          self.target[row, chosen], side)
-        if stop > self._last:
-            after[self._last - start] = side[self._last - start]
+        if bars[-1] == self._last:
+            last = bars == self._last
+            after[last] = side[last]
         return after
 
     def fill(self, state: tuple[int, int, float], side: int, bar: int
