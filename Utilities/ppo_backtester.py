@@ -9,8 +9,8 @@ a seeded random policy on the same bars and costs.
 Speed: the loop is sequential (a bar's account depends on every earlier action). Played
 one fill at a time, each fill cost a dozen numpy calls on a few rows, and numpy's fixed
 cost per call was the whole price (~31k fills for 100k bars of an active agent).
-:func:`play` instead guesses a window of bars at a time, evaluates the policy on the
-whole window in one batch and keeps the prefix the guess got right (see :func:`play`).
+:class:`WindowLoop` instead guesses a window of bars at a time, evaluates the policy on
+the whole window in one batch, and keeps the prefix the guess got right.
 
 Decided for issue 13: the loop's logits equal the network's per-bar forward within
 float32 rounding, not bit for bit. The first layer's sum is split into a market part,
@@ -141,7 +141,7 @@ class WindowLoop:
     def run(self, progress: Callable[[float], None] | None = None
             ) -> tuple[np.ndarray, np.ndarray]:
         """(actions (bars,), logits (bars, actions)) of the closed loop, from the book's
-        last state at bar 0; the states it passes through go to ``book.states``."""
+        last state at bar 0; the book keeps every state the account passes through."""
         n = self.n
         actions = np.zeros(n, dtype=np.int64)
         logits = np.zeros((n, len(ACTION_NAMES)), dtype=np.float32)
@@ -245,41 +245,43 @@ class WindowLoop:
         """The accounts the guess leads to over bars ``[t, end)`` from ``state``, one per
         stretch between fills: (first offset, side, entry bar, equity) arrays.
 
-        The fills are found by following each side's next guessed fill (one array per
-        side for the whole window) in Python, a few list reads per fill. The equity
-        after each close is one running product (numpy's is sequential: the floats
-        :meth:`LoopAccount.fill` gives one close at a time)."""
+        The fills come from tables over the window's offsets: each side's next guessed
+        fill, where a trade opened at each offset would close, and so where a flat
+        account is flat again after one round trip. Only that last chain is followed in
+        Python, one list read per trade. The equity after each close is one running
+        product (numpy's is sequential: the floats :meth:`LoopAccount.fill` gives one
+        close at a time)."""
         k, book = end - t, self.book
-        trades = book.moves[self._sides, self.guess[:, t:end]]
-        ahead = np.where(trades, self._bars[:k], k)
-        # per side + 1: the first offset >= i whose guessed action fills (k: none)
-        short_next, flat_next, long_next = np.minimum.accumulate(
-            ahead[:, ::-1], axis=1)[:, ::-1].tolist()
-        for row in (short_next, flat_next, long_next):
-            row.append(k)  # from the window's end on: none
-        opens = book.target[1, self.guess[1, t:end]].tolist()
         limit = min(k, self.n - 1 - t)  # the last bar's decision never fills
+        ahead = np.full((3, k + 1), k)
+        np.copyto(ahead[:, :limit], self._bars[:limit],
+                  where=book.moves[self._sides, self.guess[:, t:t + limit]])
+        # per side + 1: the first offset >= i whose guessed action fills (k: none)
+        nearest = np.minimum.accumulate(ahead[:, ::-1], axis=1)[:, ::-1]
+        opened = book.target[1, self.guess[1, t:end]]  # the side a flat account opens
+        # a trade opened at offset o closes at its side's next fill from o + 1 on
+        closes = np.append(np.where(opened > 0, nearest[2, 1:], nearest[0, 1:]), k)
+        trip = (closes[nearest[1]] + 1).tolist()  # flat at i: flat again at trip[i]
         side, entry, equity = state
-        offsets, sides, entries = [0], [side], [entry]
-        at = 0
+        flats = []
+        at = 0 if side == 0 else int(nearest[side + 1, 0]) + 1
         if side != 0 or equity > 0:  # a ruined flat account never trades again
-            while True:
-                if side != 0:  # the open trade closes at its side's next fill
-                    at = (long_next if side > 0 else short_next)[at]
-                    if at >= limit:
-                        break
-                    side, entry = 0, -1
-                else:
-                    at = flat_next[at]
-                    if at >= limit:
-                        break
-                    side, entry = opens[at], t + at
-                at += 1
-                offsets.append(at)
-                sides.append(side)
-                entries.append(entry)
-        starts = np.array(offsets)
-        side_of, entry_of = np.array(sides), np.array(entries)
+            while at < k:
+                flats.append(at)
+                at = trip[at]
+        flat_at = np.array(flats, dtype=np.int64)
+        open_at = nearest[1, flat_at]  # k: the last flat stretch never opens
+        # stretches: the held trade at t (if any), then flat and held in turn
+        offsets = np.column_stack((flat_at, open_at + 1)).ravel()
+        sides = np.column_stack((np.zeros_like(flat_at),
+                                 opened[np.minimum(open_at, k - 1)])).ravel()
+        entries = np.column_stack((np.full_like(flat_at, -1), t + open_at)).ravel()
+        inside = offsets < k
+        offsets, sides, entries = offsets[inside], sides[inside], entries[inside]
+        if side != 0 or not flats:  # held from t, or flat and ruined
+            offsets, sides, entries = (np.concatenate(([first], rest)) for first, rest in (
+                (0, offsets), (side, sides), (entry, entries)))
+        starts, side_of, entry_of = offsets, sides, entries
         closing = np.flatnonzero(side_of[:-1])  # stretch i held, so i + 1 is flat
         if not closing.size:
             return starts, side_of, entry_of, np.full(len(starts), equity)

@@ -97,7 +97,9 @@ CASES = [  # seed, bars, hidden, encoder, account scale, costs, fill, sampled
     (6, 1000, 16, "gru", 1.0, {}, "close", True),
     (7, 1500, 32, "mlp", 30.0, {"commission": 0.0}, "close", False),
     (8, 1500, 64, "mlp", 30.0, {"slippage": 20.0, "initial_balance": 5.0}, "next_open", True),
-    (9, 1500, 16, "mlp", 300.0, {}, "close", False),
+    (9, 1500, 16, "mlp", 100.0, {}, "close", False),
+    (10, 2, 16, "mlp", 1.0, {}, "close", False),  # the shortest backtest
+    (11, 40, 16, "mlp", 1.0, {}, "next_open", True),  # shorter than a window
 ]
 
 
@@ -138,7 +140,7 @@ def check_against_per_bar(agent: ActorCritic, windows: np.ndarray, close: np.nda
     book = LoopAccount(fill_price, params, close)
     actions, logits = WindowLoop(policy, book, close, noise).run()
     np.testing.assert_array_equal(actions, expected)
-    assert len(np.unique(actions)) > 1  # a case that trades
+    assert len(close) < 100 or len(np.unique(actions)) > 1  # a case that trades
     # float32 rounding of the split sum: |difference| <= 1e-5 of the row's scale
     scale = np.abs(expected_logits).max(axis=1, keepdims=True) + 1e-3
     error = np.abs(logits - expected_logits) / scale
