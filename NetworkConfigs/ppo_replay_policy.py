@@ -21,6 +21,7 @@ from torch import nn
 from NetworkConfigs.ppo_network import ActorCritic
 
 _BATCH = 4096  # bars per block of the one-off market pass (bounds its memory)
+_CHUNK = 4096  # rows per step of a batch through the layers (see _Trunk.batch)
 _THREADS = threading.Lock()  # one thread-count change at a time (see _one_torch_thread)
 
 
@@ -102,9 +103,17 @@ class _Trunk:
         weight = first.weight.detach()
         self._market_weight, self._bias = weight[:, :market_dim], first.bias.detach()
         self._account_weight = weight[:, market_dim:].T.contiguous()  # (entries, hidden)
-        self._rest = layers[1:]
+        # the layers after the first: Linear as (inputs, outputs) weights for addmm
+        self._rest = [(layer.weight.detach().T.contiguous(), layer.bias.detach())
+                      if isinstance(layer, nn.Linear) else layer for layer in layers[1:]]
+        widths = [len(self._bias)] + [layer.out_features for layer in layers[1:]
+                                      if isinstance(layer, nn.Linear)]
+        self._width = widths[-1]
         self._blocks: list[np.ndarray] = []
         self._market = np.empty((0, len(self._bias)), dtype=np.float32)
+        # scratch for one chunk: the market rows and each Linear's output, reused
+        self._scratch: list[torch.Tensor] = []
+        self._widths = widths
 
     def add_market(self, encoded: torch.Tensor) -> None:
         self._blocks.append(torch.addmm(self._bias, encoded, self._market_weight.T).numpy())
@@ -115,13 +124,40 @@ class _Trunk:
         self._blocks = []
 
     def batch(self, rows: slice | np.ndarray, account: np.ndarray) -> np.ndarray:
-        """The trunk's output at bars ``rows`` with ``account`` (k, entries) float32:
-        the precomputed market part plus the account part, then the trunk's own layers
-        (``forward``, not ``__call__``: no hooks, less fixed cost per window)."""
+        """The trunk's output (k, outputs) at bars ``rows`` with ``account`` (k, entries)
+        float32: the precomputed market part plus the account part, then the trunk's
+        layers, ``_CHUNK`` rows at a time through scratch tensors kept between calls
+        (torch allocates each new tensor from the system: for a few thousand rows the
+        page faults cost as much as the arithmetic; the chunks also bound the memory of
+        an all-bars batch)."""
+        k = len(account)
+        out = np.empty((k, self._width), dtype=np.float32)
+        account = np.ascontiguousarray(account, dtype=np.float32)
         with torch.no_grad(), _one_torch_thread():
-            x = torch.addmm(torch.from_numpy(np.ascontiguousarray(self._market[rows])),
-                            torch.from_numpy(np.ascontiguousarray(account)),
-                            self._account_weight)
-            for layer in self._rest:
+            for start in range(0, k, _CHUNK):
+                stop = min(k, start + _CHUNK)
+                out[start:stop] = self._chunk(rows, start, stop, account[start:stop])
+        return out
+
+    def _chunk(self, rows: slice | np.ndarray, start: int, stop: int,
+               account: np.ndarray) -> np.ndarray:
+        if not self._scratch:
+            self._scratch = [torch.empty(_CHUNK, width) for width in self._widths]
+        m = stop - start
+        market = self._scratch[0][:m]
+        if isinstance(rows, slice):
+            first = rows.start or 0
+            market.numpy()[:] = self._market[first + start:first + stop]
+        else:
+            np.take(self._market, rows[start:stop], axis=0, out=market.numpy())
+        x = market.addmm_(torch.from_numpy(account), self._account_weight)
+        outputs = iter(self._scratch[1:])
+        for layer in self._rest:
+            if isinstance(layer, tuple):
+                weight, bias = layer
+                x = torch.addmm(bias, x, weight, out=next(outputs)[:m])
+            elif isinstance(layer, nn.Tanh):
+                x = x.tanh_()
+            else:  # any other layer: its own forward (a new tensor)
                 x = layer.forward(x)
         return x.numpy()

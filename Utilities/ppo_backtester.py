@@ -54,9 +54,9 @@ from Utilities.backtest_report import decision_frame
 from Utilities.backtester import fill_prices
 from Utilities.model_backtester import ModelBacktester
 
-_WINDOW = 512  # bars guessed and evaluated at once, at most
+_WINDOW = 1024  # bars guessed and evaluated at once, at most
 _MIN_WINDOW = 32  # and at least (the width follows the prefixes the guesses verify)
-_SEED = 512  # bars seeded at once with a first guess (3 rows each, see WindowLoop)
+_SEED = 1024  # bars seeded at once with a first guess (3 rows each, see WindowLoop)
 _REPORTS = 50  # progress reports per closed loop, at most (a check per window, not per bar)
 _NO_COUNTS = np.zeros(0, dtype=np.int64)  # trades/wins: account_features never reads them
 
