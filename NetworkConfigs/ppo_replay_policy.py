@@ -11,7 +11,7 @@ windows, or all bars at once) through the network's own torch layers on one thre
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
 import numpy as np
@@ -23,6 +23,9 @@ from NetworkConfigs.ppo_network import ActorCritic
 _BATCH = 4096  # bars per block of the one-off market pass (bounds its memory)
 _CHUNK = 4096  # rows per step of a batch through the layers (see _Trunk.batch)
 _THREADS = threading.Lock()  # one thread-count change at a time (see _one_torch_thread)
+# Bars of a batch: one range, or several ranges one after the other (the closed loop's
+# seeds ask for the same bars once per side).
+Rows = slice | Sequence[slice]
 
 
 class ReplayPolicy:
@@ -32,8 +35,8 @@ class ReplayPolicy:
         """``windows``: (bars, lookback, features) scaled market windows, float32."""
         market_dim = (agent.window_encoder.out_dim if agent.window_encoder
                       else agent.window_dim)
-        self._actor = _Trunk(agent._actor_layers, market_dim)
-        self._critic = _Trunk(agent._critic_layers, market_dim)
+        self._actor = _Trunk(agent._actor_layers, market_dim, len(windows))
+        self._critic = _Trunk(agent._critic_layers, market_dim, len(windows))
         with torch.no_grad(), _one_torch_thread():
             for start in range(0, len(windows), _BATCH):
                 # a contiguous copy: the windows are a read-only strided view, which
@@ -42,23 +45,20 @@ class ReplayPolicy:
                     windows[start:start + _BATCH], dtype=np.float32))
                 encoded = (agent.window_encoder(block) if agent.window_encoder
                            else block.reshape(len(block), -1))
-                self._actor.add_market(encoded)
-                self._critic.add_market(encoded)
-        self._actor.finish()
-        self._critic.finish()
+                self._actor.add_market(start, encoded)
+                self._critic.add_market(start, encoded)
 
-    def logits(self, rows: slice | np.ndarray, account: np.ndarray) -> np.ndarray:
+    def logits(self, rows: Rows, account: np.ndarray) -> np.ndarray:
         """Actor logits (k, actions) at bars ``rows`` with ``account`` (k, account
         entries): argmax of these is the greedy action. Equal to the network's own
         forward within float32 rounding (the first layer's sum is split in two)."""
-        return self._actor.batch(rows, account.astype(np.float32, copy=False))
+        return self._actor.batch(rows, account)
 
-    def values(self, rows: slice | np.ndarray, account: np.ndarray) -> np.ndarray:
+    def values(self, rows: Rows, account: np.ndarray) -> np.ndarray:
         """Critic values (k,) at bars ``rows`` with ``account``."""
-        return self._critic.batch(rows, account.astype(np.float32, copy=False))[:, 0]
+        return self._critic.batch(rows, account)[:, 0]
 
-    def __call__(self, rows: slice | np.ndarray,
-                 account: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def __call__(self, rows: Rows, account: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(probabilities (k, actions), values (k,)) at bars ``rows`` with ``account``
         (k, account entries), float32 like the network."""
         return softmax(self.logits(rows, account)), self.values(rows, account)
@@ -96,61 +96,69 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 class _Trunk:
     """One trunk (actor or critic) split at its first layer: market part precomputed."""
 
-    def __init__(self, layers: tuple[nn.Module, ...], market_dim: int) -> None:
+    def __init__(self, layers: tuple[nn.Module, ...], market_dim: int, bars: int) -> None:
         first = layers[0]
         if not isinstance(first, nn.Linear):
             raise TypeError(f"a trunk must start with nn.Linear; got {type(first).__name__}")
         weight = first.weight.detach()
-        self._market_weight, self._bias = weight[:, :market_dim], first.bias.detach()
+        self._market_weight = weight[:, :market_dim].T
+        self._bias = first.bias.detach()
+        # (bars, hidden): the first layer's market part and bias of every bar
+        self._market = np.empty((bars, len(self._bias)), dtype=np.float32)
         self._account_weight = weight[:, market_dim:].T.contiguous()  # (entries, hidden)
         # the layers after the first: Linear as (inputs, outputs) weights for addmm
         self._rest = [(layer.weight.detach().T.contiguous(), layer.bias.detach())
                       if isinstance(layer, nn.Linear) else layer for layer in layers[1:]]
-        widths = [len(self._bias)] + [layer.out_features for layer in layers[1:]
-                                      if isinstance(layer, nn.Linear)]
-        self._width = widths[-1]
-        self._blocks: list[np.ndarray] = []
-        self._market = np.empty((0, len(self._bias)), dtype=np.float32)
-        # scratch for one chunk: the market rows and each Linear's output, reused
+        self._widths = [len(self._bias)] + [layer.out_features for layer in layers[1:]
+                                            if isinstance(layer, nn.Linear)]
+        # reused between batches: each layer's output for one chunk, and the market
+        # rows of a batch of several ranges
         self._scratch: list[torch.Tensor] = []
-        self._widths = widths
+        self._gathered = np.empty((0, len(self._bias)), dtype=np.float32)
 
-    def add_market(self, encoded: torch.Tensor) -> None:
-        self._blocks.append(torch.addmm(self._bias, encoded, self._market_weight.T).numpy())
+    def add_market(self, start: int, encoded: torch.Tensor) -> None:
+        """The market part of bars ``start ...`` from their encoded windows."""
+        out = torch.from_numpy(self._market[start:start + len(encoded)])
+        torch.addmm(self._bias, encoded, self._market_weight, out=out)
 
-    def finish(self) -> None:
-        if self._blocks:
-            self._market = np.concatenate(self._blocks)
-        self._blocks = []
-
-    def batch(self, rows: slice | np.ndarray, account: np.ndarray) -> np.ndarray:
-        """The trunk's output (k, outputs) at bars ``rows`` with ``account`` (k, entries)
-        float32: the precomputed market part plus the account part, then the trunk's
-        layers, ``_CHUNK`` rows at a time through scratch tensors kept between calls
-        (torch allocates each new tensor from the system: for a few thousand rows the
-        page faults cost as much as the arithmetic; the chunks also bound the memory of
-        an all-bars batch)."""
-        k = len(account)
-        out = np.empty((k, self._width), dtype=np.float32)
+    def batch(self, rows: Rows, account: np.ndarray) -> np.ndarray:
+        """The trunk's output (k, outputs) at bars ``rows`` with ``account`` (k, entries):
+        the precomputed market part plus the account part, then the trunk's layers,
+        ``_CHUNK`` rows at a time through tensors kept between calls (torch takes each
+        new tensor from the system: for a few thousand rows its page faults cost as
+        much as the arithmetic; the chunks also bound an all-bars batch's memory)."""
+        market = self._rows(rows)
         account = np.ascontiguousarray(account, dtype=np.float32)
-        with torch.no_grad(), _one_torch_thread():
-            for start in range(0, k, _CHUNK):
-                stop = min(k, start + _CHUNK)
-                out[start:stop] = self._chunk(rows, start, stop, account[start:stop])
-        return out
-
-    def _chunk(self, rows: slice | np.ndarray, start: int, stop: int,
-               account: np.ndarray) -> np.ndarray:
+        if len(account) != len(market):
+            raise ValueError(f"{len(market)} bars but {len(account)} account rows")
+        out = np.empty((len(account), self._widths[-1]), dtype=np.float32)
         if not self._scratch:
             self._scratch = [torch.empty(_CHUNK, width) for width in self._widths]
-        m = stop - start
-        market = self._scratch[0][:m]
+        with torch.no_grad(), _one_torch_thread():
+            for start in range(0, len(account), _CHUNK):
+                stop = min(len(account), start + _CHUNK)
+                out[start:stop] = self._chunk(market[start:stop], account[start:stop])
+        return out
+
+    def _rows(self, rows: Rows) -> np.ndarray:
+        """The market part of ``rows``: a view of one range, a copy of several."""
         if isinstance(rows, slice):
-            first = rows.start or 0
-            market.numpy()[:] = self._market[first + start:first + stop]
-        else:
-            np.take(self._market, rows[start:stop], axis=0, out=market.numpy())
-        x = market.addmm_(torch.from_numpy(account), self._account_weight)
+            return self._market[rows]
+        spans = [range(len(self._market))[span] for span in rows]
+        total = sum(len(span) for span in spans)
+        if total > len(self._gathered):
+            self._gathered = np.empty((total, self._market.shape[1]), dtype=np.float32)
+        at = 0
+        for span in spans:  # contiguous copies (np.take of the rows was 5x slower)
+            self._gathered[at:at + len(span)] = self._market[span.start:span.stop]
+            at += len(span)
+        return self._gathered[:total]
+
+    def _chunk(self, market: np.ndarray, account: np.ndarray) -> np.ndarray:
+        m = len(market)
+        x = self._scratch[0][:m]
+        x.numpy()[:] = market
+        x.addmm_(torch.from_numpy(account), self._account_weight)
         outputs = iter(self._scratch[1:])
         for layer in self._rest:
             if isinstance(layer, tuple):

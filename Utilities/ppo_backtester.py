@@ -39,7 +39,7 @@ import pandas as pd
 
 from NetworkConfigs.base import ACTION_NAMES
 from NetworkConfigs.PPO_loader import PPOModelLoader
-from NetworkConfigs.ppo_replay_policy import ReplayPolicy, softmax
+from NetworkConfigs.ppo_replay_policy import ReplayPolicy, Rows, softmax
 from Utilities.accounting import (
     BUY,
     HOLD,
@@ -167,23 +167,24 @@ class WindowLoop:
         """A first guess for every side at the bars from ``seeded`` to ``stop`` (at
         least ``_SEED`` bars): the policy's choice there for a flat account of
         ``equity``, and for a long and a short trade opened with it the bar before."""
-        bars = self._bars[self.seeded:min(self.n, max(stop, self.seeded + _SEED))]
+        span = slice(self.seeded, min(self.n, max(stop, self.seeded + _SEED)))
         sides = self.book.sides
-        side = np.repeat(sides, len(bars))
-        entry = np.tile(np.maximum(bars - 1, 0), len(sides))
-        rows = np.tile(bars, len(sides))
-        account = self.book.accounts(side, entry, np.full(len(rows), equity))
-        self.guess[side + 1, rows] = self._choose(rows, account, self.close[rows])[1]
-        self.seeded = int(bars[-1]) + 1
+        bars = np.tile(self._bars[span], len(sides))
+        side = np.repeat(sides, span.stop - span.start)
+        account = self.book.accounts(side, np.maximum(bars - 1, 0), np.full(len(bars), equity))
+        chosen = self._choose([span] * len(sides), bars, account, self.close[bars])[1]
+        self.guess[side + 1, bars] = chosen
+        self.seeded = span.stop
         self.windows += 1
-        self.rows += len(rows)
+        self.rows += len(bars)
 
-    def _choose(self, rows: slice | np.ndarray, account: Accounts, close: np.ndarray,
+    def _choose(self, rows: Rows, bars: np.ndarray, account: Accounts, close: np.ndarray,
                 equity: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """(logits, chosen actions) at bars ``rows`` for ``account`` (one per row)."""
+        """(logits, chosen actions) at ``bars`` (as ranges: ``rows``) for ``account``
+        (one per row) marked at ``close`` (where its ``equity`` is, when known)."""
         scores = self.policy.logits(rows, account_features(account, close, self.book.balance,
                                                            equity))
-        noisy = scores if self.noise is None else scores + self.noise[rows]
+        noisy = scores if self.noise is None else scores + self.noise[bars]
         return scores, noisy.argmax(1)
 
     def _window(self, t: int, end: int, state: tuple[int, int, float], actions: np.ndarray,
@@ -201,14 +202,15 @@ class WindowLoop:
         stretch = np.repeat(np.arange(len(starts)), np.diff(starts, append=k))
         bars = self._bars[t:end]
         held = int(starts[1]) if hedge and len(starts) > 1 else k
-        rows: slice | np.ndarray = slice(t, end)
+        rows: Rows = slice(t, end)
         if held < k:  # the held branch's rows follow the window's
             stretch = np.concatenate([stretch, np.zeros(k - held, dtype=np.int64)])
-            rows = bars = np.concatenate([bars, bars[held:]])
+            bars = np.concatenate([bars, bars[held:]])
+            rows = [rows, slice(t + held, end)]
         account = book.accounts(sides[stretch], entries[stretch], equities[stretch])
-        close = self.close[rows]
+        close = self.close[bars]
         equity = account.equity(close)
-        scores, chosen = self._choose(rows, account, close, equity)
+        scores, chosen = self._choose(rows, bars, account, close, equity)
         side = sides[stretch]
         after = book.after(side, chosen, equity, bars)  # with ruin's forced closes
         self.guess[side[:k] + 1, bars[:k]] = chosen[:k]
