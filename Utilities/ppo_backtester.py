@@ -137,7 +137,7 @@ class WindowLoop:
         self.seeded = 0  # bars [0, seeded) have a guess for every side
         self._bars = np.arange(self.n)
         self._sides = np.arange(3)[:, None]
-        self.windows = self.rows = 0  # batches and rows evaluated (for the bench)
+        self.batches = self.rows = 0  # policy batches and rows evaluated (for the bench)
 
     def run(self, progress: Callable[[float], None] | None = None
             ) -> tuple[np.ndarray, np.ndarray]:
@@ -176,7 +176,7 @@ class WindowLoop:
         chosen = self._choose([span] * len(sides), bars, account, self.close[bars])[1]
         self.guess[side + 1, bars] = chosen
         self.seeded = span.stop
-        self.windows += 1
+        self.batches += 1
         self.rows += len(bars)
 
     def _choose(self, rows: Rows, bars: np.ndarray, account: Accounts, close: np.ndarray,
@@ -215,7 +215,7 @@ class WindowLoop:
         side = sides[stretch]
         after = book.after(side, chosen, equity, bars)  # with ruin's forced closes
         self.guess[side[:k] + 1, bars[:k]] = chosen[:k]
-        self.windows += 1
+        self.batches += 1
         self.rows += len(bars)
         missed = np.flatnonzero(after[:k - 1] != side[1:k])
         verified = k if missed.size == 0 else int(missed[0]) + 1

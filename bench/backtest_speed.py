@@ -195,10 +195,10 @@ def breakdown(backtester: PPOBacktester) -> dict[str, Any]:
     return {"seconds": round(clock.wall, 4),
             "parts_s": {k: round(v, 4) for k, v in parts.items()},
             "percent": {k: round(100 * v / clock.wall, 1) for k, v in parts.items()},
-            "loop_batches": loop.windows,
+            "loop_batches": loop.batches,
             "loop_rows_per_bar": round(loop.rows / loop.n, 2),
-            "loop_rows_per_batch": round(loop.rows / max(1, loop.windows)),
-            "loop_us_per_batch": round(1e6 * parts["loop"] / max(1, loop.windows), 1),
+            "loop_rows_per_batch": round(loop.rows / max(1, loop.batches)),
+            "loop_us_per_batch": round(1e6 * parts["loop"] / max(1, loop.batches), 1),
             "policy_s": round(seconds.get("policy", 0.0), 4),
             "policy_share_of_loop": round(seconds.get("policy", 0.0)
                                           / max(parts["loop"], 1e-9), 2)}

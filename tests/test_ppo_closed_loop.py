@@ -180,7 +180,7 @@ def test_a_policy_blind_to_its_account_is_solved_in_whole_windows() -> None:
     loop.run()
     assert loop.rows == 4 * 3000  # 3 seed rows and 1 verified row per bar
     batches = -(-3000 // ppo_backtester._WINDOW)  # windows of the largest width
-    assert loop.windows <= batches + -(-3000 // ppo_backtester._SEED)
+    assert loop.batches <= batches + -(-3000 // ppo_backtester._SEED)
 
 
 def test_the_loop_rebuilds_every_bars_account_entries() -> None:
