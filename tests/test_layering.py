@@ -53,6 +53,8 @@ UTILITIES = {
     "Utilities.run_list_reads": FOUNDATION,    # run_store_schema, metric_reads
     "Utilities.run_store": FOUNDATION,         # schema, metric_reads/_writes, run_list_reads
     "Utilities.metrics_logger": FOUNDATION,    # run_store, serialization
+    "Utilities.run_figures": FOUNDATION,       # input_errors (reads through a RunReads)
+    "Utilities.run_comparison": FOUNDATION,    # run_figures, serialization
     "Utilities.backtest_report": APPLICATION,  # NetworkConfigs.artifacts, .base
     "Utilities.model_backtester": APPLICATION,  # the registry, loaders
     "Utilities.signal_backtester": APPLICATION,  # model_backtester
