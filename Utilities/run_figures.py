@@ -73,10 +73,13 @@ def rank_key(value: float, direction: str) -> float:
 
 
 def best_index(values: Iterable[Any], direction: str) -> int | None:
-    """Index of the best finite value (the first among equals), None if none is finite."""
+    """Index of the best finite value (the first among equals); None if none is finite
+    or all are equal (nothing to single out)."""
     numbers = [finite(v) for v in values]
     found = [(rank_key(v, direction), i) for i, v in enumerate(numbers) if v is not None]
-    return min(found)[1] if found else None
+    if not found or (len(found) > 1 and len({key for key, _ in found}) == 1):
+        return None
+    return min(found)[1]
 
 
 def parse_metric(metric: str) -> tuple[str, str]:
@@ -267,12 +270,14 @@ def ranked(figures: Iterable[RunFigures], metric: str, *, order: str | None = No
     return sorted(found, key=lambda pair: rank_key(pair[1], direction))
 
 
-def ranked_first(figures: Iterable[RunFigures], metric: str | None) -> list[RunFigures]:
-    """Every run: those with ``metric`` best first, then the rest in the given order."""
+def ranked_first(figures: Iterable[RunFigures], metric: str | None, *,
+                 order: str | None = None) -> list[RunFigures]:
+    """Every run: those with ``metric`` best first (as :func:`ranked`), then the rest in
+    the given order."""
     figures = list(figures)
     if metric is None:
         return figures
-    first = [f for f, _ in ranked(figures, metric)]
+    first = [f for f, _ in ranked(figures, metric, order=order)]
     seen = {f.run_id for f in first}
     return first + [f for f in figures if f.run_id not in seen]
 

@@ -41,7 +41,13 @@ from Utilities.run_figures import (
     model_dir_name,
     ranked_first,
 )
-from Utilities.run_store import MAX_PAGE_SIZE, MIN_POINTS, RunReads, StoreUnavailable
+from Utilities.run_store import (
+    MAX_PAGE_SIZE,
+    MIN_POINTS,
+    RunReads,
+    RunStoreError,
+    StoreUnavailable,
+)
 from web import backtest_results
 from web import query_params as params
 from web.formatting import parse_time, span
@@ -81,6 +87,34 @@ def figures_for(reads: RunReads, runs: list[dict], stats: dict | None = None,
     models = {model_dir_name(run) for run in runs} - {""}
     return figures_of_runs(reads, runs, backtest_results.results_of_models(models),
                            stats=stats)
+
+
+def model_figures(models: list[dict]) -> list[RunFigures]:
+    """Figures of saved models (rows of NetworkConfigs.artifacts.list_models), in their
+    order: each model's newest run's series (matched by folder name), its run's summary
+    over the model's own metrics, its newest out-of-sample backtest. Two statements
+    (the runs with a model, their statistics) whatever the number of models; without a
+    store, the models' metrics and backtests alone."""
+    names = [m["dir_name"] for m in models]
+    backtests = backtest_results.results_of_models(names)
+    runs: dict[str, dict] = {}
+    stats: dict[str, dict] = {}
+    try:
+        with get_store().reading() as reads:
+            for run in reads.model_runs():  # newest first: the first of a folder wins
+                runs.setdefault(model_dir_name(run), run)
+            wanted = [runs[n]["run_id"] for n in names if n in runs]
+            stats = reads.series_statistics(wanted) if wanted else {}
+    except RunStoreError as exc:
+        log.warning("model figures without the run store: %s", exc)
+    found = []
+    for model in models:
+        run = runs.get(model["dir_name"]) or {"run_id": model["dir_name"], "name": model["name"]}
+        run = {**run, "summary": {**(model.get("metrics") or {}), **(run.get("summary") or {})},
+               "model_dir": model["dir_name"]}
+        found += figures_of_runs(None, [run], backtests, stats={run["run_id"]: stats.get(
+            run["run_id"], {})})
+    return found
 
 
 def scan_runs(reads: RunReads, **filters: Any) -> tuple[list[dict], int]:

@@ -63,7 +63,7 @@ window.GalaxyCompare = (function () {
     return out;
   }
 
-  function chartFor(key, lines, reply, weight, runs) {
+  function chartFor(key, index, lines, reply, weight, runs) {
     var box = document.createElement("div");
     box.className = "chart-box";
     box.dataset.key = key;
@@ -72,6 +72,7 @@ window.GalaxyCompare = (function () {
     var wrap = document.createElement("div");
     wrap.className = "chart-wrap";
     var canvas = document.createElement("canvas");
+    canvas.id = "compare-chart-" + index;
     wrap.appendChild(canvas);
     box.appendChild(title);
     box.appendChild(wrap);
@@ -106,8 +107,8 @@ window.GalaxyCompare = (function () {
     document.getElementById("charts").innerHTML = "";
     var weight = Number(document.getElementById("smoothing").value);
     var runs = runIndex();
-    reply.keys.forEach(function (key) {
-      state.charts.push(chartFor(key, reply.series[key] || [], reply, weight, runs));
+    reply.keys.forEach(function (key, i) {
+      state.charts.push(chartFor(key, i, reply.series[key] || [], reply, weight, runs));
     });
     section.dataset.drawn = String(reply.keys.length);
   }
