@@ -496,11 +496,12 @@ class RunReads:
                                                                 Run.id.desc())
         return [run_as_dict(run) for run in self._session.scalars(query)]
 
-    def chart_points(self, stats: dict, max_points: int) -> list[dict]:
-        """A whole series for a chart (:func:`Utilities.metric_reads.chart_points`) given
-        its :meth:`series_statistics` row: no statistics read per series."""
+    def overlay_points(self, stats: dict, max_points: int) -> list[dict]:
+        """A whole series for a chart of many series
+        (:func:`Utilities.metric_reads.overlay_points`) given its :meth:`series_statistics`
+        row: no statistics read per series."""
         max_points = _int_arg("max_points", max_points, MIN_POINTS)
-        return metric_reads.chart_points(self._session, stats, max_points)
+        return metric_reads.overlay_points(self._session, stats, max_points)
 
     def episode_windows(self, stats: dict[str, dict[str, dict]], episodes: int, *,
                         win_episodes: int | None = None, keys: Iterable[str] | None = None,

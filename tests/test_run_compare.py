@@ -84,6 +84,23 @@ def test_figures_equal_a_recomputation_from_the_raw_points(any_store: RunStore) 
         assert found.value("backtest:Return [%]") is None
 
 
+def test_overlay_points_keep_ends_and_extremes(any_store: RunStore) -> None:
+    run_id = any_store.create_run(name="long", model_type="ppo")
+    values = [math.sin(s / 50) * (1 + s / 5000) for s in range(1, 20_001)]
+    values[7_777] = 99.0  # a spike the overlay must keep
+    any_store.log_metrics(run_id, [("k", s, v, 1.0 + s) for s, v in enumerate(values, 1)])
+    stats = any_store.series_statistics([run_id])[run_id]["k"]
+    with any_store.reading() as reads:
+        points = reads.overlay_points(stats, 1000)
+        short = reads.overlay_points(stats, 30_000)
+    assert 1000 / 8 <= len(points) <= 1000
+    steps = [p["step"] for p in points]
+    assert steps == sorted(steps) and steps[0] == 1 and steps[-1] == 20_000
+    assert max(p["value"] for p in points) == 99.0
+    assert min(p["value"] for p in points) == pytest.approx(min(values))
+    assert [p["value"] for p in short] == pytest.approx(values)  # short enough: whole
+
+
 def test_direction_rule() -> None:
     assert direction_of("train/val_loss") == "lower"
     assert direction_of("episode/reward") == "higher"

@@ -5,8 +5,10 @@ Pages and API (the runs: ``runs=<id>,<id>,...``, 2 to 20 of them, or ``experimen
 that experiment's first 20 runs by ``metric``, best first)
   ``GET /compare``               the page; its charts ask ``/api/compare`` for series
   ``GET /api/compare?keys=a,b&x=episode|step|wall_time&points=N``
-        the overlay: each key's series per run, at most ``points`` points each (min/max
-        downsampled from the store's rollups), and the comparison's tables
+        the overlay: each key's series per run, at most ``points`` points each (whole
+        when shorter; else each rollup bucket's min and max point at the finest level
+        with at most points/2 buckets: between points/8 and points points, one read per
+        series: Utilities.metric_reads.overlay_points), and the comparison's tables
   ``GET /api/compare.csv`` / ``GET /api/compare.json``  the tables as a download
 
 x axes: ``episode`` is the step each point was logged at (the episode for ``episode/*``
@@ -250,9 +252,9 @@ def overlay(reads: RunReads, figures: list[RunFigures], stats: dict, keys: list[
         rows = stats.get(f.run_id, {})
         clock = None
         if x == "step" and ENV_STEP_KEY in rows:
-            clock = reads.chart_points(rows[ENV_STEP_KEY], points)
+            clock = reads.overlay_points(rows[ENV_STEP_KEY], points)
         for key in keys:
-            found = reads.chart_points(rows[key], points) if key in rows else []
+            found = reads.overlay_points(rows[key], points) if key in rows else []
             xs = _xs(found, x, key, f.run, clock) if found else None
             if not xs:
                 missing[key].append(f.run_id)
