@@ -345,3 +345,28 @@ def test_experiment_pages(compare_app: Flask) -> None:
     assert client.get("/experiments/nope").status_code == 404
     for path in ("/experiments", "/experiments/lr-sweep", "/leaderboard"):
         assert client.get(path).status_code == 200, path
+
+
+def test_odd_experiment_names_are_not_found(compare_app: Flask) -> None:
+    seeded(compare_app, 2, episodes=10, updates=2, experiment="e")
+    client = compare_app.test_client()
+    for name in ("a%00b", "tab%09name", "x" * 300):
+        assert error_of(client.get(f"/api/experiments/{name}"), 404)["field"] == "name"
+    assert error_of(client.get("/api/compare?experiment=a%00b"), 400)["field"] == "experiment"
+
+
+def test_unavailable_store_is_503(tmp_path: Path) -> None:
+    from Main import create_app
+
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("a file where the database folder should be")
+    app = create_app({"TESTING": True, "DATABASE_URL": f"sqlite:///{blocker}/runs.db",
+                      "MODELS_DIR": str(tmp_path), "BACKTESTS_DIR": str(tmp_path / "bt")})
+    client = app.test_client()
+    runs = f"{uuid.uuid4()},{uuid.uuid4()}"
+    for url in (f"/api/compare?runs={runs}", f"/api/compare.csv?runs={runs}",
+                "/api/leaderboard", "/api/experiments", "/api/experiments/e"):
+        assert "run store unavailable" in error_of(client.get(url), 503)["error"], url
+    for url in (f"/compare?runs={runs}", "/leaderboard", "/experiments", "/experiments/e"):
+        page = client.get(url)
+        assert page.status_code == 503 and "Run store unavailable" in page.get_data(True), url

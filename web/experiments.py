@@ -27,12 +27,21 @@ from Utilities.run_figures import (
     ranked,
     ranked_first,
 )
-from Utilities.run_store import RunReads
+from Utilities.run_store import RunReads, StoreUnavailable
+from web import query_params
 from web.json_io import ApiError
-from web.run_compare import MAX_RUNS, figures_for, metric_choices, metric_param, scan_runs
+from web.run_compare import (
+    MAX_RUNS,
+    figures_for,
+    metric_choices,
+    metric_param,
+    scan_runs,
+    store_unavailable,
+)
 from web.store import get_store
 
 bp = Blueprint("experiments", __name__)
+bp.register_error_handler(StoreUnavailable, store_unavailable)
 
 
 def _best(figures: list[RunFigures], metric: str | None) -> dict[str, Any] | None:
@@ -74,7 +83,10 @@ def _point(figures: RunFigures, metrics: list[str]) -> dict[str, Any]:
 def detail_of(reads: RunReads, name: str) -> dict[str, Any]:
     """One experiment: runs ranked by the metric (those without it last), the scatter's
     points and the hyperparameters that differ (the scatter's x choices, first)."""
-    runs, _ = scan_runs(reads, experiment=name)
+    # A name with a control character names no experiment (and PostgreSQL's driver
+    # refuses a NUL byte with an error, not an empty answer).
+    readable = len(name) <= query_params.MAX_TEXT and name.isprintable()
+    runs, _ = scan_runs(reads, experiment=name) if readable else ([], 0)
     if not runs:
         raise ApiError(404, f"no experiment is named {name[:80]!r}", "name")
     figures = figures_for(reads, runs)

@@ -29,7 +29,7 @@ from Utilities.run_figures import (
     metric_label,
     ranked,
 )
-from Utilities.run_store import RunReads
+from Utilities.run_store import RunReads, StoreUnavailable
 from web import query_params as params
 from web.json_io import ApiError
 from web.run_compare import (
@@ -38,10 +38,12 @@ from web.run_compare import (
     metric_choices,
     metric_param,
     scan_runs,
+    store_unavailable,
 )
 from web.store import get_store
 
 bp = Blueprint("leaderboard", __name__)
+bp.register_error_handler(StoreUnavailable, store_unavailable)
 
 DEFAULT_TOP, MAX_TOP = 20, 1000
 FILTERS = ("model_type", "experiment", "tag", "data_file")

@@ -52,6 +52,7 @@ from Utilities.run_store import (
 )
 from web import backtest_results
 from web import query_params as params
+from web.errors import error_page, is_json_path
 from web.formatting import parse_time, span
 from web.json_io import ApiError, error_reply
 from web.query_params import is_run_id
@@ -73,10 +74,16 @@ DEFAULT_KEYS = 4
 SCAN_LIMIT = 5 * MAX_PAGE_SIZE
 
 
-@bp.errorhandler(StoreUnavailable)
-def _store_unavailable(exc: StoreUnavailable) -> tuple[Response, int]:
+def store_unavailable(exc: StoreUnavailable) -> tuple[Response, int] | tuple[str, int]:
+    """503: JSON under /api/, the styled page elsewhere (compare, leaderboard,
+    experiments)."""
     log.error("run store unavailable: %s", exc)
-    return error_reply(503, f"run store unavailable: {exc}")
+    if is_json_path(request.path):
+        return error_reply(503, f"run store unavailable: {exc}")
+    return error_page(503, "Run store unavailable", str(exc))
+
+
+bp.register_error_handler(StoreUnavailable, store_unavailable)
 
 
 # ------------------------------------------------------------------- shared readers
