@@ -144,6 +144,8 @@ def test_compare_needs_two_to_twenty_runs(compare_app: Flask) -> None:
     page = client.get(f"/compare?runs={ids[0]}")
     assert page.status_code == 422 and "2 to 20 runs" in page.get_data(as_text=True)
     assert client.get(f"/compare?runs={ids[0]},{ids[1]}").status_code == 200
+    chooser = client.get("/compare")  # nothing chosen: the ways to choose, not an error
+    assert chooser.status_code == 200 and 'id="choose"' in chooser.get_data(as_text=True)
 
 
 def test_unknown_runs_are_404(compare_app: Flask) -> None:

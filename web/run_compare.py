@@ -334,6 +334,10 @@ def param_text(value: Any) -> str:
 
 @bp.get("/compare")
 def page() -> str:
+    if not request.args.get("runs") and not request.args.get("experiment"):
+        with get_store().reading() as reads:  # nothing chosen yet: offer the ways to choose
+            names = reads.experiment_names()
+        return render_template("compare/choose.html", experiments=names, max_runs=MAX_RUNS)
     body = _read(with_series=False)
     figures = body.pop("figures")
     tables = run_comparison.comparison(figures)
