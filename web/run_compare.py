@@ -63,8 +63,9 @@ bp = Blueprint("compare", __name__)
 
 MIN_RUNS, MAX_RUNS = 2, 20
 DEFAULT_POINTS, MAX_POINTS = 1000, 5000
-X_AXES = {"episode": "logged step (episode, or iteration for train/*)",
-          "step": "environment step", "wall_time": "seconds since the run started"}
+# x axis -> its label (the module docstring says what each one is).
+X_AXES = {"episode": "episode / logged step", "step": "environment step",
+          "wall_time": "seconds since start"}
 ENV_STEP_KEY = "train/global_step"
 # Keys the overlay opens with, those the runs have, in this order (at most DEFAULT_KEYS).
 PREFERRED_KEYS = ("episode/reward", "train/val_loss", "train/train_loss", "train/policy_loss",

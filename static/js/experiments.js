@@ -35,10 +35,10 @@ window.GalaxyScatter = (function () {
       options: {
         responsive: true, maintainAspectRatio: false,
         scales: {
-          x: {type: "linear", title: {display: true, text: key},
+          x: {type: "linear", grace: "5%", title: {display: true, text: key},
               ticks: numeric ? {} : {stepSize: 1, callback: function (v) {
                 return categories[v] !== undefined ? categories[v] : ""; }}},
-          y: {title: {display: true, text: name}}
+          y: {grace: "5%", title: {display: true, text: name}}
         },
         plugins: {legend: {display: false}, tooltip: {callbacks: {label: function (ctx) {
           var raw = ctx.raw;

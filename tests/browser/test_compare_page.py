@@ -15,6 +15,12 @@ from web.store import get_store
 
 pytestmark = pytest.mark.browser
 SHOTS = Path("/work/helpers/shots/compare")
+PHONE = {"width": 390, "height": 844}
+# Elements that reach past the right edge of the screen (none may: the page would scroll).
+WIDE = """() => [...document.querySelectorAll('body *')]
+  .filter((e) => e.getBoundingClientRect().right > innerWidth + 0.5
+          && getComputedStyle(e).position !== 'fixed' && !e.closest('table, .scroll'))
+  .map((e) => e.tagName + '#' + e.id + '.' + e.className)"""
 
 
 def shot(page, name: str) -> None:
@@ -79,6 +85,12 @@ def test_compare_three_runs(live_server: str, page, app, tmp_path: Path) -> None
         page.click("#export-json")
     tables = json.loads(Path(download.value.path()).read_text())
     assert [r["run_id"] for r in tables["runs"]] == ids
+
+    page.set_viewport_size(PHONE)  # on a phone: charts stacked, tables scroll in their card
+    page.reload()
+    page.wait_for_function("document.getElementById('overlay').dataset.drawn === '2'")
+    shot(page, "compare_phone")
+    assert page.evaluate(WIDE) == []
     assert seen == {"errors": [], "outside": [], "failed": []}
 
 
@@ -107,4 +119,9 @@ def test_leaderboard_and_experiment_scatter(live_server: str, page, app, tmp_pat
     page.click("#compare-experiment")
     page.wait_for_url("**/compare?experiment=lr-sweep*")
     assert page.locator("#compare-runs tbody tr").count() == 3
+    page.set_viewport_size(PHONE)
+    for path in ("/leaderboard", "/experiments", "/experiments/lr-sweep"):
+        page.goto(live_server + path)
+        assert page.evaluate(WIDE) == [], path
+    shot(page, "experiment_phone")
     assert seen == {"errors": [], "outside": [], "failed": []}
