@@ -1,7 +1,9 @@
 """Model library: every saved model, its page, deletion (pages and JSON API).
 
-Pages: ``/models`` (filter ``?type=``), ``/models/<dir_name>``, ``/models/<dir_name>/delete``
-(GET confirms, POST deletes). API: ``GET /api/models``, ``GET|DELETE /api/models/<dir_name>``.
+Pages: ``/models`` (filter ``?type=``; ``?sort=<metric>&order=`` ranks by the
+leaderboard's metrics, :mod:`Utilities.run_figures`), ``/models/<dir_name>``,
+``/models/<dir_name>/delete`` (GET confirms, POST deletes). API: ``GET /api/models`` (the
+same ``type`` and ``sort``), ``GET|DELETE /api/models/<dir_name>``.
 A folder is named by its folder name only; ``validate_name`` and a resolved-path check keep
 every request inside ``MODELS_DIR``.
 """
