@@ -55,6 +55,12 @@ UTILITIES = {
     "Utilities.metrics_logger": FOUNDATION,    # run_store, serialization
     "Utilities.run_figures": FOUNDATION,       # input_errors (reads through a RunReads)
     "Utilities.run_comparison": FOUNDATION,    # run_figures, serialization
+    "Utilities.alert_rules": FOUNDATION,       # input_errors
+    "Utilities.alert_channels": FOUNDATION,    # serialization
+    "Utilities.alert_config": FOUNDATION,      # alert_rules, alert_channels
+    "Utilities.alert_system": FOUNDATION,      # alert_config, run_store
+    "Utilities.run_alerts": FOUNDATION,        # alert_system, run_store
+    "Utilities.alert_records": FOUNDATION,     # run_store
     "Utilities.backtest_report": APPLICATION,  # NetworkConfigs.artifacts, .base
     "Utilities.model_backtester": APPLICATION,  # the registry, loaders
     "Utilities.signal_backtester": APPLICATION,  # model_backtester

@@ -11,7 +11,7 @@ AREAS = (("pages.home", "Home"), ("train.index", "Train"), ("live.page", "Live")
          ("history.index", "History"), ("experiments.index", "Experiments"),
          ("leaderboard.index", "Leaderboard"),
          ("library.index", "Models"), ("backtests.index", "Backtest"),
-         ("hosting.index", "API"), ("settings.index", "Settings"))
+         ("hosting.index", "API"), ("alerts.index", "Alerts"), ("settings.index", "Settings"))
 
 
 class NavItem(NamedTuple):
