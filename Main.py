@@ -55,9 +55,11 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         alerts,
         backtests,
         csrf,
+        experiments,
         formatting,
         history,
         hosting,
+        leaderboard,
         library,
         live_overview,
         live_stream,
@@ -65,6 +67,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         navigation,
         pages,
         run_api,
+        run_compare,
         settings,
         store,
         train,
@@ -76,8 +79,8 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     csrf.init_app(app)
     live_stream.init_app(app)
     live_overview.init_app(app)
-    for area in (pages, train, history, run_api, library, backtests, hosting, alerts, settings,
-                 login):
+    for area in (pages, train, history, run_api, run_compare, leaderboard, experiments, library,
+                 backtests, hosting, alerts, settings, login):
         app.register_blueprint(area.bp)
     install_error_handlers(app)  # JSON on is_json_path's paths, a styled page elsewhere
     return app

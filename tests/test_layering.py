@@ -55,6 +55,8 @@ UTILITIES = {
     "Utilities.run_list_reads": FOUNDATION,    # run_store_schema, metric_reads
     "Utilities.run_store": FOUNDATION,         # schema, metric_reads/_writes, run_list_reads
     "Utilities.metrics_logger": FOUNDATION,    # run_store, serialization
+    "Utilities.run_figures": FOUNDATION,       # input_errors (reads through a RunReads)
+    "Utilities.run_comparison": FOUNDATION,    # run_figures, serialization
     "Utilities.alert_rules": FOUNDATION,       # input_errors
     "Utilities.alert_channels": FOUNDATION,    # serialization
     "Utilities.alert_config": FOUNDATION,      # alert_rules, alert_channels

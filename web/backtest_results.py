@@ -21,6 +21,7 @@ import re
 import shutil
 import tempfile
 import uuid
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,7 @@ from Utilities.backtest_report import BacktestReport
 from Utilities.downsample import minmax_indices
 from Utilities.number_format import figure, is_missing
 from Utilities.performance import STAT_KEYS
+from Utilities.run_figures import pick_backtest
 from Utilities.serialization import to_plain
 from web.backtest_request import BacktestRequest, in_sample
 from web.datafiles import shown_name
@@ -108,6 +110,34 @@ def csv_names_of_results() -> set[str]:
         except (OSError, ValueError, AttributeError):
             continue
     return names
+
+
+def results_of_models(dir_names: Iterable[str]) -> dict[str, list[dict[str, Any]]]:
+    """For each model folder name, the saved result its figures come from
+    (:func:`Utilities.run_figures.pick_backtest`: newest out-of-sample, else newest) as
+    ``[{"id", "created_at", "in_sample", "data_file", "summary"}]`` (statistics.json);
+    models never backtested are absent. One pass over the results' meta.json files,
+    whatever the number of models (the compare view, leaderboard and library's sort)."""
+    wanted, found = set(dir_names), {}
+    for path in _metas():
+        try:
+            meta = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        if isinstance(meta, dict) and meta.get("model") in wanted:
+            found.setdefault(meta["model"], []).append(
+                {"id": meta.get("id"), "created_at": meta.get("created_at"),
+                 "in_sample": bool(meta.get("in_sample")), "data_file": meta.get("csv"),
+                 "folder": path.parent})
+    chosen = {}
+    for model, results in found.items():
+        result = pick_backtest(results)
+        try:
+            summary = json.loads((result.pop("folder") / "statistics.json").read_text())
+        except (OSError, ValueError):
+            continue
+        chosen[model] = [{**result, "summary": summary}]
+    return chosen
 
 
 def references(csv_name: str) -> dict[str, Any]:
