@@ -40,7 +40,6 @@ import csv
 import json
 import logging
 import math
-import re
 import sys
 import threading
 import weakref
@@ -51,6 +50,7 @@ from typing import Any
 
 from Utilities.input_errors import InputError
 from Utilities.metrics_logger import EXPERIMENT_MODEL_TYPE, MetricsLogger
+from Utilities.run_figures import direction_of, rank_key, series_figures  # the one rule
 from Utilities.run_store import (
     MAX_PAGE_SIZE,
     TERMINAL_STATUSES,
@@ -58,41 +58,6 @@ from Utilities.run_store import (
     RunStoreError,
 )
 from Utilities.serialization import to_plain
-
-try:  # the one figure rule, helper `compare`'s module (issue 15)
-    from Utilities.run_figures import direction_of, rank_key, series_figures
-except ImportError:  # pragma: no cover - stand-in until run_figures.py is merged: delete it
-    _ZERO_WORDS = re.compile(r"drawdown", re.IGNORECASE)
-    _LOWER_WORDS = re.compile(r"loss|error|mse|mae|rmse|mape|volatility|commission|fee|"
-                              r"regret|latency|duration", re.IGNORECASE)
-
-    def direction_of(name: str) -> str:
-        """zero (drawdown), lower (loss, error, …) or higher: which way is better."""
-        if _ZERO_WORDS.search(name):
-            return "zero"
-        return "lower" if _LOWER_WORDS.search(name) else "higher"
-
-    def rank_key(value: float, direction: str) -> float:
-        """Sort key putting the better of two values first (ascending)."""
-        return -value if direction == "higher" else abs(value) if direction == "zero" else value
-
-    def _finite(value: Any) -> float | None:
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            return None
-        return float(value) if math.isfinite(value) else None
-
-    def series_figures(key: str, stats: Mapping[str, Any]) -> dict[str, Any]:
-        """Final, best and mean of one series from its statistics row."""
-        direction = direction_of(key)
-        low, high = _finite(stats.get("min_value")), _finite(stats.get("max_value"))
-        best, step = ((high, stats.get("max_step")) if direction == "higher"
-                      else (low, stats.get("min_step")))
-        if direction == "zero" and high is not None and low is not None and abs(high) < abs(low):
-            best, step = high, stats.get("max_step")
-        return {"final": _finite(stats.get("last_value")), "final_step": stats.get("last_step"),
-                "best": best, "best_step": step if best is not None else None,
-                "mean": _finite(stats.get("mean")), "min": low, "max": high,
-                "points": int(stats.get("points") or 0), "direction": direction}
 
 log = logging.getLogger(__name__)
 
