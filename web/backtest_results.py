@@ -383,7 +383,7 @@ def chart_data(report: BacktestReport) -> dict[str, Any]:
         budget = max(MAX_POINTS // len(curves), 8)
         at = np.unique(np.concatenate([sample_indices(c, budget) for c in curves]))
     series = [{"label": report.model_name, "data": _rounded(frame["equity"].to_numpy()[at], 2)}]
-    series += [{"label": name, "data": _rounded(frame[col].to_numpy()[at], 2)}
+    series += [{"label": report.label(name), "data": _rounded(frame[col].to_numpy()[at], 2)}
                for name, col in zip(report.baselines, baseline_cols, strict=False)]
     equity = {"x": at.tolist(), "t": clock(at), "series": series,
               "drawdown": _rounded(drawdown[at], 3)}
