@@ -54,6 +54,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     from web import (
         backtests,
         csrf,
+        evaluate,
         formatting,
         history,
         hosting,
@@ -75,7 +76,8 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     csrf.init_app(app)
     live_stream.init_app(app)
     live_overview.init_app(app)
-    for area in (pages, train, history, run_api, library, backtests, hosting, settings, login):
+    for area in (pages, train, history, run_api, library, backtests, evaluate, hosting, settings,
+                 login):
         app.register_blueprint(area.bp)
     install_error_handlers(app)  # JSON on is_json_path's paths, a styled page elsewhere
     return app

@@ -165,6 +165,7 @@ def save(report: BacktestReport, request: BacktestRequest, root: Path,
         "trades": trade_rows(report.result.trades, MAX_TRADE_ROWS, clock.format),
         "period": shown,
         "charts": chart_data(report),
+        "origin": dict(request.origin),
     }
     staging = root / f"{STAGING}{result_id}"
     staging.mkdir(parents=True)
@@ -183,7 +184,7 @@ def save(report: BacktestReport, request: BacktestRequest, root: Path,
                                  for name, col in summary["baselines"].items()},
             "random_percentile": (summary.get("random") or {}).get("return_pct", {}).get(
                 "percentile"),
-            "in_sample": view["in_sample"] is not None})))
+            "in_sample": view["in_sample"] is not None, "origin": view["origin"]})))
         staging.rename(root / result_id)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
