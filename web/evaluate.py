@@ -54,6 +54,7 @@ from typing import Any
 from flask import Blueprint, abort, current_app, redirect, render_template, request, url_for
 
 from Utilities.accounting import COSTS, EnvParams
+from Utilities.backtest_report import percentile_text
 from Utilities.number_format import figure
 from Utilities.run_store import RunNotFound, RunStoreError
 from web.backtest_jobs import BacktestJobs, QueueFull, jobs
@@ -462,7 +463,7 @@ def _table(evaluation: Evaluation) -> list[dict[str, Any]]:
                         "sharpe": figure(f.get("sharpe"), "num"),
                         "drawdown": figure(f.get("max_drawdown"), "pct_points"),
                         "trades": figure(f.get("trades"), "int"),
-                        "percentile": figure(f.get("random_percentile"), "num"),
+                        "percentile": percentile_text({"percentile": f.get("random_percentile")}),
                         "buy_hold": figure(f.get("buy_hold_pct"), "pct_points")}
         period = f.get("period") or {}
         row["period"] = (f"{str(period.get('start', ''))[:10]} → {str(period.get('end', ''))[:10]}"
