@@ -340,7 +340,10 @@ def random_actions(n_bars: int, activity: float, seed: int, policies: Any) -> np
     out = np.empty((len(policies), n_bars), np.int8)
     for row, policy in enumerate(policies):
         draw = np.random.default_rng([seed, int(policy)]).random(n_bars)
-        out[row] = np.where(draw < activity / 2, BUY, np.where(draw < activity, SELL, HOLD))
+        # Buy below p/2, Sell from p/2 to p, Hold above (HOLD, BUY, SELL = 0, 1, 2).
+        out[row] = draw < activity
+        out[row] += draw >= activity / 2
+        out[row] *= draw < activity
     return out
 
 
@@ -423,7 +426,8 @@ def _replay_tapes(actions: np.ndarray, close: np.ndarray, fill_price: np.ndarray
     begins[np.arange(tapes) * n] = 1
     begins[starts + 1] = 1
     begins[exits + 1] += 1  # a last-bar exit's stretch begins where the next tape's does
-    stretch = (np.cumsum(begins[:-1], dtype=np.int64) - 1).reshape(tapes, n)
+    stretch = np.cumsum(begins[:-1], dtype=np.int32).reshape(tapes, n)
+    stretch -= 1
     equity = coefficient_a[stretch] + coefficient_b[stretch] * close
     last = np.searchsorted(tape, np.arange(tapes), side="right") - 1
     equity[:, -1] = np.where(last >= first, end_equity[last], initial)
@@ -493,20 +497,25 @@ def _plain_number(value: Any) -> float | None:
 
 
 def histogram(values: np.ndarray, marker: Any = None, bins: int = 30) -> dict[str, Any]:
-    """Counts of ``values`` in ``bins`` equal bins whose range also holds ``marker``
-    (the model's figure), so the page can draw the marker among them."""
+    """Counts of ``values`` in ``bins`` equal bins. Their range also holds ``marker``
+    (the model's figure) when it lies within one range's width of the values, so the
+    page draws it among them; a marker further out would squash the distribution into
+    a bar or two, so the page draws it at the edge instead (``marker_outside``)."""
     values = np.asarray(values, dtype=float)
     values = values[np.isfinite(values)]
-    ends = list(values[[values.argmin(), values.argmax()]]) if values.size else []
-    if marker is not None and np.isfinite(marker):
-        ends.append(float(marker))
-    if not ends:
-        return {"edges": [], "counts": []}
-    low, high = min(ends), max(ends)
+    marked = marker is not None and np.isfinite(marker)
+    if not values.size:
+        return {"edges": [], "counts": [], "marker_outside": False}
+    low, high = float(values.min()), float(values.max())
+    width = max(high - low, 1e-9)
+    outside = marked and not low - width <= marker <= high + width
+    if marked and not outside:
+        low, high = min(low, float(marker)), max(high, float(marker))
     if high - low < 1e-9:
         low, high = low - 0.5, high + 0.5
     counts, edges = np.histogram(values, bins=bins, range=(low, high))
-    return {"edges": [float(e) for e in edges], "counts": [int(c) for c in counts]}
+    return {"edges": [float(e) for e in edges], "counts": [int(c) for c in counts],
+            "marker_outside": bool(outside)}
 
 
 def random_policies(bars: pd.DataFrame, params: EnvParams | None = None, fill: str = "close",

@@ -171,9 +171,12 @@ def test_summary_reports_percentiles_band_and_histogram() -> None:
 
 
 def test_the_histogram_range_holds_the_model() -> None:
-    shown = histogram(np.array([1.0, 2.0, 3.0]), marker=10.0, bins=9)
-    assert shown["edges"][0] == 1.0 and shown["edges"][-1] == 10.0
-    assert sum(shown["counts"]) == 3
+    shown = histogram(np.array([1.0, 2.0, 3.0]), marker=4.5, bins=7)
+    assert shown["edges"][0] == 1.0 and shown["edges"][-1] == 4.5
+    assert sum(shown["counts"]) == 3 and not shown["marker_outside"]
+    # Far out, the model would squash the policies into one bar: it is drawn at the edge.
+    far = histogram(np.array([1.0, 2.0, 3.0]), marker=100.0, bins=4)
+    assert far["edges"] == [1.0, 1.5, 2.0, 2.5, 3.0] and far["marker_outside"]
     assert histogram(np.array([2.0, 2.0]))["edges"][0] == 1.5  # one value: a unit-wide range
 
 

@@ -242,6 +242,11 @@
       if (value === null || value === undefined || edges.length < 2) return;
       var low = edges[0], high = edges[edges.length - 1];
       var x = area.left + (value - low) / (high - low) * (area.right - area.left);
+      var text = options.label;
+      if (x < area.left || x > area.right) {  // far outside the policies: at the edge
+        x = Math.min(Math.max(x, area.left), area.right);
+        text = x === area.left ? "← " + text : text + " →";
+      }
       var ctx = chart.ctx;
       ctx.save();
       ctx.strokeStyle = ctx.fillStyle = options.color;
@@ -251,7 +256,7 @@
       ctx.lineTo(x, area.bottom);
       ctx.stroke();
       ctx.font = "600 12px " + Chart.defaults.font.family;
-      var text = options.label, width = ctx.measureText(text).width;
+      var width = ctx.measureText(text).width;
       var left = x + 6 + width > area.right ? x - 6 - width : x + 6;
       ctx.fillText(text, left, area.top + 12);
       ctx.restore();
