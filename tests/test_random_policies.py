@@ -188,3 +188,14 @@ def test_bad_counts_and_kinds_are_refused(sample_bars: pd.DataFrame) -> None:
     with pytest.raises(ValueError, match="kind must be one of"):
         random_policies(bars, kind="lucky")
 
+
+
+def test_a_policy_without_skill_ranks_near_the_middle(sample_bars: pd.DataFrame) -> None:
+    """Random "models" (another seed's policies) ranked among the random policies land
+    at the 50th percentile on average: the percentile is calibrated, not flattering."""
+    bars = sample_bars.iloc[:500]
+    ranked = random_policies(bars, COSTLY, count=300, kind="uniform", seed=1)
+    models = random_policies(bars, COSTLY, count=40, kind="uniform", seed=2)
+    found = [percentile_of(value, ranked.scores["return_pct"])
+             for value in models.scores["return_pct"]]
+    assert 40 < np.mean(found) < 60 and min(found) < 25 and max(found) > 75
