@@ -51,7 +51,8 @@ class ModelBacktester(ABC):
     ``progress`` (see :data:`Progress`) is told how far the run is;
     ``random_policies`` random policies of ``random_kind`` (``"matched"`` or
     ``"uniform"``, seeded by ``random_seed``) rank the result (see
-    :func:`Utilities.backtester.random_policies`).
+    :func:`Utilities.backtester.random_policies`; 0 ranks nothing and shows one uniform
+    random policy, as before the ranking, for a timing that leaves it out).
     """
 
     def __init__(self, model: str | Path, csv_path: str | Path, *, start: Any = None,
@@ -99,7 +100,7 @@ class ModelBacktester(ABC):
         self._report(_SCORING, "scoring the trades and the baselines")
         result = run_backtest(period_bars, actions=actions, params=params, fill=self.fill)
         ranked = random_policies(period_bars, params, self.fill, model_trades=len(result.trades),
-                                 **self.random)
+                                 **self.random) if self.random["count"] else None
         return BacktestReport(loader.name, loader.config["Type"], str(self.csv_path), period,
                               result, baselines(period_bars, params, self.fill, random=ranked),
                               decisions, ranked)

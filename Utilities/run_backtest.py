@@ -46,8 +46,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="sample actions (seeded; PPO only)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--random-policies", type=_policy_count, default=RANDOM_POLICIES,
-                        help=f"random policies to rank the model among (1 to "
-                             f"{MAX_RANDOM_POLICIES}; default {RANDOM_POLICIES})")
+                        help=f"random policies to rank the model among (0 to "
+                             f"{MAX_RANDOM_POLICIES}; default {RANDOM_POLICIES}; 0: none)")
     parser.add_argument("--random-kind", choices=RANDOM_KINDS, default="matched",
                         help="matched: as active as the model (default); uniform: Hold, "
                              "Buy, Sell a third each")
@@ -61,8 +61,8 @@ def _policy_count(text: str) -> int:
         count = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if not 1 <= count <= MAX_RANDOM_POLICIES:
-        raise argparse.ArgumentTypeError(f"must be from 1 to {MAX_RANDOM_POLICIES}; got {count}")
+    if not 0 <= count <= MAX_RANDOM_POLICIES:
+        raise argparse.ArgumentTypeError(f"must be from 0 to {MAX_RANDOM_POLICIES}; got {count}")
     return count
 
 

@@ -5,12 +5,15 @@ matched kind trades as often as the model, and the percentile math on known case
 from __future__ import annotations
 
 import itertools
+import json
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
+from Utilities import run_backtest as backtest_cli
 from Utilities.accounting import (
     BUY,
     HOLD,
@@ -199,3 +202,34 @@ def test_a_policy_without_skill_ranks_near_the_middle(sample_bars: pd.DataFrame)
     found = [percentile_of(value, ranked.scores["return_pct"])
              for value in models.scores["return_pct"]]
     assert 40 < np.mean(found) < 60 and min(found) < 25 and max(found) > 75
+
+
+def test_the_cli_prints_the_percentile(smoke_xgb: Path, sample_path: Path, tmp_path: Path,
+                                       capsys) -> None:
+    out = tmp_path / "bt"
+    code = backtest_cli.main(["--model-dir", str(smoke_xgb), "--csv_path", str(sample_path),
+                              "--out", str(out), "--random-policies", "50",
+                              "--random-seed", "3"])
+    printed = capsys.readouterr().out
+    assert code == 0
+    ranked = json.loads((out / "statistics.json").read_text())["random"]
+    assert ranked["policies"] == 50 and ranked["seed"] == 3 and ranked["kind"] == "matched"
+    line = next(text for text in printed.splitlines() if text.startswith("Among 50 random"))
+    assert f"Return percentile {ranked['return_pct']['percentile']:.1f}" in line
+    assert f"Sharpe percentile {ranked['sharpe']['percentile']:.1f}" in line
+    assert "Random (median)" in printed  # the column of the terminal table
+    code = backtest_cli.main(["--model-dir", str(smoke_xgb), "--csv_path", str(sample_path),
+                              "--out", str(tmp_path / "none"), "--random-policies", "0"])
+    assert code == 0 and "no random policies were scored" in capsys.readouterr().out
+    summary = json.loads((tmp_path / "none" / "statistics.json").read_text())
+    assert summary["random"] is None and set(summary["baselines"]) == {"Buy & Hold", "Random"}
+
+
+@pytest.mark.parametrize("count", ["-1", "10001", "many"])
+def test_the_cli_refuses_a_bad_count(smoke_xgb: Path, sample_path: Path, count: str,
+                                     capsys) -> None:
+    with pytest.raises(SystemExit) as stopped:
+        backtest_cli.main(["--model-dir", str(smoke_xgb), "--csv_path", str(sample_path),
+                           "--random-policies", count])
+    assert stopped.value.code == 2
+    assert "--random-policies" in capsys.readouterr().err
