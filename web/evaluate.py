@@ -265,6 +265,8 @@ class Evaluations:
             self._write(evaluation)
         finally:
             evaluation.finished.set()
+            with self._lock:  # its record says the rest (every run's backtest id or error)
+                self._live.pop(evaluation.id, None)
 
     def _submit(self, entry: Entry) -> str:
         while True:
@@ -275,15 +277,11 @@ class Evaluations:
                 threading.Event().wait(QUEUE_RETRY_S)
 
     def wait(self, evaluation_id: str, timeout: float | None = None) -> bool:
-        """Whether every backtest of the evaluation has been queued and has finished."""
+        """Whether every backtest of the evaluation has been queued and has finished
+        (tests, shutdown)."""
         with self._lock:
             evaluation = self._live.get(evaluation_id)
-        if evaluation is None:
-            return True
-        if not evaluation.finished.wait(timeout):
-            return False
-        return all(self.jobs.wait(e.backtest_id, timeout) for e in evaluation.entries
-                   if e.backtest_id)
+        return evaluation is None or evaluation.finished.wait(timeout)
 
     def get(self, evaluation_id: str) -> Evaluation | None:
         """The evaluation (from memory, else its record); None for an unknown id."""
