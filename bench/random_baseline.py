@@ -90,6 +90,7 @@ def measure(bars: pd.DataFrame, params: EnvParams, kind: str, args: argparse.Nam
             "loop_s": round(statistics.median(loop_wall), 3),
             "loop_cpu_s": round(statistics.median(loop_cpu), 3),
             "speedup": round(statistics.median(loop_wall) / batch, 1),
+            "speedup_cpu": round(statistics.median(loop_cpu) / statistics.median(batch_cpu), 1),
             "per_policy_ms": round(1000 * batch / args.policies, 2),
             "rounds_batch_s": [round(v, 3) for v in batch_wall]}
 
