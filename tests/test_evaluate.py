@@ -87,6 +87,8 @@ def test_each_run_is_backtested_on_one_csv_with_the_same_costs(client, runs, tra
         view = json.loads((Path(client.application.config["BACKTESTS_DIR"])
                            / row["backtest_id"] / "meta.json").read_text())
         assert view["origin"] == {"run_id": runs[name], "evaluation": started["id"]}
+        page = client.get(f"/backtest/{row['backtest_id']}").get_data(as_text=True)
+        assert f'href="/evaluate/{started["id"]}"' in page
     returns = [rows[i]["figures"]["return_pct"] for i in status["ranking"]]
     assert returns == sorted(returns, reverse=True) and len(returns) == 2
 
