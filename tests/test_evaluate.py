@@ -213,3 +213,11 @@ def test_an_evaluation_is_known_after_a_restart(client, runs, database_url, trai
     reread = again.test_client().get(f"/api/evaluations/{evaluation_id}").get_json()
     assert [r["figures"] for r in reread["runs"]] == [r["figures"] for r in before["runs"]]
     assert reread["ranking"] == before["ranking"] and reread["status"] == "done"
+
+
+@pytest.mark.parametrize(("body", "field"), [({"experiment": "a\x00b"}, "experiment"),
+                                             ({"experiment": ["x"]}, "experiment"),
+                                             ({"runs": ["a", "b"], "start": ["x"]}, "runs")])
+def test_odd_values_are_refused_by_name(client, runs, body, field) -> None:
+    response = client.post("/api/evaluations", json=body)
+    assert response.status_code in (404, 422) and response.get_json()["field"] == field

@@ -178,8 +178,9 @@ def _runs(values: dict[str, Any]) -> list[dict[str, Any]]:
         raise ApiError(422, "give runs or an experiment, not both", "runs")
     store = get_store()
     if not blank(experiment):
-        if not isinstance(experiment, str):
-            raise ApiError(422, f"experiment must be a name; got {experiment!r}", "experiment")
+        if not isinstance(experiment, str) or "\x00" in experiment:  # PG refuses NUL
+            raise ApiError(422, f"experiment must be a name (text without NUL); got "
+                                f"{str(experiment)[:80]!r}", "experiment")
         runs, total = store.list_runs(experiment=experiment, archived=None, limit=MAX_RUNS + 1)
         if not total:
             raise ApiError(404, f"no experiment {experiment!r} (no run carries that name)",
