@@ -412,8 +412,9 @@ def _replay_tapes(actions: np.ndarray, close: np.ndarray, fill_price: np.ndarray
     # flat (the initial cash), then per trade held (its unit account's cash and units
     # times its start equity) and flat again (the equity it left). A stretch begins at
     # a tape's first bar and the bar after each fill's decision (a mark sees the
-    # decisions before its bar); a tape's last fill is on its last bar, so the flat
-    # stretch after it is never seen (its start is the next tape's, counted twice).
+    # decisions before its bar). A close decided on a tape's last bar (finalize) would
+    # begin its flat stretch where the next tape begins: that bar counts twice, so the
+    # unseen stretch is skipped, and the last mark is set to the final equity below.
     trade = np.arange(len(starts))
     held_at, flat_at = tape + 1 + 2 * trade, tape + 2 + 2 * trade
     coefficient_a = np.empty(tapes + 2 * len(starts))
