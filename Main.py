@@ -52,6 +52,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     _install_auth(app)  # first: the Host check and sign-in run before any other hook
 
     from web import (
+        alerts,
         backtests,
         csrf,
         evaluate,
@@ -76,8 +77,8 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     csrf.init_app(app)
     live_stream.init_app(app)
     live_overview.init_app(app)
-    for area in (pages, train, history, run_api, library, backtests, evaluate, hosting, settings,
-                 login):
+    for area in (pages, train, history, run_api, library, backtests, evaluate, hosting, alerts,
+                 settings, login):
         app.register_blueprint(area.bp)
     install_error_handlers(app)  # JSON on is_json_path's paths, a styled page elsewhere
     return app
@@ -146,6 +147,9 @@ def main(argv: list[str] | None = None) -> int:
     if app is None:
         return 2
     prepare_to_serve(app, demo=not args.no_demo)
+    from web.alerts import start_sweeper  # from now on a killed run is marked lost and alerted
+
+    start_sweeper(app)
     print(f"Galaxy Models dashboard on http://{args.host}:{args.port}  (Ctrl+C stops)",
           flush=True)
     # Each live-stream viewer holds a thread for as long as it watches: add one per

@@ -85,7 +85,9 @@ class ValidationCallback(Callback):
 
     def on_iteration_end(self, metrics: dict[str, Any]) -> bool:
         if metrics["iteration"] % self.every == 0:
-            self.evaluate(metrics["iteration"])
+            # Into the iteration's metrics (this callback runs first): the store logger
+            # records it, and the platform's alerts see a new best model in it.
+            metrics["validation_return_pct"] = self.evaluate(metrics["iteration"])["return_pct"]
         return True
 
     def on_training_end(self, summary: dict[str, Any]) -> None:

@@ -37,7 +37,7 @@ log = logging.getLogger(__name__)
 UPDATE_KEYS = ("policy_loss", "value_loss", "entropy", "approx_kl", "clip_fraction",
                "explained_variance", "learning_rate", "steps_per_second", "loss",
                "train_loss", "val_loss", "train_accuracy", "val_accuracy", "global_step",
-               "env_steps", "value_mean", "value_std")
+               "env_steps", "value_mean", "value_std", "validation_return_pct")
 
 
 class ProgressBar(Callback):

@@ -26,7 +26,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Concatenate, NoReturn, ParamSpec, TypeVar
 
@@ -54,11 +54,13 @@ from Utilities.metric_writes import (
     sqlite_insert_rows,
 )
 from Utilities.run_store_schema import (
+    ALERT_LEVELS,
     CONTROL_ACTIONS,
     EVENT_KINDS,
     LEGACY_METRICS_TABLE,
     RUN_STATUSES,
     TERMINAL_STATUSES,
+    AlertRecord,
     Base,
     Event,
     MetricPoint,
@@ -156,7 +158,7 @@ class RunBusy(RunStoreError):
         self.reason, self.run, self.limit = reason, run, limit
 
 
-_RUNS, _TAGS, _EVENTS = (m.__table__ for m in (Run, RunTag, Event))
+_RUNS, _TAGS, _EVENTS, _ALERTS = (m.__table__ for m in (Run, RunTag, Event, AlertRecord))
 _SERIES, _POINTS, _ROLLUPS = (m.__table__ for m in (MetricSeries, MetricPoint, MetricRollup))
 
 
@@ -1023,12 +1025,37 @@ class RunStore:
             series = select(_SERIES.c.id).where(_SERIES.c.run_id == run_id)
             for table in (_POINTS, _ROLLUPS):
                 s.execute(delete(table).where(table.c.series_id.in_(series)))
-            for table in (_SERIES, _EVENTS, _TAGS):
+            for table in (_SERIES, _EVENTS, _TAGS, _ALERTS):
                 s.execute(delete(table).where(table.c.run_id == run_id))
             s.execute(delete(_RUNS).where(_RUNS.c.id == run_id))
         for pair in [pair for pair in self._series_ids if pair[0] == run_id]:
             self._series_ids.pop(pair, None)
         logger.info("deleted run %s", run_id)
+
+    @_guarded
+    def record_alert(self, alert: dict[str, Any]) -> int | None:
+        """Record an alert (:meth:`Utilities.alert_channels.Alert.as_dict`): its row for
+        the alerts page and, when it has a run, the run's ``alert`` event, in one
+        transaction; the event's seq (None without a run)."""
+        _check("alert level", [alert.get("level")], ALERT_LEVELS)
+        payload = json_value("alert", alert)
+        run_id = payload.get("run_id")
+        with self._tx() as s:
+            seq = None
+            if run_id is not None:
+                self._require_ids(s, [run_id])
+                (seq,) = self._append_events(s, [_event_row(run_id, "alert", payload,
+                                                            float(payload["created"]))])
+            s.execute(insert(_ALERTS).values(
+                alert_id=_str_arg("alert id", payload.get("id"), required=True),
+                run_id=run_id, seq=seq, level=payload["level"],
+                rule=_str_arg("rule", payload.get("rule") or "custom"),
+                title=_str_arg("title", payload.get("title") or ""),
+                message=_str_arg("message", payload.get("message") or ""),
+                data=payload.get("data") or {}, deliveries=[],
+                created_at=datetime.fromtimestamp(float(payload["created"]), UTC)
+                .replace(tzinfo=None)))
+        return seq
 
     # ---- metrics and events -------------------------------------------------------------
 

@@ -32,9 +32,11 @@ logger = logging.getLogger(__name__)
 # starts; the process takes it over (RunStore.adopt_run) and it turns "running".
 RUN_STATUSES = ("starting", "running", "paused", "completed", "stopped", "failed")
 TERMINAL_STATUSES = frozenset({"completed", "stopped", "failed"})
+# "delivery": an alert's outcome on one channel (Utilities/alert_system.py).
 EVENT_KINDS = ("episode", "trade", "decision", "checkpoint", "alert", "status", "log",
-               "importance", "account")
+               "importance", "account", "delivery")
 CONTROL_ACTIONS = ("pause", "resume", "stop")
+ALERT_LEVELS = ("info", "warning", "critical")
 # Before issue 13 every point was a row of this table (run_id, key, step, value,
 # wall_time); RunStore migrates such a table into the series tables when it opens one.
 LEGACY_METRICS_TABLE = "metrics"
@@ -168,6 +170,27 @@ class Event(Base):
     kind: Mapped[str] = mapped_column(sa.String(16))
     payload: Mapped[dict[str, Any]] = mapped_column(sa.JSON)
     wall_time: Mapped[float] = mapped_column(sa.Float)
+
+
+class AlertRecord(Base):
+    """One alert (Utilities/alert_system.py), for the alerts page: newest first,
+    filtered, acknowledged, with its delivery outcomes. A run's alert is also an
+    ``alert`` event of the run (its history and live stream); ``seq`` names it."""
+
+    __tablename__ = "alerts"
+    id: Mapped[int] = mapped_column(_BIG_ID, primary_key=True, autoincrement=True)
+    alert_id: Mapped[str] = mapped_column(sa.String(32), unique=True)
+    # No foreign key: a script's alert has no run. RunStore.delete_run deletes a run's.
+    run_id: Mapped[str | None] = mapped_column(sa.String(36), index=True)
+    seq: Mapped[int | None] = mapped_column(sa.BigInteger)
+    level: Mapped[str] = mapped_column(sa.String(16), index=True)
+    rule: Mapped[str] = mapped_column(sa.String(64), index=True)
+    title: Mapped[str] = mapped_column(sa.String)
+    message: Mapped[str] = mapped_column(sa.String, default="")
+    data: Mapped[dict[str, Any]] = mapped_column(sa.JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(sa.DateTime, index=True)
+    acked_at: Mapped[datetime | None] = mapped_column(sa.DateTime, index=True)
+    deliveries: Mapped[list[Any]] = mapped_column(sa.JSON, default=list)
 
 
 class ApiToken(Base):

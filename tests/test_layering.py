@@ -53,6 +53,12 @@ UTILITIES = {
     "Utilities.run_list_reads": FOUNDATION,    # run_store_schema, metric_reads
     "Utilities.run_store": FOUNDATION,         # schema, metric_reads/_writes, run_list_reads
     "Utilities.metrics_logger": FOUNDATION,    # run_store, serialization
+    "Utilities.alert_rules": FOUNDATION,       # input_errors
+    "Utilities.alert_channels": FOUNDATION,    # serialization
+    "Utilities.alert_config": FOUNDATION,      # alert_rules, alert_channels
+    "Utilities.alert_system": FOUNDATION,      # alert_config, run_store
+    "Utilities.run_alerts": FOUNDATION,        # alert_system, run_store
+    "Utilities.alert_records": FOUNDATION,     # run_store
     "Utilities.backtest_report": APPLICATION,  # NetworkConfigs.artifacts, .base
     "Utilities.model_backtester": APPLICATION,  # the registry, loaders
     "Utilities.signal_backtester": APPLICATION,  # model_backtester

@@ -23,6 +23,9 @@ import pytest
 import sqlalchemy as sa
 
 from tests.helpers.training_stubs import slow_child
+from Utilities import alert_records
+from Utilities.alert_system import AlertSystem
+from Utilities.run_alerts import alert_lost_runs
 from Utilities.run_store import Run, RunStore
 from web import training_jobs
 
@@ -124,6 +127,14 @@ def test_kill_9_loses_under_a_second_of_episodes_and_the_run_reads_as_lost(
                     "the killed run to read as lost", deadline_s=60)
     assert lost["error"].startswith("lost: no heartbeat since ")
     assert strict.list_runs(status="running")[1] == 0
+    # The dashboard's sweep alerts it, once (issue 16): the process cannot say so itself.
+    told = alert_lost_runs(strict, lambda r: AlertSystem({}, store=strict, run_id=r["run_id"]),
+                           since=None)
+    assert told == [run["run_id"]]
+    (alert,), _ = alert_records.list_alerts(strict, run_id=run["run_id"])
+    assert (alert["level"], alert["title"], alert["rule"]) == ("critical", "Run lost",
+                                                               "run_failed")
+    assert alert_lost_runs(strict, lambda r: AlertSystem({}, store=strict), since=None) == []
     strict.close()
 
 

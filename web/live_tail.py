@@ -33,7 +33,8 @@ log = logging.getLogger(__name__)
 # Store event kinds as the seeds name their messages; metric points are "training_metrics".
 EVENT_TYPES = {"episode": "episode", "trade": "trade", "decision": "bot_decision",
                "checkpoint": "checkpoint", "alert": "alert", "status": "training_status",
-               "log": "log", "importance": "importance", "account": "account"}
+               "log": "log", "importance": "importance", "account": "account",
+               "delivery": "alert_delivery"}
 METRICS_TYPE = "training_metrics"
 MESSAGE_TYPES = (METRICS_TYPE, *EVENT_TYPES.values())
 PAGE = 5000  # rows of each kind per store read

@@ -10,7 +10,7 @@ from flask import Flask, current_app, request
 AREAS = (("pages.home", "Home"), ("train.index", "Train"), ("live.page", "Live"),
          ("history.index", "History"),
          ("library.index", "Models"), ("backtests.index", "Backtest"),
-         ("hosting.index", "API"), ("settings.index", "Settings"))
+         ("hosting.index", "API"), ("alerts.index", "Alerts"), ("settings.index", "Settings"))
 
 
 class NavItem(NamedTuple):
