@@ -55,6 +55,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         alerts,
         backtests,
         csrf,
+        evaluate,
         experiments,
         formatting,
         history,
@@ -80,7 +81,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     live_stream.init_app(app)
     live_overview.init_app(app)
     for area in (pages, train, history, run_api, run_compare, leaderboard, experiments, library,
-                 backtests, hosting, alerts, settings, login):
+                 backtests, evaluate, hosting, alerts, settings, login):
         app.register_blueprint(area.bp)
     install_error_handlers(app)  # JSON on is_json_path's paths, a styled page elsewhere
     return app

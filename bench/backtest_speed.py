@@ -126,7 +126,10 @@ def closed_loop_case(bars: pd.DataFrame, workdir: Path, repeats: int) -> dict:
     bars.to_csv(csv)
     model_dir = PPOTrainer(SMOKE).fit(load_bars(csv).iloc[:5000], model_name="bench",
                                       models_dir=workdir)
-    backtester = PPOBacktester(model_dir, csv, commission=COMMISSION).load_artifacts()
+    # No random-policy ranking: the contest is the closed loop against backtesting.py
+    # replaying its tape (the ranking's own cost is bench/random_baseline.py's).
+    backtester = PPOBacktester(model_dir, csv, commission=COMMISSION,
+                               random_policies=0).load_artifacts()
     report = backtester.run_with_results()
     tape = report.decisions["action"].to_numpy()
     base, mine, report = interleaved(
