@@ -41,6 +41,8 @@ DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "alerts.yaml"
 # training rules repeat far more often than that, so 10 minutes.
 DEFAULT_THROTTLE_SECONDS = 600.0
 SECRETS = {"email": "password", "slack": "webhook_url", "webhook": "url"}
+# No new metric for this long while the run's heartbeat goes on: a hung trainer.
+DEFAULT_STALL_SECONDS = 300.0
 
 
 @dataclass(frozen=True)
@@ -58,6 +60,7 @@ class AlertSettings:
     thresholds: Thresholds
     throttle_seconds: float
     delivery: Delivery
+    stall_seconds: float  # a live run with no new metric this long is "stalled"
     channels: tuple[Channel, ...]
     source: str  # "dict", "defaults" or the YAML file's path
 
@@ -78,6 +81,8 @@ def settings_from(config: Mapping[str, Any] | None, *, inline_secrets: bool = Tr
     return AlertSettings(enabled=enabled, thresholds=Thresholds.of(config.get("thresholds")),
                          throttle_seconds=_number(config, "throttle_seconds",
                                                   DEFAULT_THROTTLE_SECONDS, low=0.0),
+                         stall_seconds=_number(config, "stall_seconds",
+                                               DEFAULT_STALL_SECONDS, low=1.0),
                          delivery=delivery, channels=channels, source=source)
 
 

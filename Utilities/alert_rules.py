@@ -163,21 +163,35 @@ def profit_floor(episode: Mapping[str, Any], thresholds: Thresholds) -> Finding 
 class Plateau:
     """The run's best P/L so far and how many episodes came since: what the
     no-improvement rule reads. Tracked across calls, so the best is the run's, not the
-    best inside whatever window of recent episodes a caller keeps."""
+    best inside whatever window of recent episodes a caller keeps. Episodes that carry
+    their number (``episode``) count by it, so a caller that checks every 10th episode
+    still measures the plateau in episodes; unnumbered ones count one each."""
 
     best: float | None = None
     best_episode: Any = None
     since: int = 0
     told: bool = False  # a warning named this plateau already
+    last: int | None = None  # the newest numbered episode observed
+
+    def is_new(self, episode: Mapping[str, Any]) -> bool:
+        """Whether a numbered episode is newer than every one observed (unnumbered: yes)."""
+        number = _number_of(episode)
+        return number is None or self.last is None or number > self.last
 
     def observe(self, episode: Mapping[str, Any]) -> None:
+        number = _number_of(episode)
+        if number is not None:
+            self.last = number if self.last is None else max(self.last, number)
         found = first_number(episode, PROFIT_KEYS)
         if found is not None and math.isfinite(found[1]) and (
                 self.best is None or found[1] > self.best):
             self.best, self.best_episode, self.since, self.told = (
                 found[1], episode.get("episode"), 0, False)
         elif self.best is not None:
-            self.since += 1
+            best_number = (self.best_episode if isinstance(self.best_episode, int)
+                           and not isinstance(self.best_episode, bool) else None)
+            self.since = (number - best_number if number is not None and best_number
+                          is not None else self.since + 1)
 
     def finding(self, thresholds: Thresholds) -> Finding | None:
         """Warning: no new best P/L in ``no_improvement_episodes`` episodes (once per
@@ -190,6 +204,11 @@ class Plateau:
                        {"episodes_since_best": self.since, "best": self.best,
                         "best_episode": self.best_episode,
                         "threshold": thresholds.no_improvement_episodes})
+
+
+def _number_of(episode: Mapping[str, Any]) -> int | None:
+    number = episode.get("episode")
+    return number if isinstance(number, int) and not isinstance(number, bool) else None
 
 
 def episode_findings(latest: Mapping[str, Any], thresholds: Thresholds) -> list[Finding]:

@@ -85,21 +85,24 @@ class AlertSystem:
     def check_training_health(self, latest_episode: Mapping[str, Any],
                               recent_history: Sequence[Mapping[str, Any]]) -> list[Alert]:
         """Run every health rule on the latest episode (``recent_history``: the
-        episodes before it, oldest first; only the first call's is read, to learn the
-        best so far: later calls keep count themselves) and send what they find.
+        episodes before it, oldest first: numbered episodes not seen by an earlier call
+        are counted, so checking every 10th episode with the last 100 as history keeps
+        the run's best and its plateau in episodes) and send what they find.
 
         The no-improvement warning is told once per plateau: again only after a new
         best has itself stopped improving."""
-        if self._plateau is None:
-            self._plateau = Plateau()
-            for episode in recent_history:
-                if episode is not latest_episode:
-                    self._plateau.observe(episode)
-        self._plateau.observe(latest_episode)
+        first = self._plateau is None
+        plateau = self._plateau = self._plateau or Plateau()
+        for episode in recent_history:  # numbered ones not seen yet; all on the first call
+            if episode is not latest_episode and (
+                    plateau.is_new(episode) if _numbered(episode) else first):
+                plateau.observe(episode)
+        if plateau.is_new(latest_episode):
+            plateau.observe(latest_episode)
         sent = self._send_findings(episode_findings(latest_episode, self.thresholds))
-        finding = self._plateau.finding(self.thresholds)
+        finding = plateau.finding(self.thresholds)
         if finding is not None and (told := self._send_findings([finding])):
-            self._plateau.told = True
+            plateau.told = True
             sent += told
         return sent
 
@@ -281,6 +284,11 @@ class AlertSystem:
         except (RunStoreError, SQLAlchemyError, ValueError) as exc:
             log.warning("could not record the %s of alert %r: %s", what,
                         payload.get("title"), exc)
+
+
+def _numbered(episode: Mapping[str, Any]) -> bool:
+    number = episode.get("episode")
+    return isinstance(number, int) and not isinstance(number, bool)
 
 
 def _duration(seconds: Any) -> str:

@@ -35,7 +35,6 @@ EPISODE_PREFIX, UPDATE_PREFIX = "episode/", "train/"
 # Validation scores whose improvement means a new best model, and which way is better.
 BEST_KEYS = {"train/val_loss": min, "train/validation_return_pct": max,
              "train/val_accuracy": max}
-DEFAULT_STALL_SECONDS = 300.0
 FAILED_RULE = "run_failed"
 
 
@@ -47,10 +46,13 @@ class RunAlertWatcher:
     """Applies the platform's rules to one run; ``check()`` once, or ``start()`` a thread."""
 
     def __init__(self, store: RunStore, run_id: str, alerts: AlertSystem, *,
-                 poll_seconds: float = 2.0, stall_seconds: float = DEFAULT_STALL_SECONDS,
+                 poll_seconds: float = 2.0, stall_seconds: float | None = None,
                  clock: Callable[[], float] = time.time) -> None:
+        """``stall_seconds``: default the alert settings' (``stall_seconds``, 300)."""
         self.store, self.run_id, self.alerts = store, run_id, alerts
-        self.poll_seconds, self.stall_seconds, self._clock = poll_seconds, stall_seconds, clock
+        self.poll_seconds, self._clock = poll_seconds, clock
+        self.stall_seconds = (alerts.settings.stall_seconds if stall_seconds is None
+                              else stall_seconds)
         self._cursor = 0
         self._episode: dict[str, Any] | None = None  # the newest, maybe still filling
         self._best: dict[str, float] = {}
