@@ -42,12 +42,10 @@ from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
 
-import sqlalchemy as sa
-
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.timing import Clock
-from tests.helpers.engines import postgres_url
+from tests.helpers.engines import drop_tables, postgres_url
 from Utilities.run_store import RunStore
 
 KEYS = ("episode/reward", "train/policy_loss", "train/entropy", "train/global_step")
@@ -152,12 +150,7 @@ def bench_engine(url: str, args: argparse.Namespace, folder: Path) -> dict:
                 "reply_bytes": sizes, "goal_open_1s_met": opens <= 1000}
     finally:
         store.close()
-        if not url.startswith("sqlite"):
-            engine = sa.create_engine(url)
-            meta = sa.MetaData()
-            meta.reflect(engine)
-            meta.drop_all(engine)
-            engine.dispose()
+        drop_tables(url)
 
 
 def main() -> None:

@@ -43,7 +43,7 @@ import sqlalchemy as sa
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.helpers.engines import postgres_url
+from tests.helpers.engines import drop_tables, postgres_url
 from Utilities.run_store import Run, RunStore, utcnow
 
 KEY = "episode/reward"
@@ -181,15 +181,8 @@ def bench_engine(url: str, args: argparse.Namespace, folder: Path) -> dict:
             },
         }
     finally:
-        from sqlalchemy import MetaData
-
         store.close()
-        if not url.startswith("sqlite"):
-            engine = sa.create_engine(url)
-            meta = MetaData()
-            meta.reflect(engine)
-            meta.drop_all(engine)
-            engine.dispose()
+        drop_tables(url)
 
 
 def main() -> None:

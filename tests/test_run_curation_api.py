@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers.apps import drop_all, error_of, make_app, make_auth_app
+from tests.helpers.runs import finished
 from Utilities import metric_export
 from Utilities.run_store import RunStore
 
@@ -48,10 +49,6 @@ def runs(curation_app) -> Iterator[RunStore]:
     store.close()
 
 
-def finished(store: RunStore, name: str = "r", **fields) -> str:
-    run_id = store.create_run(name=name, model_type="ppo", **fields)
-    store.set_status(run_id, "completed")
-    return run_id
 
 
 def saved_model(store: RunStore, run_id: str, models: Path, name: str = "PPO_kept") -> Path:

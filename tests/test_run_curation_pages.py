@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers.runs import finished
 from Utilities.run_store import RunStore
 
 MISSING = "00000000-0000-4000-8000-000000000000"
@@ -22,10 +23,6 @@ def runs(app) -> RunStore:
     store.close()
 
 
-def finished(store: RunStore, name: str = "r", **fields) -> str:
-    run_id = store.create_run(name=name, model_type="ppo", **fields)
-    store.set_status(run_id, "completed")
-    return run_id
 
 
 def text(response) -> str:

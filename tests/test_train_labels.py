@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from Main import create_app
+from tests.helpers.apps import field_errors, make_app
 from tests.helpers.training_stubs import slow_child
 from Utilities.run_store import RunStore
 from web.train import jobs
@@ -18,17 +18,8 @@ from web.train import jobs
 
 @pytest.fixture()
 def app(tmp_path: Path):
-    app = create_app({"DATABASE_URL": f"sqlite:///{tmp_path}/runs.db",
-                      "MODELS_DIR": str(tmp_path / "Models"), "DATA_DIR": str(tmp_path / "data"),
-                      "TESTING": True})
-    app.instance_path = str(tmp_path / "instance")
-    return app
+    return make_app(f"sqlite:///{tmp_path}/runs.db", tmp_path / "Models", tmp_path)
 
-
-def field_errors(response) -> dict[str, str]:
-    html = response.get_data(as_text=True)
-    return {name: unescape(message) for name, message in
-            re.findall(r'class="field-error" id="([^"]+)-error">([^<]*)</small>', html)}
 
 
 FORM = {"model_type": "xgboost", "model_name": "labelled", "csv": "sample.csv",

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from Main import create_app
 from NetworkConfigs import get_model_type, model_type_names
+from tests.helpers.apps import field_errors, make_app
 from tests.helpers.training_stubs import slow_child
 from Utilities import run_training
 from Utilities.run_store import RunStore
@@ -27,18 +27,8 @@ from web.training_form import fields_of, help_texts
 
 @pytest.fixture()
 def app(tmp_path: Path):
-    app = create_app({"DATABASE_URL": f"sqlite:///{tmp_path}/runs.db",
-                      "MODELS_DIR": str(tmp_path / "Models"), "DATA_DIR": str(tmp_path / "data"),
-                      "TESTING": True})
-    app.instance_path = str(tmp_path / "instance")
-    return app
+    return make_app(f"sqlite:///{tmp_path}/runs.db", tmp_path / "Models", tmp_path)
 
-
-def field_errors(response) -> dict[str, str]:
-    """The message shown beside each input, by the input's name."""
-    html = response.get_data(as_text=True)
-    return {name: unescape(message) for name, message in
-            re.findall(r'class="field-error" id="([^"]+)-error">([^<]*)</small>', html)}
 
 
 def input_value(html: str, name: str) -> str:

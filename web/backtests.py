@@ -103,7 +103,7 @@ from web.datafiles import (
     upload_users,
     uploads,
 )
-from web.json_io import ApiError, error_reply, read_json_body
+from web.json_io import ApiError, accepted_reply, error_reply, read_json_body
 
 bp = Blueprint("backtests", __name__)
 
@@ -312,13 +312,9 @@ def api_run() -> Any:
         response, code = error_reply(503, str(exc))
         response.headers["Retry-After"] = str(exc.retry_after)
         return response, code
-    status_url = url_for("backtests.api_status", result_id=job_id, _external=True)
-    response = current_app.response_class(json.dumps({
-        "id": job_id, "status": "queued", "status_url": status_url,
-        "url": url_for("backtests.result", result_id=job_id, _external=True)}),
-        status=202, mimetype="application/json")
-    response.headers["Location"] = status_url
-    return response
+    return accepted_reply(job_id, "queued",
+                          url_for("backtests.api_status", result_id=job_id, _external=True),
+                          url_for("backtests.result", result_id=job_id, _external=True))
 
 
 @bp.get("/api/backtest/<result_id>")

@@ -61,7 +61,7 @@ from web.backtest_jobs import BacktestJobs, QueueFull, jobs
 from web.backtest_request import BacktestRequest, FieldErrors, blank, model_choices, prepare
 from web.backtest_results import backtests_dir, saved
 from web.datafiles import list_csv_files, shown_name
-from web.json_io import ApiError, error_reply, read_json_body
+from web.json_io import ApiError, accepted_reply, error_reply, read_json_body
 from web.query_params import is_run_id
 from web.store import get_store
 
@@ -399,13 +399,10 @@ def api_start() -> Any:
         return error_reply(exc.status, str(exc), exc.field, **getattr(exc, "extra", {}))
     except RunStoreError as exc:
         return error_reply(503, f"the run store is unavailable: {exc}")
-    status_url = url_for("evaluate.api_status", evaluation_id=evaluation_id, _external=True)
-    response = current_app.response_class(json.dumps({
-        "id": evaluation_id, "status": "running", "status_url": status_url,
-        "url": url_for("evaluate.page", evaluation_id=evaluation_id, _external=True)}),
-        status=202, mimetype="application/json")
-    response.headers["Location"] = status_url
-    return response
+    return accepted_reply(
+        evaluation_id, "running",
+        url_for("evaluate.api_status", evaluation_id=evaluation_id, _external=True),
+        url_for("evaluate.page", evaluation_id=evaluation_id, _external=True))
 
 
 @bp.get("/api/evaluations/<evaluation_id>")

@@ -220,6 +220,16 @@ def error_reply(code: int, message: str, field: str | None = None, **extra: Any)
     return jsonify(hide_paths({k: v for k, v in body.items() if v not in (None, [])})), code
 
 
+def accepted_reply(job_id: str, status: str, status_url: str, page_url: str) -> Response:
+    """202 for work started in the background: its id and state, where to poll
+    (``status_url``, also the ``Location`` header) and its page."""
+    response = current_app.response_class(json.dumps({
+        "id": job_id, "status": status, "status_url": status_url, "url": page_url}),
+        status=202, mimetype="application/json")
+    response.headers["Location"] = status_url
+    return response
+
+
 def path_roots() -> list[Path]:
     """The folders replies name files relative to: the app's models and data folders."""
     config = current_app.config if has_app_context() else {}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,15 @@ def make_app(database_url: str, models_dir: Path, tmp_path: Path) -> Flask:
                             "BACKTESTS_DIR": str(tmp_path / "backtests")})
     flask_app.instance_path = str(tmp_path / "instance")
     return flask_app
+
+
+def field_errors(response: Any) -> dict[str, str]:
+    """The message shown beside each input of a form page, by the input's name."""
+    from html import unescape
+
+    html = response.get_data(as_text=True)
+    return {name: unescape(message) for name, message in
+            re.findall(r'class="field-error" id="([^"]+)-error">([^<]*)</small>', html)}
 
 
 def make_auth_app(database_url: str, models_dir: Path, tmp_path: Path, **config: Any) -> Flask:

@@ -55,3 +55,17 @@ def write_rows(url: str, rows: list[tuple], batch: int) -> None:
             store.write_batch(metrics=rows[start:start + batch])
     finally:
         store.close()
+
+
+def drop_tables(url: str) -> None:
+    """Drop every table of the database at ``url`` (a bench's PostgreSQL leaves nothing
+    behind; a SQLite file goes with its temporary folder)."""
+    import sqlalchemy as sa
+
+    if url.startswith("sqlite"):
+        return
+    engine = sa.create_engine(url)
+    meta = sa.MetaData()
+    meta.reflect(engine)
+    meta.drop_all(engine)
+    engine.dispose()

@@ -78,3 +78,10 @@ def seed_runs(app) -> dict[str, str]:
         log_ppo_run(store, ids["live"], episodes=30, updates=3,
                     checkpoints=Path(app.config["MODELS_DIR"]) / ".checkpoints" / "live")
     return ids
+
+
+def finished(store, name: str = "r", **fields) -> str:
+    """A completed PPO run (archive and delete refuse live ones); its id."""
+    run_id = store.create_run(name=name, model_type="ppo", **fields)
+    store.set_status(run_id, "completed")
+    return run_id
