@@ -59,6 +59,8 @@ UTILITIES = {
     "Utilities.alert_system": FOUNDATION,      # alert_config, run_store
     "Utilities.run_alerts": FOUNDATION,        # alert_system, run_store
     "Utilities.alert_records": FOUNDATION,     # run_store
+    "Utilities.session_ingest": FOUNDATION,    # input_errors, metric_writes
+    "Utilities.session_store": FOUNDATION,     # run_store, session_ingest
     "Utilities.backtest_report": APPLICATION,  # NetworkConfigs.artifacts, .base
     "Utilities.model_backtester": APPLICATION,  # the registry, loaders
     "Utilities.signal_backtester": APPLICATION,  # model_backtester
