@@ -130,3 +130,40 @@ def test_the_app_takes_the_settings(monkeypatch, models_dir, tmp_path):
         with app.app_context():
             drop_all(get_store())
         close_store(app)
+
+
+# -------------------------------------------------------------------- Main.py
+
+
+def test_main_takes_host_and_port_from_the_settings_and_makes_scoped_tokens(
+        monkeypatch, capsys, tmp_path: Path, database_url: str):
+    import waitress
+
+    import Main
+    from web.auth_store import AuthStore
+
+    monkeypatch.setenv("DATABASE_URL", database_url)
+    monkeypatch.setenv("MODELS_DIR", str(tmp_path / "Models"))
+    monkeypatch.setenv("TRAINING_METRICS_PORT", "6123")
+    monkeypatch.setattr(Main, "configure_logging", lambda *level: None)
+    served: list = []
+    monkeypatch.setattr(waitress, "serve", lambda app, **kw: served.append((app, kw)))
+    try:
+        assert Main.main(["--no-demo"]) == 0
+        app, options = served[0]
+        assert (options["host"], options["port"]) == ("127.0.0.1", 6123)
+        app.extensions["sessions_api"].cleaner.stop()  # started beside the lost-run sweep
+        app.extensions["lost_run_sweeper"].stop()
+        store = RunStore(database_url)
+        sid = store.create_run(name="x", model_type="external")
+        capsys.readouterr()
+        assert Main.main(["tokens", "create", "one", "--session", sid]) == 0
+        token = capsys.readouterr().out.strip()
+        assert AuthStore(store.engine).verify_token(token).scope == sid
+        assert Main.main(["tokens", "create", "two", "--session", "nope"]) == 2
+        assert "--session must be a session id" in capsys.readouterr().err
+        monkeypatch.setenv("TRAINING_METRICS_PORT", "port")
+        assert Main.main([]) == 2
+        assert "TRAINING_METRICS_PORT must be a whole number" in capsys.readouterr().err
+    finally:
+        drop_all(RunStore(database_url))
