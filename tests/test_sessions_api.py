@@ -287,6 +287,24 @@ def test_the_stream_sends_what_is_ingested_and_answers_503_at_the_cap(client, sm
     stream.close(), second.close()
 
 
+def test_a_store_failure_while_catching_up_ends_the_stream_with_an_error(client, small_hub,
+                                                                         monkeypatch):
+    from Utilities.run_store import RunStoreError
+    from web import live_tail
+
+    sid = create(client)
+    client.post(f"{API}/{sid}/metrics", json=metric(1))
+
+    def down(*args, **kwargs):
+        raise RunStoreError("the database is gone")
+
+    monkeypatch.setattr(live_tail, "read_frames", down)
+    stream = Stream(client, f"{API}/{sid}/stream", **{"Last-Event-ID": "0-0"})
+    last = [m for m in stream.messages() if "event" in m][-1]
+    assert last["event"] == "error" and "the database is gone" in last["data"]["error"]
+    stream.close()
+
+
 # --------------------------------------------------------------- health, status
 
 

@@ -572,7 +572,7 @@ def session_token(session_id: str) -> Response:
     if principal is not None and principal.scope is not None:
         raise ApiError(403, "a scoped token cannot make tokens")
     run = _find(session_id)
-    body = read_json_body(4096) if request.get_data(cache=True) else {}
+    body = read_json_body(4096) if request.content_length else {}
     _fields(body, ("name",))
     name = body.get("name") or f"session {session_id[:8]} {int(time.time() * 1000) % 10**9}"
     try:
