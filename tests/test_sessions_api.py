@@ -132,7 +132,7 @@ def test_items_become_the_runs_series_and_events(app, client):
     sid = create(client)
     reply = client.post(f"{API}/{sid}/metrics", json=metric(7, epsilon=None))
     assert reply.get_json() == {"accepted": 1, "duplicate": False, "status": "running",
-                                "batch_id": None}
+                                "control": None, "batch_id": None}
     assert points(app, sid) == {"episode/reward": 1, "episode/steps": 1,
                                 "episode/win_rate": 1, "train/loss": 1}
     with app.app_context():
@@ -154,6 +154,15 @@ def test_items_become_the_runs_series_and_events(app, client):
     # The window sent again adds only its new point.
     assert points(app, sid)["graph/reward_progress/r"] == 3
     assert len(events(app, sid, "graph")) == 2
+
+
+def test_the_run_pages_buttons_reach_the_trainer_in_the_ingest_reply(app, client):
+    sid = create(client)
+    assert client.post(f"/api/training-runs/{sid}/pause").status_code == 200
+    reply = client.post(f"{API}/{sid}/metrics", json={"items": []}).get_json()
+    assert (reply["accepted"], reply["control"]) == (0, "pause")
+    assert client.put(f"{API}/{sid}", json={"status": "paused"}).status_code == 200
+    assert client.post(f"{API}/{sid}/metrics", json={"items": []}).get_json()["control"] is None
 
 
 def test_a_retried_batch_is_written_once(app, client):

@@ -134,6 +134,7 @@ def test_a_batch_posted_to_one_server_is_streamed_by_another(two_servers):
     assert latency < 5.0, latency  # the goal (p95 <= 0.5 s) is measured by bench/ingest.py
     # The client's retry of that batch, sent to the other server, writes nothing.
     assert call(port_b, "POST", f"{API}/{sid}/metrics", batch)[1] == {
-        "accepted": 0, "duplicate": True, "status": "running", "batch_id": "a-1"}
+        "accepted": 0, "duplicate": True, "status": "running", "control": None,
+        "batch_id": "a-1"}
     status, body = call(port_b, "GET", f"{API}/{sid}")
     assert body["latest"]["episode/reward"]["step"] == 19
