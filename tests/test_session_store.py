@@ -167,3 +167,23 @@ def test_main_takes_host_and_port_from_the_settings_and_makes_scoped_tokens(
         assert "TRAINING_METRICS_PORT must be a whole number" in capsys.readouterr().err
     finally:
         drop_all(RunStore(database_url))
+
+
+def test_the_token_commands_use_the_files_database(monkeypatch, capsys, tmp_path: Path):
+    import Main
+    from web.auth_store import AuthStore
+
+    url = f"sqlite:///{tmp_path}/from-file.db"
+    config = tmp_path / "m.yaml"
+    config.write_text(f"database_url: {url}\n")
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    monkeypatch.setenv("TRAINING_METRICS_CONFIG", str(config))
+    assert Main.main(["tokens", "create", "filed"]) == 0
+    store = RunStore(url)
+    try:
+        assert [t.name for t in AuthStore(store.engine).list_tokens()] == ["filed"]
+    finally:
+        drop_all(store)
+    config.write_text("database_url: 3\n")
+    assert Main.main(["tokens", "list"]) == 2
+    assert "database_url must be a non-empty string" in capsys.readouterr().err
