@@ -152,8 +152,9 @@ def test_main_takes_host_and_port_from_the_settings_and_makes_scoped_tokens(
         assert Main.main(["--no-demo"]) == 0
         app, options = served[0]
         assert (options["host"], options["port"]) == ("127.0.0.1", 6123)
-        app.extensions["sessions_api"].cleaner.stop()  # started beside the lost-run sweep
-        app.extensions["lost_run_sweeper"].stop()
+        # The schedules started beside the server stop with it.
+        assert app.extensions["sessions_api"].cleaner._stop.is_set()
+        assert app.extensions["lost_run_sweeper"]._stop.is_set()
         store = RunStore(database_url)
         sid = store.create_run(name="x", model_type="external")
         capsys.readouterr()
