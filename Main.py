@@ -59,9 +59,12 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         alerts,
         backtests,
         csrf,
+        evaluate,
+        experiments,
         formatting,
         history,
         hosting,
+        leaderboard,
         library,
         live_overview,
         live_stream,
@@ -69,6 +72,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         navigation,
         pages,
         run_api,
+        run_compare,
         sessions_api,
         settings,
         store,
@@ -82,8 +86,8 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     live_stream.init_app(app)
     live_overview.init_app(app)
     sessions_api.init_app(app)  # outside trainers' sessions (issue 17)
-    for area in (pages, train, history, run_api, library, backtests, hosting, alerts, settings,
-                 login):
+    for area in (pages, train, history, run_api, run_compare, leaderboard, experiments, library,
+                 backtests, evaluate, hosting, alerts, settings, login):
         app.register_blueprint(area.bp)
     install_error_handlers(app)  # JSON on is_json_path's paths, a styled page elsewhere
     return app

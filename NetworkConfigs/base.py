@@ -38,6 +38,8 @@ from Utilities.data_utils import (
 )
 
 # Trading actions, shared by the env, the backtester and the API (ARCHITECTURE.md).
+# Checkpoint files a run keeps (the newest) unless train_params.keep_checkpoints says.
+DEFAULT_KEEP_CHECKPOINTS = 3
 ACTION_NAMES = ("Hold", "Buy", "Sell")
 # The account ``state`` predict() takes: one account of ``accounting.Accounts`` by its
 # field names, plus "price", the raw price it is marked at (default: the window's last
@@ -163,6 +165,13 @@ class Trainer(ABC):
     @property
     def progress_total(self) -> int | None:
         return None
+
+    @property
+    def keep_checkpoints(self) -> int:
+        """How many checkpoint files a run keeps (the newest): the config's
+        ``train_params.keep_checkpoints``, else DEFAULT_KEEP_CHECKPOINTS."""
+        train = self.config.get("train_params") or {}
+        return int(train.get("keep_checkpoints", DEFAULT_KEEP_CHECKPOINTS))
 
     @property
     def status(self) -> str:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import signal
 import threading
 import time
@@ -24,11 +25,16 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from NetworkConfigs.base import Callback
+from NetworkConfigs.base import DEFAULT_KEEP_CHECKPOINTS, Callback
 from Utilities.metrics_logger import MetricsLogger
 from Utilities.run_store import RunNotFound, RunStore, RunStoreError, heartbeat_seconds
 
 log = logging.getLogger(__name__)
+
+# A checkpoint file per save (iteration zero-padded, so names sort as numbers do), and
+# how many stay on disk unless a config says (train_params.keep_checkpoints).
+CHECKPOINT_NAME = "iteration-{iteration:08d}.pt"
+_NUMBERED = re.compile(r"iteration-(\d+)\.pt")
 
 # Scalars forwarded to the store as train/<name> each iteration. global_step (steps for
 # PPO, epochs for the others) is how far the run is: the run page's progress and ETA.
@@ -160,14 +166,23 @@ class RunControl(Callback):
 class Checkpoints(Callback):
     """Every ``every`` iterations (and at the end) save the trainer's full state.
 
-    ``last.pt`` is replaced atomically, so a crash mid-write keeps the previous one.
+    Each save is a file of its own, ``iteration-<n>.pt`` (:data:`CHECKPOINT_NAME`),
+    written to a temporary name and renamed into place, so a crash mid-write keeps the
+    previous ones. Only the newest ``keep`` stay on disk (the CLI passes the trainer's
+    ``keep_checkpoints``, the config key ``train_params.keep_checkpoints``, default 3);
+    the newest is the one ``--resume`` continues from (:func:`latest_checkpoint`).
+    ``on_saved(path, global_step, iteration=..., keep=...)`` hears of each save.
     """
 
     def __init__(self, directory: Path, every: int = 10,
-                 on_saved: Callable[[Path, int], Any] | None = None,
-                 extra: dict[str, Any] | None = None) -> None:
+                 on_saved: Callable[..., Any] | None = None,
+                 extra: dict[str, Any] | None = None,
+                 keep: int = DEFAULT_KEEP_CHECKPOINTS) -> None:
         self.directory, self.every, self.on_saved = Path(directory), max(1, every), on_saved
         self.extra = extra or {}  # saved alongside (e.g. the config, to resume from the file)
+        if isinstance(keep, bool) or not isinstance(keep, int) or keep < 1:
+            raise ValueError(f"keep must be a whole number >= 1; got {keep!r}")
+        self.keep = keep
         self.last_saved_iteration = -1
 
     def on_iteration_end(self, metrics: dict[str, Any]) -> bool:
@@ -184,15 +199,43 @@ class Checkpoints(Callback):
 
     def save(self, iteration: int) -> Path:
         self.directory.mkdir(parents=True, exist_ok=True)
-        target = self.directory / "last.pt"
-        temporary = target.with_suffix(".tmp")
+        target = self.directory / CHECKPOINT_NAME.format(iteration=iteration)
+        temporary = self.directory / f".{target.name}.tmp"
         torch.save({**self.trainer.state_dict(), **self.extra}, temporary)
         os.replace(temporary, target)
         self.last_saved_iteration = iteration
-        log.info("checkpoint saved: %s (iteration %d)", target, iteration)
+        keep = self.keep
+        removed = prune_checkpoints(self.directory, keep)
+        log.info("checkpoint saved: %s (iteration %d; %d older removed, %d kept)",
+                 target, iteration, len(removed), keep)
         if self.on_saved is not None:
-            self.on_saved(target, self.trainer.global_step)
+            self.on_saved(target, self.trainer.global_step, iteration=iteration, keep=keep)
         return target
+
+
+def checkpoint_files(directory: Path) -> list[Path]:
+    """The checkpoint files in a run's checkpoint folder, oldest first: the numbered
+    ones by iteration, after a ``last.pt`` of a run saved before they existed."""
+    folder = Path(directory)
+    numbered = sorted((int(match.group(1)), path) for path in folder.glob("iteration-*.pt")
+                      if (match := _NUMBERED.fullmatch(path.name)) and path.is_file())
+    legacy = [folder / "last.pt"] if (folder / "last.pt").is_file() else []
+    return legacy + [path for _, path in numbered]
+
+
+def latest_checkpoint(directory: Path) -> Path | None:
+    """The checkpoint ``--resume`` continues from: the newest in the folder, or None."""
+    found = checkpoint_files(directory)
+    return found[-1] if found else None
+
+
+def prune_checkpoints(directory: Path, keep: int) -> list[Path]:
+    """Delete all but the newest ``keep`` numbered checkpoints; return those deleted."""
+    numbered = [p for p in checkpoint_files(directory) if p.name != "last.pt"]
+    removed = numbered[:-keep] if keep > 0 else numbered
+    for path in removed:
+        path.unlink(missing_ok=True)  # missing: another process pruned it first
+    return removed
 
 
 class Heartbeat:

@@ -19,6 +19,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from NetworkConfigs.base import DEFAULT_KEEP_CHECKPOINTS
 from NetworkConfigs.config_sections import (
     DEVICES,
     Checks,
@@ -53,7 +54,8 @@ DEFAULTS: dict[str, dict[str, Any]] = {
                      "clip_value_loss": True, "value_coef": 0.5, "entropy_coef": 0.01,
                      "gamma": 0.99, "gae_lambda": 0.95, "max_grad_norm": 0.5,
                      "target_kl": None, "norm_adv": True, "seed": 1, "device": "auto",
-                     "checkpoint_every": 10, "eval_every": 5},
+                     "checkpoint_every": 10, "keep_checkpoints": DEFAULT_KEEP_CHECKPOINTS,
+                     "eval_every": 5},
     "env_params": EnvParams().to_dict(),  # one source for the env's defaults
     "data_params": {"features": None, "transform": "returns", "val_fraction": 0.15,
                     "test_fraction": 0.15, "scaler": "standard"},
@@ -140,7 +142,7 @@ def settings_from(config: dict[str, Any]) -> PPOSettings:
         hidden_dim=check(size, model, "hidden_dim"),
         depth=check(size, model, "num_layers"),
         encoder=check(choice, model, "encoder", ENCODERS))
-    for name in ("checkpoint_every", "eval_every"):
+    for name in ("checkpoint_every", "keep_checkpoints", "eval_every"):
         check(checked, train, name, int, low=1)
     check(size, model, "lookback_window")
     check.raise_any()

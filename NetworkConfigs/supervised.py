@@ -29,7 +29,13 @@ import pandas as pd
 import torch
 
 from NetworkConfigs.artifacts import ModelWriter, ensure_available, file_sha256, write_model
-from NetworkConfigs.base import Callback, Trainer, notify_iteration, run_with_callbacks
+from NetworkConfigs.base import (
+    DEFAULT_KEEP_CHECKPOINTS,
+    Callback,
+    Trainer,
+    notify_iteration,
+    run_with_callbacks,
+)
 from NetworkConfigs.config_sections import Checks, checked, choice, normalise_sections, size
 from NetworkConfigs.signals import (
     DIRECTIONS,
@@ -49,7 +55,8 @@ MOSTLY_FLAT = 0.9  # share of flat training labels above which fit() warns
 # Sections every supervised type has; a type adds its own model/train keys.
 COMMON_DEFAULTS: dict[str, dict[str, Any]] = {
     "model_params": {"lookback_window": 20, "target": "direction", "threshold": 0.0005},
-    "train_params": {"epochs": 50, "patience": 5, "seed": 1, "checkpoint_every": 5},
+    "train_params": {"epochs": 50, "patience": 5, "seed": 1, "checkpoint_every": 5,
+                     "keep_checkpoints": DEFAULT_KEEP_CHECKPOINTS},
     # The backtest's costs and sizing (the RL-only keys of EnvParams do not apply).
     "env_params": {key: value for key, value in EnvParams().to_dict().items()
                    if key in ("initial_balance", "commission", "slippage",
@@ -80,6 +87,7 @@ class SupervisedTrainer(Trainer):
         self.patience = check(size, train, "patience", optional=True)
         self.seed = check(checked, train, "seed", int, low=0, high=2**32 - 1)
         check(checked, train, "checkpoint_every", int, low=1)
+        check(checked, train, "keep_checkpoints", int, low=1)
         check(EnvParams.from_dict, self.config["env_params"])  # a bad cost fails now
         self._check_params(check)
         check.raise_any()

@@ -14,10 +14,11 @@ Two sources, one shape (``alerts.example.yaml`` shows every key):
 
 from __future__ import annotations
 
+import json
 import math
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -78,6 +79,41 @@ def settings_from(config: Mapping[str, Any] | None, *, inline_secrets: bool = Tr
                          throttle_seconds=_number(config, "throttle_seconds",
                                                   DEFAULT_THROTTLE_SECONDS, low=0.0),
                          delivery=delivery, channels=channels, source=source)
+
+
+# What a run may choose (--alerts, the config's alerts: section, the Train form): the
+# configured thresholds, a preset, or no alerts for this run.
+RUN_CHOICES = ("default", "CONSERVATIVE", "MODERATE", "AGGRESSIVE", "off")
+
+
+def run_choice(value: Any) -> str | dict[str, Any] | None:
+    """A run's alert choice, checked: None or "default" (the configured thresholds), a
+    preset (any case), "off", or a mapping of threshold values. InputError naming
+    ``alerts``."""
+    if value is None or (isinstance(value, str) and value.strip().lower() in ("", "default")):
+        return None
+    if isinstance(value, str) and value.strip().lower() == "off":
+        return "off"
+    if isinstance(value, str) and value.strip().startswith("{"):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError as exc:
+            raise InputError(f"alerts: not a JSON object ({exc.msg})", field="alerts") from None
+    try:
+        Thresholds.of(value)
+    except InputError as exc:
+        raise InputError(f"alerts: {exc}; choose {', '.join(RUN_CHOICES)}",
+                         field="alerts") from None
+    return value.strip().upper() if isinstance(value, str) else dict(value)
+
+
+def for_run(settings: AlertSettings, choice: str | Mapping[str, Any] | None) -> AlertSettings:
+    """The settings of one run: its thresholds (or alerts off) over the configured ones."""
+    if choice is None:
+        return settings
+    if choice == "off":
+        return replace(settings, enabled=False)
+    return replace(settings, thresholds=Thresholds.of(choice))
 
 
 def load_settings(path: str | Path | None = None) -> AlertSettings:

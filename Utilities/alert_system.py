@@ -121,19 +121,24 @@ class AlertSystem:
         figures = {"total_episodes": total_episodes, "best_profit": best_profit,
                    "best_sharpe": best_sharpe, "training_time": training_time, **extra}
         figures = {k: v for k, v in figures.items() if v is not None}
-        parts = [f"{k.replace('_', ' ')} {_shown(v)}" for k, v in figures.items()]
+        parts = [f"{k.replace('_', ' ')} "
+                 f"{_duration(v) if k == 'training_time' else _shown(v)}"
+                 for k, v in figures.items()]
         return self.send_alert("info", "Training complete",
                                "; ".join(parts) or "training finished", figures,
                                rule="training_complete")
 
     def send_new_best_model(self, metric: str = "profit", value: float | None = None,
                             episode: int | None = None, model_path: str | None = None,
-                            previous: float | None = None, **extra: Any) -> bool:
-        """Info: a new best model (by ``metric``) was saved."""
-        data = {"metric": metric, "value": value, "episode": episode,
+                            previous: float | None = None, *, step: int | None = None,
+                            **extra: Any) -> bool:
+        """Info: a new best model (by ``metric``) was saved, at an ``episode`` (the
+        seed's) or an update ``step`` (an iteration, an epoch, a boosting round)."""
+        data = {"metric": metric, "value": value, "episode": episode, "step": step,
                 "model_path": model_path, "previous": previous, **extra}
         data = {k: v for k, v in data.items() if v is not None}
-        where = f" at episode {episode}" if episode is not None else ""
+        where = (f" at episode {episode}" if episode is not None
+                 else f" at step {step}" if step is not None else "")
         was = f" (was {_shown(previous)})" if previous is not None else ""
         return self.send_alert("info", "New best model",
                                f"{metric} {_shown(value)}{where}{was}", data, rule="new_best")
@@ -276,6 +281,18 @@ class AlertSystem:
         except (RunStoreError, SQLAlchemyError, ValueError) as exc:
             log.warning("could not record the %s of alert %r: %s", what,
                         payload.get("title"), exc)
+
+
+def _duration(seconds: Any) -> str:
+    """Seconds as a person reads a duration: 0.5 s, 42 s, 3 min 05 s, 2 h 07 min."""
+    if not isinstance(seconds, int | float) or not math.isfinite(seconds):
+        return _shown(seconds)
+    if seconds < 60:
+        return f"{seconds:.3g} s"
+    minutes, secs = divmod(round(seconds), 60)
+    if minutes < 60:
+        return f"{minutes} min {secs:02d} s"
+    return f"{minutes // 60} h {minutes % 60:02d} min"
 
 
 def _shown(value: Any) -> str:

@@ -20,7 +20,7 @@ from NetworkConfigs.artifacts import file_sha256
 from NetworkConfigs.base import ACTION_NAMES
 from Utilities import performance
 from Utilities.accounting import EnvParams
-from Utilities.backtester import BacktestResult
+from Utilities.backtester import BacktestResult, RandomPolicies
 from Utilities.data_loading import parse_time
 from Utilities.input_errors import InputError
 from Utilities.serialization import to_plain
@@ -134,6 +134,7 @@ class BacktestReport:
     result: BacktestResult
     baselines: dict[str, BacktestResult]
     decisions: pd.DataFrame
+    random: RandomPolicies | None = None  # the random policies the result is ranked among
 
     @property
     def statistics(self) -> dict[str, Any]:
@@ -145,7 +146,29 @@ class BacktestReport:
 
     def table(self) -> str:
         """The statistics table with the baselines beside it, for a terminal."""
-        return performance.format_statistics(self.statistics, self.baseline_statistics)
+        return performance.format_statistics(self.statistics, {
+            self.label(name): stats for name, stats in self.baseline_statistics.items()})
+
+    def label(self, baseline: str) -> str:
+        """A baseline's name as people read it: "Random" is the median random policy."""
+        return "Random (median)" if baseline == "Random" and self.random else baseline
+
+    def random_summary(self) -> dict[str, Any] | None:
+        """The model's percentiles among the random policies, their band and histogram
+        (:meth:`RandomPolicies.summary`); None when none were scored."""
+        return None if self.random is None else self.random.summary(self.statistics)
+
+    def random_line(self) -> str:
+        """One line for a terminal: the model's percentile among the random policies."""
+        ranked = self.random_summary()
+        if ranked is None:
+            return "no random policies were scored"
+        returns, sharpe = ranked["return_pct"], ranked["sharpe"]
+        return (f"Among {ranked['policies']} random policies ({random_kind_text(ranked)}, "
+                f"seed {ranked['seed']}): Return percentile {percentile_text(returns)}, "
+                f"Sharpe percentile {percentile_text(sharpe)}; their median return "
+                f"{_pct(returns['median'])}, 5-95 % {_pct(returns['p5'])} .. "
+                f"{_pct(returns['p95'])}")
 
     def summary(self) -> dict[str, Any]:
         """JSON-ready facts and statistics (no per-bar series)."""
@@ -157,6 +180,7 @@ class BacktestReport:
                 "statistics": performance.jsonable_statistics(self.statistics),
                 "baselines": {name: performance.jsonable_statistics(stats)
                               for name, stats in self.baseline_statistics.items()},
+                "random": to_plain(self.random_summary()),
                 "open_trade": to_plain(self.result.open_trade),
                 "ruined_at": None if self.result.ruin_bar is None
                 else str(index[self.result.ruin_bar])}
@@ -182,6 +206,24 @@ class BacktestReport:
         return paths
 
 
+def random_kind_text(ranked: dict[str, Any]) -> str:
+    """What a random policy was, in words, from a :meth:`RandomPolicies.summary`."""
+    chance = f"Buy or Sell at {100 * ranked['activity']:.3g} % of bars"
+    if ranked["kind"] == "uniform":
+        return f"Hold, Buy, Sell a third each: {chance}"
+    return f"as active as the model: {chance}"
+
+
+def percentile_text(figure: dict[str, Any]) -> str:
+    """A figure's percentile among the random policies, one decimal ("—" if undefined)."""
+    value = figure.get("percentile")
+    return "—" if value is None else f"{value:.1f}"
+
+
+def _pct(value: float | None) -> str:
+    return "—" if value is None else f"{value:+.2f} %"
+
+
 def _slug(name: str) -> str:
     return re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_")
 
@@ -198,7 +240,7 @@ def plot_equity(report: BacktestReport, path: Path) -> None:
                                       gridspec_kw={"height_ratios": [3, 1]})
     top.plot(frame.index, frame["equity"], label=report.model_name, color="#2563eb", lw=1.4)
     for name, color in zip(report.baselines, BASELINE_COLORS, strict=False):
-        top.plot(frame.index, frame[f"equity_{_slug(name)}"], label=name, lw=0.9,
+        top.plot(frame.index, frame[f"equity_{_slug(name)}"], label=report.label(name), lw=0.9,
                  alpha=0.85, color=color)
     top.set_ylabel("Equity")
     top.set_title(f"{report.model_name} on {Path(report.data_file).name} "

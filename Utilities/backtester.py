@@ -46,6 +46,7 @@ from Utilities.accounting import (
     EnvParams,
     apply_actions,
     position_path,
+    position_paths,
 )
 from Utilities.data_loading import MAX_LISTED, DataError, describe_rows, time_order_problem
 
@@ -295,15 +296,263 @@ def buy_and_hold(bars: pd.DataFrame, params: EnvParams | None = None,
     return run_backtest(bars, positions=np.ones(len(bars), np.int8), params=params, fill=fill)
 
 
+# --------------------------------------------------------------------------- random policies
+#
+# One seeded random policy is a single draw: on IBM's test slice it sat at the 11th
+# percentile of 300 of them, so a model no better than random looked better. Every
+# backtest is therefore ranked among many random policies on the same bars and costs.
+#
+# A random policy: at every bar, independently, Buy with probability p/2, Sell with p/2,
+# Hold otherwise, from its own generator (``default_rng([seed, i])`` for policy i, so a
+# policy is the same whatever the count or the chunking). ``kind`` picks p:
+#
+# - ``"matched"`` (the default): p such that the policy's expected number of trades
+#   equals the model's. The actions are a Markov chain over the positions; from flat a
+#   trade opens with probability p (long only: p/2, Sell keeps it flat) and the chain
+#   is flat a third (long only: half) of the time, so trades per bar are p/3 (long only
+#   p/4). It asks "does the model time its trades better than chance, at the same
+#   turnover and so the same costs?": a model that trades ten times is not flattered by
+#   random policies that trade a thousand times and pay a thousand times the costs.
+#   Direction is not matched (half long, half short); buy-and-hold, beside it, is the
+#   benchmark for a long bias.
+# - ``"uniform"``: p = 2/3, Hold, Buy and Sell a third each (the old single "Random").
+
+RANDOM_POLICIES = 300
+RANDOM_KINDS = ("matched", "uniform")
+MAX_RANDOM_POLICIES = 10_000
+# Policy-bars replayed at once: the chunk's arrays stay near 100 MB whatever the count.
+_CHUNK_CELLS = 2_000_000
+
+
+def random_activity(kind: str, model_trades: int, n_bars: int, allow_short: bool) -> float:
+    """p, the chance that a random policy's action is Buy or Sell (see above); the
+    last bar's decision never fills, so ``n_bars - 1`` decisions count."""
+    if kind not in RANDOM_KINDS:
+        raise ValueError(f"kind must be one of {RANDOM_KINDS}; got {kind!r}")
+    if kind == "uniform":
+        return 2 / 3
+    per_bar = model_trades / max(n_bars - 1, 1)
+    return min(1.0, (3 if allow_short else 4) * per_bar)
+
+
+def random_actions(n_bars: int, activity: float, seed: int, policies: Any) -> np.ndarray:
+    """(len(policies), n_bars) int8 actions of the random policies numbered ``policies``."""
+    out = np.empty((len(policies), n_bars), np.int8)
+    for row, policy in enumerate(policies):
+        draw = np.random.default_rng([seed, int(policy)]).random(n_bars)
+        # Buy below p/2, Sell from p/2 to p, Hold above (HOLD, BUY, SELL = 0, 1, 2).
+        out[row] = draw < activity
+        out[row] += draw >= activity / 2
+        out[row] *= draw < activity
+    return out
+
+
+def score_tapes(bars: pd.DataFrame, actions: np.ndarray, params: EnvParams | None = None,
+                fill: str = "close") -> dict[str, np.ndarray]:
+    """Return [%], Sharpe Ratio, Max. Drawdown [%] and # Trades of every tape (a row of
+    ``actions``, (tapes, bars)) as :func:`run_backtest` (``finalize=True``) and
+    :func:`Utilities.performance.curve_summary` score it, without a loop over tapes
+    or bars in the replay. Tapes are replayed a chunk at a time through the same
+    accounting rule as :func:`_replay`: positions by
+    :func:`~Utilities.accounting.position_paths`, every trade in its own unit account
+    (one :func:`apply_actions` opens them all, one closes them), equity chained per tape.
+    A tape whose account is ruined (rare: a short that loses everything) is replayed
+    alone by :func:`run_backtest`, which liquidates it as everywhere else."""
+    params = params or EnvParams()
+    check_time_order(bars.index)
+    close, fill_price = fill_prices(bars, fill)
+    fill_price = np.r_[fill_price[:-1], close[-1]]
+    actions = np.asarray(actions)
+    if actions.ndim != 2 or actions.shape[1] != len(bars):
+        raise ValueError(f"actions must be (tapes, {len(bars)} bars); got {actions.shape}")
+    labels = performance.period_labels(bars.index)
+    periods = performance.periods_per_year(bars.index)
+    scores = {key: np.empty(len(actions)) for key in ("return_pct", "sharpe", "max_drawdown")}
+    scores["trades"] = np.empty(len(actions), np.int64)
+    rows = max(1, _CHUNK_CELLS // len(bars))
+    for first in range(0, len(actions), rows):
+        chunk = actions[first:first + rows]
+        equity, trades, ruined = _replay_tapes(chunk, close, fill_price, params)
+        for row in range(len(chunk)):
+            if ruined[row]:
+                alone = run_backtest(bars, actions=chunk[row], params=params, fill=fill)
+                curve, count = alone.equity.to_numpy(), len(alone.trades)
+            else:
+                curve, count = equity[row], trades[row]
+            summary = performance.curve_summary(curve, labels, periods)
+            for key in ("return_pct", "sharpe", "max_drawdown"):
+                scores[key][first + row] = summary[key]
+            scores["trades"][first + row] = count
+    return scores
+
+
+def _replay_tapes(actions: np.ndarray, close: np.ndarray, fill_price: np.ndarray,
+                  params: EnvParams) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(equity (tapes, bars), closed trades per tape, ruined per tape) of a chunk."""
+    tapes, n = actions.shape
+    initial = params.initial_balance
+    desired = position_paths(actions, params.allow_short)
+    desired[:, -1] = 0  # the last decision never fills; finalize closes at the last close
+    starts, exits = _trade_bars(desired.ravel())  # tape after tape, each ending flat
+    if not len(starts):  # nobody traded: every mark is the initial cash
+        return np.full(desired.shape, initial), np.zeros(tapes, np.int64), np.zeros(tapes, bool)
+    side = desired.ravel()[starts]
+    acc = Accounts.open(len(starts), 1.0)
+    apply_actions(acc, np.where(side > 0, BUY, SELL), fill_price[starts % n], params)
+    cash, units = acc.cash.copy(), acc.units.copy()
+    apply_actions(acc, np.where(side > 0, SELL, BUY), fill_price[exits % n], params)
+    growth, tape = acc.cash, starts // n
+    # Equity at each trade's start: the growth of the tape's earlier trades, chained in
+    # logs (a product over a chunk's thousands of trades would underflow).
+    logs = np.log(np.where(growth > 0, growth, 1.0))
+    before = np.cumsum(logs) - logs
+    first = np.searchsorted(tape, np.arange(tapes))
+    start_equity = initial * np.exp(before - before[first[tape]])
+    # Marks are A + B * close, with (A, B) fixed on stretches between fills: per tape,
+    # flat (the initial cash), then per trade held (its unit account's cash and units
+    # times its start equity) and flat again (the equity it left). A stretch begins at
+    # a tape's first bar and the bar after each fill's decision (a mark sees the
+    # decisions before its bar). A close decided on a tape's last bar (finalize) would
+    # begin its flat stretch where the next tape begins: that bar counts twice, so the
+    # unseen stretch is skipped, and the last mark is set to the final equity below.
+    trade = np.arange(len(starts))
+    held_at, flat_at = tape + 1 + 2 * trade, tape + 2 + 2 * trade
+    coefficient_a = np.empty(tapes + 2 * len(starts))
+    coefficient_b = np.zeros_like(coefficient_a)
+    coefficient_a[np.arange(tapes) + 2 * first] = initial
+    coefficient_a[held_at], coefficient_b[held_at] = start_equity * cash, start_equity * units
+    end_equity = start_equity * growth
+    coefficient_a[flat_at] = end_equity
+    begins = np.zeros(desired.size + 1, np.int8)
+    begins[np.arange(tapes) * n] = 1
+    begins[starts + 1] = 1
+    begins[exits + 1] += 1  # a last-bar exit's stretch begins where the next tape's does
+    stretch = np.cumsum(begins[:-1], dtype=np.int32).reshape(tapes, n)
+    stretch -= 1
+    equity = coefficient_a[stretch] + coefficient_b[stretch] * close
+    last = np.searchsorted(tape, np.arange(tapes), side="right") - 1
+    equity[:, -1] = np.where(last >= first, end_equity[last], initial)
+    ruined = (equity <= 0).any(axis=1)
+    ruined[tape[growth <= 0]] = True
+    return equity, np.bincount(tape, minlength=tapes), ruined
+
+
+def percentile_of(value: Any, sample: np.ndarray) -> float | None:
+    """The percentage of ``sample`` below ``value``, ties counting half (mid-rank): 50
+    when every random policy did exactly as well; NaN in ``sample`` is left out. None
+    when ``value`` is not a number or nothing is left to compare with."""
+    sample = np.asarray(sample, dtype=float)
+    sample = sample[~np.isnan(sample)]
+    if value is None or not np.isfinite(value) or not sample.size:
+        return None
+    below, tied = np.count_nonzero(sample < value), np.count_nonzero(sample == value)
+    return float(100.0 * (below + 0.5 * tied) / sample.size)
+
+
+@dataclass
+class RandomPolicies:
+    """The random policies a backtest is ranked among, and their scores (arrays, one
+    entry per policy, numbered from 0)."""
+
+    kind: str
+    activity: float  # p: the chance of a Buy or Sell at each bar
+    seed: int
+    scores: dict[str, np.ndarray]
+
+    @property
+    def count(self) -> int:
+        return len(self.scores["return_pct"])
+
+    def median_policy(self) -> int:
+        """The policy at the middle rank by return (the lower one of an even count)."""
+        order = np.argsort(self.scores["return_pct"], kind="stable")
+        return int(order[(self.count - 1) // 2])
+
+    def summary(self, statistics: dict[str, Any]) -> dict[str, Any]:
+        """JSON-ready: what a random policy was, the model's percentile of Return and
+        Sharpe among them, their median and 5-95 % band, and a histogram of returns."""
+        figures = {}
+        for key, stat in (("return_pct", "Return [%]"), ("sharpe", "Sharpe Ratio"),
+                          ("max_drawdown", "Max. Drawdown [%]"), ("trades", "# Trades")):
+            values = self.scores[key].astype(float)
+            finite = values[np.isfinite(values)]
+            model = statistics.get(stat)
+            band = np.percentile(finite, [5, 50, 95]) if finite.size else [None] * 3
+            figures[key] = {"statistic": stat, "model": _plain_number(model),
+                            "percentile": percentile_of(model, values) if key in (
+                                "return_pct", "sharpe") else None,
+                            "p5": _plain_number(band[0]), "median": _plain_number(band[1]),
+                            "p95": _plain_number(band[2]), "defined": int(finite.size)}
+        return {"kind": self.kind, "policies": self.count, "seed": self.seed,
+                "activity": self.activity, "hold_probability": 1.0 - self.activity,
+                "median_policy": self.median_policy(), **figures,
+                "histogram": histogram(self.scores["return_pct"],
+                                       statistics.get("Return [%]"))}
+
+
+def _plain_number(value: Any) -> float | None:
+    if value is None:
+        return None
+    value = float(value)
+    return value if np.isfinite(value) else None
+
+
+def histogram(values: np.ndarray, marker: Any = None, bins: int = 30) -> dict[str, Any]:
+    """Counts of ``values`` in ``bins`` equal bins. Their range also holds ``marker``
+    (the model's figure) when it lies within one range's width of the values, so the
+    page draws it among them; a marker further out would squash the distribution into
+    a bar or two, so the page draws it at the edge instead (``marker_outside``)."""
+    values = np.asarray(values, dtype=float)
+    values = values[np.isfinite(values)]
+    marked = marker is not None and np.isfinite(marker)
+    if not values.size:
+        return {"edges": [], "counts": [], "marker_outside": False}
+    low, high = float(values.min()), float(values.max())
+    width = max(high - low, 1e-9)
+    outside = marked and not low - width <= marker <= high + width
+    if marked and not outside:
+        low, high = min(low, float(marker)), max(high, float(marker))
+    if high - low < 1e-9:
+        low, high = low - 0.5, high + 0.5
+    counts, edges = np.histogram(values, bins=bins, range=(low, high))
+    return {"edges": [float(e) for e in edges], "counts": [int(c) for c in counts],
+            "marker_outside": bool(outside)}
+
+
+def random_policies(bars: pd.DataFrame, params: EnvParams | None = None, fill: str = "close",
+                    *, count: int = RANDOM_POLICIES, seed: int = BASELINE_SEED,
+                    kind: str = "matched", model_trades: int = 0) -> RandomPolicies:
+    """Score ``count`` random policies (see above) on ``bars`` with ``params``' costs."""
+    params = params or EnvParams()
+    if isinstance(count, bool) or not isinstance(count, int | np.integer) \
+            or not 1 <= count <= MAX_RANDOM_POLICIES:
+        raise ValueError(f"the number of random policies must be an integer from 1 to "
+                         f"{MAX_RANDOM_POLICIES}; got {count!r}")
+    activity = random_activity(kind, model_trades, len(bars), params.allow_short)
+    scores: dict[str, list[np.ndarray]] = {}
+    rows = max(1, _CHUNK_CELLS // max(len(bars), 1))
+    for first in range(0, count, rows):  # actions a chunk at a time, like the replay
+        actions = random_actions(len(bars), activity, seed, range(first, min(count, first + rows)))
+        for key, values in score_tapes(bars, actions, params, fill).items():
+            scores.setdefault(key, []).append(values)
+    return RandomPolicies(kind, activity, seed, {k: np.concatenate(v) for k, v in scores.items()})
+
+
 def random_policy(bars: pd.DataFrame, params: EnvParams | None = None, fill: str = "close",
-                  seed: int = BASELINE_SEED) -> BacktestResult:
-    """Baseline: uniformly random Hold/Buy/Sell from a seeded generator, same costs."""
-    actions = np.random.default_rng(seed).integers(0, 3, len(bars))
+                  seed: int = BASELINE_SEED, policy: int = 0,
+                  activity: float = 2 / 3) -> BacktestResult:
+    """One random policy (number ``policy`` of the family ``seed``, ``activity`` p) as
+    a full backtest, the same tape :func:`random_policies` scores."""
+    actions = random_actions(len(bars), activity, seed, [policy])[0]
     return run_backtest(bars, actions=actions, params=params, fill=fill)
 
 
 def baselines(bars: pd.DataFrame, params: EnvParams | None = None, fill: str = "close",
-              seed: int = BASELINE_SEED) -> dict[str, BacktestResult]:
-    """The baselines every backtest is shown beside, on the same bars and costs."""
-    return {"Buy & Hold": buy_and_hold(bars, params, fill),
-            "Random": random_policy(bars, params, fill, seed)}
+              seed: int = BASELINE_SEED, random: RandomPolicies | None = None
+              ) -> dict[str, BacktestResult]:
+    """The baselines every backtest is shown beside, on the same bars and costs:
+    buy-and-hold, and "Random": the random policy at the median rank of ``random``
+    (else policy 0 of the uniform family ``seed``)."""
+    chosen = random_policy(bars, params, fill, seed) if random is None else random_policy(
+        bars, params, fill, random.seed, random.median_policy(), random.activity)
+    return {"Buy & Hold": buy_and_hold(bars, params, fill), "Random": chosen}

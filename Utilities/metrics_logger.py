@@ -19,7 +19,14 @@ Keys are grouped SB3-style: ``episode/<field>`` (step = episode number) and
 ``train/<field>`` (step = update number). Episodes also become ``episode`` events so a
 live client sees them in order with trades, decisions, checkpoints and alerts.
 
-Adapted from the seed's ``MetricsLogger`` (../shared/seeds/metrics_alerts_experiments.md).
+Adapted from the seed's ``MetricsLogger`` (../shared/seeds/metrics_alerts_experiments.md),
+whose calls work as written: ``MetricsLogger("my_training")`` or
+``MetricsLogger(experiment_name=..., output_dir=..., buffer_size=...,
+auto_save_interval=..., enable_async=...)`` records a run of its own in the run store
+(``DATABASE_URL``, else the dashboard's SQLite file), so a script that logs this way shows
+up in the web; ``log_episode(episode, profit, sharpe, ...)`` stores ``episode/profit``,
+``episode/sharpe``, …; ``log_model_metrics(loss, q_values=[...], gradients={...})``
+summarises lists (mean/std/min/max) and flattens dicts into ``train/*`` scalars.
 """
 
 from __future__ import annotations
@@ -28,8 +35,10 @@ import csv
 import json
 import logging
 import math
+import sys
 import threading
 import time
+import weakref
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -39,7 +48,13 @@ import numpy as np
 import orjson
 
 from Utilities.metric_writes import MetricBatch
-from Utilities.run_store import EncodedPayload, RunStore, heartbeat_seconds
+from Utilities.run_store import (
+    TERMINAL_STATUSES,
+    EncodedPayload,
+    RunStore,
+    RunStoreError,
+    heartbeat_seconds,
+)
 from Utilities.serialization import to_plain
 
 log = logging.getLogger(__name__)
@@ -53,6 +68,14 @@ BATCH_ROWS = 20_000
 
 _now = time.time
 
+# The seed's named episode fields, in its positional order: log_episode(episode, profit,
+# sharpe, win_rate, drawdown, num_trades, epsilon, learning_rate).
+SEED_EPISODE_FIELDS = ("profit", "sharpe", "win_rate", "drawdown", "num_trades", "epsilon",
+                       "learning_rate")
+# The model type of a run a logger records for itself (``experiment_name``): what it
+# trains is the script's business; the history pages filter on it.
+EXPERIMENT_MODEL_TYPE = "experiment"
+
 
 class MetricsLogger:
     """Non-blocking logger for one training run; also usable with no store (memory only).
@@ -62,16 +85,52 @@ class MetricsLogger:
     ...     metrics.log_update(loss=0.41, entropy=1.02)
     """
 
-    def __init__(self, store: RunStore | None = None, run_id: str | None = None, *,
+    def __init__(self, store: RunStore | str | None = None, run_id: str | None = None, *,
+                 experiment_name: str | None = None, database_url: str | None = None,
+                 model_type: str = EXPERIMENT_MODEL_TYPE, config: dict[str, Any] | None = None,
                  flush_interval: float = 0.2, history: int = 100_000,
                  max_pending: int = 1_000_000, output_dir: str | Path | None = None,
                  close_timeout: float = 30.0, heartbeat_interval: float | None = None,
-                 batch_rows: int = BATCH_ROWS) -> None:
-        """``heartbeat_interval``: seconds between heartbeats of the run (default
+                 batch_rows: int = BATCH_ROWS, buffer_size: int | None = None,
+                 auto_save_interval: int | None = None, enable_async: bool = True) -> None:
+        """Log to ``run_id`` in ``store``; with neither, in memory only.
+
+        ``experiment_name`` (or a name as the first argument, the seed's
+        ``MetricsLogger("my_training")``): the logger records a run of its own, named so
+        and filed under that experiment, in ``store``, else in the store at
+        ``database_url``, else in :func:`Utilities.run_store.default_database_url` (where
+        the web looks); ``model_type`` and ``config`` describe it. close() ends that run
+        ``completed`` (``failed`` when a ``with`` block raised); so does the
+        interpreter's exit for a logger never closed.
+
+        ``heartbeat_interval``: seconds between heartbeats of the run (default
         heartbeat_seconds()); ``math.inf`` when something else heartbeats it.
         ``close_timeout``: how long close() waits for a writer that writes nothing (a
         hung store); one that keeps writing a backlog is waited for.
-        ``batch_rows``: most rows per transaction."""
+        ``batch_rows``: most rows per transaction.
+
+        The seed's ``buffer_size`` and ``auto_save_interval`` are checked and kept as
+        attributes but change nothing: rows reach the store every ``flush_interval``
+        (200 ms) whatever their count, which is sooner than any auto-save, and memory is
+        bounded by ``history`` and ``max_pending``. ``output_dir`` files are written by
+        close() and save_metrics(). ``enable_async=False`` writes every call before it
+        returns (one transaction per call: for debugging, not for a training loop)."""
+        if isinstance(store, str):  # the seed's positional experiment name
+            if experiment_name is not None:
+                raise TypeError("experiment name given twice (first argument and "
+                                "experiment_name=)")
+            store, experiment_name = None, store
+        self.buffer_size = _optional_count("buffer_size", buffer_size)
+        self.auto_save_interval = _optional_count("auto_save_interval", auto_save_interval)
+        if not isinstance(enable_async, bool):
+            raise TypeError(f"enable_async must be True or False; got {enable_async!r}")
+        self.enable_async = enable_async
+        self.experiment_name = experiment_name
+        self._owned_store: RunStore | None = None
+        self._owns_run = False
+        if experiment_name is not None and not run_id:
+            store, run_id = self._own_run(store, database_url, experiment_name, model_type,
+                                          config)
         if store is not None and not run_id:
             raise ValueError("a run_id is needed to log to a store")
         self.store, self.run_id = store, run_id
@@ -113,31 +172,75 @@ class MetricsLogger:
         self._stop = threading.Event()
         self._closed = False
         self._thread: threading.Thread | None = None
+        if store is not None and not enable_async:
+            self._append = self._append_now
         if store is not None:
             self._thread = threading.Thread(target=self._run, name="metrics-writer",
                                             daemon=True)
             self._thread.start()
+        if self._owns_run:
+            # A script that never closes its logger (the seed's minimal example) still
+            # gets its last rows written and its run ended when the interpreter exits.
+            # (A finalizer, not atexit.register(self.close): it holds no strong reference.)
+            self._at_exit = weakref.finalize(self, _close_at_exit, weakref.ref(self))
+
+    def _own_run(self, store: RunStore | None, database_url: str | None, name: str,
+                 model_type: str, config: dict[str, Any] | None) -> tuple[RunStore, str]:
+        """Record a run for this logger (the seed's ``experiment_name``)."""
+        if not isinstance(name, str) or not name.strip():
+            raise ValueError(f"experiment_name must be a non-empty string; got {name!r}")
+        if store is None:
+            store = self._owned_store = RunStore(database_url)
+        run_id = store.create_run(name=name.strip(), model_type=model_type,
+                                  experiment=name.strip(), config=dict(config or {}))
+        self._owns_run = True
+        return store, run_id
+
+    def _append_now(self, item: tuple) -> None:
+        """``enable_async=False``: queue, then write at once on the caller's thread."""
+        self._queue.append(item)
+        self.flush()
 
     # ------------------------------------------------------------------ logging calls
 
-    def log_episode(self, episode: int, *, reward: float, steps: int | None = None,
+    def log_episode(self, episode: int, profit: float | None = None,
+                    sharpe: float | None = None, win_rate: float | None = None,
+                    drawdown: float | None = None, num_trades: int | None = None,
+                    epsilon: float | None = None, learning_rate: float | None = None, *,
+                    reward: float | None = None, steps: int | None = None,
                     win: bool | None = None, **metrics: float) -> None:
-        """One finished episode: total reward, length, win flag and any extra metrics."""
+        """One finished episode: total reward, length, win flag and any extra metrics,
+        each stored as ``episode/<name>`` at step ``episode``.
+
+        The seed's fields (``profit``, ``sharpe``, ``win_rate``, ``drawdown``,
+        ``num_trades``, ``epsilon``, ``learning_rate``; positional in that order, as in
+        ``log_episode(episode, profit, sharpe)``) are extra metrics like any other. Only
+        the fields given are stored: the seed's 0.0 defaults would draw false zeros."""
         # The hot call of a training loop (issue 13: <= 5 µs mean). It queues ONE tuple
         # of plain values; the writer thread builds the episode's metric rows and event
         # from it. No tuple here holds a dict, so the cyclic GC untracks the queue's
         # tuples on its first pass and a backlog never promotes objects into the old
         # generation (a 100k-episode burst used to cost ~0.5 s of full collections).
         now = _now()
-        episode, reward = int(episode), float(reward)
-        record = {"episode": episode, "reward": reward}
+        if not (profit is None and sharpe is None and win_rate is None and drawdown is None
+                and num_trades is None and epsilon is None and learning_rate is None):
+            metrics = _seed_fields(metrics, profit, sharpe, win_rate, drawdown, num_trades,
+                                   epsilon, learning_rate)
+        episode = int(episode)
+        record = {"episode": episode}
         series = self._episode_series
+        if reward is not None:
+            record["reward"] = reward = float(reward)
         names = values = ()  # extra metrics: two flat tuples (a tuple of pairs nests)
         if metrics:  # checked before anything is kept: a bad value leaves no trace
             names, values = tuple(metrics), tuple(metrics.values())
-            numbers = [_number(f"episode/{key}", value) for key, value in metrics.items()]
+            try:  # the usual case, without a key's name built per value
+                numbers = [float(value) for value in values]
+            except (TypeError, ValueError):  # say which metric, in the caller's frame
+                numbers = [_number(f"episode/{key}", value) for key, value in metrics.items()]
             record.update(metrics)
-        series["reward"].append(reward)
+        if reward is not None:
+            series["reward"].append(reward)
         if names:
             for key, number in zip(names, numbers, strict=True):
                 series[key].append(number)
@@ -158,7 +261,25 @@ class MetricsLogger:
             number = self._remember(f"train/{key}", value)
             self._append(("m", f"train/{key}", self._update_step, number, now))
 
-    log_model_metrics = log_update  # the seed's name
+    def log_model_metrics(self, loss: float | None = None,
+                          q_values: Iterable[float] | float | None = None,
+                          gradients: dict[str, Any] | None = None,
+                          weights: dict[str, Any] | None = None, *, step: int | None = None,
+                          **metrics: Any) -> None:
+        """The seed's call for an update's model metrics, as ``train/*`` scalars of one
+        :meth:`log_update`: ``loss``; ``q_values`` (a list or array) as
+        ``q_values_mean``/``_std``/``_min``/``_max``; ``gradients`` and ``weights``
+        dicts flattened (``{'mean': 0.01}`` → ``gradients_mean``, nested dicts joined
+        by ``_``, a list value summarised like q-values); any other keyword as given
+        (lists and dicts the same way)."""
+        scalars: dict[str, float] = {}
+        if loss is not None:
+            scalars["loss"] = _number("train/loss", loss)
+        for name, value in (("q_values", q_values), ("gradients", gradients),
+                            ("weights", weights), *metrics.items()):
+            if value is not None:
+                _flatten(name, value, scalars)
+        self.log_update(step=step, **scalars)
 
     def log_metrics(self, step: int, prefix: str = "custom", **metrics: float) -> None:
         """Any other scalar series, under ``<prefix>/<name>``."""
@@ -226,6 +347,19 @@ class MetricsLogger:
     # Queries copy deques with list(), which is atomic under the GIL, so they are safe
     # to call from another thread while training appends.
 
+    @property
+    def episode_metrics(self) -> list[dict[str, Any]]:
+        """The episodes kept in memory, oldest first (the seed's attribute; assigning a
+        shorter list, ``logger.episode_metrics = logger.episode_metrics[-1000:]``, keeps
+        only those in memory; the store keeps every episode)."""
+        return [dict(e) for e in list(self._episodes)]
+
+    @episode_metrics.setter
+    def episode_metrics(self, episodes: Iterable[dict[str, Any]]) -> None:
+        kept = list(episodes)
+        self._episodes.clear()
+        self._episodes.extend(dict(e) for e in kept[-(self._episodes.maxlen or len(kept)):])
+
     def get_latest_episode(self) -> dict[str, Any] | None:
         episodes = list(self._episodes)
         return dict(episodes[-1]) if episodes else None
@@ -255,12 +389,14 @@ class MetricsLogger:
     def get_statistics(self) -> dict[str, Any]:
         """Summary of what was logged and of the writer's health."""
         best = self.get_best_episode("reward")
+        best_profit = self.get_best_episode("profit")
         latest = self.get_latest_episode()
         wins = list(self._series.get("episode/win", ()))
         return {
             "episodes": len(self._episodes),
             "latest_episode": latest["episode"] if latest else None,
             "best_reward": best["reward"] if best else None,
+            "best_profit": best_profit["profit"] if best_profit else None,  # the seed's
             "best_episode": best["episode"] if best else None,
             "mean_reward_last_50": self.get_smoothed_metric("episode/reward", 50),
             "win_rate": sum(wins) / len(wins) if wins else None,
@@ -412,13 +548,15 @@ class MetricsLogger:
         for item in items:
             if item[0] == "E":
                 _, episode, reward, episode_steps, win, names, numbers, now = item
-                if win is not None and episode_steps is not None and not names:
+                if (win is not None and episode_steps is not None and not names
+                        and reward is not None):
                     keys += _EPISODE_KEYS  # the usual episode: three rows at once
                     steps += (episode, episode, episode)
                     values += (reward, float(episode_steps), float(win))
                     walls += (now, now, now)
                     continue
-                key("episode/reward"), step(episode), value(reward), wall(now)
+                if reward is not None:
+                    key("episode/reward"), step(episode), value(reward), wall(now)
                 for name, number in zip(names, numbers, strict=True):
                     key("episode/" + name), step(episode), value(float(number)), wall(now)
                 if episode_steps is not None:
@@ -449,7 +587,9 @@ class MetricsLogger:
                     if encoded is not None:
                         yield run, "episode", encoded, now
                         continue
-                payload = {"episode": episode, "reward": reward}
+                payload = {"episode": episode}
+                if reward is not None:
+                    payload["reward"] = reward
                 for name, number in zip(names, numbers, strict=True):
                     payload[name] = number
                 if episode_steps is not None:
@@ -473,7 +613,11 @@ class MetricsLogger:
             self._pending_rows += 1
 
     def close(self) -> None:
-        """Stop the writer thread and flush what is left. Safe to call twice."""
+        """Stop the writer thread and flush what is left; end the logger's own run (see
+        ``experiment_name``) as completed. Safe to call twice."""
+        self._close(None)
+
+    def _close(self, error: BaseException | None) -> None:
         if self._closed:
             return
         self._closed = True
@@ -486,6 +630,26 @@ class MetricsLogger:
                       self.get_statistics()["queued"], self._last_error)
         if self.output_dir is not None:
             self.save_metrics("json")
+        if self._owns_run:
+            self._end_own_run(error)
+
+    def _end_own_run(self, error: BaseException | None) -> None:
+        """The run this logger recorded ends with it: completed, stopped (Ctrl-C) or
+        failed (an exception left its ``with`` block), unless it ended already."""
+        self._at_exit.detach()
+        status, message = "completed", None
+        if isinstance(error, KeyboardInterrupt):
+            status = "stopped"
+        elif error is not None:
+            status, message = "failed", f"{type(error).__name__}: {error}"
+        try:
+            if self.store.get_run(self.run_id)["status"] not in TERMINAL_STATUSES:
+                self.store.set_status(self.run_id, status, error=message)
+        except RunStoreError as exc:  # ended elsewhere, deleted, or the store is gone
+            log.warning("could not mark run %s %s: %s", self.run_id, status, exc)
+        finally:
+            if self._owned_store is not None:
+                self._owned_store.close()
 
     def _join_writer(self, thread: threading.Thread) -> bool:
         """Wait for the writer thread to end while it makes progress; False when it wrote
@@ -513,8 +677,9 @@ class MetricsLogger:
     def __enter__(self) -> MetricsLogger:
         return self
 
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
+    def __exit__(self, exc_type: type[BaseException] | None, error: BaseException | None,
+                 traceback: object) -> None:
+        self._close(error)
 
     # ------------------------------------------------------------------------- export
 
@@ -576,12 +741,14 @@ def _number(key: str, value: Any) -> float:
 _EPISODE_KEYS = ("episode/reward", "episode/steps", "episode/win")
 
 
-def _episode_json(episode: int, reward: float, steps: int | None,
+def _episode_json(episode: int, reward: float | None, steps: int | None,
                   win: bool | None) -> EncodedPayload | None:
     """The record of an episode without extra metrics as its payload's JSON text, what
     the store would make of the dict (orjson writes a NaN or infinite reward as null,
     as to_plain makes it None); None for what orjson refuses (an int past 64 bits)."""
-    record = {"episode": episode, "reward": reward}
+    record: dict[str, Any] = {"episode": episode}
+    if reward is not None:
+        record["reward"] = reward
     if steps is not None:
         record["steps"] = steps
     if win is not None:
@@ -595,9 +762,64 @@ def _episode_json(episode: int, reward: float, steps: int | None,
 def _rows_of(item: tuple) -> int:
     """Rows a queued item becomes: an episode's metrics and its event, else one."""
     if item[0] == "E":  # ("E", episode, reward, steps, win, names, values, wall_time)
-        return 2 + len(item[5]) + (item[3] is not None) + (item[4] is not None)
+        return (1 + (item[2] is not None) + len(item[5]) + (item[3] is not None)
+                + (item[4] is not None))
     return 1
 
 
 def _discard(item: tuple) -> None:
     """Queue stand-in for memory-only loggers."""
+
+
+def _seed_fields(metrics: dict[str, Any], *values: Any) -> dict[str, Any]:
+    """The seed's named episode fields that were given, before the other metrics."""
+    given = {name: value for name, value in zip(SEED_EPISODE_FIELDS, values, strict=True)
+             if value is not None}
+    return {**given, **metrics}
+
+
+def _flatten(name: str, value: Any, into: dict[str, float]) -> None:
+    """A model metric as scalars: a number as it is; a dict's items as ``<name>_<key>``
+    (recursively); a list, tuple or array as its mean, std, min and max."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            _flatten(f"{name}_{key}", item, into)
+        return
+    if isinstance(value, list | tuple | np.ndarray) or hasattr(value, "tolist"):
+        array = _as_array(name, value)
+        if array.size == 0:
+            return  # nothing to summarise: no rows rather than NaNs
+        if array.size == 1 and not isinstance(value, list | tuple):
+            into[name] = float(array.reshape(-1)[0])  # a 0-d array or a one-element tensor
+            return
+        into.update({f"{name}_mean": float(array.mean()), f"{name}_std": float(array.std()),
+                     f"{name}_min": float(array.min()), f"{name}_max": float(array.max())})
+        return
+    into[name] = _number(f"train/{name}", value)
+
+
+def _as_array(name: str, value: Any) -> np.ndarray:
+    """A list or array of numbers as floats (a torch tensor through .tolist())."""
+    try:
+        plain = value.tolist() if hasattr(value, "tolist") else value
+        return np.asarray(plain, dtype=float)
+    except (TypeError, ValueError):
+        raise TypeError(f"metric 'train/{name}' must be numbers, got "
+                        f"{type(value).__name__}") from None
+
+
+def _optional_count(label: str, value: int | None) -> int | None:
+    """The seed's buffer_size / auto_save_interval: None or a whole number >= 1."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{label} must be a whole number >= 1; got {value!r}")
+    return value
+
+
+def _close_at_exit(ref: weakref.ReferenceType[MetricsLogger]) -> None:
+    """At the interpreter's exit: flush a logger never closed and end its run, failed
+    when the script died of an uncaught exception (Python keeps it in sys.last_value)."""
+    logger = ref()
+    if logger is not None:
+        logger._close(getattr(sys, "last_value", None))

@@ -1,6 +1,7 @@
 """The backtest every model type shares: load the model and the CSV, choose the period,
 build the model's input windows, let the type decide the actions, then score them with
-the engine (:mod:`Utilities.backtester`) beside buy-and-hold and a seeded random policy.
+the engine (:mod:`Utilities.backtester`) beside buy-and-hold and ranked among seeded
+random policies.
 
 A type's backtester (named in its registry entry) implements only :meth:`decide`:
 PPO plays closed-loop (:mod:`Utilities.ppo_backtester`), the supervised types map their
@@ -22,7 +23,13 @@ from NetworkConfigs import load_model, model_type_of
 from NetworkConfigs.base import ModelLoader
 from Utilities.accounting import EnvParams
 from Utilities.backtest_report import BacktestReport, choose_period, env_params_for
-from Utilities.backtester import baselines, run_backtest
+from Utilities.backtester import (
+    BASELINE_SEED,
+    RANDOM_POLICIES,
+    baselines,
+    random_policies,
+    run_backtest,
+)
 from Utilities.data_utils import load_bars, transform_features, windows_ending_at
 
 # ``progress(fraction, stage)``: how far a run is (0 to 1) and what it is doing, for a
@@ -41,14 +48,19 @@ class ModelBacktester(ABC):
     the training file, else the whole file); ``commission``, ``slippage`` and
     ``initial_balance`` override the model's env_params; ``fill`` is ``"close"`` or
     ``"next_open"``; ``sample`` draws actions (seeded) where the type can sample;
-    ``progress`` (see :data:`Progress`) is told how far the run is.
+    ``progress`` (see :data:`Progress`) is told how far the run is;
+    ``random_policies`` random policies of ``random_kind`` (``"matched"`` or
+    ``"uniform"``, seeded by ``random_seed``) rank the result (see
+    :func:`Utilities.backtester.random_policies`; 0 ranks nothing and shows one uniform
+    random policy, as before the ranking, for a timing that leaves it out).
     """
 
     def __init__(self, model: str | Path, csv_path: str | Path, *, start: Any = None,
                  end: Any = None, commission: float | None = None,
                  slippage: float | None = None, initial_balance: float | None = None,
                  fill: str = "close", sample: bool = False, seed: int = 0,
-                 progress: Progress | None = None) -> None:
+                 progress: Progress | None = None, random_policies: int = RANDOM_POLICIES,
+                 random_seed: int = BASELINE_SEED, random_kind: str = "matched") -> None:
         path = Path(model)
         self.model_dir = path.parent if path.suffix in (".yaml", ".yml") else path
         self.csv_path = Path(csv_path)
@@ -57,6 +69,7 @@ class ModelBacktester(ABC):
                           "initial_balance": initial_balance}
         self.sample, self.seed = sample, seed
         self.progress = progress
+        self.random = {"count": random_policies, "seed": random_seed, "kind": random_kind}
         self.loader: Any = None
         self.bars: pd.DataFrame | None = None
 
@@ -86,8 +99,11 @@ class ModelBacktester(ABC):
         actions, decisions = self.decide(windows, period_bars, params)
         self._report(_SCORING, "scoring the trades and the baselines")
         result = run_backtest(period_bars, actions=actions, params=params, fill=self.fill)
+        ranked = random_policies(period_bars, params, self.fill, model_trades=len(result.trades),
+                                 **self.random) if self.random["count"] else None
         return BacktestReport(loader.name, loader.config["Type"], str(self.csv_path), period,
-                              result, baselines(period_bars, params, self.fill), decisions)
+                              result, baselines(period_bars, params, self.fill, random=ranked),
+                              decisions, ranked)
 
     def deciding(self, fraction: float) -> None:
         """A type's :meth:`decide` says how far it is (0 to 1), if it can tell."""

@@ -145,7 +145,7 @@ class RunAlertWatcher:
                 continue
             self._best[key] = value
             self.alerts.send_new_best_model(metric=key[len(UPDATE_PREFIX):], value=value,
-                                            episode=point["step"], previous=previous)
+                                            step=point["step"], previous=previous)
 
     def _stall(self, run: dict[str, Any]) -> None:
         quiet = self._clock() - self._last_point

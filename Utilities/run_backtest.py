@@ -3,7 +3,8 @@
     python Utilities/run_backtest.py --model-dir Models/XGB_demo --csv_path sample.csv
 
 The model's type (from its config) picks its backtester through the registry. Prints
-the statistics beside buy-and-hold and a seeded random policy, and writes trades.csv,
+the statistics beside buy-and-hold and the median of seeded random policies, the
+model's percentile among them (``--random-policies``, default 300), and writes trades.csv,
 equity.csv, decisions.csv, statistics.json and equity.png. Bad input: one line on
 stderr, exit status 2.
 """
@@ -21,6 +22,7 @@ if __package__ in (None, ""):  # run as a script: make the project root importab
 from NetworkConfigs import UnknownModelType
 from NetworkConfigs.artifacts import ArtifactError
 from Utilities.backtest_report import BacktestInputError
+from Utilities.backtester import BASELINE_SEED, MAX_RANDOM_POLICIES, RANDOM_KINDS, RANDOM_POLICIES
 from Utilities.data_utils import DataError
 from Utilities.logging_setup import configure_logging, one_line
 from Utilities.model_backtester import backtester_for
@@ -43,7 +45,25 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--sample", action="store_true",
                         help="sample actions (seeded; PPO only)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--random-policies", type=_policy_count, default=RANDOM_POLICIES,
+                        help=f"random policies to rank the model among (0 to "
+                             f"{MAX_RANDOM_POLICIES}; default {RANDOM_POLICIES}; 0: none)")
+    parser.add_argument("--random-kind", choices=RANDOM_KINDS, default="matched",
+                        help="matched: as active as the model (default); uniform: Hold, "
+                             "Buy, Sell a third each")
+    parser.add_argument("--random-seed", type=int, default=BASELINE_SEED,
+                        help="seed of the random policies")
     return parser.parse_args(argv)
+
+
+def _policy_count(text: str) -> int:
+    try:
+        count = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if not 0 <= count <= MAX_RANDOM_POLICIES:
+        raise argparse.ArgumentTypeError(f"must be from 0 to {MAX_RANDOM_POLICIES}; got {count}")
+    return count
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -54,7 +74,9 @@ def main(argv: list[str] | None = None) -> int:
                                     end=args.end, commission=args.commission,
                                     slippage=args.slippage,
                                     initial_balance=args.initial_balance, fill=args.fill,
-                                    sample=args.sample, seed=args.seed)
+                                    sample=args.sample, seed=args.seed,
+                                    random_policies=args.random_policies,
+                                    random_seed=args.random_seed, random_kind=args.random_kind)
         report = backtester.run_with_results()
     except (ArtifactError, DataError, BacktestInputError, UnknownModelType, OSError) as exc:
         print(f"error: {one_line(exc)}", file=sys.stderr)
@@ -66,6 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{report.model_name} ({report.model_type}) on {args.csv_path}: {summary['start']} "
           f".. {summary['end']}, {summary['bars']} bars ({summary['source']})\n")
     print(report.table())
+    print(f"\n{report.random_line()}")
     print(f"\nwrote {', '.join(str(p) for p in paths.values())}")
     return 0
 

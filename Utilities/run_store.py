@@ -488,6 +488,27 @@ class RunReads:
         """As :meth:`RunStore.series_statistics`: one query for every run."""
         return metric_reads.series_of_runs(self._session, [_uuid_arg(r) for r in run_ids])
 
+    def runs(self, run_ids: Iterable[str]) -> list[dict]:
+        """The runs with these ids (archived ones too), in the order given; unknown ids
+        are left out. One statement (and one for their tags), whatever the count."""
+        wanted = list(dict.fromkeys(_uuid_arg(r) for r in run_ids))
+        found = {run.id: run_as_dict(run)
+                 for run in self._session.scalars(select(Run).where(Run.id.in_(wanted)))}
+        return [found[r] for r in wanted if r in found]
+
+    def model_runs(self) -> list[dict]:
+        """Every run that saved a model (a non-empty model_dir), newest first."""
+        query = select(Run).where(Run.model_dir != "").order_by(Run.created_at.desc(),
+                                                                Run.id.desc())
+        return [run_as_dict(run) for run in self._session.scalars(query)]
+
+    def overlay_points(self, stats: dict, max_points: int) -> list[dict]:
+        """A whole series for a chart of many series
+        (:func:`Utilities.metric_reads.overlay_points`) given its :meth:`series_statistics`
+        row: no statistics read per series."""
+        max_points = _int_arg("max_points", max_points, MIN_POINTS)
+        return metric_reads.overlay_points(self._session, stats, max_points)
+
     def episode_windows(self, stats: dict[str, dict[str, dict]], episodes: int, *,
                         win_episodes: int | None = None, keys: Iterable[str] | None = None,
                         ) -> dict[str, dict[str, list[dict]]]:

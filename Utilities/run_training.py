@@ -2,12 +2,14 @@
 
     python Utilities/run_training.py --csv_path sample.csv --model ppo [--mode smoke]
     python -m Utilities.run_training --csv_path bars.csv --model ppo --model_name nq_agent
+    python Utilities/run_training.py --csv_path sample.csv --experiment lr-sweep --tag a --tag b
 
 Every run is recorded in the run store (config, per-episode and per-update metrics,
 checkpoints, final status) and heartbeat while the process lives. One training per
-model (type + name) at a time: a second is refused. Ctrl-C or SIGTERM stops after the
-current iteration: a checkpoint and the model trained so far are saved and the run is
-marked stopped; the exit status is 0 after Ctrl-C (the user asked) and 143 after
+model (type + name) at a time: a second is refused. ``--experiment``, ``--tag`` and
+``--description`` (or the config's ``run:`` section) label the run. Ctrl-C or SIGTERM
+stops after the current iteration: a checkpoint and the model trained so far are saved
+and the run is marked stopped; the exit status is 0 after Ctrl-C (the user asked) and 143 after
 SIGTERM (the process was terminated). A second signal aborts at once (130 / 143).
 Bad arguments or data: one line on stderr, exit status 2, nothing written.
 """
@@ -53,12 +55,15 @@ from NetworkConfigs.callbacks import (
     RunControl,
     StopOnSignal,
     StoreLogger,
+    latest_checkpoint,
 )
 from NetworkConfigs.torch_utils import set_threads
+from Utilities.alert_config import AlertSettings, for_run, load_settings
 from Utilities.dashboard_settings import DashboardSettings
 from Utilities.data_utils import DataError, load_bars
 from Utilities.input_errors import InputError
 from Utilities.logging_setup import configure_logging, one_line
+from Utilities.run_alerts import watching
 from Utilities.run_store import (
     LOST_PREFIX,
     TERMINAL_STATUSES,
@@ -98,6 +103,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--run-id", help="record the run under this UUID (launchers that "
                                          "must know the id before training starts)")
+    parser.add_argument("--experiment", help="the experiment this run belongs to (a name "
+                        "that groups runs on the history page and in the API)")
+    parser.add_argument("--alerts", help="this run's alert thresholds: CONSERVATIVE, "
+                        "MODERATE, AGGRESSIVE, off, or a JSON object of values (default: "
+                        "alerts.yaml's; channels always come from alerts.yaml)")
+    parser.add_argument("--tag", action="append", help="a tag for the run (repeatable: "
+                        "--tag baseline --tag lr-3e-4)")
+    parser.add_argument("--description", help="what this run is for")
     parser.add_argument("--threads", help="CPU threads torch may use (default: TRAIN_THREADS, "
                         "else every CPU); a second busy process makes more threads than "
                         "cores several times slower")
@@ -108,9 +121,10 @@ def load_resume(target: str, store: RunStore | None) -> dict[str, Any]:
     """A checkpoint from a file, a model/checkpoint folder, or a run id in the store."""
     path = Path(target)
     if path.is_dir():
-        found = sorted(path.glob("*_checkpoint.pt")) or sorted(path.glob("last.pt"))
-        if not found:
-            raise UsageError(f"no checkpoint (*_checkpoint.pt or last.pt) in {path}", "resume")
+        found = sorted(path.glob("*_checkpoint.pt")) or [latest_checkpoint(path)]
+        if found[0] is None:
+            raise UsageError(f"no checkpoint (*_checkpoint.pt, iteration-*.pt or last.pt) in "
+                             f"{path}", "resume")
         path = found[0]
     elif not path.is_file():
         path = checkpoint_of_run(target, store)
@@ -173,7 +187,7 @@ def make_callbacks(job: dict[str, Any], store: RunStore | None, run_id: str | No
     extra = {"config": job["config"], "model_name": job["name"], "data_hash": job["data_hash"],
              "model_type": job["model_type"].name}
     callbacks += [Checkpoints(checkpoint_dir, job["trainer"].checkpoint_every, on_saved=saved,
-                              extra=extra), stop]
+                              extra=extra, keep=job["trainer"].keep_checkpoints), stop]
     if progress:
         callbacks.insert(0, ProgressBar(job["trainer"].progress_total,
                                         unit=job["trainer"].progress_unit))
@@ -250,7 +264,7 @@ def _run_fields(job: dict[str, Any], request: TrainingRequest) -> dict[str, Any]
     """How a run is recorded, whether the CLI creates it or takes over a launcher's."""
     return {"name": job["name"], "model_type": job["model_type"].name,
             "algorithm": job["model_type"].label, "config": job["config"],
-            "data_file": str(request.csv_path), "tags": request.tags}
+            "data_file": str(request.csv_path), **request.run_labels()}
 
 
 def _launcher_claim(store: RunStore | None, run_id: str | None) -> str | None:
@@ -296,6 +310,7 @@ def train(args: argparse.Namespace) -> int:
         heartbeat.start(claimed)  # alive while the data loads
         try:
             request = TrainingRequest.from_args(args)
+            alerts = alert_settings(request)
             set_threads(request.threads or thread_budget())
             job = prepare(request, store)
             run_id = _record_run(store, job, request, claimed)
@@ -316,11 +331,22 @@ def train(args: argparse.Namespace) -> int:
                        / (run_id or f"{job['model_type'].prefix}_{job['name']}"))
         job["trainer"].callbacks.extend(make_callbacks(job, store, run_id, checkpoints,
                                                        request.progress, stop))
-        with served_dashboard(request.dashboard, store, run_id):
+        # The platform's alert rules watch the run from the store on their own thread.
+        with served_dashboard(request.dashboard, store, run_id), \
+                watching(store, run_id, alerts, name=job["name"]):
             code = _fit(job["trainer"], job, request, models_dir, store, run_id)
     # Terminated from outside: 128 + SIGTERM, as a shell reports it, so a supervisor or
     # a script sees that the budget was not trained (the run itself is stopped, saved).
     return EXIT_TERMINATED if stop.terminated and code in (0, EXIT_INTERRUPTED) else code
+
+
+def alert_settings(request: TrainingRequest) -> AlertSettings:
+    """The run's alert settings: alerts.yaml (or $ALERTS_CONFIG) with the run's own
+    thresholds; UsageError naming the file or ``alerts`` when they are unusable."""
+    try:
+        return for_run(load_settings(), request.alerts)
+    except InputError as exc:
+        raise UsageError.of(exc) from None
 
 
 @contextmanager

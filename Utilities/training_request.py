@@ -34,6 +34,7 @@ import yaml
 from NetworkConfigs import DEFAULT_MODEL_TYPE, UnknownModelType, get_model_type
 from NetworkConfigs.artifacts import ArtifactError, default_models_dir, validate_name
 from NetworkConfigs.base import deep_merge
+from Utilities.alert_config import run_choice
 from Utilities.dashboard_settings import SECTION as DASHBOARD_SECTION
 from Utilities.dashboard_settings import DashboardSettings, dashboard_settings
 from Utilities.data_utils import (
@@ -47,6 +48,8 @@ from Utilities.data_utils import (
     require_rows,
 )
 from Utilities.input_errors import InputError, InputErrors
+from Utilities.run_labels import SECTION as RUN_SECTION
+from Utilities.run_labels import check_labels, config_section, merged_tags
 
 MODES = ("smoke", "full")
 # Suffixes whose header and rows a request thread can count line by line; a compressed
@@ -72,6 +75,9 @@ class UsageErrors(UsageError, InputErrors):
     """Several problems found in one pass (a form shows them all at once)."""
 
 
+ALERTS_SECTION = "alerts"  # the training config's per-run alert thresholds
+
+
 @dataclass(frozen=True)
 class TrainingRequest:
     """Everything a training is given. ``overrides`` are merged over the type's defaults
@@ -92,6 +98,14 @@ class TrainingRequest:
     threads: int | None = None          # torch's CPU threads; None: thread_budget()
     # The config's training_dashboard section (how the run is watched, not the model's).
     dashboard: DashboardSettings = field(default_factory=DashboardSettings)
+    # How the run is labelled (Utilities.run_labels): --experiment, --tag, --description,
+    # or the config's run: section. The preset's own tag ("smoke") is added in ``tags``.
+    experiment: str = ""
+    user_tags: tuple[str, ...] = ()
+    description: str = ""
+    # The run's alert thresholds (Utilities.alert_config.run_choice): --alerts, or the
+    # config's alerts: section; None takes alerts.yaml's.
+    alerts: str | dict[str, Any] | None = None
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> TrainingRequest:
@@ -109,9 +123,14 @@ class TrainingRequest:
                 overrides = deep_merge(overrides, {"train_params": {key: flag}})
         try:
             dashboard = dashboard_settings(overrides.pop(DASHBOARD_SECTION, None))
+            labels = _labels_of(args, overrides.pop(RUN_SECTION, None))
+            alerts = run_choice(overrides.pop(ALERTS_SECTION, None))
+            if getattr(args, "alerts", None) is not None:
+                alerts = run_choice(args.alerts)
         except InputError as exc:
             raise UsageError.of(exc) from None
-        return cls(dashboard=dashboard, csv_path=Path(args.csv_path), model_type=args.model,
+        return cls(dashboard=dashboard, **labels, alerts=alerts, csv_path=Path(args.csv_path),
+                   model_type=args.model,
                    model_name=args.model_name, mode=args.mode, overrides=overrides,
                    resume=args.resume, models_dir=args.models_dir, overwrite=args.overwrite,
                    run_id=_run_id(args.run_id), database_url=args.database_url,
@@ -138,14 +157,46 @@ class TrainingRequest:
                 args += [option, str(value)]
         if config_file is None and self.overrides:
             args += ["--training_params", json.dumps(dict(self.overrides))]
+        if self.experiment:
+            args += ["--experiment", self.experiment]
+        for tag in self.user_tags:
+            args += ["--tag", tag]
+        if self.description:
+            args += ["--description", self.description]
+        if self.alerts is not None:
+            alerts = self.alerts if isinstance(self.alerts, str) else json.dumps(self.alerts)
+            args += ["--alerts", alerts]
         return args + ["--overwrite"] * self.overwrite + ["--no-progress"] * (not self.progress)
 
     @property
     def tags(self) -> list[str]:
-        return ["smoke"] if self.mode == "smoke" else []
+        """The run's tags: the person's, and the preset's ("smoke")."""
+        return merged_tags(self.user_tags, ["smoke"] if self.mode == "smoke" else [])
+
+    def run_labels(self) -> dict[str, Any]:
+        """How the run is labelled, as the store's create/claim/adopt take it."""
+        return {"experiment": self.experiment, "tags": self.tags,
+                "description": self.description}
 
     def type_name(self) -> str:
         return self.model_type or DEFAULT_MODEL_TYPE
+
+
+def _labels_of(args: argparse.Namespace, section: Any) -> dict[str, Any]:
+    """The run's labels: the config's ``run:`` section, then the flags (an
+    ``--experiment`` or ``--description`` replaces the file's; ``--tag`` adds to its
+    tags). InputError naming the flag (``experiment``, ``tags``) or ``run.<key>``."""
+    labels = config_section(section)
+    flags = check_labels({name: value for name, value in (
+        ("experiment", getattr(args, "experiment", None)),
+        ("tags", getattr(args, "tag", None)),
+        ("description", getattr(args, "description", None))) if value is not None})
+    tags = merged_tags(labels.get("tags", []), flags.pop("tags", []))
+    labels.update(flags)
+    if tags:
+        check_labels({"tags": tags})  # the count, after merging
+    return {"experiment": labels.get("experiment", ""), "user_tags": tuple(tags),
+            "description": labels.get("description", "")}
 
 
 def precheck(request: TrainingRequest, *, data: bool = True) -> dict[str, Any]:

@@ -11,20 +11,20 @@ seconds and process CPU seconds (CPU time is steadier on a shared machine):
 - ``engine``: our ``run_backtest`` replaying the same tape with the same costs;
 - ``closed_loop``: ``PPOBacktester`` on the same bars with a PPO model of the default
   network (64-64 MLP, lookback 20), trained for a smoke budget on the first 5,000 bars.
-  It runs the policy every bar, then the engine, then the two baselines; the time is
-  the whole ``run_with_results`` except reading the CSV. Its cost grows with the
-  number of fills (the loop re-evaluates the policy after each), so it is compared
-  with backtesting.py replaying the agent's own tape, whose cost grows with fills too.
+  It plays the policy closed-loop on every bar, then the engine, then the two
+  baselines; the time is the whole ``run_with_results`` except reading the CSV. It is
+  compared with backtesting.py replaying the agent's own tape, whose cost grows with
+  the agent's fills.
 
 Ratios are of the medians, and per round (each baseline run against the run of ours
 beside it). ``closed_loop_breakdown`` is one more closed-loop run with timers around
 its parts: the market pass (``ReplayPolicy``: the first layer of every bar's window, one
-batch), the loop (one pass per fill), the account entries, values and probabilities of
-every bar at the end, scoring with the engine and the baselines, and the rest (features,
-scaling, decision frame). ``policy_floor_s`` is the loop's passes times the time of
-the cheapest pass's policy evaluation alone (8 bars, 5 numpy calls), timed in place:
-the share of the loop that remains however its bookkeeping is written, as long as the
-policy runs once per fill (wall seconds, like the parts).
+batch), the loop (``WindowLoop``: windows of bars solved by guess and verification),
+the account entries, values and probabilities of every bar at the end, scoring with
+the engine and the baselines, and the rest (features, scaling, decision frame). For the
+loop: its policy batches (seeds and windows), the rows they evaluated per bar, and the
+seconds inside the policy's batches (``policy_s``, ``policy_share_of_loop``; wall
+seconds, like the parts).
 
 Goals: engine >= 20x reference (issue 4); closed loop >= 2x backtesting.py on the
 agent's own tape (issue 13; it was >= 1x of the random tape's reference in issue 4).
@@ -126,7 +126,10 @@ def closed_loop_case(bars: pd.DataFrame, workdir: Path, repeats: int) -> dict:
     bars.to_csv(csv)
     model_dir = PPOTrainer(SMOKE).fit(load_bars(csv).iloc[:5000], model_name="bench",
                                       models_dir=workdir)
-    backtester = PPOBacktester(model_dir, csv, commission=COMMISSION).load_artifacts()
+    # No random-policy ranking: the contest is the closed loop against backtesting.py
+    # replaying its tape (the ranking's own cost is bench/random_baseline.py's).
+    backtester = PPOBacktester(model_dir, csv, commission=COMMISSION,
+                               random_policies=0).load_artifacts()
     report = backtester.run_with_results()
     tape = report.decisions["action"].to_numpy()
     base, mine, report = interleaved(
@@ -145,7 +148,14 @@ def closed_loop_case(bars: pd.DataFrame, workdir: Path, repeats: int) -> dict:
 def breakdown(backtester: PPOBacktester) -> dict[str, Any]:
     """One closed-loop run with timers around its parts (see the module docstring)."""
     seconds: dict[str, float] = {}
-    passes = {"count": 0}
+    loops: list[ppo_backtester.WindowLoop] = []
+
+    class Kept(ppo_backtester.WindowLoop):
+        """The loop, kept to read its counts after the run."""
+
+        def run(self, *args: Any, **kwargs: Any) -> Any:
+            loops.append(self)
+            return super().run(*args, **kwargs)
 
     def timed(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
         def run(*args: Any, **kwargs: Any) -> Any:
@@ -154,12 +164,6 @@ def breakdown(backtester: PPOBacktester) -> dict[str, Any]:
                 return fn(*args, **kwargs)
             finally:
                 seconds[name] = seconds.get(name, 0.0) + time.perf_counter() - started
-        return run
-
-    def counted(fn: Callable[..., Any]) -> Callable[..., Any]:
-        def run(*args: Any, **kwargs: Any) -> Any:
-            passes["count"] += 1
-            return fn(*args, **kwargs)
         return run
 
     patches = [(ppo_backtester, "ReplayPolicy", timed("market_pass", ReplayPolicy)),
@@ -173,8 +177,8 @@ def breakdown(backtester: PPOBacktester) -> dict[str, Any]:
                (model_backtester, "run_backtest", timed("engine_scoring",
                                                         model_backtester.run_backtest)),
                (model_backtester, "baselines", timed("baselines", model_backtester.baselines)),
-               (ppo_backtester.LoopAccount, "first_fill",
-                counted(ppo_backtester.LoopAccount.first_fill))]
+               (ReplayPolicy, "logits", timed("policy", ReplayPolicy.logits)),
+               (ppo_backtester, "WindowLoop", Kept)]
     saved = [(owner, name, getattr(owner, name)) for owner, name, _ in patches]
     for owner, name, fn in patches:
         setattr(owner, name, fn)
@@ -190,32 +194,17 @@ def breakdown(backtester: PPOBacktester) -> dict[str, Any]:
              "engine_scoring": seconds.get("engine_scoring", 0.0),
              "baselines": seconds.get("baselines", 0.0)}
     parts["features_scaling_frames_other"] = clock.wall - sum(parts.values())
+    loop = loops[-1]
     return {"seconds": round(clock.wall, 4),
             "parts_s": {k: round(v, 4) for k, v in parts.items()},
             "percent": {k: round(100 * v / clock.wall, 1) for k, v in parts.items()},
-            "loop_passes": passes["count"],
-            "loop_us_per_pass": round(1e6 * parts["loop"] / max(1, passes["count"]), 1),
-            **policy_floor(backtester, passes["count"], parts["loop"])}
-
-
-def policy_floor(backtester: PPOBacktester, passes: int, loop_s: float) -> dict[str, Any]:
-    """What one pass's policy evaluation costs alone (a flat block of 8 bars: 5 numpy
-    calls, the least any pass does), timed in place, and that times the passes: the part
-    of the loop no bookkeeping change can remove while the loop runs once per fill."""
-    loader = backtester.loader
-    n_features = loader.agent.window_dim // loader.lookback
-    policy = ReplayPolicy(loader.agent, np.zeros((64, loader.lookback, n_features),
-                                                  dtype=np.float32))
-    out = np.empty((8, 3), dtype=np.float32)
-    rows, reps = slice(0, 8), 2000
-    policy.flat_logits(rows, 0.0, out=out)
-    started = time.perf_counter()  # wall, like the breakdown's parts
-    for i in range(reps):
-        policy.flat_logits(rows, 1e-6 * i, out=out)  # a new equity each pass, as after a fill
-    each = (time.perf_counter() - started) / reps
-    return {"policy_us_per_8_row_block": round(1e6 * each, 1),
-            "policy_floor_s": round(each * passes, 4),
-            "policy_floor_share_of_loop": round(each * passes / max(loop_s, 1e-9), 2)}
+            "loop_batches": loop.batches,
+            "loop_rows_per_bar": round(loop.rows / loop.n, 2),
+            "loop_rows_per_batch": round(loop.rows / max(1, loop.batches)),
+            "loop_us_per_batch": round(1e6 * parts["loop"] / max(1, loop.batches), 1),
+            "policy_s": round(seconds.get("policy", 0.0), 4),
+            "policy_share_of_loop": round(seconds.get("policy", 0.0)
+                                          / max(parts["loop"], 1e-9), 2)}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -268,3 +268,14 @@ def test_bad_settings_name_the_key(config: dict, field: str) -> None:
     with pytest.raises(InputError) as caught:
         settings_from(config)
     assert caught.value.field == field
+
+
+def test_completion_and_new_best_messages_read_as_a_person_writes_them() -> None:
+    alerts = AlertSystem({})
+    alerts.send_training_complete(total_episodes=1000, best_profit=5000.0,
+                                  training_time=3725.0)
+    alerts.send_new_best_model(metric="val_loss", value=0.25, step=7, previous=0.5)
+    complete, best = alerts.alerts
+    assert complete.message == ("total episodes 1000; best profit 5000; "
+                                "training time 1 h 02 min")
+    assert best.message == "val_loss 0.25 at step 7 (was 0.5)"

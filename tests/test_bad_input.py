@@ -371,6 +371,8 @@ def test_no_reply_carries_an_absolute_path(app, client, library, models_dir: Pat
     run_id = new_run(app, data_file=str(data_dir / "bars.csv"))
     store = RunStore(app.config["DATABASE_URL"])
     store.update_run(run_id, model_dir=str(model))
+    (models_dir / ".checkpoints").mkdir()
+    (models_dir / ".checkpoints" / "c.pt").write_bytes(b"state")  # pages list files on disk
     store.log_events(run_id, [("checkpoint", {"path": str(models_dir / ".checkpoints" / "c.pt"),
                                               "step": 1}, time.time()),
                               ("log", {"message": f"saved to {model}"}, time.time())])

@@ -35,6 +35,8 @@ UTILITIES = {
     "Utilities": FOUNDATION,
     "Utilities.input_errors": FOUNDATION,      # imports nothing of ours
     "Utilities.dashboard_settings": FOUNDATION,  # input_errors
+    "Utilities.run_labels": FOUNDATION,        # input_errors
+    "Utilities.metric_export": FOUNDATION,     # run_store, run_store_schema
     "Utilities.number_format": FOUNDATION,     # nothing
     "Utilities.safe_paths": FOUNDATION,        # nothing
     "Utilities.serialization": FOUNDATION,     # nothing
@@ -53,12 +55,15 @@ UTILITIES = {
     "Utilities.run_list_reads": FOUNDATION,    # run_store_schema, metric_reads
     "Utilities.run_store": FOUNDATION,         # schema, metric_reads/_writes, run_list_reads
     "Utilities.metrics_logger": FOUNDATION,    # run_store, serialization
+    "Utilities.run_figures": FOUNDATION,       # input_errors (reads through a RunReads)
+    "Utilities.run_comparison": FOUNDATION,    # run_figures, serialization
     "Utilities.alert_rules": FOUNDATION,       # input_errors
     "Utilities.alert_channels": FOUNDATION,    # serialization
     "Utilities.alert_config": FOUNDATION,      # alert_rules, alert_channels
     "Utilities.alert_system": FOUNDATION,      # alert_config, run_store
     "Utilities.run_alerts": FOUNDATION,        # alert_system, run_store
     "Utilities.alert_records": FOUNDATION,     # run_store
+    "Utilities.experiment_tracker": FOUNDATION,  # metrics_logger, run_store, (run_figures)
     "Utilities.session_ingest": FOUNDATION,    # input_errors, metric_writes
     "Utilities.session_store": FOUNDATION,     # run_store, session_ingest
     "Utilities.backtest_report": APPLICATION,  # NetworkConfigs.artifacts, .base

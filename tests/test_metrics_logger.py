@@ -452,3 +452,114 @@ def test_an_idle_writer_thread_writes_only_heartbeats(store, run_id: str) -> Non
     assert signalling.wrote.wait(30)
     metrics.close()
     assert all(beat == [run_id] for beat in signalling.heartbeats)  # beats, no empty writes
+
+
+# ------------------------------------------------------------ the seed's calls (issue 15)
+
+
+def test_seed_episode_fields_positional_and_by_name(store, run_id: str) -> None:
+    with MetricsLogger(store, run_id, flush_interval=NEVER) as metrics:
+        metrics.log_episode(1, 10.0, 0.5)  # the seed's log_episode(episode, profit, sharpe)
+        metrics.log_episode(2, profit=20.0, drawdown=0.1, num_trades=4, custom=1.5)
+        metrics.log_episode(3, reward=1.0, steps=10, win=True)  # the trainers' call as before
+    latest = store.latest_metrics(run_id)
+    assert {k: (v["step"], v["value"]) for k, v in latest.items()} == {
+        "episode/profit": (2, 20.0), "episode/sharpe": (1, 0.5), "episode/drawdown": (2, 0.1),
+        "episode/num_trades": (2, 4.0), "episode/custom": (2, 1.5), "episode/reward": (3, 1.0),
+        "episode/steps": (3, 10.0), "episode/win": (3, 1.0)}
+    events = [e["payload"] for e in store.events_after(0, run_id=run_id, kinds=["episode"])]
+    assert events == [{"episode": 1, "profit": 10.0, "sharpe": 0.5},
+                      {"episode": 2, "profit": 20.0, "drawdown": 0.1, "num_trades": 4,
+                       "custom": 1.5},
+                      {"episode": 3, "reward": 1.0, "steps": 10, "win": True}]
+    assert metrics.get_statistics()["best_profit"] == 20.0
+    assert metrics.get_statistics()["written_metrics"] == 9
+
+
+def test_log_model_metrics_summarises_lists_and_flattens_dicts(store, run_id: str) -> None:
+    import torch
+
+    with MetricsLogger(store, run_id, flush_interval=NEVER) as metrics:
+        metrics.log_model_metrics(0.5, [1.0, 2.0, 3.0], {"mean": 0.01, "layer": {"norm": 2}},
+                                  weights={"fc1": torch.tensor([1.0, 3.0])},
+                                  value=np.float32(0.25), empty=[])
+        metrics.log_model_metrics(loss=0.4, q_values=torch.tensor(7.0))
+    latest = {k: v["value"] for k, v in store.latest_metrics(run_id).items()}
+    assert latest == pytest.approx({
+        "train/loss": 0.4, "train/q_values_mean": 2.0, "train/q_values_std": (2 / 3) ** 0.5,
+        "train/q_values_min": 1.0, "train/q_values_max": 3.0, "train/q_values": 7.0,
+        "train/gradients_mean": 0.01, "train/gradients_layer_norm": 2.0,
+        "train/weights_fc1_mean": 2.0, "train/weights_fc1_std": 1.0,
+        "train/weights_fc1_min": 1.0, "train/weights_fc1_max": 3.0, "train/value": 0.25})
+    assert store.latest_metrics(run_id)["train/loss"]["step"] == 2
+    with pytest.raises(TypeError, match="metric 'train/q_values' must be numbers"):
+        metrics.log_model_metrics(q_values=["a", "b"])
+
+
+def test_seed_constructor_records_its_own_run(database_url: str, store, tmp_path: Path) -> None:
+    with MetricsLogger(experiment_name="sweep-1", database_url=database_url,
+                       output_dir=tmp_path, buffer_size=100, auto_save_interval=50,
+                       enable_async=True, config={"lr": 0.1}) as metrics:
+        metrics.log_episode(1, profit=3.0)
+    run = store.get_run(metrics.run_id)
+    assert (run["name"], run["experiment"], run["model_type"], run["config"], run["status"]) == (
+        "sweep-1", "sweep-1", "experiment", {"lr": 0.1}, "completed")
+    assert (tmp_path / f"{metrics.run_id}.json").is_file()
+
+
+def test_seed_constructor_without_a_store_uses_database_url(monkeypatch, database_url: str,
+                                                            store) -> None:
+    monkeypatch.setenv("DATABASE_URL", database_url)
+    metrics = MetricsLogger("positional-name", enable_async=False, flush_interval=NEVER)
+    metrics.log_episode(1, 2.0)  # written before the call returns: no flush, no close
+    assert store.latest_metrics(metrics.run_id)["episode/profit"]["value"] == 2.0
+    assert store.get_run(metrics.run_id)["experiment"] == "positional-name"
+    metrics.close()
+    assert store.get_run(metrics.run_id)["status"] == "completed"
+
+
+@pytest.mark.parametrize(("kwargs", "error", "message"), [
+    ({"buffer_size": 0}, ValueError, "buffer_size must be a whole number >= 1; got 0"),
+    ({"auto_save_interval": 2.5}, ValueError, "auto_save_interval must be a whole number"),
+    ({"enable_async": "yes"}, TypeError, "enable_async must be True or False"),
+    ({"experiment_name": "  "}, ValueError, "experiment_name must be a non-empty string"),
+])
+def test_seed_constructor_refuses_bad_arguments(kwargs, error, message, database_url,
+                                                store) -> None:
+    with pytest.raises(error, match=message):
+        MetricsLogger(database_url=database_url, **kwargs)
+
+
+def test_an_experiment_name_given_twice_is_refused() -> None:
+    with pytest.raises(TypeError, match="experiment name given twice"):
+        MetricsLogger("a", experiment_name="b")
+
+
+@pytest.mark.parametrize(("body", "status", "error"), [
+    ("pass", "completed", None),
+    ("raise SystemExit(0)", "completed", None),
+    ("raise ValueError('bad data')", "failed", "ValueError: bad data"),
+])
+def test_a_script_that_never_closes_its_logger(tmp_path: Path, body: str, status: str,
+                                               error: str | None) -> None:
+    """The seed's minimal example never calls close(): the interpreter's exit writes the
+    last rows and ends the run (failed when the script died of an exception)."""
+    import subprocess
+    import sys
+
+    url = f"sqlite:///{tmp_path}/exit.db"
+    script = ("from Utilities.metrics_logger import MetricsLogger\n"
+              "logger = MetricsLogger('no-close', flush_interval=3600)\n"
+              "for episode in range(500):\n"
+              "    logger.log_episode(episode, 1.0, 0.5)\n" + body + "\n")
+    env = {**__import__("os").environ, "DATABASE_URL": url}
+    subprocess.run([sys.executable, "-c", script], cwd=Path(__file__).resolve().parent.parent,
+                   env=env, capture_output=True, timeout=60, check=False)
+    from Utilities.run_store import RunStore
+
+    store = RunStore(url)
+    [run] = store.list_runs(name="no-close")[0]
+    assert (run["status"], run["error"]) == (status, error)
+    stats = store.series_statistics([run["run_id"]])[run["run_id"]]
+    assert stats["episode/profit"]["points"] == 500 and stats["episode/sharpe"]["points"] == 500
+    store.close()

@@ -14,7 +14,13 @@ import torch
 
 from NetworkConfigs import load_model
 from NetworkConfigs.base import Callback, deep_merge
-from NetworkConfigs.callbacks import Checkpoints, RunControl, StopOnSignal
+from NetworkConfigs.callbacks import (
+    Checkpoints,
+    RunControl,
+    StopOnSignal,
+    checkpoint_files,
+    latest_checkpoint,
+)
 from NetworkConfigs.ppo_algorithm import PPO, compute_gae
 from NetworkConfigs.ppo_config import SMOKE, normalise, settings_from
 from NetworkConfigs.ppo_network import ActorCritic
@@ -150,7 +156,7 @@ def test_resume_continues_exactly(small_bars, tmp_path: Path) -> None:
     first = PPOTrainer(TINY, [checkpoints, StopAfter(2)])
     first.fit(small_bars, model_name="part", models_dir=tmp_path)
     assert first.algorithm.iteration == 2 and first.algorithm.status == "stopped"
-    state = torch.load(tmp_path / "ckpt" / "last.pt", weights_only=True)
+    state = torch.load(latest_checkpoint(tmp_path / "ckpt"), weights_only=True)
     resumed = PPOTrainer(TINY).fit(small_bars, model_name="resumed", models_dir=tmp_path,
                                    resume_state=state)
     # the checkpoint's "model" is the FINAL policy; <name>_model.pt the validation-best one
@@ -336,5 +342,5 @@ def test_an_interrupted_rollout_is_never_checkpointed(small_bars, tmp_path: Path
     with pytest.raises(KeyboardInterrupt):
         trainer.fit(small_bars, model_name="cut", models_dir=tmp_path)
     assert trainer.algorithm.status == "interrupted"
-    assert not (tmp_path / "ckpt" / "last.pt").exists()  # no inconsistent state on disk
+    assert checkpoint_files(tmp_path / "ckpt") == []  # no inconsistent state on disk
     assert not (tmp_path / "PPO_cut").exists()

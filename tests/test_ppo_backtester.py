@@ -17,11 +17,11 @@ from NetworkConfigs.ppo_replay_policy import ReplayPolicy
 from NetworkConfigs.PPOTrainer import PPOTrainer
 from NetworkConfigs.trading_env import TradingEnvironment, env_arrays
 from Utilities import run_backtest as backtest_cli
-from Utilities.accounting import ACCOUNT_FEATURES, BUY, HOLD, SELL, EnvParams, account_features
+from Utilities.accounting import ACCOUNT_FEATURES, EnvParams
 from Utilities.backtest_report import BacktestInputError, choose_period
 from Utilities.backtester import run_backtest
 from Utilities.data_utils import load_bars, prepare_data
-from Utilities.ppo_backtester import LoopAccount, PPOBacktester
+from Utilities.ppo_backtester import PPOBacktester
 
 TINY = {"train_params": {"total_timesteps": 2_048, "n_envs": 2, "n_steps": 128,
                          "ppo_epochs": 1, "eval_every": 2, "seed": 3},
@@ -199,96 +199,14 @@ def test_period_bounds_on_intraday_bars() -> None:
         choose_period(index[:0], 0, config={}, csv_path=Path("none.csv"))
 
 
-def test_the_loop_liquidates_at_ruin_like_the_engine() -> None:
-    close = np.array([100.0, 100.0, 300.0, 120.0, 90.0, 90.0])
-    params = EnvParams(commission=0.001, slippage=0.0)
-    account = LoopAccount(close, params, close)
-    account.fill(SELL, 0)  # short from bar 0
-    assert not account.safe_from_ruin(1) and account.safe_from_ruin(3)  # 300 is past ruin
-    chosen = np.array([HOLD, HOLD, HOLD, SELL, BUY])
-    assert account.accounts().equity(close[1:])[1] <= 0
-    account.close_at_ruin(chosen, close[1:])
-    assert chosen.tolist() == [HOLD, BUY, HOLD, SELL, BUY]  # closed on the first ruined mark
-    assert account.first_fill(chosen) == 1
-    account.fill(BUY, 2)
-    assert account.side == 0 and account.equity <= 0
-    assert account.first_fill(np.array([BUY, SELL])) is None  # a ruined account stays flat
-
-
-def test_the_loops_fast_paths_equal_the_general_ones() -> None:
-    """play() scores a flat account from one row per block (bit for bit the general
-    logits) and an open one from its entries' affine form in the close (the entries and
-    logits to rounding); the account entries it rebuilds at the end are
-    account_features' own, and the fill search and the ruin shortcut agree with the
-    general ones."""
-    torch.manual_seed(1)
-    lookback, n_features, n = 5, 3, 64
-    agent = ActorCritic(lookback * n_features + ACCOUNT_FEATURES, 3, hidden_dim=16,
-                        lookback=lookback, n_features=n_features)
-    rng = np.random.default_rng(1)
-    policy = ReplayPolicy(agent, rng.normal(size=(n, lookback, n_features)).astype(np.float32))
-    close = 100.0 * np.exp(np.cumsum(rng.normal(0.0, 0.01, n)))
-    params = EnvParams(commission=0.001, slippage=2.0, initial_balance=1_000.0)
-    balance, rows = params.initial_balance, slice(10, 40)
-    for equity in (1_000.0, 1_234.5, 0.0, -5.0):  # untouched, grown, ruined, below zero
-        account = LoopAccount(close, params, close)
-        account.equity = equity
-        seen = account_features(account.accounts(), close[rows], balance)
-        assert not seen[:, 1:].any()
-        assert_identical(policy.flat_logits(rows, seen[0, 0]), policy.logits(rows, seen))
-    for side, action in ((1, BUY), (-1, SELL)):
-        account = LoopAccount(close, params, close)
-        account.equity = 1_500.0
-        account.fill(action, 7)
-        assert account.side == side
-        entries = account.affine_entries(balance)
-        expected = account_features(account.accounts(), close[rows], balance)
-        np.testing.assert_allclose(entries[0] + close[rows, None] * entries[1], expected,
-                                   rtol=1e-12, atol=1e-12)
-        out = np.full((rows.stop - rows.start, 3), np.nan, dtype=np.float32)
-        fast = policy.affine_logits(rows.start, rows.stop, policy.account_terms(entries),
-                                    np.column_stack((np.ones(n), close)), out=out)
-        assert fast is out
-        np.testing.assert_allclose(fast, policy.logits(rows, expected.astype(np.float32)),
-                                   rtol=1e-5, atol=1e-6)
-        chosen = rng.integers(0, 3, rows.stop - rows.start)
-        closing = SELL if side > 0 else BUY
-        assert account.first_fill(chosen) == np.flatnonzero(chosen == closing)[0]
-        long_block = np.r_[np.full(100, HOLD), closing]  # searched by numpy, not as a list
-        assert account.first_fill(long_block) == 100
-        assert account.first_fill(long_block[:100]) is None
-        # a long without debt cannot be ruined; this short would need the price doubled
-        assert account.safe_from_ruin(rows.start)
-
-
-def test_the_loop_rebuilds_every_bars_account_entries() -> None:
-    """LoopAccount.rows: the entries of each bar's account, as account_features gives
-    them for the account of that moment (flat, long, flat again, short)."""
-    close = 100.0 * np.exp(np.cumsum(np.random.default_rng(2).normal(0.0, 0.01, 30)))
-    params = EnvParams(commission=0.001, slippage=0.5, initial_balance=1_000.0)
-    account = LoopAccount(close, params, close)
-    expected = np.zeros((30, ACCOUNT_FEATURES), dtype=np.float32)
-    t = 0
-    for action, bar in ((BUY, 4), (SELL, 11), (SELL, 17), (BUY, 25)):
-        expected[t:bar + 1] = account_features(account.accounts(), close[t:bar + 1],
-                                               params.initial_balance)
-        account.fill(action, bar)
-        t = bar + 1
-    expected[t:] = account_features(account.accounts(), close[t:], params.initial_balance)
-    assert_identical(account.rows(close, params.initial_balance), expected)
-
-
-def assert_identical(a: np.ndarray, b: np.ndarray) -> None:
-    assert a.dtype == b.dtype and a.shape == b.shape
-    assert a.tobytes() == b.tobytes()
-
-
 def test_the_market_pass_leaves_torchs_thread_count_as_it_was() -> None:
     agent = ActorCritic(2 * 2 + ACCOUNT_FEATURES, 3, hidden_dim=8, lookback=2, n_features=2)
     before = torch.get_num_threads()
     try:
         torch.set_num_threads(2)
-        ReplayPolicy(agent, np.zeros((10, 2, 2), dtype=np.float32))
+        policy = ReplayPolicy(agent, np.zeros((10, 2, 2), dtype=np.float32))
         assert torch.get_num_threads() == 2
+        policy(slice(0, 10), np.zeros((10, ACCOUNT_FEATURES), dtype=np.float32))
+        assert torch.get_num_threads() == 2  # the loop's batches too
     finally:
         torch.set_num_threads(before)

@@ -22,7 +22,11 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
+from NetworkConfigs.callbacks import latest_checkpoint
 from tests.helpers.training_stubs import slow_child
+from Utilities import alert_records
+from Utilities.alert_system import AlertSystem
+from Utilities.run_alerts import alert_lost_runs
 from Utilities.run_store import Run, RunStore
 from web import training_jobs
 
@@ -124,6 +128,14 @@ def test_kill_9_loses_under_a_second_of_episodes_and_the_run_reads_as_lost(
                     "the killed run to read as lost", deadline_s=60)
     assert lost["error"].startswith("lost: no heartbeat since ")
     assert strict.list_runs(status="running")[1] == 0
+    # The dashboard's sweep alerts it, once (issue 16): the process cannot say so itself.
+    told = alert_lost_runs(strict, lambda r: AlertSystem({}, store=strict, run_id=r["run_id"]),
+                           since=None)
+    assert told == [run["run_id"]]
+    (alert,), _ = alert_records.list_alerts(strict, run_id=run["run_id"])
+    assert (alert["level"], alert["title"], alert["rule"]) == ("critical", "Run lost",
+                                                               "run_failed")
+    assert alert_lost_runs(strict, lambda r: AlertSystem({}, store=strict), since=None) == []
     strict.close()
 
 
@@ -145,8 +157,8 @@ def test_sigterm_stops_the_run_with_a_checkpoint_and_exit_143(tmp_path: Path,
     assert "stopped: model saved to" in output
     run = store.get_run(run["run_id"])
     assert run["status"] == "stopped" and run["summary"]["status"] == "stopped"
-    checkpoint = tmp_path / "Models" / ".checkpoints" / run["run_id"] / "last.pt"
-    assert checkpoint.is_file()
+    checkpoint = latest_checkpoint(tmp_path / "Models" / ".checkpoints" / run["run_id"])
+    assert checkpoint is not None and checkpoint.is_file()
     events = store.events_after(0, run_id=run["run_id"], kinds=["checkpoint"])
     assert events[-1]["payload"]["step"] == run["summary"]["timesteps"]  # saved at the stop
     assert (tmp_path / "Models" / "PPO_terminated" / "terminated_model.pt").is_file()

@@ -194,6 +194,8 @@ def merged(page: dict, reply: dict) -> dict:
         kept = [p for p in page["smoothed"].get(key, [])
                 if tail["from"] is None or p["step"] < tail["from"]]
         page["smoothed"][key] = kept + tail["points"]
+    if reply["checkpoints"]:  # the newest checkpoint is the one --resume uses
+        page["checkpoints"] = [{**c, "resume": False} for c in page["checkpoints"]]
     page["checkpoints"] = (page["checkpoints"] + reply["checkpoints"])[-reply["page_checkpoints"]:]
     page["events"] = (page["events"] + reply["events"])[-reply["page_events"]:]
     for key in ("statistics", "keys", "checkpoint_count", "cursor"):
@@ -212,12 +214,25 @@ def close(a: Any, b: Any) -> bool:
     return a == b
 
 
+@pytest.fixture(autouse=True)
+def _checkpoints_folder(tmp_path, monkeypatch) -> None:
+    """Checkpoint events below name files relative to the working folder: this test's."""
+    monkeypatch.chdir(tmp_path)
+
+
+def saved(name: str) -> str:
+    """A checkpoint file that exists (run pages list only those)."""
+    with open(name, "wb") as fh:
+        fh.write(b"state")
+    return name
+
+
 def start_run(app, episodes: int) -> str:
     with app.app_context():
         store = get_store()
         run_id = store.create_run(name="live", model_type="ppo")
         store.write_batch(metrics=episode_rows(run_id, 1, episodes, random.Random(1)))
-        store.log_events(run_id, [("checkpoint", {"path": "a.pt", "step": 1}, WALL + 1),
+        store.log_events(run_id, [("checkpoint", {"path": saved("a.pt"), "step": 1}, WALL + 1),
                                   ("alert", {"level": "info", "title": "first"}, WALL + 2)])
     return run_id
 
@@ -226,7 +241,8 @@ def write_more(app, run_id: str, first: int, last: int) -> None:
     with app.app_context():
         store = get_store()
         store.write_batch(metrics=episode_rows(run_id, first, last, random.Random(first)),
-                          events=[(run_id, "checkpoint", {"path": f"{last}.pt", "step": last},
+                          events=[(run_id, "checkpoint", {"path": saved(f"{last}.pt"),
+                                                          "step": last},
                                    WALL + last),
                                   (run_id, "alert", {"level": "warning", "title": f"at {last}"},
                                    WALL + last)])
@@ -283,7 +299,7 @@ def test_more_new_events_than_the_page_lists_sends_the_newest(app, client) -> No
     with app.app_context():
         get_store().log_events(run_id, [("alert", {"title": f"a{i}"}, WALL + 100 + i)
                                         for i in range(70)] +
-                               [("checkpoint", {"path": f"{i}.pt"}, WALL + 200 + i)
+                               [("checkpoint", {"path": saved(f"{i}.pt")}, WALL + 200 + i)
                                 for i in range(25)])
     reply = live(client, run_id, f"?after={cursor}")
     assert [e["title"] for e in reply["events"]] == [f"a{i}" for i in range(20, 70)]
@@ -314,10 +330,11 @@ def test_cursor_text_round_trips() -> None:
 def test_run_page_and_api_list_the_latest_checkpoints_and_count_them(app, client) -> None:
     run_id = start_run(app, 50)
     with app.app_context():
-        get_store().log_events(run_id, [("checkpoint", {"path": f"c{i}.pt"}, WALL + 60 + i)
+        get_store().log_events(run_id, [("checkpoint", {"path": saved(f"c{i}.pt")},
+                                         WALL + 60 + i)
                                         for i in range(30)])
     page = client.get(f"/runs/{run_id}").get_data(as_text=True)
-    assert 'id="checkpoint-count">31<' in page and "latest 20 shown" in page
+    assert 'id="checkpoint-count">31<' in page and "the newest 20 on disk" in page
     assert "c29.pt" in page and "c9.pt" not in page
     run = client.get(f"/api/training-runs/{run_id}?episodes=10").get_json()
     assert run["checkpoint_count"] == 31 and len(run["checkpoint_paths"]) == 31

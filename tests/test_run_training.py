@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from NetworkConfigs import get_model_type
+from NetworkConfigs.callbacks import latest_checkpoint
 from Utilities import run_training
 from Utilities.run_store import RunStore
 
@@ -148,8 +149,9 @@ def test_ctrl_c_saves_a_checkpoint_and_marks_the_run_stopped(env, tmp_path: Path
     store = RunStore(env["DATABASE_URL"])
     (run,), _ = store.list_runs()
     assert run["status"] == "stopped" and run["summary"]["status"] == "stopped"
-    checkpoint = tmp_path / "Models" / ".checkpoints" / run["run_id"] / "last.pt"
-    assert checkpoint.is_file()  # keyed by run: a later run of the same name cannot clobber it
+    # Keyed by run: a later run of the same name cannot clobber it.
+    checkpoint = latest_checkpoint(tmp_path / "Models" / ".checkpoints" / run["run_id"])
+    assert checkpoint is not None and checkpoint.is_file()
     assert (tmp_path / "Models" / "PPO_interrupted" / "interrupted_model.pt").is_file()
     store.close()
 

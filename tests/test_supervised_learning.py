@@ -43,4 +43,6 @@ def test_a_planted_component_is_learned_and_traded(type_name: str, target: str, 
     baselines = report.baseline_statistics
     assert strategy > baselines["Buy & Hold"]["Return [%]"]
     assert strategy > baselines["Random"]["Return [%]"]
+    # A learned edge ranks above (nearly) every random policy as active as the model.
+    assert report.random_summary()["return_pct"]["percentile"] > 95
     assert report.statistics["# Trades"] > 0

@@ -30,6 +30,7 @@ from Api_Loader import create_api_app
 from NetworkConfigs import MODEL_TYPES, get_model_type, load_model
 from NetworkConfigs.artifacts import ArtifactError, read_config
 from NetworkConfigs.base import ACTION_NAMES, deep_merge
+from NetworkConfigs.callbacks import latest_checkpoint
 from NetworkConfigs.signal_loader import SignalLoader
 from NetworkConfigs.supervised import SupervisedTrainer
 from tests.helpers.models import TrainedModel
@@ -654,8 +655,8 @@ def resume_chain(workspace: Workspace, run_store: RunStore,
             prefix = get_model_type(type_name).prefix
             handles = [("run id", lambda: steps[-1].run["run_id"]),
                        ("model folder", lambda: workspace.models / f"{prefix}_resumed"),
-                       ("checkpoint file", lambda: workspace.models / ".checkpoints"
-                        / steps[-1].run["run_id"] / "last.pt")]
+                       ("checkpoint file", lambda: latest_checkpoint(
+                           workspace.models / ".checkpoints" / steps[-1].run["run_id"]))]
             for (how, handle), epochs in zip(handles, (4, 6, 8), strict=True):
                 steps.append(resumed_run(workspace, run_store, sample_path, type_name,
                                          "resumed", how, handle(), epochs))

@@ -211,7 +211,16 @@ def test_the_result_shows_statistics_beside_both_baselines(client, trained: Path
     assert f"{period['start'][:10]} → {period['end'][:10]} · {period['bars']} bars" in page
     assert "<td>Duration</td><td class=\"num \">" in page and " days</td>" in page
     header = re.search(r'<table class="stats">\s*<thead><tr>(.*?)</tr>', page, re.S).group(1)
-    assert re.findall(r">([^<]+)</th>", header) == ["Strategy", "Buy &amp; Hold", "Random"]
+    assert re.findall(r">([^<]+)</th>", header) == ["Strategy", "Buy &amp; Hold",
+                                                     "Random (median)"]
+    ranked = expected.random_summary()
+    assert ranked["policies"] == 300 and ranked["kind"] == "matched"
+    assert f"Among {ranked['policies']} random policies" in page
+    card = re.search(r'id="random-percentile"><span>[^<]*</span><b[^>]*>([^<]+)</b>', page)
+    assert card.group(1) == f"{ranked['return_pct']['percentile']:.1f}"
+    row = re.search(r'<tr data-key="sharpe">(.*?)</tr>', page).group(1)
+    assert re.findall(r">([^<]*)</td>", row)[2] == f"{ranked['sharpe']['percentile']:.1f}"
+    assert 'id="random-chart"' in page and 'id="random-data"' in page
     for key in ("Return [%]", "Sharpe Ratio", "Max. Drawdown [%]", "# Trades"):
         row = re.search(rf"<tr><td>{re.escape(key.replace('&', '&amp;'))}</td>(.*?)</tr>",
                         page).group(1)
@@ -328,7 +337,8 @@ def test_chart_data_marks_every_fill_and_draws_the_baselines(client, trained: Pa
     data = chart_data(run_form(client))
     report = backtest_model(trained / XGB, SAMPLE_CSV)
     trades = report.result.trades
-    assert [s["label"] for s in data["equity"]["series"]] == ["smoke", "Buy & Hold", "Random"]
+    assert [s["label"] for s in data["equity"]["series"]] == ["smoke", "Buy & Hold",
+                                                                  "Random (median)"]
     assert len(data["equity"]["x"]) == len(report.result.equity) == data["bars"]
     assert data["equity"]["series"][0]["data"][-1] == pytest.approx(
         report.result.equity.iloc[-1], abs=0.01)
@@ -452,6 +462,12 @@ def test_api_runs_a_backtest(client, trained: Path) -> None:
     assert body["statistics"]["Return [%]"] == pytest.approx(
         expected["statistics"]["Return [%]"])
     assert set(body["baselines"]) == {"Buy & Hold", "Random"}
+    # The same random policies, the same percentiles, whoever runs the backtest.
+    assert body["random"]["policies"] == 300 and body["random"]["seed"] == 0
+    for key in ("return_pct", "sharpe"):
+        assert body["random"][key]["percentile"] == expected["random"][key]["percentile"]
+        assert body["random"][key]["median"] == pytest.approx(expected["random"][key]["median"])
+    assert sum(body["random"]["histogram"]["counts"]) == 300
     assert body["params"]["commission"] == 0.001 and body["fill"] == "next_open"
     assert body["trades_count"] == expected["statistics"]["# Trades"]
     assert body["url"] == queued["url"]

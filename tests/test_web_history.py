@@ -132,8 +132,9 @@ def test_run_api_has_every_episode_config_and_checkpoints(client, runs) -> None:
     assert rolling[3] == {"episode": 4, "win_rate": 0.25}  # fewer than 100 so far: all of them
     assert rolling[-1]["win_rate"] == pytest.approx(0.25)
     checkpoints = run["checkpoint_paths"]
-    assert [(c["episode"], c["path"], c["step"]) for c in checkpoints] == [
-        (100, "Models/.checkpoints/x/last.pt", 2048), (200, "Models/.checkpoints/x/last.pt", 4096)]
+    assert [(c["episode"], c["path"], c["step"], c["resume"]) for c in checkpoints] == [
+        (100, "Models/.checkpoints/x/iteration-00000002.pt", 2048, False),
+        (200, "Models/.checkpoints/x/iteration-00000004.pt", 4096, True)]
     assert run["metadata"]["model_dir"] == "PPO_demo"  # outside MODELS_DIR: its name only
     assert run["metadata"]["tags"] == ["smoke"]
     stats = run["statistics"]
@@ -270,7 +271,8 @@ def test_run_page_shows_information_statistics_config_and_checkpoints(client, ru
     assert '<span class="stat-value">20</span><span class="stat-note">episode 200</span>' in page
     assert "25.0%" in page
     assert '"learning_rate": 0.0003' in html.unescape(page)  # pretty-printed configuration
-    assert "Models/.checkpoints/x/last.pt" in page and "Reward plateau" in page
+    assert "Models/.checkpoints/x/iteration-00000004.pt" in page and "Reward plateau" in page
+    assert page.count("--resume uses this") == 1
     assert "validation_return_pct" in page
     for canvas in ("chart-reward", "chart-winrate", "chart-loss"):
         assert f'id="{canvas}"' in page
@@ -322,8 +324,12 @@ def test_live_feed_has_status_statistics_and_series(client, runs) -> None:
     assert get_json(client, f"/runs/{runs['live']}/live.json?smooth=-1", 422)["field"] == "smooth"
 
 
-def test_non_finite_values_and_odd_checkpoints_do_not_break_json_or_pages(app, client) -> None:
+def test_non_finite_values_and_odd_checkpoints_do_not_break_json_or_pages(app, client,
+                                                                         tmp_path: Path) -> None:
     import json
+
+    saved = tmp_path / "a.pt"
+    saved.write_bytes(b"state")  # the pages list only checkpoints that exist
 
     with app.app_context():
         store = get_store()
@@ -333,7 +339,7 @@ def test_non_finite_values_and_odd_checkpoints_do_not_break_json_or_pages(app, c
             metrics.log_episode(2, reward=float("inf"), win=False)
             metrics.log_episode(3, reward=1.0, win=True)
             metrics.log_update(policy_loss=float("-inf"))
-            metrics.log_checkpoint("a.pt", 10, episode="not a number")
+            metrics.log_checkpoint(saved, 10, episode="not a number")
     for url in (f"/api/training-runs/{run_id}", f"/runs/{run_id}/live.json",
                 f"/api/training-runs/{run_id}/metrics?smooth=2", "/api/training-runs"):
         text = client.get(url).get_data(as_text=True)

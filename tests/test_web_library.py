@@ -302,3 +302,23 @@ def test_history_charts_of_a_ppo_history() -> None:
     assert len(far["series"]) == 1 and far["notes"] == ["buy & hold %: -11.5"]
     assert history_charts([], {}) == [] and history_charts("junk", {}) == []
     assert history_charts([{"note": "x"}], {}) == []
+
+
+def test_list_sorts_by_a_run_figure_metric(client, library, tmp_path: Path) -> None:
+    from tests.helpers.compare_runs import save_backtest
+
+    # a backtest of each good model: the better return first, the broken folder last
+    save_backtest(tmp_path / "backtests", "XGB_smoke", "x-1", return_pct=9.0,
+                  created_at="2026-01-05T00:00:00Z")
+    save_backtest(tmp_path / "backtests", "FREQ_demo", "f-1", return_pct=-2.0,
+                  created_at="2026-01-05T00:00:00Z")
+    page = text(client.get("/models?sort=backtest:Return [%]"))
+    rows = re.findall(r'<tr class="[^"]*" data-dir="([^"]+)"', page)
+    assert rows == ["XGB_smoke", "FREQ_demo", "PPO_half"]
+    assert 'id="library-sort-metric"' in page and "backtest Return [%] <b>9</b>" in page
+    page = text(client.get("/models?sort=backtest:Return [%]&order=asc"))
+    assert re.findall(r'<tr class="[^"]*" data-dir="([^"]+)"', page)[:2] == ["FREQ_demo",
+                                                                            "XGB_smoke"]
+    listed = client.get("/api/models?sort=backtest:Sharpe Ratio").get_json()["models"]
+    assert [m["dir_name"] for m in listed][:2] == ["XGB_smoke", "FREQ_demo"]
+    assert client.get("/models?sort=best:no/such").status_code == 422

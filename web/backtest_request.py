@@ -10,6 +10,7 @@ model's value; blank dates choose the default period (see ``choose_period``).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import re
@@ -18,12 +19,13 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+from flask import current_app
 
 from NetworkConfigs import UnknownModelType, type_label
 from NetworkConfigs.artifacts import ArtifactError, file_sha256, list_models, read_config
 from Utilities.accounting import COSTS, EnvParams, cost_errors
 from Utilities.backtest_report import BacktestInputError, BacktestReport
-from Utilities.backtester import FILL_MODES
+from Utilities.backtester import FILL_MODES, MAX_RANDOM_POLICIES, RANDOM_POLICIES
 from Utilities.data_loading import parse_time
 from Utilities.data_utils import DataError
 from Utilities.input_errors import InputError, InputErrors
@@ -55,6 +57,9 @@ class BacktestRequest:
     options: dict[str, Any]    # backtest_model's keyword arguments
     shown: dict[str, Any]      # the request as the result records it ("run again")
     values: dict[str, Any]     # as sent, to show the form again if the run fails
+    # Why it ran, when not from the form: {"evaluation": id, "run_id": ...} for one run
+    # of an evaluation (web.evaluate); saved with the result.
+    origin: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     def on_file(self, name: str, path: Path) -> BacktestRequest:
         """The same request on another file (an upload, once it is kept)."""
@@ -213,12 +218,24 @@ def prepare(values: dict[str, Any], upload: Path | None = None) -> BacktestReque
     model["shown"] = shown_path(model["path"], [models_dir()])
     csv_name = "" if upload is not None else str(values["csv"])
     options = {"start": args["start_text"] or None, "end": args["end_text"] or None,
-               "fill": args["fill"], **{k: args[k] for k in COSTS}}
+               "fill": args["fill"], **{k: args[k] for k in COSTS},
+               "random_policies": random_policy_count()}
     shown = {"model": model["dir_name"], "csv": csv_name, "fill": args["fill"],
              "start": args["start_text"], "end": args["end_text"],
              **{k: args[k] for k in COSTS}}
     return BacktestRequest(model, Path(args["csv"]), csv_name, options, shown,
                            {k: values.get(k) for k in FIELDS})
+
+
+def random_policy_count() -> int:
+    """How many random policies rank a backtest: ``BACKTEST_RANDOM_POLICIES`` in the
+    app's config (default 300, from 1 to MAX_RANDOM_POLICIES)."""
+    count = current_app.config.get("BACKTEST_RANDOM_POLICIES") or RANDOM_POLICIES
+    if isinstance(count, bool) or not isinstance(count, int) \
+            or not 1 <= count <= MAX_RANDOM_POLICIES:
+        raise ValueError(f"BACKTEST_RANDOM_POLICIES must be an integer from 1 to "
+                         f"{MAX_RANDOM_POLICIES}; got {count!r}")
+    return count
 
 
 # --------------------------------------------------------------------------- running

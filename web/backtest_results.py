@@ -21,6 +21,7 @@ import re
 import shutil
 import tempfile
 import uuid
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -29,10 +30,11 @@ import numpy as np
 import pandas as pd
 from flask import current_app
 
-from Utilities.backtest_report import BacktestReport
+from Utilities.backtest_report import BacktestReport, percentile_text, random_kind_text
 from Utilities.downsample import minmax_indices
 from Utilities.number_format import figure, is_missing
 from Utilities.performance import STAT_KEYS
+from Utilities.run_figures import pick_backtest
 from Utilities.serialization import to_plain
 from web.backtest_request import BacktestRequest, in_sample
 from web.datafiles import shown_name
@@ -110,6 +112,34 @@ def csv_names_of_results() -> set[str]:
     return names
 
 
+def results_of_models(dir_names: Iterable[str]) -> dict[str, list[dict[str, Any]]]:
+    """For each model folder name, the saved result its figures come from
+    (:func:`Utilities.run_figures.pick_backtest`: newest out-of-sample, else newest) as
+    ``[{"id", "created_at", "in_sample", "data_file", "summary"}]`` (statistics.json);
+    models never backtested are absent. One pass over the results' meta.json files,
+    whatever the number of models (the compare view, leaderboard and library's sort)."""
+    wanted, found = set(dir_names), {}
+    for path in _metas():
+        try:
+            meta = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        if isinstance(meta, dict) and meta.get("model") in wanted:
+            found.setdefault(meta["model"], []).append(
+                {"id": meta.get("id"), "created_at": meta.get("created_at"),
+                 "in_sample": bool(meta.get("in_sample")), "data_file": meta.get("csv"),
+                 "folder": path.parent})
+    chosen = {}
+    for model, results in found.items():
+        result = pick_backtest(results)
+        try:
+            summary = json.loads((result.pop("folder") / "statistics.json").read_text())
+        except (OSError, ValueError):
+            continue
+        chosen[model] = [{**result, "summary": summary}]
+    return chosen
+
+
 def references(csv_name: str) -> dict[str, Any]:
     """What names the data file ``csv_name``: how many saved results (their "Change and
     run again" needs it) and which models were trained on it (their default test slice
@@ -165,6 +195,7 @@ def save(report: BacktestReport, request: BacktestRequest, root: Path,
         "trades": trade_rows(report.result.trades, MAX_TRADE_ROWS, clock.format),
         "period": shown,
         "charts": chart_data(report),
+        "origin": dict(request.origin),
     }
     staging = root / f"{STAGING}{result_id}"
     staging.mkdir(parents=True)
@@ -181,7 +212,9 @@ def save(report: BacktestReport, request: BacktestRequest, root: Path,
             "return_pct": stats.get("Return [%]"), "trades": view["trades_count"],
             "baseline_returns": {name: col.get("Return [%]")
                                  for name, col in summary["baselines"].items()},
-            "in_sample": view["in_sample"] is not None})))
+            "random_percentile": (summary.get("random") or {}).get("return_pct", {}).get(
+                "percentile"),
+            "in_sample": view["in_sample"] is not None, "origin": view["origin"]})))
         staging.rename(root / result_id)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
@@ -219,10 +252,13 @@ COMPARED = ("Return [%]", "Equity Final [$]", "Return (Ann.) [%]", "Sharpe Ratio
 PRICE_CHANGE = "Price Change [%]"
 # Statistics saved before the key was named for what it is (backtesting.py's name).
 LEGACY_KEYS = {"Buy & Hold Return [%]": PRICE_CHANGE}
-# (label, statistic, column) of the figures above the table; column None: the strategy.
+RANDOM_MEDIAN = "Random (median)"
+# (label, statistic, column) of the figures above the table; column None: the strategy;
+# statistic None: the model's percentile among the random policies.
 HEADLINE = (("Return", "Return [%]", None),
             ("Buy & hold (after costs)", "Return [%]", "Buy & Hold"),
             ("Random", "Return [%]", "Random"),
+            ("Percentile among random", None, None),
             ("Price change (no costs)", PRICE_CHANGE, None),
             ("Sharpe", "Sharpe Ratio", None), ("Max. drawdown", "Max. Drawdown [%]", None),
             ("Win rate", "Win Rate [%]", None), ("Trades", "# Trades", None))
@@ -258,10 +294,18 @@ def statistic_text(key: str, value: Any) -> str:
 
 
 def _columns(summary: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """Strategy then each baseline, statistics under their current names."""
+    """Strategy then each baseline (under the name people read: "Random (median)" for
+    the median random policy of a result ranked among many), statistics under their
+    current names."""
     columns = {"Strategy": summary["statistics"], **summary["baselines"]}
-    return {name: {LEGACY_KEYS.get(k, k): v for k, v in stats.items()}
+    return {baseline_label(name, summary): {LEGACY_KEYS.get(k, k): v for k, v in stats.items()}
             for name, stats in columns.items()}
+
+
+def baseline_label(name: str, summary: dict[str, Any]) -> str:
+    """A baseline's column name: results saved before the random policies were ranked
+    had one seeded "Random" policy, later ones show the median of many."""
+    return RANDOM_MEDIAN if name == "Random" and summary.get("random") else name
 
 
 def statistics_rows(summary: dict[str, Any]) -> tuple[list[str], list[dict[str, Any]]]:
@@ -284,8 +328,18 @@ def headline(summary: dict[str, Any]) -> list[dict[str, str]]:
     the Buy & Hold column's Return [%], so the card and the table cannot disagree."""
     columns = _columns(summary)
     baselines = list(columns.values())[1:]
+    ranked = summary.get("random")
     cards = []
     for label, key, column in HEADLINE:
+        if key is None:  # the model's rank among the random policies
+            if ranked:
+                cards.append({"label": label, "text": percentile_text(ranked["return_pct"]),
+                              "verdict": "", "baseline": False, "id": "random-percentile",
+                              "title": f"Return percentile among {ranked['policies']} random "
+                                       "policies"})
+            continue
+        if column == "Random" and ranked:
+            column, label = RANDOM_MEDIAN, f"{label} (median)"
         value = columns.get(column or "Strategy", {}).get(key)
         if column is None and key not in columns["Strategy"]:
             continue
@@ -295,6 +349,28 @@ def headline(summary: dict[str, Any]) -> list[dict[str, str]]:
                       "title": VERDICTS.get(found, ""),
                       "baseline": column is not None or key == PRICE_CHANGE})
     return cards
+
+
+def random_rows(summary: dict[str, Any]) -> dict[str, Any] | None:
+    """What the "Among random policies" section says: the kind of policy, and per
+    figure (Return, Sharpe, Max. drawdown, # Trades) the model's value, its percentile
+    (Return and Sharpe), the policies' median and 5-95 % band; None for a result saved
+    before the random policies were ranked."""
+    ranked = summary.get("random")
+    if not ranked:
+        return None
+    rows = []
+    for key in ("return_pct", "sharpe", "max_drawdown", "trades"):
+        figure_ = ranked[key]
+        stat = figure_["statistic"]
+        rows.append({"key": key, "label": stat, "model": statistic_text(stat, figure_["model"]),
+                     "percentile": percentile_text(figure_) if key in ("return_pct", "sharpe")
+                     else "", "median": statistic_text(stat, figure_["median"]),
+                     "band": f"{statistic_text(stat, figure_['p5'])} … "
+                             f"{statistic_text(stat, figure_['p95'])}",
+                     "defined": figure_["defined"]})
+    return {"policies": ranked["policies"], "seed": ranked["seed"], "kind": ranked["kind"],
+            "described": random_kind_text(ranked), "rows": rows}
 
 
 # --------------------------------------------------------------------------- charts
@@ -338,7 +414,7 @@ def chart_data(report: BacktestReport) -> dict[str, Any]:
         budget = max(MAX_POINTS // len(curves), 8)
         at = np.unique(np.concatenate([sample_indices(c, budget) for c in curves]))
     series = [{"label": report.model_name, "data": _rounded(frame["equity"].to_numpy()[at], 2)}]
-    series += [{"label": name, "data": _rounded(frame[col].to_numpy()[at], 2)}
+    series += [{"label": report.label(name), "data": _rounded(frame[col].to_numpy()[at], 2)}
                for name, col in zip(report.baselines, baseline_cols, strict=False)]
     equity = {"x": at.tolist(), "t": clock(at), "series": series,
               "drawdown": _rounded(drawdown[at], 3)}

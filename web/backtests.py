@@ -10,9 +10,11 @@ Routes
                                         413 page; 503 queue full)
   ``GET  /backtest/<id>``               queued or running: progress (the page polls the
                                         status below); done: statistics beside Buy & Hold
-                                        and Random (coloured against them, with a legend;
-                                        an in-sample period said), equity + drawdown, price
-                                        with trade markers; failed: the form again, the
+                                        and the median random policy (coloured against
+                                        them, with a legend; an in-sample period said), the
+                                        model's percentile among the random policies with
+                                        their histogram, equity + drawdown, price with
+                                        trade markers; failed: the form again, the
                                         error beside its field; unknown: the app's 404 page
   ``GET  /backtest/<id>/<file>``        trades.csv, equity.csv, decisions.csv,
                                         statistics.json, as attachments
@@ -34,7 +36,11 @@ Routes
   ``GET  /api/backtest/<id>``           ``{"id", "status", "progress", ...}``: queued
                                         (``ahead``), running (``progress`` 0-1,
                                         ``stage``), done (``result``: statistics, period,
-                                        baselines, ``in_sample``, file URLs), failed (``error``,
+                                        baselines, ``random`` (the random policies: kind,
+                                        count, seed, per figure the model's value,
+                                        ``percentile``, ``median``, ``p5``, ``p95``; a
+                                        ``histogram`` of returns), ``in_sample``, file
+                                        URLs), failed (``error``,
                                         ``field``); 404 for an unknown id
 
 Where results live and how they are written: :mod:`web.backtest_results`. What a
@@ -80,6 +86,7 @@ from web.backtest_results import (
     VERDICTS,
     backtests_dir,
     headline,
+    random_rows,
     recent_results,
     references,
     saved,
@@ -270,7 +277,7 @@ def result(result_id: str) -> Any:
                            headline=headline(view["summary"]), verdicts=VERDICTS,
                            csv_label=view.get("csv_label") or shown_name(view["csv"]),
                            files=FILES, fill_labels=FILL_LABELS, rerun=rerun,
-                           max_trade_rows=MAX_TRADE_ROWS)
+                           max_trade_rows=MAX_TRADE_ROWS, random=random_rows(view["summary"]))
 
 
 @bp.get("/backtest/<result_id>/<name>")
@@ -343,7 +350,8 @@ def api_result(result_id: str) -> dict[str, Any]:
             "in_sample": view.get("in_sample"), "period": summary["period"],
             "fill": summary["fill"],
             "params": summary["params"], "statistics": summary["statistics"],
-            "baselines": summary["baselines"], "open_trade": summary["open_trade"],
+            "baselines": summary["baselines"], "random": summary.get("random"),
+            "open_trade": summary["open_trade"],
             "trades_count": view["trades_count"], "files": files}
 
 

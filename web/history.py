@@ -10,8 +10,9 @@ Pages
 
 JSON API (field names as in ../shared/seeds/training_history.md; ``agent_id`` is the
 run's name, ``algorithm`` its model type's label)
-  ``GET /api/training-runs?agent_id=&status=&limit=&offset=&episodes=``
-        a list of runs, newest first; the total number of matches is in the
+  ``GET /api/training-runs?agent_id=&status=&experiment=&tag=&archived=&limit=&offset=&episodes=``
+        a list of runs, newest first (archived runs only with ``archived=1``, or
+        ``all``, beside the others); the total number of matches is in the
         ``X-Total-Count`` header. Each run's ``metrics`` holds its LAST ``episodes``
         (default 100) episodes and their rolling win rate, plus ``episode_count``:
         a run of 100,000 episodes must not turn a list into megabytes.
@@ -36,9 +37,20 @@ import logging
 import math
 from typing import Any
 
-from flask import Blueprint, Response, jsonify, render_template, request, url_for
+from flask import (
+    Blueprint,
+    Response,
+    flash,
+    jsonify,
+    redirect,
+    render_template,
+    request,
+    url_for,
+)
 
+from Utilities.input_errors import InputError
 from Utilities.number_format import figure
+from Utilities.run_labels import MAX_DESCRIPTION, MAX_EXPERIMENT, MAX_NOTES, MAX_TAGS
 from Utilities.run_store import (
     ACTIVE_STATUSES,
     MAX_PAGE_SIZE,
@@ -49,7 +61,7 @@ from Utilities.run_store import (
     StoreUnavailable,
 )
 from Utilities.safe_paths import shown
-from web import live_page, run_list
+from web import live_page, run_curation, run_list
 from web import query_params as params
 from web.formatting import basename, duration, parse_time, when
 from web.json_io import ApiError, error_reply, hide_paths, path_roots
@@ -73,13 +85,23 @@ DEFAULT_POINTS = 1000         # points per chart series
 MAX_POINTS = 20_000
 MAX_SMOOTH = 10_000
 DEFAULT_SMOOTH = 20
+MAX_COMPARE = 20              # runs the compare view takes at once (its own limit)
 
 
 @bp.url_value_preprocessor
 def _known_run_ids(endpoint: str | None, values: dict[str, Any] | None) -> None:
-    """Every run route: an id that cannot be a run's is not found, whatever the engine."""
-    if values and "run_id" in values and not is_run_id(values["run_id"]):
-        raise RunNotFound(f"run {values['run_id']!r} not found")
+    """Every run route: an id that cannot be a run's is not found, whatever the engine.
+    Reads only: URL preprocessors run before the app's request hooks, and a write from
+    another site must meet the CSRF refusal (403) first; writes call :func:`_run_id`."""
+    if request.method in ("GET", "HEAD") and values and "run_id" in values:
+        _run_id(values["run_id"])
+
+
+def _run_id(run_id: str) -> str:
+    """``run_id`` if it can name a run; RunNotFound (the page's 404) otherwise."""
+    if not is_run_id(run_id):
+        raise RunNotFound(f"run {run_id!r} not found")
+    return run_id
 
 
 def _wants_json() -> bool:
@@ -133,8 +155,14 @@ def _run_json(run: dict) -> dict[str, Any]:
 
 
 def _metadata(run: dict) -> dict[str, Any]:
-    return {key: run[key] for key in ("error", "description", "tags", "data_file", "model_dir",
+    return {key: run[key] for key in ("error", "description", "tags", "experiment", "notes",
+                                      "archived", "archived_at", "data_file", "model_dir",
                                       "created_at", "heartbeat_at", "control", "summary")}
+
+
+def _labels(run: dict) -> dict[str, Any]:
+    """How a person labelled the run (a list row shows these beside the seed's fields)."""
+    return {key: run[key] for key in ("experiment", "tags", "description", "archived")}
 
 
 def _display(run: dict, elapsed: str | None = None) -> dict[str, str]:
@@ -165,14 +193,17 @@ def _page_state(data: RunData) -> dict[str, Any]:
 def api_list() -> Response:
     status, agent_id = params.status_param(), params.text_param("agent_id")
     model_type = params.text_param("model_type")
+    experiment, tag = params.text_param("experiment"), params.text_param("tag")
+    archived = params.archived_param()
     limit = params.int_param("limit", DEFAULT_LIMIT, 1, MAX_PAGE_SIZE)
     offset = params.int_param("offset", 0, 0, 2**62)
     episodes = params.int_param("episodes", LIST_EPISODES, 0, MAX_LIST_EPISODES)
     with get_store().reading() as reads:  # one snapshot, statements whatever the page size
         runs, total = reads.list_runs(name=agent_id, status=status, model_type=model_type,
+                                      experiment=experiment, tag=tag, archived=archived,
                                       limit=limit, offset=offset)
         metrics = run_list.episode_metrics(reads, runs, episodes)
-    body = [{**_run_json(run), "tags": run["tags"], "error": hide_paths(run["error"]),
+    body = [{**_run_json(run), **_labels(run), "error": hide_paths(run["error"]),
              "metrics": found} for run, found in zip(runs, metrics, strict=True)]
     response = jsonify(body)
     response.headers["X-Total-Count"] = str(total)
@@ -223,12 +254,16 @@ def index() -> tuple[str, int]:
     context: dict[str, Any] = {"args": args, "problem": problem, "statuses": RUN_STATUSES,
                                "per_page_choices": PER_PAGE_CHOICES,
                                "default_per_page": DEFAULT_PER_PAGE, "runs": [], "total": 0,
-                               "agents": [], "store_error": None}
+                               "agents": [], "experiments": [], "tags": [],
+                               "store_error": None, "max_compare": MAX_COMPARE}
+    archived = {None: False, "1": None, "all": None}[args["archived"]]  # the toggle: both
     try:
         with get_store().reading() as reads:  # one snapshot, statements whatever the page size
             context["agents"] = reads.agent_names()
+            context["experiments"], context["tags"] = reads.experiment_names(), reads.tag_names()
             runs, total = reads.list_runs(name=args["agent_id"], status=args["status"],
-                                          limit=args["per_page"],
+                                          experiment=args["experiment"], tag=args["tag"],
+                                          archived=archived, limit=args["per_page"],
                                           offset=(args["page"] - 1) * args["per_page"])
             rows = run_list.overviews(reads, runs)
         context["runs"] = [{**run, **row, "display": _display(run)}
@@ -253,15 +288,100 @@ def index() -> tuple[str, int]:
 @bp.get("/runs/<run_id>")
 def detail(run_id: str) -> str:
     """One run: where it stands, statistics, charts, configuration and checkpoints."""
+    return _detail_page(run_id)
+
+
+def _detail_page(run_id: str, edit_errors: dict[str, str] | None = None,
+                 edit_values: dict[str, str] | None = None) -> str:
+    """The run page; with ``edit_errors`` the labels form open, as submitted, each
+    problem beside its field."""
     store = get_store()
     data = RunData(store, store.get_run(run_id))
     config = data.run["config"]
+    run = data.run
+    values = edit_values or {"experiment": run["experiment"], "tags": ", ".join(run["tags"]),
+                             "description": run["description"], "notes": run["notes"]}
     return render_template(
-        "history/detail.html", run=data.run, data_keys=data.keys, **_page_state(data),
+        "history/detail.html", run=run, data_keys=data.keys, **_page_state(data),
         statistics=data.statistics(), checkpoints=data.checkpoints(), events=data.events(),
         checkpoint_count=data.checkpoint_count(),
         config_text=json.dumps(config, indent=2, sort_keys=True, default=str) if config else "",
-        default_smooth=DEFAULT_SMOOTH, rolling_window=ROLLING_WINDOW)
+        default_smooth=DEFAULT_SMOOTH, rolling_window=ROLLING_WINDOW,
+        edit_errors=edit_errors or {}, edit_values=values,
+        experiments=store.experiment_names(), limits=_LIMITS)
+
+
+_LIMITS = {"experiment": MAX_EXPERIMENT, "description": MAX_DESCRIPTION, "notes": MAX_NOTES,
+           "tags": MAX_TAGS}
+
+
+# ------------------------------------------------------------------ curation pages
+
+
+@bp.post("/runs/<run_id>/edit")
+def edit(run_id: str) -> Any:
+    """The run page's labels form: experiment, tags (comma-separated), description and
+    notes; back to the page, or the page again with each problem beside its field."""
+    values = {key: request.form.get(key, "") for key in ("experiment", "tags", "description",
+                                                           "notes")}
+    get_store().get_run(_run_id(run_id))  # an unknown run is the page's 404, first
+    try:
+        fields = run_curation.form_edit(values)
+    except InputError as exc:
+        errors = {str(field): message for field, message in exc.errors.items()}
+        return _detail_page(run_id, errors, values), 422
+    run = run_curation.edit(get_store(), run_id, fields)
+    flash(f"Saved the labels of run {run['run_id'][:8]}.")
+    return redirect(url_for("history.detail", run_id=run_id) + "#run-labels")
+
+
+@bp.post("/runs/<run_id>/<any(archive, restore):move>")
+def archive(run_id: str, move: str) -> Any:
+    """Archive (hidden from the list unless asked for) or restore; back to the run."""
+    get_store().get_run(_run_id(run_id))  # an unknown run is the page's 404
+    try:
+        run = run_curation.archive(get_store(), run_id, move == "archive")
+    except run_curation.RunIsLive as exc:
+        return _refused("Cannot archive this run", str(exc), run_id), 409
+    flash(f"Archived run {run_id[:8]}: it is hidden from the history list unless "
+          "“Show archived” is ticked." if run["archived"] else f"Restored run {run_id[:8]}.")
+    return redirect(url_for("history.detail", run_id=run_id))
+
+
+@bp.route("/runs/<run_id>/delete", methods=["GET", "POST"])
+def delete(run_id: str) -> Any:
+    """GET: what deleting the run removes, and the button (an opt-in box for its saved
+    model); POST: delete it, back to the list."""
+    _run_id(run_id)
+    store = get_store()
+    error, status = None, 200
+    if request.method == "POST":
+        if request.form.get("confirm") != run_id:
+            error, status = "Deletion was not confirmed: press the button on this page.", 400
+        else:
+            try:
+                done = run_curation.delete(store, run_id,
+                                           with_model=request.form.get("delete_model") == "on")
+            except ApiError as exc:
+                error, status = str(exc), exc.status
+            else:
+                flash(_deleted_text(done))
+                return redirect(url_for("history.index"))
+    run = store.get_run(run_id)
+    return render_template("history/delete.html", run=run,
+                           plan=run_curation.delete_plan(store, run), error=error), status
+
+
+def _deleted_text(done: dict[str, Any]) -> str:
+    model = (f" and its model {done['model_deleted']}" if done["model_deleted"]
+             else f"; its model {done['model_kept']} is kept" if done["model_kept"] else "")
+    return (f"Deleted run {done['deleted'][:8]} ({done['points']:,} metric points, "
+            f"{done['events']:,} events){model}.")
+
+
+def _refused(title: str, message: str, run_id: str) -> str:
+    return render_template("history/problem.html", title=title, message=message,
+                           back_url=url_for("history.detail", run_id=run_id))
 
 
 @bp.get("/runs/<run_id>/live.json")

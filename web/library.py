@@ -1,7 +1,9 @@
 """Model library: every saved model, its page, deletion (pages and JSON API).
 
-Pages: ``/models`` (filter ``?type=``), ``/models/<dir_name>``, ``/models/<dir_name>/delete``
-(GET confirms, POST deletes). API: ``GET /api/models``, ``GET|DELETE /api/models/<dir_name>``.
+Pages: ``/models`` (filter ``?type=``; ``?sort=<metric>&order=`` ranks by the
+leaderboard's metrics, :mod:`Utilities.run_figures`), ``/models/<dir_name>``,
+``/models/<dir_name>/delete`` (GET confirms, POST deletes). API: ``GET /api/models`` (the
+same ``type`` and ``sort``), ``GET|DELETE /api/models/<dir_name>``.
 A folder is named by its folder name only; ``validate_name`` and a resolved-path check keep
 every request inside ``MODELS_DIR``.
 """
@@ -37,6 +39,7 @@ from NetworkConfigs.artifacts import (
     validate_name,
 )
 from Utilities.number_format import figure
+from Utilities.run_figures import known_metrics, metric_label, ranked_first
 from Utilities.run_store import RunStoreError
 from Utilities.safe_paths import shown
 from Utilities.serialization import to_plain
@@ -44,6 +47,7 @@ from web import datafiles
 from web.formatting import finite
 from web.history import public_run
 from web.json_io import error_reply, hide_paths, path_roots
+from web.run_compare import metric_choices, metric_param, model_figures
 from web.store import get_store
 
 log = logging.getLogger(__name__)
@@ -294,20 +298,38 @@ def _api_not_found(dir_name: str):
 # ------------------------------------------------------------------------------- pages
 
 
+def sorted_by_metric(models: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], dict]:
+    """``?sort=<metric>&order=asc|desc``: the models ranked by a run-figure metric
+    (web.run_compare.model_figures: the same figures as the leaderboard), those without
+    it last; each model gains ``sort_value``. Newest first without ``sort``."""
+    figures = model_figures(models)
+    available = known_metrics(figures)
+    sort = metric_param(available, "sort") if request.args.get("sort") else None
+    order = request.args.get("order", "").strip() or None
+    if sort is not None:
+        by_name = {m["dir_name"]: m for m in models}
+        models = [{**by_name[f.run["model_dir"]], "sort_value": f.value(sort)}
+                  for f in ranked_first(figures, sort, order=order)]
+    return models, {"sort": sort, "order": order, "label": metric_label(sort) if sort else None,
+                    "choices": metric_choices(available)}
+
+
 @bp.get("/models")
 def index() -> str:
-    """Every model, newest first; ``?type=`` keeps one type; broken folders say why."""
+    """Every model, newest first (or by ``?sort=<metric>``); ``?type=`` keeps one type;
+    broken folders say why."""
     models = list_models(datafiles.models_dir())
     for model in models:
         model["label"] = type_label(model["type"])
         model["short_error"] = _short_error(model["error"], model["path"])
     wanted = request.args.get("type", "").strip()
     shown = [m for m in models if _matches_type(m, wanted)] if wanted else models
+    shown, sorting = sorted_by_metric(shown)
     with contextlib.suppress(UnknownModelType):
         wanted = get_model_type(wanted).name if wanted else wanted  # 'XGB' → 'xgboost'
     return render_template("library/index.html", models=shown, total=len(models),
                            chips=_type_choices(models), wanted=wanted,
-                           wanted_label=type_label(wanted),
+                           wanted_label=type_label(wanted), sorting=sorting,
                            messages=get_flashed_messages(), train_url=_train_url())
 
 
@@ -363,6 +385,8 @@ def api_list():
     wanted = request.args.get("type", "").strip()
     if wanted:
         models = [m for m in models if _matches_type(m, wanted)]
+    if request.args.get("sort"):
+        models, _ = sorted_by_metric(models)
     for model in models:
         model["type_label"] = type_label(model["type"])
         model.pop("path", None)

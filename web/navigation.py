@@ -8,7 +8,8 @@ from flask import Flask, current_app, request
 
 # (endpoint, label) in menu order; an endpoint not registered (yet) is left out.
 AREAS = (("pages.home", "Home"), ("train.index", "Train"), ("live.page", "Live"),
-         ("history.index", "History"),
+         ("history.index", "History"), ("experiments.index", "Experiments"),
+         ("leaderboard.index", "Leaderboard"),
          ("library.index", "Models"), ("backtests.index", "Backtest"),
          ("hosting.index", "API"), ("alerts.index", "Alerts"), ("settings.index", "Settings"))
 

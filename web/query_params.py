@@ -66,6 +66,17 @@ def text_param(name: str) -> str | None:
     return value or None
 
 
+ARCHIVED_CHOICES = {"0": False, "1": True, "all": None}
+
+
+def archived_param() -> bool | None:
+    """``archived``: ``0`` (default, runs not archived), ``1`` (only archived), ``all``."""
+    raw = request.args.get("archived", "0").strip() or "0"
+    if raw not in ARCHIVED_CHOICES:
+        raise ApiError(422, f"archived must be one of 0, 1, all; got {raw!r}", "archived")
+    return ARCHIVED_CHOICES[raw]
+
+
 def keys_param() -> list[str] | None:
     """``keys=a,b``: distinct metric keys in the order given, None when absent."""
     raw = request.args.get("keys", "").strip()
@@ -85,6 +96,11 @@ def page_args() -> tuple[dict[str, Any], str | None]:
     problem = None
     agent_id = request.args.get("agent_id", "").strip() or None
     status = request.args.get("status", "").strip() or None
+    names = {key: request.args.get(key, "").strip()[:MAX_TEXT] or None
+             for key in ("experiment", "tag")}
+    for key, value in names.items():
+        if value is not None and _CONTROL.search(value):
+            problem, names[key] = f"That {key} contains a control character: showing all.", None
     if agent_id is not None and _CONTROL.search(agent_id):
         problem = "That agent name contains a control character: showing every agent."
         agent_id = None
@@ -94,7 +110,13 @@ def page_args() -> tuple[dict[str, Any], str | None]:
         status = None
     page = min(max(1, _lenient_int("page", 1)), MAX_PAGE)
     per_page = min(max(_lenient_int("per_page", DEFAULT_PER_PAGE), 1), max(PER_PAGE_CHOICES))
-    return {"agent_id": agent_id, "status": status, "page": page, "per_page": per_page}, problem
+    # "show archived": archived runs beside the others (the toggle), or only them.
+    archived = request.args.get("archived", "").strip()
+    if archived not in ("", "0", "1", "all"):
+        problem, archived = f"Unknown archived choice “{archived}”: archived runs are hidden.", ""
+    return {"agent_id": agent_id, "status": status, **names,
+            "archived": archived if archived in ("1", "all") else None,
+            "page": page, "per_page": per_page}, problem
 
 
 def _lenient_int(name: str, default: int) -> int:

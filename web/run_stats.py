@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -237,11 +238,17 @@ class RunData:
         return self._checkpoints
 
     def checkpoints(self, events: list[dict] | None = None) -> list[dict]:
-        """Saved checkpoints (the last ``checkpoint_limit``, or the given checkpoint
-        events), oldest first, each with the episode reached when it was saved: its
-        payload's, else the last episode logged by its time (a binary search over the
-        reward series' steps, not a read of it)."""
-        events = self.checkpoint_events() if events is None else events
+        """Saved checkpoints still on disk (of the last ``checkpoint_limit``, or of the
+        given checkpoint events), oldest first, one row per file, each with the episode
+        reached when it was saved: its payload's, else the last episode logged by its
+        time (a binary search over the reward series' steps, not a read of it).
+
+        A run keeps only its newest checkpoint files (``keep_checkpoints``), and runs
+        before that saved every checkpoint over one ``last.pt``: a file's newest event
+        stands for it, and events whose file is gone are left out. The newest row is
+        marked ``resume``: the file ``--resume <run>`` continues from (the same rule as
+        :func:`Utilities.run_training.checkpoint_of_run`: its newest file on disk)."""
+        events = on_disk(self.checkpoint_events() if events is None else events)
         missing = [e for e in events if (e["payload"] or {}).get("episode") is None]
         reached: dict[int, int] = {}
         if missing and "episode/reward" in self.stats:
@@ -257,7 +264,10 @@ class RunData:
             path = str(payload.get("path", ""))
             result.append({"seq": event["seq"], "episode": whole(episode),
                            "path": shown(path, path_roots()) if path else "",
-                           "step": whole(payload.get("step")), "time": iso(event["wall_time"])})
+                           "step": whole(payload.get("step")), "time": iso(event["wall_time"]),
+                           "resume": False})
+        if result:
+            result[-1]["resume"] = True
         return result
 
     def events(self) -> list[dict]:
@@ -289,6 +299,25 @@ class RunData:
         alerts, checkpoints = found
         last = max([seq] + [e["seq"] for e in alerts + checkpoints])
         return shown_events(alerts), self.checkpoints(checkpoints), last
+
+
+def on_disk(events: list[dict]) -> list[dict]:
+    """Checkpoint events whose file exists, the newest per file, oldest first."""
+    kept: list[dict] = []
+    seen: set[str] = set()
+    for event in reversed(events):
+        path = str((event["payload"] or {}).get("path") or "")
+        if path and path not in seen and _is_file(path):
+            seen.add(path)
+            kept.append(event)
+    return kept[::-1]
+
+
+def _is_file(path: str) -> bool:
+    try:
+        return Path(path).is_file()
+    except (OSError, ValueError):  # a payload's path this machine cannot even look up
+        return False
 
 
 def shown_events(events: list[dict]) -> list[dict]:

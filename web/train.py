@@ -37,10 +37,13 @@ from werkzeug.exceptions import RequestEntityTooLarge
 
 from NetworkConfigs import DEFAULT_MODEL_TYPE, get_model_type, type_label
 from Utilities import run_training
+from Utilities.alert_config import RUN_CHOICES, run_choice
 from Utilities.data_utils import DataError
+from Utilities.input_errors import InputError
+from Utilities.run_labels import MAX_DESCRIPTION, MAX_EXPERIMENT, MAX_TAGS
 from Utilities.run_store import ACTIVE_STATUSES, RunNotFound, StoreUnavailable
 from Utilities.training_request import TrainingRequest, UsageError, precheck
-from web import datafiles
+from web import datafiles, run_curation
 from web.history import is_run_id
 from web.json_io import ApiError, error_reply, read_json_body
 from web.run_api import control_reply
@@ -63,6 +66,8 @@ MAX_CONTROL_BYTES = 4096  # {"action": "resume"} is 20 bytes
 STAGED_CHOICE = "@upload"  # the data choice that means "the upload this form kept"
 # A kept upload's token: the name stage_upload gave it (8 hex digits, the safe stem).
 MAX_SHOWN_NAME = 120
+LABEL_INPUTS = ("experiment", "tags", "description")
+LABEL_LIMITS = {"experiment": MAX_EXPERIMENT, "tags": MAX_TAGS, "description": MAX_DESCRIPTION}
 
 
 @dataclass
@@ -192,7 +197,11 @@ def _resume_request(run_id: str) -> TrainingRequest:
     return TrainingRequest(csv_path=data.path, model_type=run["model_type"],
                            model_name=run["name"], mode="full", resume=run_id,
                            models_dir=datafiles.models_dir(),
-                           database_url=current_app.config["DATABASE_URL"])
+                           database_url=current_app.config["DATABASE_URL"],
+                           # the continuation belongs where the run did
+                           experiment=run.get("experiment", ""),
+                           user_tags=tuple(_own_tags(run)),
+                           description=run.get("description", ""))
 
 
 def _from_run(run_id: str) -> Any:
@@ -217,7 +226,9 @@ def _from_run(run_id: str) -> Any:
                                run_id=run_id, status=422), 422
     mode = "smoke" if "smoke" in run.get("tags", []) else "full"
     values = {**form_values(type_name, run.get("config") or {}), "mode": mode,
-              "model_name": _new_name(type_name, run["name"])}
+              "model_name": _new_name(type_name, run["name"]),
+              # Same experiment and tags (a new try of it); the description is the new run's.
+              "experiment": run.get("experiment", ""), "tags": ", ".join(_own_tags(run))}
     errors = {}
     data = _listed(run.get("data_file") or "")
     if data is not None:
@@ -226,6 +237,11 @@ def _from_run(run_id: str) -> Any:
         errors["csv"] = (f"the run's data file ({Path(run.get('data_file') or '?').name}) is no "
                          "longer in the data folder; choose a file or upload one")
     return _render(type_name, values, errors, from_run=run)
+
+
+def _own_tags(run: dict) -> list[str]:
+    """A run's tags but the preset's own ("smoke": the preset adds it again)."""
+    return [tag for tag in run.get("tags", []) if tag != "smoke"]
 
 
 def _new_name(type_name: str, name: str) -> str:
@@ -261,10 +277,12 @@ def _request_of(type_name: str, form: dict[str, str], choice: DataChoice,
         errors["mode"] = mode_error
     overrides, unreadable = changed_config(type_name, form, mode)
     errors.update(unreadable)
+    labels = _labels_of(form, errors)
     training = TrainingRequest(
         csv_path=choice.path or datafiles.SAMPLE, model_type=type_name,
         model_name=form.get("model_name", "").strip(), mode=mode, overrides=overrides,
-        models_dir=datafiles.models_dir(), database_url=current_app.config["DATABASE_URL"])
+        models_dir=datafiles.models_dir(), database_url=current_app.config["DATABASE_URL"],
+        alerts=_alerts_of(form, errors), **labels)
     try:
         config = precheck(training, data=choice.path is not None)
     except UsageError as exc:
@@ -272,6 +290,36 @@ def _request_of(type_name: str, form: dict[str, str], choice: DataChoice,
             errors.setdefault(name, message)  # a data-choice error says it better
         config = None
     return training, config
+
+
+def _alerts_of(form: dict[str, str], errors: dict[str, str]) -> str | None:
+    """The form's alert preset (Utilities.alert_config.RUN_CHOICES); a bad one named."""
+    choice = form.get("alerts", "default")
+    if choice not in RUN_CHOICES:
+        errors["alerts"] = f"choose one of {', '.join(RUN_CHOICES)}"
+        return None
+    return run_choice(choice)
+
+
+def _labels_of(form: dict[str, str], errors: dict[str, str]) -> dict[str, Any]:
+    """The run's labels the form gives (experiment, tags typed ``a, b``, description), as
+    TrainingRequest fields; each problem added to ``errors`` by its input."""
+    try:
+        labels = run_curation.form_edit({key: form.get(key, "") for key in LABEL_INPUTS})
+    except InputError as exc:
+        errors.update({str(field): message for field, message in exc.errors.items()})
+        return {}
+    return {"experiment": labels["experiment"], "user_tags": tuple(labels["tags"]),
+            "description": labels["description"]}
+
+
+def _experiment_names() -> list[str]:
+    """Experiments already recorded (the form's suggestions); none while the store is
+    down (the form still works: its submit says what is wrong)."""
+    try:
+        return get_store().experiment_names()
+    except StoreUnavailable:
+        return []
 
 
 def _data_of(form: dict[str, str], errors: dict[str, str]) -> DataChoice:
@@ -331,7 +379,8 @@ def _render(type_name: str, values: dict[str, str], errors: dict[str, str],
         if field.name not in common_names:
             sections.setdefault(field.section, []).append(field)
     # Errors in page order, so the summary reads as the form does.
-    order = ["form", "model_type", "csv", "model_name", "mode", *common_names,
+    order = ["form", "model_type", "csv", "model_name", "mode", *common_names, *LABEL_INPUTS,
+             "alerts",
              *(field.name for items in sections.values() for field in items)]
     errors = dict(sorted(errors.items(), key=lambda item: order.index(item[0])
                          if item[0] in order else len(order)))
@@ -342,4 +391,5 @@ def _render(type_name: str, values: dict[str, str], errors: dict[str, str],
         folded_errors=[name for name in errors if name.split(".")[0] in sections
                        and name not in common_names],
         files=datafiles.list_csv_files(), choice=choice if choice and choice.staged else None,
-        staged_choice=STAGED_CHOICE, from_run=from_run)
+        staged_choice=STAGED_CHOICE, from_run=from_run, experiments=_experiment_names(),
+        label_limits=LABEL_LIMITS, alert_choices=RUN_CHOICES)

@@ -113,7 +113,7 @@ class TrainingJobs:
             return store.claim_run(
                 name=name, model_type=type_name, algorithm=type_label(type_name),
                 config=config or dict(request.overrides), data_file=str(request.csv_path),
-                tags=request.tags, run_id=request.run_id, max_active=self.max_running,
+                **request.run_labels(), run_id=request.run_id, max_active=self.max_running,
                 status="starting")
         except RunBusy as exc:
             if exc.reason == "duplicate":

@@ -2,7 +2,8 @@
 // edits a field. A queued or running job: its progress, polled from the status URL,
 // until the same URL shows the result (or the form with the error). The result: equity,
 // drawdown and price charts from #backtest-data (x = the bar's position in the period,
-// t = its time), drawn with GalaxyCharts.
+// t = its time), drawn with GalaxyCharts, and the histogram of the random policies'
+// returns with the strategy's return marked (#random-data).
 (function () {
   "use strict";
 
@@ -232,12 +233,79 @@
         }}}}});
   }
 
+  // The model's figure as a vertical line across the histogram: bins are equal and a bar
+  // chart's categories split the width evenly, so a value's x is linear in the edges.
+  var modelMarker = {
+    id: "modelMarker",
+    afterDatasetsDraw: function (chart, args, options) {
+      var edges = options.edges || [], value = options.value, area = chart.chartArea;
+      if (value === null || value === undefined || edges.length < 2) return;
+      var low = edges[0], high = edges[edges.length - 1];
+      var x = area.left + (value - low) / (high - low) * (area.right - area.left);
+      var text = options.label;
+      if (x < area.left || x > area.right) {  // far outside the policies: at the edge
+        x = Math.min(Math.max(x, area.left), area.right);
+        text = x === area.left ? "← " + text : text + " →";
+      }
+      var ctx = chart.ctx;
+      ctx.save();
+      ctx.strokeStyle = ctx.fillStyle = options.color;
+      ctx.lineWidth = 2.5;
+      ctx.beginPath();
+      ctx.moveTo(x, area.top);
+      ctx.lineTo(x, area.bottom);
+      ctx.stroke();
+      ctx.font = "600 12px " + Chart.defaults.font.family;
+      var width = ctx.measureText(text).width;
+      var left = x + 6 + width > area.right ? x - 6 - width : x + 6;
+      ctx.fillText(text, left, area.top + 12);
+      ctx.restore();
+      chart.$modelX = x;  // where it was drawn (the browser test reads it)
+    }
+  };
+
+  function number(v, digits) {
+    return v === null || v === undefined ? "—" : v.toFixed(digits);
+  }
+
+  function randomChart(ranked) {
+    var h = ranked.histogram, C = GalaxyCharts, figure = ranked.return_pct;
+    C.applyTheme();
+    var muted = C.cssVar("--muted"), accent = C.cssVar("--accent");
+    var labels = h.counts.map(function (c, i) {
+      return number(h.edges[i], 2) + " … " + number(h.edges[i + 1], 2) + " %";
+    });
+    return new Chart(document.getElementById("random-chart"), {
+      type: "bar",
+      data: {labels: labels, datasets: [{label: "Random policies", data: h.counts,
+        backgroundColor: alpha(muted, 0.45), borderColor: muted, borderWidth: 1,
+        barPercentage: 1, categoryPercentage: 1}]},
+      options: {responsive: true, maintainAspectRatio: false,
+        scales: {
+          x: {title: {display: true, text: "Return [%] of each random policy"}, grid: {display: false},
+              ticks: {maxRotation: 0, autoSkip: true, maxTicksLimit: 7,
+                      callback: function (v, i) { return number(h.edges[i], 1); }}},
+          y: {title: {display: true, text: "policies"}, beginAtZero: true, ticks: {precision: 0}}},
+        plugins: {legend: {display: false},
+          modelMarker: {value: figure.model, edges: h.edges, color: accent,
+                        label: "Strategy " + number(figure.model, 2) + " % · percentile " +
+                               number(figure.percentile, 1)},
+          tooltip: {callbacks: {label: function (item) {
+            return item.parsed.y + " of " + ranked.policies + " policies"; }}}}},
+      plugins: [modelMarker]});
+  }
+
   function setUpResult(node) {
     var data = JSON.parse(node.textContent);
     var charts = [];
+    var ranked = document.getElementById("random-data");
+    ranked = ranked ? JSON.parse(ranked.textContent) : null;
+    var histogram = null;
     function render() {
       charts.forEach(function (chart) { chart.destroy(); });
       charts = equityCharts(data).concat([priceChart(data)]);
+      if (histogram) histogram.destroy();
+      histogram = ranked && ranked.histogram.counts.length ? randomChart(ranked) : null;
     }
     render();
     // Rebuild in the new theme's colours (the dataset colours are read when drawn).
@@ -245,6 +313,7 @@
       if (event.target && event.target.id === "theme-toggle") render();
     });
     window.backtestCharts = function () { return charts; };
+    window.randomChart = function () { return histogram; };
   }
 
   document.addEventListener("DOMContentLoaded", function () {

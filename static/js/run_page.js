@@ -266,9 +266,17 @@
       var code = el("code", "", c.path);
       code.title = c.path;
       path.appendChild(code);
+      if (c.resume) path.appendChild(resumeMark());
       row.appendChild(path);
       row.appendChild(el("td", "nowrap", when(c.time)));
       return row;
+    }
+
+    // The newest checkpoint on disk: the one --resume continues from.
+    function resumeMark() {
+      var mark = el("span", "badge resume-mark", "--resume uses this");
+      mark.title = "Resume from checkpoint (and run_training.py --resume <run id>) continues from this file";
+      return mark;
     }
 
     function renderCheckpoints(list, total) {
@@ -279,7 +287,7 @@
 
     function setCheckpointCount(total, listed) {
       byId("checkpoint-count").textContent = total.toLocaleString("en-US");
-      byId("checkpoints-shown").textContent = total > listed ? "latest " + listed + " shown" : "";
+      byId("checkpoints-shown").textContent = total > listed ? "the newest " + listed + " on disk" : "";
       show(byId("checkpoint-rows").parentElement, listed > 0);
       show(byId("checkpoints-empty"), listed === 0);
     }
@@ -289,9 +297,12 @@
       checkpointSeq = message.seq;
       var d = message.data || {};
       var body = byId("checkpoint-rows");
-      body.appendChild(checkpointRow({seq: message.seq, episode: d.episode, step: d.step,
+      body.querySelectorAll(".resume-mark").forEach(function (m) { m.remove(); });
+      body.appendChild(checkpointRow({seq: message.seq, episode: d.episode, step: d.step, resume: true,
                                       path: String(d.path || ""), time: isoOf(message.wall_time)}));
-      while (body.children.length > PAGE_CHECKPOINTS) body.removeChild(body.firstChild);
+      // The trainer keeps only its newest d.keep files: older rows name deleted files.
+      var limit = d.keep > 0 ? Math.min(d.keep, PAGE_CHECKPOINTS) : PAGE_CHECKPOINTS;
+      while (body.children.length > limit) body.removeChild(body.firstChild);
       var total = Number(byId("checkpoint-count").textContent.replace(/,/g, "")) + 1;
       setCheckpointCount(total, body.children.length);
     }

@@ -81,7 +81,7 @@ def test_run_a_backtest_and_read_the_charts(live_server: str, page, held) -> Non
     page.wait_for_selector("#statistics table.stats")  # the same URL, now the result
     assert page.url == job_url
     header = page.locator("table.stats thead th").all_text_contents()
-    assert header == ["", "Strategy", "Buy & Hold", "Random"]
+    assert header == ["", "Strategy", "Buy & Hold", "Random (median)"]
     page.wait_for_function("() => window.backtestCharts && window.backtestCharts().length == 3")
     for canvas in ("equity-chart", "drawdown-chart", "price-chart"):
         assert page.evaluate(INK, canvas) > 2000, canvas

@@ -75,7 +75,10 @@ def seed_run(app) -> str:
                                     win=episode % 3 == 0)
             for update in range(1, 11):
                 metrics.log_update(step=update, loss=1 / update, entropy=1 - update / 20)
-            metrics.log_checkpoint("Models/.checkpoints/x/last.pt", step=2048)
+            saved = Path(app.config["MODELS_DIR"]) / ".checkpoints" / "x"
+            saved.mkdir(parents=True, exist_ok=True)
+            (saved / "iteration-00000004.pt").write_bytes(b"state")  # listed: it exists
+            metrics.log_checkpoint(saved / "iteration-00000004.pt", step=2048, keep=3)
         store.set_status(run_id, "completed")
     return run_id
 

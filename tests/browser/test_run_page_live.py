@@ -49,7 +49,11 @@ def test_a_live_run_page_appends_what_the_trainer_writes(live_server: str, page,
         run_id = store.create_run(name="long-live", model_type="ppo", algorithm="PPO",
                                   config={"train_params": {"total_timesteps": 10**7}})
         store.write_batch(metrics=episodes(run_id, 1, EPISODES))
-        store.log_events(run_id, [("checkpoint", {"path": f"Models/.checkpoints/c{i}.pt",
+        saved = Path(app.config["MODELS_DIR"]) / ".checkpoints"
+        saved.mkdir(parents=True, exist_ok=True)
+        for i in range(1, 26):  # the page lists only checkpoint files that exist
+            (saved / f"c{i}.pt").write_bytes(b"state")
+        store.log_events(run_id, [("checkpoint", {"path": str(saved / f"c{i}.pt"),
                                                   "step": 2048 * i}, time.time())
                                   for i in range(1, 25)])
     seen = watch(page, live_server)
@@ -64,7 +68,10 @@ def test_a_live_run_page_appends_what_the_trainer_writes(live_server: str, page,
     assert raw <= 1000 and 0 < average <= 1000
     assert page.locator("#checkpoint-count").inner_text() == "24"
     assert page.locator("#checkpoint-rows tr").count() == 20
-    assert page.locator("#checkpoints-shown").inner_text() == "latest 20 shown"
+    assert page.locator("#checkpoints-shown").inner_text() == "the newest 20 on disk"
+    marks = page.locator("#checkpoint-rows .resume-mark")
+    assert marks.count() == 1 and "c24.pt" in page.locator("#checkpoint-rows tr").last.inner_text()
+    assert page.locator("#checkpoint-rows tr").last.locator(".resume-mark").count() == 1
     shot = screenshot(page, "run_page_live_long_snapshot")
     keep("live_long_snapshot", shot)
 
@@ -73,8 +80,8 @@ def test_a_live_run_page_appends_what_the_trainer_writes(live_server: str, page,
         store = get_store()
         store.write_batch(
             metrics=episodes(run_id, EPISODES + 1, EPISODES + 500),
-            events=[(run_id, "checkpoint", {"path": "Models/.checkpoints/c25.pt",
-                                            "step": 2048 * 25}, time.time()),
+            events=[(run_id, "checkpoint", {"path": str(saved / "c25.pt"),
+                                            "step": 2048 * 25, "keep": 3}, time.time()),
                     (run_id, "alert", {"level": "warning", "title": "Reward plateau",
                                        "message": "no improvement"}, time.time())])
     episode_card = page.locator('.kpi[data-kpi="episode"] .kpi-value')
@@ -87,8 +94,11 @@ def test_a_live_run_page_appends_what_the_trainer_writes(live_server: str, page,
     }""")
     assert last_step == [EPISODES + 500, EPISODES + 500]
     expect(page.locator("#checkpoint-count")).to_have_text("25")
-    assert page.locator("#checkpoint-rows tr").count() == 20
+    # The trainer keeps 3 files (the event says): rows of deleted files go.
+    assert page.locator("#checkpoint-rows tr").count() == 3
     assert "c25.pt" in page.locator("#checkpoint-rows tr").last.inner_text()
+    assert marks.count() == 1  # the resume mark moved to the new newest
+    assert page.locator("#checkpoint-rows tr").last.locator(".resume-mark").count() == 1
     expect(page.locator("#event-rows li")).to_have_count(1)
     assert "Reward plateau" in page.locator("#event-rows").inner_text()
     assert len(feeds) == 2 and "last_event_id=" in feeds[1], feeds  # one snapshot, one stream

@@ -57,7 +57,7 @@ def backtest_the_new_model(page, live_server: str) -> None:
     page.click("#run-backtest")
     page.wait_for_selector("#statistics table.stats")
     header = page.locator("table.stats thead th").all_text_contents()
-    assert header == ["", "Strategy", "Buy & Hold", "Random"]
+    assert header == ["", "Strategy", "Buy & Hold", "Random (median)"]
     page.wait_for_function("() => window.backtestCharts && window.backtestCharts().length == 3")
     for canvas in ("equity-chart", "price-chart"):
         page.wait_for_function(f"({INKED_PIXELS})('{canvas}') > 2000")
