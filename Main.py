@@ -47,6 +47,10 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         SECRET_KEY=os.environ.get("SECRET_KEY"),
         **auth.env_config(),  # AUTH, ALLOWED_HOSTS, BIND_HOST, the cookie's flags
     )
+    from web import metrics_server_config
+
+    # The metrics server's YAML file and environment (web/metrics_server_config.py).
+    app.config.update(metrics_server_config.app_settings())
     if config:
         app.config.update(config)
     _install_auth(app)  # first: the Host check and sign-in run before any other hook
@@ -69,6 +73,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         pages,
         run_api,
         run_compare,
+        sessions_api,
         settings,
         store,
         train,
@@ -80,6 +85,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     csrf.init_app(app)
     live_stream.init_app(app)
     live_overview.init_app(app)
+    sessions_api.init_app(app)  # outside trainers' sessions (issue 17)
     for area in (pages, train, history, run_api, run_compare, leaderboard, experiments, library,
                  backtests, evaluate, hosting, alerts, settings, login):
         app.register_blueprint(area.bp)
@@ -128,9 +134,16 @@ def prepare_to_serve(app: Flask, *, demo: bool = True) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from web import metrics_server_config
+
     parser = argparse.ArgumentParser(description="Serve the Galaxy Models dashboard.")
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=5000)
+    try:  # TRAINING_METRICS_HOST/_PORT/_DEBUG, or the metrics server's YAML file
+        host, port, debug = metrics_server_config.serving()
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    parser.add_argument("--host", default=host)
+    parser.add_argument("--port", type=int, default=port)
     parser.add_argument("--threads", type=int, default=8,
                         help="request threads, besides one per live-stream viewer allowed")
     parser.add_argument("--theme", choices=THEMES, default="dark",
@@ -142,7 +155,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command:  # python Main.py tokens … / users …
         return auth_cli.run(args)
-    configure_logging()
+    if debug:  # TRAINING_METRICS_DEBUG
+        configure_logging(logging.DEBUG)
+    else:
+        configure_logging()
 
     import waitress
 
@@ -152,14 +168,21 @@ def main(argv: list[str] | None = None) -> int:
     prepare_to_serve(app, demo=not args.no_demo)
     from web.alerts import start_sweeper  # from now on a killed run is marked lost and alerted
 
-    start_sweeper(app)
+    sweeper = start_sweeper(app)
+    from web.sessions_api import start_cleaner  # expired sessions deleted on a schedule
+
+    cleaner = start_cleaner(app)
     print(f"Galaxy Models dashboard on http://{args.host}:{args.port}  (Ctrl+C stops)",
           flush=True)
     # Each live-stream viewer holds a thread for as long as it watches: add one per
     # allowed viewer, so a full house of streams leaves --threads for everything else.
     viewers = app.extensions["live_hub"].total
-    waitress.serve(app, host=args.host, port=args.port, threads=args.threads + viewers,
-                   connection_limit=max(100, 2 * (args.threads + viewers)))
+    try:
+        waitress.serve(app, host=args.host, port=args.port, threads=args.threads + viewers,
+                       connection_limit=max(100, 2 * (args.threads + viewers)))
+    finally:  # the server is done: so are its schedules (a test's main() leaves none behind)
+        sweeper.stop()
+        cleaner.stop()
     return 0
 
 

@@ -64,6 +64,8 @@ UTILITIES = {
     "Utilities.run_alerts": FOUNDATION,        # alert_system, run_store
     "Utilities.alert_records": FOUNDATION,     # run_store
     "Utilities.experiment_tracker": FOUNDATION,  # metrics_logger, run_store, (run_figures)
+    "Utilities.session_ingest": FOUNDATION,    # input_errors, metric_writes
+    "Utilities.session_store": FOUNDATION,     # run_store, session_ingest
     "Utilities.backtest_report": APPLICATION,  # NetworkConfigs.artifacts, .base
     "Utilities.model_backtester": APPLICATION,  # the registry, loaders
     "Utilities.signal_backtester": APPLICATION,  # model_backtester
