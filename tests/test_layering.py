@@ -59,6 +59,8 @@ UTILITIES = {
     "Utilities.alert_system": FOUNDATION,      # alert_config, run_store
     "Utilities.run_alerts": FOUNDATION,        # alert_system, run_store
     "Utilities.alert_records": FOUNDATION,     # run_store
+    "Utilities.metrics_client": FOUNDATION,    # nothing (standard library only)
+    "Utilities.sb3_metrics_callback": FOUNDATION,  # metrics_client (SB3 imported lazily)
     "Utilities.backtest_report": APPLICATION,  # NetworkConfigs.artifacts, .base
     "Utilities.model_backtester": APPLICATION,  # the registry, loaders
     "Utilities.signal_backtester": APPLICATION,  # model_backtester
