@@ -47,6 +47,10 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         SECRET_KEY=os.environ.get("SECRET_KEY"),
         **auth.env_config(),  # AUTH, ALLOWED_HOSTS, BIND_HOST, the cookie's flags
     )
+    from web import metrics_server_config
+
+    # The metrics server's YAML file and environment (web/metrics_server_config.py).
+    app.config.update(metrics_server_config.app_settings())
     if config:
         app.config.update(config)
     _install_auth(app)  # first: the Host check and sign-in run before any other hook
@@ -65,6 +69,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         navigation,
         pages,
         run_api,
+        sessions_api,
         settings,
         store,
         train,
@@ -76,6 +81,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     csrf.init_app(app)
     live_stream.init_app(app)
     live_overview.init_app(app)
+    sessions_api.init_app(app)  # outside trainers' sessions (issue 17)
     for area in (pages, train, history, run_api, library, backtests, hosting, alerts, settings,
                  login):
         app.register_blueprint(area.bp)
@@ -124,9 +130,16 @@ def prepare_to_serve(app: Flask, *, demo: bool = True) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from web import metrics_server_config
+
     parser = argparse.ArgumentParser(description="Serve the Galaxy Models dashboard.")
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=5000)
+    try:  # TRAINING_METRICS_HOST/_PORT/_DEBUG, or the metrics server's YAML file
+        host, port, debug = metrics_server_config.serving()
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    parser.add_argument("--host", default=host)
+    parser.add_argument("--port", type=int, default=port)
     parser.add_argument("--threads", type=int, default=8,
                         help="request threads, besides one per live-stream viewer allowed")
     parser.add_argument("--theme", choices=THEMES, default="dark",
@@ -138,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command:  # python Main.py tokens … / users …
         return auth_cli.run(args)
-    configure_logging()
+    configure_logging(logging.DEBUG if debug else None)
 
     import waitress
 
@@ -149,6 +162,9 @@ def main(argv: list[str] | None = None) -> int:
     from web.alerts import start_sweeper  # from now on a killed run is marked lost and alerted
 
     start_sweeper(app)
+    from web.sessions_api import start_cleaner  # expired sessions deleted on a schedule
+
+    start_cleaner(app)
     print(f"Galaxy Models dashboard on http://{args.host}:{args.port}  (Ctrl+C stops)",
           flush=True)
     # Each live-stream viewer holds a thread for as long as it watches: add one per

@@ -63,6 +63,7 @@ from Utilities.run_store_schema import (
     AlertRecord,
     Base,
     Event,
+    IngestBatch,
     MetricPoint,
     MetricRollup,
     MetricSeries,
@@ -158,7 +159,8 @@ class RunBusy(RunStoreError):
         self.reason, self.run, self.limit = reason, run, limit
 
 
-_RUNS, _TAGS, _EVENTS, _ALERTS = (m.__table__ for m in (Run, RunTag, Event, AlertRecord))
+_RUNS, _TAGS, _EVENTS, _ALERTS, _BATCHES = (m.__table__ for m in (Run, RunTag, Event,
+                                                                    AlertRecord, IngestBatch))
 _SERIES, _POINTS, _ROLLUPS = (m.__table__ for m in (MetricSeries, MetricPoint, MetricRollup))
 
 
@@ -293,6 +295,8 @@ _BATCH_SQL = {
     "events": "INSERT INTO events (run_id, kind, payload, wall_time) VALUES ({0}, {0}, {0}, {0})",
     "events_head": "INSERT INTO events (run_id, kind, payload, wall_time) VALUES ",
     "beat": "UPDATE runs SET heartbeat_at = {0} WHERE id = {0}",
+    "batch": "INSERT INTO ingest_batches (run_id, batch_id, created_at) VALUES ({0}, {0}, {0}) "
+             "ON CONFLICT DO NOTHING",
 }
 
 
@@ -1025,7 +1029,7 @@ class RunStore:
             series = select(_SERIES.c.id).where(_SERIES.c.run_id == run_id)
             for table in (_POINTS, _ROLLUPS):
                 s.execute(delete(table).where(table.c.series_id.in_(series)))
-            for table in (_SERIES, _EVENTS, _TAGS, _ALERTS):
+            for table in (_SERIES, _EVENTS, _TAGS, _ALERTS, _BATCHES):
                 s.execute(delete(table).where(table.c.run_id == run_id))
             s.execute(delete(_RUNS).where(_RUNS.c.id == run_id))
         for pair in [pair for pair in self._series_ids if pair[0] == run_id]:
@@ -1080,11 +1084,16 @@ class RunStore:
 
     @_guarded
     def write_batch(
-        self, metrics: Iterable[tuple[str, str, int, float, float]] = (),
+        self, metrics: Iterable[tuple[str, str, int, float, float]] | MetricBatch = (),
         events: Iterable[tuple[str, str, dict, float]] = (), heartbeats: Iterable[str] = (),
-    ) -> None:
+        *, batch: tuple[str, str] | None = None,
+    ) -> bool:
         """Write metric rows, event rows and heartbeats in one transaction (all or nothing);
-        the metrics' series statistics and rollups are updated in the same transaction."""
+        the metrics' series statistics and rollups are updated in the same transaction.
+
+        ``batch`` (run id, a client's batch id of at most 64 characters) is recorded in
+        that transaction too: when it is recorded already, nothing is written and the
+        answer is False (a retried batch is written once, by any process); else True."""
         metric_params = MetricBatch.of(metrics)  # validated before any write
         # Event rows as plain values at once (payload as the column's JSON text): a list of
         # dicts holding dicts stays tracked by the cyclic GC through the whole write, is
@@ -1092,10 +1101,15 @@ class RunStore:
         # json_text is what the payload column's own bind processor calls for a dict.
         event_params = [_event_tuple(row, json_text) for row in events]
         beats = sorted(set(heartbeats))
-        if not len(metric_params) and not event_params and not beats:
-            return
+        if batch is not None:
+            batch = (_str_arg("batch run id", batch[0], required=True),
+                     _str_arg("batch id", batch[1], required=True))
+            if len(batch[1]) > 64:
+                raise ValueError(f"batch id has {len(batch[1])} characters; at most 64")
+        elif not len(metric_params) and not event_params and not beats:
+            return True
         try:
-            self._write_rows(metric_params, event_params, beats)
+            written = self._write_rows(metric_params, event_params, beats, batch)
         except IntegrityError:
             self._series_ids.clear()  # a cached series may belong to a deleted run
             # Foreign keys caught a row for a missing run (checked here, off the hot
@@ -1104,11 +1118,13 @@ class RunStore:
             with self._tx() as s:
                 self._require_ids(s, run_ids | set(beats))
             raise
-        logger.debug("batch: %d metrics, %d events, %d heartbeats",
-                     len(metric_params), len(event_params), len(beats))
+        logger.debug("batch: %d metrics, %d events, %d heartbeats%s",
+                     len(metric_params), len(event_params), len(beats),
+                     "" if written else " (a batch id already written: skipped)")
+        return written
 
     def _write_rows(self, metric_params: MetricBatch, event_params: list[tuple],
-                    beats: list[str]) -> None:
+                    beats: list[str], batch: tuple[str, str] | None = None) -> bool:
         """One batch's transaction on a bare DB-API connection, on every engine.
 
         The logger writes every 200 ms, often a handful of rows, and a tight training
@@ -1123,6 +1139,10 @@ class RunStore:
             cursor = raw.cursor()
             try:
                 self._write_beats(cursor, beats)  # runs rows before the append lock
+                if batch is not None and not self._claim_batch(cursor, batch):
+                    raw.rollback()  # the heartbeats too: the first write of it did them
+                    self._release_batch_connection(raw, keep=True)
+                    return False
                 if len(metric_params) or event_params:
                     self._take_append_lock(cursor)
                 self._metric_writer(cursor).write(metric_params)
@@ -1147,6 +1167,15 @@ class RunStore:
             finally:
                 cursor.close()
             self._release_batch_connection(raw, keep=True)
+            return True
+
+    def _claim_batch(self, cursor: Any, batch: tuple[str, str]) -> bool:
+        """Record a batch id in the batch's transaction; False when it is recorded already
+        (on PostgreSQL a concurrent writer of the same id waits for the first's commit)."""
+        mark = "?" if self.engine.dialect.paramstyle == "qmark" else "%s"
+        stamp = self._batch_processors["time"](utcnow())
+        cursor.execute(_BATCH_SQL["batch"].format(mark), (*batch, stamp))
+        return cursor.rowcount == 1
 
     def _metric_writer(self, cursor: Any) -> MetricWriter:
         dialect = self.engine.dialect

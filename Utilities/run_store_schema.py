@@ -33,8 +33,9 @@ logger = logging.getLogger(__name__)
 RUN_STATUSES = ("starting", "running", "paused", "completed", "stopped", "failed")
 TERMINAL_STATUSES = frozenset({"completed", "stopped", "failed"})
 # "delivery": an alert's outcome on one channel (Utilities/alert_system.py).
+# "graph": an outside trainer's performance-graph update (the metrics server, issue 17).
 EVENT_KINDS = ("episode", "trade", "decision", "checkpoint", "alert", "status", "log",
-               "importance", "account", "delivery")
+               "importance", "account", "delivery", "graph")
 CONTROL_ACTIONS = ("pause", "resume", "stop")
 ALERT_LEVELS = ("info", "warning", "critical")
 # Before issue 13 every point was a row of this table (run_id, key, step, value,
@@ -193,6 +194,17 @@ class AlertRecord(Base):
     deliveries: Mapped[list[Any]] = mapped_column(sa.JSON, default=list)
 
 
+class IngestBatch(Base):
+    """A batch id an outside trainer sent with a batch (web/sessions_api.py), written in
+    the batch's own transaction: a retried batch finds its id and is written once."""
+
+    __tablename__ = "ingest_batches"
+    # No foreign key: RunStore.delete_run deletes a run's batch ids itself.
+    run_id: Mapped[str] = mapped_column(sa.String(36), primary_key=True)
+    batch_id: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(sa.DateTime, index=True)
+
+
 class ApiToken(Base):
     """An API token (web/auth_store.py): only its sha256 is kept, never the token."""
 
@@ -202,6 +214,8 @@ class ApiToken(Base):
     token_sha256: Mapped[str] = mapped_column(sa.String(64), unique=True)
     created_at: Mapped[datetime] = mapped_column(sa.DateTime)
     last_used_at: Mapped[datetime | None] = mapped_column(sa.DateTime)
+    # The one run (an outside trainer's session) the token may reach; NULL: every route.
+    scope: Mapped[str | None] = mapped_column(sa.String(36), index=True)
 
 
 class User(Base):

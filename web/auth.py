@@ -49,7 +49,9 @@ AUTH_MODES = ("auto", "required")
 LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
 ALL_INTERFACES = frozenset({"", "0.0.0.0", "::"})
 # Reachable without credentials even when they are required.
-PUBLIC_ENDPOINTS = frozenset({"static", "auth.login"})
+# The metrics server's health check is a load balancer's (web/sessions_api.py): it tells
+# only whether the server and its store answer.
+PUBLIC_ENDPOINTS = frozenset({"static", "auth.login", "sessions_api.health"})
 LOGIN_ENDPOINT = "auth.login"
 SESSION_LIFETIME = timedelta(hours=12)
 REALM = "Galaxy Models"
@@ -77,6 +79,7 @@ class Principal:
 
     kind: str
     name: str
+    scope: str | None = None  # a scoped token's session: no other route is open to it
 
 
 # ----------------------------------------------------------------------- policy
@@ -337,7 +340,17 @@ def gate() -> Response | tuple[Response, int] | None:
     g.principal = principal
     if principal is None and request.endpoint not in PUBLIC_ENDPOINTS:
         return _challenge(state, bad_token)
+    if principal is not None and principal.scope is not None and not _in_scope(principal):
+        return _reply(state, 403, f"this token is scoped to session {principal.scope}: it "
+                                  "opens that session's routes only")
     return None
+
+
+def _in_scope(principal: Principal) -> bool:
+    """Whether a scoped token may have this request: the app's ``token_scopes`` rule
+    (web/sessions_api.py installs it) says; without one, nothing (deny by default)."""
+    rule = current_app.extensions.get("token_scopes")
+    return rule is not None and rule(principal.scope, request.path)
 
 
 def _authenticate(creds: Credentials) -> tuple[Principal | None, bool]:
@@ -356,7 +369,7 @@ def bearer_principal(creds: Credentials, header: str) -> tuple[Principal | None,
     its token's name; anything else is refused."""
     scheme, _, token = header.strip().partition(" ")
     info = creds.verify_token(token.strip()) if scheme.lower() == "bearer" else None
-    return (Principal("token", info.name), False) if info else (None, True)
+    return (Principal("token", info.name, info.scope), False) if info else (None, True)
 
 
 def admits(app: Flask, req: Request) -> bool:
@@ -378,7 +391,7 @@ def admits(app: Flask, req: Request) -> bool:
             principal, _ = bearer_principal(state.credentials(), header)
     except StoreUnavailable:
         return False
-    return principal is not None
+    return principal is not None and principal.scope is None
 
 
 def _is_json_path(state: _State) -> bool:

@@ -53,6 +53,7 @@ class TokenInfo:
     name: str
     created_at: str
     last_used_at: str | None
+    scope: str | None = None  # the one session (run id) it may reach; None: every route
 
 
 def check_name(kind: str, name: str) -> str:
@@ -102,20 +103,21 @@ class AuthStore:
     # ------------------------------------------------------------------ tokens
 
     @_guarded
-    def create_token(self, name: str) -> tuple[TokenInfo, str]:
-        """A new token named ``name``: its information and the token, which is not kept."""
+    def create_token(self, name: str, scope: str | None = None) -> tuple[TokenInfo, str]:
+        """A new token named ``name``: its information and the token, which is not kept.
+        ``scope``: the one session (run id) it may reach (web/sessions_api.py)."""
         check_name("token", name)
         token, now = new_token(), utcnow()
         try:
             with self.engine.begin() as conn:
                 token_id = conn.execute(sa.insert(_TOKENS).values(
-                    name=name, token_sha256=token_digest(token), created_at=now,
+                    name=name, token_sha256=token_digest(token), created_at=now, scope=scope,
                 ).returning(_TOKENS.c.id)).scalar_one()
         except IntegrityError:
             raise CredentialError(f"a token named {name!r} exists; choose another name or "
                                   "revoke that one first") from None
         log.info("API token %r created (id %d)", name, token_id)
-        return TokenInfo(token_id, name, iso_z(now) or "", None), token
+        return TokenInfo(token_id, name, iso_z(now) or "", None, scope), token
 
     @_guarded
     def list_tokens(self) -> list[TokenInfo]:
@@ -224,7 +226,8 @@ class AuthStore:
 
 
 def _token_info(row: Any) -> TokenInfo:
-    return TokenInfo(row.id, row.name, iso_z(row.created_at) or "", iso_z(row.last_used_at))
+    return TokenInfo(row.id, row.name, iso_z(row.created_at) or "", iso_z(row.last_used_at),
+                     row.scope)
 
 
 def _stamp(password_hash: str) -> str:

@@ -152,13 +152,18 @@ def hub() -> LiveHub:
     return current_app.extensions[_KEY]
 
 
+# Sent whatever ?types= asks (a client may name them): where the stream starts, a store
+# failure that ends it, and its end.
+CONTROL_TYPES = ("connection_status", "error", "end")
+
+
 def _types() -> frozenset[str]:
     raw = request.args.get("types", "")
-    wanted = {name.strip() for name in raw.split(",") if name.strip()}
+    wanted = {name.strip() for name in raw.split(",") if name.strip()} - set(CONTROL_TYPES)
     unknown = sorted(wanted - set(MESSAGE_TYPES))
     if unknown:
         raise ApiError(422, f"unknown message type(s) {', '.join(unknown)}; known: "
-                            f"{', '.join(MESSAGE_TYPES)}", "types")
+                            f"{', '.join(MESSAGE_TYPES + CONTROL_TYPES)}", "types")
     return frozenset(wanted or MESSAGE_TYPES)
 
 
@@ -179,6 +184,12 @@ def _message(kind: str, body: dict) -> bytes:
 def events(run_id: str) -> Response:
     if not is_run_id(run_id):
         raise ApiError(404, f"no training run has the id {run_id!r}", "run_id")
+    return stream_reply(run_id)
+
+
+def stream_reply(run_id: str, extra: dict | None = None) -> Response:
+    """The live stream of an existing run (``events``, and an outside trainer's session
+    stream in web/sessions_api.py); ``extra`` joins its connection_status message."""
     types, start = _types(), _cursor()
     store = get_store()
     try:
@@ -195,12 +206,18 @@ def events(run_id: str) -> Response:
     def stream():
         yield b"retry: %d\n\n" % RETRY_MS
         yield _message("connection_status", {"run_id": run_id, "status": tail.status,
-                                             "cursor": start.text(), "types": sorted(types)})
-        for item in tail.follow(start, keepalive):
-            if item is None:
-                yield b": keep-alive\n\n"
-            elif item.type in types:
-                yield item.data
+                                             "cursor": start.text(), "types": sorted(types),
+                                             **(extra or {})})
+        try:
+            for item in tail.follow(start, keepalive):
+                if item is None:
+                    yield b": keep-alive\n\n"
+                elif item.type in types:
+                    yield item.data
+        except RunStoreError as exc:  # a catch-up read failed: the client reconnects
+            yield _message("error", {"run_id": run_id, "error": f"run store unavailable: "
+                                                                 f"{exc}"})
+            return
         yield _message("end", {"run_id": run_id, "status": tail.status})
 
     response = Response(stream(), mimetype="text/event-stream",

@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 EVENT_TYPES = {"episode": "episode", "trade": "trade", "decision": "bot_decision",
                "checkpoint": "checkpoint", "alert": "alert", "status": "training_status",
                "log": "log", "importance": "importance", "account": "account",
-               "delivery": "alert_delivery"}
+               "delivery": "alert_delivery", "graph": "graph_update"}
 METRICS_TYPE = "training_metrics"
 MESSAGE_TYPES = (METRICS_TYPE, *EVENT_TYPES.values())
 PAGE = 5000  # rows of each kind per store read
