@@ -53,17 +53,18 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
+        client = MetricsClient(args.url, args.token)
+    except ValueError as bad:
+        log.error("--url: %s", bad)
+        return 2
+    try:
         from stable_baselines3 import PPO
         from stable_baselines3.common.env_util import make_vec_env
 
         from Utilities.sb3_metrics_callback import LiveMetricsCallback
     except ImportError as missing:
         log.error("%s: pip install stable-baselines3==2.9.2", missing)
-        return 2
-    try:
-        client = MetricsClient(args.url, args.token)
-    except ValueError as bad:
-        log.error("--url: %s", bad)
+        client.close(0)
         return 2
     callback = LiveMetricsCallback(client, name=args.name, tags=["sb3", "cartpole"],
                                    decision_every=args.decision_every)
