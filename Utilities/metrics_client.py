@@ -62,6 +62,10 @@ KINDS = {"training_metrics": "metrics", "bot_decision": "bot_decision",
          "graph_update": "graph_update"}
 # Statuses a 4xx answer cannot fix by being sent again; everything else is retried.
 RETRYABLE = {408, 425, 429, 500, 502, 503, 504}
+# A batch the server refuses for one item is sent again without that item, this many
+# times at most: beyond, the items are taken to be wrong alike and the batch is dropped
+# (one request per bad item of a systematically wrong batch would be a flood).
+MAX_ITEM_REFUSALS = 3
 # How often at most the "buffer full, dropping" warning is repeated.
 DROP_LOG_SECONDS = 30.0
 # Fields of a TrainingMetricsData item (the seed's model); the SB3 callback sends
@@ -104,6 +108,7 @@ class Batch:
     kind: str
     items: list[Any]  # (queued at, item) until sent, then the JSON-ready items
     batch_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    refusals: int = 0  # items of it the server refused so far (each one dropped)
 
 
 @dataclass
@@ -530,12 +535,14 @@ class MetricsClient:
             return [Batch(batch.session, batch.kind, items[:half]),
                     Batch(batch.session, batch.kind, items[half:])]
         bad = item_index(refused.body.get("field"))
-        if refused.status == 422 and bad is not None and bad < len(items) and len(items) > 1:
+        if (refused.status == 422 and bad is not None and bad < len(items) and len(items) > 1
+                and batch.refusals < MAX_ITEM_REFUSALS):
             log.warning("metrics server refused %s item %s: %s; the rest is sent", batch.kind,
                         refused.body.get("field"), refused.body.get("error"))
             self._resolve(1, "rejected")
-            rest = items[:bad] + items[bad + 1:]
-            return [Batch(batch.session, batch.kind, rest)]
+            rest = Batch(batch.session, batch.kind, items[:bad] + items[bad + 1:])
+            rest.refusals = batch.refusals + 1
+            return [rest]
         log.error("metrics server refused a batch of %d %s item(s) (%s); dropped",
                   len(items), batch.kind, refused)
         self._resolve(len(items), "rejected")

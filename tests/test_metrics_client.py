@@ -291,6 +291,20 @@ def test_a_refused_item_is_dropped_and_the_rest_sent(server: FakeServer) -> None
     assert client.stats()["rejected"] == 2 and client.stats()["sent_items"] == 3
 
 
+def test_a_batch_of_bad_items_costs_a_few_requests_not_one_per_item(
+        server: FakeServer) -> None:
+    server.script = lambda request: ((422, {"error": "bad", "field": "items[0].episode"}, {})
+                                     if request["path"].endswith("/metrics") else None)
+    with client_for(server.port) as client:
+        session = client.register_training_session("all-bad")
+        for episode in range(50):
+            session.update_training_metrics(episode, 0.0)
+        assert client.flush(10)
+    posts = [r for r in server.requests if r["path"].endswith("/metrics")]
+    assert [len(r["body"]["items"]) for r in posts] == [50, 49, 48, 47]
+    assert client.stats()["rejected"] == 50
+
+
 def test_a_refused_session_drops_its_items_once(server: FakeServer,
                                                 caplog: pytest.LogCaptureFixture) -> None:
     server.script = lambda request: ((401, {"error": "a token is required"}, {})
