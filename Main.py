@@ -151,7 +151,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command:  # python Main.py tokens … / users …
         return auth_cli.run(args)
-    configure_logging(logging.DEBUG if debug else None)
+    if debug:  # TRAINING_METRICS_DEBUG
+        configure_logging(logging.DEBUG)
+    else:
+        configure_logging()
 
     import waitress
 

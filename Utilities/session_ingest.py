@@ -149,7 +149,38 @@ _TM_NUMBERS = tuple(k for k in METRIC_KEYS if k != "episode_length")
 _TM_FIELDS = ("timestamp", "episode", "algorithm", *_TM_INTS, *_TM_NUMBERS)
 
 
+# TrainingMetricsData's fields by kind, for the fast check.
+_TM_KIND = {"timestamp": "t", "episode": "i", "algorithm": "s",
+            **dict.fromkeys(_TM_INTS, "i"), **dict.fromkeys(_TM_NUMBERS, "n")}
+
+
+def _plain_training_metrics(item: dict) -> bool:
+    """Whether the item is certainly good (required fields there, every value of its
+    field's type and range): one pass with no calls, the usual case of a big batch
+    (the detailed checks cost a third of a batch's time). False: check it in detail."""
+    if item.get("episode") is None or item.get("current_reward") is None:
+        return False
+    for key, value in item.items():
+        kind = _TM_KIND.get(key)
+        if kind is None:
+            return False
+        if value is None or kind == "t":
+            continue  # the timestamp is parsed with the wall time
+        cls = value.__class__
+        if kind == "n":
+            if not ((cls is float or cls is int) and -1e300 <= value <= 1e300):
+                return False
+        elif kind == "i":
+            if not (cls is int and 0 <= value <= _INT_MAX):
+                return False
+        elif not (cls is str and len(value) <= MAX_TEXT and not _CONTROL.search(value)):
+            return False
+    return True
+
+
 def _training_metrics(item: dict, prefix: str) -> None:
+    if _plain_training_metrics(item):
+        return
     _known(item, _TM_FIELDS, prefix)
     if item.get("episode") is None:
         raise _bad(_where(prefix, "episode"), "is required (the episode's number)")

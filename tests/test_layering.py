@@ -61,6 +61,8 @@ UTILITIES = {
     "Utilities.alert_records": FOUNDATION,     # run_store
     "Utilities.metrics_client": FOUNDATION,    # nothing (standard library only)
     "Utilities.sb3_metrics_callback": FOUNDATION,  # metrics_client (SB3 imported lazily)
+    "Utilities.session_ingest": FOUNDATION,    # input_errors, metric_writes
+    "Utilities.session_store": FOUNDATION,     # run_store, session_ingest
     "Utilities.backtest_report": APPLICATION,  # NetworkConfigs.artifacts, .base
     "Utilities.model_backtester": APPLICATION,  # the registry, loaders
     "Utilities.signal_backtester": APPLICATION,  # model_backtester

@@ -1,6 +1,7 @@
 """``python Main.py tokens …`` and ``python Main.py users …``: credentials from a shell.
 
     python Main.py tokens create NAME     # prints the token once, on stdout
+    python Main.py tokens create NAME --session ID   # a token for one session only
     python Main.py tokens list            # id, name, created, last used
     python Main.py tokens revoke ID
     python Main.py users set-password NAME   # asks twice on a terminal, else reads stdin
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import getpass
+import re
 import sys
 from typing import IO, Any
 
@@ -25,6 +27,7 @@ from web.auth_store import AuthStore, CredentialError
 from web.credentials import WeakPassword, check_password_rules
 
 COMMANDS = ("tokens", "users")
+_RUN_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
 
 def add_commands(parser: argparse.ArgumentParser) -> None:
@@ -33,7 +36,10 @@ def add_commands(parser: argparse.ArgumentParser) -> None:
                                      help="manage credentials instead of serving")
     tokens = commands.add_parser("tokens", help="API tokens: create, list, revoke")
     actions = tokens.add_subparsers(dest="action", required=True)
-    actions.add_parser("create", help="make a token (shown once)").add_argument("name")
+    create = actions.add_parser("create", help="make a token (shown once)")
+    create.add_argument("name")
+    create.add_argument("--session", default=None, metavar="ID",
+                        help="scope it to one outside trainer's session (its routes only)")
     actions.add_parser("list", help="every token (never the token itself)")
     actions.add_parser("revoke", help="delete a token").add_argument("id", type=int)
     users = commands.add_parser("users", help="page logins: set-password, list, delete")
@@ -64,9 +70,13 @@ def run(args: argparse.Namespace, stdin: IO[str] | None = None,
 
 
 def _token_create(store: AuthStore, args: Any, _stdin: IO[str], out: IO[str]) -> int:
-    info, token = store.create_token(args.name)
-    _say(f"created API token {info.name!r} (id {info.id}); it is shown only now. Send it as "
-         "'Authorization: Bearer <token>'.", sys.stderr)
+    scope = getattr(args, "session", None)
+    if scope is not None and not _RUN_ID.fullmatch(scope):
+        raise CredentialError(f"--session must be a session id (a UUID); got {scope!r}")
+    info, token = store.create_token(args.name, scope=scope)
+    where = f" for session {scope} only" if scope else ""
+    _say(f"created API token {info.name!r} (id {info.id}){where}; it is shown only now. Send "
+         "it as 'Authorization: Bearer <token>'.", sys.stderr)
     _say(token, out)  # alone on stdout, for scripts: TOKEN=$(python Main.py tokens create x)
     return 0
 
@@ -76,8 +86,9 @@ def _token_list(store: AuthStore, _args: Any, _stdin: IO[str], out: IO[str]) -> 
     if not tokens:
         _say("no API tokens", sys.stderr)
     for t in tokens:
-        _say(f"{t.id}\t{t.name}\tcreated {t.created_at}\tlast used {t.last_used_at or 'never'}",
-             out)
+        scope = f"\tsession {t.scope}" if t.scope else ""
+        _say(f"{t.id}\t{t.name}\tcreated {t.created_at}\tlast used {t.last_used_at or 'never'}"
+             f"{scope}", out)
     return 0
 
 

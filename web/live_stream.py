@@ -5,10 +5,14 @@ with ``id: <seq>-<point>`` (:class:`web.live_tail.Cursor`) and a JSON ``data`` l
 
 - ``training_metrics``: ``{"run_id", "points": {key: [{"step", "value", "wall_time"}]}}``
 - ``episode``, ``trade``, ``bot_decision``, ``checkpoint``, ``alert``,
-  ``training_status``, ``log``, ``importance``, ``account``: ``{"run_id", "seq", "wall_time",
-  "data": <the event's payload>}``
+  ``training_status``, ``log``, ``importance``, ``account``, ``graph_update`` (an outside
+  trainer's graph): ``{"run_id", "seq", "wall_time", "data": <the event's payload>}``
 - ``connection_status`` first (no id): the run's status and where the stream starts;
-  ``end`` last, once the run has ended and nothing more came (or it was deleted).
+  ``end`` last, once the run has ended and nothing more came (or it was deleted);
+  ``error`` instead, when the store fails while the stream catches up (it reconnects).
+
+An outside trainer's session streams the same way under its own path
+(``/api/training/sessions/<id>/stream``, web/sessions_api.py: :func:`stream_reply`).
 
 ``?types=a,b`` picks message types (default all). A reconnect sends ``Last-Event-ID``
 (browsers do it themselves) and gets everything after it, no gap and no repeat; a first

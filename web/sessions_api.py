@@ -12,7 +12,8 @@ our own runs have. Routes (JSON; errors are the one body ``{"error", "field"}``)
 - ``POST /api/training/sessions/<id>/metrics`` | ``/bot_decision`` | ``/graph_update``:
   one item, or ``{"batch_id", "items": [...]}``; a batch id already stored for the
   session answers ``{"accepted": 0, "duplicate": true}`` and writes nothing again.
-  Any ingest (an empty batch too) is the session's heartbeat.
+  Any ingest (an empty batch too) is the session's heartbeat; the reply names the
+  session's status and the control the run page's buttons ask for (pause, resume, stop).
 - ``GET /api/training/sessions/<id>/history``: stored items by type, episode or time
   range, after a seq cursor, with limit/offset.
 - ``GET /api/training/sessions/<id>/stream``: the run's live stream
@@ -450,6 +451,8 @@ def update_session(session_id: str) -> Response:
         _store_call(store.set_status, session_id, status, error=error)
     elif run["status"] in ACTIVE_STATUSES:
         _store_call(store.heartbeat, session_id)
+    if status is not None and run.get("control") and status != run["status"]:
+        _store_call(store.clear_control, session_id)  # the trainer has acted on it
     return json_reply(_session(_find(session_id)))
 
 
@@ -497,8 +500,11 @@ def ingest(session_id: str, kind: str) -> Response:
     written = _store_call(store.write_batch, metrics, events, heartbeat, batch=key)
     settings.meter.add(len(batch.items), len(metrics) + len(events), duplicate=not written)
     accepted = len(batch.items) if written else 0
+    # ``control``: what the dashboard's Pause/Resume/Stop buttons ask of the trainer
+    # (None: nothing); an outside trainer obeys it, then PUTs its new status.
     return json_reply({"accepted": accepted, "duplicate": not written,
-                       "status": run["status"], "batch_id": batch.batch_id})
+                       "status": run["status"], "control": run["control"],
+                       "batch_id": batch.batch_id})
 
 
 # -------------------------------------------------------------------- history
@@ -572,7 +578,7 @@ def session_token(session_id: str) -> Response:
     if principal is not None and principal.scope is not None:
         raise ApiError(403, "a scoped token cannot make tokens")
     run = _find(session_id)
-    body = read_json_body(4096) if request.get_data(cache=True) else {}
+    body = read_json_body(4096) if request.content_length else {}
     _fields(body, ("name",))
     name = body.get("name") or f"session {session_id[:8]} {int(time.time() * 1000) % 10**9}"
     try:
