@@ -164,17 +164,21 @@ def main(argv: list[str] | None = None) -> int:
     prepare_to_serve(app, demo=not args.no_demo)
     from web.alerts import start_sweeper  # from now on a killed run is marked lost and alerted
 
-    start_sweeper(app)
+    sweeper = start_sweeper(app)
     from web.sessions_api import start_cleaner  # expired sessions deleted on a schedule
 
-    start_cleaner(app)
+    cleaner = start_cleaner(app)
     print(f"Galaxy Models dashboard on http://{args.host}:{args.port}  (Ctrl+C stops)",
           flush=True)
     # Each live-stream viewer holds a thread for as long as it watches: add one per
     # allowed viewer, so a full house of streams leaves --threads for everything else.
     viewers = app.extensions["live_hub"].total
-    waitress.serve(app, host=args.host, port=args.port, threads=args.threads + viewers,
-                   connection_limit=max(100, 2 * (args.threads + viewers)))
+    try:
+        waitress.serve(app, host=args.host, port=args.port, threads=args.threads + viewers,
+                       connection_limit=max(100, 2 * (args.threads + viewers)))
+    finally:  # the server is done: so are its schedules (a test's main() leaves none behind)
+        sweeper.stop()
+        cleaner.stop()
     return 0
 
 

@@ -152,8 +152,9 @@ def test_main_takes_host_and_port_from_the_settings_and_makes_scoped_tokens(
         assert Main.main(["--no-demo"]) == 0
         app, options = served[0]
         assert (options["host"], options["port"]) == ("127.0.0.1", 6123)
-        app.extensions["sessions_api"].cleaner.stop()  # started beside the lost-run sweep
-        app.extensions["lost_run_sweeper"].stop()
+        # The schedules started beside the server stop with it.
+        assert app.extensions["sessions_api"].cleaner._stop.is_set()
+        assert app.extensions["lost_run_sweeper"]._stop.is_set()
         store = RunStore(database_url)
         sid = store.create_run(name="x", model_type="external")
         capsys.readouterr()
@@ -167,3 +168,23 @@ def test_main_takes_host_and_port_from_the_settings_and_makes_scoped_tokens(
         assert "TRAINING_METRICS_PORT must be a whole number" in capsys.readouterr().err
     finally:
         drop_all(RunStore(database_url))
+
+
+def test_the_token_commands_use_the_files_database(monkeypatch, capsys, tmp_path: Path):
+    import Main
+    from web.auth_store import AuthStore
+
+    url = f"sqlite:///{tmp_path}/from-file.db"
+    config = tmp_path / "m.yaml"
+    config.write_text(f"database_url: {url}\n")
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    monkeypatch.setenv("TRAINING_METRICS_CONFIG", str(config))
+    assert Main.main(["tokens", "create", "filed"]) == 0
+    store = RunStore(url)
+    try:
+        assert [t.name for t in AuthStore(store.engine).list_tokens()] == ["filed"]
+    finally:
+        drop_all(store)
+    config.write_text("database_url: 3\n")
+    assert Main.main(["tokens", "list"]) == 2
+    assert "database_url must be a non-empty string" in capsys.readouterr().err

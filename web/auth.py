@@ -330,7 +330,7 @@ def gate() -> Response | tuple[Response, int] | None:
     state = _state()
     if not state.policy.host_allowed(request.host):
         return _refuse_host(state)
-    if not state.policy.required:
+    if not state.policy.required or _is_preflight():
         return None
     try:
         principal, bad_token = _authenticate(state.credentials())
@@ -344,6 +344,12 @@ def gate() -> Response | tuple[Response, int] | None:
         return _reply(state, 403, f"this token is scoped to session {principal.scope}: it "
                                   "opens that session's routes only")
     return None
+
+
+def _is_preflight() -> bool:
+    """A browser's CORS preflight: it never carries credentials, and its answer (which
+    methods and headers an origin may use, web/sessions_api.py) holds no data."""
+    return request.method == "OPTIONS" and "Access-Control-Request-Method" in request.headers
 
 
 def _in_scope(principal: Principal) -> bool:

@@ -21,8 +21,10 @@ import re
 import sys
 from typing import IO, Any
 
+from Utilities.input_errors import InputError
 from Utilities.logging_setup import one_line
 from Utilities.run_store import StoreUnavailable
+from web import metrics_server_config
 from web.auth_store import AuthStore, CredentialError
 from web.credentials import WeakPassword, check_password_rules
 
@@ -54,10 +56,12 @@ def run(args: argparse.Namespace, stdin: IO[str] | None = None,
         out: IO[str] | None = None) -> int:
     """Carry out a parsed command: 0 done, 1 the store failed, 2 refused input."""
     stdin, out = stdin or sys.stdin, out or sys.stdout
-    try:
-        store = AuthStore.open()
+    try:  # DATABASE_URL, else the metrics server's YAML file's database_url, else the default
+        store = AuthStore.open(metrics_server_config.app_settings().get("DATABASE_URL"))
     except StoreUnavailable as exc:
         return _fail(str(exc), 1)
+    except InputError as exc:  # a bad setting in that file
+        return _fail(str(exc), 2)
     try:
         handler = _HANDLERS[(args.command, args.action)]
         return handler(store, args, stdin, out)

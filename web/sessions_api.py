@@ -199,10 +199,8 @@ def init_app(app: Flask) -> None:
     app.extensions[_KEY] = SessionsState(app.config)
     app.extensions["token_scopes"] = scope_allows
     app.extensions["cors_trusted"] = cors_trusted
-    # Preflights carry no credentials (browsers never send them): answered before the
-    # authentication gate, which would refuse them.
-    app.before_request_funcs.setdefault(None, []).insert(0, _preflight)
-    app.after_request(_cors_headers)
+    # CORS is this blueprint's alone (hooks of the app would also take POST /predict off
+    # its fast path, web/predict_wsgi.py); web/auth.py lets preflights past its gate.
     app.register_blueprint(bp)
 
 
@@ -236,9 +234,9 @@ def cors_trusted(req: Any) -> bool:
     return _allowed_origin(req) is not None
 
 
+@bp.before_request
 def _preflight() -> Response | tuple[Response, int] | None:
-    if request.method != "OPTIONS" or not request.path.startswith(PREFIX) or \
-            "Access-Control-Request-Method" not in request.headers:
+    if request.method != "OPTIONS" or "Access-Control-Request-Method" not in request.headers:
         return None
     if _allowed_origin(request) is None:
         return error_reply(403, f"the origin {request.headers.get('Origin')!r} is not in "
@@ -250,6 +248,7 @@ def _preflight() -> Response | tuple[Response, int] | None:
     return response
 
 
+@bp.after_request
 def _cors_headers(response: Response) -> Response:
     origin = _allowed_origin(request)
     if origin is not None:
