@@ -158,6 +158,10 @@ class TrainingSession:
         self.client, self.name = client, name
         self.session_id: str | None = None
         self.failed: str | None = None  # why the server would not create it
+        # What the dashboard's Pause/Resume/Stop buttons ask of this training ("pause",
+        # "resume", "stop"; None: nothing), as the last ingest reply said. A loop that
+        # obeys it then reports its new status (end("stopped"), update(status="paused")).
+        self.control: str | None = None
         self._registered = threading.Event()
         # For record_episode_end: the seed's MetricsCollector keeps these per training.
         self.episodes = 0
@@ -516,6 +520,8 @@ class MetricsClient:
                 self._resolve(left, "unsent_at_close")
                 return
             self._resolve(len(batch.items), "sent_items")
+            if "control" in reply:
+                session.control = reply["control"]
             with self._lock:
                 self._counts["sent_batches"] += 1
                 self._counts["duplicates"] += bool(reply.get("duplicate"))
@@ -564,7 +570,8 @@ class MetricsClient:
                 log.info("metrics session %r registered as %s", session.name,
                          session.session_id)
             elif self._await_session(session):
-                self._with_retries("PUT", f"{API}/{session.session_id}", control.body)
+                reply = self._with_retries("PUT", f"{API}/{session.session_id}", control.body)
+                session.control = reply.get("control")  # a new status clears the request
             self._resolve(1)
         except Refused as refused:
             if control.method == "POST":

@@ -23,6 +23,10 @@ What is sent, and where the dashboard finds it:
   estimate);
 - at the end, the status ``completed`` with a summary (timesteps, episodes, best and mean
   reward). A training that raised: call :meth:`SB3Reporter.fail` (the example does).
+
+The run page's Stop button is obeyed: when an ingest reply says ``control: stop`` the
+callback returns False (SB3 ends ``learn()`` after this step) and the session ends
+``stopped``. Pause and resume are left to the script (``callback.session.control``).
 """
 
 from __future__ import annotations
@@ -95,6 +99,7 @@ class SB3Reporter:
         self.pending_train: dict[str, float] = {}
         self.last_rate_at: tuple[float, int] | None = None
         self.update_step: int | None = None  # timesteps when the next update runs
+        self.stopping = False  # the dashboard asked to stop
 
     def start(self, model: Any, total_timesteps: int | None) -> TrainingSession:
         algorithm = type(model).__name__
@@ -110,10 +115,11 @@ class SB3Reporter:
         self.last_rate_at = (time.monotonic(), int(getattr(model, "num_timesteps", 0)))
         return self.session
 
-    def step(self, model: Any, local: Mapping[str, Any]) -> None:
-        """One environment step of every env: finished episodes, and a decision."""
+    def step(self, model: Any, local: Mapping[str, Any]) -> bool:
+        """One environment step of every env: finished episodes, and a decision. False
+        when the dashboard asked the training to stop."""
         if self.session is None:
-            return
+            return True
         for info in local.get("infos") or ():
             episode = info.get("episode") if isinstance(info, dict) else None
             if episode:
@@ -122,6 +128,11 @@ class SB3Reporter:
                     episode.get("r"), episode_length=int(episode.get("l", 0)), **extra)
         if self.decision_every and model.num_timesteps % self.decision_every == 0:
             self.decision(model, local)
+        if self.session.control == "stop":
+            if not self.stopping:
+                log.info("the dashboard asked session %s to stop", self.session.session_id)
+            self.stopping = True
+        return not self.stopping
 
     def decision(self, model: Any, local: Mapping[str, Any]) -> None:
         """The first env's action, and its probabilities where the policy has them."""
@@ -179,7 +190,8 @@ class SB3Reporter:
         if self.session is None:
             return
         self.rollout_end(model, values, final=True)  # the last update's losses
-        self.session.end("completed", summary=self.summary(model))
+        self.session.end("stopped" if self.stopping else "completed",
+                         summary=self.summary(model))
         self.finish()
 
     def fail(self, error: BaseException | str) -> None:
@@ -233,8 +245,7 @@ def callback_class() -> type:
             self.reporter.start(self.model, self.locals.get("total_timesteps"))
 
         def _on_step(self) -> bool:
-            self.reporter.step(self.model, self.locals)
-            return True
+            return self.reporter.step(self.model, self.locals)
 
         def _on_rollout_end(self) -> None:
             self.reporter.rollout_end(self.model, dict(self.model.logger.name_to_value))

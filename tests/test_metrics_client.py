@@ -184,6 +184,25 @@ def test_500_is_retried_with_the_same_batch_id(server: FakeServer) -> None:
     assert client.stats()["retries"] == 2
 
 
+def test_the_dashboards_stop_request_reaches_the_session(server: FakeServer) -> None:
+    def script(request: dict[str, Any]) -> Reply | None:
+        if request["path"].endswith("/metrics"):
+            return 200, {"accepted": 1, "duplicate": False, "control": "stop"}, {}
+        if request["method"] == "PUT":
+            return 200, {"session_id": "s1", "status": "stopped", "control": None}, {}
+        return None
+    server.script = script
+    with client_for(server.port) as client:
+        session = client.register_training_session("stop-me")
+        assert session.control is None
+        session.update_training_metrics(1, 1.0)
+        assert client.flush(10)
+        assert session.control == "stop"
+        session.end("stopped")
+        assert client.flush(10)
+        assert session.control is None
+
+
 def test_a_lost_reply_is_sent_again_and_not_written_twice(server: FakeServer) -> None:
     """The server wrote the batch but the client saw a 502 (the reply lost on the way):
     the retry carries the same batch id and the server answers duplicate."""

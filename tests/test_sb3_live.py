@@ -3,6 +3,7 @@ by waitress on a free port in this process, the trainer a separate process.
 
 - examples/sb3_cartpole_live.py trains SB3's PPO on CartPole for a few thousand steps and
   the run's series, decisions and status are then read from the store;
+- the run page's Stop reaches an SB3 training through the client (learn() ends early);
 - the client with auth on: refused without a token (said once, nothing sent), accepted
   with one; a batch retried after a lost reply is not written twice.
 """
@@ -122,6 +123,41 @@ def test_sb3_cartpole_streams_its_run_into_the_store(served: Served) -> None:
     payload = decisions[0]["payload"]
     assert payload["selected_action"] in (0, 1)
     assert sum(payload["action_probabilities"].values()) == pytest.approx(1.0, abs=1e-5)
+
+
+@pytest.mark.slow
+def test_the_run_pages_stop_button_stops_an_sb3_training(served: Served) -> None:
+    """The dashboard's Stop (store.request_control, what the run page's button calls)
+    reaches the callback in an ingest reply: learn() ends early, the session stopped."""
+    from stable_baselines3 import PPO
+    from stable_baselines3.common.callbacks import BaseCallback, CallbackList
+    from stable_baselines3.common.env_util import make_vec_env
+
+    from Utilities.sb3_metrics_callback import LiveMetricsCallback
+
+    store = served.store()
+    client = MetricsClient(served.url, flush_interval=0.05)
+    live = LiveMetricsCallback(client, name="stop-me")
+
+    class PressStop(BaseCallback):
+        def _on_step(self) -> bool:
+            if self.num_timesteps == 300:  # the session exists by now (registered first)
+                assert live.session.wait_registered(10)
+                store.request_control(live.session.session_id, "stop")
+            return True
+
+    env = make_vec_env("CartPole-v1", n_envs=1, seed=0)
+    model = PPO("MlpPolicy", env, n_steps=256, batch_size=64, n_epochs=1, seed=0,
+                device="cpu")
+    try:
+        model.learn(total_timesteps=50_000, callback=CallbackList([PressStop(), live]))
+    finally:
+        client.close()
+        env.close()
+    run = store.get_run(live.session.session_id)
+    assert run["status"] == "stopped" and run["control"] is None
+    assert 300 < model.num_timesteps < 50_000
+    assert run["summary"]["total_timesteps"] == model.num_timesteps
 
 
 def test_the_example_says_a_bad_url_in_one_line() -> None:
