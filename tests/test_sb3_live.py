@@ -51,11 +51,16 @@ class Served:
             return get_store()
 
     def close(self) -> None:
+        from waitress import wasyncore
+
         from Utilities.run_store import metadata
         from web.store import close_store
 
-        self.server.close()
+        # Closed from its own loop thread: closing its sockets from this thread makes the
+        # loop's select() fail on a closed descriptor.
+        self.server.trigger.pull_trigger(lambda: wasyncore.close_all(self.server._map))
         self.thread.join(10)
+        self.server.task_dispatcher.shutdown()
         with self.app.app_context():
             metadata.drop_all(self.store().engine)
         close_store(self.app)
@@ -85,7 +90,6 @@ def run_example(url: str, *args: str) -> subprocess.CompletedProcess:
         capture_output=True, text=True, timeout=240, env=env, check=False)
 
 
-@pytest.mark.slow
 def test_sb3_cartpole_streams_its_run_into_the_store(served: Served) -> None:
     done = run_example(served.url)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -125,7 +129,6 @@ def test_sb3_cartpole_streams_its_run_into_the_store(served: Served) -> None:
     assert sum(payload["action_probabilities"].values()) == pytest.approx(1.0, abs=1e-5)
 
 
-@pytest.mark.slow
 def test_the_run_pages_stop_button_stops_an_sb3_training(served: Served) -> None:
     """The dashboard's Stop (store.request_control, what the run page's button calls)
     reaches the callback in an ingest reply: learn() ends early, the session stopped."""
