@@ -63,7 +63,9 @@ UTILITIES = {
     "Utilities.alert_system": FOUNDATION,      # alert_config, run_store
     "Utilities.run_alerts": FOUNDATION,        # alert_system, run_store
     "Utilities.alert_records": FOUNDATION,     # run_store
-    "Utilities.experiment_tracker": FOUNDATION,  # metrics_logger, run_store, (run_figures)
+    "Utilities.experiment_tracker": FOUNDATION,  # metrics_logger, run_store, run_figures
+    "Utilities.metrics_client": FOUNDATION,    # nothing (standard library only)
+    "Utilities.sb3_metrics_callback": FOUNDATION,  # metrics_client (SB3 imported lazily)
     "Utilities.session_ingest": FOUNDATION,    # input_errors, metric_writes
     "Utilities.session_store": FOUNDATION,     # run_store, session_ingest
     "Utilities.backtest_report": APPLICATION,  # NetworkConfigs.artifacts, .base
