@@ -1,5 +1,6 @@
 // Training history list page: filters apply as soon as a select or the "show archived"
-// box changes; ticked rows go to the compare view as /compare?runs=<id>,<id>,...
+// box changes; ticked rows go to the compare view as /compare?runs=<id>,<id>,... (or to the
+// held-out evaluation form, /evaluate?runs=...)
 // (A run's page is run_page.js: a snapshot, then the run's event stream.)
 (function () {
   "use strict";
@@ -20,6 +21,7 @@
   function initCompare(form) {
     var max = parseInt(form.dataset.max, 10) || 20;
     var button = document.getElementById("compare-selected");
+    var evaluate = document.getElementById("evaluate-selected");
     var note = document.getElementById("compare-note");
     var hidden = document.getElementById("compare-runs");
     var picks = document.querySelectorAll(".compare-pick");
@@ -31,6 +33,7 @@
     function update() {
       var ids = chosen();
       button.disabled = ids.length < 2 || ids.length > max;
+      if (evaluate) evaluate.disabled = button.disabled;
       note.textContent = ids.length > max
         ? ids.length + " runs ticked: the compare view takes at most " + max + "."
         : ids.length < 2 ? "Tick 2 to " + max + " runs to compare them."

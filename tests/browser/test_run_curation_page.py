@@ -93,6 +93,13 @@ def test_tag_archive_restore_and_delete_a_run(live_server: str, page, app,
         page.click("#compare-selected")
     query = parse_qs(urlsplit(asked.value.url).query)
     assert sorted(query["runs"][0].split(",")) == sorted([alpha, ids["beta"]])
+    page.goto(f"{live_server}/runs")  # the same picks go to the held-out evaluation form
+    page.check(f'.compare-pick[value="{alpha}"]')
+    page.check(f'.compare-pick[value="{ids["beta"]}"]')
+    with page.expect_request("**/evaluate?runs=*") as asked:
+        page.click("#evaluate-selected")
+    query = parse_qs(urlsplit(asked.value.url).query)
+    assert sorted(query["runs"][0].split(",")) == sorted([alpha, ids["beta"]])
 
     # Archive: gone from the list, back with "Show archived".
     page.goto(f"{live_server}/runs/{alpha}")
