@@ -62,8 +62,10 @@ def test_statements_per_page_do_not_grow_with_its_size(list_app: Flask) -> None:
                      "/api/training-runs?limit={}&episodes=0"):
             small, large = (statements_of(store, client, path.format(size)) for size in (10, 50))
             assert small == large, path
-            # Before issue 13 a 50-run page took 335 statements.
-            assert large <= 10, (path, large)
+            # Before issue 13 a 50-run page took 335 statements. Since then the page
+            # reads three more, each once: the experiment and tag filter options (issue
+            # 15) and the menu's unread-alerts count (issue 16).
+            assert large <= 11, (path, large)
 
 
 def random_episodes(store: RunStore, rng: random.Random, run_id: str) -> None:
