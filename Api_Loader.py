@@ -68,7 +68,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=_int_in(0, 65535), default=8001,
                         help="0 picks a free port")
-    parser.add_argument("--threads", type=_int_in(1), default=8)
+    parser.add_argument("--threads", type=_int_in(1), default=serving.DEFAULT_THREADS,
+                        help=f"request threads (default {serving.DEFAULT_THREADS}: predictions are "
+                             "CPU work under one GIL; see web/serving.py)")
     parser.add_argument("--max-streams", type=_int_in(1), default=MAX_STREAMS)
     return parser
 

@@ -37,7 +37,7 @@ default network (lookback 30, 2 x 64 tanh MLP) on a smoke budget (the weights' q
 does not change the cost of a prediction).
 
 Usage: python bench/predict_latency.py [--model-dir Models/PPO_x] [--calls 2000]
-           [--rounds 3] [--clients 4] [--seconds 3] [--batch 100] [--server-threads 8]
+           [--rounds 3] [--clients 4] [--seconds 3] [--batch 100] [--server-threads 1]
            [--baseline REV] [--no-http]
 """
 
@@ -73,6 +73,7 @@ from NetworkConfigs.base import deep_merge  # noqa: E402
 from NetworkConfigs.ppo_config import SMOKE  # noqa: E402
 from NetworkConfigs.PPOTrainer import PPOTrainer  # noqa: E402
 from Utilities.data_utils import load_bars  # noqa: E402
+from web.serving import DEFAULT_THREADS  # noqa: E402
 
 BENCH_MODEL = deep_merge(SMOKE, {"model_params": {"lookback_window": 30},
                                  "train_params": {"total_timesteps": 2048}})
@@ -345,7 +346,8 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=4)
     parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--batch", type=int, default=100, help="windows per batch request")
-    parser.add_argument("--server-threads", type=int, default=8)
+    parser.add_argument("--server-threads", type=int, default=DEFAULT_THREADS,
+                        help="both servers' request threads (default: the model server's)")
     parser.add_argument("--baseline", default=BASELINE_COMMIT,
                         help=f"git revision to compare with (default {BASELINE_COMMIT})")
     parser.add_argument("--no-http", action="store_true")

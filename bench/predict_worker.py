@@ -13,7 +13,7 @@ same way, ``--threads``, ``send_bytes``) around a WSGI app that does nothing but
 ``Serving bare on http://127.0.0.1:PORT`` once it listens, as ``Api_Loader.py`` does.
 
 Usage: python bench/predict_worker.py latency --root DIR --model-dir DIR [--calls 2000]
-       python bench/predict_worker.py bare-server [--threads 8]
+       python bench/predict_worker.py bare-server --threads N
 """
 
 from __future__ import annotations
@@ -95,7 +95,7 @@ def main() -> None:
     timed.add_argument("--model-dir", type=Path, required=True)
     timed.add_argument("--calls", type=int, default=2000)
     bare = modes.add_parser("bare-server")
-    bare.add_argument("--threads", type=int, default=8)
+    bare.add_argument("--threads", type=int, required=True)  # the bench passes its own
     args = parser.parse_args()
     if args.mode == "latency":
         print(json.dumps(latency(args.root, args.model_dir, args.calls)))
