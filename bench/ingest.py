@@ -52,6 +52,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench import dashboard_server  # noqa: E402
 from tests.helpers.engines import postgres_url  # noqa: E402
 from Utilities.metrics_client import MetricsClient  # noqa: E402
 
@@ -62,38 +63,8 @@ FIELDS = ("current_reward", "average_reward", "best_reward", "episode_length", "
 ROWS_PER_ITEM = len(FIELDS)
 PROBE_KEY = "train/memory_usage_mb"
 WARMUP_S = 1.0
-SERVER = """
-import sys, waitress
-sys.path.insert(0, {root!r})
-from Main import create_app
-app = create_app({{"DATABASE_URL": {url!r}, "MODELS_DIR": {models!r}}})
-waitress.serve(app, host="127.0.0.1", port={port}, threads=8 + app.extensions["live_hub"].total,
-               connection_limit=400, _quiet=True)
-"""
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def start_server(url: str, models: str, port: int) -> subprocess.Popen:
-    code = SERVER.format(root=str(ROOT), url=url, models=models, port=port)
-    env = {**os.environ, "LIVE_KEEPALIVE_SECONDS": "1"}
-    server = subprocess.Popen([sys.executable, "-c", code], env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
-            conn.request("GET", "/api/training/health")
-            if conn.getresponse().status == 200:
-                return server
-        except OSError:
-            time.sleep(0.1)  # not listening yet
-    server.kill()
-    raise RuntimeError(f"server did not start: {server.stderr.read().decode()[-2000:]}")
+    return dashboard_server.start_server(url, models, port, {"LIVE_KEEPALIVE_SECONDS": "1"})
 
 
 def call(conn: http.client.HTTPConnection, method: str, path: str,
@@ -290,7 +261,7 @@ def through_client(port: int, args: argparse.Namespace) -> dict:
 
 
 def bench_engine(url: str, folder: Path, args: argparse.Namespace) -> dict:
-    port = free_port()
+    port = dashboard_server.free_port()
     server = start_server(url, str(folder / "Models"), port)
     try:
         result = {"http_batches": raw_http(port, args)}

@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import http.client
 import json
-import os
 import socket
 import subprocess
 import sys
@@ -39,42 +38,18 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench import dashboard_server  # noqa: E402
 from bench.timing import Clock  # noqa: E402
 from Utilities.metrics_logger import MetricsLogger  # noqa: E402
 from Utilities.run_store import RunStore  # noqa: E402
 
 KEY = "bench/sent"
-SERVER = """
-import sys, waitress
-sys.path.insert(0, {root!r})
-from Main import create_app
-app = create_app({{"DATABASE_URL": {url!r}, "MODELS_DIR": {models!r}}})
-waitress.serve(app, host="127.0.0.1", port={port}, threads=8 + app.extensions["live_hub"].total,
-               connection_limit=400, _quiet=True)
-"""
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def start_server(url: str, models: str, port: int) -> subprocess.Popen:
-    code = SERVER.format(root=str(ROOT), url=url, models=models, port=port)
     # Closed viewers are noticed at the next write: keep-alives every second, and caps
     # above what the bench's rounds open, so its own stragglers never meet a 503.
-    env = {**os.environ, "LIVE_KEEPALIVE_SECONDS": "1", "LIVE_MAX_VIEWERS_PER_RUN": "200",
-           "LIVE_MAX_VIEWERS": "300"}
-    server = subprocess.Popen([sys.executable, "-c", code], env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    for _ in range(200):
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.1):
-                return server
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError(f"server did not start: {server.stderr.read().decode()[-2000:]}")
+    return dashboard_server.start_server(
+        url, models, port, {"LIVE_KEEPALIVE_SECONDS": "1", "LIVE_MAX_VIEWERS_PER_RUN": "200",
+                            "LIVE_MAX_VIEWERS": "300"})
 
 
 class SseViewer(threading.Thread):
@@ -232,7 +207,7 @@ def main() -> None:
     store = RunStore(url)
     long_id = long_run(store, args.points)
     run_id = store.create_run(name="live", model_type="ppo")
-    port = free_port()
+    port = dashboard_server.free_port()
     server = start_server(url, str(folder / "Models"), port)
     results: dict[str, list[float]] = {"sse_1": [], "sse_20": [], "poll_1": []}
     try:
