@@ -223,6 +223,29 @@ def test_tails_and_incremental_reads_match_the_full_series(any_store):
     assert again == {} and same == cursor
 
 
+def test_big_and_small_batches_store_the_same_points(any_store):
+    """A batch above SMALL_BATCH points goes to PostgreSQL by COPY (binary points, staged
+    rollups), a small one by INSERTs: the same rows written both ways read back alike,
+    in write order, every value as written (NaN as None, infinities kept)."""
+    from Utilities.metric_rollups import SMALL_BATCH
+
+    rng = random.Random(21)
+    runs = [any_store.create_run(name=f"copy-{i}", model_type="ppo") for i in range(2)]
+    rows = random_rows(rng, [runs[0]], 3 * SMALL_BATCH)
+    rows[6] = (*rows[6][:3], 1e308, rows[6][4])
+    any_store.write_batch(metrics=rows)  # one big batch
+    mirrored = [(runs[1], *row[1:]) for row in rows]
+    for start in range(0, len(mirrored), 40):  # the same rows, small batches
+        any_store.write_batch(metrics=mirrored[start:start + 40])
+    read = [any_store.metric_points_after(run, 0, limit=len(rows))[0] for run in runs]
+    assert read[0] == read[1]
+    for key in KEYS:
+        want = [(r[2], None if math.isnan(r[3]) else r[3], r[4]) for r in rows if r[1] == key]
+        got = [(p["step"], p["value"], p["wall_time"]) for p in read[0].get(key, [])]
+        assert got == want
+    assert_equal(any_store, [runs[0]], rows)
+
+
 def test_small_batches_summarised_in_python_give_the_numpy_figures(monkeypatch):
     """The writer summarises a batch of up to SMALL_BATCH points in plain Python (numpy's
     fixed cost per call was most of a small batch's write): same rows, same order, same
