@@ -296,6 +296,26 @@ def test_the_stream_sends_what_is_ingested_and_answers_503_at_the_cap(client, sm
     stream.close(), second.close()
 
 
+def test_an_ingest_reaches_this_servers_viewers_without_waiting_for_the_poll(app, client):
+    """The tail polls the store every LIVE_POLL_SECONDS for other processes' writes; a
+    batch this server wrote wakes it at once (here the poll would take ten minutes and
+    the stream gives up after ten seconds)."""
+    hub = LiveHub({"LIVE_POLL_SECONDS": 600, "LIVE_KEEPALIVE_SECONDS": 0.2})
+    app.extensions["live_hub"] = hub
+    try:
+        sid = create(client)
+        stream = Stream(client, f"{API}/{sid}/stream?types=training_metrics,training_status")
+        for episode in (1, 2):  # the second comes after the tail's first read: a wake
+            client.post(f"{API}/{sid}/metrics", json=metric(episode))
+            got = stream.collect(1, {"training_metrics"})[0]
+            assert got["data"]["points"]["episode/reward"][-1]["step"] == episode
+        client.put(f"{API}/{sid}", json={"status": "paused"})
+        assert stream.collect(1, {"training_status"})[0]["data"]["data"]["status"] == "paused"
+        stream.close()
+    finally:
+        hub.close()
+
+
 def test_a_store_failure_while_catching_up_ends_the_stream_with_an_error(client, small_hub,
                                                                          monkeypatch):
     from Utilities.run_store import RunStoreError

@@ -126,6 +126,15 @@ class LiveHub:
         for tail in self.tails().values():
             tail.stop()
 
+    def wake(self, run_id: str) -> None:
+        """The run's tail, if one runs here, reads the store now: a write this process
+        just committed reaches its viewers without waiting for the poll (issue 17's
+        ingest-to-viewer latency)."""
+        with self._lock:
+            tail = self._tails.get(run_id)
+        if tail is not None:
+            tail.wake()
+
     def tails(self) -> dict[str, RunTail]:
         with self._lock:
             return dict(self._tails)

@@ -129,6 +129,7 @@ class RunTail:
         self._gone = False  # the run was deleted
         self._quiet_polls = 0  # polls with nothing new since the run ended
         self._stop = threading.Event()
+        self._wake = threading.Event()  # a write in this process: read now, not at the poll
         self.viewers = 0
         self._thread = threading.Thread(target=self._run, name=f"tail-{run_id[:8]}", daemon=True)
         self._thread.start()
@@ -150,7 +151,10 @@ class RunTail:
             if self._gone or self._stop.is_set():
                 return
             if not self._poll():
-                self._stop.wait(self.poll_seconds)
+                self._wake.wait(self.poll_seconds)
+                # Cleared after the wait, before the next read: a wake set from here on
+                # is for rows that read may miss, and it cuts the next wait short.
+                self._wake.clear()
 
     def _poll(self) -> bool:
         try:
@@ -199,10 +203,16 @@ class RunTail:
     def alive(self) -> bool:
         return self._thread.is_alive() and not self._gone
 
+    def wake(self) -> None:
+        """Read the store now: this process has just committed rows of the run (another
+        process's writes are found by the poll)."""
+        self._wake.set()
+
     def stop(self) -> None:
         """End the reader and every stream following it."""
         with self._cond:
             self._stop.set()
+            self._wake.set()
             self._cond.notify_all()
         self._thread.join()
 

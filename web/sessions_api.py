@@ -452,6 +452,7 @@ def update_session(session_id: str) -> Response:
         _store_call(store.heartbeat, session_id)
     if status is not None and run.get("control") and status != run["status"]:
         _store_call(store.clear_control, session_id)  # the trainer has acted on it
+    live_stream.hub().wake(session_id)
     return json_reply(_session(_find(session_id)))
 
 
@@ -497,6 +498,7 @@ def ingest(session_id: str, kind: str) -> Response:
     heartbeat = [session_id] if run["status"] in ACTIVE_STATUSES else []
     key = None if batch.batch_id is None else (session_id, batch.batch_id)
     written = _store_call(store.write_batch, metrics, events, heartbeat, batch=key)
+    live_stream.hub().wake(session_id)
     settings.meter.add(len(batch.items), len(metrics) + len(events), duplicate=not written)
     accepted = len(batch.items) if written else 0
     # ``control``: what the dashboard's Pause/Resume/Stop buttons ask of the trainer
