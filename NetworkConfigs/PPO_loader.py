@@ -7,7 +7,9 @@ request. The network class is the trainer's own (``ppo_network.ActorCritic``); t
 window goes through the very feature transform and scaler used in training
 (``window_values`` + ``scale_values``: ``ModelLoader.model_input`` in two steps, so the
 window is validated once and its last Close read from it). The account part of the
-observation comes from ``accounting.account_features``, as in the training env.
+observation comes from ``accounting.account_features``, as in the training env. The
+policy is evaluated with numpy where that mirrors the network
+(``NetworkConfigs/numpy_policy.py`` says why, and how closely).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from NetworkConfigs.base import (
     choose_action,
 )
 from NetworkConfigs.config_sections import size
+from NetworkConfigs.numpy_policy import serving_policy
 from NetworkConfigs.ppo_network import ActorCritic
 from NetworkConfigs.weights_file import read_state_dict
 from Utilities.accounting import ACCOUNT_FEATURES, Accounts, account_features
@@ -48,6 +51,7 @@ class PPOModelLoader(ModelLoader):
                        self._architecture())
         self.agent.load_state_dict(state)
         self.agent.eval()
+        self._policy = serving_policy(self.agent)  # numpy where it mirrors the network
 
     def _setting(self, section: str, key: str) -> Any:
         try:
@@ -133,10 +137,9 @@ class PPOModelLoader(ModelLoader):
         """Action probabilities and value for each observation, in one forward pass; the
         most likely action, or with ``sample`` one drawn from the probabilities with
         ``rng`` (in order)."""
-        with torch.inference_mode():
-            probs, values = self.agent.policy(torch.from_numpy(np.stack(inputs)))
+        probs, values = self._policy(np.stack(inputs))
         return [_prediction(p, float(v), sample, rng)
-                for p, v in zip(probs.numpy(), values.numpy().tolist(), strict=True)]
+                for p, v in zip(probs, values.tolist(), strict=True)]
 
     @property
     def _close(self) -> int | None:

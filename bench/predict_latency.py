@@ -28,9 +28,11 @@ else ran then). Medians over the rounds are reported, each round's numbers too.
    batch >= 5,000 predictions/s. The clients run on the same machine and take part of
    its CPU.
 3. Equality: the same windows and stream bars sent to both servers get the same
-   replies (parsed JSON, float for float); a batch's answers against single requests'
-   (equal actions; probabilities to float32 rounding: batched matrix products round the
-   last bit differently).
+   actions, and probabilities and values to float32 rounding (the policy's numpy forward
+   sums in another order than torch; the count of replies identical float for float is
+   printed too); a batch's answers against single requests' (equal actions;
+   probabilities to float32 rounding: batched matrix products round the last bit
+   differently).
 
 Without ``--model-dir`` a model is trained for the bench in a temporary folder: the
 default network (lookback 30, 2 x 64 tanh MLP) on a smoke budget (the weights' quality
@@ -287,6 +289,16 @@ def http_rounds(servers: dict[str, tuple[subprocess.Popen, int]], bodies: dict[s
     return result
 
 
+def reply_gap(a: dict[str, Any], b: dict[str, Any]) -> float:
+    """The largest difference between two replies' probabilities and values (0 for two
+    equal replies without them: a stream still filling its window); inf where they
+    differ otherwise."""
+    if "probabilities" not in a or "probabilities" not in b:
+        return 0.0 if a == b else float("inf")
+    gaps = [abs(a["probabilities"][k] - b["probabilities"][k]) for k in a["probabilities"]]
+    return max(*gaps, abs(a["value_estimate"] - b["value_estimate"]))
+
+
 def equality(servers: dict[str, tuple[subprocess.Popen, int]], bodies: dict[str, Any],
              stream_bars: list[bytes]) -> dict[str, Any]:
     """Both servers' replies to the same windows and the same stream, and the current
@@ -300,13 +312,19 @@ def equality(servers: dict[str, tuple[subprocess.Popen, int]], bodies: dict[str,
     singles = [json.dumps({"window": w}).encode() for w in bodies["windows"]]
     stream = [body.replace(b'"bench-0"', b'"equality"') for body in stream_bars]
     answers = {side: replies(side, singles + stream) for side in conns}
-    same = sum(a == b for a, b in zip(answers["baseline"], answers["current"], strict=True))
+    pairs = list(zip(answers["baseline"], answers["current"], strict=True))
+    # The policy's numpy forward (NetworkConfigs/numpy_policy.py) sums in another order
+    # than torch: equal to float32 rounding, the chosen action the same.
+    served_gaps = [reply_gap(a, b) for a, b in pairs]
     batch = replies("current", [bodies["batch"]])[0]["predictions"]
     single = answers["current"][:len(singles)]
     gaps = [abs(b["probabilities"][k] - s["probabilities"][k])
             for b, s in zip(batch, single, strict=True) for k in s["probabilities"]]
     return {"windows_and_stream_bars": len(singles) + len(stream),
-            "identical_replies_baseline_vs_current": same,
+            "identical_replies_baseline_vs_current": sum(a == b for a, b in pairs),
+            "same_action_baseline_vs_current": sum(a.get("action_name") == b.get("action_name")
+                                                   for a, b in pairs),
+            "max_gap_baseline_vs_current": float(max(served_gaps)),
             "batch_vs_single_same_actions": sum(b["action_name"] == s["action_name"]
                                                 for b, s in zip(batch, single, strict=True)),
             "batch_vs_single_max_probability_gap": float(max(gaps))}

@@ -15,6 +15,7 @@ from sklearn.preprocessing import StandardScaler
 from NetworkConfigs import load_model
 from NetworkConfigs.artifacts import ArtifactError, ModelNotFound
 from NetworkConfigs.base import ACCOUNT_FIELDS, choose_action
+from NetworkConfigs.numpy_policy import NumpyPolicy
 from NetworkConfigs.PPO_loader import PPOModelLoader
 from NetworkConfigs.scaler_io import scaler_to_json
 from NetworkConfigs.trading_env import TradingEnvironment, env_arrays
@@ -73,6 +74,7 @@ def test_predict_equals_the_trainers_policy(trained, loader, model_bars) -> None
                                    atol=1e-6)
         assert served.value_estimate == pytest.approx(float(value[0]), abs=1e-5)
     assert env.accounts.position[0] == -1  # the account part was really exercised
+    assert NumpyPolicy.of(loader.agent) is not None  # served by numpy, to float32 rounding
 
 
 def test_the_three_window_forms_agree(loader, model_bars) -> None:
