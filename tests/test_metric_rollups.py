@@ -223,12 +223,18 @@ def test_tails_and_incremental_reads_match_the_full_series(any_store):
     assert again == {} and same == cursor
 
 
-def test_big_and_small_batches_store_the_same_points(any_store):
+def test_big_and_small_batches_store_the_same_points(any_store, monkeypatch):
     """A batch above SMALL_BATCH points goes to PostgreSQL by COPY (binary points, staged
     rollups), a small one by INSERTs: the same rows written both ways read back alike,
-    in write order, every value as written (NaN as None, infinities kept)."""
+    in write order, every value as written (NaN as NULL, infinities kept)."""
+    from Utilities import metric_writes
     from Utilities.metric_rollups import SMALL_BATCH
 
+    copied = []
+    real_copy = metric_writes.postgres_copy_points
+    monkeypatch.setattr(metric_writes, "postgres_copy_points",
+                        lambda cursor, series, batch: (copied.append(len(series)),
+                                                       real_copy(cursor, series, batch)))
     rng = random.Random(21)
     runs = [any_store.create_run(name=f"copy-{i}", model_type="ppo") for i in range(2)]
     rows = random_rows(rng, [runs[0]], 3 * SMALL_BATCH)
@@ -244,6 +250,33 @@ def test_big_and_small_batches_store_the_same_points(any_store):
         got = [(p["step"], p["value"], p["wall_time"]) for p in read[0].get(key, [])]
         assert got == want
     assert_equal(any_store, [runs[0]], rows)
+    postgres = any_store.engine.dialect.name == "postgresql"
+    assert copied == ([len(rows)] if postgres else [])  # only the big batch, only there
+    with any_store.engine.connect() as conn:
+        nulls = conn.execute(text(
+            "SELECT s.run_id, count(*) FROM metric_points p JOIN metric_series s "
+            "ON s.id = p.series_id WHERE p.value IS NULL GROUP BY s.run_id")).all()
+    assert dict(nulls) == {run: sum(math.isnan(r[3]) for r in rows) for run in runs} != {}
+
+
+def test_several_big_batches_in_one_transaction_merge_their_rollups_once(any_store):
+    """A migration replays old points through one writer in one transaction, chunk by
+    chunk: each chunk's staged rollups are merged once (the staging table is emptied
+    after each merge, not only at commit)."""
+    from Utilities.metric_rollups import SMALL_BATCH
+    from Utilities.metric_writes import replay
+
+    rng = random.Random(33)
+    run_id = any_store.create_run(name="replayed", model_type="ppo")
+    rows = random_rows(rng, [run_id], 4 * SMALL_BATCH)
+    raw = any_store.engine.raw_connection()
+    try:
+        cursor = raw.cursor()
+        assert replay(any_store._metric_writer(cursor), rows, chunk=SMALL_BATCH + 1) == len(rows)
+        raw.commit()
+    finally:
+        raw.close()
+    assert_equal(any_store, [run_id], rows)
 
 
 def test_small_batches_summarised_in_python_give_the_numpy_figures(monkeypatch):

@@ -74,7 +74,18 @@ def test_predict_equals_the_trainers_policy(trained, loader, model_bars) -> None
                                    atol=1e-6)
         assert served.value_estimate == pytest.approx(float(value[0]), abs=1e-5)
     assert env.accounts.position[0] == -1  # the account part was really exercised
-    assert NumpyPolicy.of(loader.agent) is not None  # served by numpy, to float32 rounding
+
+
+def test_a_single_window_is_answered_by_the_numpy_forward(loader, model_bars,
+                                                         monkeypatch) -> None:
+    """The loader wires NetworkConfigs/numpy_policy.py in for a request of a few rows
+    (its equality with torch: tests/test_numpy_policy.py)."""
+    rows = []
+    real = NumpyPolicy.__call__
+    monkeypatch.setattr(NumpyPolicy, "__call__",
+                        lambda self, obs: (rows.append(len(obs)), real(self, obs))[1])
+    loader.predict(model_bars.iloc[:loader.window_size])
+    assert rows == [1]
 
 
 def test_the_three_window_forms_agree(loader, model_bars) -> None:

@@ -130,8 +130,7 @@ class LiveHub:
         """The run's tail, if one runs here, reads the store now: a write this process
         just committed reaches its viewers without waiting for the poll (issue 17's
         ingest-to-viewer latency)."""
-        with self._lock:
-            tail = self._tails.get(run_id)
+        tail = self._tails.get(run_id)  # no lock: attach() holds it over store reads
         if tail is not None:
             tail.wake()
 
