@@ -25,8 +25,10 @@ whose calls work as written: ``MetricsLogger("my_training")`` or
 auto_save_interval=..., enable_async=...)`` records a run of its own in the run store
 (``DATABASE_URL``, else the dashboard's SQLite file), so a script that logs this way shows
 up in the web; ``log_episode(episode, profit, sharpe, ...)`` stores ``episode/profit``,
-``episode/sharpe``, …; ``log_model_metrics(loss, q_values=[...], gradients={...})``
-summarises lists (mean/std/min/max) and flattens dicts into ``train/*`` scalars.
+``episode/sharpe``, … (and the profit as the episode's reward when no ``reward=`` is
+given: what the run page charts as profit/loss);
+``log_model_metrics(loss, q_values=[...], gradients={...})`` summarises lists
+(mean/std/min/max) and flattens dicts into ``train/*`` scalars.
 """
 
 from __future__ import annotations
@@ -229,6 +231,11 @@ class MetricsLogger:
         episode = int(episode)
         record = {"episode": episode}
         series = self._episode_series
+        if reward is None and profit is not None:
+            # An episode's reward is its profit/loss here (the trading env's reward), so a
+            # seed loop logging only profit gets the Profit/loss chart, the list's reward,
+            # the overview and the reward alerts; episode/profit is kept as well.
+            reward = _number("episode/profit", profit)
         if reward is not None:
             record["reward"] = reward = float(reward)
         names = values = ()  # extra metrics: two flat tuples (a tuple of pairs nests)

@@ -83,7 +83,8 @@ def test_compare_and_csv_export(tracker, tmp_path: Path) -> None:
     assert comparison["hyperparameters"]["keys"] == ["lr", "net", "gamma"]
     assert comparison["metrics"]["drawdown"][b] is None
     assert comparison["metrics"]["drawdown"][a]["best"] == -0.1  # closest to zero
-    assert comparison["best"] == {"drawdown": a, "profit": b}
+    # Profit logged without a reward is each episode's reward as well (metrics_logger.py)
+    assert comparison["best"] == {"drawdown": a, "profit": b, "reward": b}
     only = tracker.compare_experiments([a, b], metrics=["profit"])
     assert list(only["metrics"]) == ["profit"]
 

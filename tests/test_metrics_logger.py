@@ -467,13 +467,23 @@ def test_seed_episode_fields_positional_and_by_name(store, run_id: str) -> None:
         "episode/profit": (2, 20.0), "episode/sharpe": (1, 0.5), "episode/drawdown": (2, 0.1),
         "episode/num_trades": (2, 4.0), "episode/custom": (2, 1.5), "episode/reward": (3, 1.0),
         "episode/steps": (3, 10.0), "episode/win": (3, 1.0)}
+    # Profit without a reward is the episode's reward too (the run page's P/L chart).
+    assert [p["value"] for p in store.metric_series(run_id, "episode/reward")] == [10.0, 20.0,
+                                                                                  1.0]
     events = [e["payload"] for e in store.events_after(0, run_id=run_id, kinds=["episode"])]
-    assert events == [{"episode": 1, "profit": 10.0, "sharpe": 0.5},
-                      {"episode": 2, "profit": 20.0, "drawdown": 0.1, "num_trades": 4,
-                       "custom": 1.5},
+    assert events == [{"episode": 1, "reward": 10.0, "profit": 10.0, "sharpe": 0.5},
+                      {"episode": 2, "reward": 20.0, "profit": 20.0, "drawdown": 0.1,
+                       "num_trades": 4, "custom": 1.5},
                       {"episode": 3, "reward": 1.0, "steps": 10, "win": True}]
     assert metrics.get_statistics()["best_profit"] == 20.0
-    assert metrics.get_statistics()["written_metrics"] == 9
+    assert metrics.get_statistics()["written_metrics"] == 11
+
+
+def test_a_bad_seed_profit_is_named_and_leaves_no_trace(store, run_id: str) -> None:
+    with MetricsLogger(store, run_id, flush_interval=NEVER) as metrics, \
+            pytest.raises(TypeError, match="'episode/profit' must be a number"):
+        metrics.log_episode(1, "lots")
+    assert store.latest_metrics(run_id) == {}
 
 
 def test_log_model_metrics_summarises_lists_and_flattens_dicts(store, run_id: str) -> None:

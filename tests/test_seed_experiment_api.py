@@ -278,7 +278,9 @@ def test_quick_start_records_a_run_the_web_lists(seed: RunStore) -> None:
                 "episode/learning_rate", "train/loss", "train/q_values_mean",
                 "train/q_values_std", "train/q_values_min", "train/q_values_max"):
         assert stats[key]["points"] == 1000, key
-    assert "episode/reward" not in stats  # only what was given: no invented series
+    # The profit is also each episode's reward (its profit/loss): the run page's P/L chart
+    assert stats["episode/reward"]["points"] == 1000
+    assert stats["episode/reward"]["total"] == stats["episode/profit"]["total"]
     assert stats["episode/profit"]["first_step"] == 0
     assert stats["episode/profit"]["last_step"] == 999
     assert stats["train/q_values_mean"]["last_value"] == pytest.approx(1.0)
@@ -295,8 +297,9 @@ def test_metrics_logger_usage(seed: RunStore, tmp_path: Path,
     assert logged["experiment"] == "dqn_training" and logged["status"] == "completed"
     latest = seed.latest_metrics(logged["run_id"])
     assert {key: point["value"] for key, point in latest.items()} == pytest.approx({
-        "episode/profit": 100.0, "episode/sharpe": 1.5, "episode/win_rate": 0.6,
-        "episode/drawdown": 50.0, "episode/num_trades": 10, "episode/epsilon": 0.5,
+        "episode/profit": 100.0, "episode/reward": 100.0, "episode/sharpe": 1.5,
+        "episode/win_rate": 0.6, "episode/drawdown": 50.0, "episode/num_trades": 10,
+        "episode/epsilon": 0.5,
         "episode/learning_rate": 0.001, "train/loss": 0.5, "train/q_values_mean": 2.0,
         "train/q_values_std": (2 / 3) ** 0.5, "train/q_values_min": 1.0,
         "train/q_values_max": 3.0, "train/gradients_mean": 0.01,
@@ -334,7 +337,8 @@ def test_experiment_tracker_usage(seed: RunStore, tmp_path: Path) -> None:
     assert logged["summary"] == {"total_episodes": 1000, "best_profit": 5000.0}
     stats = seed.series_statistics([exp_id])[exp_id]
     assert {key: row["points"] for key, row in stats.items()} == {
-        "episode/profit": 1000, "episode/sharpe": 1000, "episode/win_rate": 1000}
+        "episode/profit": 1000, "episode/sharpe": 1000, "episode/win_rate": 1000,
+        "episode/reward": 1000}  # the profit, as the episode's reward
 
     comparison = names["comparison"]
     assert list(comparison["experiments"]) == [exp_id1, exp_id2]
@@ -342,7 +346,7 @@ def test_experiment_tracker_usage(seed: RunStore, tmp_path: Path) -> None:
     assert comparison["hyperparameters"]["keys"] == ["learning_rate", "gamma"]
     assert comparison["metrics"]["profit"][exp_id1]["final"] == 6009.0
     assert comparison["metrics"]["profit"][exp_id2]["best"] == -41.0
-    assert comparison["best"] == {"profit": exp_id1, "sharpe": exp_id1}
+    assert comparison["best"] == {"profit": exp_id1, "sharpe": exp_id1, "reward": exp_id1}
 
     board = names["leaderboard"]
     assert [row["exp_id"] for row in board] == [exp_id1, exp_id, exp_id2]

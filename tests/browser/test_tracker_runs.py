@@ -50,6 +50,7 @@ def test_a_tracked_experiment_is_a_run_in_the_web(live_server: str, page, app) -
 
     page.goto(f"{live_server}/runs/{exp_id}")
     assert_chart_drawn(page, "chart-loss")
+    assert_chart_drawn(page, "chart-reward")  # the seed's profit is the episode's P/L
     extra = page.locator("#extra-charts canvas")
     assert extra.count() >= 3  # profit, sharpe, win rate, q-values …
     text = page.locator("body").inner_text()
