@@ -159,7 +159,6 @@ def test_delete_removes_a_runs_summaries_and_leaves_the_others_equal(any_store):
 
 
 def test_concurrent_writer_processes_keep_exact_summaries(any_store, engine_url):
-    rng = random.Random(11)
     run_ids = [any_store.create_run(name=f"c{i}", model_type="ppo") for i in range(2)]
     writers = []
     for index in range(4):
@@ -168,8 +167,9 @@ def test_concurrent_writer_processes_keep_exact_summaries(any_store, engine_url)
                 in random_rows(random.Random(index), run_ids, 1500) if step >= 0]
         writers.append(rows)
     context = multiprocessing.get_context("spawn")
-    processes = [context.Process(target=write_rows, args=(engine_url, rows, rng.choice((5, 60))))
-                 for rows in writers]
+    # Two writers in small batches, two in big ones (COPY on PostgreSQL).
+    processes = [context.Process(target=write_rows, args=(engine_url, rows, size))
+                 for rows, size in zip(writers, (5, 60, 400, 300), strict=True)]
     for process in processes:
         process.start()
     for process in processes:
