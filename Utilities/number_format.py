@@ -3,7 +3,9 @@
 Kinds: ``int`` (a count, with separators), ``money`` (two decimals, separators), ``pct``
 (a fraction shown as a percentage), ``pct_points`` (already in percent), ``num`` (a
 metric: four significant digits, separators from 1,000), ``input`` (the shortest text
-that reads back as the same number, for form fields). Missing values (None, NaN) are an
+that reads back as the same number, for form fields), ``param`` (a setting as set: twelve
+significant digits, so a rate computed as 0.0001 × 3 reads 0.0003, not
+0.00030000000000000003). Missing values (None, NaN) are an
 em dash everywhere, so an empty cell never looks like a zero.
 """
 
@@ -66,6 +68,12 @@ def _input(value: Any, number: float) -> str:
     return text[:-2] if text.endswith(".0") else text  # 10000.0 reads back from "10000"
 
 
+def _param(value: Any, number: float) -> str:
+    if isinstance(value, int | np.integer):
+        return str(int(value))
+    return f"{number:.12g}"
+
+
 _WRITERS = {
     "int": _count,
     "money": _money,
@@ -73,4 +81,5 @@ _WRITERS = {
     "pct_points": lambda value, number: f"{number:.2f}%",
     "num": _metric,
     "input": _input,
+    "param": _param,
 }

@@ -198,6 +198,11 @@ def test_differing_hyperparameters_come_first(compare_app: Flask) -> None:
     assert same["model_params.hidden_dim"] == [64, 64, 64]
     rate = next(row for row in rows if row["key"] == "train_params.learning_rate")
     assert rate["values"] == pytest.approx([1e-4, 2e-4, 3e-4])
+    page = compare_app.test_client().get(f"/compare?runs={','.join(ids)}").get_data(
+        as_text=True)
+    cells = page[page.index('data-key="train_params.learning_rate"'):].split("</tr>")[0]
+    assert [c.split("</td>")[0] for c in cells.split("<td>")[2:]] == [
+        "0.0001", "0.0002", "0.0003"]  # as set, without float noise (0.0001 * 3)
 
 
 def test_exports_parse_back_to_the_tables(compare_app: Flask, tmp_path: Path) -> None:

@@ -323,13 +323,14 @@ def export_json() -> Response:
 
 
 def param_text(value: Any) -> str:
-    """A hyperparameter as the table writes it: numbers exactly, missing as a dash."""
+    """A hyperparameter as the table writes it: numbers as set (twelve significant
+    digits: float noise such as 0.00030000000000000003 hidden), missing as a dash."""
     if value is None:
         return "—"
     if isinstance(value, bool | str):
         return str(value)
     if isinstance(value, int | float):
-        return figure(value, "input")
+        return figure(value, "param")
     return run_comparison.as_json(value).replace("\n", "").replace("  ", "")
 
 
