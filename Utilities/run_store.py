@@ -43,7 +43,7 @@ from sqlalchemy.exc import (
 )
 from sqlalchemy.orm import Session
 
-from Utilities import metric_reads, run_list_reads
+from Utilities import metric_reads, run_list_reads, run_notices
 from Utilities.downsample import MIN_POINTS
 from Utilities.metric_writes import (
     MetricBatch,
@@ -755,6 +755,9 @@ class RunStore:
         Call it after the transaction's updates of runs rows, never before."""
         if self.engine.dialect.name == "postgresql":
             session.execute(sa.text(_APPEND_LOCK_SQL))  # autoflushes pending updates first
+            for payload in run_notices.payloads(row["run_id"] for row in rows):
+                session.execute(sa.text("SELECT pg_notify(:channel, :runs)"),
+                                {"channel": run_notices.CHANNEL, "runs": payload})
         stmt = insert(_EVENTS).returning(_EVENTS.c.seq, sort_by_parameter_order=True)
         return [int(seq) for seq in session.execute(stmt, rows).scalars()]
 
@@ -1166,6 +1169,9 @@ class RunStore:
                     return False
                 if len(metric_params) or event_params:
                     self._take_append_lock(cursor)
+                    if self.engine.dialect.name == "postgresql":  # said at the commit
+                        run_notices.notify(cursor, {*metric_params.runs,
+                                                    *(row[0] for row in event_params)})
                 self._metric_writer(cursor).write(metric_params)
                 self._write_events(cursor, event_params)
                 raw.commit()

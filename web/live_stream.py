@@ -40,6 +40,7 @@ from pathlib import Path
 import orjson
 from flask import Blueprint, Flask, Response, current_app, request
 
+from Utilities.run_notices import RunNotices
 from Utilities.run_store import RunNotFound, RunStore, RunStoreError
 from web.json_io import ApiError, path_roots
 from web.live_tail import MESSAGE_TYPES, Cursor, RunTail
@@ -80,6 +81,7 @@ class LiveHub:
         self._lock = threading.Lock()
         self._tails: dict[str, RunTail] = {}
         self.viewers = 0
+        self.notices: RunNotices | None = None  # PostgreSQL: other processes' writes
 
     def attach(self, store: RunStore, run_id: str, roots: list[Path]) -> RunTail:
         """Count one more viewer of the run (its tail started if none runs); 503 when
@@ -97,6 +99,8 @@ class LiveHub:
                 tail = RunTail(store, run_id, poll_seconds=self.poll_seconds,
                                backlog=self.backlog, roots=roots, on_idle=self._idle)
                 self._tails[run_id] = tail
+            if self.notices is None and store.engine.dialect.name == "postgresql":
+                self.notices = RunNotices(store.engine, self.wake_runs)
             tail.viewers += 1
             self.viewers += 1
             return tail
@@ -123,8 +127,15 @@ class LiveHub:
 
     def close(self) -> None:
         """Stop every tail (their streams end): an app's shutdown, a test's end."""
+        if self.notices is not None:
+            self.notices.stop()
         for tail in self.tails().values():
             tail.stop()
+
+    def wake_runs(self, run_ids: list[str]) -> None:
+        """:meth:`wake` each run (the ids a PostgreSQL notice named)."""
+        for run_id in run_ids:
+            self.wake(run_id)
 
     def wake(self, run_id: str) -> None:
         """The run's tail, if one runs here, reads the store now: a write this process
