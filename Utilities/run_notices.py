@@ -14,8 +14,10 @@ wake of the process that wrote) is the way.
 from __future__ import annotations
 
 import logging
+import os
 import select
 import threading
+import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -25,6 +27,9 @@ CHANNEL = "galaxy_runs"
 NOTIFY_SQL = "SELECT pg_notify('galaxy_runs', %s)"
 # PostgreSQL refuses a payload of 8,000 bytes or more; run ids are 36 characters.
 _PAYLOAD_BYTES = 7_000
+# A quiet listening connection is pinged this often: a half-open one (a database host
+# gone without a word) would otherwise look like one that hears nothing, for ever.
+PING_SECONDS = 30.0
 
 
 def payloads(run_ids: Iterable[str]) -> list[str]:
@@ -53,25 +58,32 @@ class RunNotices:
     """A thread listening for the runs that got rows; ``on_runs`` gets their ids."""
 
     def __init__(self, engine: Any, on_runs: Callable[[list[str]], None], *,
-                 retry_seconds: float = 1.0) -> None:
-        self.engine, self.on_runs, self.retry_seconds = engine, on_runs, retry_seconds
+                 retry_seconds: float = 1.0, ping_seconds: float = PING_SECONDS) -> None:
+        self.engine, self.on_runs = engine, on_runs
+        self.retry_seconds, self.ping_seconds = retry_seconds, ping_seconds
         self._stop = threading.Event()
+        self._wakeup_read, self._wakeup_write = os.pipe()  # stop() interrupts the select
         self.listening = threading.Event()  # set while a LISTEN connection is open
+        self.backend_pid: int | None = None  # that connection's server process
         self._thread = threading.Thread(target=self._run, name="run-notices", daemon=True)
         self._thread.start()
 
     def stop(self) -> None:
         self._stop.set()
+        os.write(self._wakeup_write, b"x")
         self._thread.join(timeout=10)
+        os.close(self._wakeup_read)
+        os.close(self._wakeup_write)
 
     def _run(self) -> None:
         delay = self.retry_seconds
         while not self._stop.is_set():
             try:
                 self._listen()
-                delay = self.retry_seconds
             except Exception as exc:  # the database went away: the poll covers the gap
                 log.warning("run notices: %s; listening again in %.0f s", exc, delay)
+            if self.listening.is_set():  # it was up: the next outage starts from scratch
+                delay = self.retry_seconds
             self.listening.clear()
             self._stop.wait(delay)
             delay = min(delay * 2, 30.0)
@@ -84,14 +96,21 @@ class RunNotices:
             conn.autocommit = True
             with conn.cursor() as cursor:
                 cursor.execute(f"LISTEN {CHANNEL}")
+            self.backend_pid = conn.get_backend_pid()
             self.listening.set()
+            heard = time.monotonic()
             while not self._stop.is_set():
-                # Wakes for a notice, else once a second to see the stop flag.
-                if select.select([conn], [], [], 1.0)[0]:
+                ready = select.select([conn, self._wakeup_read], [], [], self.ping_seconds)[0]
+                if conn in ready:
                     conn.poll()
                     runs = {run for notice in conn.notifies for run in notice.payload.split(",")}
                     conn.notifies.clear()
                     if runs:
                         self.on_runs(sorted(runs))
+                    heard = time.monotonic()
+                elif time.monotonic() - heard >= self.ping_seconds:
+                    with conn.cursor() as cursor:  # raises if the connection is dead
+                        cursor.execute("SELECT 1")
+                    heard = time.monotonic()
         finally:
             conn.close()

@@ -483,6 +483,8 @@ def test_a_bad_seed_profit_is_named_and_leaves_no_trace(store, run_id: str) -> N
     with MetricsLogger(store, run_id, flush_interval=NEVER) as metrics, \
             pytest.raises(TypeError, match="'episode/profit' must be a number"):
         metrics.log_episode(1, "lots")
+    assert metrics.get_best_episode("reward") is None
+    assert metrics.get_smoothed_metric("episode/reward") is None
     assert store.latest_metrics(run_id) == {}
 
 

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.helpers.apps import drop_all
-from Utilities.run_notices import _PAYLOAD_BYTES, payloads
+from Utilities.run_notices import _PAYLOAD_BYTES, RunNotices, payloads
 from Utilities.run_store import RunStore
 from web.live_stream import LiveHub
 from web.live_tail import Frame
@@ -66,3 +66,37 @@ def test_sqlite_needs_no_listener(tmp_path):
     finally:
         hub.close()
         store.close()
+
+
+@pytest.mark.parametrize("engine_url", ["postgresql"], indirect=True)
+def test_the_listener_reconnects_after_its_connection_dies_and_stops_at_once(engine_url):
+    import threading
+
+    import sqlalchemy as sa
+
+    heard: list[str] = []
+    arrived = threading.Event()
+
+    def on_runs(runs: list[str]) -> None:
+        heard.extend(runs)
+        arrived.set()
+
+    engine = sa.create_engine(engine_url)
+    notices = RunNotices(engine, on_runs, retry_seconds=0.05, ping_seconds=0.2)
+    try:
+        assert notices.listening.wait(10)
+        with engine.begin() as conn:  # the database drops the listening connection
+            assert conn.execute(sa.text("SELECT pg_terminate_backend(:pid)"),
+                                {"pid": notices.backend_pid}).scalar()
+        for attempt in range(100):  # a notice per try until the new connection hears one
+            with engine.begin() as conn:
+                conn.execute(sa.text("SELECT pg_notify('galaxy_runs', :run)"),
+                             {"run": f"run-{attempt}"})
+            if arrived.wait(0.2):
+                break
+        assert heard and heard[0].startswith("run-")
+    finally:
+        started = time.monotonic()
+        notices.stop()
+        assert time.monotonic() - started < 0.5  # the select is interrupted, not waited out
+        engine.dispose()

@@ -82,6 +82,7 @@ class LiveHub:
         self._tails: dict[str, RunTail] = {}
         self.viewers = 0
         self.notices: RunNotices | None = None  # PostgreSQL: other processes' writes
+        self._closed = False
 
     def attach(self, store: RunStore, run_id: str, roots: list[Path]) -> RunTail:
         """Count one more viewer of the run (its tail started if none runs); 503 when
@@ -99,7 +100,8 @@ class LiveHub:
                 tail = RunTail(store, run_id, poll_seconds=self.poll_seconds,
                                backlog=self.backlog, roots=roots, on_idle=self._idle)
                 self._tails[run_id] = tail
-            if self.notices is None and store.engine.dialect.name == "postgresql":
+            if self.notices is None and not self._closed and \
+                    store.engine.dialect.name == "postgresql":
                 self.notices = RunNotices(store.engine, self.wake_runs)
             tail.viewers += 1
             self.viewers += 1
@@ -127,8 +129,10 @@ class LiveHub:
 
     def close(self) -> None:
         """Stop every tail (their streams end): an app's shutdown, a test's end."""
-        if self.notices is not None:
-            self.notices.stop()
+        with self._lock:  # no listener starts after this
+            self._closed, notices = True, self.notices
+        if notices is not None:
+            notices.stop()
         for tail in self.tails().values():
             tail.stop()
 

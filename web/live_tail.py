@@ -204,8 +204,8 @@ class RunTail:
         return self._thread.is_alive() and not self._gone
 
     def wake(self) -> None:
-        """Read the store now: this process has just committed rows of the run (another
-        process's writes are found by the poll)."""
+        """Read the store now: rows of the run were just committed (by this process, or
+        by another one that a PostgreSQL notice named; the poll finds the rest)."""
         self._wake.set()
 
     def stop(self) -> None:
