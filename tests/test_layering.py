@@ -51,9 +51,10 @@ UTILITIES = {
     "Utilities.run_store_schema": FOUNDATION,  # serialization
     "Utilities.metric_rollups": FOUNDATION,    # nothing (numpy)
     "Utilities.metric_writes": FOUNDATION,     # metric_rollups
+    "Utilities.run_notices": FOUNDATION,       # (the standard library only)
     "Utilities.metric_reads": FOUNDATION,      # run_store_schema, metric_rollups, downsample
     "Utilities.run_list_reads": FOUNDATION,    # run_store_schema, metric_reads
-    "Utilities.run_store": FOUNDATION,         # schema, metric_reads/_writes, run_list_reads
+    "Utilities.run_store": FOUNDATION,         # schema, metric_reads/_writes, run_notices …
     "Utilities.metrics_logger": FOUNDATION,    # run_store, serialization
     "Utilities.run_figures": FOUNDATION,       # input_errors (reads through a RunReads)
     "Utilities.run_comparison": FOUNDATION,    # run_figures, serialization
